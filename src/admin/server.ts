@@ -1,0 +1,150 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { timingSafeEqual } from 'node:crypto';
+import { parseConfigTexts, type RawConfig } from '../config/load.js';
+import type { AdminConfig, HostPort } from '../config/types.js';
+import { formatIssue } from '../errors.js';
+import type { Runtime, ApplyResult } from '../reload/runtime.js';
+
+const MAX_BODY = 8 * 1024 * 1024;
+
+/** The one error shape of the admin API (Caddy's APIError). */
+class ApiError extends Error {
+  constructor(readonly status: number, message: string, readonly body?: unknown) {
+    super(message);
+  }
+}
+
+type Handler = (req: IncomingMessage, url: URL) => Promise<{ status?: number; body: unknown; type?: string }>;
+
+export interface AdminOptions {
+  runtime: Runtime;
+  config: AdminConfig;
+  /** Where relative plugin paths in a pushed config resolve. */
+  baseDir: string;
+  /** True once the first generation serves, false while shutting down. */
+  ready(): boolean;
+}
+
+/**
+ * The admin API: small handlers behind one router, one error shape, JSON
+ * everywhere but /metrics. A bearer token is checked when configured.
+ */
+export class AdminServer {
+  readonly #server: Server;
+  readonly #opts: AdminOptions;
+  readonly #routes: Record<string, Handler>;
+
+  constructor(opts: AdminOptions) {
+    this.#opts = opts;
+    const rt = opts.runtime;
+    this.#routes = {
+      'GET /ready': async () => {
+        if (!opts.ready()) throw new ApiError(503, 'not ready');
+        return { body: { ready: true, generation: rt.current?.number } };
+      },
+      'GET /metrics': async () => ({ body: await rt.metrics.registry.metrics(), type: rt.metrics.registry.contentType }),
+      'GET /config': async () => {
+        const g = rt.current;
+        if (!g) throw new ApiError(503, 'no generation serves yet');
+        return { body: { generation: g.number, source: g.source, appliedAt: g.appliedAt.toISOString(), config: publicConfig(g.input) } };
+      },
+      'PUT /config': async (req) => {
+        const text = await readBody(req);
+        const raw = parseConfigTexts([{ name: 'PUT /config', text }], opts.baseDir);
+        return answer(await rt.apply(raw, 'api'));
+      },
+      'GET /generations': async () => ({ body: { current: rt.current?.number ?? null, draining: [...rt.draining].map((g) => g.number), history: rt.history } }),
+      'GET /vsets': async () => {
+        const g = rt.current;
+        if (!g) throw new ApiError(503, 'no generation serves yet');
+        const addresses = rt.addresses();
+        const vsets = Object.fromEntries(Object.entries(g.config.vsets).map(([name, v]) => [name, {
+          channels: v.channels,
+          implicit: v.implicit,
+          roles: Object.fromEntries(Object.entries(v.roles).map(([r, e]) => [r, { meta: e.meta }])),
+        }]));
+        const listeners = Object.fromEntries([...g.plans].map(([name, p]) => [name, {
+          address: fmt(addresses.get(name)!), protocol: p.protocol, target: `${p.config.vset}.${p.config.channel}`,
+        }]));
+        return { body: { generation: g.number, vsets, listeners } };
+      },
+    };
+    this.#server = createServer((req, res) => void this.#handle(req, res));
+  }
+
+  async listen(): Promise<HostPort> {
+    const { host, port } = this.#opts.config.address;
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, host, () => { this.#server.off('error', reject); resolve(); });
+    });
+    const a = this.#server.address() as { address: string; port: number };
+    return { host: a.address, port: a.port };
+  }
+
+  async close(): Promise<void> {
+    this.#server.closeAllConnections();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    try {
+      const url = new URL(req.url ?? '/', 'http://admin');
+      this.#authorize(req);
+      const route = this.#routes[`${req.method} ${url.pathname}`];
+      if (!route) {
+        const known = Object.keys(this.#routes).some((k) => k.endsWith(` ${url.pathname}`));
+        throw new ApiError(known ? 405 : 404, known ? `method ${req.method} not allowed on ${url.pathname}` : `no such endpoint: ${url.pathname}`);
+      }
+      const out = await route(req, url);
+      send(res, out.status ?? 200, out.body, out.type);
+    } catch (err) {
+      if (err instanceof ApiError) send(res, err.status, err.body ?? { error: err.message });
+      else send(res, 500, { error: (err as Error).message });
+    }
+  }
+
+  #authorize(req: IncomingMessage): void {
+    const token = this.#opts.config.token;
+    if (!token) return;
+    const got = Buffer.from(req.headers.authorization ?? '');
+    const want = Buffer.from(`Bearer ${token}`);
+    if (got.length !== want.length || !timingSafeEqual(got, want)) throw new ApiError(401, 'a valid bearer token is required');
+  }
+}
+
+/** The HTTP answer to an apply: 200 with what changed, 400 with every issue, 409 when the build failed. */
+export function answer(r: ApplyResult): { status: number; body: unknown } {
+  if (r.ok) return { status: 200, body: { generation: r.generation, components: r.components } };
+  if (r.kind === 'invalid') throw new ApiError(400, 'invalid config', { errors: r.issues.map((i) => ({ ...i, text: formatIssue(i) })) });
+  throw new ApiError(409, r.error.message, { errors: [{ message: r.error.message }] });
+}
+
+/** The config as GET /config shows it: as given, with the admin token masked. */
+function publicConfig(input: unknown): unknown {
+  const c = (input ?? {}) as { admin?: { token?: unknown } };
+  return c.admin?.token === undefined ? c : { ...c, admin: { ...c.admin, token: '***' } };
+}
+
+function fmt(hp: HostPort): string {
+  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
+}
+
+async function readBody(req: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req) {
+    size += (c as Buffer).length;
+    if (size > MAX_BODY) throw new ApiError(413, `config body over ${MAX_BODY} bytes`);
+    chunks.push(c as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function send(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body, null, 2) + '\n';
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+export type { RawConfig };

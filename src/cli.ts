@@ -1,0 +1,145 @@
+import { parseArgs } from 'node:util';
+import { readFile } from 'node:fs/promises';
+import { checkConfig } from './config/check.js';
+import { loadConfigFiles } from './config/load.js';
+import { ConfigError, formatIssue } from './errors.js';
+import { assignAddresses } from './listeners/address.js';
+import { Sidecar } from './sidecar.js';
+
+const USAGE = `usage:
+  switchyard run --config FILE [--config FILE2 …]   serve; later files override earlier ones key by key
+  switchyard validate --config FILE [--config …]    exit 0, or 1 with every error listed
+  switchyard hosts --config FILE [--config …]       hosts-file lines: 127.0.0.x  <listener name>
+  switchyard apply --config FILE [--admin URL] [--token T]
+                                                    push a full config to a running sidecar
+                                                    (default admin URL: http://127.0.0.1:9901,
+                                                    token also from SWITCHYARD_ADMIN_TOKEN)`;
+
+/** Runs one CLI command; resolves to the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  let args;
+  try {
+    args = parseArgs({
+      args: rest,
+      options: {
+        config: { type: 'string', multiple: true, short: 'c' },
+        admin: { type: 'string' },
+        token: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+      strict: true,
+    }).values;
+  } catch (err) {
+    console.error(`switchyard: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h' || args.help) {
+    console.log(USAGE);
+    return cmd ? 0 : 2;
+  }
+  const files = args.config ?? [];
+  if (files.length === 0) {
+    console.error(`switchyard ${cmd}: --config FILE is required\n${USAGE}`);
+    return 2;
+  }
+  switch (cmd) {
+    case 'run': return run(files);
+    case 'validate': return validate(files);
+    case 'hosts': return hosts(files);
+    case 'apply': return apply(files, args.admin ?? 'http://127.0.0.1:9901', args.token ?? process.env.SWITCHYARD_ADMIN_TOKEN);
+    default:
+      console.error(`switchyard: unknown command "${cmd}"\n${USAGE}`);
+      return 2;
+  }
+}
+
+function log(line: string): void {
+  console.log(`${new Date().toISOString()} ${line}`);
+}
+
+async function run(files: string[]): Promise<number> {
+  let sc: Sidecar;
+  try {
+    sc = await Sidecar.start({ files, log });
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      for (const i of err.issues) console.error(formatIssue(i));
+      console.error(`switchyard: ${err.issues.length} config error(s); not started`);
+    } else console.error(`switchyard: ${(err as Error).message}`);
+    return 1;
+  }
+  for (const [name, a] of sc.addresses()) {
+    const plan = sc.runtime.current!.plans.get(name)!;
+    log(`listener ${name}: ${plan.protocol}://${a.host}:${a.port} → ${plan.config.vset}.${plan.config.channel}`);
+  }
+  if (sc.adminAddress) log(`admin API on http://${sc.adminAddress.host}:${sc.adminAddress.port}`);
+
+  const reload = (): void => {
+    void sc.reload('sighup').then((r) => {
+      if (!r.ok && r.kind === 'invalid') for (const i of r.issues) log(`  ${formatIssue(i)}`);
+    });
+  };
+  process.on('SIGHUP', reload);
+  return new Promise<number>((resolve) => {
+    const stop = (signal: string): void => {
+      log(`${signal}: draining`);
+      process.off('SIGHUP', reload);
+      void sc.stop().then(() => resolve(0), (err) => { console.error(err); resolve(1); });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
+}
+
+async function validate(files: string[]): Promise<number> {
+  const checked = await checkConfig(await loadConfigFiles(files));
+  if (!checked.ok) {
+    for (const i of checked.issues) console.error(formatIssue(i));
+    console.error(`${checked.issues.length} error(s)`);
+    return 1;
+  }
+  const c = checked.config;
+  console.log(`ok: ${Object.keys(c.listeners).length} listener(s), ${Object.keys(c.roles).length} role(s), ${Object.values(c.vsets).filter((v) => !v.implicit).length} vset(s), ${Object.keys(c.components).length} component(s)`);
+  return 0;
+}
+
+async function hosts(files: string[]): Promise<number> {
+  const checked = await checkConfig(await loadConfigFiles(files));
+  if (!checked.ok) {
+    for (const i of checked.issues) console.error(formatIssue(i));
+    return 1;
+  }
+  for (const [name, a] of assignAddresses(checked.config.listeners)) console.log(`${a.host}\t${name}`);
+  return 0;
+}
+
+async function apply(files: string[], admin: string, token: string | undefined): Promise<number> {
+  const raw = await loadConfigFiles(files);
+  if (raw.issues.length) {
+    for (const i of raw.issues) console.error(formatIssue(i));
+    return 1;
+  }
+  // One file goes as written (the sidecar reports its line numbers); several go merged, as JSON.
+  const body = files.length === 1 ? await readFile(files[0]!, 'utf8') : JSON.stringify(raw.value);
+  let res: Response;
+  try {
+    res = await fetch(new URL('/config', admin), {
+      method: 'PUT',
+      headers: { 'content-type': files.length === 1 ? 'application/yaml' : 'application/json', ...(token ? { authorization: `Bearer ${token}` } : {}) },
+      body,
+    });
+  } catch (err) {
+    console.error(`switchyard apply: cannot reach ${admin}: ${(err as Error).cause ?? (err as Error).message}`);
+    return 1;
+  }
+  const out = (await res.json().catch(() => ({}))) as { generation?: number; components?: Record<string, string>; errors?: { text?: string; message?: string }[]; error?: string };
+  if (res.ok) {
+    console.log(`applied: generation ${out.generation}`);
+    for (const [c, m] of Object.entries(out.components ?? {})) console.log(`  component ${c}: ${m}`);
+    return 0;
+  }
+  for (const e of out.errors ?? [{ message: out.error }]) console.error(e.text ?? e.message);
+  console.error(`switchyard apply: rejected (HTTP ${res.status}); the running config is unchanged`);
+  return 1;
+}

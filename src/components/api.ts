@@ -1,0 +1,28 @@
+import type { ConfigCode } from '../errors.js';
+
+/**
+ * The component lifecycle from the Layotto design. A component holds state that
+ * outlives generations (a token bucket, a connection pool); filters use it.
+ */
+export interface Component {
+  init(metadata: Record<string, string>): Promise<void>;
+  /** Awaited before the component takes traffic. */
+  ready?(): Promise<boolean>;
+  /** Incremental update in place; `needReload: true` asks the runtime to re-initialise instead. */
+  applyConfig?(metadata: Record<string, string>): Promise<{ needReload: boolean }>;
+  /** After its last generation drained. */
+  close(): Promise<void>;
+}
+
+export interface ComponentValidateContext {
+  /** Reports an issue at `components.<name>.metadata.<key>` (or the metadata itself with key ''). */
+  report(code: ConfigCode, key: string, message: string): void;
+}
+
+/** A component type, registered like a filter type. */
+export interface ComponentDescriptor {
+  type: string;
+  /** Checks the metadata (string → string); report every problem. */
+  validate(metadata: Readonly<Record<string, string>>, ctx: ComponentValidateContext): void;
+  create(): Component;
+}

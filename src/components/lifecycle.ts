@@ -1,0 +1,152 @@
+import { isDeepStrictEqual } from 'node:util';
+import type { ComponentConfig } from '../config/types.js';
+import type { Registry } from '../registry.js';
+import type { Component } from './api.js';
+
+/**
+ * The component lifecycle, in one place:
+ *
+ *   created ─init()─▶ initialised ─ready()─▶ serving ──(no generation uses it)──▶ close() ─▶ closed
+ *                                              │  ▲
+ *                      config changed, and it has applyConfig → {needReload: false}: updated in place
+ *                      otherwise: a new instance goes created → serving, then takes over at the swap
+ *
+ * A slot is one live instance, shared by every generation that uses it (counted),
+ * so unchanged components keep their state across reloads, and an instance is
+ * closed exactly once, after the last generation that used it drained.
+ */
+export class ComponentSlot {
+  readonly name: string;
+  readonly type: string;
+  metadata: Record<string, string>;
+  readonly instance: Component;
+  #users = 0;
+  #closed: Promise<void> | null = null;
+
+  constructor(name: string, config: ComponentConfig, instance: Component) {
+    this.name = name;
+    this.type = config.type;
+    this.metadata = config.metadata;
+    this.instance = instance;
+  }
+
+  use(): void {
+    this.#users++;
+  }
+
+  /** A generation that used it is closed; the last one closes the instance. */
+  async unuse(): Promise<void> {
+    if (--this.#users <= 0) await this.close();
+  }
+
+  /** Idempotent: close() runs once, whatever calls it. */
+  close(): Promise<void> {
+    this.#closed ??= Promise.resolve().then(() => this.instance.close()).catch((err) => {
+      throw new Error(`component ${this.name}: close: ${(err as Error).message}`, { cause: err });
+    });
+    return this.#closed;
+  }
+}
+
+export type ComponentOutcome = 'unchanged' | 'updated' | 'reinitialized' | 'added' | 'removed';
+
+export interface ComponentPlan {
+  slots: Map<string, ComponentSlot>;
+  outcomes: Record<string, ComponentOutcome>;
+  /** In-place updates, run last, once everything else of the build succeeded. */
+  updates: { slot: ComponentSlot; metadata: Record<string, string> }[];
+  /** New instances made by this build, closed if the build fails. */
+  created: ComponentSlot[];
+}
+
+/**
+ * Decides for each component whether to reuse, update in place, or re-create it,
+ * and brings up the new instances (init, then ready within `readyTimeoutMs`).
+ * Throws (with every new instance closed) when one fails.
+ */
+export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, configs: Readonly<Record<string, ComponentConfig>>,
+  registry: Registry, readyTimeoutMs: number): Promise<ComponentPlan> {
+  const plan: ComponentPlan = { slots: new Map(), outcomes: {}, updates: [], created: [] };
+  const fresh: [string, ComponentConfig, boolean][] = [];
+  for (const [name, cfg] of Object.entries(configs)) {
+    const old = prev.get(name);
+    if (old && old.type === cfg.type && isDeepStrictEqual(old.metadata, cfg.metadata)) {
+      plan.slots.set(name, old);
+      plan.outcomes[name] = 'unchanged';
+    } else if (old && old.type === cfg.type && old.instance.applyConfig) {
+      // Ask later (updates run last); a needReload answer is not known yet, so this
+      // is decided in applyUpdates and may fall back to re-creation there.
+      plan.slots.set(name, old);
+      plan.outcomes[name] = 'updated';
+      plan.updates.push({ slot: old, metadata: cfg.metadata });
+    } else fresh.push([name, cfg, !!old]);
+  }
+  for (const name of prev.keys()) if (!(name in configs)) plan.outcomes[name] = 'removed';
+  try {
+    await Promise.all(fresh.map(async ([name, cfg, existed]) => {
+      plan.slots.set(name, await bringUp(name, cfg, registry, readyTimeoutMs, plan));
+      plan.outcomes[name] = existed ? 'reinitialized' : 'added';
+    }));
+  } catch (err) {
+    await discard(plan);
+    throw err;
+  }
+  return plan;
+}
+
+/**
+ * Runs the in-place updates. A component that answers `needReload` is re-created
+ * (make before break); a failing update rolls back the ones already applied.
+ */
+export async function applyUpdates(plan: ComponentPlan, registry: Registry, readyTimeoutMs: number): Promise<void> {
+  const applied: { slot: ComponentSlot; before: Record<string, string> }[] = [];
+  for (const { slot, metadata } of plan.updates) {
+    try {
+      const { needReload } = await slot.instance.applyConfig!(metadata);
+      if (needReload) {
+        plan.slots.set(slot.name, await bringUp(slot.name, { type: slot.type, metadata }, registry, readyTimeoutMs, plan));
+        plan.outcomes[slot.name] = 'reinitialized';
+      } else {
+        applied.push({ slot, before: slot.metadata });
+        slot.metadata = metadata;
+      }
+    } catch (err) {
+      for (const a of applied.reverse()) {
+        await a.slot.instance.applyConfig!(a.before).catch(() => {});
+        a.slot.metadata = a.before;
+      }
+      await discard(plan);
+      throw new Error(`component ${slot.name}: applyConfig: ${(err as Error).message}`, { cause: err });
+    }
+  }
+}
+
+async function bringUp(name: string, cfg: ComponentConfig, registry: Registry, readyTimeoutMs: number, plan: ComponentPlan): Promise<ComponentSlot> {
+  const d = registry.component(cfg.type);
+  if (!d) throw new Error(`component ${name}: unknown type ${cfg.type}`);
+  const slot = new ComponentSlot(name, cfg, d.create());
+  plan.created.push(slot);
+  await withTimeout(slot.instance.init(cfg.metadata), readyTimeoutMs, `component ${name}: init`);
+  if (slot.instance.ready) {
+    const ok = await withTimeout(slot.instance.ready(), readyTimeoutMs, `component ${name}: ready`);
+    if (!ok) throw new Error(`component ${name}: ready: the component reported not ready`);
+  }
+  return slot;
+}
+
+/** Closes what a failed build created. */
+export async function discard(plan: ComponentPlan): Promise<void> {
+  await Promise.all(plan.created.splice(0).map((s) => s.close().catch(() => {})));
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    Promise.resolve(p).catch((err: unknown) => {
+      throw new Error(`${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    }),
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
+    }),
+  ]).finally(() => clearTimeout(timer));
+}

@@ -1,0 +1,24 @@
+import type { ConfigIssue } from '../errors.js';
+import { builtinRegistry } from '../builtins.js';
+import { loadPlugins } from '../filters/plugins.js';
+import type { Registry } from '../registry.js';
+import type { RawConfig } from './load.js';
+import type { Config } from './types.js';
+import { validateConfig } from './validate.js';
+
+export type CheckResult = { ok: true; config: Config; registry: Registry } | { ok: false; issues: ConfigIssue[] };
+
+/**
+ * Source → checked config: YAML errors first, then plugins loaded into a fresh
+ * registry of the built-ins, then the whole validation. Every issue at once.
+ */
+export async function checkConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env): Promise<CheckResult> {
+  if (raw.issues.length) return { ok: false, issues: raw.issues };
+  const registry = builtinRegistry();
+  const plugins = (raw.value as { plugins?: unknown } | undefined)?.plugins;
+  const pluginIssues = Array.isArray(plugins) ? await loadPlugins(plugins, raw.baseDir, registry) : [];
+  for (const i of pluginIssues) Object.assign(i, raw.locate(['plugins', Number(/\d+/.exec(i.path)![0])]) ?? {});
+  const v = validateConfig(raw.value, registry, raw.locate, env);
+  if (!v.ok || pluginIssues.length) return { ok: false, issues: [...pluginIssues, ...(v.ok ? [] : v.issues)] };
+  return { ok: true, config: v.config, registry };
+}

@@ -1,0 +1,75 @@
+/** The validated, normalized config (v1). Durations are in milliseconds. */
+export interface Config {
+  version: 1;
+  admin: AdminConfig;
+  drainTimeoutMs: number;
+  roles: Record<string, RoleConfig>;
+  /** Declared vsets plus every role's default vset (`implicit: true`). */
+  vsets: Record<string, VsetConfig>;
+  components: Record<string, ComponentConfig>;
+  plugins: string[];
+  listeners: Record<string, ListenerConfig>;
+}
+
+export interface HostPort { host: string; port: number }
+
+export interface AdminConfig {
+  address: HostPort;
+  token?: string;
+}
+
+export interface RoleConfig {
+  meta: Record<string, string>;
+  channels: Record<string, ChannelConfig>;
+}
+
+export interface ChannelConfig {
+  endpoints: HostPort[];
+}
+
+export interface VsetConfig {
+  channels: string[];
+  /** role name → vset channel → role channel, and the meta exposed for the role in this vset. */
+  roles: Record<string, { map: Record<string, string>; meta: Record<string, string> }>;
+  implicit: boolean;
+}
+
+export interface ComponentConfig {
+  type: string;
+  metadata: Record<string, string>;
+}
+
+export type Protocol = 'http' | 'tcp';
+
+export interface ListenerTimeouts {
+  /** Upstream connect. */
+  connectMs: number;
+  /** http: time for the upstream to send response headers, and between body chunks. tcp: unused. */
+  upstreamMs: number;
+  /** http: time a client has to send the request headers (slowloris). */
+  headersMs: number;
+  /** http: time a client has to send the whole request. */
+  requestMs: number;
+  /** http: idle keep-alive connection to the client. */
+  keepAliveMs: number;
+  /** tcp: close a connection idle this long in both directions (0 = never). */
+  idleMs: number;
+}
+
+export interface ListenerConfig {
+  /** Explicit address, or undefined for the lowest free 127.0.0.x (x ≥ 2). */
+  address?: HostPort;
+  protocol: Protocol;
+  vset: string;
+  channel: string;
+  filters: FilterConfig[];
+  timeouts: ListenerTimeouts;
+  /** http: the largest request head accepted (bytes); more gets 431. */
+  maxHeaderSize: number;
+}
+
+/** A filter entry after its type validated it; `config` is what the type's validate returned. */
+export interface FilterConfig {
+  type: string;
+  config: unknown;
+}

@@ -1,0 +1,541 @@
+import { isIP } from 'node:net';
+import type { ConfigCode, ConfigIssue } from '../errors.js';
+import type { Registry } from '../registry.js';
+import type { FilterValidateContext } from '../filters/api.js';
+import { formatPath, type Locator, type Path } from './load.js';
+import type {
+  AdminConfig, ChannelConfig, ComponentConfig, Config, FilterConfig, HostPort, ListenerConfig,
+  ListenerTimeouts, Protocol, RoleConfig, VsetConfig,
+} from './types.js';
+
+export type ValidateResult = { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] };
+
+export const NAME_RE = /^[A-Za-z0-9_-]+$/;
+export const DEFAULT_ADMIN: HostPort = { host: '127.0.0.1', port: 9901 };
+export const DEFAULT_DRAIN_MS = 30_000;
+export const DEFAULT_TIMEOUTS: Readonly<ListenerTimeouts> = {
+  connectMs: 5_000,
+  upstreamMs: 30_000,
+  headersMs: 10_000,
+  requestMs: 300_000,
+  keepAliveMs: 5_000,
+  idleMs: 3_600_000,
+};
+export const DEFAULT_MAX_HEADER_SIZE = 16 * 1024;
+
+const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners'];
+const TIMEOUT_KEYS: Record<string, keyof ListenerTimeouts> = {
+  connect: 'connectMs', upstream: 'upstreamMs', headers: 'headersMs', request: 'requestMs', keepAlive: 'keepAliveMs', idle: 'idleMs',
+};
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/**
+ * Validates a whole config and normalizes it. Every issue is collected (not just the
+ * first); any issue rejects the config. Plugins must already be registered in `registry`.
+ */
+export function validateConfig(value: unknown, registry: Registry, locate: Locator = () => undefined,
+  env: NodeJS.ProcessEnv = process.env): ValidateResult {
+  const v = new Validator(registry, locate);
+  const root = substituteEnv(value ?? {}, [], env, v);
+  const config = v.root(root);
+  return v.issues.length ? { ok: false, issues: v.issues } : { ok: true, config };
+}
+
+/** `${VAR}` and `${VAR:-default}` in string values; `$${` is a literal `${`. */
+function substituteEnv(value: unknown, path: Path, env: NodeJS.ProcessEnv, v: Validator): unknown {
+  if (typeof value === 'string') {
+    if (!value.includes('${')) return value;
+    return value.replace(/\$?\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (m, name: string, def?: string) => {
+      if (m.startsWith('$$')) return m.slice(1);
+      const got = env[name];
+      if (got !== undefined && got !== '') return got;
+      if (def !== undefined) return def;
+      v.report('SY_ERR_CONFIG_ENV', path, `environment variable ${name} is not set`);
+      return '';
+    });
+  }
+  if (Array.isArray(value)) return value.map((x, i) => substituteEnv(x, [...path, i], env, v));
+  if (isObj(value)) {
+    const out: Obj = {};
+    for (const [k, x] of Object.entries(value)) out[k] = substituteEnv(x, [...path, k], env, v);
+    return out;
+  }
+  return value;
+}
+
+/** Parses `250ms`, `30s`, `5m`, `1h` (also `1.5s`) into milliseconds. */
+export function parseDuration(s: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(s.trim());
+  if (!m) return undefined;
+  const n = Number(m[1]);
+  const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(n * unit);
+}
+
+/** Parses `host:port`, `[v6]:port`; `defaultPort` allows a bare host; returns undefined when malformed. */
+export function parseHostPort(s: string, defaultPort?: number): { host: string; port: number | undefined } | undefined {
+  let host: string;
+  let portText: string | undefined;
+  const v6 = /^\[([^\]]+)\](?::(\d+))?$/.exec(s);
+  if (v6) {
+    host = v6[1]!;
+    portText = v6[2];
+  } else {
+    const i = s.lastIndexOf(':');
+    if (i < 0) host = s;
+    else {
+      host = s.slice(0, i);
+      portText = s.slice(i + 1);
+    }
+  }
+  if (portText !== undefined && !/^\d+$/.test(portText)) return undefined;
+  const port = portText === undefined ? defaultPort : Number(portText);
+  if (port !== undefined && port > 65535) return undefined;
+  if (host !== '' && !isIP(host) && !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(host)) return undefined;
+  return { host, port };
+}
+
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+}
+
+class Validator {
+  readonly issues: ConfigIssue[] = [];
+  readonly #registry: Registry;
+  readonly #locate: Locator;
+
+  constructor(registry: Registry, locate: Locator) {
+    this.#registry = registry;
+    this.#locate = locate;
+  }
+
+  report(code: ConfigCode, path: Path, message: string, atKey = false): void {
+    const loc = this.#locate(path, atKey);
+    this.issues.push({ code, path: formatPath(path), message, ...(loc ?? {}) });
+  }
+
+  /** Returns the value as an object, reporting unknown keys; undefined (reported) when it is not one. */
+  obj(value: unknown, path: Path, allowed: readonly string[] | null): Obj | undefined {
+    if (!isObj(value)) {
+      this.report('SY_ERR_CONFIG_TYPE', path, `must be a mapping, got ${describe(value)}`);
+      return undefined;
+    }
+    if (allowed) {
+      for (const k of Object.keys(value)) {
+        if (!allowed.includes(k)) {
+          const hint = closest(k, allowed);
+          this.report('SY_ERR_CONFIG_UNKNOWN_KEY', [...path, k], `unknown key "${k}"${hint ? ` (did you mean "${hint}"?)` : ''}; allowed: ${allowed.join(', ')}`, true);
+        }
+      }
+    }
+    return value;
+  }
+
+  /** An optional mapping of named entries; names must match NAME_RE. */
+  named(value: unknown, path: Path): [string, unknown][] {
+    if (value === undefined) return [];
+    const o = this.obj(value, path, null);
+    if (!o) return [];
+    const out: [string, unknown][] = [];
+    for (const [k, x] of Object.entries(o)) {
+      if (!NAME_RE.test(k)) this.report('SY_ERR_CONFIG_NAME', [...path, k], `name "${k}" must match [A-Za-z0-9_-]+`, true);
+      else out.push([k, x]);
+    }
+    return out;
+  }
+
+  str(value: unknown, path: Path): string | undefined {
+    if (typeof value === 'string') return value;
+    this.report(value === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', path,
+      value === undefined ? 'is required' : `must be a string, got ${describe(value)}`);
+    return undefined;
+  }
+
+  duration(value: unknown, path: Path, dflt: number): number {
+    if (value === undefined) return dflt;
+    if (typeof value !== 'string') {
+      this.report('SY_ERR_CONFIG_TYPE', path, `must be a duration such as 250ms, 30s or 5m, got ${describe(value)}`);
+      return dflt;
+    }
+    const ms = parseDuration(value);
+    if (ms === undefined) {
+      this.report('SY_ERR_CONFIG_VALUE', path, `"${value}" is not a duration (use 250ms, 30s, 5m, 1h)`);
+      return dflt;
+    }
+    return ms;
+  }
+
+  /** A string → string map. Integers and booleans are taken as their text; other floats are refused (1.10 would become "1.1"). */
+  stringMap(value: unknown, path: Path): Record<string, string> {
+    const out: Record<string, string> = {};
+    if (value === undefined) return out;
+    const o = this.obj(value, path, null);
+    if (!o) return out;
+    for (const [k, x] of Object.entries(o)) {
+      if (typeof x === 'string') out[k] = x;
+      else if ((typeof x === 'number' && Number.isSafeInteger(x)) || typeof x === 'boolean') out[k] = String(x);
+      else this.report('SY_ERR_CONFIG_TYPE', [...path, k], `must be a string, got ${describe(x)}${typeof x === 'number' ? ' (quote it: "' + x + '")' : ''}`);
+    }
+    return out;
+  }
+
+  root(value: unknown): Config {
+    const root = this.obj(value, [], TOP_KEYS) ?? {};
+    if (root.version !== undefined && root.version !== 1) {
+      this.report('SY_ERR_CONFIG_VALUE', ['version'], `unsupported config version ${JSON.stringify(root.version)}; this switchyard reads version 1`);
+    }
+    const roles = this.roles(root.roles);
+    const vsets = this.vsets(root.vsets, roles);
+    const components = this.components(root.components);
+    const plugins = this.plugins(root.plugins);
+    const admin = this.admin(root.admin);
+    const listeners = this.listeners(root.listeners, vsets, components, admin);
+    const drainTimeoutMs = this.duration(root.drainTimeout, ['drainTimeout'], DEFAULT_DRAIN_MS);
+    return { version: 1, admin, drainTimeoutMs, roles, vsets, components, plugins, listeners };
+  }
+
+  admin(value: unknown): AdminConfig {
+    const admin: AdminConfig = { address: DEFAULT_ADMIN };
+    if (value === undefined) return admin;
+    const o = this.obj(value, ['admin'], ['address', 'token']);
+    if (!o) return admin;
+    if (o.address !== undefined) {
+      const s = this.str(o.address, ['admin', 'address']);
+      const hp = s === undefined ? undefined : parseHostPort(s);
+      if (s !== undefined && (!hp || hp.port === undefined || !isIP(hp.host))) {
+        this.report('SY_ERR_CONFIG_VALUE', ['admin', 'address'], `"${s}" is not an ip:port address`);
+      } else if (hp) admin.address = { host: hp.host, port: hp.port! };
+    }
+    if (o.token !== undefined) {
+      const t = this.str(o.token, ['admin', 'token']);
+      if (t) admin.token = t;
+    }
+    if (!admin.token && !isLoopback(admin.address.host)) {
+      this.report('SY_ERR_ADMIN_TOKEN_REQUIRED', ['admin', 'address'], `a non-loopback admin address (${admin.address.host}) needs admin.token`);
+    }
+    return admin;
+  }
+
+  roles(value: unknown): Record<string, RoleConfig> {
+    const roles: Record<string, RoleConfig> = {};
+    for (const [name, raw] of this.named(value, ['roles'])) {
+      const path = ['roles', name];
+      const o = this.obj(raw, path, ['meta', 'channels']);
+      if (!o) continue;
+      const meta = this.stringMap(o.meta, [...path, 'meta']);
+      const channels: Record<string, ChannelConfig> = {};
+      const chans = this.named(o.channels, [...path, 'channels']);
+      if (o.channels === undefined || (isObj(o.channels) && Object.keys(o.channels).length === 0)) {
+        this.report('SY_ERR_CONFIG_REQUIRED', [...path, 'channels'], 'a role needs at least one channel');
+      }
+      for (const [ch, chRaw] of chans) {
+        const cp = [...path, 'channels', ch];
+        const c = this.obj(chRaw, cp, ['endpoints']);
+        if (!c) continue;
+        channels[ch] = { endpoints: this.endpoints(c.endpoints, [...cp, 'endpoints']) };
+      }
+      roles[name] = { meta, channels };
+    }
+    return roles;
+  }
+
+  endpoints(value: unknown, path: Path): HostPort[] {
+    if (!Array.isArray(value) || value.length === 0) {
+      this.report(value === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', path, 'must be a non-empty list of "host:port"');
+      return [];
+    }
+    const out: HostPort[] = [];
+    value.forEach((e, i) => {
+      const s = this.str(e, [...path, i]);
+      if (s === undefined) return;
+      const hp = parseHostPort(s);
+      if (!hp || !hp.host || hp.port === undefined || hp.port === 0) {
+        this.report('SY_ERR_CONFIG_VALUE', [...path, i], `"${s}" is not a host:port endpoint`);
+      } else out.push({ host: hp.host, port: hp.port });
+    });
+    return out;
+  }
+
+  vsets(value: unknown, roles: Record<string, RoleConfig>): Record<string, VsetConfig> {
+    const vsets: Record<string, VsetConfig> = {};
+    for (const [name, raw] of this.named(value, ['vsets'])) {
+      const path = ['vsets', name];
+      if (roles[name]) {
+        this.report('SY_ERR_VSET_SHADOWS_ROLE', path, `"${name}" is a role, and every role is already a vset of its own name; give the vset another name`, true);
+        continue;
+      }
+      const o = this.obj(raw, path, ['channels', 'roles']);
+      if (!o) continue;
+      const channels: string[] = [];
+      if (!Array.isArray(o.channels) || o.channels.length === 0) {
+        this.report(o.channels === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', [...path, 'channels'], 'must be a non-empty list of channel names');
+      } else {
+        o.channels.forEach((c, i) => {
+          if (typeof c !== 'string' || !NAME_RE.test(c)) this.report('SY_ERR_CONFIG_NAME', [...path, 'channels', i], `channel name ${JSON.stringify(c)} must match [A-Za-z0-9_-]+`);
+          else if (channels.includes(c)) this.report('SY_ERR_CONFIG_VALUE', [...path, 'channels', i], `channel "${c}" is listed twice`);
+          else channels.push(c);
+        });
+      }
+      const members: VsetConfig['roles'] = {};
+      const entries = this.named(o.roles, [...path, 'roles']);
+      if (entries.length === 0 && !(o.roles !== undefined && !isObj(o.roles))) {
+        this.report('SY_ERR_CONFIG_REQUIRED', [...path, 'roles'], 'a vset needs at least one role');
+      }
+      for (const [roleName, entryRaw] of entries) {
+        const rp = [...path, 'roles', roleName];
+        const role = roles[roleName];
+        if (!role) {
+          this.report('SY_ERR_UNKNOWN_ROLE', rp, `role "${roleName}" is not declared under roles`, true);
+          continue;
+        }
+        const entry = entryRaw === null || entryRaw === undefined ? {} : this.obj(entryRaw, rp, ['map', 'meta']);
+        if (!entry) continue;
+        const map: Record<string, string> = {};
+        const given = this.stringMap(entry.map, [...rp, 'map']);
+        for (const [vc, rc] of Object.entries(given)) {
+          if (!channels.includes(vc)) this.report('SY_ERR_UNKNOWN_CHANNEL', [...rp, 'map', vc], `"${vc}" is not a channel of vset ${name} (${channels.join(', ')})`, true);
+        }
+        for (const vc of channels) {
+          const rc = given[vc] ?? vc;
+          if (!role.channels[rc]) {
+            this.report('SY_ERR_CHANNEL_UNMAPPED', given[vc] ? [...rp, 'map', vc] : rp,
+              `vset channel "${vc}" maps to "${rc}", which is not a channel of role ${roleName} (${Object.keys(role.channels).join(', ')})`);
+          }
+          map[vc] = rc;
+        }
+        members[roleName] = { map, meta: { ...role.meta, ...this.stringMap(entry.meta, [...rp, 'meta']) } };
+      }
+      vsets[name] = { channels, roles: members, implicit: false };
+    }
+    // Every role is also a vset of its own name (Kumori's default vset).
+    for (const [name, role] of Object.entries(roles)) {
+      if (vsets[name]) continue;
+      const channels = Object.keys(role.channels);
+      vsets[name] = { channels, roles: { [name]: { map: Object.fromEntries(channels.map((c) => [c, c])), meta: role.meta } }, implicit: true };
+    }
+    return vsets;
+  }
+
+  components(value: unknown): Record<string, ComponentConfig> {
+    const out: Record<string, ComponentConfig> = {};
+    for (const [name, raw] of this.named(value, ['components'])) {
+      const path = ['components', name];
+      const o = this.obj(raw, path, ['type', 'metadata']);
+      if (!o) continue;
+      const type = this.str(o.type, [...path, 'type']);
+      const metadata = this.stringMap(o.metadata, [...path, 'metadata']);
+      if (type === undefined) continue;
+      const d = this.#registry.component(type);
+      if (!d) {
+        const known = this.#registry.componentTypes();
+        this.report('SY_ERR_UNKNOWN_COMPONENT_TYPE', [...path, 'type'], `unknown component type "${type}"; registered: ${known.length ? known.join(', ') : 'none'}`);
+        continue;
+      }
+      d.validate(metadata, {
+        report: (code, key, message) => this.report(code, key ? [...path, 'metadata', key] : [...path, 'metadata'], message, !!key),
+      });
+      out[name] = { type, metadata };
+    }
+    return out;
+  }
+
+  plugins(value: unknown): string[] {
+    if (value === undefined) return [];
+    if (!Array.isArray(value)) {
+      this.report('SY_ERR_CONFIG_TYPE', ['plugins'], 'must be a list of module paths');
+      return [];
+    }
+    return value.flatMap((p, i) => {
+      const s = this.str(p, ['plugins', i]);
+      return s === undefined ? [] : [s];
+    });
+  }
+
+  listeners(value: unknown, vsets: Record<string, VsetConfig>, components: Record<string, ComponentConfig>,
+    admin: AdminConfig): Record<string, ListenerConfig> {
+    const out: Record<string, ListenerConfig> = {};
+    const byAddress = new Map<string, string>([[`${admin.address.host}:${admin.address.port}`, 'the admin API']]);
+    for (const [name, raw] of this.named(value, ['listeners'])) {
+      const path = ['listeners', name];
+      const o = this.obj(raw, path, ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize']);
+      if (!o) continue;
+      let protocol: Protocol = 'http';
+      if (o.protocol !== undefined) {
+        if (o.protocol === 'http' || o.protocol === 'tcp') protocol = o.protocol;
+        else this.report('SY_ERR_CONFIG_VALUE', [...path, 'protocol'], `must be http or tcp, got ${JSON.stringify(o.protocol)}`);
+      }
+      const address = this.listenerAddress(o.address, [...path, 'address'], protocol, byAddress, name);
+      const target = this.target(o.target, [...path, 'target'], vsets);
+      const timeouts = { ...DEFAULT_TIMEOUTS };
+      if (o.timeouts !== undefined) {
+        const t = this.obj(o.timeouts, [...path, 'timeouts'], Object.keys(TIMEOUT_KEYS));
+        for (const [k, field] of Object.entries(TIMEOUT_KEYS)) {
+          if (t?.[k] !== undefined) timeouts[field] = this.duration(t[k], [...path, 'timeouts', k], DEFAULT_TIMEOUTS[field]);
+        }
+        if (timeouts.headersMs > timeouts.requestMs) {
+          this.report('SY_ERR_CONFIG_VALUE', [...path, 'timeouts', 'headers'], 'must not be longer than timeouts.request');
+        }
+      }
+      let maxHeaderSize = DEFAULT_MAX_HEADER_SIZE;
+      if (o.maxHeaderSize !== undefined) {
+        if (typeof o.maxHeaderSize === 'number' && Number.isInteger(o.maxHeaderSize) && o.maxHeaderSize >= 1024 && o.maxHeaderSize <= 1 << 20) {
+          maxHeaderSize = o.maxHeaderSize;
+        } else this.report('SY_ERR_CONFIG_VALUE', [...path, 'maxHeaderSize'], 'must be an integer number of bytes from 1024 to 1048576');
+      }
+      const filters = target ? this.filters(o.filters, [...path, 'filters'], name, protocol, vsets[target.vset]!, components) : [];
+      if (!target) continue;
+      out[name] = { ...(address ? { address } : {}), protocol, vset: target.vset, channel: target.channel, filters, timeouts, maxHeaderSize };
+    }
+    return out;
+  }
+
+  listenerAddress(value: unknown, path: Path, protocol: Protocol, byAddress: Map<string, string>, name: string): HostPort | undefined {
+    if (value === undefined) {
+      if (protocol === 'tcp') this.report('SY_ERR_CONFIG_REQUIRED', path, 'a tcp listener needs a port: "127.0.0.x:port", or ":port" for the next free 127.0.0.x');
+      return undefined;
+    }
+    const s = this.str(value, path);
+    if (s === undefined) return undefined;
+    const hp = parseHostPort(s, protocol === 'http' ? 80 : undefined);
+    if (!hp || (hp.host !== '' && !isIP(hp.host))) {
+      this.report('SY_ERR_CONFIG_VALUE', path, `"${s}" is not an address: use ip:port (e.g. 127.0.0.2:80)${protocol === 'tcp' ? '' : ', or an ip for port 80'}`);
+      return undefined;
+    }
+    if (hp.port === undefined) {
+      this.report('SY_ERR_CONFIG_REQUIRED', path, `a tcp listener needs a port ("${s}:PORT")`);
+      return undefined;
+    }
+    const addr = { host: hp.host, port: hp.port };
+    if (hp.host !== '' && hp.port !== 0) {
+      const key = `${hp.host}:${hp.port}`;
+      const other = byAddress.get(key);
+      if (other) this.report('SY_ERR_ADDRESS_IN_USE', path, `${key} is already used by ${other}`);
+      else byAddress.set(key, `listener ${name}`);
+    }
+    return addr;
+  }
+
+  target(value: unknown, path: Path, vsets: Record<string, VsetConfig>): { vset: string; channel: string } | undefined {
+    const s = this.str(value, path);
+    if (s === undefined) return undefined;
+    const m = /^([A-Za-z0-9_-]+)(?:\.([A-Za-z0-9_-]+))?$/.exec(s);
+    if (!m) {
+      this.report('SY_ERR_CONFIG_VALUE', path, `"${s}" is not <vset>.<channel> or <vset>`);
+      return undefined;
+    }
+    const vs = vsets[m[1]!];
+    if (!vs) {
+      this.report('SY_ERR_UNKNOWN_VSET', path, `no vset or role named "${m[1]}"`);
+      return undefined;
+    }
+    let channel = m[2];
+    if (channel === undefined) {
+      if (vs.channels.length !== 1) {
+        this.report('SY_ERR_UNKNOWN_CHANNEL', path, `vset ${m[1]} has channels ${vs.channels.join(', ')}: name one (${m[1]}.${vs.channels[0]})`);
+        return undefined;
+      }
+      channel = vs.channels[0]!;
+    } else if (!vs.channels.includes(channel)) {
+      this.report('SY_ERR_UNKNOWN_CHANNEL', path, `vset ${m[1]} has no channel "${channel}" (it has ${vs.channels.join(', ')})`);
+      return undefined;
+    }
+    if (Object.keys(vs.roles).length === 0) return undefined; // already reported on the vset
+    return { vset: m[1]!, channel };
+  }
+
+  filters(value: unknown, path: Path, listener: string, protocol: Protocol, vset: VsetConfig,
+    components: Record<string, ComponentConfig>): FilterConfig[] {
+    if (value === undefined) return [];
+    if (!Array.isArray(value)) {
+      this.report('SY_ERR_CONFIG_TYPE', path, 'must be a list of filters');
+      return [];
+    }
+    const roles = Object.keys(vset.roles);
+    const out: FilterConfig[] = [];
+    value.forEach((raw, i) => {
+      const fp = [...path, i];
+      const o = this.obj(raw, fp, null);
+      if (!o) return;
+      const type = this.str(o.type, [...fp, 'type']);
+      if (type === undefined) return;
+      const d = this.#registry.filter(type);
+      if (!d) {
+        this.report('SY_ERR_UNKNOWN_FILTER', [...fp, 'type'], `unknown filter type "${type}"; registered: ${this.#registry.filterTypes().join(', ')}`);
+        return;
+      }
+      if (d.scope !== 'both' && d.scope !== protocol) {
+        this.report('SY_ERR_FILTER_SCOPE', [...fp, 'type'], `filter ${type} works on ${d.scope} listeners only; this listener is ${protocol}`);
+        return;
+      }
+      const ctx: FilterValidateContext = {
+        path: fp,
+        listener,
+        protocol,
+        roles,
+        roleMeta: (r) => vset.roles[r]?.meta,
+        report: (code, sub, message) => this.report(code, [...fp, ...sub], message, code === 'SY_ERR_CONFIG_UNKNOWN_KEY'),
+        allowKeys: (r, allowed) => { this.obj(r, fp, ['type', ...allowed]); },
+        component: (name, sub, types) => {
+          if (typeof name !== 'string') {
+            this.report(name === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', [...fp, ...sub], `must name a component (${types.join(' or ')})`);
+            return undefined;
+          }
+          const c = components[name];
+          if (!c) {
+            this.report('SY_ERR_UNKNOWN_COMPONENT', [...fp, ...sub], `no component named "${name}" under components`);
+            return undefined;
+          }
+          if (!types.includes(c.type)) {
+            this.report('SY_ERR_COMPONENT_TYPE_MISMATCH', [...fp, ...sub], `component ${name} is of type ${c.type}; filter ${type} takes ${types.join(' or ')}`);
+            return undefined;
+          }
+          return name;
+        },
+      };
+      const before = this.issues.length;
+      let config: unknown;
+      try {
+        config = d.validate(o, ctx);
+      } catch (err) {
+        this.report('SY_ERR_CONFIG_VALUE', fp, `filter ${type} failed to validate its config: ${(err as Error).message}`);
+        return;
+      }
+      if (this.issues.length === before) out.push({ type, config });
+    });
+    return out;
+  }
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/** The allowed key nearest to a typo (edit distance ≤ 2), for the hint. */
+function closest(k: string, allowed: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = 3;
+  for (const a of allowed) {
+    const d = editDistance(k.toLowerCase(), a.toLowerCase());
+    if (d < bestD) { bestD = d; best = a; }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0]!;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j]!;
+      row[j] = Math.min(row[j]! + 1, row[j - 1]! + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length]!;
+}

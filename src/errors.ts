@@ -1,0 +1,82 @@
+/**
+ * Stable error codes, in one place (undici's UND_ERR_*, Fastify's FST_ERR_*).
+ * Config codes name what a validator found; runtime codes double as the `reason`
+ * label of `switchyard_upstream_errors_total`. Every code is documented in the README
+ * (a test checks it).
+ */
+export const ConfigCodes = {
+  SY_ERR_CONFIG_YAML: 'the YAML text does not parse',
+  SY_ERR_CONFIG_FILE: 'a config file cannot be read',
+  SY_ERR_CONFIG_UNKNOWN_KEY: 'a key that the schema does not know (a typo?)',
+  SY_ERR_CONFIG_TYPE: 'a value of the wrong type',
+  SY_ERR_CONFIG_REQUIRED: 'a required key is missing',
+  SY_ERR_CONFIG_VALUE: 'a value out of range or of the wrong form',
+  SY_ERR_CONFIG_NAME: 'a name that does not match [A-Za-z0-9_-]+',
+  SY_ERR_CONFIG_ENV: 'a ${VAR} reference to an unset environment variable',
+  SY_ERR_VSET_SHADOWS_ROLE: 'a vset declared with the name of a role (every role is already a vset of its own name)',
+  SY_ERR_UNKNOWN_ROLE: 'a reference to a role that does not exist',
+  SY_ERR_UNKNOWN_VSET: 'a listener target naming a vset that does not exist',
+  SY_ERR_UNKNOWN_CHANNEL: 'a channel that the vset or role does not have',
+  SY_ERR_CHANNEL_UNMAPPED: 'a vset channel that does not map to a channel of one of its roles',
+  SY_ERR_ROLE_NOT_IN_VSET: "a filter naming a role outside the listener's target vset",
+  SY_ERR_UNKNOWN_FILTER: 'a filter type that no built-in or plugin registered',
+  SY_ERR_FILTER_SCOPE: 'a filter that cannot run on this listener protocol (e.g. header rules on tcp)',
+  SY_ERR_UNKNOWN_COMPONENT: 'a reference to a component that is not declared',
+  SY_ERR_UNKNOWN_COMPONENT_TYPE: 'a component type that no built-in or plugin registered',
+  SY_ERR_COMPONENT_TYPE_MISMATCH: 'a filter given a component of a type it cannot use',
+  SY_ERR_ADDRESS_IN_USE: 'two listeners (or a listener and the admin API) on one address',
+  SY_ERR_ADMIN_TOKEN_REQUIRED: 'a non-loopback admin address without a token',
+  SY_ERR_PLUGIN_LOAD: 'a plugin module that cannot be loaded or does not register',
+  SY_ERR_DUPLICATE_TYPE: 'two registrations of one filter or component type',
+} as const;
+
+export const RuntimeCodes = {
+  SY_ERR_UPSTREAM_CONNECT: 'no endpoint of the role accepted a connection',
+  SY_ERR_UPSTREAM_TIMEOUT: 'the upstream did not answer within the listener timeout',
+  SY_ERR_UPSTREAM_RESET: 'the upstream closed or reset the connection mid-exchange',
+  SY_ERR_UPSTREAM_PROTOCOL: 'the upstream sent a malformed response',
+  SY_ERR_UPSTREAM_UPGRADE: 'a WebSocket or other upgrade to the upstream failed',
+  SY_ERR_NO_ENDPOINT: 'the role has no endpoints for the target channel',
+  SY_ERR_FILTER_FAILED: 'a filter threw or its promise rejected',
+  SY_ERR_BIND: 'a listener address could not be bound',
+} as const;
+
+export type ConfigCode = keyof typeof ConfigCodes;
+export type RuntimeCode = keyof typeof RuntimeCodes;
+
+/** Where in the (merged) config an error sits; file/line/column when it came from YAML. */
+export interface ConfigIssue {
+  code: ConfigCode;
+  /** Dotted path with [i] for sequence items, e.g. `listeners.cart.filters[2].weights.cart-v3`. */
+  path: string;
+  message: string;
+  file?: string;
+  line?: number;
+  column?: number;
+}
+
+/** One line per issue: `file:line:col: path: message (code)`. */
+export function formatIssue(i: ConfigIssue): string {
+  const where = i.file ? `${i.file}${i.line ? `:${i.line}:${i.column ?? 1}` : ''}: ` : '';
+  return `${where}${i.path || '(root)'}: ${i.message} (${i.code})`;
+}
+
+/** An error that carries every issue of a rejected config. */
+export class ConfigError extends Error {
+  readonly issues: ConfigIssue[];
+  constructor(issues: ConfigIssue[]) {
+    super(`invalid config:\n${issues.map((i) => '  ' + formatIssue(i)).join('\n')}`);
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+/** A runtime failure with a stable code; `cause` keeps the story below it. */
+export class SwitchyardError extends Error {
+  readonly code: RuntimeCode;
+  constructor(code: RuntimeCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SwitchyardError';
+    this.code = code;
+  }
+}

@@ -1,0 +1,88 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { ConfigCode } from '../errors.js';
+import type { Path } from '../config/load.js';
+import type { Protocol } from '../config/types.js';
+
+/**
+ * The filter plugin API. A filter type is a descriptor: `validate` checks and
+ * normalizes its config once per config, `create` resolves everything once per
+ * generation and returns the per-request (or per-connection) function.
+ */
+export interface FilterDescriptor<C = unknown> {
+  type: string;
+  /** Which listener protocols the filter can run on; `http` filters are refused on tcp listeners. */
+  scope: 'http' | 'tcp' | 'both';
+  /** Checks the raw entry (including its `type` key), reports issues through ctx, returns the normalized config. */
+  validate(raw: Record<string, unknown>, ctx: FilterValidateContext): C;
+  /** Once per generation and listener: precompute, then return the hot-path function. */
+  create(config: C, ctx: FilterCreateContext): Filter;
+}
+
+/**
+ * A filter runs once per HTTP request or TCP connection. It may pick a role
+ * (`ex.role = i`, an index into `ctx.roles`) or answer (`ex.reply(...)`). Return `true` to continue the chain, `false` once it answered.
+ * Return a promise only when the filter really waits; sync is the fast path.
+ */
+export type Filter = (ex: Exchange) => boolean | Promise<boolean>;
+
+export interface FilterValidateContext {
+  /** Path of this filter entry, e.g. `listeners.cart.filters[1]`. */
+  readonly path: Path;
+  readonly listener: string;
+  readonly protocol: Protocol;
+  /** Roles of the listener's target vset, in declaration order. */
+  readonly roles: readonly string[];
+  /** The meta a role exposes in the target vset. */
+  roleMeta(role: string): Readonly<Record<string, string>> | undefined;
+  /** Reports an issue at `path + sub`. */
+  report(code: ConfigCode, sub: Path, message: string): void;
+  /** Reports every key of `raw` not in `allowed` (`type` is always allowed). */
+  allowKeys(raw: Record<string, unknown>, allowed: readonly string[]): void;
+  /** Checks that `name` names a declared component of one of `types`; returns the name when it does. */
+  component(name: unknown, sub: Path, types: readonly string[]): string | undefined;
+}
+
+/** A role as filters see it: its name, and its meta in the target vset. */
+export interface RoleView {
+  readonly name: string;
+  readonly meta: Readonly<Record<string, string>>;
+}
+
+export interface FilterCreateContext {
+  readonly listener: string;
+  readonly vset: string;
+  readonly channel: string;
+  readonly protocol: Protocol;
+  readonly generation: number;
+  /** The target vset's roles; `ex.role` indexes this array. */
+  readonly roles: readonly RoleView[];
+  /** Index of a role in `roles`, or -1. */
+  roleIndex(name: string): number;
+  /** The live instance of a declared component. */
+  component<T = unknown>(name: string): T;
+}
+
+/**
+ * One request (http) or one connection (tcp) on its way through a filter chain.
+ * One object per unit of work; everything else the chain needs is per generation.
+ */
+export interface Exchange {
+  /** Index of the chosen role in the listener's roles, -1 while none is chosen. */
+  role: number;
+  readonly listener: string;
+  readonly protocol: Protocol;
+  /** The client's address (the socket's remote address). */
+  readonly remoteAddress: string;
+  /** http only: the request. */
+  readonly req: IncomingMessage | null;
+  /** http only: the response, for filters that answer. */
+  readonly res: ServerResponse | null;
+  /** tcp only: the client connection. */
+  readonly socket: Socket | null;
+  /**
+   * Answers the request and ends the chain (http), or refuses the connection (tcp:
+   * the socket is destroyed; status and body are logged only).
+   */
+  reply(status: number, body?: string, headers?: Record<string, string>): void;
+}

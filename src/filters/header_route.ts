@@ -1,0 +1,176 @@
+import type { Exchange, FilterDescriptor } from './api.js';
+import { headerValues } from './header_values.js';
+
+type Match =
+  | { kind: 'equals'; value: string }
+  | { kind: 'prefix'; value: string }
+  | { kind: 'regex'; value: RegExp }
+  | { kind: 'present' };
+
+/** A rule pins one role when its header matches, or picks the role whose meta[key] equals the header. */
+type Rule =
+  | { header: string; match: Match; invert: boolean; role: string }
+  | { header: string; meta: string };
+
+export interface HeaderRouteConfig { rules: Rule[] }
+
+const MATCH_KINDS = ['equals', 'prefix', 'regex', 'present'] as const;
+const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 token
+
+/**
+ * `header_route`: the first rule that matches picks the role, unless an earlier
+ * filter already picked one. Repeated headers: a match rule matches when any
+ * occurrence matches (`invert`: when none does); a meta rule picks only when every
+ * occurrence names the same value, since a client cannot ask for two versions.
+ */
+export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
+  type: 'header_route',
+  scope: 'http',
+
+  validate(raw, ctx) {
+    ctx.allowKeys(raw, ['rules']);
+    const rules: Rule[] = [];
+    if (!Array.isArray(raw.rules) || raw.rules.length === 0) {
+      ctx.report(raw.rules === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', ['rules'], 'must be a non-empty list of rules');
+      return { rules };
+    }
+    raw.rules.forEach((r: unknown, i: number) => {
+      const p = ['rules', i];
+      if (typeof r !== 'object' || r === null || Array.isArray(r)) {
+        ctx.report('SY_ERR_CONFIG_TYPE', p, 'a rule must be a mapping');
+        return;
+      }
+      const o = r as Record<string, unknown>;
+      for (const k of Object.keys(o)) {
+        if (!['header', 'role', 'meta', 'invert', ...MATCH_KINDS].includes(k)) {
+          ctx.report('SY_ERR_CONFIG_UNKNOWN_KEY', [...p, k], `unknown key "${k}"; allowed: header, ${MATCH_KINDS.join(', ')}, invert, role, meta`);
+        }
+      }
+      if (typeof o.header !== 'string' || !HEADER_RE.test(o.header)) {
+        ctx.report(o.header === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_VALUE', [...p, 'header'], 'must be a header name');
+        return;
+      }
+      const header = o.header.toLowerCase();
+      if ((o.role === undefined) === (o.meta === undefined)) {
+        ctx.report('SY_ERR_CONFIG_REQUIRED', p, 'a rule needs exactly one of role (pin a role) or meta (pick the role whose meta matches)');
+        return;
+      }
+      const kinds = MATCH_KINDS.filter((k) => o[k] !== undefined);
+      if (o.meta !== undefined) {
+        if (kinds.length || o.invert !== undefined) {
+          ctx.report('SY_ERR_CONFIG_VALUE', p, 'a meta rule takes the header value itself; it has no equals, prefix, regex, present or invert');
+          return;
+        }
+        if (typeof o.meta !== 'string' || !o.meta) {
+          ctx.report('SY_ERR_CONFIG_TYPE', [...p, 'meta'], 'must be a meta key');
+          return;
+        }
+        const key = o.meta;
+        if (!ctx.roles.some((role) => ctx.roleMeta(role)?.[key] !== undefined)) {
+          ctx.report('SY_ERR_CONFIG_VALUE', [...p, 'meta'], `no role of this listener's vset has meta "${key}"`);
+          return;
+        }
+        rules.push({ header, meta: key });
+        return;
+      }
+      if (typeof o.role !== 'string') {
+        ctx.report('SY_ERR_CONFIG_TYPE', [...p, 'role'], 'must be a role name');
+        return;
+      }
+      if (!ctx.roles.includes(o.role)) {
+        ctx.report('SY_ERR_ROLE_NOT_IN_VSET', [...p, 'role'], `role "${o.role}" is not in the listener's target vset (${ctx.roles.join(', ')})`);
+        return;
+      }
+      if (kinds.length !== 1) {
+        ctx.report('SY_ERR_CONFIG_REQUIRED', p, `a role rule needs exactly one of ${MATCH_KINDS.join(', ')}`);
+        return;
+      }
+      if (o.invert !== undefined && typeof o.invert !== 'boolean') {
+        ctx.report('SY_ERR_CONFIG_TYPE', [...p, 'invert'], 'must be true or false');
+        return;
+      }
+      const kind = kinds[0]!;
+      const value = o[kind];
+      let match: Match;
+      if (kind === 'present') {
+        if (value !== true) {
+          ctx.report('SY_ERR_CONFIG_VALUE', [...p, 'present'], 'must be true (use invert: true for "absent")');
+          return;
+        }
+        match = { kind };
+      } else if (typeof value !== 'string') {
+        ctx.report('SY_ERR_CONFIG_TYPE', [...p, kind], 'must be a string');
+        return;
+      } else if (kind === 'regex') {
+        try {
+          match = { kind, value: new RegExp(value) };
+        } catch (err) {
+          ctx.report('SY_ERR_CONFIG_VALUE', [...p, kind], `not a valid regular expression: ${(err as Error).message}`);
+          return;
+        }
+      } else match = { kind, value };
+      rules.push({ header, match, invert: o.invert === true, role: o.role });
+    });
+    return { rules };
+  },
+
+  create(config, ctx) {
+    // Everything resolved once per generation: role indexes, meta tables.
+    const compiled = config.rules.map((r) => {
+      if ('meta' in r) {
+        const byValue = new Map<string, number[]>();
+        ctx.roles.forEach((role, i) => {
+          const v = role.meta[r.meta];
+          if (v !== undefined) byValue.set(v, [...(byValue.get(v) ?? []), i]);
+        });
+        return { header: r.header, test: null, invert: false, role: -1, byValue };
+      }
+      return { header: r.header, test: matcher(r.match), invert: r.invert, role: ctx.roleIndex(r.role), byValue: null };
+    });
+    const n = compiled.length;
+
+    // hot path
+    return function headerRoute(ex: Exchange): boolean {
+      if (ex.role >= 0) return true;
+      const req = ex.req!;
+      for (let i = 0; i < n; i++) {
+        const rule = compiled[i]!;
+        const v = headerValues(req, rule.header);
+        if (rule.byValue !== null) {
+          const key = v === undefined || typeof v === 'string' ? v : agreed(v);
+          const roles = key === undefined ? undefined : rule.byValue.get(key);
+          if (roles !== undefined) {
+            ex.role = roles.length === 1 ? roles[0]! : roles[Math.floor(Math.random() * roles.length)]!;
+            return true;
+          }
+          continue;
+        }
+        let hit = false;
+        if (v !== undefined) {
+          if (typeof v === 'string') hit = rule.test!(v);
+          else for (let j = 0; j < v.length && !hit; j++) hit = rule.test!(v[j]!);
+        }
+        if (hit !== rule.invert) {
+          ex.role = rule.role;
+          return true;
+        }
+      }
+      return true;
+    };
+  },
+};
+
+function matcher(m: Match): (v: string) => boolean {
+  switch (m.kind) {
+    case 'equals': { const s = m.value; return (v) => v === s; }
+    case 'prefix': { const s = m.value; return (v) => v.startsWith(s); }
+    case 'regex': { const re = m.value; return (v) => re.test(v); }
+    case 'present': return () => true;
+  }
+}
+
+/** The one value all occurrences agree on, or undefined when they disagree. */
+function agreed(vs: string[]): string | undefined {
+  for (let i = 1; i < vs.length; i++) if (vs[i] !== vs[0]) return undefined;
+  return vs[0];
+}

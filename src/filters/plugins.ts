@@ -1,0 +1,33 @@
+import { isAbsolute, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import type { ConfigIssue } from '../errors.js';
+import type { Registry } from '../registry.js';
+
+/**
+ * What a plugin module exports: `register(registry)` (named or default), which
+ * calls `registry.registerFilter(...)` / `registry.registerComponent(...)` exactly
+ * as the built-ins do.
+ */
+export interface PluginModule {
+  register?: (registry: Registry) => void;
+  default?: ((registry: Registry) => void) | { register?: (registry: Registry) => void };
+}
+
+/** Loads each plugin (relative paths from `baseDir`) into `registry`; every failure is an issue at `plugins[i]`. */
+export async function loadPlugins(paths: readonly unknown[], baseDir: string, registry: Registry): Promise<ConfigIssue[]> {
+  const issues: ConfigIssue[] = [];
+  for (let i = 0; i < paths.length; i++) {
+    const p = paths[i];
+    if (typeof p !== 'string') continue; // the validator reports the type
+    const spec = p.startsWith('.') || isAbsolute(p) ? pathToFileURL(resolve(baseDir, p)).href : p;
+    try {
+      const mod = (await import(spec)) as PluginModule;
+      const register = mod.register ?? (typeof mod.default === 'function' ? mod.default : mod.default?.register);
+      if (typeof register !== 'function') throw new Error('the module exports no register(registry) function');
+      register(registry);
+    } catch (err) {
+      issues.push({ code: 'SY_ERR_PLUGIN_LOAD', path: `plugins[${i}]`, message: `plugin ${p}: ${(err as Error).message}` });
+    }
+  }
+  return issues;
+}

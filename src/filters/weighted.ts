@@ -1,0 +1,112 @@
+import type { Exchange, FilterDescriptor } from './api.js';
+import { headerValues } from './header_values.js';
+import { fmix32, hashString } from './hash.js';
+
+export interface WeightedConfig {
+  weights: Record<string, number>;
+  stickyHeader?: string;
+}
+
+/**
+ * `weighted`: picks a role at random by relative weight, unless an earlier filter
+ * picked one. Roles of the vset left out of `weights` get weight 0.
+ *
+ * With `stickyHeader`, the choice is weighted rendezvous hashing (HRW) of the
+ * header value: each role scores -ln(u)/w with u a hash of (value, role name), and
+ * the lowest score wins. A role wins with probability w/Σw, and when weights change
+ * a user only moves towards a role whose weight grew or away from one whose weight
+ * shrank: a canary ramp from 10 % to 20 % moves 10 % of users, all of them onto the
+ * canary, and none back. Adding or removing another role never moves users between
+ * the roles that stay.
+ */
+export const weighted: FilterDescriptor<WeightedConfig> = {
+  type: 'weighted',
+  scope: 'both',
+
+  validate(raw, ctx) {
+    ctx.allowKeys(raw, ['weights', 'stickyHeader']);
+    const weights: Record<string, number> = {};
+    const w = raw.weights;
+    if (typeof w !== 'object' || w === null || Array.isArray(w)) {
+      ctx.report(w === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', ['weights'], 'must map role names to weights');
+      return { weights };
+    }
+    let sum = 0;
+    for (const [role, n] of Object.entries(w as Record<string, unknown>)) {
+      if (!ctx.roles.includes(role)) {
+        ctx.report('SY_ERR_ROLE_NOT_IN_VSET', ['weights', role], `role "${role}" is not in the listener's target vset (${ctx.roles.join(', ')})`);
+      } else if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
+        ctx.report('SY_ERR_CONFIG_VALUE', ['weights', role], `must be a non-negative integer, got ${JSON.stringify(n)}`);
+      } else {
+        weights[role] = n;
+        sum += n;
+      }
+    }
+    if (sum <= 0 && Object.keys(weights).length === Object.keys(w).length) {
+      ctx.report('SY_ERR_CONFIG_VALUE', ['weights'], 'the weights must have a positive sum');
+    }
+    const config: WeightedConfig = { weights };
+    if (raw.stickyHeader !== undefined) {
+      if (ctx.protocol !== 'http') {
+        ctx.report('SY_ERR_FILTER_SCOPE', ['stickyHeader'], 'a tcp listener has no headers to stick by');
+      } else if (typeof raw.stickyHeader !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(raw.stickyHeader)) {
+        ctx.report('SY_ERR_CONFIG_VALUE', ['stickyHeader'], 'must be a header name');
+      } else config.stickyHeader = raw.stickyHeader.toLowerCase();
+    }
+    return config;
+  },
+
+  create(config, ctx) {
+    // Per generation: the roles with weight > 0, their cumulative weights and hash seeds.
+    const picks: number[] = [];
+    const cumulative: number[] = [];
+    const inverseWeights: number[] = [];
+    const seeds: number[] = [];
+    let total = 0;
+    ctx.roles.forEach((role, i) => {
+      const w = config.weights[role.name] ?? 0;
+      if (w <= 0) return;
+      total += w;
+      picks.push(i);
+      cumulative.push(total);
+      inverseWeights.push(1 / w);
+      seeds.push(hashString(role.name));
+    });
+    const n = picks.length;
+    const sticky = config.stickyHeader;
+
+    // hot path
+    function random(): number {
+      const r = Math.random() * total;
+      for (let i = 0; i < n - 1; i++) if (r < cumulative[i]!) return picks[i]!;
+      return picks[n - 1]!;
+    }
+
+    // hot path
+    function rendezvous(key: string): number {
+      const h = hashString(key);
+      let best = 0;
+      let bestScore = Infinity;
+      for (let i = 0; i < n; i++) {
+        // u in (0, 1): never 0, so the log is finite.
+        const u = (fmix32((h ^ seeds[i]!) + 0x9e3779b9) + 0.5) / 4294967296;
+        const score = -Math.log(u) * inverseWeights[i]!;
+        if (score < bestScore) { bestScore = score; best = i; }
+      }
+      return picks[best]!;
+    }
+
+    if (sticky === undefined) {
+      return function weighted(ex: Exchange): boolean {
+        if (ex.role < 0) ex.role = random();
+        return true;
+      };
+    }
+    return function weightedSticky(ex: Exchange): boolean {
+      if (ex.role >= 0) return true;
+      const v = headerValues(ex.req!, sticky);
+      ex.role = v === undefined ? random() : rendezvous(typeof v === 'string' ? v : v[0]!);
+      return true;
+    };
+  },
+};

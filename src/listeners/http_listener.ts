@@ -1,0 +1,178 @@
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { RuntimeCode } from '../errors.js';
+import type { Exchange } from '../filters/api.js';
+import { runChain } from '../filters/chain.js';
+import type { ListenerPlan } from '../reload/generation.js';
+import { HttpForward, sendText, type ForwardOptions } from '../upstream/http_forward.js';
+import { upgrades } from '../upstream/upgrade_forward.js';
+import type { ListenSocket } from './socket_pool.js';
+
+const kExchange = Symbol('switchyard.exchange');
+type TrackedResponse = ServerResponse & { [kExchange]?: HttpExchange };
+
+/**
+ * One HTTP request through a listener: the filters' view of it (Exchange), the
+ * forwarder's options (ForwardOptions), and what the generation holds while it runs.
+ * The plan is read once, when the request arrives: a request started on a
+ * generation finishes on it, and the next request on the same keep-alive
+ * connection sees whatever generation is current then.
+ */
+class HttpExchange implements Exchange, ForwardOptions {
+  role = -1;
+  readonly protocol = 'http' as const;
+  readonly socket = null;
+  readonly plan: ListenerPlan;
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  readonly #start = performance.now();
+  #forward: HttpForward | null = null;
+
+  constructor(plan: ListenerPlan, req: IncomingMessage, res: ServerResponse) {
+    this.plan = plan;
+    this.req = req;
+    this.res = res;
+  }
+
+  get listener(): string { return this.plan.name; }
+  get remoteAddress(): string { return this.req.socket.remoteAddress ?? ''; }
+  get timeoutMs(): number { return this.plan.config.timeouts.upstreamMs; }
+
+  reply(status: number, body = '', headers?: Record<string, string>): void {
+    sendText(this.res, status, body, headers);
+  }
+
+  /** Cut short by the drain timeout. */
+  destroy(): void {
+    this.res.destroy();
+  }
+
+  // hot path
+  forward(): void {
+    const plan = this.plan;
+    if (this.role < 0) this.role = Math.floor(Math.random() * plan.roles.length);
+    this.#forward = new HttpForward(this.req, this.res, plan.routes[this.role]!, this);
+    this.#forward.start();
+  }
+
+  /** ForwardOptions.done: the upstream exchange ended. */
+  done(_endpoint: string | undefined, code: RuntimeCode | undefined): void {
+    if (code !== undefined) this.plan.metrics[this.role]!.upstreamError(code);
+  }
+
+  failFilter(err: unknown): void {
+    process.emitWarning(`listener ${this.plan.name}: filter failed: ${(err as Error)?.stack ?? String(err)}`, { code: 'SY_ERR_FILTER_FAILED' });
+    this.reply(500, 'switchyard: a filter failed on this request\n');
+  }
+
+  /** The response is done, or the client went away: count it and let the generation go. */
+  closed(): void {
+    const res = this.res;
+    const finished = res.writableFinished;
+    if (!finished) this.#forward?.clientGone();
+    const plan = this.plan;
+    const m = plan.metrics[this.role < 0 ? plan.roles.length : this.role]!;
+    // 499: the client closed before the response was complete (nginx's convention).
+    m.count(finished ? res.statusCode : 499, (performance.now() - this.#start) / 1000);
+    plan.generation.release(this);
+  }
+}
+
+function onResponseClose(this: TrackedResponse): void {
+  this[kExchange]!.closed();
+}
+
+/** The entry of the HTTP data path: one request on a listening socket. */
+// hot path
+export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: ServerResponse): void {
+  const plan = ls.plan!;
+  if (ls.retired) {
+    // The listener was removed: serve what was already on the wire, then close.
+    res.shouldKeepAlive = false;
+    if (plan.generation.closed) {
+      sendText(res, 503, 'switchyard: this listener was removed\n');
+      return;
+    }
+  }
+  const ex = new HttpExchange(plan, req, res);
+  plan.generation.hold(ex);
+  (res as TrackedResponse)[kExchange] = ex;
+  res.on('close', onResponseClose);
+  const filters = plan.filters;
+  if (filters.length === 0) {
+    ex.forward();
+    return;
+  }
+  let verdict: boolean | Promise<boolean>;
+  try {
+    verdict = runChain(filters, ex);
+  } catch (err) {
+    ex.failFilter(err);
+    return;
+  }
+  if (verdict === true) ex.forward();
+  else if (verdict !== false) verdict.then((go) => { if (go && !res.destroyed) ex.forward(); }, (err) => ex.failFilter(err));
+}
+
+/**
+ * An upgrade (WebSocket) request: the same filters pick the role, then the two
+ * sockets are tunnelled. The tunnel holds its generation until it closes.
+ */
+export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: Socket, head: Buffer): void {
+  const plan = ls.plan!;
+  if (plan.protocol !== 'http' || (ls.retired && plan.generation.closed)) {
+    socket.destroy();
+    return;
+  }
+  const gen = plan.generation;
+  const start = performance.now();
+  let status = 101;
+  const ex: Exchange = {
+    role: -1,
+    listener: plan.name,
+    protocol: 'http',
+    remoteAddress: socket.remoteAddress ?? '',
+    req,
+    res: null,
+    socket: null,
+    reply(code, body = '', headers) {
+      status = code;
+      const extra = Object.entries(headers ?? {}).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+      socket.end(`HTTP/1.1 ${code} ${STATUS_CODES[code] ?? 'Error'}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${extra}\r\n${body}`);
+    },
+  };
+  gen.hold(socket);
+  socket.once('close', () => {
+    const m = plan.metrics[ex.role < 0 ? plan.roles.length : ex.role]!;
+    m.count(status, (performance.now() - start) / 1000);
+    gen.release(socket);
+  });
+  const go = (): void => {
+    if (ex.role < 0) ex.role = Math.floor(Math.random() * plan.roles.length);
+    upgrades.forward(req, socket, head, plan.routes[ex.role]!, (_endpoint, code) => {
+      if (code !== undefined) {
+        status = 502;
+        plan.metrics[ex.role]!.upstreamError(code);
+      }
+    });
+  };
+  const fail = (err: unknown): void => {
+    status = 500;
+    process.emitWarning(`listener ${plan.name}: filter failed: ${(err as Error)?.stack ?? String(err)}`, { code: 'SY_ERR_FILTER_FAILED' });
+    ex.reply(500, 'switchyard: a filter failed on this request\n');
+  };
+  socket.on('error', () => socket.destroy());
+  try {
+    const v = runChain(plan.filters, ex);
+    if (v === true) go();
+    else if (v !== false) v.then((ok) => (ok ? go() : undefined), fail);
+  } catch (err) {
+    fail(err);
+  }
+}
+
+/** CONNECT is for forward proxies; this is a reverse proxy. */
+export function handleConnect(_req: IncomingMessage, socket: Socket): void {
+  socket.on('error', () => socket.destroy());
+  socket.end('HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+}

@@ -1,0 +1,122 @@
+import { createServer, type Server } from 'node:http';
+import type { Socket } from 'node:net';
+import { SwitchyardError } from '../errors.js';
+import type { HostPort } from '../config/types.js';
+import type { ListenerPlan } from '../reload/generation.js';
+import { handleConnect, handleRequest, handleUpgrade } from './http_listener.js';
+import { handleTcp } from './tcp_listener.js';
+
+type ConnectionListener = (this: Server, socket: Socket) => void;
+
+/**
+ * One listening socket, owned by the pool and leased by generations. It is an
+ * http.Server (so Node's parser timeouts run), but every accepted connection is
+ * dispatched on the *current* plan's protocol: http goes to Node's HTTP machinery,
+ * tcp to the byte pipe. So a listener can change protocol, filters or target on the
+ * same address without rebinding, and a reload never refuses a connection.
+ */
+export class ListenSocket {
+  readonly key: string;
+  readonly requested: HostPort;
+  readonly server: Server;
+  /** The plan of the newest generation that has this address; swapped in one assignment per reload. */
+  plan: ListenerPlan | null = null;
+  leases = 0;
+  /** No generation serves this address any more: connections still open are closed after their request. */
+  retired = false;
+
+  constructor(key: string, requested: HostPort) {
+    this.key = key;
+    this.requested = requested;
+    // The interval bounds how late the headers/request timeouts fire (Node's default is 30 s).
+    const server = createServer({ connectionsCheckingInterval: 1_000, noDelay: true });
+    this.server = server;
+    const httpConnection = server.listeners('connection')[0] as ConnectionListener;
+    server.removeAllListeners('connection');
+    server.on('connection', (socket: Socket) => {
+      const plan = this.plan;
+      if (plan === null || this.retired) socket.destroy();
+      else if (plan.protocol === 'http') {
+        plan.connectionOpened(socket);
+        httpConnection.call(server, socket);
+      } else handleTcp(plan, socket);
+    });
+    server.on('request', (req, res) => handleRequest(this, req, res));
+    server.on('upgrade', (req, socket, head) => handleUpgrade(this, req, socket as Socket, head));
+    server.on('connect', (req, socket) => handleConnect(req, socket as Socket));
+  }
+
+  /** The address actually bound (the port differs from the requested one when that was 0). */
+  get address(): HostPort {
+    const a = this.server.address();
+    if (a && typeof a === 'object') return { host: a.address, port: a.port };
+    return this.requested;
+  }
+
+  /** Applies a plan's HTTP limits to the server; takes effect for new connections and the next check. */
+  configure(plan: ListenerPlan): void {
+    const s = this.server;
+    s.headersTimeout = plan.config.timeouts.headersMs;
+    s.requestTimeout = plan.config.timeouts.requestMs;
+    s.keepAliveTimeout = plan.config.timeouts.keepAliveMs;
+    (s as Server & { maxHeaderSize: number }).maxHeaderSize = plan.config.maxHeaderSize;
+  }
+}
+
+/**
+ * Listening sockets by address, outside any generation (Caddy's listener pool).
+ * A generation leases the addresses it serves; an address leased by the next
+ * generation too is never rebound, and the last release stops it listening.
+ */
+export class SocketPool {
+  readonly #sockets = new Map<string, ListenSocket>();
+
+  /** The pool key: the address, or for port 0 (any free port) the listener name too. */
+  static key(name: string, hp: HostPort): string {
+    return hp.port === 0 ? `${hp.host}:0/${name}` : `${hp.host}:${hp.port}`;
+  }
+
+  get(key: string): ListenSocket | undefined {
+    return this.#sockets.get(key);
+  }
+
+  /** Leases the socket for `key`, binding it first when it is new. Rejects with SY_ERR_BIND. */
+  async lease(key: string, hp: HostPort): Promise<ListenSocket> {
+    let ls = this.#sockets.get(key);
+    if (ls) {
+      ls.leases++;
+      return ls;
+    }
+    ls = new ListenSocket(key, hp);
+    ls.leases++;
+    this.#sockets.set(key, ls);
+    const server = ls.server;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen({ host: hp.host, port: hp.port, backlog: 511 }, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      this.#sockets.delete(key);
+      throw new SwitchyardError('SY_ERR_BIND', `cannot listen on ${hp.host}:${hp.port}: ${(err as Error).message}`, { cause: err });
+    }
+    server.on('error', () => { /* accept errors (EMFILE) must not kill the process */ });
+    return ls;
+  }
+
+  /** Drops one lease; the last one stops accepting (open connections finish on their own). */
+  release(ls: ListenSocket): void {
+    if (--ls.leases > 0) return;
+    if (this.#sockets.get(ls.key) === ls) this.#sockets.delete(ls.key);
+    ls.retired = true;
+    ls.server.close();
+  }
+
+  /** Every socket, for shutdown. */
+  all(): ListenSocket[] {
+    return [...this.#sockets.values()];
+  }
+}

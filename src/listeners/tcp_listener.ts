@@ -1,0 +1,57 @@
+import type { Socket } from 'node:net';
+import type { Exchange } from '../filters/api.js';
+import { runChain } from '../filters/chain.js';
+import type { ListenerPlan } from '../reload/generation.js';
+import { forwardTcp } from '../upstream/tcp_forward.js';
+
+/**
+ * The entry of the TCP data path: one client connection. The filters run once,
+ * for the connection; the chosen role's endpoints get the byte pipe. The
+ * connection holds its generation until it closes (or drainTimeout ends it).
+ */
+export function handleTcp(plan: ListenerPlan, socket: Socket): void {
+  const gen = plan.generation;
+  plan.connectionOpened(socket);
+  gen.hold(socket);
+  socket.on('error', () => socket.destroy());
+  let refused = false;
+  const ex: Exchange = {
+    role: -1,
+    listener: plan.name,
+    protocol: 'tcp',
+    remoteAddress: socket.remoteAddress ?? '',
+    req: null,
+    res: null,
+    socket,
+    reply() {
+      refused = true;
+      socket.destroy();
+    },
+  };
+  socket.once('close', () => {
+    gen.release(socket);
+    if (refused) plan.metrics[plan.roles.length]!.tcpConnection('refused');
+  });
+  const go = (): void => {
+    if (socket.destroyed) return;
+    if (ex.role < 0) ex.role = Math.floor(Math.random() * plan.roles.length);
+    const m = plan.metrics[ex.role]!;
+    forwardTcp(socket, plan.routes[ex.role]!, {
+      idleMs: plan.config.timeouts.idleMs,
+      connectMs: plan.config.timeouts.connectMs,
+      done: (_endpoint, code, bytesIn, bytesOut) => {
+        if (code !== undefined) m.upstreamError(code);
+        m.tcpConnection(code === undefined ? 'ok' : 'error');
+        plan.bytesIn.inc(bytesIn);
+        plan.bytesOut.inc(bytesOut);
+      },
+    });
+  };
+  try {
+    const v = runChain(plan.filters, ex);
+    if (v === true) go();
+    else if (v !== false) v.then((ok) => (ok ? go() : undefined), () => socket.destroy());
+  } catch {
+    socket.destroy();
+  }
+}

@@ -1,0 +1,74 @@
+import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * The metrics contract (DESIGN.md): prefix `switchyard_`, base units, `_total` for
+ * counters. Label values come only from the config (listener, vset, role names) and
+ * from fixed sets (status codes, error codes), so cardinality stays bounded.
+ * One instance per runtime, so tests can run several sidecars in one process.
+ */
+export class Metrics {
+  readonly registry = new PromRegistry();
+  readonly requests: Counter<'listener' | 'vset' | 'role' | 'code'>;
+  readonly duration: Histogram<'listener' | 'vset' | 'role'>;
+  readonly upstreamErrors: Counter<'listener' | 'role' | 'reason'>;
+  readonly connectionsActive: Gauge<'listener'>;
+  readonly tcpBytes: Counter<'listener' | 'direction'>;
+  readonly tcpConnections: Counter<'listener' | 'vset' | 'role' | 'result'>;
+  readonly generation: Gauge;
+  readonly reloads: Counter<'source' | 'result'>;
+  readonly reloadDuration: Histogram;
+  readonly componentUpdates: Counter<'component' | 'mode' | 'result'>;
+
+  constructor() {
+    const registers = [this.registry];
+    this.requests = new Counter({ name: 'switchyard_requests_total', help: 'HTTP requests by the role that served them and the status sent to the client (499: the client left first).', labelNames: ['listener', 'vset', 'role', 'code'], registers });
+    this.duration = new Histogram({ name: 'switchyard_request_duration_seconds', help: 'Time from the request to the end of the response.', labelNames: ['listener', 'vset', 'role'], registers, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });
+    this.upstreamErrors = new Counter({ name: 'switchyard_upstream_errors_total', help: 'Failed upstream exchanges by error code (SY_ERR_UPSTREAM_*).', labelNames: ['listener', 'role', 'reason'], registers });
+    this.connectionsActive = new Gauge({ name: 'switchyard_connections_active', help: 'Open client connections per listener.', labelNames: ['listener'], registers });
+    this.tcpBytes = new Counter({ name: 'switchyard_tcp_bytes_total', help: 'Bytes through TCP listeners; direction "in" is client to upstream.', labelNames: ['listener', 'direction'], registers });
+    this.tcpConnections = new Counter({ name: 'switchyard_tcp_connections_total', help: 'TCP connections by the role that served them and how they ended (ok, error, refused).', labelNames: ['listener', 'vset', 'role', 'result'], registers });
+    this.generation = new Gauge({ name: 'switchyard_config_generation', help: 'The generation number now serving.', registers });
+    this.reloads = new Counter({ name: 'switchyard_config_reloads_total', help: 'Config changes by source and result (success, invalid, failed).', labelNames: ['source', 'result'], registers });
+    this.reloadDuration = new Histogram({ name: 'switchyard_config_reload_duration_seconds', help: 'Time to validate, build and swap a generation.', registers, buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] });
+    this.componentUpdates = new Counter({ name: 'switchyard_component_updates_total', help: 'Component changes by mode (added, updated, reinitialized, removed) and result.', labelNames: ['component', 'mode', 'result'], registers });
+    collectDefaultMetrics({ register: this.registry, prefix: '' });
+  }
+}
+
+/**
+ * Per listener and role: the metric children, resolved once per generation so the
+ * hot path does no label hashing. Status codes are few; their children are cached
+ * as they first appear.
+ */
+export class RoleMetrics {
+  readonly #metrics: Metrics;
+  readonly #labels: { listener: string; vset: string; role: string };
+  readonly #byCode = new Map<number | string, Counter.Internal>();
+  readonly duration: Histogram.Internal<'listener' | 'vset' | 'role'>;
+
+  constructor(metrics: Metrics, listener: string, vset: string, role: string) {
+    this.#metrics = metrics;
+    this.#labels = { listener, vset, role };
+    this.duration = metrics.duration.labels(listener, vset, role);
+  }
+
+  // hot path
+  count(code: number | string, seconds: number): void {
+    let c = this.#byCode.get(code);
+    if (c === undefined) {
+      c = this.#metrics.requests.labels(this.#labels.listener, this.#labels.vset, this.#labels.role, String(code));
+      this.#byCode.set(code, c);
+    }
+    c.inc();
+    this.duration.observe(seconds);
+  }
+
+  tcpConnection(result: 'ok' | 'error' | 'refused'): void {
+    const l = this.#labels;
+    this.#metrics.tcpConnections.inc({ listener: l.listener, vset: l.vset, role: l.role, result });
+  }
+
+  upstreamError(reason: string): void {
+    this.#metrics.upstreamErrors.inc({ listener: this.#labels.listener, role: this.#labels.role, reason });
+  }
+}

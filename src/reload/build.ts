@@ -1,0 +1,120 @@
+import type { Config, HostPort } from '../config/types.js';
+import type { Registry } from '../registry.js';
+import type { Filter, FilterCreateContext, RoleView } from '../filters/api.js';
+import { Metrics, RoleMetrics } from '../metrics.js';
+import { EndpointSet, type EndpointTable } from '../upstream/endpoints.js';
+import { SocketPool } from '../listeners/socket_pool.js';
+import { assignAddresses } from '../listeners/address.js';
+import { applyUpdates, discard, planComponents, type ComponentOutcome } from '../components/lifecycle.js';
+import { Generation, ListenerPlan, type ConfigSource } from './generation.js';
+
+export interface BuildContext {
+  registry: Registry;
+  endpoints: EndpointTable;
+  sockets: SocketPool;
+  metrics: Metrics;
+  /** Auto-assigned hosts of the previous generation, kept per listener name. */
+  previousHosts: ReadonlyMap<string, string>;
+  readyTimeoutMs: number;
+}
+
+export type BuildResult =
+  | { ok: true; generation: Generation; components: Record<string, ComponentOutcome> }
+  | { ok: false; error: Error };
+
+/**
+ * Builds generation `number` from a validated config, as one transaction: every
+ * component, endpoint lease and socket lease it takes is released again if any
+ * step fails (init error, readiness timeout, a filter's create throwing, a bind
+ * error), and the running generation never notices. Nothing is swapped here.
+ */
+export async function buildGeneration(prev: Generation | null, config: Config, number: number, source: ConfigSource,
+  ctx: BuildContext): Promise<BuildResult> {
+  const gen = new Generation(number, source, config);
+  const undo: (() => unknown)[] = [];
+  let components: Record<string, ComponentOutcome> = {};
+  try {
+    const cplan = await planComponents(prev?.components ?? new Map(), config.components, ctx.registry, ctx.readyTimeoutMs);
+    undo.push(() => discard(cplan));
+    components = cplan.outcomes;
+
+    const addresses = assignAddresses(config.listeners, ctx.previousHosts);
+    for (const [name, lc] of Object.entries(config.listeners)) {
+      const vset = config.vsets[lc.vset]!;
+      const roleNames = Object.keys(vset.roles);
+      const roles: RoleView[] = roleNames.map((r) => Object.freeze({ name: r, meta: Object.freeze({ ...vset.roles[r]!.meta }) }));
+      const routes = roleNames.map((r) => {
+        const channel = vset.roles[r]!.map[lc.channel]!;
+        const eps = config.roles[r]!.channels[channel]!.endpoints.map((hp) => {
+          const e = ctx.endpoints.acquire(hp, lc.timeouts.connectMs);
+          undo.push(() => ctx.endpoints.release(e));
+          return e;
+        });
+        return new EndpointSet(r, eps);
+      });
+      const address = addresses.get(name)!;
+      const fctx: FilterCreateContext = {
+        listener: name,
+        vset: lc.vset,
+        channel: lc.channel,
+        protocol: lc.protocol,
+        generation: number,
+        roles,
+        roleIndex: (r) => roleNames.indexOf(r),
+        component: <T>(c: string) => {
+          const slot = cplan.slots.get(c);
+          if (!slot) throw new Error(`no component ${c}`);
+          return slot.instance as T;
+        },
+      };
+      const filters: Filter[] = lc.filters.map((f, i) => {
+        try {
+          return ctx.registry.filter(f.type)!.create(f.config, fctx);
+        } catch (err) {
+          throw new Error(`listener ${name}: filters[${i}] (${f.type}): create: ${(err as Error).message}`, { cause: err });
+        }
+      });
+      const plan = new ListenerPlan({
+        name, config: lc, generation: gen, address, roles, routes, filters,
+        metrics: [...roleNames, ''].map((r) => new RoleMetrics(ctx.metrics, name, lc.vset, r)),
+        connections: ctx.metrics.connectionsActive.labels(name),
+        bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
+        bytesOut: ctx.metrics.tcpBytes.labels(name, 'out'),
+      });
+      gen.plans.set(name, plan);
+    }
+
+    // Bind new addresses last among the fallible steps but before in-place updates.
+    await Promise.all([...gen.plans.values()].map(async (plan) => {
+      const ls = await ctx.sockets.lease(SocketPool.key(plan.name, plan.address), plan.address);
+      undo.push(() => ctx.sockets.release(ls));
+      gen.leases.push(ls);
+      plan.socket = ls;
+    }));
+
+    await applyUpdates(cplan, ctx.registry, ctx.readyTimeoutMs);
+    components = cplan.outcomes;
+    for (const [name, slot] of cplan.slots) {
+      slot.use();
+      gen.components.set(name, slot);
+    }
+    gen.endpoints.push(...collectEndpoints(gen));
+    return { ok: true, generation: gen, components };
+  } catch (err) {
+    for (const u of undo.reverse()) {
+      try { await u(); } catch { /* keep undoing */ }
+    }
+    return { ok: false, error: err as Error };
+  }
+}
+
+function collectEndpoints(gen: Generation) {
+  return [...gen.plans.values()].flatMap((p) => p.routes.flatMap((s) => s.endpoints));
+}
+
+/** The resolved address of each listener of a generation, as bound. */
+export function boundAddresses(gen: Generation): Map<string, HostPort> {
+  const out = new Map<string, HostPort>();
+  for (const [name, p] of gen.plans) out.set(name, p.socket?.address ?? p.address);
+  return out;
+}

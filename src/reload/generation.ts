@@ -1,0 +1,130 @@
+import type { Socket } from 'node:net';
+import type { Config, HostPort, ListenerConfig } from '../config/types.js';
+import type { Filter, RoleView } from '../filters/api.js';
+import type { Counter, Gauge } from 'prom-client';
+import type { RoleMetrics } from '../metrics.js';
+import type { Endpoint, EndpointSet } from '../upstream/endpoints.js';
+import type { ListenSocket } from '../listeners/socket_pool.js';
+import type { ComponentSlot } from '../components/lifecycle.js';
+
+/** Where a config came from (GET /config, the reload log, the reloads metric). */
+export type ConfigSource = 'file' | 'sighup' | 'api' | 'component' | 'rollback';
+
+/** Anything a unit of work can be cut short with when the drain times out. */
+interface Destroyable { destroy(): unknown }
+
+/**
+ * Everything one listener needs per request, resolved when its generation is
+ * built: roles by index, their endpoint sets and metric children, the filter
+ * functions. Frozen with its generation.
+ */
+export class ListenerPlan {
+  readonly name: string;
+  readonly config: ListenerConfig;
+  readonly protocol: 'http' | 'tcp';
+  readonly generation: Generation;
+  readonly address: HostPort;
+  readonly roles: readonly RoleView[];
+  /** Per role index: the endpoints of the target channel (through the vset's map). */
+  readonly routes: readonly EndpointSet[];
+  /** Per role index, plus one at `roles.length` for work no role took (a filter answered). */
+  readonly metrics: readonly RoleMetrics[];
+  readonly filters: readonly Filter[];
+  readonly connections: Gauge.Internal<'listener'>;
+  /** tcp: bytes client → upstream, and back. */
+  readonly bytesIn: Counter.Internal;
+  readonly bytesOut: Counter.Internal;
+  socket: ListenSocket | null = null;
+
+  constructor(init: {
+    name: string; config: ListenerConfig; generation: Generation; address: HostPort; roles: RoleView[];
+    routes: EndpointSet[]; metrics: RoleMetrics[]; filters: Filter[]; connections: Gauge.Internal<'listener'>;
+    bytesIn: Counter.Internal; bytesOut: Counter.Internal;
+  }) {
+    this.name = init.name;
+    this.config = init.config;
+    this.protocol = init.config.protocol;
+    this.generation = init.generation;
+    this.address = init.address;
+    this.roles = init.roles;
+    this.routes = init.routes;
+    this.metrics = init.metrics;
+    this.filters = init.filters;
+    this.connections = init.connections;
+    this.bytesIn = init.bytesIn;
+    this.bytesOut = init.bytesOut;
+  }
+
+  /** Counts an accepted client connection until it closes. */
+  connectionOpened(socket: Socket): void {
+    const g = this.connections;
+    g.inc();
+    socket.once('close', () => g.dec());
+  }
+}
+
+/**
+ * One immutable build of the whole config: listener plans, the components they
+ * use, the endpoints they route to. Units of work (an HTTP request, a TCP
+ * connection) hold the generation they started on until they end; once replaced,
+ * the generation drains: when the last holder lets go, or at drainTimeout, it is
+ * closed and releases what only it used.
+ */
+export class Generation {
+  readonly number: number;
+  readonly source: ConfigSource;
+  readonly appliedAt: Date;
+  readonly config: Config;
+  /** The config as its source gave it (merged, before normalization): GET /config, rollback. */
+  input: unknown = undefined;
+  readonly plans = new Map<string, ListenerPlan>();
+  readonly components = new Map<string, ComponentSlot>();
+  readonly endpoints: Endpoint[] = [];
+  readonly leases: ListenSocket[] = [];
+  readonly #work = new Set<Destroyable>();
+  #draining: (() => void) | null = null;
+  closed = false;
+
+  constructor(number: number, source: ConfigSource, config: Config) {
+    this.number = number;
+    this.source = source;
+    this.config = config;
+    this.appliedAt = new Date();
+  }
+
+  // hot path
+  hold(work: Destroyable): void {
+    this.#work.add(work);
+  }
+
+  // hot path
+  release(work: Destroyable): void {
+    if (this.#work.delete(work) && this.#work.size === 0 && this.#draining !== null) this.#draining();
+  }
+
+  get inFlight(): number {
+    return this.#work.size;
+  }
+
+  /**
+   * Waits until no unit of work holds this generation, or `timeoutMs` passes; then
+   * ends whatever still runs. Resolves with how it ended.
+   */
+  drain(timeoutMs: number): Promise<'drained' | 'timeout'> {
+    if (this.#work.size === 0) return Promise.resolve('drained');
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#draining = null;
+        for (const w of [...this.#work]) w.destroy();
+        this.#work.clear();
+        resolve('timeout');
+      }, timeoutMs);
+      timer.unref();
+      this.#draining = () => {
+        clearTimeout(timer);
+        this.#draining = null;
+        resolve('drained');
+      };
+    });
+  }
+}

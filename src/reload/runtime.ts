@@ -1,0 +1,203 @@
+import type { ConfigIssue } from '../errors.js';
+import { checkConfig } from '../config/check.js';
+import type { RawConfig } from '../config/load.js';
+import type { HostPort } from '../config/types.js';
+import { Metrics } from '../metrics.js';
+import { EndpointTable } from '../upstream/endpoints.js';
+import { SocketPool } from '../listeners/socket_pool.js';
+import type { ComponentOutcome } from '../components/lifecycle.js';
+import { boundAddresses, buildGeneration } from './build.js';
+import type { ConfigSource, Generation } from './generation.js';
+
+export type ApplyResult =
+  | { ok: true; generation: number; components: Record<string, ComponentOutcome>; durationMs: number }
+  | { ok: false; kind: 'invalid'; issues: ConfigIssue[] }
+  | { ok: false; kind: 'failed'; error: Error };
+
+export interface GenerationRecord {
+  generation: number | null;
+  source: ConfigSource;
+  at: string;
+  outcome: 'applied' | 'invalid' | 'failed';
+  error?: string;
+}
+
+export interface RuntimeOptions {
+  metrics?: Metrics;
+  /** One line per reload and per lifecycle event. */
+  log?: (line: string) => void;
+  /** Limit for a component's init and ready. */
+  readyTimeoutMs?: number;
+}
+
+/**
+ * The control path, from one entry point: `apply(raw, source)` checks a whole
+ * config, builds the next generation beside the running one, swaps it in with one
+ * assignment per listening socket, and drains the old one in the background.
+ * Applies run one at a time, in arrival order.
+ */
+export class Runtime {
+  readonly metrics: Metrics;
+  readonly sockets = new SocketPool();
+  readonly endpoints = new EndpointTable();
+  current: Generation | null = null;
+  readonly history: GenerationRecord[] = [];
+  /** Generations replaced but not yet closed. */
+  readonly draining = new Set<Generation>();
+  #next = 1;
+  #queue: Promise<unknown> = Promise.resolve();
+  #stopping = false;
+  readonly #log: (line: string) => void;
+  readonly #readyTimeoutMs: number;
+
+  constructor(opts: RuntimeOptions = {}) {
+    this.metrics = opts.metrics ?? new Metrics();
+    this.#log = opts.log ?? (() => {});
+    this.#readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
+  }
+
+  get stopping(): boolean {
+    return this.#stopping;
+  }
+
+  /** Validates, builds and swaps in a whole config. Never throws; the result says what happened. */
+  apply(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
+    const run = this.#queue.then(() => this.#apply(raw, source));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  async #apply(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
+    const t0 = performance.now();
+    const at = new Date().toISOString();
+    if (this.#stopping) return this.#reject(source, at, { ok: false, kind: 'failed', error: new Error('shutting down') });
+    const checked = await checkConfig(raw);
+    if (!checked.ok) return this.#reject(source, at, { ok: false, kind: 'invalid', issues: checked.issues });
+
+    const prev = this.current;
+    const number = this.#next;
+    const built = await buildGeneration(prev, checked.config, number, source, {
+      registry: checked.registry,
+      endpoints: this.endpoints,
+      sockets: this.sockets,
+      metrics: this.metrics,
+      previousHosts: autoHosts(prev),
+      readyTimeoutMs: this.#readyTimeoutMs,
+    });
+    if (!built.ok) return this.#reject(source, at, { ok: false, kind: 'failed', error: built.error });
+    this.#next++;
+    const gen = built.generation;
+    gen.input = raw.value;
+
+    // The swap: from here on, new connections and new requests see `gen`.
+    for (const plan of gen.plans.values()) {
+      const ls = plan.socket!;
+      ls.configure(plan);
+      ls.plan = plan;
+    }
+    this.current = gen;
+
+    if (prev) this.#retire(prev);
+    const durationMs = performance.now() - t0;
+    this.metrics.generation.set(number);
+    this.metrics.reloads.inc({ source, result: 'success' });
+    this.metrics.reloadDuration.observe(durationMs / 1000);
+    for (const [c, mode] of Object.entries(built.components)) {
+      if (mode !== 'unchanged') this.metrics.componentUpdates.inc({ component: c, mode, result: 'success' });
+    }
+    this.history.push({ generation: number, source, at, outcome: 'applied' });
+    this.#trimHistory();
+    const changed = Object.entries(built.components).filter(([, m]) => m !== 'unchanged').map(([c, m]) => `${c}:${m}`);
+    this.#log(`generation ${number} applied from ${source} in ${durationMs.toFixed(1)} ms: ${describeListeners(prev, gen)}${changed.length ? `; components ${changed.join(', ')}` : ''}`);
+    return { ok: true, generation: number, components: built.components, durationMs };
+  }
+
+  #reject(source: ConfigSource, at: string, result: Exclude<ApplyResult, { ok: true }>): ApplyResult {
+    const invalid = result.kind === 'invalid';
+    this.metrics.reloads.inc({ source, result: invalid ? 'invalid' : 'failed' });
+    const error = invalid ? `${result.issues.length} config error(s)` : result.error.message;
+    this.history.push({ generation: null, source, at, outcome: invalid ? 'invalid' : 'failed', error });
+    this.#trimHistory();
+    this.#log(`reload from ${source} rejected (${invalid ? 'invalid' : 'failed'}): ${error}; generation ${this.current?.number ?? 'none'} keeps serving`);
+    return result;
+  }
+
+  #trimHistory(): void {
+    if (this.history.length > 50) this.history.splice(0, this.history.length - 50);
+  }
+
+  /**
+   * The old generation stops accepting on addresses the new one dropped (its
+   * socket leases go now), then drains; when the last unit of work on it ends, or
+   * drainTimeout passes, it lets go of its endpoints and components.
+   */
+  #retire(gen: Generation): void {
+    for (const ls of gen.leases) this.sockets.release(ls);
+    this.draining.add(gen);
+    void gen.drain(gen.config.drainTimeoutMs).then(async (how) => {
+      await this.#close(gen);
+      this.draining.delete(gen);
+      this.#log(`generation ${gen.number} ${how === 'drained' ? 'drained' : `drain timed out after ${gen.config.drainTimeoutMs} ms`} and closed`);
+    });
+  }
+
+  async #close(gen: Generation): Promise<void> {
+    if (gen.closed) return;
+    gen.closed = true;
+    for (const e of gen.endpoints) this.endpoints.release(e);
+    await Promise.all([...gen.components.values()].map((slot) => slot.unuse().catch((err: Error) => this.#log(err.message))));
+  }
+
+  /** The bound address of each listener now serving. */
+  addresses(): Map<string, HostPort> {
+    return this.current ? boundAddresses(this.current) : new Map();
+  }
+
+  /**
+   * Graceful stop: stop accepting everywhere, let running work finish (up to the
+   * drainTimeout), close idle keep-alive connections, close components and pools.
+   */
+  async shutdown(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    await this.#queue;
+    const gens = [...this.draining];
+    const cur = this.current;
+    if (cur) gens.push(cur);
+    const sockets = this.sockets.all();
+    for (const ls of sockets) {
+      ls.retired = true;
+      ls.server.close();
+      ls.server.closeIdleConnections();
+    }
+    await Promise.all(gens.map((g) => g.drain(g.config.drainTimeoutMs)));
+    for (const ls of sockets) ls.server.closeAllConnections();
+    await Promise.all(gens.map((g) => this.#close(g)));
+    await this.endpoints.destroyAll();
+    this.#log('stopped');
+  }
+}
+
+function autoHosts(gen: Generation | null): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!gen) return out;
+  for (const [name, plan] of gen.plans) if (!plan.config.address || plan.config.address.host === '') out.set(name, plan.address.host);
+  return out;
+}
+
+function describeListeners(prev: Generation | null, next: Generation): string {
+  const added: string[] = [];
+  const removed: string[] = [];
+  const changed: string[] = [];
+  for (const [name, plan] of next.plans) {
+    const old = prev?.plans.get(name);
+    if (!old) added.push(name);
+    else if (JSON.stringify(old.config) !== JSON.stringify(plan.config)) changed.push(name);
+  }
+  for (const name of prev?.plans.keys() ?? []) if (!next.plans.has(name)) removed.push(name);
+  const parts = [];
+  if (added.length) parts.push(`listeners added ${added.join(', ')}`);
+  if (removed.length) parts.push(`removed ${removed.join(', ')}`);
+  if (changed.length) parts.push(`changed ${changed.join(', ')}`);
+  return parts.length ? parts.join('; ') : 'no listener changes';
+}

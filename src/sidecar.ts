@@ -1,0 +1,76 @@
+import { loadConfigFiles, type RawConfig } from './config/load.js';
+import type { HostPort } from './config/types.js';
+import { ConfigError } from './errors.js';
+import { AdminServer } from './admin/server.js';
+import { Runtime, type ApplyResult } from './reload/runtime.js';
+import type { ConfigSource } from './reload/generation.js';
+
+export interface SidecarOptions {
+  /** `--config` files, merged in order. */
+  files?: string[];
+  /** Or a config already loaded (tests, embedding). */
+  raw?: RawConfig;
+  log?: (line: string) => void;
+  /** Start the admin API on `admin.address` (default true). */
+  admin?: boolean;
+}
+
+/**
+ * A running switchyard: the runtime (data and control path) and its admin API.
+ * `switchyard run` is this plus signals; tests and the demo start it in-process.
+ */
+export class Sidecar {
+  readonly runtime: Runtime;
+  readonly files: string[];
+  admin: AdminServer | null = null;
+  adminAddress: HostPort | null = null;
+  #ready = false;
+
+  private constructor(runtime: Runtime, files: string[]) {
+    this.runtime = runtime;
+    this.files = files;
+  }
+
+  /** Applies the first config and starts the admin API; throws ConfigError or the build error. */
+  static async start(opts: SidecarOptions): Promise<Sidecar> {
+    const runtime = new Runtime({ log: opts.log });
+    const files = opts.files ?? [];
+    const sc = new Sidecar(runtime, files);
+    const raw = opts.raw ?? (await loadConfigFiles(files));
+    const r = await runtime.apply(raw, 'file');
+    if (!r.ok) {
+      await runtime.shutdown();
+      if (r.kind === 'invalid') throw new ConfigError(r.issues);
+      throw r.error;
+    }
+    if (opts.admin !== false) {
+      const config = runtime.current!.config;
+      sc.admin = new AdminServer({ runtime, config: config.admin, baseDir: raw.baseDir, ready: () => sc.#ready });
+      try {
+        sc.adminAddress = await sc.admin.listen();
+      } catch (err) {
+        await runtime.shutdown();
+        throw new Error(`admin API: cannot listen on ${config.admin.address.host}:${config.admin.address.port}: ${(err as Error).message}`, { cause: err });
+      }
+    }
+    sc.#ready = true;
+    return sc;
+  }
+
+  /** The bound address of each listener. */
+  addresses(): Map<string, HostPort> {
+    return this.runtime.addresses();
+  }
+
+  /** Re-reads the config files and applies them. */
+  async reload(source: ConfigSource): Promise<ApplyResult> {
+    return this.runtime.apply(await loadConfigFiles(this.files), source);
+  }
+
+  /** Graceful stop: /ready turns 503, listeners stop accepting, work drains, then everything closes. */
+  async stop(): Promise<void> {
+    this.#ready = false;
+    await this.runtime.shutdown();
+    await this.admin?.close();
+  }
+}
