@@ -1,0 +1,147 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { mkdtemp, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ExecutionContext } from 'ava';
+import { request as undiciRequest, Agent } from 'undici';
+import { parseConfigTexts } from '../src/config/load.js';
+import { Sidecar } from '../src/sidecar.js';
+
+/** The repository root (tests run from dist/test). */
+export const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
+export const CLI = join(ROOT, 'bin/switchyard.js');
+
+let hostCounter = 0;
+/**
+ * A 127.x.y.z of this test process's own, so parallel test files never collide
+ * (ava runs each file in its own process). Listeners use it with port 0.
+ */
+export function uniqueHost(): string {
+  const n = (process.pid % 50_000) * 64 + (hostCounter++ % 64);
+  return `127.${10 + ((n >> 16) & 0x7f)}.${(n >> 8) & 0xff}.${(n & 0xff) || 1}`;
+}
+
+export interface Upstream {
+  server: Server;
+  host: string;
+  port: number;
+  /** `host:port`, for a config's endpoints. */
+  address: string;
+  /** Requests received, in order. */
+  requests: IncomingMessage[];
+  close(): Promise<void>;
+}
+
+/**
+ * An upstream server on 127.0.0.1:0. The default handler answers 200 with a JSON
+ * body `{role, method, url, headers}` and header `x-role`.
+ */
+export async function startUpstream(t: ExecutionContext, role: string,
+  handler?: (req: IncomingMessage, res: ServerResponse) => void): Promise<Upstream> {
+  const requests: IncomingMessage[] = [];
+  const server = createServer((req, res) => {
+    requests.push(req);
+    if (handler) return handler(req, res);
+    const body = JSON.stringify({ role, method: req.method, url: req.url, headers: req.headers });
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json', 'x-role': role });
+      res.end(body);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  const up: Upstream = {
+    server, host: '127.0.0.1', port, address: `127.0.0.1:${port}`, requests,
+    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
+  };
+  t.teardown(() => up.close());
+  return up;
+}
+
+/** Starts an in-process sidecar from YAML text (admin on 127.0.0.1:0 unless the YAML says otherwise). */
+export async function startSidecar(t: ExecutionContext, yaml: string, opts: { admin?: boolean } = {}): Promise<Sidecar> {
+  const text = /^admin:/m.test(yaml) ? yaml : `admin: { address: "127.0.0.1:0" }\n${yaml}`;
+  const raw = parseConfigTexts([{ name: 'test.yaml', text }], ROOT);
+  const lines: string[] = [];
+  const sc = await Sidecar.start({ raw, admin: opts.admin, log: (l) => lines.push(l) });
+  t.teardown(() => sc.stop());
+  return sc;
+}
+
+/** `http://host:port` of a sidecar's listener. */
+export function listenerUrl(sc: Sidecar, name: string): string {
+  const a = sc.addresses().get(name);
+  if (!a) throw new Error(`no listener ${name}`);
+  return `http://${a.host}:${a.port}`;
+}
+
+/** `http://host:port` of a sidecar's admin API. */
+export function adminUrl(sc: Sidecar): string {
+  return `http://${sc.adminAddress!.host}:${sc.adminAddress!.port}`;
+}
+
+/** One shared keep-alive client for tests (undici, so it does not hide proxy bugs behind retries). */
+export const client = new Agent({ keepAliveTimeout: 10_000, connections: 64 });
+
+export interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+
+/** A request through undici; the body read as text. */
+export async function get(url: string, headers: Record<string, string> = {}, init: { method?: string; body?: string } = {}): Promise<Reply> {
+  const res = await undiciRequest(url, { dispatcher: client, headers, method: (init.method ?? 'GET') as 'GET', body: init.body });
+  const body = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, body };
+}
+
+/** Writes files into a fresh temp directory; returns their paths. */
+export async function tempFiles(files: Record<string, string>): Promise<{ dir: string; paths: Record<string, string> }> {
+  const dir = await mkdtemp(join(tmpdir(), 'switchyard-test-'));
+  const paths: Record<string, string> = {};
+  for (const [name, text] of Object.entries(files)) {
+    paths[name] = join(dir, name);
+    await writeFile(paths[name]!, text);
+  }
+  return { dir, paths };
+}
+
+/** Resolves when `emitter` emits `event`, or rejects after `ms`. */
+export function once<T = unknown>(emitter: NodeJS.EventEmitter, event: string, ms = 10_000): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`timed out waiting for ${event}`)), ms);
+    emitter.once(event, (v: T) => { clearTimeout(timer); resolve(v); });
+  });
+}
+
+/** Polls `cond` every 10 ms until true, or rejects after `ms`. For state that has no event. */
+export async function until(cond: () => boolean | Promise<boolean>, ms = 10_000, what = 'condition'): Promise<void> {
+  const end = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** A two-role config: roles a and b, a vset `svc` of both, and one http listener `web` with the given filters YAML. */
+export function twoRoleConfig(a: Upstream, b: Upstream, filters: string, extra = ''): string {
+  return `
+roles:
+  a:
+    meta: { version: "1.0.0", track: stable }
+    channels: { http: { endpoints: ["${a.address}"] } }
+  b:
+    meta: { version: "2.0.0", track: canary }
+    channels: { http: { endpoints: ["${b.address}"] } }
+vsets:
+  svc:
+    channels: [http]
+    roles: { a: {}, b: {} }
+listeners:
+  web:
+    address: "${uniqueHost()}:0"
+    target: svc.http
+    filters:
+${filters.split('\n').filter((l) => l.trim()).map((l) => '      ' + l).join('\n')}
+${extra}`;
+}
