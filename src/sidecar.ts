@@ -1,4 +1,6 @@
+import { resolve } from 'node:path';
 import { loadConfigFiles, type RawConfig } from './config/load.js';
+import { FileWatcher } from './reload/file_watch.js';
 import type { HostPort } from './config/types.js';
 import { ConfigError } from './errors.js';
 import { AdminServer } from './admin/server.js';
@@ -13,6 +15,8 @@ export interface SidecarOptions {
   log?: (line: string) => void;
   /** Start the admin API on `admin.address` (default true). */
   admin?: boolean;
+  /** Reload when the config files change (default false; `switchyard run` turns it on). */
+  watch?: boolean;
 }
 
 /**
@@ -24,6 +28,7 @@ export class Sidecar {
   readonly files: string[];
   admin: AdminServer | null = null;
   adminAddress: HostPort | null = null;
+  #watcher: FileWatcher | null = null;
   #ready = false;
 
   private constructor(runtime: Runtime, files: string[]) {
@@ -53,6 +58,10 @@ export class Sidecar {
         throw new Error(`admin API: cannot listen on ${config.admin.address.host}:${config.admin.address.port}: ${(err as Error).message}`, { cause: err });
       }
     }
+    if (opts.watch && files.length) {
+      sc.#watcher = new FileWatcher(files.map((f) => resolve(f)), () => void sc.reload('file'));
+      await sc.#watcher.start();
+    }
     sc.#ready = true;
     return sc;
   }
@@ -70,6 +79,7 @@ export class Sidecar {
   /** Graceful stop: /ready turns 503, listeners stop accepting, work drains, then everything closes. */
   async stop(): Promise<void> {
     this.#ready = false;
+    this.#watcher?.close();
     await this.runtime.shutdown();
     await this.admin?.close();
   }

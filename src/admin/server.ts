@@ -2,7 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { timingSafeEqual } from 'node:crypto';
 import { parseConfigTexts, type RawConfig } from '../config/load.js';
 import type { AdminConfig, HostPort } from '../config/types.js';
-import { formatIssue } from '../errors.js';
+import { formatIssue, type ConfigIssue } from '../errors.js';
 import type { Runtime, ApplyResult } from '../reload/runtime.js';
 
 const MAX_BODY = 8 * 1024 * 1024;
@@ -46,12 +46,34 @@ export class AdminServer {
       'GET /config': async () => {
         const g = rt.current;
         if (!g) throw new ApiError(503, 'no generation serves yet');
-        return { body: { generation: g.number, source: g.source, appliedAt: g.appliedAt.toISOString(), config: publicConfig(g.input) } };
+        return { body: { generation: g.number, source: g.source, appliedAt: g.appliedAt.toISOString(), config: publicConfig(g.raw?.value) } };
       },
-      'PUT /config': async (req) => {
+      'PUT /config': async (req, url) => {
         const text = await readBody(req);
         const raw = parseConfigTexts([{ name: 'PUT /config', text }], opts.baseDir);
+        if (isTrue(url.searchParams.get('dryRun'))) {
+          const plan = await rt.dryRun(raw);
+          if (!plan.ok) throw invalid(plan.issues);
+          return { body: { dryRun: true, ...plan.changes } };
+        }
         return answer(await rt.apply(raw, 'api'));
+      },
+      'POST /components/': async (req, url) => {
+        const name = decodeURIComponent(url.pathname.slice('/components/'.length));
+        const body = parseJson(await readBody(req)) as { kind?: unknown; name?: unknown; metadata?: unknown };
+        if (typeof body !== 'object' || body === null || typeof body.metadata !== 'object' || body.metadata === null || Array.isArray(body.metadata)) {
+          throw new ApiError(400, 'body must be {"metadata": {...}} or Layotto\'s {"kind", "name", "metadata"}');
+        }
+        if (body.name !== undefined && body.name !== name) throw new ApiError(400, `body names component "${String(body.name)}" but the path names "${name}"`);
+        if (body.kind !== undefined && typeof body.kind !== 'string') throw new ApiError(400, 'kind must be a component type name');
+        const applied = rt.applyComponent(name, { type: body.kind as string | undefined, metadata: body.metadata as Record<string, unknown> });
+        if (!applied) throw new ApiError(404, `no component named "${name}" in the running config (give "kind" to add one)`);
+        return answer(await applied);
+      },
+      'POST /rollback': async () => {
+        const applied = rt.rollback();
+        if (!applied) throw new ApiError(409, 'there is no previous config to roll back to');
+        return answer(await applied);
       },
       'GET /generations': async () => ({ body: { current: rt.current?.number ?? null, draining: [...rt.draining].map((g) => g.number), history: rt.history } }),
       'GET /vsets': async () => {
@@ -91,9 +113,10 @@ export class AdminServer {
     try {
       const url = new URL(req.url ?? '/', 'http://admin');
       this.#authorize(req);
-      const route = this.#routes[`${req.method} ${url.pathname}`];
+      const path = url.pathname.startsWith('/components/') ? '/components/' : url.pathname;
+      const route = this.#routes[`${req.method} ${path}`];
       if (!route) {
-        const known = Object.keys(this.#routes).some((k) => k.endsWith(` ${url.pathname}`));
+        const known = Object.keys(this.#routes).some((k) => k.endsWith(` ${path}`));
         throw new ApiError(known ? 405 : 404, known ? `method ${req.method} not allowed on ${url.pathname}` : `no such endpoint: ${url.pathname}`);
       }
       const out = await route(req, url);
@@ -116,8 +139,24 @@ export class AdminServer {
 /** The HTTP answer to an apply: 200 with what changed, 400 with every issue, 409 when the build failed. */
 export function answer(r: ApplyResult): { status: number; body: unknown } {
   if (r.ok) return { status: 200, body: { generation: r.generation, components: r.components } };
-  if (r.kind === 'invalid') throw new ApiError(400, 'invalid config', { errors: r.issues.map((i) => ({ ...i, text: formatIssue(i) })) });
+  if (r.kind === 'invalid') throw invalid(r.issues);
   throw new ApiError(409, r.error.message, { errors: [{ message: r.error.message }] });
+}
+
+function invalid(issues: ConfigIssue[]): ApiError {
+  return new ApiError(400, 'invalid config', { errors: issues.map((i) => ({ ...i, text: formatIssue(i) })) });
+}
+
+function isTrue(v: string | null): boolean {
+  return v === '1' || v === 'true';
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new ApiError(400, `body is not JSON: ${(err as Error).message}`);
+  }
 }
 
 /** The config as GET /config shows it: as given, with the admin token masked. */

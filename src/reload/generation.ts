@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Config, HostPort, ListenerConfig } from '../config/types.js';
+import type { RawConfig } from '../config/load.js';
 import type { Filter, RoleView } from '../filters/api.js';
 import type { Counter, Gauge } from 'prom-client';
 import type { RoleMetrics } from '../metrics.js';
@@ -75,8 +76,10 @@ export class Generation {
   readonly source: ConfigSource;
   readonly appliedAt: Date;
   readonly config: Config;
-  /** The config as its source gave it (merged, before normalization): GET /config, rollback. */
-  input: unknown = undefined;
+  /** The config as its source gave it (merged, before normalization): GET /config, POST /components. */
+  raw: RawConfig | null = null;
+  /** What the generation before this one ran: POST /rollback goes back to it. */
+  previous: RawConfig | null = null;
   readonly plans = new Map<string, ListenerPlan>();
   readonly components = new Map<string, ComponentSlot>();
   readonly endpoints: Endpoint[] = [];

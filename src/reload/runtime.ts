@@ -1,6 +1,7 @@
-import type { ConfigIssue } from '../errors.js';
+import { formatIssue, type ConfigIssue } from '../errors.js';
 import { checkConfig } from '../config/check.js';
-import type { RawConfig } from '../config/load.js';
+import { rawFromObject, type RawConfig } from '../config/load.js';
+import { planChanges, type ChangePlan } from './changes.js';
 import type { HostPort } from '../config/types.js';
 import { Metrics } from '../metrics.js';
 import { EndpointTable } from '../upstream/endpoints.js';
@@ -87,7 +88,8 @@ export class Runtime {
     if (!built.ok) return this.#reject(source, at, { ok: false, kind: 'failed', error: built.error });
     this.#next++;
     const gen = built.generation;
-    gen.input = raw.value;
+    gen.raw = raw;
+    gen.previous = prev?.raw ?? null;
 
     // The swap: from here on, new connections and new requests see `gen`.
     for (const plan of gen.plans.values()) {
@@ -112,13 +114,44 @@ export class Runtime {
     return { ok: true, generation: number, components: built.components, durationMs };
   }
 
+  /** Checks a config and says what applying it would change; builds nothing live. */
+  async dryRun(raw: RawConfig): Promise<{ ok: true; changes: ChangePlan } | { ok: false; issues: ConfigIssue[] }> {
+    const checked = await checkConfig(raw);
+    if (!checked.ok) return checked;
+    return { ok: true, changes: planChanges(this.current, checked.config) };
+  }
+
+  /** Makes the config before the current one current again, as a new generation. Undefined when there is none. */
+  rollback(): Promise<ApplyResult> | undefined {
+    const prev = this.current?.previous;
+    return prev ? this.apply(prev, 'rollback') : undefined;
+  }
+
+  /**
+   * Layotto's ApplyConfiguration: the current config with one component's metadata
+   * (and optionally its type) replaced, applied as a whole new config.
+   */
+  applyComponent(name: string, change: { type?: string; metadata: Record<string, unknown> }): Promise<ApplyResult> | undefined {
+    const cur = this.current?.raw;
+    if (!cur) return undefined;
+    const value = structuredClone((cur.value ?? {}) as { components?: Record<string, { type?: string; metadata?: unknown }> });
+    const existing = value.components?.[name];
+    if (!existing && !change.type) return undefined;
+    value.components = { ...value.components, [name]: { ...existing, ...(change.type ? { type: change.type } : {}), metadata: change.metadata } };
+    return this.apply(rawFromObject(value, cur.baseDir), 'component');
+  }
+
   #reject(source: ConfigSource, at: string, result: Exclude<ApplyResult, { ok: true }>): ApplyResult {
     const invalid = result.kind === 'invalid';
     this.metrics.reloads.inc({ source, result: invalid ? 'invalid' : 'failed' });
     const error = invalid ? `${result.issues.length} config error(s)` : result.error.message;
     this.history.push({ generation: null, source, at, outcome: invalid ? 'invalid' : 'failed', error });
     this.#trimHistory();
-    this.#log(`reload from ${source} rejected (${invalid ? 'invalid' : 'failed'}): ${error}; generation ${this.current?.number ?? 'none'} keeps serving`);
+    // Before the first generation the caller reports the failure (the CLI exits on it).
+    if (this.current) {
+      this.#log(`reload from ${source} rejected (${invalid ? 'invalid' : 'failed'}): ${error}; generation ${this.current.number} keeps serving`);
+      if (invalid) for (const i of result.issues) this.#log(`  ${formatIssue(i)}`);
+    }
     return result;
   }
 
