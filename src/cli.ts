@@ -61,7 +61,7 @@ function log(line: string): void {
 async function run(files: string[]): Promise<number> {
   let sc: Sidecar;
   try {
-    sc = await Sidecar.start({ files, log });
+    sc = await Sidecar.start({ files, log, watch: true });
   } catch (err) {
     if (err instanceof ConfigError) {
       for (const i of err.issues) console.error(formatIssue(i));
@@ -76,9 +76,7 @@ async function run(files: string[]): Promise<number> {
   if (sc.adminAddress) log(`admin API on http://${sc.adminAddress.host}:${sc.adminAddress.port}`);
 
   const reload = (): void => {
-    void sc.reload('sighup').then((r) => {
-      if (!r.ok && r.kind === 'invalid') for (const i of r.issues) log(`  ${formatIssue(i)}`);
-    });
+    void sc.reload('sighup'); // the runtime logs the outcome, errors included
   };
   process.on('SIGHUP', reload);
   return new Promise<number>((resolve) => {
