@@ -36,7 +36,6 @@ export const RuntimeCodes = {
   SY_ERR_UPSTREAM_RESET: 'the upstream closed or reset the connection mid-exchange',
   SY_ERR_UPSTREAM_PROTOCOL: 'the upstream sent a malformed response',
   SY_ERR_UPSTREAM_UPGRADE: 'a WebSocket or other upgrade to the upstream failed',
-  SY_ERR_NO_ENDPOINT: 'the role has no endpoints for the target channel',
   SY_ERR_FILTER_FAILED: 'a filter threw or its promise rejected',
   SY_ERR_BIND: 'a listener address could not be bound',
 } as const;
