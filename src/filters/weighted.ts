@@ -64,7 +64,10 @@ export const weighted: FilterDescriptor<WeightedConfig> = {
     const seeds: number[] = [];
     let total = 0;
     ctx.roles.forEach((role, i) => {
-      const w = config.weights[role.name] ?? 0;
+      // Own keys only: a role named like an Object.prototype member (`constructor`,
+      // `toString`, both valid names) must not find a function here and turn the
+      // cumulative weights into NaN.
+      const w = Object.hasOwn(config.weights, role.name) ? config.weights[role.name]! : 0;
       if (w <= 0) return;
       total += w;
       picks.push(i);
