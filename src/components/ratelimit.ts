@@ -1,0 +1,112 @@
+import type { Exchange } from '../filters/api.js';
+import type { Component, ComponentDescriptor } from './api.js';
+
+interface Settings {
+  ratePerMs: number;
+  burst: number;
+  /** null: one bucket for everything; 'client': per client address; else a lower-case header name. */
+  key: string | null;
+  maxKeys: number;
+}
+
+interface Bucket { tokens: number; at: number }
+
+const DEFAULT_MAX_KEYS = 10_000;
+const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/** Parses and checks the metadata; `report` gets every problem. */
+function parse(m: Readonly<Record<string, string>>, report: (key: string, message: string) => void): Settings {
+  for (const k of Object.keys(m)) {
+    if (!['requestsPerSecond', 'burst', 'key', 'maxKeys'].includes(k)) report(k, `unknown key "${k}"; allowed: requestsPerSecond, burst, key, maxKeys`);
+  }
+  const rps = Number(m.requestsPerSecond);
+  if (m.requestsPerSecond === undefined) report('requestsPerSecond', 'is required');
+  else if (!(rps > 0) || !Number.isFinite(rps)) report('requestsPerSecond', `must be a positive number, got "${m.requestsPerSecond}"`);
+  const burst = m.burst === undefined ? Math.max(1, Math.ceil(rps)) : Number(m.burst);
+  if (m.burst !== undefined && !(Number.isInteger(burst) && burst >= 1)) report('burst', `must be a whole number ≥ 1, got "${m.burst}"`);
+  let key: string | null = null;
+  if (m.key !== undefined) {
+    if (m.key === 'client') key = 'client';
+    else if (m.key.startsWith('header:') && HEADER_RE.test(m.key.slice(7))) key = m.key.slice(7).toLowerCase();
+    else report('key', `must be "client" or "header:<name>", got "${m.key}"`);
+  }
+  const maxKeys = m.maxKeys === undefined ? DEFAULT_MAX_KEYS : Number(m.maxKeys);
+  if (m.maxKeys !== undefined && !(Number.isInteger(maxKeys) && maxKeys >= 1)) report('maxKeys', `must be a whole number ≥ 1, got "${m.maxKeys}"`);
+  return { ratePerMs: rps / 1000, burst, key, maxKeys };
+}
+
+/**
+ * A token bucket (or one per key: the client address or a header value, at most
+ * `maxKeys`, least recently used dropped first). `applyConfig` changes rates in
+ * place and keeps the buckets; changing `key` needs a new instance.
+ */
+export class RateLimiter implements Component {
+  #s: Settings = { ratePerMs: 1, burst: 1, key: null, maxKeys: DEFAULT_MAX_KEYS };
+  /** Insertion order is recency order: a hit re-inserts the key. */
+  readonly #buckets = new Map<string, Bucket>();
+
+  async init(metadata: Record<string, string>): Promise<void> {
+    this.#s = parseOrThrow(metadata);
+  }
+
+  async applyConfig(metadata: Record<string, string>): Promise<{ needReload: boolean }> {
+    const next = parseOrThrow(metadata);
+    if (next.key !== this.#s.key) return { needReload: true };
+    this.#s = next;
+    for (const b of this.#buckets.values()) b.tokens = Math.min(b.tokens, next.burst);
+    while (this.#buckets.size > next.maxKeys) this.#buckets.delete(this.#buckets.keys().next().value!);
+    return { needReload: false };
+  }
+
+  async close(): Promise<void> {
+    this.#buckets.clear();
+  }
+
+  /** The settings now in force (tests, the admin API). */
+  get settings(): Readonly<Settings> {
+    return this.#s;
+  }
+
+  // hot path
+  /** Takes a token for this request or connection: 0 when allowed, else the seconds until one is available. */
+  take(ex: Exchange): number {
+    const s = this.#s;
+    let key = '';
+    if (s.key === 'client') key = ex.remoteAddress;
+    else if (s.key !== null) {
+      const v = ex.req?.headers[s.key];
+      key = v === undefined ? '' : typeof v === 'string' ? v : v[0] ?? '';
+    }
+    const now = performance.now();
+    let b = this.#buckets.get(key);
+    if (b === undefined) {
+      if (this.#buckets.size >= s.maxKeys) this.#buckets.delete(this.#buckets.keys().next().value!);
+      b = { tokens: s.burst, at: now };
+    } else {
+      this.#buckets.delete(key);
+      b.tokens = Math.min(s.burst, b.tokens + (now - b.at) * s.ratePerMs);
+      b.at = now;
+    }
+    this.#buckets.set(key, b);
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return 0;
+    }
+    return Math.max(1, Math.ceil((1 - b.tokens) / s.ratePerMs / 1000));
+  }
+}
+
+function parseOrThrow(m: Record<string, string>): Settings {
+  const problems: string[] = [];
+  const s = parse(m, (k, msg) => problems.push(`${k}: ${msg}`));
+  if (problems.length) throw new Error(problems.join('; '));
+  return s;
+}
+
+export const ratelimitComponent: ComponentDescriptor = {
+  type: 'ratelimit',
+  validate(metadata, ctx) {
+    parse(metadata, (key, message) => ctx.report(key === '' ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_VALUE', key, message));
+  },
+  create: () => new RateLimiter(),
+};

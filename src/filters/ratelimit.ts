@@ -1,0 +1,26 @@
+import type { RateLimiter } from '../components/ratelimit.js';
+import type { Exchange, FilterDescriptor } from './api.js';
+
+/**
+ * `ratelimit`: takes a token from a `ratelimit` component per request (http: 429
+ * with retry-after when empty) or per new connection (tcp: refused). The buckets
+ * live in the component, so they survive reloads and rate changes.
+ */
+export const ratelimit: FilterDescriptor<{ component: string }> = {
+  type: 'ratelimit',
+  scope: 'both',
+  validate(raw, ctx) {
+    ctx.allowKeys(raw, ['component']);
+    return { component: ctx.component(raw.component, ['component'], ['ratelimit']) ?? '' };
+  },
+  create(config, ctx) {
+    const limiter = ctx.component<RateLimiter>(config.component);
+    // hot path
+    return function ratelimit(ex: Exchange): boolean {
+      const wait = limiter.take(ex);
+      if (wait === 0) return true;
+      ex.reply(429, 'switchyard: rate limit exceeded\n', { 'retry-after': String(wait) });
+      return false;
+    };
+  },
+};
