@@ -1,5 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
-import { adminUrl, get, listenerUrl, startSidecar, startUpstream, uniqueHost, type Upstream } from './helpers.js';
+import { request as undiciRequest } from 'undici';
+import { adminUrl, client, get, listenerUrl, startSidecar, startUpstream, uniqueHost, type Upstream } from './helpers.js';
 
 /*
  * The `weighted` filter end to end: a real sidecar in front of real upstreams,
@@ -262,4 +263,27 @@ test('a role named like an Object.prototype member (constructor) and left out of
   weights: { a: 1 }`));
   const c = tally(await send(listenerUrl(sc, 'web'), 200));
   t.deepEqual(c, { a: 200 });
+});
+
+test('stickyHeader: a repeated sticky header sticks by its first occurrence', async (t) => {
+  const ups = await upstreams(t, 'a', 'b');
+  const sc = await startSidecar(t, rolesConfig(ups, `
+- type: weighted
+  weights: { a: 1, b: 1 }
+  stickyHeader: x-user-id`));
+  const url = listenerUrl(sc, 'web');
+  // Find two users on different roles, then send both, in either order.
+  const users = await send(url, 50, (i) => ({ 'x-user-id': userId(i) }));
+  const ia = users.indexOf('a');
+  const ib = users.indexOf('b');
+  t.true(ia >= 0 && ib >= 0);
+  const both = async (first: number, second: number): Promise<unknown> => {
+    const r = await undiciRequest(url, { dispatcher: client, headers: { 'x-user-id': [userId(first), userId(second)] } });
+    await r.body.text();
+    return r.headers['x-role'];
+  };
+  for (let i = 0; i < 10; i++) {
+    t.is(await both(ia, ib), 'a');
+    t.is(await both(ib, ia), 'b');
+  }
 });

@@ -20,5 +20,9 @@ export function headerValues(req: IncomingMessage, name: string): string | strin
     if (first === undefined) first = raw[i + 1]!;
     else (all ??= [first]).push(raw[i + 1]!);
   }
-  return all ?? first ?? v;
+  // Node keeps only the first occurrence of some headers (User-Agent, Host, …): then
+  // `v` is that occurrence itself, and the later raw ones must not count, even when
+  // the first has a comma (a real User-Agent does: "(KHTML, like Gecko)").
+  if (all === undefined || v === first) return v;
+  return all;
 }
