@@ -17,6 +17,8 @@ export interface SidecarOptions {
   admin?: boolean;
   /** Reload when the config files change (default false; `switchyard run` turns it on). */
   watch?: boolean;
+  /** Limit for a new component's init and for its readiness check (default 10 s); tests shorten it. */
+  readyTimeoutMs?: number;
 }
 
 /**
@@ -38,7 +40,7 @@ export class Sidecar {
 
   /** Applies the first config and starts the admin API; throws ConfigError or the build error. */
   static async start(opts: SidecarOptions): Promise<Sidecar> {
-    const runtime = new Runtime({ log: opts.log });
+    const runtime = new Runtime({ log: opts.log, readyTimeoutMs: opts.readyTimeoutMs });
     const files = opts.files ?? [];
     const sc = new Sidecar(runtime, files);
     const raw = opts.raw ?? (await loadConfigFiles(files));

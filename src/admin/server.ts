@@ -66,14 +66,14 @@ export class AdminServer {
         }
         if (body.name !== undefined && body.name !== name) throw new ApiError(400, `body names component "${String(body.name)}" but the path names "${name}"`);
         if (body.kind !== undefined && typeof body.kind !== 'string') throw new ApiError(400, 'kind must be a component type name');
-        const applied = rt.applyComponent(name, { type: body.kind as string | undefined, metadata: body.metadata as Record<string, unknown> });
+        const applied = await rt.applyComponent(name, { type: body.kind as string | undefined, metadata: body.metadata as Record<string, unknown> });
         if (!applied) throw new ApiError(404, `no component named "${name}" in the running config (give "kind" to add one)`);
-        return answer(await applied);
+        return answer(applied);
       },
       'POST /rollback': async () => {
-        const applied = rt.rollback();
+        const applied = await rt.rollback();
         if (!applied) throw new ApiError(409, 'there is no previous config to roll back to');
-        return answer(await applied);
+        return answer(applied);
       },
       'GET /generations': async () => ({ body: { current: rt.current?.number ?? null, draining: [...rt.draining].map((g) => g.number), history: rt.history } }),
       'GET /vsets': async () => {

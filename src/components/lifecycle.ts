@@ -57,6 +57,8 @@ export interface ComponentPlan {
   updates: { slot: ComponentSlot; metadata: Record<string, string> }[];
   /** New instances made by this build, closed if the build fails. */
   created: ComponentSlot[];
+  /** In-place updates already applied, with the metadata before: reverted if a later build step fails. */
+  applied: { slot: ComponentSlot; before: Record<string, string> }[];
 }
 
 /**
@@ -66,7 +68,7 @@ export interface ComponentPlan {
  */
 export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, configs: Readonly<Record<string, ComponentConfig>>,
   registry: Registry, readyTimeoutMs: number): Promise<ComponentPlan> {
-  const plan: ComponentPlan = { slots: new Map(), outcomes: {}, updates: [], created: [] };
+  const plan: ComponentPlan = { slots: new Map(), outcomes: {}, updates: [], created: [], applied: [] };
   const fresh: [string, ComponentConfig, boolean][] = [];
   for (const [name, cfg] of Object.entries(configs)) {
     const old = prev.get(name);
@@ -99,7 +101,7 @@ export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, c
  * (make before break); a failing update rolls back the ones already applied.
  */
 export async function applyUpdates(plan: ComponentPlan, registry: Registry, readyTimeoutMs: number): Promise<void> {
-  const applied: { slot: ComponentSlot; before: Record<string, string> }[] = [];
+  const applied = plan.applied;
   for (const { slot, metadata } of plan.updates) {
     try {
       const { needReload } = await slot.instance.applyConfig!(metadata);
@@ -111,13 +113,21 @@ export async function applyUpdates(plan: ComponentPlan, registry: Registry, read
         slot.metadata = metadata;
       }
     } catch (err) {
-      for (const a of applied.reverse()) {
-        await a.slot.instance.applyConfig!(a.before).catch(() => {});
-        a.slot.metadata = a.before;
-      }
+      await revertUpdates(plan);
       await discard(plan);
       throw new Error(`component ${slot.name}: applyConfig: ${(err as Error).message}`, { cause: err });
     }
+  }
+}
+
+/**
+ * Puts the in-place updates already applied back to their previous metadata (best
+ * effort: a component may refuse), for a build that fails after applyUpdates.
+ */
+export async function revertUpdates(plan: ComponentPlan): Promise<void> {
+  for (const a of plan.applied.splice(0).reverse()) {
+    await a.slot.instance.applyConfig!(a.before).catch(() => {});
+    a.slot.metadata = a.before;
   }
 }
 

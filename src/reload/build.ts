@@ -3,9 +3,9 @@ import type { Registry } from '../registry.js';
 import type { Filter, FilterCreateContext, RoleView } from '../filters/api.js';
 import { Metrics, RoleMetrics } from '../metrics.js';
 import { EndpointSet, type EndpointTable } from '../upstream/endpoints.js';
-import { SocketPool } from '../listeners/socket_pool.js';
+import { SocketPool, type ListenSocket } from '../listeners/socket_pool.js';
 import { assignAddresses } from '../listeners/address.js';
-import { applyUpdates, discard, planComponents, type ComponentOutcome } from '../components/lifecycle.js';
+import { applyUpdates, discard, planComponents, revertUpdates, type ComponentOutcome } from '../components/lifecycle.js';
 import { Generation, ListenerPlan, type ConfigSource } from './generation.js';
 
 export interface BuildContext {
@@ -38,7 +38,30 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
     undo.push(() => discard(cplan));
     components = cplan.outcomes;
 
+    // Bind new addresses first among the steps that touch live state: a bind error
+    // is the likeliest failure, and it must come before the in-place updates. Every
+    // lease is awaited (allSettled) before failing, so a bind that succeeds after
+    // another one failed is still undone, not leaked as a listening socket.
     const addresses = assignAddresses(config.listeners, ctx.previousHosts);
+    const sockets = new Map<string, ListenSocket>();
+    const leases = await Promise.allSettled(Object.keys(config.listeners).map(async (name) => {
+      const address = addresses.get(name)!;
+      const ls = await ctx.sockets.lease(SocketPool.key(name, address), address);
+      undo.push(() => ctx.sockets.release(ls));
+      gen.leases.push(ls);
+      sockets.set(name, ls);
+    }));
+    const bindError = leases.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (bindError) throw bindError.reason;
+
+    // In-place updates run before the filters are created: an update answered with
+    // needReload replaces the component's slot with a new instance, and the filters
+    // of this generation must get that instance, not the old one (which is closed
+    // once the previous generation drains). A later failure reverts the updates.
+    await applyUpdates(cplan, ctx.registry, ctx.readyTimeoutMs);
+    undo.push(() => revertUpdates(cplan));
+    components = cplan.outcomes;
+
     for (const [name, lc] of Object.entries(config.listeners)) {
       const vset = config.vsets[lc.vset]!;
       const roleNames = Object.keys(vset.roles);
@@ -81,19 +104,10 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
         bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
         bytesOut: ctx.metrics.tcpBytes.labels(name, 'out'),
       });
+      plan.socket = sockets.get(name)!;
       gen.plans.set(name, plan);
     }
 
-    // Bind new addresses last among the fallible steps but before in-place updates.
-    await Promise.all([...gen.plans.values()].map(async (plan) => {
-      const ls = await ctx.sockets.lease(SocketPool.key(plan.name, plan.address), plan.address);
-      undo.push(() => ctx.sockets.release(ls));
-      gen.leases.push(ls);
-      plan.socket = ls;
-    }));
-
-    await applyUpdates(cplan, ctx.registry, ctx.readyTimeoutMs);
-    components = cplan.outcomes;
     for (const [name, slot] of cplan.slots) {
       slot.use();
       gen.components.set(name, slot);

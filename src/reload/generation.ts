@@ -11,6 +11,9 @@ import type { ComponentSlot } from '../components/lifecycle.js';
 /** Where a config came from (GET /config, the reload log, the reloads metric). */
 export type ConfigSource = 'file' | 'sighup' | 'api' | 'component' | 'rollback';
 
+/** How long a drain that timed out waits for the work it destroyed to let go. */
+const DESTROY_GRACE_MS = 1_000;
+
 /** Anything a unit of work can be cut short with when the drain times out. */
 interface Destroyable { destroy(): unknown }
 
@@ -86,6 +89,7 @@ export class Generation {
   readonly leases: ListenSocket[] = [];
   readonly #work = new Set<Destroyable>();
   #draining: (() => void) | null = null;
+  #drain: Promise<'drained' | 'timeout'> | null = null;
   closed = false;
 
   constructor(number: number, source: ConfigSource, config: Config) {
@@ -112,15 +116,36 @@ export class Generation {
   /**
    * Waits until no unit of work holds this generation, or `timeoutMs` passes; then
    * ends whatever still runs. Resolves with how it ended.
+   *
+   * One drain per generation: a second caller (shutdown while a reload's drain
+   * runs) gets the same promise; before, it replaced the first caller's wake-up,
+   * and the first caller then waited for its full timeout.
+   * At the timeout, the work still running is destroyed and the drain resolves
+   * once each unit has let go (its close handler ran), bounded by
+   * DESTROY_GRACE_MS: before, it resolved at once, so the generation's components
+   * were closed while the filters' per-connection bookkeeping still ran.
    */
   drain(timeoutMs: number): Promise<'drained' | 'timeout'> {
+    this.#drain ??= this.#startDrain(timeoutMs);
+    return this.#drain;
+  }
+
+  #startDrain(timeoutMs: number): Promise<'drained' | 'timeout'> {
     if (this.#work.size === 0) return Promise.resolve('drained');
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
-        this.#draining = null;
+        const grace = setTimeout(() => {
+          this.#draining = null;
+          this.#work.clear();
+          resolve('timeout');
+        }, DESTROY_GRACE_MS);
+        grace.unref();
+        this.#draining = () => {
+          clearTimeout(grace);
+          this.#draining = null;
+          resolve('timeout');
+        };
         for (const w of [...this.#work]) w.destroy();
-        this.#work.clear();
-        resolve('timeout');
       }, timeoutMs);
       timer.unref();
       this.#draining = () => {

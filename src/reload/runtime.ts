@@ -121,24 +121,43 @@ export class Runtime {
     return { ok: true, changes: planChanges(this.current, checked.config) };
   }
 
+  /**
+   * Runs `make` in the apply queue, against the generation current *then*, and
+   * applies what it returns; resolves undefined when it returns nothing.
+   * Changes derived from the current config (rollback, one component) must be
+   * computed in the queue: computed at call time, two concurrent POST
+   * /components/<name> both started from the same config, and the second
+   * silently undid the first.
+   */
+  #applyDerived(make: () => RawConfig | undefined, source: ConfigSource): Promise<ApplyResult | undefined> {
+    const run = this.#queue.then(() => {
+      const raw = make();
+      return raw ? this.#apply(raw, source) : undefined;
+    });
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
   /** Makes the config before the current one current again, as a new generation. Undefined when there is none. */
-  rollback(): Promise<ApplyResult> | undefined {
-    const prev = this.current?.previous;
-    return prev ? this.apply(prev, 'rollback') : undefined;
+  rollback(): Promise<ApplyResult | undefined> {
+    return this.#applyDerived(() => this.current?.previous ?? undefined, 'rollback');
   }
 
   /**
    * Layotto's ApplyConfiguration: the current config with one component's metadata
-   * (and optionally its type) replaced, applied as a whole new config.
+   * (and optionally its type) replaced, applied as a whole new config. Undefined
+   * when nothing serves yet, or the component does not exist and no type is given.
    */
-  applyComponent(name: string, change: { type?: string; metadata: Record<string, unknown> }): Promise<ApplyResult> | undefined {
-    const cur = this.current?.raw;
-    if (!cur) return undefined;
-    const value = structuredClone((cur.value ?? {}) as { components?: Record<string, { type?: string; metadata?: unknown }> });
-    const existing = value.components?.[name];
-    if (!existing && !change.type) return undefined;
-    value.components = { ...value.components, [name]: { ...existing, ...(change.type ? { type: change.type } : {}), metadata: change.metadata } };
-    return this.apply(rawFromObject(value, cur.baseDir), 'component');
+  applyComponent(name: string, change: { type?: string; metadata: Record<string, unknown> }): Promise<ApplyResult | undefined> {
+    return this.#applyDerived(() => {
+      const cur = this.current?.raw;
+      if (!cur) return undefined;
+      const value = structuredClone((cur.value ?? {}) as { components?: Record<string, { type?: string; metadata?: unknown }> });
+      const existing = value.components?.[name];
+      if (!existing && !change.type) return undefined;
+      value.components = { ...value.components, [name]: { ...existing, ...(change.type ? { type: change.type } : {}), metadata: change.metadata } };
+      return rawFromObject(value, cur.baseDir);
+    }, 'component');
   }
 
   #reject(source: ConfigSource, at: string, result: Exclude<ApplyResult, { ok: true }>): ApplyResult {
@@ -169,6 +188,11 @@ export class Runtime {
     this.draining.add(gen);
     void gen.drain(gen.config.drainTimeoutMs).then(async (how) => {
       await this.#close(gen);
+      // A removed listener's keep-alive connections outlive the requests they
+      // carried; once its generation drained, close the idle ones (Node's close()
+      // only closed those idle at the swap), so they drain instead of lingering
+      // until keepAliveTimeout and answering 503 to a late request.
+      for (const ls of gen.leases) if (ls.retired) ls.server.closeIdleConnections();
       this.draining.delete(gen);
       this.#log(`generation ${gen.number} ${how === 'drained' ? 'drained' : `drain timed out after ${gen.config.drainTimeoutMs} ms`} and closed`);
     });
