@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { checkConfig } from './config/check.js';
 import { loadConfigFiles } from './config/load.js';
-import { ConfigError, formatIssue } from './errors.js';
+import { ConfigError, formatIssue, type ConfigIssue } from './errors.js';
 import { assignAddresses } from './listeners/address.js';
 import { Sidecar } from './sidecar.js';
 
@@ -14,6 +14,8 @@ const USAGE = `usage:
                                                     push a full config to a running sidecar
                                                     (default admin URL: http://127.0.0.1:9901,
                                                     token also from SWITCHYARD_ADMIN_TOKEN)`;
+
+const COMMANDS = ['run', 'validate', 'hosts', 'apply'];
 
 /** Runs one CLI command; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
@@ -37,6 +39,11 @@ export async function main(argv: string[]): Promise<number> {
   if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h' || args.help) {
     console.log(USAGE);
     return cmd ? 0 : 2;
+  }
+  // Fix: an unknown command used to be answered with "--config FILE is required".
+  if (!COMMANDS.includes(cmd)) {
+    console.error(`switchyard: unknown command "${cmd}"\n${USAGE}`);
+    return 2;
   }
   const files = args.config ?? [];
   if (files.length === 0) {
@@ -131,13 +138,18 @@ async function apply(files: string[], admin: string, token: string | undefined):
     console.error(`switchyard apply: cannot reach ${admin}: ${(err as Error).cause ?? (err as Error).message}`);
     return 1;
   }
-  const out = (await res.json().catch(() => ({}))) as { generation?: number; components?: Record<string, string>; errors?: { text?: string; message?: string }[]; error?: string };
+  const out = (await res.json().catch(() => ({}))) as { generation?: number; components?: Record<string, string>; errors?: (Partial<ConfigIssue> & { text?: string })[]; error?: string };
   if (res.ok) {
     console.log(`applied: generation ${out.generation}`);
     for (const [c, m] of Object.entries(out.components ?? {})) console.log(`  component ${c}: ${m}`);
     return 0;
   }
-  for (const e of out.errors ?? [{ message: out.error }]) console.error(e.text ?? e.message);
+  for (const e of out.errors ?? [{ message: out.error }]) {
+    // Fix: the sidecar names a pushed text "PUT /config"; one file went as written, so
+    // its lines are the file's own: name the file, as `validate` does.
+    if (files.length === 1 && e.code && e.file === 'PUT /config') console.error(formatIssue({ ...(e as ConfigIssue), file: files[0] }));
+    else console.error(e.text ?? e.message);
+  }
   console.error(`switchyard apply: rejected (HTTP ${res.status}); the running config is unchanged`);
   return 1;
 }

@@ -18,7 +18,7 @@ export async function checkConfig(raw: RawConfig, env: NodeJS.ProcessEnv = proce
   const plugins = (raw.value as { plugins?: unknown } | undefined)?.plugins;
   const pluginIssues = Array.isArray(plugins) ? await loadPlugins(plugins, raw.baseDir, registry) : [];
   for (const i of pluginIssues) Object.assign(i, raw.locate(['plugins', Number(/\d+/.exec(i.path)![0])]) ?? {});
-  const v = validateConfig(raw.value, registry, raw.locate, env);
+  const v = validateConfig(raw.value, registry, raw.locate, env, raw.sourceOf);
   if (!v.ok || pluginIssues.length) return { ok: false, issues: [...pluginIssues, ...(v.ok ? [] : v.issues)] };
   return { ok: true, config: v.config, registry };
 }

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
-import { Document, isMap, isPair, isScalar, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
+import { Document, isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
 import type { ConfigIssue } from '../errors.js';
 
 /** A path into the config: keys and sequence indexes. */
@@ -21,11 +21,19 @@ export interface Location { file: string; line: number; column: number }
 /** Maps a config path to the file, line and column that set it (the last file that has it wins). */
 export type Locator = (path: Path, atKey?: boolean) => Location | undefined;
 
+/**
+ * The text a scalar at a path was written as (`1.10` for the number 1.1), from the
+ * file that set it; undefined when unknown (not YAML, or not a scalar).
+ */
+export type SourceOf = (path: Path) => string | undefined;
+
 /** Raw config text from files or a push, merged and located, before validation. */
 export interface RawConfig {
   /** The merged plain value (`undefined` when nothing parsed). */
   value: unknown;
   locate: Locator;
+  /** How scalars were written, so the validator can tell `1.10` from `1.1`. */
+  sourceOf?: SourceOf;
   /** YAML syntax errors and unreadable files; any of them rejects the config. */
   issues: ConfigIssue[];
   /** Directory that relative plugin paths resolve against (the first file's). */
@@ -70,17 +78,45 @@ export function parseConfigTexts(texts: readonly { name: string; text: string }[
       }
       continue;
     }
+    const value: unknown = doc.toJS({ maxAliasCount: 100 });
+    // Fix: an empty document (only comments, e.g. an override file with everything
+    // commented out) parses to null; merged as a value it replaced the whole config
+    // with null. It contributes nothing instead.
+    if (value === null || value === undefined) continue;
     sources.push({ name, doc, lines });
-    merged = mergeConfig(merged, doc.toJS({ maxAliasCount: 100 }));
+    merged = mergeConfig(merged, value);
   }
-  const locate: Locator = (path, atKey) => {
+  // Fix: the file that set a path is the last one that has it *unless a later file
+  // replaced an ancestor* (a list or scalar replaces, null removes): then earlier
+  // files no longer count (before, an error under a replaced list was located in an
+  // earlier file that happened to have the path). And a path that no file has (a
+  // required key that is missing) is located at its nearest ancestor that a file has,
+  // so every issue of a YAML config carries a line and column.
+  const find = (path: Path): Found | undefined => {
     for (let i = sources.length - 1; i >= 0; i--) {
-      const loc = locateIn(sources[i]!, path, atKey);
-      if (loc) return loc;
+      const r = findIn(sources[i]!, path);
+      if (r === 'absent') continue;
+      return r === 'replaced' ? undefined : r;
     }
     return undefined;
   };
-  return { value: merged, locate, issues, baseDir, files: [] };
+  const locate: Locator = (path, atKey) => {
+    for (let n = path.length; n >= 0; n--) {
+      const f = find(path.slice(0, n));
+      const target = f && (((n < path.length || atKey) && f.key) || f.node || f.key);
+      const offset = target?.range?.[0];
+      if (f && offset !== undefined) {
+        const pos = f.src.lines.linePos(offset);
+        return { file: f.src.name, line: pos.line, column: pos.col };
+      }
+    }
+    return undefined;
+  };
+  const sourceOf: SourceOf = (path) => {
+    const node = find(path)?.node;
+    return isScalar(node) && typeof node.source === 'string' ? node.source : undefined;
+  };
+  return { value: merged, locate, sourceOf, issues, baseDir, files: [] };
 }
 
 function firstLine(s: string): string {
@@ -88,28 +124,35 @@ function firstLine(s: string): string {
   return i < 0 ? s : s.slice(0, i);
 }
 
-function locateIn(src: Source, path: Path, atKey?: boolean): Location | undefined {
+interface Found { src: Source; node: YamlNode | undefined; key: YamlNode | undefined }
+
+/**
+ * The node at `path` in one source (and the key it sits under); 'absent' when a
+ * mapping on the way lacks the key (an earlier file may still set it: mappings
+ * merge); 'replaced' when this source put a list, a scalar or null on the way, or
+ * lacks the key below a list item (lists replace: earlier files do not count).
+ */
+function findIn(src: Source, path: Path): Found | 'absent' | 'replaced' {
   let node: unknown = src.doc.contents;
-  let keyNode: YamlNode | undefined;
+  let key: YamlNode | undefined;
+  let inList = false;
   for (const seg of path) {
+    if (isAlias(node)) node = node.resolve(src.doc);
     if (isMap(node)) {
       const pair = node.items.find((p) => isPair(p) && isScalar(p.key) && String(p.key.value) === String(seg));
-      if (!pair) return undefined;
-      keyNode = pair.key as YamlNode;
+      if (!pair) return inList ? 'replaced' : 'absent';
+      key = pair.key as YamlNode;
       node = pair.value;
-    } else if (node && typeof node === 'object' && 'items' in node && Array.isArray((node as { items: unknown[] }).items)) {
-      node = (node as { items: unknown[] }).items[seg as number];
-      keyNode = undefined;
-      if (node === undefined) return undefined;
+    } else if (isSeq(node)) {
+      inList = true;
+      node = node.items[seg as number];
+      key = undefined;
+      if (node === undefined) return 'replaced';
     } else {
-      return undefined;
+      return 'replaced';
     }
   }
-  const target = (atKey && keyNode) || (node as YamlNode | null) || keyNode;
-  const offset = target?.range?.[0];
-  if (offset === undefined) return undefined;
-  const pos = src.lines.linePos(offset);
-  return { file: src.name, line: pos.line, column: pos.col };
+  return { src, node: (node ?? undefined) as YamlNode | undefined, key };
 }
 
 function isPlainObject(v: unknown): v is Record<string, unknown> {

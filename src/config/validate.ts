@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import type { ConfigCode, ConfigIssue } from '../errors.js';
 import type { Registry } from '../registry.js';
 import type { FilterValidateContext } from '../filters/api.js';
-import { formatPath, type Locator, type Path } from './load.js';
+import { formatPath, type Locator, type Path, type SourceOf } from './load.js';
 import type {
   AdminConfig, ChannelConfig, ComponentConfig, Config, FilterConfig, HostPort, ListenerConfig,
   ListenerTimeouts, Protocol, RoleConfig, VsetConfig,
@@ -36,8 +36,8 @@ const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !
  * first); any issue rejects the config. Plugins must already be registered in `registry`.
  */
 export function validateConfig(value: unknown, registry: Registry, locate: Locator = () => undefined,
-  env: NodeJS.ProcessEnv = process.env): ValidateResult {
-  const v = new Validator(registry, locate);
+  env: NodeJS.ProcessEnv = process.env, sourceOf: SourceOf = () => undefined): ValidateResult {
+  const v = new Validator(registry, locate, sourceOf);
   const root = substituteEnv(value ?? {}, [], env, v);
   const config = v.root(root);
   return v.issues.length ? { ok: false, issues: v.issues } : { ok: true, config };
@@ -105,10 +105,12 @@ class Validator {
   readonly issues: ConfigIssue[] = [];
   readonly #registry: Registry;
   readonly #locate: Locator;
+  readonly #sourceOf: SourceOf;
 
-  constructor(registry: Registry, locate: Locator) {
+  constructor(registry: Registry, locate: Locator, sourceOf: SourceOf) {
     this.#registry = registry;
     this.#locate = locate;
+    this.#sourceOf = sourceOf;
   }
 
   report(code: ConfigCode, path: Path, message: string, atKey = false): void {
@@ -125,8 +127,7 @@ class Validator {
     if (allowed) {
       for (const k of Object.keys(value)) {
         if (!allowed.includes(k)) {
-          const hint = closest(k, allowed);
-          this.report('SY_ERR_CONFIG_UNKNOWN_KEY', [...path, k], `unknown key "${k}"${hint ? ` (did you mean "${hint}"?)` : ''}; allowed: ${allowed.join(', ')}`, true);
+          this.report('SY_ERR_CONFIG_UNKNOWN_KEY', [...path, k], unknownKeyMessage(k, allowed), true);
         }
       }
     }
@@ -167,16 +168,32 @@ class Validator {
     return ms;
   }
 
-  /** A string → string map. Integers and booleans are taken as their text; other floats are refused (1.10 would become "1.1"). */
+  /**
+   * A string → string map. Integers and booleans are taken as their text when that
+   * text is what the file says; anything else is refused (1.10 would become "1.1").
+   */
   stringMap(value: unknown, path: Path): Record<string, string> {
     const out: Record<string, string> = {};
     if (value === undefined) return out;
     const o = this.obj(value, path, null);
     if (!o) return out;
     for (const [k, x] of Object.entries(o)) {
-      if (typeof x === 'string') out[k] = x;
-      else if ((typeof x === 'number' && Number.isSafeInteger(x)) || typeof x === 'boolean') out[k] = String(x);
-      else this.report('SY_ERR_CONFIG_TYPE', [...path, k], `must be a string, got ${describe(x)}${typeof x === 'number' ? ' (quote it: "' + x + '")' : ''}`);
+      if (typeof x === 'string') {
+        out[k] = x;
+        continue;
+      }
+      // Fix: `2.0`, `042`, `0x1F` or `True` were integers/booleans to YAML and silently
+      // became "2", "42", "31", "true"; and the hint for 1.10 said `quote it: "1.1"`,
+      // the mangled value. Compare with the text as written, and quote that.
+      const written = this.#sourceOf([...path, k]);
+      const text = (typeof x === 'number' && Number.isSafeInteger(x)) || typeof x === 'boolean' ? String(x) : undefined;
+      if (text !== undefined && (written === undefined || written === text)) out[k] = text;
+      else {
+        const hint = typeof x === 'number' || typeof x === 'boolean'
+          ? ` (quote it: "${written ?? String(x)}"; unquoted, YAML reads it as ${typeof x === 'number' ? 'the number' : 'the boolean'} ${String(x)})`
+          : '';
+        this.report('SY_ERR_CONFIG_TYPE', [...path, k], `must be a string, got ${describe(x)}${hint}`);
+      }
     }
     return out;
   }
@@ -513,6 +530,12 @@ function describe(v: unknown): string {
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a mapping';
   return `${typeof v} ${JSON.stringify(v)}`;
+}
+
+/** The message for an unknown key, with a "did you mean" hint; filters and plugins use it too. */
+export function unknownKeyMessage(key: string, allowed: readonly string[]): string {
+  const hint = closest(key, allowed);
+  return `unknown key "${key}"${hint ? ` (did you mean "${hint}"?)` : ''}; allowed: ${allowed.join(', ')}`;
 }
 
 /** The allowed key nearest to a typo (edit distance ≤ 2), for the hint. */
