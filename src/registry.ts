@@ -10,11 +10,17 @@ export class Registry {
   readonly #components = new Map<string, ComponentDescriptor>();
 
   registerFilter<C>(d: FilterDescriptor<C>): void {
+    // Plugins are plain JS: check the shape here, so a malformed descriptor fails
+    // at plugins[i] when it loads, not later as a scope error or a TypeError in a build.
+    const problems = descriptorProblems(d, { scope: SCOPES, validate: 'function', create: 'function' });
+    if (problems.length) throw new Error(`filter type ${JSON.stringify(d?.type)}: ${problems.join('; ')}`);
     if (this.#filters.has(d.type)) throw new Error(`filter type "${d.type}" is already registered`);
     this.#filters.set(d.type, d);
   }
 
   registerComponent(d: ComponentDescriptor): void {
+    const problems = descriptorProblems(d, { validate: 'function', create: 'function' });
+    if (problems.length) throw new Error(`component type ${JSON.stringify(d?.type)}: ${problems.join('; ')}`);
     if (this.#components.has(d.type)) throw new Error(`component type "${d.type}" is already registered`);
     this.#components.set(d.type, d);
   }
@@ -34,4 +40,20 @@ export class Registry {
   componentTypes(): string[] {
     return [...this.#components.keys()];
   }
+}
+
+const SCOPES = ['http', 'tcp', 'both'] as const;
+
+/** What is wrong with a descriptor: `type` a non-empty string, each key a function or one of its allowed values. */
+function descriptorProblems(d: unknown, want: Record<string, 'function' | readonly string[]>): string[] {
+  if (typeof d !== 'object' || d === null) return ['the descriptor must be an object'];
+  const o = d as Record<string, unknown>;
+  const out: string[] = [];
+  if (typeof o.type !== 'string' || o.type === '') out.push('type must be a non-empty string');
+  for (const [k, w] of Object.entries(want)) {
+    if (w === 'function') {
+      if (typeof o[k] !== 'function') out.push(`${k} must be a function`);
+    } else if (!w.includes(o[k] as string)) out.push(`${k} must be one of ${w.join(', ')}, got ${JSON.stringify(o[k])}`);
+  }
+  return out;
 }

@@ -168,3 +168,34 @@ test('a filter that breaks the verdict contract answers 500 instead of leaving t
   t.is(await role(url), 'a');
   await until(() => warnings.some((w) => /returned undefined/.test(w)) && warnings.some((w) => /without answering/.test(w)), 5000, 'the warnings');
 });
+
+test('an async register() is awaited: its types exist when the config is validated', async (t) => {
+  // Regression: register() was not awaited, so types it registered after an await
+  // were "unknown filter type" (and a rejection went unhandled).
+  const { url } = await withPlugins(t, [join(ROOT, 'test/fixtures/routing-async-register-plugin.mjs')], `
+- { type: async_registered }`);
+  t.is(await role(url), 'b');
+});
+
+test.serial('an async register() that rejects is a plugin load error, not an unhandled rejection', async (t) => {
+  // Serial: the fixture reads a process-wide flag.
+  (globalThis as { __routingAsyncRegisterFail?: boolean }).__routingAsyncRegisterFail = true;
+  t.teardown(() => { delete (globalThis as { __routingAsyncRegisterFail?: boolean }).__routingAsyncRegisterFail; });
+  const err = await t.throwsAsync(withPlugins(t, [join(ROOT, 'test/fixtures/routing-async-register-plugin.mjs')], `
+- { type: weighted, weights: { a: 1 } }`), { instanceOf: ConfigError });
+  const issues = (err as ConfigError).issues;
+  t.deepEqual(issues.map((i) => [i.path, i.code]), [['plugins[0]', 'SY_ERR_PLUGIN_LOAD']]);
+  t.regex(issues[0]!.message, /async register failed on purpose/);
+});
+
+test('a plugin that registers a malformed filter descriptor is rejected when it loads', async (t) => {
+  // Without a check at registration, the descriptor failed later and elsewhere: a
+  // "scope" error on the listener, or a TypeError from create() in the build.
+  const err = await t.throwsAsync(withPlugins(t, [join(ROOT, 'test/fixtures/routing-malformed-plugin.mjs')], `
+- { type: weighted, weights: { a: 1 } }`), { instanceOf: ConfigError });
+  const issues = (err as ConfigError).issues;
+  t.deepEqual(issues.map((i) => [i.path, i.code]), [['plugins[0]', 'SY_ERR_PLUGIN_LOAD']]);
+  t.regex(issues[0]!.message, /malformed/);
+  t.regex(issues[0]!.message, /scope/);
+  t.regex(issues[0]!.message, /create/);
+});

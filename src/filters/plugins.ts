@@ -9,8 +9,8 @@ import type { Registry } from '../registry.js';
  * as the built-ins do.
  */
 export interface PluginModule {
-  register?: (registry: Registry) => void;
-  default?: ((registry: Registry) => void) | { register?: (registry: Registry) => void };
+  register?: (registry: Registry) => void | Promise<void>;
+  default?: ((registry: Registry) => void | Promise<void>) | { register?: (registry: Registry) => void | Promise<void> };
 }
 
 /** Loads each plugin (relative paths from `baseDir`) into `registry`; every failure is an issue at `plugins[i]`. */
@@ -24,7 +24,9 @@ export async function loadPlugins(paths: readonly unknown[], baseDir: string, re
       const mod = (await import(spec)) as PluginModule;
       const register = mod.register ?? (typeof mod.default === 'function' ? mod.default : mod.default?.register);
       if (typeof register !== 'function') throw new Error('the module exports no register(registry) function');
-      register(registry);
+      // Awaited: an async register() registers after its first await, and its
+      // rejection must become this issue, not an unhandled rejection.
+      await register(registry);
     } catch (err) {
       issues.push({ code: 'SY_ERR_PLUGIN_LOAD', path: `plugins[${i}]`, message: `plugin ${p}: ${(err as Error).message}` });
     }
