@@ -1,5 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
 import { connect } from 'node:net';
+import { ConfigError } from '../src/errors.js';
 import { get, listenerUrl, startSidecar, startUpstream, uniqueHost, type Upstream } from './helpers.js';
 
 /*
@@ -254,4 +255,17 @@ test('header_route: headers Node keeps once (User-Agent) count with their first 
   // Regression: when the first occurrence had a comma (as real User-Agents do:
   // "(KHTML, like Gecko)"), the raw headers were split out and the second one matched.
   t.is(await roleFor(url, [['User-Agent', 'Mozilla/5.0 (KHTML, like Gecko)'], ['User-Agent', 'bot']]), 'a');
+});
+
+test('header_route meta: a meta key no role has is a config error, even one named like an Object.prototype member', async (t) => {
+  // Regression: the check read `meta[key] !== undefined`, so `meta: constructor`
+  // found Object.prototype.constructor and passed as if some role had that key.
+  const u = await roles(t);
+  for (const key of ['nosuchkey', 'constructor', 'toString']) {
+    const err = await t.throwsAsync(startSidecar(t, config(u, `
+- type: header_route
+  rules:
+    - { header: x-k, meta: ${key} }`)), { instanceOf: ConfigError }, key);
+    t.deepEqual((err as ConfigError).issues.map((i) => [i.path, i.code]), [['listeners.web.filters[0].rules[0].meta', 'SY_ERR_CONFIG_VALUE']], key);
+  }
 });

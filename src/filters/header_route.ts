@@ -66,7 +66,8 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
           return;
         }
         const key = o.meta;
-        if (!ctx.roles.some((role) => ctx.roleMeta(role)?.[key] !== undefined)) {
+        // Own keys only: `meta: constructor` must not find Object.prototype's.
+        if (!ctx.roles.some((role) => { const m = ctx.roleMeta(role); return m !== undefined && Object.hasOwn(m, key); })) {
           ctx.report('SY_ERR_CONFIG_VALUE', [...p, 'meta'], `no role of this listener's vset has meta "${key}"`);
           return;
         }
@@ -120,8 +121,9 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
       if ('meta' in r) {
         const byValue = new Map<string, number[]>();
         ctx.roles.forEach((role, i) => {
-          const v = role.meta[r.meta];
-          if (v !== undefined) byValue.set(v, [...(byValue.get(v) ?? []), i]);
+          if (!Object.hasOwn(role.meta, r.meta)) return; // as in validate: own keys only
+          const v = role.meta[r.meta]!;
+          byValue.set(v, [...(byValue.get(v) ?? []), i]);
         });
         return { header: r.header, test: null, invert: false, role: -1, byValue };
       }
