@@ -33,9 +33,11 @@ export class AdminServer {
   readonly #server: Server;
   readonly #opts: AdminOptions;
   readonly #routes: Record<string, Handler>;
+  #token: string | undefined;
 
   constructor(opts: AdminOptions) {
     this.#opts = opts;
+    this.#token = opts.config.token;
     const rt = opts.runtime;
     this.#routes = {
       'GET /ready': async () => {
@@ -104,6 +106,12 @@ export class AdminServer {
     return { host: a.address, port: a.port };
   }
 
+  #boundToLoopback(): boolean {
+    const a = this.#server.address();
+    const host = a && typeof a === 'object' ? a.address : this.#opts.config.address.host;
+    return host === '::1' || host.startsWith('127.') || host === '::ffff:127.0.0.1';
+  }
+
   async close(): Promise<void> {
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
@@ -128,7 +136,15 @@ export class AdminServer {
   }
 
   #authorize(req: IncomingMessage): void {
-    const token = this.#opts.config.token;
+    // The token of the config now serving: a reload that sets or rotates
+    // admin.token takes effect at once (before, the first config's token stayed
+    // for the life of the process). The admin socket itself is not rebound on
+    // reload, so a config that drops the token is only obeyed while the socket is
+    // on loopback; on another address the last token stays required.
+    const current = this.#opts.runtime.current?.config.admin.token;
+    if (current) this.#token = current;
+    else if (this.#opts.runtime.current && this.#boundToLoopback()) this.#token = undefined;
+    const token = this.#token;
     if (!token) return;
     const got = Buffer.from(req.headers.authorization ?? '');
     const want = Buffer.from(`Bearer ${token}`);
