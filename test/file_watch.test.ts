@@ -1,0 +1,207 @@
+import test, { type ExecutionContext } from 'ava';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Sidecar } from '../src/sidecar.js';
+import { CLI, startUpstream, tempFiles, uniqueHost, until, type Upstream } from './helpers.js';
+import { heldUpstream, httpGet, metric, within } from './reload_support.js';
+
+/*
+ * Config files as a reload source (DESIGN.md "Data flow" 1): the watcher sees an
+ * editor's in-place write, an atomic rename, and a Kubernetes ConfigMap `..data`
+ * symlink swap; a bad file is rejected while the running generation serves. Then
+ * the real CLI: SIGHUP, `switchyard apply`, and SIGTERM.
+ */
+
+function yamlConfig(a: Upstream, b: Upstream, host: string, w: [number, number], extra = ''): string {
+  return `admin: { address: "127.0.0.1:0" }
+drainTimeout: 5s
+roles:
+  a: { channels: { http: { endpoints: ["${a.address}"] } } }
+  b: { channels: { http: { endpoints: ["${b.address}"] } } }
+vsets:
+  svc: { channels: [http], roles: { a: {}, b: {} } }
+listeners:
+  web:
+    address: "${host}:0"
+    target: svc
+    filters:
+      - { type: weighted, weights: { a: ${w[0]}, b: ${w[1]} } }
+${extra}`;
+}
+
+async function startWatching(t: ExecutionContext, files: string[]): Promise<{ sc: Sidecar; log: string[] }> {
+  const log: string[] = [];
+  const sc = await Sidecar.start({ files, watch: true, log: (l) => log.push(l) });
+  t.teardown(() => sc.stop());
+  return { sc, log };
+}
+
+async function roleOf(sc: Sidecar): Promise<string> {
+  const a = sc.addresses().get('web')!;
+  return String((await httpGet(`http://${a.host}:${a.port}/`, { agent: false })).headers['x-role']);
+}
+
+async function waitForGeneration(sc: Sidecar, n: number): Promise<void> {
+  await until(() => (sc.runtime.current?.number ?? 0) >= n, 5_000, `generation ${n}`);
+}
+
+test('an editor\'s in-place write of a --config file is picked up', async (t) => {
+  const a = await startUpstream(t, 'a');
+  const b = await startUpstream(t, 'b');
+  const host = uniqueHost();
+  const { paths } = await tempFiles({ 'config.yaml': yamlConfig(a, b, host, [1, 0]) });
+  const { sc } = await startWatching(t, [paths['config.yaml']!]);
+  t.is(await roleOf(sc), 'a');
+  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1]));
+  await waitForGeneration(sc, 2);
+  t.is(sc.runtime.current!.source, 'file');
+  t.is(await roleOf(sc), 'b');
+  t.is(await metric(sc, 'switchyard_config_reloads_total', { source: 'file', result: 'success' }), 2, 'the start and the change');
+});
+
+test('an atomic rename over a --config file is picked up, and so is a change of a later (override) file', async (t) => {
+  const a = await startUpstream(t, 'a');
+  const b = await startUpstream(t, 'b');
+  const host = uniqueHost();
+  const { dir, paths } = await tempFiles({
+    'base.yaml': yamlConfig(a, b, host, [1, 0]),
+    'override.yaml': 'drainTimeout: 4s\n',
+  });
+  const { sc } = await startWatching(t, [paths['base.yaml']!, paths['override.yaml']!]);
+  t.is(sc.runtime.current!.config.drainTimeoutMs, 4_000);
+
+  // Write elsewhere, then rename over the file (what most editors and config tools do).
+  const tmp = join(dir, '.base.yaml.swp');
+  await writeFile(tmp, yamlConfig(a, b, host, [0, 1]));
+  await rename(tmp, paths['base.yaml']!);
+  await waitForGeneration(sc, 2);
+  t.is(await roleOf(sc), 'b');
+
+  const tmp2 = join(dir, 'override.yaml.new');
+  await writeFile(tmp2, 'drainTimeout: 3s\n');
+  await rename(tmp2, paths['override.yaml']!);
+  await waitForGeneration(sc, 3);
+  t.is(sc.runtime.current!.config.drainTimeoutMs, 3_000);
+  t.is(await roleOf(sc), 'b');
+});
+
+test('a Kubernetes ConfigMap update (..data symlink swap) is picked up', async (t) => {
+  const a = await startUpstream(t, 'a');
+  const b = await startUpstream(t, 'b');
+  const host = uniqueHost();
+  // The kubelet's layout: config.yaml → ..data/config.yaml, ..data → ..<timestamp>/.
+  const { dir } = await tempFiles({});
+  await mkdir(join(dir, '..2026_01_01_00_00_00.1'));
+  await writeFile(join(dir, '..2026_01_01_00_00_00.1', 'config.yaml'), yamlConfig(a, b, host, [1, 0]));
+  await symlink('..2026_01_01_00_00_00.1', join(dir, '..data'));
+  await symlink('..data/config.yaml', join(dir, 'config.yaml'));
+  const { sc } = await startWatching(t, [join(dir, 'config.yaml')]);
+  t.is(await roleOf(sc), 'a');
+
+  // An update: a new timestamped directory, a new ..data_tmp link renamed over ..data, the old directory removed.
+  await mkdir(join(dir, '..2026_01_01_00_05_00.2'));
+  await writeFile(join(dir, '..2026_01_01_00_05_00.2', 'config.yaml'), yamlConfig(a, b, host, [0, 1]));
+  await symlink('..2026_01_01_00_05_00.2', join(dir, '..data_tmp'));
+  await rename(join(dir, '..data_tmp'), join(dir, '..data'));
+  await rm(join(dir, '..2026_01_01_00_00_00.1'), { recursive: true });
+  await waitForGeneration(sc, 2);
+  t.is(sc.runtime.current!.source, 'file');
+  t.is(await roleOf(sc), 'b');
+});
+
+test('a bad config file is rejected while the old config serves; fixing it applies it', async (t) => {
+  const a = await startUpstream(t, 'a');
+  const b = await startUpstream(t, 'b');
+  const host = uniqueHost();
+  const { paths } = await tempFiles({ 'config.yaml': yamlConfig(a, b, host, [1, 0]) });
+  const { sc, log } = await startWatching(t, [paths['config.yaml']!]);
+
+  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1]).replace('weights:', 'wieghts:'));
+  await until(async () => (await metric(sc, 'switchyard_config_reloads_total', { source: 'file', result: 'invalid' })) === 1, 5_000, 'the rejection');
+  t.is(sc.runtime.current!.number, 1);
+  t.is(await roleOf(sc), 'a', 'the old config keeps serving');
+  t.true(log.some((l) => /reload from file rejected \(invalid\).*generation 1 keeps serving/.test(l)), log.join('\n'));
+  t.true(log.some((l) => l.includes('wieghts')), 'the log names the error');
+
+  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1]));
+  await waitForGeneration(sc, 2);
+  t.is(await roleOf(sc), 'b');
+  t.is(await metric(sc, 'switchyard_config_reloads_total', { source: 'file', result: 'success' }), 2);
+});
+
+/** The real CLI as a child process; its stdout lines collected. */
+function runCli(t: ExecutionContext, args: string[]): { child: ChildProcess; out: string[]; err: string[]; exit: Promise<number | null> } {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const out: string[] = [];
+  const err: string[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => out.push(...d.split('\n').filter(Boolean)));
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => err.push(...d.split('\n').filter(Boolean)));
+  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
+  return { child, out, err, exit };
+}
+
+async function adminJson(base: string, path: string): Promise<{ status: number; json: any; text: string }> {
+  const res = await httpGet(`${base}${path}`, { agent: false });
+  let json: unknown;
+  try { json = JSON.parse(res.body); } catch { json = undefined; }
+  return { status: res.status, json, text: res.body };
+}
+
+test('the CLI: SIGHUP reloads, a bad file is rejected, `switchyard apply` pushes, SIGTERM drains and exits 0', async (t) => {
+  const a = await heldUpstream(t, 'a');
+  const b = await startUpstream(t, 'b');
+  const host = uniqueHost();
+  const { paths } = await tempFiles({
+    'config.yaml': yamlConfig(a, b, host, [1, 0]),
+    'push.yaml': yamlConfig(a, b, host, [0, 1]),
+    'bad.yaml': yamlConfig(a, b, host, [0, 0]),
+  });
+  const run = runCli(t, ['run', '--config', paths['config.yaml']!]);
+  await until(() => run.out.some((l) => l.includes('admin API on http://')) || run.child.exitCode !== null, 10_000, 'the CLI to start');
+  const adminBase = /admin API on (http:\/\/\S+)/.exec(run.out.join('\n'))![1]!;
+  const listener = /listener web: http:\/\/(\S+) /.exec(run.out.join('\n'))![1]!;
+  const role = async () => String((await httpGet(`http://${listener}/`, { agent: false })).headers['x-role']);
+  t.is(await role(), 'a');
+  t.like((await adminJson(adminBase, '/config')).json, { generation: 1, source: 'file' });
+
+  // SIGHUP: re-read the files, a new generation from source sighup.
+  run.child.kill('SIGHUP');
+  await until(async () => (await adminJson(adminBase, '/config')).json.generation === 2, 5_000, 'the SIGHUP reload');
+  t.is((await adminJson(adminBase, '/config')).json.source, 'sighup');
+  t.true(run.out.some((l) => /generation 2 applied from sighup/.test(l)), 'one log line per reload');
+
+  // A bad file: the watcher rejects it, and so does SIGHUP; generation 2 serves on.
+  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1]).replace('target: svc', 'target: nosuch'));
+  const metrics = async () => (await adminJson(adminBase, '/metrics')).text;
+  await until(async () => /switchyard_config_reloads_total\{source="file",result="invalid"\} 1/.test(await metrics()), 5_000, 'the file rejection');
+  run.child.kill('SIGHUP');
+  await until(async () => /switchyard_config_reloads_total\{source="sighup",result="invalid"\} 1/.test(await metrics()), 5_000, 'the SIGHUP rejection');
+  t.is((await adminJson(adminBase, '/config')).json.generation, 2);
+  t.is(await role(), 'a');
+  t.true(run.out.some((l) => /reload from sighup rejected/.test(l)));
+
+  // switchyard apply: a bad config is refused with its errors (exit 1), a good one applied (exit 0).
+  const bad = runCli(t, ['apply', '--config', paths['bad.yaml']!, '--admin', adminBase]);
+  t.is(await within(bad.exit, 10_000, 'apply (bad)'), 1);
+  t.true(bad.err.some((l) => l.includes('listeners.web.filters[0].weights')), bad.err.join('\n'));
+  t.true(bad.err.some((l) => /rejected \(HTTP 400\)/.test(l)));
+  const good = runCli(t, ['apply', '--config', paths['push.yaml']!, '--admin', adminBase]);
+  t.is(await within(good.exit, 10_000, 'apply (good)'), 0, good.err.join('\n'));
+  t.true(good.out.some((l) => /applied: generation 3/.test(l)), good.out.join('\n'));
+  t.is(await role(), 'b');
+  t.like((await adminJson(adminBase, '/config')).json, { generation: 3, source: 'api' });
+
+  // SIGTERM with a request in flight: /ready turns 503, the request finishes, exit 0.
+  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [1, 0]));
+  await until(async () => (await adminJson(adminBase, '/config')).json.generation === 4, 5_000, 'the fixed file to apply');
+  const held = httpGet(`http://${listener}/`, { agent: false, headers: { 'x-hold': '1' } });
+  await until(() => a.held.length === 1, 5_000, 'the held request to arrive');
+  run.child.kill('SIGTERM');
+  await until(async () => (await adminJson(adminBase, '/ready')).status === 503, 5_000, '/ready to answer 503');
+  a.releaseAll();
+  const r = await within(held, 5_000, 'the held request');
+  t.is(r.status, 200, 'the request in flight finished');
+  t.is(await within(run.exit, 5_000, 'the CLI to exit'), 0);
+});
