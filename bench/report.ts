@@ -1,0 +1,114 @@
+/**
+ * Results: ratios against direct and nginx, the printed table, the JSON file.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ScenarioId } from './targets.js';
+import type { WrkResult } from './wrk.js';
+
+export type Placement = 'pinned' | 'unpinned';
+
+export interface Row {
+  placement: Placement;
+  scenario: ScenarioId;
+  kind: 'direct' | 'http' | 'tcp';
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  requests: number;
+  errors: number;
+  /** CPU time of the proxy process tree per completed request (null for direct: no proxy). */
+  proxyCpuUsPerReq: number | null;
+  /** CPU time of the upstream per completed request (shows how much of a shared core it takes). */
+  upstreamCpuUsPerReq: number;
+  /** Throughput relative to direct (same placement). */
+  vsDirect: number | null;
+  /** Throughput relative to nginx-http (http scenarios) or nginx-stream (tcp scenarios). */
+  vsNginx: number | null;
+  /** Proxy CPU per request relative to nginx's (lower is better). */
+  cpuVsNginx: number | null;
+  /** req/s of every measured run (--repeat); the row's figures are the median run's. */
+  allRps: number[];
+  wrk: Omit<WrkResult, 'raw'> & { raw: string };
+}
+
+export interface Skip {
+  placement: Placement;
+  scenario: ScenarioId;
+  reason: string;
+}
+
+/** The row each scenario is compared to: direct for all, nginx by kind. */
+export function addRatios(rows: Row[]): void {
+  const find = (p: Placement, s: ScenarioId): Row | undefined => rows.find((r) => r.placement === p && r.scenario === s);
+  for (const r of rows) {
+    const direct = find(r.placement, 'direct');
+    const nginx = r.kind === 'http' ? find(r.placement, 'nginx-http') : r.kind === 'tcp' ? find(r.placement, 'nginx-stream') : undefined;
+    r.vsDirect = direct && r.scenario !== 'direct' ? r.rps / direct.rps : null;
+    r.vsNginx = nginx ? r.rps / nginx.rps : null;
+    r.cpuVsNginx = nginx && nginx.proxyCpuUsPerReq && r.proxyCpuUsPerReq !== null ? r.proxyCpuUsPerReq / nginx.proxyCpuUsPerReq : null;
+  }
+}
+
+const fixed = (v: number | null, digits: number): string => (v === null || !Number.isFinite(v) ? '—' : v.toFixed(digits));
+const ratio = (v: number | null): string => (v === null ? '—' : `${v.toFixed(2)}×`);
+
+const COLUMNS: readonly { title: string; width: number; cell(r: Row): string; left?: boolean }[] = [
+  { title: 'scenario', width: 16, left: true, cell: (r) => r.scenario },
+  { title: 'req/s', width: 9, cell: (r) => Math.round(r.rps).toString() },
+  { title: 'p50 ms', width: 7, cell: (r) => fixed(r.p50Ms, 2) },
+  { title: 'p99 ms', width: 7, cell: (r) => fixed(r.p99Ms, 2) },
+  { title: 'proxy µs/req', width: 12, cell: (r) => fixed(r.proxyCpuUsPerReq, 1) },
+  { title: 'upstr µs/req', width: 12, cell: (r) => fixed(r.upstreamCpuUsPerReq, 1) },
+  { title: 'errors', width: 6, cell: (r) => String(r.errors) },
+  { title: '×direct', width: 7, cell: (r) => ratio(r.vsDirect) },
+  { title: '×nginx', width: 6, cell: (r) => ratio(r.vsNginx) },
+  { title: 'cpu×nginx', width: 9, cell: (r) => ratio(r.cpuVsNginx) },
+];
+
+function line(cells: string[]): string {
+  return cells.map((c, i) => (COLUMNS[i]!.left ? c.padEnd(COLUMNS[i]!.width) : c.padStart(COLUMNS[i]!.width))).join('  ');
+}
+
+/** One table per placement, then the figures the issue's aims are about. */
+export function formatTable(rows: readonly Row[], skips: readonly Skip[], placements: readonly Placement[]): string {
+  const out: string[] = [];
+  for (const p of placements) {
+    const mine = rows.filter((r) => r.placement === p);
+    out.push('', `placement: ${p}${p === 'pinned' ? ' (proxy + upstream on CPU 0, wrk on CPU 1)' : ' (no taskset)'}`);
+    out.push(line(COLUMNS.map((c) => c.title)));
+    out.push(line(COLUMNS.map((c) => '-'.repeat(c.width))));
+    for (const r of mine) out.push(line(COLUMNS.map((c) => c.cell(r))));
+    for (const s of skips.filter((x) => x.placement === p)) out.push(`${s.scenario.padEnd(16)}  skipped: ${s.reason}`);
+    out.push(...aims(mine));
+  }
+  return out.join('\n');
+}
+
+/** The issue's aims: HTTP ≥ 0.35× nginx (one worker), TCP ≥ 0.95× nginx stream. */
+function aims(rows: readonly Row[]): string[] {
+  const get = (s: ScenarioId): Row | undefined => rows.find((r) => r.scenario === s);
+  const out: string[] = [];
+  const check = (mine: ScenarioId, theirs: ScenarioId, aim: number): void => {
+    const a = get(mine);
+    const b = get(theirs);
+    if (!a || !b) return;
+    const v = a.rps / b.rps;
+    out.push(`  ${mine} / ${theirs}: ${v.toFixed(2)}× throughput (aim ≥ ${aim}: ${v >= aim ? 'met' : 'NOT met'}), `
+      + `CPU ${fixed(a.proxyCpuUsPerReq, 1)} vs ${fixed(b.proxyCpuUsPerReq, 1)} µs/request (${ratio(a.cpuVsNginx)})`);
+  };
+  check('switchyard-http', 'nginx-http', 0.35);
+  check('switchyard-tcp', 'nginx-stream', 0.95);
+  return out;
+}
+
+/** Writes the results as JSON to bench/out/bench-<time>.json and bench/out/latest.json. */
+export function writeJson(outDir: string, data: unknown): string {
+  mkdirSync(outDir, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const file = join(outDir, `bench-${stamp}.json`);
+  const text = `${JSON.stringify(data, null, 2)}\n`;
+  writeFileSync(file, text);
+  writeFileSync(join(outDir, 'latest.json'), text);
+  return file;
+}

@@ -1,0 +1,335 @@
+/**
+ * `npm run bench`: switchyard against direct, nginx, haproxy and http-proxy, side
+ * by side, with wrk, on loopback only. See `npm run bench -- --help`.
+ *
+ * For every placement: start the upstream (its own process), then for each target
+ * start it, and for each of its scenarios: check one request, warm up, read the
+ * proxy's and the upstream's CPU time, run wrk, read them again. Every child is
+ * stopped when its part is done, and all of them on errors and Ctrl-C.
+ */
+import { existsSync, mkdtempSync, rmSync, chmodSync } from 'node:fs';
+import { get } from 'node:http';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { clockTicksPerSecond, cpuTicks, installCleanup, isStopping, runToEnd, stopAll, stopProc, type Proc } from './procs.js';
+import { addRatios, formatTable, writeJson, type Placement, type Row, type Skip } from './report.js';
+import {
+  HAPROXY, NGINX, SCENARIOS, TARGETS, directAddr, startUpstream,
+  type Addr, type ScenarioId, type StartContext,
+} from './targets.js';
+import { WRK, runWrk, type WrkResult } from './wrk.js';
+
+/** dist/bench: where upstream.js was compiled to. */
+const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
+/** The repository root (this file runs from dist/bench). */
+const ROOT = resolve(BENCH_DIR, '../..');
+const OUT_DIR = join(ROOT, 'bench/out');
+
+const USAGE = `usage: npm run bench -- [options]
+  --placement pinned|unpinned|both   default both. pinned: proxy and upstream on CPU 0, wrk on CPU 1
+  --duration SECONDS                 measured wrk run per scenario (default 10)
+  --warmup SECONDS                   unmeasured wrk run before it (default 2)
+  --repeat N                         measured runs per scenario; the median by req/s is kept (default 1)
+  --connections N                    wrk connections, keep-alive (default 64)
+  --threads N                        wrk threads (default: 1 when wrk is pinned to one CPU, else 2)
+  --only LIST                        comma-separated scenarios or targets, e.g. switchyard-http,nginx
+                                     scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}
+  --upstream node|raw                upstream server: Node http (default) or a canned-response TCP server
+  --cpu-prof                         run switchyard with node --cpu-prof (profiles in bench/out/prof-*)`;
+
+interface Options {
+  placements: Placement[];
+  durationS: number;
+  repeat: number;
+  warmupS: number;
+  connections: number;
+  threads: number | null;
+  only: Set<ScenarioId>;
+  upstream: 'node' | 'raw';
+  cpuProf: boolean;
+}
+
+function positive(name: string, v: string | undefined, def: number, integer = false): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isFinite(n) || n <= 0 || (integer && !Number.isInteger(n))) throw new Error(`--${name}: expected a positive ${integer ? 'integer' : 'number'}, got "${v}"`);
+  return n;
+}
+
+/** `--only`: scenario ids, or a target name standing for all its scenarios ("nginx"). */
+function parseOnly(list: string | undefined): Set<ScenarioId> {
+  const all = SCENARIOS.map((s) => s.id);
+  if (list === undefined) return new Set(all);
+  const out = new Set<ScenarioId>();
+  for (const word of list.split(',').map((w) => w.trim()).filter(Boolean)) {
+    const hits = all.filter((id) => id === word || id.startsWith(`${word}-`));
+    if (hits.length === 0) throw new Error(`--only: unknown scenario "${word}"; known: ${all.join(', ')}`);
+    hits.forEach((h) => out.add(h));
+  }
+  return out;
+}
+
+function parseOptions(argv: string[]): Options | null {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      placement: { type: 'string', default: 'both' },
+      duration: { type: 'string' },
+      warmup: { type: 'string' },
+      repeat: { type: 'string' },
+      connections: { type: 'string' },
+      threads: { type: 'string' },
+      only: { type: 'string' },
+      upstream: { type: 'string', default: 'node' },
+      'cpu-prof': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h' },
+    },
+    strict: true,
+  });
+  if (values.help) return null;
+  const placement = values.placement!;
+  if (!['pinned', 'unpinned', 'both'].includes(placement)) throw new Error(`--placement: pinned, unpinned or both, got "${placement}"`);
+  if (values.upstream !== 'node' && values.upstream !== 'raw') throw new Error(`--upstream: node or raw, got "${values.upstream}"`);
+  return {
+    placements: placement === 'both' ? ['pinned', 'unpinned'] : [placement as Placement],
+    durationS: positive('duration', values.duration, 10),
+    warmupS: positive('warmup', values.warmup, 2),
+    repeat: positive('repeat', values.repeat, 1, true),
+    connections: positive('connections', values.connections, 64, true),
+    threads: values.threads === undefined ? null : positive('threads', values.threads, 1, true),
+    only: parseOnly(values.only),
+    upstream: values.upstream,
+    cpuProf: values['cpu-prof']!,
+  };
+}
+
+/** Which CPUs the proxy side and wrk get in a placement (undefined = not pinned). */
+function placementCpus(p: Placement): { proxy: string | undefined; wrk: string | undefined } {
+  if (p === 'unpinned') return { proxy: undefined, wrk: undefined };
+  // A one-CPU machine can only pin everything together; say so rather than fail.
+  if (cpus().length < 2) {
+    console.log('note: only one CPU: pinned placement puts wrk on CPU 0 as well');
+    return { proxy: '0', wrk: '0' };
+  }
+  return { proxy: '0', wrk: '1' };
+}
+
+/**
+ * One request through the target before measuring: a misconfigured proxy would
+ * otherwise be "measured" answering 502s at great speed.
+ */
+function smokeCheck(a: Addr): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    const req = get({ host: a.host, port: a.port, path: '/', agent: false, timeout: 5_000 }, (res) => {
+      let bytes = 0;
+      res.on('data', (c: Buffer) => { bytes += c.length; });
+      res.on('end', () => {
+        if (res.statusCode === 200 && bytes === 1024) resolvePromise();
+        else reject(new Error(`smoke check of ${a.host}:${a.port}: HTTP ${res.statusCode}, ${bytes} bytes`));
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', (err) => reject(new Error(`smoke check of ${a.host}:${a.port}: ${err.message}`)));
+  });
+}
+
+interface MeasureContext {
+  placement: Placement;
+  opts: Options;
+  wrkCpus: string | undefined;
+  upstream: Proc;
+}
+
+/**
+ * One scenario: check, warm up (JIT, pools, connection setup all out of the
+ * figure), then the measured run with the CPU time of the proxy process tree and
+ * of the upstream read from /proc right before and after.
+ */
+async function measure(m: MeasureContext, scenario: ScenarioId, addr: Addr, proxy: Proc): Promise<Row> {
+  const kind = SCENARIOS.find((s) => s.id === scenario)!.kind;
+  const url = `http://${addr.host}:${addr.port}/`;
+  const threads = m.opts.threads ?? (m.wrkCpus !== undefined && !m.wrkCpus.includes(',') ? 1 : 2);
+  const wrk = { url, connections: m.opts.connections, threads, cpus: m.wrkCpus };
+  if (isStopping()) throw new Error('stopped');
+  await smokeCheck(addr);
+  await runWrk({ ...wrk, durationS: m.opts.warmupS });
+  const runs: Run[] = [];
+  for (let i = 0; i < m.opts.repeat; i++) {
+    const proxy0 = cpuTicks(proxy.pid);
+    const up0 = cpuTicks(m.upstream.pid);
+    const w = await runWrk({ ...wrk, durationS: m.opts.durationS });
+    const proxy1 = cpuTicks(proxy.pid);
+    const up1 = cpuTicks(m.upstream.pid);
+    if (proxy.done) throw new Error(`${proxy.name} exited during the run:\n  ${proxy.tail.join('\n  ')}`);
+    runs.push({ w, proxyTicks: proxy1 - proxy0, upstreamTicks: up1 - up0 });
+  }
+  // The median run by throughput: one disturbed run (a busy shared machine) does not move the figure.
+  const { w, proxyTicks, upstreamTicks } = [...runs].sort((a, b) => a.w.rps - b.w.rps)[Math.floor(runs.length / 2)]!;
+  const usPerTick = 1e6 / clockTicksPerSecond();
+  const perReq = (ticks: number): number => (w.requests > 0 ? (ticks * usPerTick) / w.requests : NaN);
+  return {
+    placement: m.placement,
+    scenario,
+    kind,
+    rps: w.rps,
+    p50Ms: w.p50Ms,
+    p99Ms: w.p99Ms,
+    requests: w.requests,
+    errors: w.errors,
+    proxyCpuUsPerReq: kind === 'direct' ? null : perReq(proxyTicks),
+    upstreamCpuUsPerReq: perReq(upstreamTicks),
+    vsDirect: null,
+    vsNginx: null,
+    cpuVsNginx: null,
+    allRps: runs.map((r) => r.w.rps),
+    wrk: w,
+  };
+}
+
+/** One measured wrk run and the CPU ticks the proxy and the upstream used during it. */
+interface Run { w: WrkResult; proxyTicks: number; upstreamTicks: number }
+
+function progress(r: Row): void {
+  const cpu = r.proxyCpuUsPerReq === null ? '' : `  proxy ${r.proxyCpuUsPerReq.toFixed(1)} µs/req`;
+  console.log(`  ${r.placement.padEnd(8)} ${r.scenario.padEnd(16)} ${Math.round(r.rps).toString().padStart(7)} req/s`
+    + `  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms${cpu}  upstream ${r.upstreamCpuUsPerReq.toFixed(1)} µs/req  errors ${r.errors}`);
+}
+
+/** Everything for one placement: the upstream, then each selected target in turn. */
+async function runPlacement(placement: Placement, opts: Options, tmp: string, rows: Row[], skips: Skip[]): Promise<void> {
+  const pins = placementCpus(placement);
+  console.log(`\n== placement ${placement} ==`);
+  const up = await startUpstream(pins.proxy, opts.upstream, BENCH_DIR);
+  const m: MeasureContext = { placement, opts, wrkCpus: pins.wrk, upstream: up.proc };
+  const skip = (scenario: ScenarioId, reason: string): void => {
+    skips.push({ placement, scenario, reason });
+    console.log(`  ${placement.padEnd(8)} ${scenario.padEnd(16)} skipped: ${reason}`);
+  };
+  try {
+    if (opts.only.has('direct')) {
+      try {
+        const r = await measure(m, 'direct', directAddr(up), up.proc);
+        rows.push(r);
+        progress(r);
+      } catch (err) {
+        skip('direct', `failed: ${(err as Error).message}`);
+      }
+    }
+    for (const target of TARGETS) {
+      if (isStopping()) break;
+      const wanted = target.scenarios.filter((s) => opts.only.has(s));
+      if (wanted.length === 0) continue;
+      const why = await target.unavailable();
+      if (why) {
+        wanted.forEach((s) => skip(s, why));
+        continue;
+      }
+      const missing = (await target.missing?.()) ?? {};
+      for (const [s, reason] of Object.entries(missing)) if (wanted.includes(s as ScenarioId)) skip(s as ScenarioId, reason);
+      const runnable = wanted.filter((s) => !(s in missing));
+      if (runnable.length === 0) continue;
+      const ctx: StartContext = {
+        upstream: { host: up.host, ports: up.ports },
+        cpus: pins.proxy,
+        dir: mkdtempSync(join(tmp, `${target.name}-`)),
+        root: ROOT,
+        cpuProfDir: opts.cpuProf ? join(OUT_DIR, `prof-${placement}`) : null,
+      };
+      // nginx's workers run as nobody when started by root: let them into the temp dir.
+      chmodSync(ctx.dir, 0o755);
+      let running;
+      try {
+        running = await target.start(ctx, runnable);
+      } catch (err) {
+        runnable.forEach((s) => skip(s, `failed to start: ${(err as Error).message}`));
+        continue;
+      }
+      try {
+        for (const s of runnable) {
+          try {
+            const r = await measure(m, s, running.addrs[s]!, running.proc);
+            rows.push(r);
+            progress(r);
+          } catch (err) {
+            skip(s, `failed: ${(err as Error).message}`);
+          }
+        }
+      } finally {
+        await stopProc(running.proc);
+      }
+    }
+  } finally {
+    await stopProc(up.proc);
+  }
+}
+
+/** Versions of the tools, for the JSON record. */
+async function toolVersions(): Promise<Record<string, string>> {
+  const first = async (cmd: string, args: string[]): Promise<string> => {
+    if (!existsSync(cmd)) return 'not installed';
+    const { out } = await runToEnd(cmd, cmd, args);
+    return out.split('\n').find((l) => l.trim())?.trim() ?? '';
+  };
+  return {
+    node: process.version,
+    wrk: await first(WRK, ['-v']),
+    nginx: await first(NGINX, ['-v']),
+    haproxy: await first(HAPROXY, ['-v']),
+  };
+}
+
+async function main(): Promise<number> {
+  let opts: Options | null;
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (err) {
+    console.error(`bench: ${(err as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (opts === null) {
+    console.log(USAGE);
+    return 0;
+  }
+  if (!existsSync(WRK)) {
+    console.error(`bench: ${WRK} is required (apt-get install wrk)`);
+    return 1;
+  }
+  installCleanup();
+  const tmp = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
+  chmodSync(tmp, 0o755);
+  const rows: Row[] = [];
+  const skips: Skip[] = [];
+  const startedAt = new Date().toISOString();
+  console.log(`switchyard bench: ${[...opts.only].join(', ')}; ${opts.durationS} s per scenario after ${opts.warmupS} s warm-up, `
+    + `${opts.repeat > 1 ? `median of ${opts.repeat} runs, ` : ''}${opts.connections} connections, upstream ${opts.upstream}, ${cpus().length} CPUs`);
+  try {
+    for (const p of opts.placements) if (!isStopping()) await runPlacement(p, opts, tmp, rows, skips);
+  } finally {
+    await stopAll();
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  addRatios(rows);
+  console.log(formatTable(rows, skips, opts.placements));
+  const file = writeJson(OUT_DIR, {
+    startedAt,
+    finishedAt: new Date().toISOString(),
+    machine: { cpus: cpus().length, model: cpus()[0]?.model ?? '', clockTicks: clockTicksPerSecond() },
+    tools: await toolVersions(),
+    options: { ...opts, only: [...opts.only] },
+    results: rows,
+    skipped: skips,
+  });
+  console.log(`\nresults: ${file}`);
+  return 0;
+}
+
+main().then(
+  (code) => { process.exitCode = code; },
+  async (err) => {
+    console.error(`bench: ${(err as Error)?.stack ?? String(err)}`);
+    await stopAll();
+    process.exitCode = 1;
+  },
+);
