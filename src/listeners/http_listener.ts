@@ -149,7 +149,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   });
   const go = (): void => {
     if (ex.role < 0) ex.role = Math.floor(Math.random() * plan.roles.length);
-    upgrades.forward(req, socket, head, plan.routes[ex.role]!, (_endpoint, code) => {
+    upgrades.forward(req, socket, head, plan.routes[ex.role]!, { timeoutMs: plan.config.timeouts.upstreamMs }, (_endpoint, code) => {
       if (code !== undefined) {
         status = 502;
         plan.metrics[ex.role]!.upstreamError(code);

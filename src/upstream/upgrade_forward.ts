@@ -13,12 +13,25 @@ interface UpgradeState {
   answered: boolean;
   done: (endpoint: string | undefined, code: RuntimeCode | undefined) => void;
   finished: boolean;
+  /** Time for the upstream to answer the upgrade (0 = none). */
+  timeoutMs: number;
+  /** The attempt in flight, so a client that goes away can abort it. */
+  proxyReq: ClientRequest | null;
+  /** Hands the client socket to the tunnel: stops watching it and puts back what was read early. */
+  release: (() => void) | null;
+}
+
+/** Options of one upgrade. */
+export interface UpgradeOptions {
+  /** Time for the upstream to answer the upgrade (101 or a refusal); 0 = none. Not applied to the tunnel. */
+  timeoutMs: number;
 }
 
 const kState = Symbol('switchyard.upgrade');
 type Tracked = Duplex & { [kState]?: UpgradeState };
 
 const RETRY_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
+const TIMEOUT_CODE = 'SY_UPGRADE_TIMEOUT';
 
 /**
  * WebSocket and other `Upgrade` requests go through http-proxy's `ws` support,
@@ -35,18 +48,36 @@ export class UpgradeForwarder {
   readonly #proxy: httpProxy;
 
   constructor() {
-    this.#proxy = httpProxy.createProxyServer({ ws: true, xfwd: true });
+    // xfwd off: forward() sets x-forwarded-* itself, the same way as the HTTP path (http-proxy's
+    // would append "a,b" without the space, say proto "ws", and set no x-forwarded-host).
+    this.#proxy = httpProxy.createProxyServer({ ws: true, xfwd: false });
     // Errors are handled per call; this listener only keeps a stray one from killing the process (#527).
     this.#proxy.on('error', () => {});
     this.#proxy.on('proxyReqWs', (proxyReq: ClientRequest, _req: IncomingMessage, socket: Tracked) => {
       const state = socket[kState];
+      if (state) {
+        state.proxyReq = proxyReq;
+        // The client left while this attempt was being set up: abort it now.
+        if (socket.destroyed) proxyReq.destroy();
+        // Without a timeout, an upstream that never answers the upgrade holds the client forever.
+        // ClientRequest's timeout starts once connected, and http-proxy's setupSocket clears it on
+        // the upgraded socket, so it bounds the handshake only, never the tunnel.
+        if (state.timeoutMs > 0) {
+          proxyReq.setTimeout(state.timeoutMs, () => {
+            proxyReq.destroy(Object.assign(new Error('the upstream did not answer the upgrade in time'), { code: TIMEOUT_CODE }));
+          });
+        }
+      }
       // Tie only once connected: a refused connect must not take the client down before the retry.
       proxyReq.on('socket', (upstream: Duplex & { connecting?: boolean }) => {
         if (upstream.connecting) upstream.once('connect', () => tie(socket, upstream));
         else tie(socket, upstream);
       });
-      proxyReq.on('upgrade', () => {
-        if (state) { state.answered = true; finish(state, undefined); }
+      // Registered before http-proxy's own 'upgrade' listener (this event fires first), so the
+      // early bytes are back on the client socket before http-proxy pipes it.
+      proxyReq.on('upgrade', (_res: IncomingMessage, upstream: Duplex) => {
+        if (state) { state.release?.(); state.answered = true; finish(state, undefined); }
+        closeOnEnd(socket, upstream);
       });
       proxyReq.on('response', (res: IncomingMessage) => {
         // Refused upgrade: http-proxy pipes the answer to the client; close both once it is through.
@@ -57,13 +88,24 @@ export class UpgradeForwarder {
   }
 
   /** Forwards an upgrade request to the role's next endpoint (connect failures try the others). */
-  forward(req: IncomingMessage, socket: Duplex, head: Buffer, set: EndpointSet,
+  forward(req: IncomingMessage, socket: Duplex, head: Buffer, set: EndpointSet, opts: UpgradeOptions,
     done: (endpoint: string | undefined, code: RuntimeCode | undefined) => void): void {
     const tracked = socket as Tracked;
-    const state: UpgradeState = { set, index: set.start(), tries: 0, answered: false, done, finished: false };
+    const state: UpgradeState = {
+      set, index: set.start(), tries: 0, answered: false, done, finished: false,
+      timeoutMs: opts.timeoutMs, proxyReq: null, release: null,
+    };
     tracked[kState] = state;
     socket.on('error', () => socket.destroy());
-    socket.on('close', () => finish(state, undefined));
+    // A client gone before the upstream answered aborts the attempt (after the answer, tie() does it).
+    socket.on('close', () => { state.proxyReq?.destroy(); finish(state, undefined); });
+    if (socket.destroyed) {
+      // Gone already (e.g. while an async filter ran): 'close' has fired, never open an upstream connection.
+      finish(state, undefined);
+      return;
+    }
+    setForwardedHeaders(req);
+    watchClient(socket, state);
     this.#attempt(req, tracked, head, state);
   }
 
@@ -76,20 +118,29 @@ export class UpgradeForwarder {
         socket.destroy();
         return;
       }
+      state.proxyReq = null;
       if (RETRY_CODES.has(err.code ?? '') && state.tries < state.set.endpoints.length) {
         state.index = (state.index + 1) % state.set.endpoints.length;
+        // http-proxy's onOutgoingError calls socket.end() on the client right after this
+        // callback returns: that would end the client's connection under the retry (a
+        // failover then answered nothing at all). Swallow exactly that one call.
+        swallowNextEnd(socket);
         // The head was already put back on the socket by the first attempt.
         this.#attempt(req, socket, Buffer.alloc(0), state);
         return;
       }
       const connect = RETRY_CODES.has(err.code ?? '');
+      const timedOut = err.code === TIMEOUT_CODE;
       const text = connect
         ? `switchyard: no endpoint of role ${state.set.role} accepted a connection\n`
-        : `switchyard: upgrade to role ${state.set.role} failed: ${err.message}\n`;
+        : timedOut
+          ? `switchyard: role ${state.set.role} did not answer the upgrade in time\n`
+          : `switchyard: upgrade to role ${state.set.role} failed: ${err.message}\n`;
+      const status = timedOut ? '504 Gateway Timeout' : '502 Bad Gateway';
       state.answered = true;
-      socket.end(`HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+      socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
       socket.destroySoon?.();
-      finish(state, connect ? 'SY_ERR_UPSTREAM_CONNECT' : 'SY_ERR_UPSTREAM_UPGRADE');
+      finish(state, connect ? 'SY_ERR_UPSTREAM_CONNECT' : timedOut ? 'SY_ERR_UPSTREAM_TIMEOUT' : 'SY_ERR_UPSTREAM_UPGRADE');
     });
   }
 
@@ -109,9 +160,82 @@ function finish(state: UpgradeState, code: RuntimeCode | undefined): void {
 
 /** When either socket closes, the other goes too: no half-dead tunnels. */
 function tie(a: Duplex, b: Duplex): void {
+  // Either may be gone already (the client left while the upstream connected): its 'close'
+  // has fired, so a listener added now would never run.
+  if (a.destroyed || b.destroyed) {
+    a.destroy();
+    b.destroy();
+    return;
+  }
   a.once('close', () => b.destroy());
   b.once('close', () => a.destroy());
   b.on('error', () => b.destroy());
+}
+
+/**
+ * A tunnel has no use for TCP half-close (WebSocket closes with frames, then FINs): once
+ * either side has sent its FIN, each side gets the rest of what was read for it, its own
+ * FIN, and is then closed. http-proxy's pipes only pass the FIN on, and the client socket
+ * is half-open capable (http.Server's allowHalfOpen), so a peer that does not answer a FIN
+ * kept both connections (and the generation) open for good. Envoy closes both, too.
+ */
+function closeOnEnd(a: Duplex, b: Duplex): void {
+  const shut = (): void => {
+    for (const s of [a, b]) {
+      if (s.destroyed) continue;
+      if (s.writableFinished) s.destroy();
+      else {
+        s.once('finish', () => s.destroy());
+        s.end();
+      }
+    }
+  };
+  a.once('end', shut);
+  b.once('end', shut);
+}
+
+/**
+ * Node hands the upgraded socket over paused, and an unread socket never reports a reset
+ * or a FIN: a client that went away while the upstream was still answering would keep the
+ * upstream connection open until the upstream answered (or forever). So read it meanwhile,
+ * keep the bytes, and put them back when the tunnel starts. A FIN before the answer (the
+ * client gave up; a WebSocket client sends nothing before 101) closes the socket.
+ */
+function watchClient(socket: Duplex, state: UpgradeState): void {
+  const early: Buffer[] = [];
+  const onData = (c: Buffer): void => { early.push(c); };
+  const onEnd = (): void => { socket.destroy(); };
+  socket.on('data', onData);
+  socket.once('end', onEnd);
+  state.release = () => {
+    state.release = null;
+    socket.off('data', onData);
+    socket.off('end', onEnd);
+    if (socket.destroyed) return;
+    socket.pause();
+    for (let i = early.length - 1; i >= 0; i--) socket.unshift(early[i]!);
+  };
+}
+
+/** One call of socket.end() becomes a no-op (see the retry in #attempt). */
+function swallowNextEnd(socket: Duplex): void {
+  socket.end = function swallowed(this: Duplex) {
+    Reflect.deleteProperty(socket, 'end');
+    return this;
+  } as Duplex['end'];
+  // Should http-proxy ever stop calling it, do not leave the no-op behind.
+  process.nextTick(() => Reflect.deleteProperty(socket, 'end'));
+}
+
+/** x-forwarded-for (appended), -proto and -host, as the HTTP path sets them. */
+function setForwardedHeaders(req: IncomingMessage): void {
+  const h = req.headers;
+  const remote = req.socket.remoteAddress ?? '';
+  const xff = h['x-forwarded-for'];
+  h['x-forwarded-for'] = xff ? `${xff}, ${remote}` : remote;
+  h['x-forwarded-proto'] = 'http';
+  if (h.host !== undefined) h['x-forwarded-host'] = h.host;
+  else delete h['x-forwarded-host'];
 }
 
 declare module 'node:stream' {
