@@ -116,6 +116,11 @@ test('PUT /config with an invalid config answers 400 with every error, and chang
   t.deepEqual(paths, ['drainTimeout', 'listeners.web.filters[0].weights.zz', 'listners', 'roles.b.channels.http.endpoints[0]'].sort(), res.text);
   for (const e of res.json.errors) t.is(typeof e.code, 'string');
 
+  // An empty body is not taken as "remove everything".
+  const empty = await admin(sc, 'PUT', '/config', '', { 'content-type': 'application/yaml' });
+  t.is(empty.status, 400, empty.text);
+  t.regex(empty.json.errors[0].message, /empty body/);
+
   // YAML errors name the line.
   const yaml = await admin(sc, 'PUT', '/config', 'roles:\n  a: [unclosed\n', { 'content-type': 'application/yaml' });
   t.is(yaml.status, 400);
@@ -123,7 +128,7 @@ test('PUT /config with an invalid config answers 400 with every error, and chang
 
   t.is(sc.runtime.current!.number, 1, 'generation 1 keeps serving');
   t.is(await roleServing(sc), 'a');
-  t.is(await metric(sc, 'switchyard_config_reloads_total', { source: 'api', result: 'invalid' }), 2);
+  t.is(await metric(sc, 'switchyard_config_reloads_total', { source: 'api', result: 'invalid' }), 2, 'the empty body is refused before it is a reload');
   t.like((await admin(sc, 'GET', '/generations')).json.history.at(-1), { generation: null, source: 'api', outcome: 'invalid' });
   t.like((await admin(sc, 'GET', '/config')).json, { generation: 1, source: 'file' });
 });

@@ -273,10 +273,12 @@ test('a re-created component takes over only once it is ready (make before break
     t.is(componentOf(r).id, oldId);
   }
   t.is(sc.runtime.current!.number, 1);
+  const openedAt = Date.now();
   t.true(openGate(scope));
   const res = await within(pending, 5_000, 'the reload');
   t.is(res.status, 200, res.text);
   t.deepEqual(res.json.components, { c: 'reinitialized' });
+  t.true(Date.parse((await admin(sc, 'GET', '/config')).json.appliedAt) >= openedAt - 1, 'appliedAt is when it took over');
   const r = await httpGet(url(sc), { agent: false });
   t.not(componentOf(r).id, oldId);
   t.is(componentOf(r).label, 'two');
@@ -339,6 +341,7 @@ test('a failing readiness check rejects the change (409) and leaves the old inst
   t.deepEqual(rejected, ['create', 'init', 'ready', 'close'], 'the rejected instance was closed');
   t.is(eventsNamed(scope, 'close', oldId).length, 0);
   t.is(await metric(sc, 'switchyard_config_reloads_total', { source: 'api', result: 'failed' }), 1);
+  t.is(await metric(sc, 'switchyard_component_updates_total', { component: 'c', mode: 'reinitialized', result: 'failed' }), 1);
   const gens = await admin(sc, 'GET', '/generations');
   t.like(gens.json.history.at(-1), { generation: null, source: 'api', outcome: 'failed' });
 });
@@ -369,6 +372,29 @@ test('a component whose init fails rejects the change and leaves the old one ser
   t.regex(res.json.errors[0].message, /init failed on purpose/);
   t.is(componentOf(await httpGet(url(sc), { agent: false })).label, 'one');
   t.is(sc.runtime.current!.number, 1);
+});
+
+test('when one new component fails, another still coming up is closed too, once it settles', async (t) => {
+  const a = await startUpstream(t, 'a');
+  const b = await startUpstream(t, 'b');
+  const scope = newScope('twonew');
+  const host = uniqueHost();
+  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, null));
+  const next = componentConfig(a, b, host, scope, null, [0, 1]) as Record<string, unknown>;
+  next.components = {
+    fails: { type: 'reload-plain', metadata: { scope, label: 'fails', failInit: 'true' } },
+    slow: { type: 'reload-plain', metadata: { scope, label: 'slow', ready: 'gate' } },
+  };
+  const pending = admin(sc, 'PUT', '/config', next);
+  await until(() => eventsNamed(scope, 'ready').length === 1 && eventsNamed(scope, 'init').length === 2, 5_000, 'both to start');
+  t.true(openGate(scope));
+  const res = await within(pending, 5_000, 'the reload');
+  t.is(res.status, 409, res.text);
+  t.regex(res.json.errors[0].message, /component fails: init/);
+  const slowId = eventsNamed(scope, 'init').find((e) => e.metadata?.label === 'slow')!.id;
+  await until(() => eventsNamed(scope, 'close', slowId).length === 1, 5_000, 'the slow instance to be closed');
+  t.is(sc.runtime.current!.number, 1);
+  t.is(await metric(sc, 'switchyard_component_updates_total', { component: 'fails', mode: 'added', result: 'failed' }), 1);
 });
 
 test('a bind error on a new address rejects the whole change and leaves nothing half-built', async (t) => {

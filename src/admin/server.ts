@@ -52,6 +52,9 @@ export class AdminServer {
       },
       'PUT /config': async (req, url) => {
         const text = await readBody(req);
+        // An empty body parses as an empty config, which would remove every
+        // listener: far likelier a broken pipe or a missing file than intent.
+        if (text.trim() === '') throw new ApiError(400, 'empty body: PUT /config takes a whole config (YAML or JSON)', { errors: [{ message: 'empty body: PUT /config takes a whole config (YAML or JSON)' }] });
         const raw = parseConfigTexts([{ name: 'PUT /config', text }], opts.baseDir);
         if (isTrue(url.searchParams.get('dryRun'))) {
           const plan = await rt.dryRun(raw);

@@ -84,16 +84,30 @@ export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, c
     } else fresh.push([name, cfg, !!old]);
   }
   for (const name of prev.keys()) if (!(name in configs)) plan.outcomes[name] = 'removed';
-  try {
-    await Promise.all(fresh.map(async ([name, cfg, existed]) => {
+  // allSettled, not all: with all, the first failure discarded the plan while
+  // other new instances were still in init/ready, and those were never closed.
+  const results = await Promise.allSettled(fresh.map(async ([name, cfg, existed]) => {
+    const mode = existed ? 'reinitialized' : 'added';
+    try {
       plan.slots.set(name, await bringUp(name, cfg, registry, readyTimeoutMs, plan));
-      plan.outcomes[name] = existed ? 'reinitialized' : 'added';
-    }));
-  } catch (err) {
+    } catch (err) {
+      throw new ComponentError(name, mode, (err as Error).message, { cause: err });
+    }
+    plan.outcomes[name] = mode;
+  }));
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) {
     await discard(plan);
-    throw err;
+    throw failed.reason;
   }
   return plan;
+}
+
+/** A component failed to come up or to update; says which, and how it was being changed (for the metrics). */
+export class ComponentError extends Error {
+  constructor(readonly component: string, readonly mode: ComponentOutcome, message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
 }
 
 /**
@@ -103,9 +117,11 @@ export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, c
 export async function applyUpdates(plan: ComponentPlan, registry: Registry, readyTimeoutMs: number): Promise<void> {
   const applied = plan.applied;
   for (const { slot, metadata } of plan.updates) {
+    let mode: ComponentOutcome = 'updated';
     try {
       const { needReload } = await slot.instance.applyConfig!(metadata);
       if (needReload) {
+        mode = 'reinitialized';
         plan.slots.set(slot.name, await bringUp(slot.name, { type: slot.type, metadata }, registry, readyTimeoutMs, plan));
         plan.outcomes[slot.name] = 'reinitialized';
       } else {
@@ -115,7 +131,9 @@ export async function applyUpdates(plan: ComponentPlan, registry: Registry, read
     } catch (err) {
       await revertUpdates(plan);
       await discard(plan);
-      throw new Error(`component ${slot.name}: applyConfig: ${(err as Error).message}`, { cause: err });
+      // bringUp's messages already name the component and the step.
+      const message = mode === 'updated' ? `component ${slot.name}: applyConfig: ${(err as Error).message}` : (err as Error).message;
+      throw new ComponentError(slot.name, mode, message, { cause: err });
     }
   }
 }

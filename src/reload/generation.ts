@@ -77,7 +77,8 @@ export class ListenerPlan {
 export class Generation {
   readonly number: number;
   readonly source: ConfigSource;
-  readonly appliedAt: Date;
+  /** When it was swapped in (set by the runtime at the swap). */
+  appliedAt: Date;
   readonly config: Config;
   /** The config as its source gave it (merged, before normalization): GET /config, POST /components. */
   raw: RawConfig | null = null;

@@ -6,7 +6,7 @@ import type { HostPort } from '../config/types.js';
 import { Metrics } from '../metrics.js';
 import { EndpointTable } from '../upstream/endpoints.js';
 import { SocketPool } from '../listeners/socket_pool.js';
-import type { ComponentOutcome } from '../components/lifecycle.js';
+import { ComponentError, type ComponentOutcome } from '../components/lifecycle.js';
 import { boundAddresses, buildGeneration } from './build.js';
 import type { ConfigSource, Generation } from './generation.js';
 
@@ -85,7 +85,12 @@ export class Runtime {
       previousHosts: autoHosts(prev),
       readyTimeoutMs: this.#readyTimeoutMs,
     });
-    if (!built.ok) return this.#reject(source, at, { ok: false, kind: 'failed', error: built.error });
+    if (!built.ok) {
+      if (built.error instanceof ComponentError) {
+        this.metrics.componentUpdates.inc({ component: built.error.component, mode: built.error.mode, result: 'failed' });
+      }
+      return this.#reject(source, at, { ok: false, kind: 'failed', error: built.error });
+    }
     this.#next++;
     const gen = built.generation;
     gen.raw = raw;
@@ -98,6 +103,8 @@ export class Runtime {
       ls.plan = plan;
     }
     this.current = gen;
+    // GET /config's appliedAt is when it began to serve, not when its build began (a readiness wait can be long).
+    gen.appliedAt = new Date();
 
     if (prev) this.#retire(prev);
     const durationMs = performance.now() - t0;
