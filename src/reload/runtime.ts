@@ -194,12 +194,14 @@ export class Runtime {
     for (const ls of gen.leases) this.sockets.release(ls);
     this.draining.add(gen);
     void gen.drain(gen.config.drainTimeoutMs).then(async (how) => {
-      await this.#close(gen);
       // A removed listener's keep-alive connections outlive the requests they
       // carried; once its generation drained, close the idle ones (Node's close()
       // only closed those idle at the swap), so they drain instead of lingering
-      // until keepAliveTimeout and answering 503 to a late request.
+      // until keepAliveTimeout and answering 503 to a late request. In the same
+      // tick as #close marks the generation closed, so no request starts on it
+      // while its components close.
       for (const ls of gen.leases) if (ls.retired) ls.server.closeIdleConnections();
+      await this.#close(gen);
       this.draining.delete(gen);
       this.#log(`generation ${gen.number} ${how === 'drained' ? 'drained' : `drain timed out after ${gen.config.drainTimeoutMs} ms`} and closed`);
     });
