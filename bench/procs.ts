@@ -169,6 +169,27 @@ export function cpuTicks(pid: number): number {
   return sum;
 }
 
+/**
+ * CPU ticks the whole machine spent in user and system mode so far (/proc/stat,
+ * first line: user, nice, system; irq/softirq/idle/steal left out).
+ */
+export function machineBusyTicks(): number {
+  const first = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  const f = first.trim().split(/\s+/).slice(1).map(Number);
+  return f[0]! + f[1]! + f[2]!;
+}
+
+/**
+ * CPU ticks of this process plus its reaped children: wrk's time lands in
+ * cutime/cstime once the bench has waited for it.
+ */
+export function selfAndReapedTicks(): number {
+  const text = readFileSync('/proc/self/stat', 'utf8');
+  const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+  // utime, stime, cutime, cstime are fields 14-17.
+  return Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+}
+
 let clkTck: number | null = null;
 /** Clock ticks per second (`getconf CLK_TCK`, 100 on Linux almost always). */
 export function clockTicksPerSecond(): number {

@@ -21,6 +21,8 @@ export interface Row {
   proxyCpuUsPerReq: number | null;
   /** CPU time of the upstream per completed request (shows how much of a shared core it takes). */
   upstreamCpuUsPerReq: number;
+  /** CPUs' worth of time used by other processes on the machine during the run: above ~0.2 the figures are noisy. */
+  otherCpus: number;
   /** Throughput relative to direct (same placement). */
   vsDirect: number | null;
   /** Throughput relative to nginx-http (http scenarios) or nginx-stream (tcp scenarios). */
@@ -64,6 +66,7 @@ const COLUMNS: readonly { title: string; width: number; cell(r: Row): string; le
   { title: '×direct', width: 7, cell: (r) => ratio(r.vsDirect) },
   { title: '×nginx', width: 6, cell: (r) => ratio(r.vsNginx) },
   { title: 'cpu×nginx', width: 9, cell: (r) => ratio(r.cpuVsNginx) },
+  { title: 'other', width: 5, cell: (r) => fixed(r.otherCpus, 2) },
 ];
 
 function line(cells: string[]): string {
@@ -81,6 +84,8 @@ export function formatTable(rows: readonly Row[], skips: readonly Skip[], placem
     for (const r of mine) out.push(line(COLUMNS.map((c) => c.cell(r))));
     for (const s of skips.filter((x) => x.placement === p)) out.push(`${s.scenario.padEnd(16)}  skipped: ${s.reason}`);
     out.push(...aims(mine));
+    const busy = mine.filter((r) => r.otherCpus > 0.2).map((r) => r.scenario);
+    if (busy.length) out.push(`  note: other processes used > 0.2 CPU during ${busy.join(', ')} (column "other"): those figures are noisy`);
   }
   return out.join('\n');
 }

@@ -13,13 +13,13 @@ import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { clockTicksPerSecond, cpuTicks, installCleanup, isStopping, runToEnd, stopAll, stopProc, type Proc } from './procs.js';
+import { clockTicksPerSecond, cpuTicks, installCleanup, isStopping, machineBusyTicks, selfAndReapedTicks, runToEnd, stopAll, stopProc, type Proc } from './procs.js';
 import { addRatios, formatTable, writeJson, type Placement, type Row, type Skip } from './report.js';
 import {
   HAPROXY, NGINX, SCENARIOS, TARGETS, directAddr, startUpstream,
-  type Addr, type ScenarioId, type StartContext,
+  type Addr, type ScenarioId, type StartContext, type Target,
 } from './targets.js';
-import { WRK, runWrk, type WrkResult } from './wrk.js';
+import { WRK, runWrk, type WrkOptions, type WrkResult } from './wrk.js';
 
 /** dist/bench: where upstream.js was compiled to. */
 const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
@@ -142,31 +142,46 @@ interface MeasureContext {
   upstream: Proc;
 }
 
+/** One measured wrk run and the CPU ticks the proxy, the upstream and everything else used during it. */
+interface Run { w: WrkResult; proxyTicks: number; upstreamTicks: number; otherTicks: number }
+
 /**
- * One scenario: check, warm up (JIT, pools, connection setup all out of the
- * figure), then the measured run with the CPU time of the proxy process tree and
- * of the upstream read from /proc right before and after.
+ * One measured wrk run, with CPU times read from /proc right before and after:
+ * the proxy's process tree, the upstream's, and the machine's total, from which
+ * "other" (processes that are not part of the benchmark) follows.
+ */
+async function measuredRun(m: MeasureContext, wrk: Omit<WrkOptions, 'durationS'>, kind: string, proxy: Proc): Promise<Run> {
+  const machine0 = machineBusyTicks();
+  const self0 = selfAndReapedTicks();
+  const proxy0 = cpuTicks(proxy.pid);
+  const up0 = cpuTicks(m.upstream.pid);
+  const w = await runWrk({ ...wrk, durationS: m.opts.durationS });
+  const proxy1 = cpuTicks(proxy.pid);
+  const up1 = cpuTicks(m.upstream.pid);
+  const self1 = selfAndReapedTicks(); // includes wrk, reaped by now
+  const machine1 = machineBusyTicks();
+  if (proxy.done) throw new Error(`${proxy.name} exited during the run:\n  ${proxy.tail.join('\n  ')}`);
+  // direct: the upstream is the measured process too, so count it once.
+  const ours = (proxy1 - proxy0) + (kind === 'direct' ? 0 : up1 - up0) + (self1 - self0);
+  return { w, proxyTicks: proxy1 - proxy0, upstreamTicks: up1 - up0, otherTicks: Math.max(0, machine1 - machine0 - ours) };
+}
+
+/**
+ * One scenario: check one request, warm up (JIT, pools and connection setup all
+ * out of the figure), then `--repeat` measured runs, of which the median by
+ * throughput is kept: one disturbed run on a busy machine does not move it.
  */
 async function measure(m: MeasureContext, scenario: ScenarioId, addr: Addr, proxy: Proc): Promise<Row> {
   const kind = SCENARIOS.find((s) => s.id === scenario)!.kind;
-  const url = `http://${addr.host}:${addr.port}/`;
+  // One wrk thread when wrk has one CPU of its own: a second would only contend with it.
   const threads = m.opts.threads ?? (m.wrkCpus !== undefined && !m.wrkCpus.includes(',') ? 1 : 2);
-  const wrk = { url, connections: m.opts.connections, threads, cpus: m.wrkCpus };
+  const wrk = { url: `http://${addr.host}:${addr.port}/`, connections: m.opts.connections, threads, cpus: m.wrkCpus };
   if (isStopping()) throw new Error('stopped');
   await smokeCheck(addr);
   await runWrk({ ...wrk, durationS: m.opts.warmupS });
   const runs: Run[] = [];
-  for (let i = 0; i < m.opts.repeat; i++) {
-    const proxy0 = cpuTicks(proxy.pid);
-    const up0 = cpuTicks(m.upstream.pid);
-    const w = await runWrk({ ...wrk, durationS: m.opts.durationS });
-    const proxy1 = cpuTicks(proxy.pid);
-    const up1 = cpuTicks(m.upstream.pid);
-    if (proxy.done) throw new Error(`${proxy.name} exited during the run:\n  ${proxy.tail.join('\n  ')}`);
-    runs.push({ w, proxyTicks: proxy1 - proxy0, upstreamTicks: up1 - up0 });
-  }
-  // The median run by throughput: one disturbed run (a busy shared machine) does not move the figure.
-  const { w, proxyTicks, upstreamTicks } = [...runs].sort((a, b) => a.w.rps - b.w.rps)[Math.floor(runs.length / 2)]!;
+  for (let i = 0; i < m.opts.repeat; i++) runs.push(await measuredRun(m, wrk, kind, proxy));
+  const { w, proxyTicks, upstreamTicks, otherTicks } = [...runs].sort((a, b) => a.w.rps - b.w.rps)[Math.floor(runs.length / 2)]!;
   const usPerTick = 1e6 / clockTicksPerSecond();
   const perReq = (ticks: number): number => (w.requests > 0 ? (ticks * usPerTick) / w.requests : NaN);
   return {
@@ -180,6 +195,7 @@ async function measure(m: MeasureContext, scenario: ScenarioId, addr: Addr, prox
     errors: w.errors,
     proxyCpuUsPerReq: kind === 'direct' ? null : perReq(proxyTicks),
     upstreamCpuUsPerReq: perReq(upstreamTicks),
+    otherCpus: otherTicks / clockTicksPerSecond() / w.seconds,
     vsDirect: null,
     vsNginx: null,
     cpuVsNginx: null,
@@ -188,77 +204,90 @@ async function measure(m: MeasureContext, scenario: ScenarioId, addr: Addr, prox
   };
 }
 
-/** One measured wrk run and the CPU ticks the proxy and the upstream used during it. */
-interface Run { w: WrkResult; proxyTicks: number; upstreamTicks: number }
-
 function progress(r: Row): void {
   const cpu = r.proxyCpuUsPerReq === null ? '' : `  proxy ${r.proxyCpuUsPerReq.toFixed(1)} µs/req`;
   console.log(`  ${r.placement.padEnd(8)} ${r.scenario.padEnd(16)} ${Math.round(r.rps).toString().padStart(7)} req/s`
-    + `  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms${cpu}  upstream ${r.upstreamCpuUsPerReq.toFixed(1)} µs/req  errors ${r.errors}`);
+    + `  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms${cpu}  upstream ${r.upstreamCpuUsPerReq.toFixed(1)} µs/req`
+    + `  errors ${r.errors}  other ${r.otherCpus.toFixed(2)} CPUs`);
 }
 
-/** Everything for one placement: the upstream, then each selected target in turn. */
+/** What one placement's runs share. */
+interface PlacementRun extends MeasureContext {
+  pins: { proxy: string | undefined; wrk: string | undefined };
+  up: { host: string; ports: [number, number] };
+  tmp: string;
+  rows: Row[];
+  skip(scenario: ScenarioId, reason: string): void;
+}
+
+/** Measures one scenario and records it, or records why it failed; never throws. */
+async function record(p: PlacementRun, scenario: ScenarioId, addr: Addr, proxy: Proc): Promise<void> {
+  try {
+    const r = await measure(p, scenario, addr, proxy);
+    p.rows.push(r);
+    progress(r);
+  } catch (err) {
+    p.skip(scenario, `failed: ${(err as Error).message}`);
+  }
+}
+
+/** One target: skip what cannot run here, start it, measure its selected scenarios, stop it. */
+async function runTarget(p: PlacementRun, target: Target): Promise<void> {
+  const wanted = target.scenarios.filter((s) => p.opts.only.has(s));
+  if (wanted.length === 0) return;
+  const why = await target.unavailable();
+  if (why) {
+    wanted.forEach((s) => p.skip(s, why));
+    return;
+  }
+  const missing = (await target.missing?.()) ?? {};
+  const runnable = wanted.filter((s) => {
+    const reason = missing[s];
+    if (reason !== undefined) p.skip(s, reason);
+    return reason === undefined;
+  });
+  if (runnable.length === 0) return;
+  const dir = mkdtempSync(join(p.tmp, `${target.name}-`));
+  // nginx's workers run as nobody when started by root: let them into the temp dir.
+  chmodSync(dir, 0o755);
+  const ctx: StartContext = {
+    upstream: p.up,
+    cpus: p.pins.proxy,
+    dir,
+    root: ROOT,
+    cpuProfDir: p.opts.cpuProf ? join(OUT_DIR, `prof-${p.placement}`) : null,
+  };
+  let running;
+  try {
+    running = await target.start(ctx, runnable);
+  } catch (err) {
+    runnable.forEach((s) => p.skip(s, `failed to start: ${(err as Error).message}`));
+    return;
+  }
+  try {
+    for (const s of runnable) await record(p, s, running.addrs[s]!, running.proc);
+  } finally {
+    await stopProc(running.proc);
+  }
+}
+
+/** Everything for one placement: the upstream, then direct, then each selected target in turn. */
 async function runPlacement(placement: Placement, opts: Options, tmp: string, rows: Row[], skips: Skip[]): Promise<void> {
   const pins = placementCpus(placement);
   console.log(`\n== placement ${placement} ==`);
   const up = await startUpstream(pins.proxy, opts.upstream, BENCH_DIR);
-  const m: MeasureContext = { placement, opts, wrkCpus: pins.wrk, upstream: up.proc };
-  const skip = (scenario: ScenarioId, reason: string): void => {
-    skips.push({ placement, scenario, reason });
-    console.log(`  ${placement.padEnd(8)} ${scenario.padEnd(16)} skipped: ${reason}`);
+  const p: PlacementRun = {
+    placement, opts, wrkCpus: pins.wrk, upstream: up.proc, pins, up: { host: up.host, ports: up.ports }, tmp, rows,
+    skip(scenario, reason) {
+      skips.push({ placement, scenario, reason });
+      console.log(`  ${placement.padEnd(8)} ${scenario.padEnd(16)} skipped: ${reason}`);
+    },
   };
   try {
-    if (opts.only.has('direct')) {
-      try {
-        const r = await measure(m, 'direct', directAddr(up), up.proc);
-        rows.push(r);
-        progress(r);
-      } catch (err) {
-        skip('direct', `failed: ${(err as Error).message}`);
-      }
-    }
+    if (opts.only.has('direct')) await record(p, 'direct', directAddr(up), up.proc);
     for (const target of TARGETS) {
       if (isStopping()) break;
-      const wanted = target.scenarios.filter((s) => opts.only.has(s));
-      if (wanted.length === 0) continue;
-      const why = await target.unavailable();
-      if (why) {
-        wanted.forEach((s) => skip(s, why));
-        continue;
-      }
-      const missing = (await target.missing?.()) ?? {};
-      for (const [s, reason] of Object.entries(missing)) if (wanted.includes(s as ScenarioId)) skip(s as ScenarioId, reason);
-      const runnable = wanted.filter((s) => !(s in missing));
-      if (runnable.length === 0) continue;
-      const ctx: StartContext = {
-        upstream: { host: up.host, ports: up.ports },
-        cpus: pins.proxy,
-        dir: mkdtempSync(join(tmp, `${target.name}-`)),
-        root: ROOT,
-        cpuProfDir: opts.cpuProf ? join(OUT_DIR, `prof-${placement}`) : null,
-      };
-      // nginx's workers run as nobody when started by root: let them into the temp dir.
-      chmodSync(ctx.dir, 0o755);
-      let running;
-      try {
-        running = await target.start(ctx, runnable);
-      } catch (err) {
-        runnable.forEach((s) => skip(s, `failed to start: ${(err as Error).message}`));
-        continue;
-      }
-      try {
-        for (const s of runnable) {
-          try {
-            const r = await measure(m, s, running.addrs[s]!, running.proc);
-            rows.push(r);
-            progress(r);
-          } catch (err) {
-            skip(s, `failed: ${(err as Error).message}`);
-          }
-        }
-      } finally {
-        await stopProc(running.proc);
-      }
+      await runTarget(p, target);
     }
   } finally {
     await stopProc(up.proc);
