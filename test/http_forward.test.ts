@@ -689,3 +689,21 @@ test('Expect: 100-continue uploads go through', async (t) => {
   await once(res, 'end');
   t.is(Buffer.concat(chunks).toString(), 'hello');
 });
+
+test('a client that never finishes its body is cut after timeouts.request, and the upstream request aborted', async (t) => {
+  let aborted: Promise<unknown> | null = null;
+  const up = await startUpstream(t, 'r', (req) => {
+    aborted = once(req, 'close', 6_000);
+    req.resume();
+  });
+  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { headers: 500ms, request: 1s }'));
+  const c = await rawClient(t, addr(sc));
+  c.socket.on('error', () => {});
+  const t0 = Date.now();
+  c.socket.write('POST /slow HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n0123456789');
+  await once(c.socket, 'close', 5_000); // 1 s + Node's 1 s checking interval
+  t.true(Date.now() - t0 < 5_000);
+  await until(() => aborted !== null, 5_000);
+  await aborted;
+  t.false(up.requests[0]!.complete);
+});

@@ -486,3 +486,34 @@ test('a tunnel the client half-closes is closed on both sides, even when the ups
   t.teardown(() => clearInterval(timer));
   await upClosed;
 });
+
+test('a non-WebSocket upgrade (curl --http2 sends Upgrade: h2c) is served as a plain request, not dropped', async (t) => {
+  const up = await startUpstream(t, 'r');
+  const sc = await startSidecar(t, oneRole([up.address]));
+  const a = sc.addresses().get('web')!;
+  const exchange = async (text: string): Promise<string> => {
+    const s = connect({ host: a.host, port: a.port });
+    t.teardown(() => { s.destroy(); });
+    s.on('error', () => {});
+    const chunks: Buffer[] = [];
+    s.on('data', (c: Buffer) => chunks.push(c));
+    const closed = once(s, 'close', 5_000);
+    s.write(text);
+    await closed;
+    return Buffer.concat(chunks).toString('latin1');
+  };
+  const text = await exchange('GET /h2c?x=1 HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade, HTTP2-Settings\r\n'
+    + 'Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\nX-Kept: 1\r\n\r\n');
+  t.regex(text, /^HTTP\/1\.1 200 /);
+  t.is(up.requests.length, 1);
+  const seen = up.requests[0]!;
+  t.is(seen.url, '/h2c?x=1');
+  t.is(seen.headers['x-kept'], '1');
+  t.is(seen.headers.upgrade, undefined);
+  t.is(seen.headers['http2-settings'], undefined);
+  t.regex(text, /"role":"r"/);
+  // with a body it cannot be read any more: an answer all the same
+  const post = await exchange('POST / HTTP/1.1\r\nHost: svc\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 2\r\n\r\nhi');
+  t.regex(post, /^HTTP\/1\.1 501 /);
+  t.is(up.requests.length, 1);
+});

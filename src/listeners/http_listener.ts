@@ -1,4 +1,4 @@
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RuntimeCode } from '../errors.js';
 import type { Exchange } from '../filters/api.js';
@@ -124,6 +124,10 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     socket.destroy();
     return;
   }
+  if (!isWebSocket(req)) {
+    upgradeAsPlainRequest(ls, req, socket);
+    return;
+  }
   const gen = plan.generation;
   const start = performance.now();
   let status = 101;
@@ -169,6 +173,34 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   } catch (err) {
     fail(err);
   }
+}
+
+/** The upgrades that are tunnelled (http-proxy's ws pass destroys any other without a word). */
+function isWebSocket(req: IncomingMessage): boolean {
+  return req.method === 'GET' && req.headers.upgrade?.toLowerCase() === 'websocket';
+}
+
+/**
+ * Node hands every request with `Connection: upgrade` to the 'upgrade' listener (one
+ * listener decides for all), so any other Upgrade — e.g. `Upgrade: h2c`, which
+ * `curl --http2` sends on plain http — used to be dropped without an answer. A server
+ * may ignore Upgrade (RFC 9110 §7.8), so it is served as the plain HTTP/1.1 request it
+ * also is (Upgrade and the headers Connection names are hop-by-hop, so they are not
+ * forwarded), on a response that closes the connection: the socket left Node's parser.
+ * Its body, if any, would still be unparsed on the socket: such a request gets 501.
+ */
+function upgradeAsPlainRequest(ls: ListenSocket, req: IncomingMessage, socket: Socket): void {
+  socket.on('error', () => socket.destroy());
+  const res = new ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket);
+  res.once('finish', () => socket.destroySoon());
+  const cl = req.headers['content-length'];
+  if (req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0')) {
+    sendText(res, 501, `switchyard: only WebSocket upgrades are supported; send this request without "Upgrade: ${req.headers.upgrade}"\n`);
+    return;
+  }
+  handleRequest(ls, req, res);
 }
 
 /** CONNECT is for forward proxies; this is a reverse proxy. */
