@@ -517,3 +517,32 @@ test('a non-WebSocket upgrade (curl --http2 sends Upgrade: h2c) is served as a p
   t.regex(post, /^HTTP\/1\.1 501 /);
   t.is(up.requests.length, 1);
 });
+
+test('bytes the client sends right behind the upgrade request reach the upstream, in order, also after a failover', async (t) => {
+  const got: string[] = [];
+  const up = await upgradeUpstream(t, (_req, socket, head) => {
+    let data = head.toString('latin1');
+    got.push(data);
+    const i = got.length - 1;
+    socket.on('data', (c: Buffer) => { data += c.toString('latin1'); got[i] = data; });
+    socket.write(ACCEPT_101);
+  });
+  const sc = await startSidecar(t, oneRole([await deadAddress(), up.address]));
+  const a = sc.addresses().get('web')!;
+  for (let n = 0; n < 2; n++) { // round robin: one of the two starts on the dead endpoint
+    const s = connect({ host: a.host, port: a.port });
+    t.teardown(() => { s.destroy(); });
+    s.on('error', () => {});
+    await once(s, 'connect');
+    let head = '';
+    const upgraded = new Promise<void>((resolve) => {
+      s.on('data', (c: Buffer) => { head += c.toString('latin1'); if (head.includes('\r\n\r\n')) resolve(); });
+    });
+    s.write(`GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n`
+      + `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\nEARLY-${n}`);
+    await upgraded;
+    s.write(`|LATE-${n}`);
+    await until(() => got[n] === `EARLY-${n}|LATE-${n}`, 5_000, `bytes of connection ${n} (got ${JSON.stringify(got[n])})`);
+  }
+  t.is(got.length, 2);
+});
