@@ -4,7 +4,7 @@ import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Sidecar } from '../src/sidecar.js';
 import { CLI, startUpstream, tempFiles, uniqueHost, until, type Upstream } from './helpers.js';
-import { heldUpstream, httpGet, metric, within } from './reload_support.js';
+import { heldUpstream, httpGet, metric, refused, within } from './reload_support.js';
 
 /*
  * Config files as a reload source (DESIGN.md "Data flow" 1): the watcher sees an
@@ -204,4 +204,28 @@ test('the CLI: SIGHUP reloads, a bad file is rejected, `switchyard apply` pushes
   const r = await within(held, 5_000, 'the held request');
   t.is(r.status, 200, 'the request in flight finished');
   t.is(await within(run.exit, 5_000, 'the CLI to exit'), 0);
+});
+
+test('the CLI on SIGINT: stops accepting, drains up to drainTimeout, cuts what is left, exits 0', async (t) => {
+  const a = await heldUpstream(t, 'a');
+  const b = await startUpstream(t, 'b');
+  const host = uniqueHost();
+  const { paths } = await tempFiles({ 'config.yaml': yamlConfig(a, b, host, [1, 0]).replace('drainTimeout: 5s', 'drainTimeout: 800ms') });
+  const run = runCli(t, ['run', '--config', paths['config.yaml']!]);
+  await until(() => run.out.some((l) => l.includes('admin API on http://')) || run.child.exitCode !== null, 10_000, 'the CLI to start');
+  const listener = /listener web: http:\/\/(\S+) /.exec(run.out.join('\n'))![1]!;
+  const [lhost, lport] = [listener.slice(0, listener.lastIndexOf(':')), Number(listener.slice(listener.lastIndexOf(':') + 1))];
+  // A request that never gets its answer.
+  const held = httpGet(`http://${listener}/`, { agent: false, headers: { 'x-hold': '1' } });
+  held.catch(() => {});
+  await until(() => a.held.length === 1, 5_000, 'the held request to arrive');
+
+  const t0 = performance.now();
+  run.child.kill('SIGINT');
+  await until(async () => refused(lhost, lport), 5_000, 'the listener to stop accepting');
+  t.is(await within(run.exit, 5_000, 'the CLI to exit'), 0);
+  const took = performance.now() - t0;
+  t.true(took >= 700, `exited after ${took.toFixed(0)} ms: it waited for the drain`);
+  await t.throwsAsync(within(held, 5_000, 'the held request'), undefined, 'the request still running at drainTimeout was cut');
+  t.true(run.out.some((l) => /SIGINT: draining/.test(l)));
 });
