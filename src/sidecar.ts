@@ -43,6 +43,9 @@ export class Sidecar {
     const runtime = new Runtime({ log: opts.log, readyTimeoutMs: opts.readyTimeoutMs });
     const files = opts.files ?? [];
     const sc = new Sidecar(runtime, files);
+    const watched = files.map((f) => resolve(f));
+    // Taken before the files are read, so a change made during the start is not missed.
+    const baseline = opts.watch && files.length ? await FileWatcher.hash(watched) : undefined;
     const raw = opts.raw ?? (await loadConfigFiles(files));
     const r = await runtime.apply(raw, 'file');
     if (!r.ok) {
@@ -61,8 +64,8 @@ export class Sidecar {
       }
     }
     if (opts.watch && files.length) {
-      sc.#watcher = new FileWatcher(files.map((f) => resolve(f)), () => void sc.reload('file'));
-      await sc.#watcher.start();
+      sc.#watcher = new FileWatcher(watched, () => void sc.reload('file'));
+      await sc.#watcher.start(baseline);
     }
     sc.#ready = true;
     return sc;

@@ -4,7 +4,7 @@ import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Sidecar } from '../src/sidecar.js';
 import { CLI, startUpstream, tempFiles, uniqueHost, until, type Upstream } from './helpers.js';
-import { heldUpstream, httpGet, metric, refused, within } from './reload_support.js';
+import { PLUGIN, eventsNamed, heldUpstream, httpGet, metric, newScope, openGate, refused, within } from './reload_support.js';
 
 /*
  * Config files as a reload source (DESIGN.md "Data flow" 1): the watcher sees an
@@ -228,4 +228,27 @@ test('the CLI on SIGINT: stops accepting, drains up to drainTimeout, cuts what i
   t.true(took >= 700, `exited after ${took.toFixed(0)} ms: it waited for the drain`);
   await t.throwsAsync(within(held, 5_000, 'the held request'), undefined, 'the request still running at drainTimeout was cut');
   t.true(run.out.some((l) => /SIGINT: draining/.test(l)));
+});
+
+test('a change written while the sidecar is still starting is applied once it runs', async (t) => {
+  const a = await startUpstream(t, 'a');
+  const b = await startUpstream(t, 'b');
+  const host = uniqueHost();
+  const scope = newScope('startwatch');
+  // The first generation waits at a component's readiness gate, so the start takes as long as the test wants.
+  const component = `plugins: ["${PLUGIN}"]
+components:
+  c: { type: reload-plain, metadata: { scope: ${scope}, ready: gate } }
+`;
+  const { paths } = await tempFiles({ 'config.yaml': yamlConfig(a, b, host, [1, 0], component) });
+  const log: string[] = [];
+  const starting = Sidecar.start({ files: [paths['config.yaml']!], watch: true, log: (l) => log.push(l) });
+  t.teardown(async () => (await starting).stop());
+  await until(() => eventsNamed(scope, 'ready').length === 1, 5_000, 'the start to wait for readiness');
+  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1], component));
+  t.true(openGate(scope));
+  const sc = await within(starting, 5_000, 'the start');
+  await waitForGeneration(sc, 2);
+  t.is(sc.runtime.current!.source, 'file');
+  t.is(await roleOf(sc), 'b', 'the change written during the start serves');
 });

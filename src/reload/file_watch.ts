@@ -28,9 +28,15 @@ export class FileWatcher {
     this.#debounceMs = debounceMs;
   }
 
-  /** Starts watching; the current content is the baseline (no reload for it). */
-  async start(): Promise<void> {
-    this.#lastHash = await this.#hash();
+  /**
+   * Starts watching. The baseline (no reload for it) is `baseline` when given,
+   * else the current content. Give the hash taken *before* the config was read
+   * (FileWatcher.hash): a change written while the first generation was being
+   * built then still triggers a reload; with the content at start() as the
+   * baseline, such a change was taken for the running config and never applied.
+   */
+  async start(baseline?: string): Promise<void> {
+    this.#lastHash = baseline ?? await this.#hash();
     const names = new Set(this.#files.map((f) => basename(f)));
     for (const dir of new Set(this.#files.map((f) => dirname(f)))) {
       const w = watch(dir, { persistent: false }, (_event, name) => {
@@ -40,6 +46,13 @@ export class FileWatcher {
       w.on('error', () => { /* the directory went away; a later start() may watch it again */ });
       this.#watchers.push(w);
     }
+    // Anything that changed between the baseline and now.
+    if (baseline !== undefined) this.#schedule();
+  }
+
+  /** The content hash of `files`, as the watcher compares it. */
+  static hash(files: string[]): Promise<string> {
+    return new FileWatcher(files, () => {}).#hash();
   }
 
   #schedule(): void {
