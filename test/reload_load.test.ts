@@ -106,7 +106,7 @@ test('100 reloads under steady concurrent load: zero failed requests', async (t)
     for (let i = 1; i <= RELOADS; i++) {
       // Let the load run between reloads, so each one lands among requests in flight.
       const before = ok + failures.length;
-      await until(() => ok + failures.length >= before + 10, 5_000, `load before reload ${i}`);
+      await until(() => ok + failures.length >= before + 5, 5_000, `load before reload ${i}`);
       const res = await admin(sc, 'PUT', '/config', config(i));
       if (res.status !== 200) {
         t.fail(`reload ${i}: ${res.status} ${res.text}`);
@@ -128,10 +128,12 @@ test('100 reloads under steady concurrent load: zero failed requests', async (t)
   }
   const duration = performance.now() - t0;
 
+  const reloadSeconds = (await sc.runtime.metrics.reloadDuration.get()).values.find((v) => v.metricName === 'switchyard_config_reload_duration_seconds_sum')?.value ?? 0;
+  t.log(`validate+build+swap: ${(reloadSeconds * 1000 / (RELOADS + 1)).toFixed(1)} ms per reload on average`);
   t.log(`${RELOADS} reloads in ${(duration / 1000).toFixed(2)} s; ${sent} requests sent, ${ok} ok, ${failures.length} failed; by upstream ${JSON.stringify(roles)}; the added listener answered ${extraServed} times`);
   t.deepEqual(failures.slice(0, 20), [], `${failures.length} of ${sent} requests failed`);
   t.is(ok, sent);
-  t.true(sent >= RELOADS * 10);
+  t.true(sent >= RELOADS * 5);
   t.is(sc.runtime.current!.number, RELOADS + 1);
   t.is(await metric(sc, 'switchyard_config_reloads_total', { source: 'api', result: 'success' }), RELOADS);
   t.is(extraServed, RELOADS / 2);
