@@ -85,16 +85,16 @@ test('100 reloads under steady concurrent load: zero failed requests', async (t)
   };
   const load = [
     // Keep-alive clients (undici): requests on open connections cross every swap.
-    ...Array.from({ length: 12 }, () => worker('web keep-alive', async () => {
+    ...Array.from({ length: 8 }, () => worker('web keep-alive', async () => {
       const r = await get(`${web}/`);
       return { status: r.status, role: r.headers['x-role'] };
     })),
     // A fresh connection per request: connects land during every swap.
-    ...Array.from({ length: 4 }, () => worker('web fresh', async () => {
+    ...Array.from({ length: 3 }, () => worker('web fresh', async () => {
       const r = await httpGet(`${web}/`, { agent: false });
       return { status: r.status, role: r.headers['x-role'] };
     })),
-    ...Array.from({ length: 3 }, () => worker('flip fresh', async () => {
+    ...Array.from({ length: 2 }, () => worker('flip fresh', async () => {
       const r = await httpGet(`${flip}/`, { agent: false });
       return { status: r.status, role: JSON.parse(r.body).role };
     })),
