@@ -705,6 +705,13 @@ test('an empty (all comments) override file changes nothing', async (t) => {
   t.is(c.drainTimeoutMs, 30_000);
 });
 
+test('an entirely empty config (empty or comments-only files) is an error; an explicit {} is not', async (t) => {
+  await only(t, '', { code: 'SY_ERR_CONFIG_REQUIRED', path: '', loc: { file: 'test.yaml', line: 1, column: 1 } });
+  await only(t, { 'a.yaml': '# nothing\n', 'b.yaml': '' }, { code: 'SY_ERR_CONFIG_REQUIRED', path: '', loc: { file: 'b.yaml', line: 1, column: 1 } });
+  const c = await valid(t, '{}\n');
+  t.deepEqual(c.listeners, {});
+});
+
 test('a merged config: an error points at the file that set the bad value', async (t) => {
   const over = `listeners:
   cart:

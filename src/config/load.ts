@@ -86,6 +86,15 @@ export function parseConfigTexts(texts: readonly { name: string; text: string }[
     sources.push({ name, doc, lines });
     merged = mergeConfig(merged, value);
   }
+  // Fix: a config with no content at all (every file empty or only comments) was a
+  // valid config with nothing in it, so a truncated or emptied file, e.g. seen by the
+  // file watcher halfway through a save, removed every listener. It is an error;
+  // an explicit `{}` still means "nothing".
+  if (merged === undefined && texts.length > 0 && issues.length === 0) {
+    const last = texts[texts.length - 1]!.name;
+    issues.push({ code: 'SY_ERR_CONFIG_REQUIRED', path: '', file: last, line: 1, column: 1,
+      message: texts.length === 1 ? 'the config is empty' : 'the config is empty (every file is empty or only comments)' });
+  }
   // Fix: the file that set a path is the last one that has it *unless a later file
   // replaced an ancestor* (a list or scalar replaces, null removes): then earlier
   // files no longer count (before, an error under a replaced list was located in an
