@@ -43,7 +43,7 @@ async function roleOf(sc: Sidecar): Promise<string> {
 }
 
 async function waitForGeneration(sc: Sidecar, n: number): Promise<void> {
-  await until(() => (sc.runtime.current?.number ?? 0) >= n, 5_000, `generation ${n}`);
+  await until(() => (sc.runtime.current?.number ?? 0) >= n, 10_000, `generation ${n}`);
 }
 
 test('an editor\'s in-place write of a --config file is picked up', async (t) => {
@@ -118,7 +118,7 @@ test('a bad config file is rejected while the old config serves; fixing it appli
   const { sc, log } = await startWatching(t, [paths['config.yaml']!]);
 
   await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1]).replace('weights:', 'wieghts:'));
-  await until(async () => (await metric(sc, 'switchyard_config_reloads_total', { source: 'file', result: 'invalid' })) === 1, 5_000, 'the rejection');
+  await until(async () => (await metric(sc, 'switchyard_config_reloads_total', { source: 'file', result: 'invalid' })) === 1, 10_000, 'the rejection');
   t.is(sc.runtime.current!.number, 1);
   t.is(await roleOf(sc), 'a', 'the old config keeps serving');
   t.true(log.some((l) => /reload from file rejected \(invalid\).*generation 1 keeps serving/.test(l)), log.join('\n'));
@@ -168,16 +168,16 @@ test('the CLI: SIGHUP reloads, a bad file is rejected, `switchyard apply` pushes
 
   // SIGHUP: re-read the files, a new generation from source sighup.
   run.child.kill('SIGHUP');
-  await until(async () => (await adminJson(adminBase, '/config')).json.generation === 2, 5_000, 'the SIGHUP reload');
+  await until(async () => (await adminJson(adminBase, '/config')).json.generation === 2, 10_000, 'the SIGHUP reload');
   t.is((await adminJson(adminBase, '/config')).json.source, 'sighup');
   t.true(run.out.some((l) => /generation 2 applied from sighup/.test(l)), 'one log line per reload');
 
   // A bad file: the watcher rejects it, and so does SIGHUP; generation 2 serves on.
   await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1]).replace('target: svc', 'target: nosuch'));
   const metrics = async () => (await adminJson(adminBase, '/metrics')).text;
-  await until(async () => /switchyard_config_reloads_total\{source="file",result="invalid"\} 1/.test(await metrics()), 5_000, 'the file rejection');
+  await until(async () => /switchyard_config_reloads_total\{source="file",result="invalid"\} 1/.test(await metrics()), 10_000, 'the file rejection');
   run.child.kill('SIGHUP');
-  await until(async () => /switchyard_config_reloads_total\{source="sighup",result="invalid"\} 1/.test(await metrics()), 5_000, 'the SIGHUP rejection');
+  await until(async () => /switchyard_config_reloads_total\{source="sighup",result="invalid"\} 1/.test(await metrics()), 10_000, 'the SIGHUP rejection');
   t.is((await adminJson(adminBase, '/config')).json.generation, 2);
   t.is(await role(), 'a');
   t.true(run.out.some((l) => /reload from sighup rejected/.test(l)));
@@ -195,15 +195,16 @@ test('the CLI: SIGHUP reloads, a bad file is rejected, `switchyard apply` pushes
 
   // SIGTERM with a request in flight: /ready turns 503, the request finishes, exit 0.
   await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [1, 0]));
-  await until(async () => (await adminJson(adminBase, '/config')).json.generation === 4, 5_000, 'the fixed file to apply');
+  await until(async () => (await adminJson(adminBase, '/config')).json.generation === 4, 10_000, 'the fixed file to apply');
   const held = httpGet(`http://${listener}/`, { agent: false, headers: { 'x-hold': '1' } });
-  await until(() => a.held.length === 1, 5_000, 'the held request to arrive');
+  held.catch(() => {});
+  await until(() => a.held.length === 1, 10_000, 'the held request to arrive');
   run.child.kill('SIGTERM');
-  await until(async () => (await adminJson(adminBase, '/ready')).status === 503, 5_000, '/ready to answer 503');
+  await until(async () => (await adminJson(adminBase, '/ready')).status === 503, 10_000, '/ready to answer 503');
   a.releaseAll();
-  const r = await within(held, 5_000, 'the held request');
+  const r = await within(held, 10_000, 'the held request');
   t.is(r.status, 200, 'the request in flight finished');
-  t.is(await within(run.exit, 5_000, 'the CLI to exit'), 0);
+  t.is(await within(run.exit, 10_000, 'the CLI to exit'), 0);
 });
 
 test('the CLI on SIGINT: stops accepting, drains up to drainTimeout, cuts what is left, exits 0', async (t) => {
@@ -218,15 +219,15 @@ test('the CLI on SIGINT: stops accepting, drains up to drainTimeout, cuts what i
   // A request that never gets its answer.
   const held = httpGet(`http://${listener}/`, { agent: false, headers: { 'x-hold': '1' } });
   held.catch(() => {});
-  await until(() => a.held.length === 1, 5_000, 'the held request to arrive');
+  await until(() => a.held.length === 1, 10_000, 'the held request to arrive');
 
   const t0 = performance.now();
   run.child.kill('SIGINT');
-  await until(async () => refused(lhost, lport), 5_000, 'the listener to stop accepting');
-  t.is(await within(run.exit, 5_000, 'the CLI to exit'), 0);
+  await until(async () => refused(lhost, lport), 10_000, 'the listener to stop accepting');
+  t.is(await within(run.exit, 10_000, 'the CLI to exit'), 0);
   const took = performance.now() - t0;
   t.true(took >= 700, `exited after ${took.toFixed(0)} ms: it waited for the drain`);
-  await t.throwsAsync(within(held, 5_000, 'the held request'), undefined, 'the request still running at drainTimeout was cut');
+  await t.throwsAsync(within(held, 10_000, 'the held request'), undefined, 'the request still running at drainTimeout was cut');
   t.true(run.out.some((l) => /SIGINT: draining/.test(l)));
 });
 
@@ -244,10 +245,10 @@ components:
   const log: string[] = [];
   const starting = Sidecar.start({ files: [paths['config.yaml']!], watch: true, log: (l) => log.push(l) });
   t.teardown(async () => (await starting).stop());
-  await until(() => eventsNamed(scope, 'ready').length === 1, 5_000, 'the start to wait for readiness');
+  await until(() => eventsNamed(scope, 'ready').length === 1, 10_000, 'the start to wait for readiness');
   await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1], component));
   t.true(openGate(scope));
-  const sc = await within(starting, 5_000, 'the start');
+  const sc = await within(starting, 10_000, 'the start');
   await waitForGeneration(sc, 2);
   t.is(sc.runtime.current!.source, 'file');
   t.is(await roleOf(sc), 'b', 'the change written during the start serves');

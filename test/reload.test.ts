@@ -48,7 +48,8 @@ test('a slow request that spans a reload finishes on its old generation; the nex
   t.teardown(() => agent.destroy());
 
   const slow = httpGet(`${url(sc)}/slow`, { agent, headers: { 'x-hold': '1' } });
-  await until(() => a.held.length === 1, 5_000, 'the slow request to reach role a');
+  slow.catch(() => {});
+  await until(() => a.held.length === 1, 10_000, 'the slow request to reach role a');
 
   const r = await admin(sc, 'PUT', '/config', componentConfig(a, b, host, '', null, [0, 1]));
   t.is(r.status, 200, r.text);
@@ -58,14 +59,14 @@ test('a slow request that spans a reload finishes on its old generation; the nex
   t.is((await httpGet(`${url(sc)}/fresh`, { agent: false })).headers['x-role'], 'b');
 
   a.releaseAll();
-  const first = await within(slow, 5_000, 'the slow request');
+  const first = await within(slow, 10_000, 'the slow request');
   t.is(first.status, 200);
   t.is(first.headers['x-role'], 'a', 'the slow request finished on generation 1 (role a)');
   const second = await httpGet(`${url(sc)}/next`, { agent });
   t.true(second.reusedSocket, 'the second request went over the same keep-alive connection');
   t.is(second.status, 200);
   t.is(second.headers['x-role'], 'b', 'the next request on that connection used generation 2 (role b)');
-  await until(() => sc.runtime.draining.size === 0, 5_000, 'generation 1 to drain');
+  await until(() => sc.runtime.draining.size === 0, 10_000, 'generation 1 to drain');
 });
 
 test('a TCP connection opened before a reload stays on its generation, and is closed at drainTimeout; its components close after it', async (t) => {
@@ -85,7 +86,7 @@ test('a TCP connection opened before a reload stays on its generation, and is cl
 
   const c1 = await tcpClient(addr.host, addr.port);
   c1.send('x');
-  await until(() => c1.received() === 'one:x', 5_000, 'the first echo');
+  await until(() => c1.received() === 'one:x', 10_000, 'the first echo');
 
   const res = await admin(sc, 'PUT', '/config', config(two.address, '2'));
   t.is(res.status, 200, res.text);
@@ -95,23 +96,23 @@ test('a TCP connection opened before a reload stays on its generation, and is cl
 
   // The old connection still talks to the old upstream; a new one goes to the new upstream.
   c1.send('y');
-  await until(() => c1.received() === 'one:xone:y', 5_000, 'the old connection to keep its upstream');
+  await until(() => c1.received() === 'one:xone:y', 10_000, 'the old connection to keep its upstream');
   const c2 = await tcpClient(addr.host, addr.port);
   t.teardown(() => c2.socket.destroy());
   c2.send('z');
-  await until(() => c2.received() === 'two:z', 5_000, 'a new connection on the new generation');
+  await until(() => c2.received() === 'two:z', 10_000, 'a new connection on the new generation');
 
   // drainTimeout (1 s) ends the old connection, then the old component closes, once, unused.
-  await within(c1.closed, 5_000, 'the old connection to be closed at drainTimeout');
+  await within(c1.closed, 10_000, 'the old connection to be closed at drainTimeout');
   const elapsed = performance.now() - swappedAt;
   t.true(elapsed >= 900, `closed after ${elapsed.toFixed(0)} ms, not before drainTimeout`);
-  await until(() => eventsNamed(scope, 'close', oldId).length === 1, 5_000, 'the old component to close');
+  await until(() => eventsNamed(scope, 'close', oldId).length === 1, 10_000, 'the old component to close');
   const close = eventsNamed(scope, 'close', oldId)[0]!;
   t.true(close.at - swappedAt >= 900, 'the old component is not closed while its connection is open');
   t.is(close.inUse, 0, 'closed only once no connection used it');
   t.is(c2.socket.destroyed, false, 'the new connection stays open');
   c2.send('w');
-  await until(() => c2.received() === 'two:ztwo:w', 5_000, 'the new connection to keep working');
+  await until(() => c2.received() === 'two:ztwo:w', 10_000, 'the new connection to keep working');
   t.is(eventsNamed(scope, 'close', oldId).length, 1);
 });
 
@@ -134,11 +135,11 @@ test('an added listener serves as soon as the reload answers; a removed one refu
   const busy = await tcpClient(oldAddr.host, oldAddr.port);
   t.teardown(() => busy.socket.destroy());
   busy.send('GET /held HTTP/1.1\r\nHost: old\r\nx-hold: 1\r\n\r\n');
-  await until(() => a.held.length === 1, 5_000, 'the request on the old listener to arrive');
+  await until(() => a.held.length === 1, 10_000, 'the request on the old listener to arrive');
   const idle = await tcpClient(oldAddr.host, oldAddr.port);
   t.teardown(() => idle.socket.destroy());
   idle.send('GET /quick HTTP/1.1\r\nHost: old\r\n\r\n');
-  await until(() => idle.received().includes('"role":"a"'), 5_000, 'the quick answer');
+  await until(() => idle.received().includes('"role":"a"'), 10_000, 'the quick answer');
 
   const res = await admin(sc, 'PUT', '/config', config(['web', 'fresh']));
   t.is(res.status, 200, res.text);
@@ -149,10 +150,10 @@ test('an added listener serves as soon as the reload answers; a removed one refu
   await within(idle.closed, 3_000, 'the idle connection of the removed listener to close');
 
   a.releaseAll();
-  await until(() => busy.received().includes('"role":"a"'), 5_000, 'the held answer');
+  await until(() => busy.received().includes('"role":"a"'), 10_000, 'the held answer');
   t.regex(busy.received(), /^HTTP\/1.1 200 /, 'the request in flight on the removed listener completed');
   await within(busy.closed, 3_000, 'its connection to close once drained');
-  await until(() => sc.runtime.draining.size === 0, 5_000, 'the old generation to drain');
+  await until(() => sc.runtime.draining.size === 0, 10_000, 'the old generation to drain');
 });
 
 test('a protocol change (tcp ↔ http) on the same address refuses no connection', async (t) => {
@@ -182,12 +183,12 @@ test('a protocol change (tcp ↔ http) on the same address refuses no connection
   });
   for (let i = 0; i < 10; i++) {
     const before = seen.tcp + seen.http;
-    await until(() => seen.tcp + seen.http >= before + 3 || failures.length > 0, 5_000, 'requests between changes');
+    await until(() => seen.tcp + seen.http >= before + 3 || failures.length > 0, 10_000, 'requests between changes');
     const r = await admin(sc, 'PUT', '/config', config(i % 2 === 0 ? 'http' : 'tcp'));
     t.is(r.status, 200, r.text);
     t.deepEqual(sc.addresses().get('flip'), addr, 'the listener keeps its address (and socket)');
   }
-  await until(() => seen.tcp + seen.http > 0 && seen.tcp > 0 && seen.http > 0, 5_000, 'both protocols to serve');
+  await until(() => seen.tcp + seen.http > 0 && seen.tcp > 0 && seen.http > 0, 10_000, 'both protocols to serve');
   stop = true;
   await Promise.all(load);
   t.deepEqual(failures, [], `${seen.tcp} via tcp, ${seen.http} via http`);
@@ -208,7 +209,7 @@ test('an unchanged component is reused with its state', async (t) => {
   const r = await httpGet(url(sc), { agent: false });
   t.is(r.headers['x-role'], 'b', 'the new generation serves');
   t.deepEqual(componentOf(r), { id, label: 'one', hits: 5 }, 'same instance, state kept');
-  await until(() => sc.runtime.draining.size === 0, 5_000, 'the old generation to drain');
+  await until(() => sc.runtime.draining.size === 0, 10_000, 'the old generation to drain');
   t.is(eventsNamed(scope, 'init').length, 1, 'initialised once');
   t.is(eventsNamed(scope, 'close').length, 0, 'never closed while a generation uses it');
 });
@@ -229,7 +230,7 @@ test('a changed component with applyConfig is updated in place', async (t) => {
   t.deepEqual(eventsNamed(scope, 'applyConfig').map((e) => e.metadata?.label), ['two']);
   t.is(eventsNamed(scope, 'init').length, 1);
   t.is(await metric(sc, 'switchyard_component_updates_total', { component: 'c', mode: 'updated', result: 'success' }), 1);
-  await until(() => sc.runtime.draining.size === 0, 5_000, 'the old generation to drain');
+  await until(() => sc.runtime.draining.size === 0, 10_000, 'the old generation to drain');
   t.is(eventsNamed(scope, 'close').length, 0, 'an instance updated in place is not closed');
 });
 
@@ -250,7 +251,7 @@ test('a component that answers needReload is re-created, and the new generation 
   const r = await httpGet(url(sc), { agent: false });
   t.is(r.status, 200);
   t.deepEqual(componentOf(r), { id: newId, label: 'two', hits: 1 }, 'the new generation uses the new instance');
-  await until(() => eventsNamed(scope, 'close', oldId).length === 1, 5_000, 'the old instance to close');
+  await until(() => eventsNamed(scope, 'close', oldId).length === 1, 10_000, 'the old instance to close');
   for (let i = 0; i < 3; i++) t.is((await httpGet(url(sc), { agent: false })).status, 200);
   t.is(eventsNamed(scope, 'usedAfterClose').length, 0, 'no request used a closed instance');
   t.is(eventsNamed(scope, 'close', newId).length, 0);
@@ -265,7 +266,7 @@ test('a re-created component takes over only once it is ready (make before break
   const oldId = componentOf(await httpGet(url(sc), { agent: false })).id;
 
   const pending = admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'two', ready: 'gate' } }));
-  await until(() => eventsNamed(scope, 'ready').some((e) => e.id !== oldId), 5_000, 'the new instance to be asked for readiness');
+  await until(() => eventsNamed(scope, 'ready').some((e) => e.id !== oldId), 10_000, 'the new instance to be asked for readiness');
   // Not ready yet: the old instance and generation 1 keep serving.
   for (let i = 0; i < 3; i++) {
     const r = await httpGet(url(sc), { agent: false });
@@ -275,14 +276,14 @@ test('a re-created component takes over only once it is ready (make before break
   t.is(sc.runtime.current!.number, 1);
   const openedAt = Date.now();
   t.true(openGate(scope));
-  const res = await within(pending, 5_000, 'the reload');
+  const res = await within(pending, 10_000, 'the reload');
   t.is(res.status, 200, res.text);
   t.deepEqual(res.json.components, { c: 'reinitialized' });
   t.true(Date.parse((await admin(sc, 'GET', '/config')).json.appliedAt) >= openedAt - 1, 'appliedAt is when it took over');
   const r = await httpGet(url(sc), { agent: false });
   t.not(componentOf(r).id, oldId);
   t.is(componentOf(r).label, 'two');
-  await until(() => eventsNamed(scope, 'close', oldId).length === 1, 5_000, 'the old instance to close');
+  await until(() => eventsNamed(scope, 'close', oldId).length === 1, 10_000, 'the old instance to close');
   t.deepEqual(eventsOf(scope).filter((e) => e.id !== oldId).map((e) => e.event), ['create', 'init', 'ready'], 'the new instance: init, ready, and not closed');
 });
 
@@ -293,7 +294,8 @@ test('a component\'s close is called exactly once, after the drain, never while 
   const host = uniqueHost();
   const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } }));
   const held = httpGet(url(sc), { agent: false, headers: { 'x-hold': '1' } });
-  await until(() => a.held.length === 1, 5_000, 'the held request to arrive');
+  held.catch(() => {});
+  await until(() => a.held.length === 1, 10_000, 'the held request to arrive');
   const [id] = eventsNamed(scope, 'init').map((e) => e.id);
 
   // The next generation no longer has the component.
@@ -306,11 +308,11 @@ test('a component\'s close is called exactly once, after the drain, never while 
   t.is(eventsNamed(scope, 'close').length, 0, 'not closed while a request of its generation runs');
 
   a.releaseAll();
-  const r = await within(held, 5_000, 'the held request');
+  const r = await within(held, 10_000, 'the held request');
   const doneAt = performance.now();
   t.is(r.status, 200);
   t.is(componentOf(r).id, id);
-  await until(() => eventsNamed(scope, 'close').length > 0, 5_000, 'the component to close');
+  await until(() => eventsNamed(scope, 'close').length > 0, 10_000, 'the component to close');
   const close = eventsNamed(scope, 'close')[0]!;
   t.is(close.inUse, 0);
   t.true(close.at <= doneAt + 1_000);
@@ -386,13 +388,13 @@ test('when one new component fails, another still coming up is closed too, once 
     slow: { type: 'reload-plain', metadata: { scope, label: 'slow', ready: 'gate' } },
   };
   const pending = admin(sc, 'PUT', '/config', next);
-  await until(() => eventsNamed(scope, 'ready').length === 1 && eventsNamed(scope, 'init').length === 2, 5_000, 'both to start');
+  await until(() => eventsNamed(scope, 'ready').length === 1 && eventsNamed(scope, 'init').length === 2, 10_000, 'both to start');
   t.true(openGate(scope));
-  const res = await within(pending, 5_000, 'the reload');
+  const res = await within(pending, 10_000, 'the reload');
   t.is(res.status, 409, res.text);
   t.regex(res.json.errors[0].message, /component fails: init/);
   const slowId = eventsNamed(scope, 'init').find((e) => e.metadata?.label === 'slow')!.id;
-  await until(() => eventsNamed(scope, 'close', slowId).length === 1, 5_000, 'the slow instance to be closed');
+  await until(() => eventsNamed(scope, 'close', slowId).length === 1, 10_000, 'the slow instance to be closed');
   t.is(sc.runtime.current!.number, 1);
   t.is(await metric(sc, 'switchyard_component_updates_total', { component: 'fails', mode: 'added', result: 'failed' }), 1);
 });
@@ -444,11 +446,11 @@ test('drainTimeout cuts an HTTP request that outlives it; the old generation the
   const { sc } = await startFromObject(t, config('one'));
   const held = httpGet(url(sc), { agent: false, headers: { 'x-hold': '1' } });
   held.catch(() => {});
-  await until(() => a.held.length === 1, 5_000, 'the held request to arrive');
+  await until(() => a.held.length === 1, 10_000, 'the held request to arrive');
   const [oldId] = eventsNamed(scope, 'init').map((e) => e.id);
   t.is((await admin(sc, 'PUT', '/config', config('two'))).status, 200);
-  await t.throwsAsync(within(held, 5_000, 'the held request'), undefined, 'the request is cut at drainTimeout');
-  await until(() => eventsNamed(scope, 'close', oldId).length === 1, 5_000, 'the old component to close');
+  await t.throwsAsync(within(held, 10_000, 'the held request'), undefined, 'the request is cut at drainTimeout');
+  await until(() => eventsNamed(scope, 'close', oldId).length === 1, 10_000, 'the old component to close');
   t.is(eventsNamed(scope, 'close', oldId)[0]!.inUse, 0);
   t.is(sc.runtime.draining.size, 0);
 });
@@ -462,15 +464,16 @@ test('shutdown: /ready answers 503, listeners stop accepting, running requests f
   const addr = sc.addresses().get('web')!;
   t.is((await admin(sc, 'GET', '/ready')).status, 200);
   const held = httpGet(url(sc), { agent: false, headers: { 'x-hold': '1' } });
-  await until(() => a.held.length === 1, 5_000, 'the held request to arrive');
+  held.catch(() => {});
+  await until(() => a.held.length === 1, 10_000, 'the held request to arrive');
 
   const stopped = sc.stop();
-  await until(async () => (await admin(sc, 'GET', '/ready')).status === 503, 5_000, '/ready to answer 503');
+  await until(async () => (await admin(sc, 'GET', '/ready')).status === 503, 10_000, '/ready to answer 503');
   t.true(await refused(addr.host, addr.port), 'no new connection is accepted');
   t.is(eventsNamed(scope, 'close').length, 0, 'components stay open while work drains');
   a.releaseAll();
-  const r = await within(held, 5_000, 'the held request');
+  const r = await within(held, 10_000, 'the held request');
   t.is(r.status, 200, 'the running request finished');
-  await within(stopped, 5_000, 'the stop');
+  await within(stopped, 10_000, 'the stop');
   t.is(eventsNamed(scope, 'close').length, 1, 'the component closed once');
 });

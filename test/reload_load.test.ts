@@ -62,6 +62,7 @@ test('100 reloads under steady concurrent load: zero failed requests', async (t)
   const flip = `http://${flipAddr.host}:${flipAddr.port}`;
 
   let stop = false;
+  let phase = 'before the first reload';
   let sent = 0;
   let ok = 0;
   const failures: string[] = [];
@@ -70,7 +71,7 @@ test('100 reloads under steady concurrent load: zero failed requests', async (t)
     if (status === 200) {
       ok++;
       roles[String(role)] = (roles[String(role)] ?? 0) + 1;
-    } else failures.push(`${where}: status ${status}`);
+    } else failures.push(`${where} (${phase}): status ${status}`);
   };
   const worker = async (where: string, once: () => Promise<{ status: number; role: unknown }>) => {
     while (!stop) {
@@ -79,7 +80,7 @@ test('100 reloads under steady concurrent load: zero failed requests', async (t)
         const r = await once();
         count(where, r.status, r.role);
       } catch (err) {
-        failures.push(`${where}: ${(err as Error).message}`);
+        failures.push(`${where} (${phase}): ${(err as Error).message}`);
       }
     }
   };
@@ -107,6 +108,7 @@ test('100 reloads under steady concurrent load: zero failed requests', async (t)
       // Let the load run between reloads, so each one lands among requests in flight.
       const before = ok + failures.length;
       await until(() => ok + failures.length >= before + 5, 5_000, `load before reload ${i}`);
+      phase = `reload ${i}`;
       const res = await admin(sc, 'PUT', '/config', config(i));
       if (res.status !== 200) {
         t.fail(`reload ${i}: ${res.status} ${res.text}`);
@@ -123,6 +125,7 @@ test('100 reloads under steady concurrent load: zero failed requests', async (t)
       t.deepEqual(sc.addresses().get('flip'), flipAddr);
     }
   } finally {
+    phase = 'after the last reload';
     stop = true;
     await within(Promise.all(load), 10_000, 'the load to stop');
   }
