@@ -4,6 +4,10 @@ import { connect, createServer, type AddressInfo, type Server, type Socket } fro
 import type { Sidecar } from '../src/sidecar.js';
 import { once, startSidecar, uniqueHost, until } from './helpers.js';
 
+// Tests that measure a timeout run serially (ava runs them first, before the concurrent
+// ones): dozens of sidecars starting at once can block this process's event loop for a
+// second, which would blur a 300 ms timeout.
+
 // ---------------------------------------------------------------- local helpers
 
 interface TcpUpstream {
@@ -172,8 +176,8 @@ test('all endpoints dead → the client connection is closed promptly', async (t
   const t0 = Date.now();
   const c = await dial(t, sc, false);
   c.write('anyone?');
-  await once(c, 'close', 3_000);
-  t.true(Date.now() - t0 < 3_000);
+  await once(c, 'close', 5_000);
+  t.true(Date.now() - t0 < 5_000);
 });
 
 test('backpressure: a client that does not read stalls the upstream instead of filling the proxy', async (t) => {
@@ -252,16 +256,17 @@ test('the client closing closes the upstream connection, and the upstream closin
   t.is((await got).toString(), 'still serving');
 });
 
-test('timeouts.idle closes a connection with no traffic either way', async (t) => {
+test.serial('timeouts.idle closes a connection with no traffic either way', async (t) => {
   const up = await tcpUpstream(t, echo);
   const sc = await startSidecar(t, tcpConfig([up.address], 'timeouts: { idle: 300ms }'));
   const c = await dial(t, sc, false);
   const got = readAll(c);
-  c.write('ping');
-  await until(() => up.sockets.length === 1, 5_000);
+  const closed = once(c, 'close', 5_000); // listening before the first byte: 300 ms is short
   const t0 = Date.now();
-  await once(c, 'close', 3_000);
-  t.true(Date.now() - t0 < 3_000);
+  c.write('ping');
+  await closed;
+  t.true(Date.now() - t0 < 5_000);
+  t.is(up.sockets.length, 1);
   t.is((await got).toString(), 'ping');
   await until(() => up.open() === 0, 5_000, 'upstream connection to close');
 });
