@@ -2,6 +2,7 @@
 // (code, path, file:line:col), "all errors at once", YAML errors, and --config merging.
 import test, { type ExecutionContext } from 'ava';
 import { existsSync, readFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { checkConfig } from '../src/config/check.js';
 import { loadConfigFiles, mergeConfig, parseConfigTexts } from '../src/config/load.js';
@@ -766,4 +767,36 @@ test('every error code is documented in README.md', (t) => {
   const text = readFileSync(readme, 'utf8');
   const missing = [...Object.keys(ConfigCodes), ...Object.keys(RuntimeCodes)].filter((c) => !text.includes(c));
   t.deepEqual(missing, [], `codes missing from README.md: ${missing.join(', ')}`);
+});
+
+test('plugin paths get ${VAR} expansion like every other string', async (t) => {
+  const { dir } = await tempFiles({ 'counter-plugin.mjs': PLUGIN });
+  const text = `plugins: ["\${PLUGIN_DIR}/counter-plugin.mjs"]\n${BASE}components:\n  hits: { type: counter }\nlisteners:\n  cart:\n    target: cart\n    filters: [{ type: count, component: hits }]\n`;
+  const cfg = join(dir, 'switchyard.yaml');
+  await writeFile(cfg, text);
+  const r = await checkConfig(await loadConfigFiles([cfg]), { PLUGIN_DIR: dir });
+  t.true(r.ok, r.ok ? '' : show(r.issues));
+  // Unset: one SY_ERR_CONFIG_ENV (the plugin is not tried with a half-expanded path).
+  const unset = await checkConfig(await loadConfigFiles([cfg]), {});
+  t.false(unset.ok);
+  if (!unset.ok) has(t, unset.issues.filter((i) => i.code !== 'SY_ERR_UNKNOWN_FILTER' && i.code !== 'SY_ERR_UNKNOWN_COMPONENT_TYPE'), { code: 'SY_ERR_CONFIG_ENV', path: 'plugins[0]' });
+  if (!unset.ok) t.false(unset.issues.some((i) => i.code === 'SY_ERR_PLUGIN_LOAD'), show(unset.issues));
+});
+
+test('a wildcard listener address (0.0.0.0, ::) clashes with any other on its port, the admin API included', async (t) => {
+  const text = `${BASE}
+admin: { address: "0.0.0.0:9000", token: t }
+listeners:
+  a: { target: cart, address: "0.0.0.0:8080" }
+  b: { target: cart, address: "127.0.0.5:8080" }
+  c: { target: cart, address: "127.0.0.5:9000" }
+  d: { target: cart, address: "[::]:8081" }
+  e: { target: cart, address: "127.0.0.6:8081" }
+  f: { target: cart, address: "127.0.0.6:8082" }
+`;
+  const issues = await issuesOf(text);
+  t.deepEqual(issues.map((i) => i.path), ['listeners.b.address', 'listeners.c.address', 'listeners.e.address'], show(issues));
+  has(t, issues, { code: 'SY_ERR_ADDRESS_IN_USE', path: 'listeners.b.address', message: /listener a/ });
+  has(t, issues, { code: 'SY_ERR_ADDRESS_IN_USE', path: 'listeners.c.address', message: /admin API/ });
+  has(t, issues, { code: 'SY_ERR_ADDRESS_IN_USE', path: 'listeners.e.address', message: /listener d/ });
 });

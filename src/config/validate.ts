@@ -43,18 +43,26 @@ export function validateConfig(value: unknown, registry: Registry, locate: Locat
   return v.issues.length ? { ok: false, issues: v.issues } : { ok: true, config };
 }
 
+/**
+ * Expands `${VAR}` and `${VAR:-default}` in one string (`$${` is a literal `${`);
+ * `unset` is called for each variable that is unset and has no default.
+ */
+export function expandEnv(s: string, env: NodeJS.ProcessEnv, unset: (name: string) => void = () => {}): string {
+  if (!s.includes('${')) return s;
+  return s.replace(/\$?\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (m, name: string, def?: string) => {
+    if (m.startsWith('$$')) return m.slice(1);
+    const got = env[name];
+    if (got !== undefined && got !== '') return got;
+    if (def !== undefined) return def;
+    unset(name);
+    return '';
+  });
+}
+
 /** `${VAR}` and `${VAR:-default}` in string values; `$${` is a literal `${`. */
 function substituteEnv(value: unknown, path: Path, env: NodeJS.ProcessEnv, v: Validator): unknown {
   if (typeof value === 'string') {
-    if (!value.includes('${')) return value;
-    return value.replace(/\$?\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (m, name: string, def?: string) => {
-      if (m.startsWith('$$')) return m.slice(1);
-      const got = env[name];
-      if (got !== undefined && got !== '') return got;
-      if (def !== undefined) return def;
-      v.report('SY_ERR_CONFIG_ENV', path, `environment variable ${name} is not set`);
-      return '';
-    });
+    return expandEnv(value, env, (name) => v.report('SY_ERR_CONFIG_ENV', path, `environment variable ${name} is not set`));
   }
   if (Array.isArray(value)) return value.map((x, i) => substituteEnv(x, [...path, i], env, v));
   if (isObj(value)) {
@@ -96,6 +104,13 @@ export function parseHostPort(s: string, defaultPort?: number): { host: string; 
   if (host !== '' && !isIP(host) && !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(host)) return undefined;
   return { host, port };
 }
+
+function isWildcard(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
+}
+
+/** An address taken while validating listeners, and who took it. */
+interface Bound { host: string; port: number; owner: string }
 
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
@@ -373,7 +388,7 @@ class Validator {
   listeners(value: unknown, vsets: Record<string, VsetConfig>, components: Record<string, ComponentConfig>,
     admin: AdminConfig): Record<string, ListenerConfig> {
     const out: Record<string, ListenerConfig> = {};
-    const byAddress = new Map<string, string>([[`${admin.address.host}:${admin.address.port}`, 'the admin API']]);
+    const byAddress: Bound[] = [{ ...admin.address, owner: 'the admin API' }];
     for (const [name, raw] of this.named(value, ['listeners'])) {
       const path = ['listeners', name];
       const o = this.obj(raw, path, ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize']);
@@ -408,7 +423,7 @@ class Validator {
     return out;
   }
 
-  listenerAddress(value: unknown, path: Path, protocol: Protocol, byAddress: Map<string, string>, name: string): HostPort | undefined {
+  listenerAddress(value: unknown, path: Path, protocol: Protocol, byAddress: Bound[], name: string): HostPort | undefined {
     if (value === undefined) {
       if (protocol === 'tcp') this.report('SY_ERR_CONFIG_REQUIRED', path, 'a tcp listener needs a port: "127.0.0.x:port", or ":port" for the next free 127.0.0.x');
       return undefined;
@@ -426,10 +441,13 @@ class Validator {
     }
     const addr = { host: hp.host, port: hp.port };
     if (hp.host !== '' && hp.port !== 0) {
-      const key = `${hp.host}:${hp.port}`;
-      const other = byAddress.get(key);
-      if (other) this.report('SY_ERR_ADDRESS_IN_USE', path, `${key} is already used by ${other}`);
-      else byAddress.set(key, `listener ${name}`);
+      // Fix: a wildcard host (0.0.0.0, ::) holds its port on every address, so it
+      // clashes with any listener (or the admin API) on that port; before, only equal
+      // host:port pairs were caught and the overlap failed later, at bind time.
+      const other = byAddress.find((b) => b.port === hp.port && (b.host === hp.host || isWildcard(b.host) || isWildcard(hp.host)));
+      const key = `${hp.host.includes(':') ? `[${hp.host}]` : hp.host}:${hp.port}`;
+      if (other) this.report('SY_ERR_ADDRESS_IN_USE', path, `${key} is already used by ${other.owner}${other.host === hp.host ? '' : ` (on ${other.host}:${other.port})`}`);
+      else byAddress.push({ host: hp.host, port: hp.port, owner: `listener ${name}` });
     }
     return addr;
   }
