@@ -1,4 +1,4 @@
-import { parseDuration } from '../config/validate.js';
+import { parseDuration, unknownKeyMessage } from '../config/validate.js';
 import type { Exchange, FilterDescriptor } from './api.js';
 
 export interface FaultConfig {
@@ -32,7 +32,7 @@ export const fault: FilterDescriptor<FaultConfig> = {
         ctx.report('SY_ERR_CONFIG_TYPE', [key], 'must be a mapping');
         return null;
       }
-      for (const k of Object.keys(v)) if (!allowed.includes(k)) ctx.report('SY_ERR_CONFIG_UNKNOWN_KEY', [key, k], `unknown key "${k}"; allowed: ${allowed.join(', ')}`);
+      for (const k of Object.keys(v)) if (!allowed.includes(k)) ctx.report('SY_ERR_CONFIG_UNKNOWN_KEY', [key, k], unknownKeyMessage(k, allowed));
       return v as Record<string, unknown>;
     };
     const a = obj(raw.abort, 'abort', ['percent', 'status']);

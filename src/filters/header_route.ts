@@ -1,5 +1,6 @@
 import type { Exchange, FilterDescriptor } from './api.js';
 import { headerValues } from './header_values.js';
+import { unknownKeyMessage } from '../config/validate.js';
 
 type Match =
   | { kind: 'equals'; value: string }
@@ -15,6 +16,7 @@ type Rule =
 export interface HeaderRouteConfig { rules: Rule[] }
 
 const MATCH_KINDS = ['equals', 'prefix', 'regex', 'present'] as const;
+const RULE_KEYS: readonly string[] = ['header', ...MATCH_KINDS, 'invert', 'role', 'meta'];
 const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 token
 
 /**
@@ -42,9 +44,7 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
       }
       const o = r as Record<string, unknown>;
       for (const k of Object.keys(o)) {
-        if (!['header', 'role', 'meta', 'invert', ...MATCH_KINDS].includes(k)) {
-          ctx.report('SY_ERR_CONFIG_UNKNOWN_KEY', [...p, k], `unknown key "${k}"; allowed: header, ${MATCH_KINDS.join(', ')}, invert, role, meta`);
-        }
+        if (!RULE_KEYS.includes(k)) ctx.report('SY_ERR_CONFIG_UNKNOWN_KEY', [...p, k], unknownKeyMessage(k, RULE_KEYS));
       }
       if (typeof o.header !== 'string' || !HEADER_RE.test(o.header)) {
         ctx.report(o.header === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_VALUE', [...p, 'header'], 'must be a header name');
