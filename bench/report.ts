@@ -29,7 +29,7 @@ export interface Row {
   vsNginx: number | null;
   /** Proxy CPU per request relative to nginx's (lower is better). */
   cpuVsNginx: number | null;
-  /** req/s of every measured run (--repeat); the row's figures are the median run's. */
+  /** req/s of every measured run (--repeat); the row's figures are those of the run --pick chose. */
   allRps: number[];
   wrk: Omit<WrkResult, 'raw'> & { raw: string };
 }
