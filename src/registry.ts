@@ -14,14 +14,14 @@ export class Registry {
     // at plugins[i] when it loads, not later as a scope error or a TypeError in a build.
     const problems = descriptorProblems(d, { scope: SCOPES, validate: 'function', create: 'function' });
     if (problems.length) throw new Error(`filter type ${JSON.stringify(d?.type)}: ${problems.join('; ')}`);
-    if (this.#filters.has(d.type)) throw new Error(`filter type "${d.type}" is already registered`);
+    if (this.#filters.has(d.type)) throw new DuplicateTypeError('filter', d.type);
     this.#filters.set(d.type, d);
   }
 
   registerComponent(d: ComponentDescriptor): void {
     const problems = descriptorProblems(d, { validate: 'function', create: 'function' });
     if (problems.length) throw new Error(`component type ${JSON.stringify(d?.type)}: ${problems.join('; ')}`);
-    if (this.#components.has(d.type)) throw new Error(`component type "${d.type}" is already registered`);
+    if (this.#components.has(d.type)) throw new DuplicateTypeError('component', d.type);
     this.#components.set(d.type, d);
   }
 
@@ -39,6 +39,14 @@ export class Registry {
 
   componentTypes(): string[] {
     return [...this.#components.keys()];
+  }
+}
+
+/** A second registration of a type name; plugin loading reports it as SY_ERR_DUPLICATE_TYPE. */
+export class DuplicateTypeError extends Error {
+  readonly code = 'SY_ERR_DUPLICATE_TYPE';
+  constructor(kind: 'filter' | 'component', type: string) {
+    super(`${kind} type "${type}" is already registered`);
   }
 }
 

@@ -68,7 +68,7 @@ test('a plugin that registers a type already registered (weighted) is rejected',
 - { type: weighted, weights: { a: 1 } }`), { instanceOf: ConfigError });
   const issues = (err as ConfigError).issues;
   t.is(issues.length, 1, JSON.stringify(issues));
-  t.is(issues[0]!.code, 'SY_ERR_PLUGIN_LOAD');
+  t.is(issues[0]!.code, 'SY_ERR_DUPLICATE_TYPE');
   t.is(issues[0]!.path, 'plugins[0]');
   t.regex(issues[0]!.message, /"weighted" is already registered/);
   t.is(typeof issues[0]!.line, 'number', 'the issue points at a line of the YAML');

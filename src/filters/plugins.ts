@@ -1,7 +1,7 @@
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { ConfigIssue } from '../errors.js';
-import type { Registry } from '../registry.js';
+import { DuplicateTypeError, type Registry } from '../registry.js';
 
 /**
  * What a plugin module exports: `register(registry)` (named or default), which
@@ -28,7 +28,8 @@ export async function loadPlugins(paths: readonly unknown[], baseDir: string, re
       // rejection must become this issue, not an unhandled rejection.
       await register(registry);
     } catch (err) {
-      issues.push({ code: 'SY_ERR_PLUGIN_LOAD', path: `plugins[${i}]`, message: `plugin ${p}: ${(err as Error).message}` });
+      const code = err instanceof DuplicateTypeError ? err.code : 'SY_ERR_PLUGIN_LOAD';
+      issues.push({ code, path: `plugins[${i}]`, message: `plugin ${p}: ${(err as Error).message}` });
     }
   }
   return issues;
