@@ -408,6 +408,15 @@ test('failover: a request with a body is retried on the next endpoint when the c
   }
 });
 
+test('failover: a first endpoint whose name does not resolve is skipped', async (t) => {
+  const up = await startUpstream(t, 'r');
+  const sc = await startSidecar(t, oneRole(['no-such-host.invalid:80', up.address]));
+  for (let i = 0; i < 4; i++) {
+    const r = await get(`${listenerUrl(sc, 'web')}/d${i}`);
+    t.is(r.status, 200, r.body);
+  }
+});
+
 test('all endpoints dead → 502 with a text body naming the role', async (t) => {
   const sc = await startSidecar(t, oneRole([await deadAddress(), await deadAddress()], '', 'orders-v1'));
   const r = await get(`${listenerUrl(sc, 'web')}/`);

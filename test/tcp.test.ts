@@ -171,6 +171,17 @@ test('failover: a dead first endpoint is skipped', async (t) => {
   t.is(up.sockets.length, 4);
 });
 
+test('failover: a first endpoint whose name does not resolve is skipped', async (t) => {
+  const up = await tcpUpstream(t, echo);
+  const sc = await startSidecar(t, tcpConfig(['no-such-host.invalid:5432', up.address]));
+  for (let i = 0; i < 2; i++) {
+    const c = await dial(t, sc);
+    const got = readAll(c);
+    c.end(`dns ${i}`);
+    t.is((await got).toString(), `dns ${i}`);
+  }
+});
+
 test('all endpoints dead → the client connection is closed promptly', async (t) => {
   const sc = await startSidecar(t, tcpConfig([await deadAddress(), await deadAddress()]));
   const t0 = Date.now();

@@ -255,6 +255,18 @@ test('failover: a dead first endpoint does not fail the upgrade', async (t) => {
   }
 });
 
+test('failover: a first endpoint whose name does not resolve does not fail the upgrade', async (t) => {
+  const up = await wsUpstream(t, 'r');
+  const sc = await startSidecar(t, oneRole(['no-such-host.invalid:80', up.address]));
+  for (let i = 0; i < 2; i++) {
+    const ws = await openWs(t, wsUrl(sc, `/d${i}`));
+    const m = nextMessage(ws);
+    ws.send('x');
+    t.is((await m).data.toString(), `r:x:/d${i}`);
+    ws.terminate();
+  }
+});
+
 test('all endpoints dead → the upgrade gets 502 naming the role', async (t) => {
   const sc = await startSidecar(t, oneRole([await deadAddress(), await deadAddress()], '', 'chat-v2'));
   const r = await refusedWs(t, wsUrl(sc));

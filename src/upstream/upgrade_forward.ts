@@ -30,7 +30,10 @@ export interface UpgradeOptions {
 const kState = Symbol('switchyard.upgrade');
 type Tracked = Duplex & { [kState]?: UpgradeState };
 
-const RETRY_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT']);
+// Connect failures (nothing was sent): the next endpoint may work. Name resolution failures
+// too, as on the HTTP path (ENOTFOUND/EAI_AGAIN were missing: a role whose first endpoint
+// is a stale DNS name answered 502 without trying the others).
+const RETRY_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN']);
 const TIMEOUT_CODE = 'SY_UPGRADE_TIMEOUT';
 
 /**
