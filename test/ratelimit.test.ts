@@ -98,3 +98,19 @@ listeners:
   t.regex(await roundTrip(), /^HTTP\/1.1 200/);
   t.is(await roundTrip(), '', 'the third connection is refused without a byte');
 });
+
+test('a re-created ratelimit inherits its buckets when the key is renamed (header → header)', async (t) => {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  const sc = await startSidecar(t, limited(a, b, '{ requestsPerSecond: "0.1", burst: "1", key: "header:x-user" }'));
+  const url = listenerUrl(sc, 'web');
+  t.is((await get(url, { 'x-user': 'alice' })).status, 200);
+  t.is((await get(url, { 'x-user': 'alice' })).status, 429);
+  const res = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', body: JSON.stringify({ metadata: { requestsPerSecond: '0.1', burst: '1', key: 'header:x-user-id' } }) });
+  t.deepEqual(((await res.body.json()) as { components: unknown }).components, { limit: 'reinitialized' });
+  t.is((await get(url, { 'x-user-id': 'alice' })).status, 429, "alice's empty bucket carried over");
+  t.is((await get(url, { 'x-user-id': 'bob' })).status, 200);
+  // client-address buckets do not become header buckets
+  const res2 = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', body: JSON.stringify({ metadata: { requestsPerSecond: '0.1', burst: '1', key: 'client' } }) });
+  t.is(res2.statusCode, 200);
+  t.is((await get(url)).status, 200);
+});

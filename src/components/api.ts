@@ -6,6 +6,12 @@ import type { ConfigCode } from '../errors.js';
  */
 export interface Component {
   init(metadata: Record<string, string>): Promise<void>;
+  /**
+   * Optional: a new instance that replaces one of the same type (re-init) may take
+   * over its state here, after init and before ready. The predecessor is still
+   * serving; copy, do not move.
+   */
+  inherit?(predecessor: Component): Promise<void> | void;
   /** Awaited before the component takes traffic. */
   ready?(): Promise<boolean>;
   /** Incremental update in place; `needReload: true` asks the runtime to re-initialise instead. */

@@ -89,7 +89,8 @@ export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, c
   const results = await Promise.allSettled(fresh.map(async ([name, cfg, existed]) => {
     const mode = existed ? 'reinitialized' : 'added';
     try {
-      plan.slots.set(name, await bringUp(name, cfg, registry, readyTimeoutMs, plan));
+      const predecessor = prev.get(name);
+      plan.slots.set(name, await bringUp(name, cfg, registry, readyTimeoutMs, plan, predecessor?.type === cfg.type ? predecessor : undefined));
     } catch (err) {
       throw new ComponentError(name, mode, (err as Error).message, { cause: err });
     }
@@ -122,7 +123,7 @@ export async function applyUpdates(plan: ComponentPlan, registry: Registry, read
       const { needReload } = await slot.instance.applyConfig!(metadata);
       if (needReload) {
         mode = 'reinitialized';
-        plan.slots.set(slot.name, await bringUp(slot.name, { type: slot.type, metadata }, registry, readyTimeoutMs, plan));
+        plan.slots.set(slot.name, await bringUp(slot.name, { type: slot.type, metadata }, registry, readyTimeoutMs, plan, slot));
         plan.outcomes[slot.name] = 'reinitialized';
       } else {
         applied.push({ slot, before: slot.metadata });
@@ -149,12 +150,20 @@ export async function revertUpdates(plan: ComponentPlan): Promise<void> {
   }
 }
 
-async function bringUp(name: string, cfg: ComponentConfig, registry: Registry, readyTimeoutMs: number, plan: ComponentPlan): Promise<ComponentSlot> {
+/**
+ * create → init → (inherit from the instance it replaces) → ready. The predecessor
+ * keeps serving meanwhile; it is closed only after its generation drained.
+ */
+async function bringUp(name: string, cfg: ComponentConfig, registry: Registry, readyTimeoutMs: number, plan: ComponentPlan,
+  predecessor?: ComponentSlot): Promise<ComponentSlot> {
   const d = registry.component(cfg.type);
   if (!d) throw new Error(`component ${name}: unknown type ${cfg.type}`);
   const slot = new ComponentSlot(name, cfg, d.create());
   plan.created.push(slot);
   await withTimeout(slot.instance.init(cfg.metadata), readyTimeoutMs, `component ${name}: init`);
+  if (predecessor && slot.instance.inherit) {
+    await withTimeout(Promise.resolve(slot.instance.inherit(predecessor.instance)), readyTimeoutMs, `component ${name}: inherit`);
+  }
   if (slot.instance.ready) {
     const ok = await withTimeout(slot.instance.ready(), readyTimeoutMs, `component ${name}: ready`);
     if (!ok) throw new Error(`component ${name}: ready: the component reported not ready`);

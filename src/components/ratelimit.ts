@@ -58,6 +58,21 @@ export class RateLimiter implements Component {
     return { needReload: false };
   }
 
+  /**
+   * Re-created because the key changed: buckets carry over when the old keys still
+   * mean the same thing (header → header, e.g. x-user renamed x-user-id); client
+   * addresses do not become header values, nor the reverse.
+   */
+  inherit(predecessor: Component): void {
+    if (!(predecessor instanceof RateLimiter)) return;
+    const kind = (k: string | null) => (k === null ? 'one' : k === 'client' ? 'client' : 'header');
+    if (kind(predecessor.#s.key) !== kind(this.#s.key)) return;
+    for (const [k, b] of predecessor.#buckets) {
+      if (this.#buckets.size >= this.#s.maxKeys) break;
+      this.#buckets.set(k, { tokens: Math.min(b.tokens, this.#s.burst), at: b.at });
+    }
+  }
+
   async close(): Promise<void> {
     this.#buckets.clear();
   }
