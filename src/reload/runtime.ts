@@ -118,6 +118,12 @@ export class Runtime {
     this.#trimHistory();
     const changed = Object.entries(built.components).filter(([, m]) => m !== 'unchanged').map(([c, m]) => `${c}:${m}`);
     this.#log(`generation ${number} applied from ${source} in ${durationMs.toFixed(1)} ms: ${describeListeners(prev, gen)}${changed.length ? `; components ${changed.join(', ')}` : ''}`);
+    const [was, now] = [prev?.config.admin.address, gen.config.admin.address];
+    if (was && (was.host !== now.host || was.port !== now.port)) {
+      // Like Envoy's admin (bootstrap only): moving the admin socket under a live
+      // operator connection is not worth its failure modes.
+      this.#log(`admin.address changed to ${now.host}:${now.port}: it takes effect at the next restart; the admin API stays on ${was.host}:${was.port}`);
+    }
     return { ok: true, generation: number, components: built.components, durationMs };
   }
 
