@@ -458,6 +458,30 @@ test.serial('upstream timeout: a body that stalls mid-way cuts the client connec
   t.false(res.complete);
 });
 
+test.serial('upstream timeout: a client that reads slowly is not mistaken for a silent upstream', async (t) => {
+  const size = 16 * 1024 * 1024;
+  const data = randomBytes(size);
+  const up = await startUpstream(t, 'r', (req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-length': String(size) });
+    res.end(data); // all of it at once: only the client's pace holds it back
+  });
+  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { upstream: 300ms }'));
+  const req = httpRequest(`${listenerUrl(sc, 'web')}/slow-reader`, { agent: false });
+  t.teardown(() => { req.destroy(); });
+  req.end();
+  const res = await once<IncomingMessage>(req, 'response', 5_000);
+  res.pause(); // the proxy must stop reading from the upstream meanwhile (backpressure)
+  const resumeAt = Date.now() + 1_000; // well past the upstream timeout
+  await until(() => Date.now() >= resumeAt, 3_000);
+  const chunks: Buffer[] = [];
+  res.on('data', (c: Buffer) => chunks.push(c));
+  res.resume();
+  await once(res, 'end', 8_000);
+  t.true(res.complete);
+  t.is(sha(Buffer.concat(chunks)), sha(data));
+});
+
 test('the default upstream timeout is 30 s', async (t) => {
   t.is(DEFAULT_TIMEOUTS.upstreamMs, 30_000);
   const up = await startUpstream(t, 'r');

@@ -562,3 +562,42 @@ test('bytes the client sends right behind the upgrade request reach the upstream
   }
   t.is(got.length, 2);
 });
+
+test('a client that floods before the upstream answered is not read without bound (backpressure)', async (t) => {
+  let release!: () => void;
+  const answer = new Promise<void>((r) => { release = r; });
+  let upstreamGot = 0;
+  const up = await upgradeUpstream(t, (_req, socket, head) => {
+    upstreamGot += head.length;
+    socket.on('data', (c: Buffer) => { upstreamGot += c.length; });
+    void answer.then(() => { if (socket.writable) socket.write(ACCEPT_101); });
+  });
+  const sc = await startSidecar(t, oneRole([up.address]));
+  const a = sc.addresses().get('web')!;
+  const s = connect({ host: a.host, port: a.port });
+  t.teardown(() => { s.destroy(); });
+  s.on('error', () => {});
+  await once(s, 'connect');
+  s.write('GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n'
+    + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n');
+  const total = 128 * 1024 * 1024;
+  let written = 0;
+  let blockedSince = 0;
+  const chunk = Buffer.alloc(1024 * 1024, 1);
+  const pump = (): void => {
+    while (written < total && !s.destroyed) {
+      written += chunk.length;
+      if (!s.write(chunk)) {
+        blockedSince = Date.now();
+        s.once('drain', () => { blockedSince = 0; pump(); });
+        return;
+      }
+    }
+  };
+  pump();
+  await until(() => written >= total || (blockedSince > 0 && Date.now() - blockedSince > 500), 8_000, 'client to stall or finish');
+  t.true(written < 64 * 1024 * 1024, `the proxy took ${written} bytes before the upstream answered`);
+  // once the upstream answers, everything flows through
+  release();
+  await until(() => upstreamGot >= written, 8_000, 'the early bytes to reach the upstream');
+});

@@ -35,6 +35,8 @@ type Tracked = Duplex & { [kState]?: UpgradeState };
 // is a stale DNS name answered 502 without trying the others).
 const RETRY_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN']);
 const TIMEOUT_CODE = 'SY_UPGRADE_TIMEOUT';
+/** The most bytes read from a client before the upstream answered its upgrade. */
+const EARLY_LIMIT = 64 * 1024;
 
 /**
  * WebSocket and other `Upgrade` requests go through http-proxy's `ws` support,
@@ -206,7 +208,14 @@ function closeOnEnd(a: Duplex, b: Duplex): void {
  */
 function watchClient(socket: Duplex, state: UpgradeState): void {
   const early: Buffer[] = [];
-  const onData = (c: Buffer): void => { early.push(c); };
+  let size = 0;
+  const onData = (c: Buffer): void => {
+    early.push(c);
+    size += c.length;
+    // Bounded: a client that sends a lot before the answer is simply not read further
+    // (backpressure), at the price of noticing its reset only once the tunnel starts.
+    if (size >= EARLY_LIMIT) socket.pause();
+  };
   const onEnd = (): void => { socket.destroy(); };
   socket.on('data', onData);
   socket.once('end', onEnd);
