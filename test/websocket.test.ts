@@ -601,3 +601,32 @@ test('a client that floods before the upstream answered is not read without boun
   release();
   await until(() => upstreamGot >= written, 8_000, 'the early bytes to reach the upstream');
 });
+
+test('backpressure through a tunnel: a client that does not read stalls the upstream', async (t) => {
+  let written = 0;
+  let finished = false;
+  let blockedSince = 0;
+  const total = 200 * 1024 * 1024;
+  const up = await upgradeUpstream(t, (_req, socket) => {
+    socket.write(ACCEPT_101);
+    const chunk = Buffer.alloc(1024 * 1024, 2);
+    const pump = (): void => {
+      while (written < total && !socket.destroyed) {
+        written += chunk.length;
+        if (!socket.write(chunk)) {
+          blockedSince = Date.now();
+          socket.once('drain', () => { blockedSince = 0; pump(); });
+          return;
+        }
+      }
+      finished = true;
+    };
+    pump();
+  });
+  const sc = await startSidecar(t, oneRole([up.address]));
+  const c = await rawUpgrade(t, sc);
+  c.socket.pause();
+  await until(() => finished || (blockedSince > 0 && Date.now() - blockedSince > 500), 8_000, 'upstream to stall or finish');
+  t.false(finished, 'the upstream could write all 200 MB: the proxy buffered it');
+  t.true(written < 64 * 1024 * 1024, `upstream wrote ${written} bytes before stalling`);
+});
