@@ -39,15 +39,20 @@ const TIMEOUT_CODE = 'SY_UPGRADE_TIMEOUT';
 const EARLY_LIMIT = 64 * 1024;
 
 /**
- * WebSocket and other `Upgrade` requests go through http-proxy's `ws` support,
- * with its known defects closed here:
- * - the two sockets are tied: when either closes, the other is destroyed
- *   (http-proxy only ends the upstream on a client *error*: node-http-proxy#559, #1510);
+ * WebSocket upgrades go through http-proxy's `ws` support (other Upgrade requests are
+ * served as plain requests by the listener), with its known defects closed here:
+ * - the two sockets are tied: when either closes, the other is destroyed, and a FIN
+ *   from either side closes both (http-proxy only ends the upstream on a client
+ *   *error*, and only half-closes: node-http-proxy#559, #1510);
  * - an upstream that refuses the upgrade gets its answer relayed, then both
  *   sockets are closed instead of lingering (#1510);
  * - every error has a listener: an upstream "socket hang up" answers 502 and never
  *   reaches the process as an unhandled 'error' (#527); the client socket, which
- *   Node hands over without an error listener after 'upgrade', gets one too.
+ *   Node hands over without an error listener after 'upgrade', gets one too;
+ * - a connect failure tries the role's next endpoint (http-proxy would end the
+ *   client socket under the retry), an unanswered upgrade gets 504 after the
+ *   listener's upstream timeout, and a client that leaves (or floods) before the
+ *   upstream answered is noticed (or throttled) rather than ignored.
  */
 export class UpgradeForwarder {
   readonly #proxy: httpProxy;
