@@ -221,6 +221,7 @@ test('hop-by-hop response headers (and those named in Connection) are not forwar
       'X-Up-Secret', '1',
       'Proxy-Connection', 'keep-alive',
       'Upgrade', 'h2c',
+      'TE', 'trailers',
       'Trailer', 'X-T',
       'Set-Cookie', 'a=1; Path=/',
       'X-Up-Kept', 'yes',
@@ -236,7 +237,7 @@ test('hop-by-hop response headers (and those named in Connection) are not forwar
   const h = r.res.headers;
   t.deepEqual(h['set-cookie'], ['a=1; Path=/', 'b=2; Path=/']);
   t.is(h['x-up-kept'], 'yes');
-  for (const name of ['x-up-secret', 'proxy-connection', 'upgrade', 'trailer']) {
+  for (const name of ['x-up-secret', 'proxy-connection', 'upgrade', 'te', 'trailer']) {
     t.is(h[name], undefined, `${name} must not reach the client`);
   }
   t.false(String(h.connection ?? '').toLowerCase().includes('x-up-secret'));
@@ -614,6 +615,21 @@ test.serial('a client that never finishes its headers is closed after timeouts.h
   const status = parseHead(c.data()).status;
   t.true(Number.isNaN(status) || status === 408, c.data());
   t.is(up.requests.length, 0);
+});
+
+test.serial('an idle keep-alive client connection is closed after timeouts.keepAlive', async (t) => {
+  const up = await startUpstream(t, 'r');
+  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { keepAlive: 400ms }'));
+  const c = await rawClient(t, addr(sc));
+  c.socket.on('error', () => {});
+  const closed = once(c.socket, 'close', 5_000);
+  c.socket.write('GET /ka HTTP/1.1\r\nHost: h\r\n\r\n');
+  await until(() => c.data().includes('"role":"r"'), 5_000, 'the response');
+  const t0 = Date.now();
+  await closed;
+  const idle = Date.now() - t0;
+  t.true(idle >= 200 && idle < 4_000, `closed after ${idle} ms idle`);
+  t.regex(c.data(), /^HTTP\/1\.1 200 /);
 });
 
 test('CONNECT → 405', async (t) => {
