@@ -125,6 +125,15 @@ function randomStream(total: number, hash?: ReturnType<typeof createHash>): Read
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
+/** `p`, or a rejection after `ms`: a proxy that never answers fails the test instead of hanging it. */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout;
+  return Promise.race([
+    p.finally(() => clearTimeout(timer)),
+    new Promise<never>((_r, reject) => { timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms); }),
+  ]);
+}
+
 // ---------------------------------------------------------------- request line and headers
 
 test('method, path and query reach the upstream unchanged', async (t) => {
@@ -420,11 +429,11 @@ test('failover: a first endpoint whose name does not resolve is skipped', async 
 
 test('all endpoints dead → 502 with a text body naming the role', async (t) => {
   const sc = await startSidecar(t, oneRole([await deadAddress(), await deadAddress()], '', 'orders-v1'));
-  const r = await get(`${listenerUrl(sc, 'web')}/`);
+  const r = await within(get(`${listenerUrl(sc, 'web')}/`), 5_000, 'answer');
   t.is(r.status, 502);
   t.regex(String(r.headers['content-type']), /^text\/plain/);
   t.true(r.body.includes('orders-v1'), r.body);
-  const p = await get(`${listenerUrl(sc, 'web')}/`, {}, { method: 'POST', body: 'data' });
+  const p = await within(get(`${listenerUrl(sc, 'web')}/`, {}, { method: 'POST', body: 'data' }), 5_000, 'answer');
   t.is(p.status, 502);
 });
 
@@ -434,7 +443,7 @@ test.serial('upstream timeout: no answer within timeouts.upstream → 504', asyn
   const up = await startUpstream(t, 'r', () => { /* never answers */ });
   const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { upstream: 300ms }'));
   const t0 = Date.now();
-  const r = await get(`${listenerUrl(sc, 'web')}/`);
+  const r = await within(get(`${listenerUrl(sc, 'web')}/`), 6_000, 'answer');
   const took = Date.now() - t0;
   t.is(r.status, 504);
   t.true(r.body.includes('r'), r.body);
@@ -561,22 +570,22 @@ test('an upstream reset mid-response cuts the client connection (no hang)', asyn
 test('an upstream reset before any response → 502', async (t) => {
   const up = await startUpstream(t, 'r', (req) => { req.socket.destroy(); });
   const sc = await startSidecar(t, oneRole([up.address]));
-  const r = await get(`${listenerUrl(sc, 'web')}/`);
+  const r = await within(get(`${listenerUrl(sc, 'web')}/`), 5_000, 'answer');
   t.is(r.status, 502);
   const raw = await rawServer(t, (s) => { s.once('data', () => s.resetAndDestroy()); });
   const sc2 = await startSidecar(t, oneRole([raw.address]));
-  const r2 = await get(`${listenerUrl(sc2, 'web')}/`);
+  const r2 = await within(get(`${listenerUrl(sc2, 'web')}/`), 5_000, 'answer');
   t.is(r2.status, 502);
 });
 
 test('an upstream that answers garbage → 502', async (t) => {
   const raw = await rawServer(t, (s) => { s.once('data', () => s.end('this is not http\r\n\r\n')); });
   const sc = await startSidecar(t, oneRole([raw.address]));
-  const r = await get(`${listenerUrl(sc, 'web')}/`);
+  const r = await within(get(`${listenerUrl(sc, 'web')}/`), 5_000, 'answer');
   t.is(r.status, 502);
   const bad = await rawServer(t, (s) => { s.once('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\nabc')); });
   const sc2 = await startSidecar(t, oneRole([bad.address]));
-  const r2 = await get(`${listenerUrl(sc2, 'web')}/`);
+  const r2 = await within(get(`${listenerUrl(sc2, 'web')}/`), 5_000, 'answer');
   t.is(r2.status, 502);
 });
 
