@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { Sidecar } from '../src/sidecar.js';
-import { get, listenerUrl, once, startSidecar, startUpstream, uniqueHost, until } from './helpers.js';
+import { adminUrl, get, listenerUrl, once, startSidecar, startUpstream, uniqueHost, until } from './helpers.js';
 
 // Tests that measure a timeout run serially (ava runs them first, before the concurrent
 // ones): dozens of sidecars starting at once can block this process's event loop for a
@@ -401,6 +401,8 @@ test('upstream refuses the upgrade → the client gets its status, and the upstr
   t.is(r.status, 403);
   t.is(r.body, 'forbidden');
   await until(() => up.open() === 0, 5_000, 'upstream connection to close');
+  await until(async () => /switchyard_requests_total\{[^}]*listener="web"[^}]*code="403"\} 1/.test((await get(`${adminUrl(sc)}/metrics`)).body),
+    5_000, 'the 403 in switchyard_requests_total');
   // A client that keeps its side open after the answer: the proxy still closes its side
   // (it cannot go back to HTTP on a socket handed over for an upgrade), so nothing stays
   // half-open holding the generation.
@@ -462,6 +464,9 @@ test.serial('an upgrade the upstream never answers gets 504 after timeouts.upstr
   t.is(r.status, 504);
   t.true(Date.now() - t0 < 5_000);
   await until(() => up.open() === 0, 5_000, 'upstream connection to close');
+  // counted with the status the client got
+  await until(async () => /switchyard_requests_total\{[^}]*listener="web"[^}]*code="504"\} 1/.test((await get(`${adminUrl(sc)}/metrics`)).body),
+    5_000, 'the 504 in switchyard_requests_total');
 });
 
 test.serial('an established WebSocket is not cut by timeouts.upstream', async (t) => {

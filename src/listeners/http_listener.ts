@@ -153,11 +153,12 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   });
   const go = (): void => {
     if (ex.role < 0) ex.role = Math.floor(Math.random() * plan.roles.length);
-    upgrades.forward(req, socket, head, plan.routes[ex.role]!, { timeoutMs: plan.config.timeouts.upstreamMs }, (_endpoint, code) => {
+    upgrades.forward(req, socket, head, plan.routes[ex.role]!, { timeoutMs: plan.config.timeouts.upstreamMs }, (_endpoint, code, answered) => {
       if (code !== undefined) {
-        status = 502;
+        // the status the client got (a timeout answers 504)
+        status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : 502;
         plan.metrics[ex.role]!.upstreamError(code);
-      }
+      } else if (answered !== undefined) status = answered; // the upstream refused: its status was relayed
     });
   };
   const fail = (err: unknown): void => {

@@ -11,7 +11,7 @@ interface UpgradeState {
   tries: number;
   /** The upstream answered (101 or a refusal): nothing more to write from us. */
   answered: boolean;
-  done: (endpoint: string | undefined, code: RuntimeCode | undefined) => void;
+  done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void;
   finished: boolean;
   /** Time for the upstream to answer the upgrade (0 = none). */
   timeoutMs: number;
@@ -91,7 +91,7 @@ export class UpgradeForwarder {
       });
       proxyReq.on('response', (res: IncomingMessage) => {
         // Refused upgrade: http-proxy pipes the answer to the client; close both once it is through.
-        if (state) { state.answered = true; finish(state, undefined); }
+        if (state) { state.answered = true; finish(state, undefined, res.statusCode); }
         res.on('end', () => { socket.end(); proxyReq.destroy(); });
       });
     });
@@ -99,7 +99,7 @@ export class UpgradeForwarder {
 
   /** Forwards an upgrade request to the role's next endpoint (connect failures try the others). */
   forward(req: IncomingMessage, socket: Duplex, head: Buffer, set: EndpointSet, opts: UpgradeOptions,
-    done: (endpoint: string | undefined, code: RuntimeCode | undefined) => void): void {
+    done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void): void {
     const tracked = socket as Tracked;
     const state: UpgradeState = {
       set, index: set.start(), tries: 0, answered: false, done, finished: false,
@@ -162,10 +162,11 @@ export class UpgradeForwarder {
 /** One forwarder per process: it holds no per-generation state. */
 export const upgrades = new UpgradeForwarder();
 
-function finish(state: UpgradeState, code: RuntimeCode | undefined): void {
+/** Reports the outcome once; `status` is the upstream's answer when it refused the upgrade. */
+function finish(state: UpgradeState, code: RuntimeCode | undefined, status?: number): void {
   if (state.finished) return;
   state.finished = true;
-  state.done(state.set.endpoints[state.index]?.address, code);
+  state.done(state.set.endpoints[state.index]?.address, code, status);
 }
 
 /** When either socket closes, the other goes too: no half-dead tunnels. */
