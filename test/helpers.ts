@@ -84,7 +84,13 @@ export function adminUrl(sc: Sidecar): string {
 }
 
 /** One shared keep-alive client for tests (undici, so it does not hide proxy bugs behind retries). */
-export const client = new Agent({ keepAliveTimeout: 10_000, connections: 64 });
+export const client = new Agent({
+  keepAliveTimeout: 10_000,
+  connections: 64,
+  // Bounded, so a proxy that never answers fails the test instead of hanging it to ava's limit.
+  headersTimeout: 20_000,
+  bodyTimeout: 20_000,
+});
 
 export interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: string }
 

@@ -199,3 +199,23 @@ test('a plugin that registers a malformed filter descriptor is rejected when it 
   t.regex(issues[0]!.message, /scope/);
   t.regex(issues[0]!.message, /create/);
 });
+
+test('a filter that stops a WebSocket upgrade without answering gets 500, not a hung socket', async (t) => {
+  // Regression: an upgrade has no response object, so the chain could not see that
+  // nobody answered; the client socket stayed open until drainTimeout.
+  const { connect } = await import('node:net');
+  const { url } = await withPlugins(t, [COOKIE_PLUGIN], MISBEHAVING);
+  const { hostname, port } = new URL(url);
+  for (const how of ['silent-false', 'async-silent-false']) {
+    const s = connect(Number(port), hostname);
+    t.teardown(() => s.destroy());
+    let data = '';
+    s.on('data', (c) => (data += c));
+    s.write(`GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nx-misbehave: ${how}\r\n\r\n`);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${how}: no answer within 3 s`)), 3000);
+      s.once('close', () => { clearTimeout(timer); resolve(); });
+    });
+    t.regex(data, /^HTTP\/1.1 500 /, how);
+  }
+});

@@ -39,3 +39,8 @@ function stopped(ex: Exchange): false {
 function badVerdict(v: unknown): never {
   throw new TypeError(`a filter returned ${v === undefined ? 'undefined' : JSON.stringify(v) ?? String(v)}; return true to continue, false after answering, or a promise of either`);
 }
+
+/** Logs a filter failure once, with its stable code; the caller answers 500 or closes the connection. */
+export function reportFilterFailure(listener: string, err: unknown): void {
+  process.emitWarning(`listener ${listener}: filter failed: ${(err as Error)?.stack ?? String(err)}`, { code: 'SY_ERR_FILTER_FAILED' });
+}

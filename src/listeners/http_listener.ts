@@ -2,7 +2,7 @@ import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RuntimeCode } from '../errors.js';
 import type { Exchange } from '../filters/api.js';
-import { runChain } from '../filters/chain.js';
+import { reportFilterFailure, runChain } from '../filters/chain.js';
 import type { ListenerPlan } from '../reload/generation.js';
 import { HttpForward, sendText, type ForwardOptions } from '../upstream/http_forward.js';
 import { upgrades } from '../upstream/upgrade_forward.js';
@@ -61,7 +61,7 @@ class HttpExchange implements Exchange, ForwardOptions {
   }
 
   failFilter(err: unknown): void {
-    process.emitWarning(`listener ${this.plan.name}: filter failed: ${(err as Error)?.stack ?? String(err)}`, { code: 'SY_ERR_FILTER_FAILED' });
+    reportFilterFailure(this.plan.name, err);
     this.reply(500, 'switchyard: a filter failed on this request\n');
   }
 
@@ -131,6 +131,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   const gen = plan.generation;
   const start = performance.now();
   let status = 101;
+  let answered = false;
   const ex: Exchange = {
     role: -1,
     listener: plan.name,
@@ -140,6 +141,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     res: null,
     socket: null,
     reply(code, body = '', headers) {
+      answered = true;
       status = code;
       const extra = Object.entries(headers ?? {}).map(([k, v]) => `${k}: ${v}\r\n`).join('');
       socket.end(`HTTP/1.1 ${code} ${STATUS_CODES[code] ?? 'Error'}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${extra}\r\n${body}`);
@@ -163,14 +165,19 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   };
   const fail = (err: unknown): void => {
     status = 500;
-    process.emitWarning(`listener ${plan.name}: filter failed: ${(err as Error)?.stack ?? String(err)}`, { code: 'SY_ERR_FILTER_FAILED' });
+    reportFilterFailure(plan.name, err);
     ex.reply(500, 'switchyard: a filter failed on this request\n');
   };
   socket.on('error', () => socket.destroy());
+  // The chain cannot see that an upgrade was answered (there is no response object): check here.
+  const stop = (): void => {
+    if (!answered) fail(new Error('a filter returned false without answering'));
+  };
   try {
     const v = runChain(plan.filters, ex);
     if (v === true) go();
-    else if (v !== false) v.then((ok) => (ok ? go() : undefined), fail);
+    else if (v === false) stop();
+    else v.then((ok) => (ok ? go() : stop()), fail);
   } catch (err) {
     fail(err);
   }

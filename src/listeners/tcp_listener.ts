@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Exchange } from '../filters/api.js';
-import { runChain } from '../filters/chain.js';
+import { reportFilterFailure, runChain } from '../filters/chain.js';
 import type { ListenerPlan } from '../reload/generation.js';
 import { forwardTcp } from '../upstream/tcp_forward.js';
 
@@ -47,11 +47,15 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
       },
     });
   };
+  const fail = (err: unknown): void => {
+    reportFilterFailure(plan.name, err);
+    socket.destroy();
+  };
   try {
     const v = runChain(plan.filters, ex);
     if (v === true) go();
-    else if (v !== false) v.then((ok) => (ok ? go() : undefined), () => socket.destroy());
-  } catch {
-    socket.destroy();
+    else if (v !== false) v.then((ok) => (ok ? go() : undefined), fail);
+  } catch (err) {
+    fail(err);
   }
 }
