@@ -5,11 +5,12 @@ import { headerRoute } from './filters/header_route.js';
 import { weighted } from './filters/weighted.js';
 import { ratelimit } from './filters/ratelimit.js';
 import { fault } from './filters/fault.js';
+import { headers } from './filters/headers.js';
 import { ratelimitComponent } from './components/ratelimit.js';
 
 /** The standard filter and component types: a plain list, registered like any plugin's. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const builtinFilters: FilterDescriptor<any>[] = [headerRoute, weighted, ratelimit, fault];
+export const builtinFilters: FilterDescriptor<any>[] = [headerRoute, weighted, ratelimit, fault, headers];
 export const builtinComponents: ComponentDescriptor[] = [ratelimitComponent];
 
 /** A registry holding the built-in types; plugins add theirs to it. */

@@ -81,8 +81,28 @@ export interface Exchange {
   /** tcp only: the client connection. */
   readonly socket: Socket | null;
   /**
+   * http only: header edits to apply when the request is forwarded, and to the
+   * response (the upstream's or a local answer). A filter appends its own list
+   * (`headers` does); null when none. Applied to plain requests, not upgrades.
+   */
+  requestHeaderEdits: readonly HeaderEdit[] | null;
+  responseHeaderEdits: readonly HeaderEdit[] | null;
+  /**
    * Answers the request and ends the chain (http), or refuses the connection (tcp:
    * the socket is destroyed; status and body are logged only).
    */
   reply(status: number, body?: string, headers?: Record<string, string>): void;
+}
+
+/**
+ * One header edit, compiled once per generation: `remove` drops every occurrence,
+ * `set` replaces them with one value, `add` appends one. `value` is a template:
+ * strings, and numbers that index the variables role, vset, listener, generation.
+ */
+export interface HeaderEdit {
+  op: 'set' | 'add' | 'remove';
+  name: string;
+  /** `name` in lower case, for matching. */
+  lower: string;
+  value: readonly (string | number)[];
 }

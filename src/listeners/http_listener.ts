@@ -1,7 +1,8 @@
 import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RuntimeCode } from '../errors.js';
-import type { Exchange } from '../filters/api.js';
+import type { Exchange, HeaderEdit } from '../filters/api.js';
+import type { HeaderVariables } from '../filters/headers.js';
 import { reportFilterFailure, runChain } from '../filters/chain.js';
 import type { ListenerPlan } from '../reload/generation.js';
 import { HttpForward, sendText, type ForwardOptions } from '../upstream/http_forward.js';
@@ -20,6 +21,8 @@ type TrackedResponse = ServerResponse & { [kExchange]?: HttpExchange };
  */
 class HttpExchange implements Exchange, ForwardOptions {
   role = -1;
+  requestHeaderEdits: readonly HeaderEdit[] | null = null;
+  responseHeaderEdits: readonly HeaderEdit[] | null = null;
   readonly protocol = 'http' as const;
   readonly socket = null;
   readonly plan: ListenerPlan;
@@ -39,7 +42,14 @@ class HttpExchange implements Exchange, ForwardOptions {
   get timeoutMs(): number { return this.plan.config.timeouts.upstreamMs; }
 
   reply(status: number, body = '', headers?: Record<string, string>): void {
-    sendText(this.res, status, body, headers);
+    const edits = this.responseHeaderEdits;
+    sendText(this.res, status, body, headers, edits === null ? undefined : { list: edits, vars: this.headerVariables() });
+  }
+
+  /** For header templates: the role that serves the request ('' while none is chosen). */
+  headerVariables(): HeaderVariables {
+    const p = this.plan;
+    return [this.role < 0 ? '' : p.roles[this.role]!.name, p.config.vset, p.name, String(p.generation.number)];
   }
 
   /** Cut short by the drain timeout. */
@@ -140,6 +150,8 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     req,
     res: null,
     socket: null,
+    requestHeaderEdits: null,
+    responseHeaderEdits: null,
     reply(code, body = '', headers) {
       answered = true;
       status = code;

@@ -82,9 +82,11 @@ export class SocketPool {
 
   /** Leases the socket for `key`, binding it first when it is new. Rejects with SY_ERR_BIND. */
   async lease(key: string, hp: HostPort): Promise<ListenSocket> {
-    let ls = this.#sockets.get(key);
+    // A listener that moves from port 0 to the port it was given keeps its socket.
+    let ls = this.#sockets.get(key) ?? (hp.port === 0 ? undefined : this.#boundTo(hp));
     if (ls) {
       ls.leases++;
+      this.#sockets.set(key, ls);
       return ls;
     }
     ls = new ListenSocket(key, hp);
@@ -107,16 +109,23 @@ export class SocketPool {
     return ls;
   }
 
+  #boundTo(hp: HostPort): ListenSocket | undefined {
+    for (const ls of this.#sockets.values()) {
+      if (!ls.retired && ls.server.listening && ls.address.port === hp.port && ls.address.host === hp.host) return ls;
+    }
+    return undefined;
+  }
+
   /** Drops one lease; the last one stops accepting (open connections finish on their own). */
   release(ls: ListenSocket): void {
     if (--ls.leases > 0) return;
-    if (this.#sockets.get(ls.key) === ls) this.#sockets.delete(ls.key);
+    for (const [k, v] of this.#sockets) if (v === ls) this.#sockets.delete(k);
     ls.retired = true;
     ls.server.close();
   }
 
   /** Every socket, for shutdown. */
   all(): ListenSocket[] {
-    return [...this.#sockets.values()];
+    return [...new Set(this.#sockets.values())];
   }
 }

@@ -23,6 +23,8 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
     req: null,
     res: null,
     socket,
+    requestHeaderEdits: null,
+    responseHeaderEdits: null,
     reply() {
       refused = true;
       socket.destroy();

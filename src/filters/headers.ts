@@ -1,0 +1,139 @@
+import type { Exchange, FilterDescriptor, FilterValidateContext, HeaderEdit } from './api.js';
+import { unknownKeyMessage } from '../config/validate.js';
+
+const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 token
+const VARIABLES = ['role', 'vset', 'listener', 'generation'] as const;
+/** Headers the proxy owns; editing them would break framing or the hop-by-hop rules. */
+const RESERVED = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer', 'host']);
+
+interface Edits { remove: string[]; set: Record<string, string>; add: Record<string, string> }
+export interface HeadersConfig { request: HeaderEdit[]; response: HeaderEdit[] }
+
+/**
+ * `headers` (http): set, add and remove request headers (before forwarding) and
+ * response headers (upstream answers and switchyard's own). Values may use
+ * `%role%`, `%vset%`, `%listener%`, `%generation%`, filled in when the request is
+ * forwarded, so the role is the one that actually serves it. The edits are
+ * compiled once per generation; per request the filter only attaches them.
+ */
+export const headers: FilterDescriptor<HeadersConfig> = {
+  type: 'headers',
+  scope: 'http',
+  validate(raw, ctx) {
+    ctx.allowKeys(raw, ['request', 'response']);
+    if (raw.request === undefined && raw.response === undefined) ctx.report('SY_ERR_CONFIG_REQUIRED', [], 'a headers filter needs request, response, or both');
+    return { request: compile(raw.request, 'request', ctx), response: compile(raw.response, 'response', ctx) };
+  },
+  create(config) {
+    const request = config.request.length ? config.request : null;
+    const response = config.response.length ? config.response : null;
+    // hot path
+    return function headers(ex: Exchange): boolean {
+      if (request !== null) ex.requestHeaderEdits = ex.requestHeaderEdits === null ? request : ex.requestHeaderEdits.concat(request);
+      if (response !== null) ex.responseHeaderEdits = ex.responseHeaderEdits === null ? response : ex.responseHeaderEdits.concat(response);
+      return true;
+    };
+  },
+};
+
+function compile(raw: unknown, side: 'request' | 'response', ctx: FilterValidateContext): HeaderEdit[] {
+  if (raw === undefined) return [];
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    ctx.report('SY_ERR_CONFIG_TYPE', [side], 'must be a mapping with set, add and/or remove');
+    return [];
+  }
+  const o = raw as Partial<Edits> & Record<string, unknown>;
+  for (const k of Object.keys(o)) if (!['set', 'add', 'remove'].includes(k)) ctx.report('SY_ERR_CONFIG_UNKNOWN_KEY', [side, k], unknownKeyMessage(k, ['set', 'add', 'remove']));
+  const out: HeaderEdit[] = [];
+  const name = (n: unknown, at: (string | number)[]): string | undefined => {
+    if (typeof n !== 'string' || !HEADER_RE.test(n)) {
+      ctx.report('SY_ERR_CONFIG_VALUE', at, `${JSON.stringify(n)} is not a header name`);
+      return undefined;
+    }
+    if (RESERVED.has(n.toLowerCase())) {
+      ctx.report('SY_ERR_CONFIG_VALUE', at, `${n} is managed by the proxy and cannot be edited`);
+      return undefined;
+    }
+    return n;
+  };
+  if (o.remove !== undefined) {
+    if (!Array.isArray(o.remove)) ctx.report('SY_ERR_CONFIG_TYPE', [side, 'remove'], 'must be a list of header names');
+    else o.remove.forEach((n, i) => {
+      const ok = name(n, [side, 'remove', i]);
+      if (ok) out.push({ op: 'remove', name: ok, lower: ok.toLowerCase(), value: [] });
+    });
+  }
+  for (const op of ['set', 'add'] as const) {
+    const m = o[op];
+    if (m === undefined) continue;
+    if (typeof m !== 'object' || m === null || Array.isArray(m)) {
+      ctx.report('SY_ERR_CONFIG_TYPE', [side, op], 'must map header names to values');
+      continue;
+    }
+    for (const [n, v] of Object.entries(m)) {
+      const ok = name(n, [side, op, n]);
+      if (!ok) continue;
+      if (typeof v !== 'string' && typeof v !== 'number') {
+        ctx.report('SY_ERR_CONFIG_TYPE', [side, op, n], 'must be a string');
+        continue;
+      }
+      const value = template(String(v), (bad) => ctx.report('SY_ERR_CONFIG_VALUE', [side, op, n], `unknown variable %${bad}%; use ${VARIABLES.map((x) => `%${x}%`).join(', ')}`));
+      if (/[\r\n\0]/.test(String(v))) ctx.report('SY_ERR_CONFIG_VALUE', [side, op, n], 'a header value cannot contain CR, LF or NUL');
+      else out.push({ op, name: ok, lower: ok.toLowerCase(), value });
+    }
+  }
+  return out;
+}
+
+/** Splits `a %role% b` into ['a ', 0, ' b'] (numbers index VARIABLES). `%%` is a literal %. */
+function template(s: string, unknown: (name: string) => void): (string | number)[] {
+  const parts: (string | number)[] = [];
+  let last = 0;
+  for (const m of s.matchAll(/%([a-z]*)%/g)) {
+    if (m.index! > last) parts.push(s.slice(last, m.index));
+    if (m[1] === '') parts.push('%');
+    else {
+      const i = VARIABLES.indexOf(m[1] as (typeof VARIABLES)[number]);
+      if (i < 0) unknown(m[1]!);
+      parts.push(i);
+    }
+    last = m.index! + m[0].length;
+  }
+  if (last < s.length) parts.push(s.slice(last));
+  return parts;
+}
+
+/** The variables a template reads, by index: role, vset, listener, generation. */
+export type HeaderVariables = readonly [role: string, vset: string, listener: string, generation: string];
+
+// hot path
+/**
+ * Applies edits to a flat [name, value, …] header list: a `remove` drops every
+ * occurrence, a `set` replaces them with one, an `add` appends one more.
+ */
+export function applyHeaderEdits(list: string[], edits: readonly HeaderEdit[], vars: HeaderVariables): string[] {
+  let out = list;
+  for (const e of edits) {
+    if (e.op !== 'add') out = without(out, e.lower);
+    if (e.op !== 'remove') out.push(e.name, render(e.value, vars));
+  }
+  return out;
+}
+
+function without(list: string[], lower: string): string[] {
+  let found = false;
+  for (let i = 0; i < list.length && !found; i += 2) found = list[i]!.length === lower.length && list[i]!.toLowerCase() === lower;
+  if (!found) return list;
+  const out: string[] = [];
+  for (let i = 0; i < list.length; i += 2) {
+    if (list[i]!.toLowerCase() !== lower) out.push(list[i]!, list[i + 1]!);
+  }
+  return out;
+}
+
+function render(parts: readonly (string | number)[], vars: HeaderVariables): string {
+  if (parts.length === 1 && typeof parts[0] === 'string') return parts[0];
+  let s = '';
+  for (const p of parts) s += typeof p === 'string' ? p : vars[p];
+  return s;
+}

@@ -1,0 +1,94 @@
+import test from 'ava';
+import { request } from 'undici';
+import { ConfigError } from '../src/errors.js';
+import { adminUrl, client, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig } from './helpers.js';
+
+const PIN = `
+- type: header_route
+  rules: [ { header: x-to, equals: b, role: b } ]`;
+
+test('headers: request set, add and remove reach the upstream', async (t) => {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  const sc = await startSidecar(t, twoRoleConfig(a, b, `${PIN}
+- type: headers
+  request:
+    set: { X-Env: prod, x-served-role: "%role%" }
+    add: { x-tag: added }
+    remove: [x-secret]`));
+  const res = await request(listenerUrl(sc, 'web'), { dispatcher: client, headers: ['x-to', 'b', 'x-env', 'dev', 'x-tag', 'client', 'X-Secret', 's3cr3t'] });
+  t.is(res.statusCode, 200);
+  await res.body.text();
+  const req = b.requests[0]!;
+  t.is(req.headers['x-env'], 'prod', 'set replaces the client value');
+  t.is(req.headers['x-served-role'], 'b', '%role% is the role chosen by the routing filters');
+  t.is(req.headers['x-secret'], undefined);
+  const raw = req.rawHeaders;
+  const tags = raw.filter((_, i) => i % 2 === 1 && raw[i - 1]!.toLowerCase() === 'x-tag');
+  t.deepEqual(tags, ['client', 'added'], 'add appends one more occurrence');
+  t.true(raw.includes('X-Env'), "a set header keeps the config's name case");
+});
+
+test('headers: a response header naming the role and generation is one line of config', async (t) => {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  const yaml = (weights: string) => twoRoleConfig(a, b, `${PIN}
+- type: headers
+  response:
+    set: { x-served-by: "%role%@%vset%/%listener% gen %generation% 100%%" }
+    remove: [x-role]
+- type: weighted
+  weights: ${weights}`);
+  const sc = await startSidecar(t, yaml('{ a: 1, b: 0 }'));
+  const url = listenerUrl(sc, 'web');
+  let r = await get(url, { 'x-to': 'b' });
+  t.is(r.headers['x-served-by'], 'b@svc/web gen 1 100%');
+  t.is(r.headers['x-role'], undefined, 'the upstream header was removed');
+  r = await get(url);
+  t.is(r.headers['x-served-by'], 'a@svc/web gen 1 100%', 'the role picked by weighted after the headers filter ran');
+  const put = await request(`${adminUrl(sc)}/config`, { method: 'PUT', body: `admin: { address: "127.0.0.1:0" }\n${yaml('{ a: 0, b: 1 }').replace(/address: "([^"]+)"/, `address: "${new URL(url).host}"`)}` });
+  t.is(put.statusCode, 200, await put.body.text());
+  r = await get(url);
+  t.is(r.headers['x-served-by'], 'b@svc/web gen 2 100%');
+});
+
+test("headers: response edits apply to switchyard's own answers too", async (t) => {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  await b.close(); // b is dead: its requests get the proxy's 502
+  const sc = await startSidecar(t, twoRoleConfig(a, b, `${PIN}
+- type: headers
+  response:
+    set: { x-env: prod, x-served-by: "[%role%]" }
+- type: weighted
+  weights: { a: 1, b: 0 }
+- type: fault
+  abort: { percent: 100, status: 503 }
+  role: a`));
+  const url = listenerUrl(sc, 'web');
+  const aborted = await get(url);
+  t.is(aborted.status, 503);
+  t.is(aborted.headers['x-env'], 'prod');
+  t.is(aborted.headers['x-served-by'], '[a]', 'the role the request was routed to');
+  const dead = await get(url, { 'x-to': 'b' });
+  t.is(dead.status, 502);
+  t.is(dead.headers['x-env'], 'prod');
+  t.is(dead.headers['x-served-by'], '[b]');
+});
+
+test('headers: bad edits are rejected with their paths', async (t) => {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  const err = await t.throwsAsync(startSidecar(t, twoRoleConfig(a, b, `
+- type: headers
+  request:
+    set: { content-length: "1", x-ok: "%rolee%" }
+    remove: ["bad header"]
+    sett: {}
+  response:
+    add: { x-crlf: "a\\r\\nb" }`)), { instanceOf: ConfigError });
+  const got = (err as ConfigError).issues.map((i) => `${i.path}: ${i.code}`).sort();
+  t.deepEqual(got, [
+    'listeners.web.filters[0].request.remove[0]: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].request.set.content-length: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].request.set.x-ok: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].request.sett: SY_ERR_CONFIG_UNKNOWN_KEY',
+    'listeners.web.filters[0].response.add.x-crlf: SY_ERR_CONFIG_VALUE',
+  ]);
+});
