@@ -170,13 +170,15 @@ export function cpuTicks(pid: number): number {
 }
 
 /**
- * CPU ticks the whole machine spent in user and system mode so far (/proc/stat,
- * first line: user, nice, system; irq/softirq/idle/steal left out).
+ * CPU ticks the whole machine was busy so far (/proc/stat, first line: user, nice,
+ * system, irq, softirq, steal; not idle and iowait). irq and softirq count because
+ * a process's own times include the softirq work (loopback TCP) done while it ran;
+ * steal, because time another VM took is noise just like another process.
  */
 export function machineBusyTicks(): number {
   const first = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
   const f = first.trim().split(/\s+/).slice(1).map(Number);
-  return f[0]! + f[1]! + f[2]!;
+  return f[0]! + f[1]! + f[2]! + f[5]! + f[6]! + (f[7] ?? 0);
 }
 
 /**
