@@ -52,6 +52,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   #tries = 0;
   #sent = false;
   #abort: ((err?: Error) => void) | null = null;
+  #resume: (() => void) | null = null;
   #finished = false;
 
   constructor(req: IncomingMessage, res: ServerResponse, set: EndpointSet, opts: ForwardOptions) {
@@ -112,13 +113,15 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     const edits = this.#opts.responseHeaderEdits;
     const headers = responseHeaders(rawHeaders);
     res.writeHead(statusCode, statusText, edits === null ? headers : applyHeaderEdits(headers, edits, this.#opts.headerVariables()));
-    // Backpressure: undici pauses when onData returns false; the client's drain resumes it.
-    res.on('drain', resume);
+    this.#resume = resume;
     return true;
   }
 
   onData(chunk: Buffer): boolean {
-    return this.#res.write(chunk);
+    // Backpressure: undici pauses when onData returns false; the client's drain resumes it.
+    const ok = this.#res.write(chunk);
+    if (!ok) this.#res.once('drain', this.#resume!);
+    return ok;
   }
 
   onComplete(): void {
@@ -221,12 +224,16 @@ function responseHeaders(raw: Buffer[]): string[] {
     const name = raw[i]!.toString('latin1');
     const lower = name.toLowerCase();
     if (DROP_RESPONSE.has(lower)) {
-      if (lower === 'connection') listed = connectionTokens(raw[i + 1]!.toString('latin1'));
+      if (lower === 'connection') {
+        // Nearly every upstream sends "keep-alive" or "close": no other header is named.
+        const v = raw[i + 1]!.toString('latin1');
+        if (v !== 'keep-alive' && v !== 'close') listed = connectionTokens(v);
+      }
       continue;
     }
     out.push(name, raw[i + 1]!.toString('latin1'));
   }
-  if (listed === null) return out;
+  if (listed === null || listed.length === 0) return out;
   const kept: string[] = [];
   for (let i = 0; i < out.length; i += 2) {
     if (!listed.includes(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
