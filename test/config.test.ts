@@ -800,3 +800,21 @@ listeners:
   has(t, issues, { code: 'SY_ERR_ADDRESS_IN_USE', path: 'listeners.c.address', message: /admin API/ });
   has(t, issues, { code: 'SY_ERR_ADDRESS_IN_USE', path: 'listeners.e.address', message: /listener d/ });
 });
+
+test('YAML aliases are bounded: a "billion laughs" config is rejected, not expanded', async (t) => {
+  const laughs = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]'];
+  for (let i = 1; i < 12; i++) laughs.push(`${String.fromCharCode(97 + i)}: &${String.fromCharCode(97 + i)} [${Array(9).fill(`*${String.fromCharCode(96 + i)}`).join(',')}]`);
+  const t0 = performance.now();
+  const issues = await issuesOf(laughs.join('\n'));
+  t.true(performance.now() - t0 < 5000);
+  t.is(issues[0]?.code, 'SY_ERR_CONFIG_YAML', show(issues));
+});
+
+test('a config with ordinary aliases still loads (the slower, bounded parser takes it)', async (t) => {
+  const c = await valid(t, `
+roles:
+  a: { channels: { http: { endpoints: &eps ["127.0.0.1:7001"] } } }
+  b: { channels: { http: { endpoints: *eps } } }
+`);
+  t.deepEqual(c.roles.b!.channels.http!.endpoints, [{ host: '127.0.0.1', port: 7001 }]);
+});
