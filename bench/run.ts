@@ -20,6 +20,7 @@ import {
   type Addr, type ScenarioId, type StartContext, type Target,
 } from './targets.js';
 import { WRK, runWrk, type WrkOptions, type WrkResult } from './wrk.js';
+import { runReloadBench } from './reload.js';
 
 /** dist/bench: where upstream.js was compiled to. */
 const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
@@ -38,6 +39,8 @@ const USAGE = `usage: npm run bench -- [options]
   --threads N                        wrk threads (default: 1 when wrk is pinned to one CPU, else 2)
   --only LIST                        comma-separated scenarios or targets, e.g. switchyard-http,nginx
                                      scenarios: ${SCENARIOS.map((s) => s.id).join(', ')}
+                                     and reload: apply time at 10/100/1,000 listeners, throughput
+                                     during 10 reloads a second (bench/reload.ts; also npm run bench:reload)
   --upstream node|raw                upstream server: Node http (default) or a canned-response TCP server
   --cpu-prof                         run switchyard with node --cpu-prof (profiles in bench/out/prof-*)`;
 
@@ -50,6 +53,8 @@ interface Options {
   connections: number;
   threads: number | null;
   only: Set<ScenarioId>;
+  /** Run the reload benchmark (bench/reload.ts) after the proxies: `--only reload`, or no --only. */
+  reload: boolean;
   upstream: 'node' | 'raw';
   cpuProf: boolean;
 }
@@ -65,6 +70,7 @@ function positive(name: string, v: string | undefined, def: number, integer = fa
 function parseOnly(list: string | undefined): Set<ScenarioId> {
   const all = SCENARIOS.map((s) => s.id);
   if (list === undefined) return new Set(all);
+  if (list.trim() === '') return new Set();
   const out = new Set<ScenarioId>();
   for (const word of list.split(',').map((w) => w.trim()).filter(Boolean)) {
     const hits = all.filter((id) => id === word || id.startsWith(`${word}-`));
@@ -105,7 +111,8 @@ function parseOptions(argv: string[]): Options | null {
     pick: values.pick as Options['pick'],
     connections: positive('connections', values.connections, 64, true),
     threads: values.threads === undefined ? null : positive('threads', values.threads, 1, true),
-    only: parseOnly(values.only),
+    only: parseOnly(values.only === undefined ? undefined : values.only.split(',').filter((w) => w.trim() !== 'reload').join(',')),
+    reload: values.only === undefined || values.only.split(',').some((w) => w.trim() === 'reload'),
     upstream: values.upstream,
     cpuProf: values['cpu-prof']!,
   };
@@ -352,13 +359,16 @@ async function main(): Promise<number> {
   console.log(`switchyard bench: ${[...opts.only].join(', ')}; ${opts.durationS} s per scenario after ${opts.warmupS} s warm-up, `
     + `${opts.repeat > 1 ? `${opts.pick} of ${opts.repeat} runs, ` : ''}${opts.connections} connections, upstream ${opts.upstream}, ${cpus().length} CPUs`);
   try {
-    for (const p of opts.placements) if (!isStopping()) await runPlacement(p, opts, tmp, rows, skips);
+    if (opts.only.size) for (const p of opts.placements) if (!isStopping()) await runPlacement(p, opts, tmp, rows, skips);
   } finally {
     await stopAll();
     rmSync(tmp, { recursive: true, force: true });
   }
   addRatios(rows);
-  console.log(formatTable(rows, skips, opts.placements));
+  if (rows.length) console.log(formatTable(rows, skips, opts.placements));
+  const reload = opts.reload && !isStopping()
+    ? await runReloadBench({ sizes: [10, 100, 1000], repeats: 20, stormSeconds: opts.durationS, pinned: opts.placements.includes('pinned') })
+    : null;
   const file = writeJson(OUT_DIR, {
     startedAt,
     finishedAt: new Date().toISOString(),
@@ -367,6 +377,7 @@ async function main(): Promise<number> {
     options: { ...opts, only: [...opts.only] },
     results: rows,
     skipped: skips,
+    reload,
   });
   console.log(`\nresults: ${file}`);
   return 0;
