@@ -295,16 +295,20 @@ test('client closes its WebSocket → the upstream connection closes', async (t)
   t.pass();
 });
 
-test('client vanishes while the upstream keeps pushing → the upstream connection is closed, not left half-open (#559)', async (t) => {
+/** An upstream that accepts the upgrade and pushes "tick" forever, ignoring a FIN (as many servers do). */
+async function pushingUpstream(t: ExecutionContext) {
   const timers: NodeJS.Timeout[] = [];
   t.teardown(() => timers.forEach(clearInterval));
-  const up = await upgradeUpstream(t, (_req, socket) => {
+  return upgradeUpstream(t, (_req, socket) => {
     socket.write(ACCEPT_101);
-    // pushes forever, and (like many servers) does not react to a FIN
     const timer = setInterval(() => { if (socket.writable) socket.write('tick'); }, 20);
     timers.push(timer);
     socket.on('close', () => clearInterval(timer));
   });
+}
+
+test('client vanishes while the upstream keeps pushing → the upstream connection is closed, not left half-open (#559)', async (t) => {
+  const up = await pushingUpstream(t);
   const sc = await startSidecar(t, oneRole([up.address]));
   const c = await rawUpgrade(t, sc);
   await until(() => c.received() > 0, 5_000, 'first push');
@@ -316,14 +320,7 @@ test('client vanishes while the upstream keeps pushing → the upstream connecti
 });
 
 test('client resets its connection (ECONNRESET) → no crash, the upstream connection is closed', async (t) => {
-  const timers: NodeJS.Timeout[] = [];
-  t.teardown(() => timers.forEach(clearInterval));
-  const up = await upgradeUpstream(t, (_req, socket) => {
-    socket.write(ACCEPT_101);
-    const timer = setInterval(() => { if (socket.writable) socket.write('tick'); }, 20);
-    timers.push(timer);
-    socket.on('close', () => clearInterval(timer));
-  });
+  const up = await pushingUpstream(t);
   const sc = await startSidecar(t, oneRole([up.address]));
   const c = await rawUpgrade(t, sc);
   await until(() => c.received() > 0, 5_000, 'first push');
