@@ -377,6 +377,21 @@ test('a component whose init fails rejects the change and leaves the old one ser
   t.is(sc.runtime.current!.number, 1);
 });
 
+test('a component whose init never settles times out and rejects the change', async (t) => {
+  const a = await startUpstream(t, 'a');
+  const b = await startUpstream(t, 'b');
+  const scope = newScope('inithang');
+  const host = uniqueHost();
+  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } }), { readyTimeoutMs: 300 });
+  const t0 = performance.now();
+  const res = await admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'two', failInit: 'hang' } }));
+  t.is(res.status, 409, res.text);
+  t.regex(res.json.errors[0].message, /init: timed out after 300 ms/);
+  t.true(performance.now() - t0 < 3_000);
+  t.is(componentOf(await httpGet(url(sc), { agent: false })).label, 'one');
+  t.is(sc.runtime.current!.number, 1);
+});
+
 test('when one new component fails, another still coming up is closed too, once it settles', async (t) => {
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
