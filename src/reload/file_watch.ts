@@ -65,6 +65,15 @@ export class FileWatcher {
     this.#timer = null;
     const h = await this.#hash();
     if (h === this.#lastHash || this.#closed) return;
+    // A writer that pauses mid-save (no event for a debounce period) would hand us a
+    // half-written file that may still parse: only content that holds still for
+    // another debounce period counts.
+    await new Promise((r) => setTimeout(r, this.#debounceMs));
+    if (this.#closed || this.#timer !== null) return; // a newer event re-scheduled the check
+    if ((await this.#hash()) !== h) {
+      this.#schedule();
+      return;
+    }
     this.#lastHash = h;
     this.#onChange();
   }
