@@ -818,3 +818,12 @@ roles:
 `);
   t.deepEqual(c.roles.b!.channels.http!.endpoints, [{ host: '127.0.0.1', port: 7001 }]);
 });
+
+test('a role named __proto__ is rejected, not silently turned into a prototype', async (t) => {
+  const issues = await issuesOf(`
+roles:
+  __proto__: { channels: { http: { endpoints: ["127.0.0.1:7001"] } } }
+  ok: { channels: { http: { endpoints: ["127.0.0.1:7002"] } } }
+`);
+  t.deepEqual(issues.map((i) => [i.code, i.path]), [['SY_ERR_CONFIG_NAME', 'roles.__proto__']], show(issues));
+});

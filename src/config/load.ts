@@ -221,7 +221,7 @@ export function mergeConfig(a: unknown, b: unknown): unknown {
   const out: Record<string, unknown> = { ...a };
   for (const [k, v] of Object.entries(b)) {
     if (v === null) delete out[k];
-    else out[k] = k in out ? mergeConfig(out[k], v) : v;
+    else defineOwn(out, k, Object.hasOwn(out, k) ? mergeConfig(out[k], v) : v);
   }
   return out;
 }
@@ -229,4 +229,12 @@ export function mergeConfig(a: unknown, b: unknown): unknown {
 /** A config that arrives as an object (JSON from the admin API) has no lines to point at. */
 export function rawFromObject(value: unknown, baseDir: string): RawConfig {
   return { value, locate: () => undefined, issues: [], baseDir, files: [] };
+}
+
+/**
+ * `obj[key] = value` that also works for the key "__proto__" (an assignment would
+ * set the prototype and drop the entry, hiding it from the validator).
+ */
+export function defineOwn(obj: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(obj, key, { value, enumerable: true, writable: true, configurable: true });
 }

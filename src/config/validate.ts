@@ -2,7 +2,7 @@ import { isIP } from 'node:net';
 import type { ConfigCode, ConfigIssue } from '../errors.js';
 import type { Registry } from '../registry.js';
 import type { FilterValidateContext } from '../filters/api.js';
-import { formatPath, type Locator, type Path, type SourceOf } from './load.js';
+import { defineOwn, formatPath, type Locator, type Path, type SourceOf } from './load.js';
 import type {
   AdminConfig, ChannelConfig, ComponentConfig, Config, FilterConfig, HostPort, ListenerConfig,
   ListenerTimeouts, Protocol, RoleConfig, VsetConfig,
@@ -67,7 +67,7 @@ function substituteEnv(value: unknown, path: Path, env: NodeJS.ProcessEnv, v: Va
   if (Array.isArray(value)) return value.map((x, i) => substituteEnv(x, [...path, i], env, v));
   if (isObj(value)) {
     const out: Obj = {};
-    for (const [k, x] of Object.entries(value)) out[k] = substituteEnv(x, [...path, k], env, v);
+    for (const [k, x] of Object.entries(value)) defineOwn(out, k, substituteEnv(x, [...path, k], env, v));
     return out;
   }
   return value;
@@ -157,6 +157,9 @@ class Validator {
     const out: [string, unknown][] = [];
     for (const [k, x] of Object.entries(o)) {
       if (!NAME_RE.test(k)) this.report('SY_ERR_CONFIG_NAME', [...path, k], `name "${k}" must match [A-Za-z0-9_-]+`, true);
+      // Matches the pattern, but as a key of the plain objects built from the config it
+      // would set their prototype instead of adding an entry.
+      else if (k === '__proto__') this.report('SY_ERR_CONFIG_NAME', [...path, k], 'the name "__proto__" is reserved', true);
       else out.push([k, x]);
     }
     return out;
