@@ -827,3 +827,18 @@ roles:
 `);
   t.deepEqual(issues.map((i) => [i.code, i.path]), [['SY_ERR_CONFIG_NAME', 'roles.__proto__']], show(issues));
 });
+
+test('a duration longer than a Node timer can wait is rejected (it would fire after 1 ms)', async (t) => {
+  const issues = await issuesOf(`drainTimeout: 720h\n${ROLES}`);
+  t.deepEqual(issues.map((i) => [i.code, i.path]), [['SY_ERR_CONFIG_VALUE', 'drainTimeout']], show(issues));
+  t.regex(issues[0]!.message, /at most 596h/);
+});
+
+test('a component type whose validate throws is an error at its metadata, not a crash', async (t) => {
+  const { paths } = await tempFiles({ 'throwing.mjs': `export function register(r) {
+  r.registerComponent({ type: 'boom', validate() { throw new Error('kaboom'); }, create() { return { async init() {}, async close() {} }; } });
+}` });
+  const issues = await issuesOf(`plugins: ["${paths['throwing.mjs']}"]\ncomponents:\n  c: { type: boom, metadata: { a: "1" } }\n${ROLES}`);
+  t.deepEqual(issues.map((i) => [i.code, i.path]), [['SY_ERR_CONFIG_VALUE', 'components.c.metadata']], show(issues));
+  t.regex(issues[0]!.message, /kaboom/);
+});

@@ -219,3 +219,19 @@ test('a filter that stops a WebSocket upgrade without answering gets 500, not a 
     t.regex(data, /^HTTP\/1.1 500 /, how);
   }
 });
+
+test('a filter that picks a role index out of range answers 500; the process survives and keeps serving', async (t) => {
+  // Regression: the index reached the forwarder as `undefined` and threw inside the
+  // server's request handler (sync) or an unhandled rejection (async): both end Node.
+  const warnings = filterWarnings(t);
+  const { url, a, b } = await withPlugins(t, [COOKIE_PLUGIN], `
+- { type: misbehave }`);
+  for (const how of ['bad-role', 'fraction-role', 'async-bad-role']) {
+    const res = await request(url, { dispatcher: client, headers: { 'x-misbehave': how }, signal: AbortSignal.timeout(3000) });
+    t.is(res.statusCode, 500, how);
+    await res.body.text();
+  }
+  t.is(a.requests.length + b.requests.length, 0);
+  t.is((await get(url)).status, 200);
+  await until(() => warnings.filter((w) => /a filter set role/.test(w)).length === 3, 5000, 'the warnings');
+});

@@ -105,6 +105,7 @@ export class AdminServer {
       this.#server.once('error', reject);
       this.#server.listen(port, host, () => { this.#server.off('error', reject); resolve(); });
     });
+    this.#server.on('error', () => { /* accept errors (EMFILE) must not kill the process */ });
     const a = this.#server.address() as { address: string; port: number };
     return { host: a.address, port: a.port };
   }

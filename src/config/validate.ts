@@ -73,13 +73,18 @@ function substituteEnv(value: unknown, path: Path, env: NodeJS.ProcessEnv, v: Va
   return value;
 }
 
-/** Parses `250ms`, `30s`, `5m`, `1h` (also `1.5s`) into milliseconds. */
+/** The longest duration a Node timer can wait (about 596 h). */
+export const MAX_DURATION_MS = 2 ** 31 - 1;
+
+/** Parses `250ms`, `30s`, `5m`, `1h` (also `1.5s`) into milliseconds; undefined when malformed or over MAX_DURATION_MS. */
 export function parseDuration(s: string): number | undefined {
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(s.trim());
   if (!m) return undefined;
   const n = Number(m[1]);
   const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
-  return Math.round(n * unit);
+  const ms = Math.round(n * unit);
+  // Node timers take at most 2^31-1 ms; a longer one fires after 1 ms instead.
+  return ms <= MAX_DURATION_MS ? ms : undefined;
 }
 
 /** Parses `host:port`, `[v6]:port`; `defaultPort` allows a bare host; returns undefined when malformed. */
@@ -180,7 +185,7 @@ class Validator {
     }
     const ms = parseDuration(value);
     if (ms === undefined) {
-      this.report('SY_ERR_CONFIG_VALUE', path, `"${value}" is not a duration (use 250ms, 30s, 5m, 1h)`);
+      this.report('SY_ERR_CONFIG_VALUE', path, `"${value}" is not a duration (use 250ms, 30s, 5m, 1h; at most 596h)`);
       return dflt;
     }
     return ms;
@@ -368,9 +373,14 @@ class Validator {
         this.report('SY_ERR_UNKNOWN_COMPONENT_TYPE', [...path, 'type'], `unknown component type "${type}"; registered: ${known.length ? known.join(', ') : 'none'}`);
         continue;
       }
-      d.validate(metadata, {
-        report: (code, key, message) => this.report(code, key ? [...path, 'metadata', key] : [...path, 'metadata'], message, !!key),
-      });
+      try {
+        d.validate(metadata, {
+          report: (code, key, message) => this.report(code, key ? [...path, 'metadata', key] : [...path, 'metadata'], message, !!key),
+        });
+      } catch (err) {
+        this.report('SY_ERR_CONFIG_VALUE', [...path, 'metadata'], `component type ${type} failed to validate its metadata: ${(err as Error)?.message ?? String(err)}`);
+        continue;
+      }
       out[name] = { type, metadata };
     }
     return out;

@@ -8,7 +8,7 @@ import type { Exchange, Filter } from './api.js';
  * broken verdict (see `stopped` and `badVerdict`), rather than a hung request.
  */
 // hot path
-export function runChain(filters: readonly Filter[], ex: Exchange, i = 0): boolean | Promise<boolean> {
+export function runChain(filters: readonly Filter[], ex: Exchange, roles: number, i = 0): boolean | Promise<boolean> {
   for (; i < filters.length; i++) {
     const r = filters[i]!(ex);
     if (r === true) continue;
@@ -17,7 +17,13 @@ export function runChain(filters: readonly Filter[], ex: Exchange, i = 0): boole
     // used to fail with "cannot read properties of undefined (reading 'then')".
     if (typeof (r as { then?: unknown } | null)?.then !== 'function') badVerdict(r);
     const next = i + 1;
-    return r.then((go) => (go === true ? runChain(filters, ex, next) : go === false ? stopped(ex) : badVerdict(go)));
+    return r.then((go) => (go === true ? runChain(filters, ex, roles, next) : go === false ? stopped(ex) : badVerdict(go)));
+  }
+  // A role index out of range would reach the forwarder as `undefined` and throw
+  // outside any handler (an uncaught exception): make it this request's failure.
+  const role = ex.role;
+  if (role !== -1 && !(Number.isInteger(role) && role >= 0 && role < roles)) {
+    throw new RangeError(`a filter set role ${String(role)}; a role is an index from 0 to ${roles - 1}, or -1 for none`);
   }
   return true;
 }

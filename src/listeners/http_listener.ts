@@ -71,6 +71,7 @@ class HttpExchange implements Exchange, ForwardOptions {
   }
 
   failFilter(err: unknown): void {
+    this.role = -1; // no role served it (and a broken filter may have left an index out of range)
     reportFilterFailure(this.plan.name, err);
     this.reply(500, 'switchyard: a filter failed on this request\n');
   }
@@ -96,6 +97,13 @@ function onResponseClose(this: TrackedResponse): void {
 // hot path
 export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: ServerResponse): void {
   const plan = ls.plan!;
+  if (plan.protocol !== 'http') {
+    // A keep-alive connection opened before the address turned tcp: its next request
+    // must not be forwarded as HTTP to a tcp role (a database, a cache).
+    res.shouldKeepAlive = false;
+    sendText(res, 503, 'switchyard: this address no longer serves HTTP\n');
+    return;
+  }
   if (ls.retired) {
     // The listener was removed: serve what was already on the wire, then close.
     res.shouldKeepAlive = false;
@@ -115,13 +123,13 @@ export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: Serve
   }
   let verdict: boolean | Promise<boolean>;
   try {
-    verdict = runChain(filters, ex);
+    verdict = runChain(filters, ex, plan.roles.length);
   } catch (err) {
     ex.failFilter(err);
     return;
   }
   if (verdict === true) ex.forward();
-  else if (verdict !== false) verdict.then((go) => { if (go && !res.destroyed) ex.forward(); }, (err) => ex.failFilter(err));
+  else if (verdict !== false) verdict.then((go) => { if (go && !res.destroyed) ex.forward(); }).catch((err) => ex.failFilter(err));
 }
 
 /**
@@ -177,6 +185,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   };
   const fail = (err: unknown): void => {
     status = 500;
+    ex.role = -1; // no role served it (and a broken filter may have left an index out of range)
     reportFilterFailure(plan.name, err);
     ex.reply(500, 'switchyard: a filter failed on this request\n');
   };
@@ -186,10 +195,10 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     if (!answered) fail(new Error('a filter returned false without answering'));
   };
   try {
-    const v = runChain(plan.filters, ex);
+    const v = runChain(plan.filters, ex, plan.roles.length);
     if (v === true) go();
     else if (v === false) stop();
-    else v.then((ok) => (ok ? go() : stop()), fail);
+    else v.then((ok) => (ok ? go() : stop())).catch(fail);
   } catch (err) {
     fail(err);
   }

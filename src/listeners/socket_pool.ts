@@ -81,9 +81,10 @@ export class SocketPool {
   }
 
   /** Leases the socket for `key`, binding it first when it is new. Rejects with SY_ERR_BIND. */
-  async lease(key: string, hp: HostPort): Promise<ListenSocket> {
-    // A listener that moves from port 0 to the port it was given keeps its socket.
-    let ls = this.#sockets.get(key) ?? (hp.port === 0 ? undefined : this.#boundTo(hp));
+  async lease(key: string, hp: HostPort, name: string): Promise<ListenSocket> {
+    // A listener that moves from port 0 to the port it was given keeps its socket
+    // (the same listener only: another one naming that port must not share it).
+    let ls = this.#sockets.get(key) ?? (hp.port === 0 ? undefined : this.#boundTo(hp, name));
     if (ls) {
       ls.leases++;
       this.#sockets.set(key, ls);
@@ -109,10 +110,9 @@ export class SocketPool {
     return ls;
   }
 
-  #boundTo(hp: HostPort): ListenSocket | undefined {
-    for (const ls of this.#sockets.values()) {
-      if (!ls.retired && ls.server.listening && ls.address.port === hp.port && ls.address.host === hp.host) return ls;
-    }
+  #boundTo(hp: HostPort, name: string): ListenSocket | undefined {
+    const ls = this.#sockets.get(SocketPool.key(name, { host: hp.host, port: 0 }));
+    if (ls && !ls.retired && ls.server.listening && ls.address.port === hp.port && ls.address.host === hp.host) return ls;
     return undefined;
   }
 

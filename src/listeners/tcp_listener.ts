@@ -54,9 +54,9 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
     socket.destroy();
   };
   try {
-    const v = runChain(plan.filters, ex);
+    const v = runChain(plan.filters, ex, plan.roles.length);
     if (v === true) go();
-    else if (v !== false) v.then((ok) => (ok ? go() : undefined), fail);
+    else if (v !== false) v.then((ok) => (ok ? go() : undefined)).catch(fail);
   } catch (err) {
     fail(err);
   }

@@ -46,7 +46,7 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
     const sockets = new Map<string, ListenSocket>();
     const leases = await Promise.allSettled(Object.keys(config.listeners).map(async (name) => {
       const address = addresses.get(name)!;
-      const ls = await ctx.sockets.lease(SocketPool.key(name, address), address);
+      const ls = await ctx.sockets.lease(SocketPool.key(name, address), address, name);
       undo.push(() => ctx.sockets.release(ls));
       gen.leases.push(ls);
       sockets.set(name, ls);

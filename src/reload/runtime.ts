@@ -63,9 +63,19 @@ export class Runtime {
 
   /** Validates, builds and swaps in a whole config. Never throws; the result says what happened. */
   apply(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
-    const run = this.#queue.then(() => this.#apply(raw, source));
+    const run = this.#queue.then(() => this.#applySafely(raw, source));
     this.#queue = run.catch(() => {});
     return run;
+  }
+
+  /** `#apply`, with any throw (a plugin's code misbehaving) turned into a failed result: callers never see a rejection. */
+  async #applySafely(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
+    try {
+      return await this.#apply(raw, source);
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      return this.#reject(source, new Date().toISOString(), { ok: false, kind: 'failed', error });
+    }
   }
 
   async #apply(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
@@ -145,7 +155,7 @@ export class Runtime {
   #applyDerived(make: () => RawConfig | undefined, source: ConfigSource): Promise<ApplyResult | undefined> {
     const run = this.#queue.then(() => {
       const raw = make();
-      return raw ? this.#apply(raw, source) : undefined;
+      return raw ? this.#applySafely(raw, source) : undefined;
     });
     this.#queue = run.catch(() => {});
     return run;
