@@ -175,7 +175,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   });
   const go = (): void => {
     if (ex.role < 0) ex.role = Math.floor(Math.random() * plan.roles.length);
-    upgrades.forward(req, socket, head, plan.routes[ex.role]!, { timeoutMs: plan.config.timeouts.upstreamMs }, (_endpoint, code, answered) => {
+    upgrades.forward(req, socket, head, plan.routes[ex.role]!, { timeoutMs: plan.config.timeouts.upstreamMs, connectMs: plan.config.timeouts.connectMs }, (_endpoint, code, answered) => {
       if (code !== undefined) {
         // the status the client got (a timeout answers 504)
         status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : 502;

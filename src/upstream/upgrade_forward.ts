@@ -15,6 +15,8 @@ interface UpgradeState {
   finished: boolean;
   /** Time for the upstream to answer the upgrade (0 = none). */
   timeoutMs: number;
+  /** Time to connect to an endpoint before trying the next (0 = the OS's). */
+  connectMs: number;
   /** The attempt in flight, so a client that goes away can abort it. */
   proxyReq: ClientRequest | null;
   /** Hands the client socket to the tunnel: stops watching it and puts back what was read early. */
@@ -25,6 +27,8 @@ interface UpgradeState {
 export interface UpgradeOptions {
   /** Time for the upstream to answer the upgrade (101 or a refusal); 0 = none. Not applied to the tunnel. */
   timeoutMs: number;
+  /** Time to connect to an endpoint before trying the next; 0 = the OS's. */
+  connectMs: number;
 }
 
 const kState = Symbol('switchyard.upgrade');
@@ -79,9 +83,22 @@ export class UpgradeForwarder {
         }
       }
       // Tie only once connected: a refused connect must not take the client down before the retry.
-      proxyReq.on('socket', (upstream: Duplex & { connecting?: boolean }) => {
-        if (upstream.connecting) upstream.once('connect', () => tie(socket, upstream));
-        else tie(socket, upstream);
+      proxyReq.on('socket', (upstream: Duplex & { connecting?: boolean; setTimeout?(ms: number, cb?: () => void): unknown }) => {
+        if (!upstream.connecting) {
+          tie(socket, upstream);
+          return;
+        }
+        // http-proxy connects with no timeout, and ClientRequest's starts only once connected:
+        // bound the connect itself, so a blackholed endpoint fails over (ETIMEDOUT is retried).
+        const connectMs = state?.connectMs ?? 0;
+        const timer = connectMs > 0
+          ? setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), connectMs)
+          : null;
+        upstream.once('close', () => { if (timer) clearTimeout(timer); });
+        upstream.once('connect', () => {
+          if (timer) clearTimeout(timer);
+          tie(socket, upstream);
+        });
       });
       // Registered before http-proxy's own 'upgrade' listener (this event fires first), so the
       // early bytes are back on the client socket before http-proxy pipes it.
@@ -103,7 +120,7 @@ export class UpgradeForwarder {
     const tracked = socket as Tracked;
     const state: UpgradeState = {
       set, index: set.start(), tries: 0, answered: false, done, finished: false,
-      timeoutMs: opts.timeoutMs, proxyReq: null, release: null,
+      timeoutMs: opts.timeoutMs, connectMs: opts.connectMs, proxyReq: null, release: null,
     };
     tracked[kState] = state;
     socket.on('error', () => socket.destroy());
