@@ -98,11 +98,11 @@ function onResponseClose(this: TrackedResponse): void {
 export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: ServerResponse): void {
   const plan = ls.plan!;
   if (plan.protocol !== 'http') {
-    // A keep-alive connection opened before the address turned tcp: its next request
-    // must not be forwarded as HTTP to a tcp role (a database, a cache).
+    // A keep-alive connection opened before the address turned tcp. Its request goes
+    // where its bytes would go on a new connection (the tcp plan's role), so nothing
+    // is refused during the switch; then the connection closes, and the client's next
+    // one is served by the new protocol.
     res.shouldKeepAlive = false;
-    sendText(res, 503, 'switchyard: this address no longer serves HTTP\n');
-    return;
   }
   if (ls.retired) {
     // The listener was removed: serve what was already on the wire, then close.
