@@ -21,7 +21,7 @@ export class Metrics {
 
   constructor() {
     const registers = [this.registry];
-    this.requests = new Counter({ name: 'switchyard_requests_total', help: 'HTTP requests by the role that served them and the status sent to the client (499: the client left first).', labelNames: ['listener', 'vset', 'role', 'code'], registers });
+    this.requests = new Counter({ name: 'switchyard_requests_total', help: 'HTTP requests by the role that served them and the status sent to the client (499: the client left before the response started).', labelNames: ['listener', 'vset', 'role', 'code'], registers });
     this.duration = new Histogram({ name: 'switchyard_request_duration_seconds', help: 'Time from the request to the end of the response.', labelNames: ['listener', 'vset', 'role'], registers, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });
     this.upstreamErrors = new Counter({ name: 'switchyard_upstream_errors_total', help: 'Failed upstream exchanges by error code (SY_ERR_UPSTREAM_*).', labelNames: ['listener', 'role', 'reason'], registers });
     this.connectionsActive = new Gauge({ name: 'switchyard_connections_active', help: 'Open client connections per listener.', labelNames: ['listener'], registers });

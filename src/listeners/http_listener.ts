@@ -83,8 +83,9 @@ class HttpExchange implements Exchange, ForwardOptions {
     if (!finished) this.#forward?.clientGone();
     const plan = this.plan;
     const m = plan.metrics[this.role < 0 ? plan.roles.length : this.role]!;
-    // 499: the client closed before the response was complete (nginx's convention).
-    m.count(finished ? res.statusCode : 499, (performance.now() - this.#start) / 1000);
+    // The status the client was sent, even if the body was then cut (by either side);
+    // 499 when the client left before the response started (nginx's convention).
+    m.count(res.headersSent ? res.statusCode : 499, (performance.now() - this.#start) / 1000);
     plan.generation.release(this);
   }
 }
