@@ -26,6 +26,7 @@ time.sleep(60)
   const line = await new Promise<string>((resolve, reject) => {
     createInterface({ input: py.stdout! }).once('line', resolve);
     py.once('exit', (code) => reject(new Error(`python3 exited ${code}`)));
+    py.once('error', (err) => reject(new Error(`python3 is needed for the loopback blackhole: ${err.message}`)));
     setTimeout(() => reject(new Error('python3 did not start the blackhole within 5 s')), 5000);
   });
   return Number(line);
