@@ -97,12 +97,16 @@ export class RateLimiter implements Component {
     if (b === undefined) {
       if (this.#buckets.size >= s.maxKeys) this.#buckets.delete(this.#buckets.keys().next().value!);
       b = { tokens: s.burst, at: now };
+      this.#buckets.set(key, b);
     } else {
-      this.#buckets.delete(key);
+      // Re-insert to mark it most recently used; with one bucket there is no order to keep.
+      if (s.key !== null) {
+        this.#buckets.delete(key);
+        this.#buckets.set(key, b);
+      }
       b.tokens = Math.min(s.burst, b.tokens + (now - b.at) * s.ratePerMs);
       b.at = now;
     }
-    this.#buckets.set(key, b);
     if (b.tokens >= 1) {
       b.tokens -= 1;
       return 0;
