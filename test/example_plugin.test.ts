@@ -5,7 +5,7 @@ import { ROOT, adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleC
 
 const PLUGIN = join(ROOT, 'examples/plugins/cookie-pin.mjs');
 
-const config = (a: never, b: never, table: string) => `plugins: ["${PLUGIN}"]
+const config = (a: { address: string }, b: { address: string }, table: string) => `plugins: ["${PLUGIN}"]
 ${twoRoleConfig(a, b, `
 - { type: cookie_pin, cookie: user, component: pins }
 - { type: weighted, weights: { a: 100, b: 0 } }`, `
@@ -15,7 +15,7 @@ components:
 
 test('the example plugin pins by cookie and falls through to weighted', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, config(a as never, b as never, '{ alice: b }'));
+  const sc = await startSidecar(t, config(a, b, '{ alice: b }'));
   const url = listenerUrl(sc, 'web');
   t.is(JSON.parse((await get(url, { cookie: 'theme=dark; user=alice' })).body).role, 'b');
   t.is(JSON.parse((await get(url, { cookie: 'user=carol' })).body).role, 'a');
@@ -24,7 +24,7 @@ test('the example plugin pins by cookie and falls through to weighted', async (t
 
 test('the example plugin table is updated in place through POST /components', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, config(a as never, b as never, '{ alice: b }'));
+  const sc = await startSidecar(t, config(a, b, '{ alice: b }'));
   const url = listenerUrl(sc, 'web');
   const res = await request(`${adminUrl(sc)}/components/pins`, { method: 'POST', body: JSON.stringify({ metadata: { alice: 'a', carol: 'b' } }) });
   t.is(res.statusCode, 200);
@@ -35,7 +35,7 @@ test('the example plugin table is updated in place through POST /components', as
 
 test('the example plugin validates its config through the registry', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const err = await t.throwsAsync(startSidecar(t, config(a as never, b as never, '{ alice: "not a role!" }').replace('cookie: user, ', '')));
+  const err = await t.throwsAsync(startSidecar(t, config(a, b, '{ alice: "not a role!" }').replace('cookie: user, ', '')));
   t.regex(err!.message, /listeners\.web\.filters\[0\]\.cookie: must be a cookie name/);
   t.regex(err!.message, /components\.pins\.metadata\.alice: "not a role!" is not a role name/);
 });

@@ -130,7 +130,7 @@ export async function until(cond: () => boolean | Promise<boolean>, ms = 10_000,
 }
 
 /** A two-role config: roles a and b, a vset `svc` of both, and one http listener `web` with the given filters YAML. */
-export function twoRoleConfig(a: Upstream, b: Upstream, filters: string, extra = ''): string {
+export function twoRoleConfig(a: { address: string }, b: { address: string }, filters: string, extra = ''): string {
   return `
 roles:
   a:

@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, uniqueHost, once } from './helpers.js';
 import { request } from 'undici';
 
-const limited = (a: { address: string }, b: { address: string }, metadata: string, filters = '') => twoRoleConfig(a as never, b as never, `
+const limited = (a: { address: string }, b: { address: string }, metadata: string, filters = '') => twoRoleConfig(a, b, `
 - type: ratelimit
   component: limit
 ${filters}`, `

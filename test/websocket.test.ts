@@ -3,7 +3,7 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { Sidecar } from '../src/sidecar.js';
-import { adminUrl, get, listenerUrl, once, startSidecar, startUpstream, uniqueHost, until } from './helpers.js';
+import { adminUrl, get, listenerUrl, once, startSidecar, startUpstream, twoRoleConfig, uniqueHost, until } from './helpers.js';
 
 // Tests that measure a timeout run serially (ava runs them first, before the concurrent
 // ones): dozens of sidecars starting at once can block this process's event loop for a
@@ -191,24 +191,12 @@ test('text and binary messages echo through the proxy', async (t) => {
 test('header_route picks the role for upgrades too', async (t) => {
   const a = await wsUpstream(t, 'a');
   const b = await wsUpstream(t, 'b');
-  const sc = await startSidecar(t, `
-drainTimeout: 2s
-roles:
-  a: { channels: { http: { endpoints: ["${a.address}"] } } }
-  b: { channels: { http: { endpoints: ["${b.address}"] } } }
-vsets:
-  svc: { channels: [http], roles: { a: {}, b: {} } }
-listeners:
-  web:
-    address: "${uniqueHost()}:0"
-    target: svc.http
-    filters:
-      - type: header_route
-        rules:
-          - { header: x-pin, equals: b, role: b }
-      - type: weighted
-        weights: { a: 1, b: 0 }
-`);
+  const sc = await startSidecar(t, twoRoleConfig(a, b, `
+- type: header_route
+  rules:
+    - { header: x-pin, equals: b, role: b }
+- type: weighted
+  weights: { a: 1, b: 0 }`, 'drainTimeout: 2s'));
   for (let i = 0; i < 3; i++) {
     const wb = await openWs(t, wsUrl(sc, '/x'), { 'x-pin': 'b' });
     const m = nextMessage(wb);
