@@ -18,12 +18,16 @@ export class Metrics {
   readonly reloads: Counter<'source' | 'result'>;
   readonly reloadDuration: Histogram;
   readonly componentUpdates: Counter<'component' | 'mode' | 'result'>;
+  readonly retries: Counter<'listener' | 'role' | 'reason'>;
+  readonly retryBudgetExhausted: Counter<'listener'>;
+  /** Role channels now routed to, with their endpoints (set by the runtime; read at scrape time). */
+  endpointHealth: () => Iterable<{ role: string; channel: string; healthy: number; total: number }> = () => [];
 
   constructor() {
     const registers = [this.registry];
     this.requests = new Counter({ name: 'switchyard_requests_total', help: 'HTTP requests by the role that served them and the status sent to the client (499: the client left before the response started).', labelNames: ['listener', 'vset', 'role', 'code'], registers });
     this.duration = new Histogram({ name: 'switchyard_request_duration_seconds', help: 'Time from the request to the end of the response.', labelNames: ['listener', 'vset', 'role'], registers, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });
-    this.upstreamErrors = new Counter({ name: 'switchyard_upstream_errors_total', help: 'Failed upstream exchanges by error code (SY_ERR_UPSTREAM_*).', labelNames: ['listener', 'role', 'reason'], registers });
+    this.upstreamErrors = new Counter({ name: 'switchyard_upstream_errors_total', help: 'Failed upstream tries by reason: connect-failure, reset, timeout, protocol; and ejected, when a failure ejected its endpoint.', labelNames: ['listener', 'role', 'reason'], registers });
     this.connectionsActive = new Gauge({ name: 'switchyard_connections_active', help: 'Open client connections per listener.', labelNames: ['listener'], registers });
     this.tcpBytes = new Counter({ name: 'switchyard_tcp_bytes_total', help: 'Bytes through TCP listeners; direction "in" is client to upstream.', labelNames: ['listener', 'direction'], registers });
     this.tcpConnections = new Counter({ name: 'switchyard_tcp_connections_total', help: 'TCP connections by the role that served them and how they ended (ok, error, refused).', labelNames: ['listener', 'vset', 'role', 'result'], registers });
@@ -31,6 +35,15 @@ export class Metrics {
     this.reloads = new Counter({ name: 'switchyard_config_reloads_total', help: 'Config changes by source and result (success, invalid, failed).', labelNames: ['source', 'result'], registers });
     this.reloadDuration = new Histogram({ name: 'switchyard_config_reload_duration_seconds', help: 'Time to validate, build and swap a generation.', registers, buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] });
     this.componentUpdates = new Counter({ name: 'switchyard_component_updates_total', help: 'Component changes by mode (added, updated, reinitialized, removed) and result.', labelNames: ['component', 'mode', 'result'], registers });
+    this.retries = new Counter({ name: 'switchyard_retries_total', help: 'Retries of HTTP requests, by the role of the try that failed and why (reset, timeout, or the status it answered).', labelNames: ['listener', 'role', 'reason'], registers });
+    this.retryBudgetExhausted = new Counter({ name: 'switchyard_retry_budget_exhausted_total', help: 'Retries not made because the listener\'s retry budget was spent.', labelNames: ['listener'], registers });
+    const health = (pick: 'healthy' | 'total') => function collect(this: Gauge<'role' | 'channel'>) {
+      this.reset();
+      for (const h of metrics.endpointHealth()) this.set({ role: h.role, channel: h.channel }, h[pick]);
+    };
+    const metrics = this;
+    new Gauge({ name: 'switchyard_endpoints_healthy', help: 'Endpoints of a role channel that take new work: healthy by the active check and not ejected.', labelNames: ['role', 'channel'], registers, collect: health('healthy') });
+    new Gauge({ name: 'switchyard_endpoints', help: 'Endpoints of a role channel that the serving config routes to.', labelNames: ['role', 'channel'], registers, collect: health('total') });
     collectDefaultMetrics({ register: this.registry, prefix: '' });
   }
 }
@@ -70,5 +83,9 @@ export class RoleMetrics {
 
   upstreamError(reason: string): void {
     this.#metrics.upstreamErrors.inc({ listener: this.#labels.listener, role: this.#labels.role, reason });
+  }
+
+  retried(reason: string): void {
+    this.#metrics.retries.inc({ listener: this.#labels.listener, role: this.#labels.role, reason });
   }
 }

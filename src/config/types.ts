@@ -25,6 +25,48 @@ export interface RoleConfig {
 
 export interface ChannelConfig {
   endpoints: HostPort[];
+  /** Active checks of each endpoint; absent = every endpoint counts as healthy. */
+  healthCheck?: HealthCheckConfig;
+  /** Passive ejection of endpoints that keep failing; absent = off. */
+  outlierDetection?: OutlierConfig;
+}
+
+export interface HealthCheckConfig {
+  /** HTTP GET of this path (2xx/3xx = pass); absent = a TCP connect check. */
+  path?: string;
+  intervalMs: number;
+  timeoutMs: number;
+  /** Passes in a row that make an unhealthy endpoint healthy again. */
+  healthyThreshold: number;
+  /** Failures in a row that make a healthy endpoint unhealthy. */
+  unhealthyThreshold: number;
+}
+
+export interface OutlierConfig {
+  /** Connect failures, resets, timeouts or 5xx answers in a row that eject an endpoint. */
+  consecutiveErrors: number;
+  /** First ejection's length; the n-th ejection in a row lasts n times as long. */
+  baseEjectionMs: number;
+  maxEjectionMs: number;
+  /** At most this share of a role channel's endpoints is ejected at once (at least one). */
+  maxEjectedPercent: number;
+}
+
+/** What makes a failed try worth another one (a connect failure always moves on). */
+export type RetryOn = 'reset' | 'timeout' | 'gateway-error' | '5xx' | number;
+
+export interface RetryConfig {
+  /** Retries after the first try. */
+  attempts: number;
+  on: RetryOn[];
+  /** Time for response headers, per try. */
+  perTryTimeoutMs: number;
+  /** Retries in flight may be this share of requests in flight (Envoy's retry budget)… */
+  budgetPercent: number;
+  /** …but at least this many. */
+  minRetryConcurrency: number;
+  /** Request bodies up to this size are buffered, so they can be sent again; larger ones are never retried. */
+  maxBodyBytes: number;
 }
 
 export interface VsetConfig {
@@ -54,6 +96,8 @@ export interface ListenerTimeouts {
   keepAliveMs: number;
   /** tcp: close a connection idle this long in both directions (0 = never). */
   idleMs: number;
+  /** http: the whole upstream exchange until response headers, every try included (0 = no limit). */
+  totalMs: number;
 }
 
 export interface ListenerConfig {
@@ -66,6 +110,8 @@ export interface ListenerConfig {
   timeouts: ListenerTimeouts;
   /** http: the largest request head accepted (bytes); more gets 431. */
   maxHeaderSize: number;
+  /** http: retries of failed tries; absent = none (a connect failure still moves to the next endpoint). */
+  retries?: RetryConfig;
 }
 
 /** A filter entry after its type validated it; `config` is what the type's validate returned. */

@@ -5,7 +5,7 @@ import type { FilterValidateContext } from '../filters/api.js';
 import { defineOwn, formatPath, type Locator, type Path, type SourceOf } from './load.js';
 import type {
   AdminConfig, ChannelConfig, ComponentConfig, Config, FilterConfig, HostPort, ListenerConfig,
-  ListenerTimeouts, Protocol, RoleConfig, VsetConfig,
+  HealthCheckConfig, ListenerTimeouts, OutlierConfig, Protocol, RetryConfig, RetryOn, RoleConfig, VsetConfig,
 } from './types.js';
 
 export type ValidateResult = { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] };
@@ -20,12 +20,17 @@ export const DEFAULT_TIMEOUTS: Readonly<ListenerTimeouts> = {
   requestMs: 300_000,
   keepAliveMs: 5_000,
   idleMs: 3_600_000,
+  totalMs: 0,
 };
+export const DEFAULT_HEALTH_CHECK = { intervalMs: 5_000, timeoutMs: 1_000, healthyThreshold: 2, unhealthyThreshold: 3 } as const;
+export const DEFAULT_OUTLIER: Readonly<OutlierConfig> = { consecutiveErrors: 5, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 50 };
+export const DEFAULT_RETRY_ON: readonly RetryOn[] = ['reset', 'timeout', 'gateway-error'];
+const RETRY_ON_WORDS = ['reset', 'timeout', 'gateway-error', '5xx'];
 export const DEFAULT_MAX_HEADER_SIZE = 16 * 1024;
 
 const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners'];
 const TIMEOUT_KEYS: Record<string, keyof ListenerTimeouts> = {
-  connect: 'connectMs', upstream: 'upstreamMs', headers: 'headersMs', request: 'requestMs', keepAlive: 'keepAliveMs', idle: 'idleMs',
+  connect: 'connectMs', upstream: 'upstreamMs', headers: 'headersMs', request: 'requestMs', keepAlive: 'keepAliveMs', idle: 'idleMs', total: 'totalMs',
 };
 
 type Obj = Record<string, unknown>;
@@ -272,13 +277,87 @@ class Validator {
       }
       for (const [ch, chRaw] of chans) {
         const cp = [...path, 'channels', ch];
-        const c = this.obj(chRaw, cp, ['endpoints']);
+        const c = this.obj(chRaw, cp, ['endpoints', 'healthCheck', 'outlierDetection']);
         if (!c) continue;
-        channels[ch] = { endpoints: this.endpoints(c.endpoints, [...cp, 'endpoints']) };
+        const channel: ChannelConfig = { endpoints: this.endpoints(c.endpoints, [...cp, 'endpoints']) };
+        if (c.healthCheck !== undefined) channel.healthCheck = this.healthCheck(c.healthCheck, [...cp, 'healthCheck']);
+        if (c.outlierDetection !== undefined) channel.outlierDetection = this.outlier(c.outlierDetection, [...cp, 'outlierDetection']);
+        channels[ch] = channel;
       }
       roles[name] = { meta, channels };
     }
     return roles;
+  }
+
+  /** An integer from `min` to `max`, or `dflt` when absent (reported when wrong). */
+  int(value: unknown, path: Path, dflt: number, min: number, max: number): number {
+    if (value === undefined) return dflt;
+    if (typeof value === 'number' && Number.isInteger(value) && value >= min && value <= max) return value;
+    this.report(typeof value === 'number' ? 'SY_ERR_CONFIG_VALUE' : 'SY_ERR_CONFIG_TYPE', path, `must be an integer from ${min} to ${max}, got ${describe(value)}`);
+    return dflt;
+  }
+
+  healthCheck(value: unknown, path: Path): HealthCheckConfig | undefined {
+    const o = this.obj(value, path, ['path', 'interval', 'timeout', 'healthyThreshold', 'unhealthyThreshold']);
+    if (!o) return undefined;
+    const d = DEFAULT_HEALTH_CHECK;
+    const hc: HealthCheckConfig = {
+      intervalMs: this.duration(o.interval, [...path, 'interval'], d.intervalMs),
+      timeoutMs: this.duration(o.timeout, [...path, 'timeout'], d.timeoutMs),
+      healthyThreshold: this.int(o.healthyThreshold, [...path, 'healthyThreshold'], d.healthyThreshold, 1, 100),
+      unhealthyThreshold: this.int(o.unhealthyThreshold, [...path, 'unhealthyThreshold'], d.unhealthyThreshold, 1, 100),
+    };
+    if (o.path !== undefined) {
+      const p = this.str(o.path, [...path, 'path']);
+      // The request line takes the path as written: no spaces or control characters.
+      if (p !== undefined && !/^\/[\x21-\x7e]*$/.test(p)) this.report('SY_ERR_CONFIG_VALUE', [...path, 'path'], `"${p}" is not a request path (it starts with / and has no spaces)`);
+      else if (p !== undefined) hc.path = p;
+    }
+    if (hc.intervalMs < 100) this.report('SY_ERR_CONFIG_VALUE', [...path, 'interval'], 'must be at least 100ms');
+    if (hc.timeoutMs < 1 || hc.timeoutMs > hc.intervalMs) this.report('SY_ERR_CONFIG_VALUE', [...path, 'timeout'], 'must be more than 0 and at most the interval');
+    return hc;
+  }
+
+  outlier(value: unknown, path: Path): OutlierConfig | undefined {
+    const o = this.obj(value, path, ['consecutiveErrors', 'baseEjectionTime', 'maxEjectionTime', 'maxEjectedPercent']);
+    if (!o) return undefined;
+    const d = DEFAULT_OUTLIER;
+    const oc: OutlierConfig = {
+      consecutiveErrors: this.int(o.consecutiveErrors, [...path, 'consecutiveErrors'], d.consecutiveErrors, 1, 1000),
+      baseEjectionMs: this.duration(o.baseEjectionTime, [...path, 'baseEjectionTime'], d.baseEjectionMs),
+      maxEjectionMs: this.duration(o.maxEjectionTime, [...path, 'maxEjectionTime'], d.maxEjectionMs),
+      maxEjectedPercent: this.int(o.maxEjectedPercent, [...path, 'maxEjectedPercent'], d.maxEjectedPercent, 0, 100),
+    };
+    if (oc.baseEjectionMs < 1) this.report('SY_ERR_CONFIG_VALUE', [...path, 'baseEjectionTime'], 'must be more than 0');
+    if (oc.maxEjectionMs < oc.baseEjectionMs) this.report('SY_ERR_CONFIG_VALUE', [...path, 'maxEjectionTime'], 'must not be shorter than baseEjectionTime');
+    return oc;
+  }
+
+  retries(value: unknown, path: Path, upstreamMs: number): RetryConfig | undefined {
+    const o = this.obj(value, path, ['attempts', 'on', 'perTryTimeout', 'budgetPercent', 'minRetryConcurrency', 'maxBodyBytes']);
+    if (!o) return undefined;
+    const rc: RetryConfig = {
+      attempts: this.int(o.attempts, [...path, 'attempts'], 1, 0, 10),
+      on: [...DEFAULT_RETRY_ON],
+      perTryTimeoutMs: this.duration(o.perTryTimeout, [...path, 'perTryTimeout'], upstreamMs),
+      budgetPercent: this.int(o.budgetPercent, [...path, 'budgetPercent'], 20, 0, 100),
+      minRetryConcurrency: this.int(o.minRetryConcurrency, [...path, 'minRetryConcurrency'], 3, 0, 1_000_000),
+      maxBodyBytes: this.int(o.maxBodyBytes, [...path, 'maxBodyBytes'], 64 * 1024, 0, 16 * 1024 * 1024),
+    };
+    if (o.on !== undefined) {
+      if (!Array.isArray(o.on) || o.on.length === 0) {
+        this.report('SY_ERR_CONFIG_TYPE', [...path, 'on'], `must be a non-empty list of ${RETRY_ON_WORDS.join(', ')} or status codes 500-599`);
+      } else {
+        rc.on = [];
+        o.on.forEach((x: unknown, i: number) => {
+          if (typeof x === 'string' && RETRY_ON_WORDS.includes(x)) rc.on.push(x as RetryOn);
+          else if (typeof x === 'number' && Number.isInteger(x) && x >= 500 && x <= 599) rc.on.push(x);
+          else this.report('SY_ERR_CONFIG_VALUE', [...path, 'on', i], `${describe(x)} is not a retry condition; use ${RETRY_ON_WORDS.join(', ')} or a status code from 500 to 599 (a connect failure always moves to the next endpoint)`);
+        });
+      }
+    }
+    if (rc.perTryTimeoutMs < 1) this.report('SY_ERR_CONFIG_VALUE', [...path, 'perTryTimeout'], 'must be more than 0');
+    return rc;
   }
 
   endpoints(value: unknown, path: Path): HostPort[] {
@@ -404,7 +483,7 @@ class Validator {
     const byAddress: Bound[] = [{ ...admin.address, owner: 'the admin API' }];
     for (const [name, raw] of this.named(value, ['listeners'])) {
       const path = ['listeners', name];
-      const o = this.obj(raw, path, ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize']);
+      const o = this.obj(raw, path, ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize', 'retries']);
       if (!o) continue;
       let protocol: Protocol = 'http';
       if (o.protocol !== undefined) {
@@ -429,9 +508,14 @@ class Validator {
           maxHeaderSize = o.maxHeaderSize;
         } else this.report('SY_ERR_CONFIG_VALUE', [...path, 'maxHeaderSize'], 'must be an integer number of bytes from 1024 to 1048576');
       }
+      let retries: RetryConfig | undefined;
+      if (o.retries !== undefined) {
+        if (protocol === 'tcp') this.report('SY_ERR_CONFIG_VALUE', [...path, 'retries'], 'a tcp listener cannot retry (a connect failure already moves to the next endpoint)');
+        else retries = this.retries(o.retries, [...path, 'retries'], timeouts.upstreamMs);
+      }
       const filters = target ? this.filters(o.filters, [...path, 'filters'], name, protocol, vsets[target.vset]!, components) : [];
       if (!target) continue;
-      out[name] = { ...(address ? { address } : {}), protocol, vset: target.vset, channel: target.channel, filters, timeouts, maxHeaderSize };
+      out[name] = { ...(address ? { address } : {}), protocol, vset: target.vset, channel: target.channel, filters, timeouts, maxHeaderSize, ...(retries ? { retries } : {}) };
     }
     return out;
   }

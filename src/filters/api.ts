@@ -17,6 +17,13 @@ export interface FilterDescriptor<C = unknown> {
   validate(raw: Record<string, unknown>, ctx: FilterValidateContext): C;
   /** Once per generation and listener: precompute, then return the hot-path function. */
   create(config: C, ctx: FilterCreateContext): Filter;
+  /**
+   * Optional, for filters that split traffic: the relative weight of each role
+   * (roles left out get 0). The listener's first filter that has this gives the
+   * split used when a request's role cannot take it and it may go elsewhere
+   * (`ex.fallback`); without one, the split is equal.
+   */
+  splitWeights?(config: C): Readonly<Record<string, number>>;
 }
 
 /**
@@ -43,10 +50,12 @@ export interface FilterValidateContext {
   component(name: unknown, sub: Path, types: readonly string[]): string | undefined;
 }
 
-/** A role as filters see it: its name, and its meta in the target vset. */
+/** A role as filters see it: its name, its meta in the target vset, and whether it can take work now. */
 export interface RoleView {
   readonly name: string;
   readonly meta: Readonly<Record<string, string>>;
+  /** Some endpoint of the role's target channel is healthy and not ejected. */
+  readonly available: boolean;
 }
 
 export interface FilterCreateContext {
@@ -70,6 +79,18 @@ export interface FilterCreateContext {
 export interface Exchange {
   /** Index of the chosen role in the listener's roles, -1 while none is chosen. */
   role: number;
+  /**
+   * Whether the request (or connection) may go to another role when the chosen one
+   * has no endpoint that can take it, by the listener's split. `weighted` sets it
+   * when it picks; a role pinned by `header_route` keeps it false unless its rule
+   * says `fallback: weighted`. No filter picking a role counts as a split.
+   */
+  fallback: boolean;
+  /**
+   * A role that was asked for but could not take the request, so another serves it
+   * (-1: none); an http response then says so in `x-switchyard-fallback`.
+   */
+  fallbackFrom: number;
   readonly listener: string;
   readonly protocol: Protocol;
   /** The client's address (the socket's remote address). */

@@ -1,5 +1,6 @@
 import type { Exchange, FilterDescriptor } from './api.js';
 import { headerValues } from './header_values.js';
+import { BlockList, isIP } from 'node:net';
 import { unknownKeyMessage } from '../config/validate.js';
 
 type Match =
@@ -10,13 +11,17 @@ type Match =
 
 /** A rule pins one role when its header matches, or picks the role whose meta[key] equals the header. */
 type Rule =
-  | { header: string; match: Match; invert: boolean; role: string }
-  | { header: string; meta: string };
+  | { header: string; match: Match; invert: boolean; role: string; fallback: boolean }
+  | { header: string; meta: string; fallback: boolean };
 
-export interface HeaderRouteConfig { rules: Rule[] }
+export interface HeaderRouteConfig {
+  rules: Rule[];
+  /** Client addresses that may pin a role (addresses and CIDR blocks); absent = any client. */
+  allowFrom?: string[];
+}
 
 const MATCH_KINDS = ['equals', 'prefix', 'regex', 'present'] as const;
-const RULE_KEYS: readonly string[] = ['header', ...MATCH_KINDS, 'invert', 'role', 'meta'];
+const RULE_KEYS: readonly string[] = ['header', ...MATCH_KINDS, 'invert', 'role', 'meta', 'fallback'];
 const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 token
 
 /**
@@ -24,14 +29,32 @@ const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 token
  * filter already picked one. Repeated headers: a match rule matches when any
  * occurrence matches (`invert`: when none does); a meta rule picks only when every
  * occurrence names the same value, since a client cannot ask for two versions.
+ *
+ * A pinned role with no endpoint that can take work fails the request (`fallback:
+ * strict`, the default), or (`fallback: weighted`) leaves the choice to the
+ * listener's split and says so in the response's `x-switchyard-fallback`.
+ * `allowFrom` limits pinning to some client addresses: any client can send a
+ * header, so a header alone should not reach an unreleased version.
  */
 export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
   type: 'header_route',
   scope: 'http',
 
   validate(raw, ctx) {
-    ctx.allowKeys(raw, ['rules']);
+    ctx.allowKeys(raw, ['rules', 'allowFrom']);
     const rules: Rule[] = [];
+    let allowFrom: string[] | undefined;
+    if (raw.allowFrom !== undefined) {
+      if (!Array.isArray(raw.allowFrom) || raw.allowFrom.length === 0) {
+        ctx.report('SY_ERR_CONFIG_TYPE', ['allowFrom'], 'must be a non-empty list of client addresses or CIDR blocks (127.0.0.1, 10.0.0.0/8, ::1)');
+      } else {
+        allowFrom = [];
+        raw.allowFrom.forEach((a: unknown, i: number) => {
+          if (typeof a === 'string' && parseCidr(a)) allowFrom!.push(a);
+          else ctx.report('SY_ERR_CONFIG_VALUE', ['allowFrom', i], `${JSON.stringify(a)} is not an IP address or CIDR block`);
+        });
+      }
+    }
     if (!Array.isArray(raw.rules) || raw.rules.length === 0) {
       ctx.report(raw.rules === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', ['rules'], 'must be a non-empty list of rules');
       return { rules };
@@ -51,6 +74,11 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
         return;
       }
       const header = o.header.toLowerCase();
+      if (o.fallback !== undefined && o.fallback !== 'weighted' && o.fallback !== 'strict') {
+        ctx.report('SY_ERR_CONFIG_VALUE', [...p, 'fallback'], `must be weighted or strict, got ${JSON.stringify(o.fallback)}`);
+        return;
+      }
+      const fallback = o.fallback === 'weighted';
       if ((o.role === undefined) === (o.meta === undefined)) {
         ctx.report('SY_ERR_CONFIG_REQUIRED', p, 'a rule needs exactly one of role (pin a role) or meta (pick the role whose meta matches)');
         return;
@@ -71,7 +99,7 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
           ctx.report('SY_ERR_CONFIG_VALUE', [...p, 'meta'], `no role of this listener's vset has meta "${key}"`);
           return;
         }
-        rules.push({ header, meta: key });
+        rules.push({ header, meta: key, fallback });
         return;
       }
       if (typeof o.role !== 'string') {
@@ -110,9 +138,9 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
           return;
         }
       } else match = { kind, value };
-      rules.push({ header, match, invert: o.invert === true, role: o.role });
+      rules.push({ header, match, invert: o.invert === true, role: o.role, fallback });
     });
-    return { rules };
+    return allowFrom ? { rules, allowFrom } : { rules };
   },
 
   create(config, ctx) {
@@ -125,25 +153,37 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
           const v = role.meta[r.meta]!;
           byValue.set(v, [...(byValue.get(v) ?? []), i]);
         });
-        return { header: r.header, test: null, invert: false, role: -1, byValue };
+        return { header: r.header, test: null, invert: false, role: -1, byValue, fallback: r.fallback };
       }
-      return { header: r.header, test: matcher(r.match), invert: r.invert, role: ctx.roleIndex(r.role), byValue: null };
+      return { header: r.header, test: matcher(r.match), invert: r.invert, role: ctx.roleIndex(r.role), byValue: null, fallback: r.fallback };
     });
     const n = compiled.length;
+    const roles = ctx.roles;
+    const allowed = config.allowFrom ? allowList(config.allowFrom) : null;
+
+    /** Pins `role`, unless it cannot take work and the rule lets the split decide instead. */
+    function pin(ex: Exchange, role: number, fallback: boolean): true {
+      if (!fallback) ex.role = role;
+      else if (roles[role]!.available) {
+        ex.role = role;
+        ex.fallback = true;
+      } else ex.fallbackFrom = role;
+      return true;
+    }
 
     // hot path
     return function headerRoute(ex: Exchange): boolean {
       if (ex.role >= 0) return true;
+      if (allowed !== null && !allowed(ex.remoteAddress)) return true;
       const req = ex.req!;
       for (let i = 0; i < n; i++) {
         const rule = compiled[i]!;
         const v = headerValues(req, rule.header);
         if (rule.byValue !== null) {
           const key = v === undefined || typeof v === 'string' ? v : agreed(v);
-          const roles = key === undefined ? undefined : rule.byValue.get(key);
-          if (roles !== undefined) {
-            ex.role = roles.length === 1 ? roles[0]! : roles[Math.floor(Math.random() * roles.length)]!;
-            return true;
+          const matched = key === undefined ? undefined : rule.byValue.get(key);
+          if (matched !== undefined) {
+            return pin(ex, matched.length === 1 ? matched[0]! : matched[Math.floor(Math.random() * matched.length)]!, rule.fallback);
           }
           continue;
         }
@@ -152,10 +192,7 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
           if (typeof v === 'string') hit = rule.test!(v);
           else for (let j = 0; j < v.length && !hit; j++) hit = rule.test!(v[j]!);
         }
-        if (hit !== rule.invert) {
-          ex.role = rule.role;
-          return true;
-        }
+        if (hit !== rule.invert) return pin(ex, rule.role, rule.fallback);
       }
       return true;
     };
@@ -175,4 +212,29 @@ function matcher(m: Match): (v: string) => boolean {
 function agreed(vs: string[]): string | undefined {
   for (let i = 1; i < vs.length; i++) if (vs[i] !== vs[0]) return undefined;
   return vs[0];
+}
+
+/** `a.b.c.d`, `a.b.c.d/n`, `v6`, `v6/n` → its parts; undefined when malformed. */
+function parseCidr(s: string): { ip: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
+  const [ip = '', bits, extra] = s.split('/');
+  const v = isIP(ip);
+  if (v === 0 || extra !== undefined) return undefined;
+  const max = v === 4 ? 32 : 128;
+  const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
+  if (!(prefix >= 0 && prefix <= max)) return undefined;
+  return { ip, prefix, family: v === 4 ? 'ipv4' : 'ipv6' };
+}
+
+/** A test of client addresses against a list of addresses and CIDR blocks (IPv4-mapped IPv6 counts as IPv4). */
+function allowList(entries: readonly string[]): (address: string) => boolean {
+  const list = new BlockList();
+  for (const e of entries) {
+    const c = parseCidr(e)!;
+    list.addSubnet(c.ip, c.prefix, c.family);
+  }
+  return (address) => {
+    const a = address.startsWith('::ffff:') && isIP(address.slice(7)) === 4 ? address.slice(7) : address;
+    const v = isIP(a);
+    return v !== 0 && list.check(a, v === 4 ? 'ipv4' : 'ipv6');
+  };
 }

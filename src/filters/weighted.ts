@@ -18,6 +18,10 @@ export interface WeightedConfig {
  * shrank: a canary ramp from 10 % to 20 % moves 10 % of users, all of them onto the
  * canary, and none back. Adding or removing another role never moves users between
  * the roles that stay.
+ *
+ * A role with no endpoint that can take work (all unhealthy or ejected) is left out
+ * of the draw, so its share spreads over the others by their weights, and comes
+ * back when the role recovers; sticky users of that role move and come back too.
  */
 export const weighted: FilterDescriptor<WeightedConfig> = {
   type: 'weighted',
@@ -78,30 +82,58 @@ export const weighted: FilterDescriptor<WeightedConfig> = {
     const n = picks.length;
     const sticky = config.stickyHeader;
 
+    const roles = ctx.roles;
+
     // hot path
+    /** A role by weight; a role that cannot take work gives its share to those that can. */
     function random(): number {
       const r = Math.random() * total;
-      for (let i = 0; i < n - 1; i++) if (r < cumulative[i]!) return picks[i]!;
-      return picks[n - 1]!;
+      let i = 0;
+      while (i < n - 1 && r >= cumulative[i]!) i++;
+      const role = picks[i]!;
+      return roles[role]!.available ? role : randomAvailable(role);
+    }
+
+    /** The slow path of `random`: the weights of the available roles only (or `dflt` when none is). */
+    function randomAvailable(dflt: number): number {
+      let sum = 0;
+      for (let i = 0; i < n; i++) if (roles[picks[i]!]!.available) sum += 1 / inverseWeights[i]!;
+      if (sum === 0) return dflt;
+      let r = Math.random() * sum;
+      let last = dflt;
+      for (let i = 0; i < n; i++) {
+        if (!roles[picks[i]!]!.available) continue;
+        last = picks[i]!;
+        r -= 1 / inverseWeights[i]!;
+        if (r < 0) return last;
+      }
+      return last;
     }
 
     // hot path
+    /** HRW over the available roles: a user of a role that cannot take work moves, and comes back after. */
     function rendezvous(key: string): number {
       const h = hashString(key);
-      let best = 0;
+      let best = -1;
       let bestScore = Infinity;
+      let any = 0;
+      let anyScore = Infinity;
       for (let i = 0; i < n; i++) {
         // u in (0, 1): never 0, so the log is finite.
         const u = (fmix32((h ^ seeds[i]!) + 0x9e3779b9) + 0.5) / 4294967296;
         const score = -Math.log(u) * inverseWeights[i]!;
-        if (score < bestScore) { bestScore = score; best = i; }
+        if (score < anyScore) { anyScore = score; any = i; }
+        if (score < bestScore && roles[picks[i]!]!.available) { bestScore = score; best = i; }
       }
-      return picks[best]!;
+      return picks[best < 0 ? any : best]!;
     }
 
     if (sticky === undefined) {
       return function weighted(ex: Exchange): boolean {
-        if (ex.role < 0) ex.role = random();
+        if (ex.role < 0) {
+          ex.role = random();
+          ex.fallback = true;
+        }
         return true;
       };
     }
@@ -109,7 +141,12 @@ export const weighted: FilterDescriptor<WeightedConfig> = {
       if (ex.role >= 0) return true;
       const v = headerValues(ex.req!, sticky);
       ex.role = v === undefined ? random() : rendezvous(typeof v === 'string' ? v : v[0]!);
+      ex.fallback = true;
       return true;
     };
+  },
+
+  splitWeights(config) {
+    return config.weights;
   },
 };

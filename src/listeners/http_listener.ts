@@ -5,7 +5,10 @@ import type { Exchange, HeaderEdit } from '../filters/api.js';
 import type { HeaderVariables } from '../filters/headers.js';
 import { reportFilterFailure, runChain } from '../filters/chain.js';
 import type { ListenerPlan } from '../reload/generation.js';
-import { HttpForward, sendText, type ForwardOptions } from '../upstream/http_forward.js';
+import type { RetryConfig } from '../config/types.js';
+import { HttpForward, sendText, type ForwardOptions, type UpstreamReason } from '../upstream/http_forward.js';
+import { defaultRole, EndpointPicker, type RoleRoutes } from '../upstream/picker.js';
+import type { RetryBudget } from '../upstream/retry.js';
 import { upgrades } from '../upstream/upgrade_forward.js';
 import type { ListenSocket } from './socket_pool.js';
 
@@ -21,6 +24,8 @@ type TrackedResponse = ServerResponse & { [kExchange]?: HttpExchange };
  */
 class HttpExchange implements Exchange, ForwardOptions {
   role = -1;
+  fallback = false;
+  fallbackFrom = -1;
   requestHeaderEdits: readonly HeaderEdit[] | null = null;
   responseHeaderEdits: readonly HeaderEdit[] | null = null;
   readonly protocol = 'http' as const;
@@ -40,6 +45,11 @@ class HttpExchange implements Exchange, ForwardOptions {
   get listener(): string { return this.plan.name; }
   get remoteAddress(): string { return this.req.socket.remoteAddress ?? ''; }
   get timeoutMs(): number { return this.plan.config.timeouts.upstreamMs; }
+  get totalMs(): number { return this.plan.config.timeouts.totalMs; }
+  get retry(): RetryConfig | undefined { return this.plan.config.retries; }
+  get budget(): RetryBudget | null { return this.plan.retryBudget; }
+  get routes(): RoleRoutes { return this.plan; }
+  roleName(role: number): string { return this.plan.roles[role]!.name; }
 
   reply(status: number, body = '', headers?: Record<string, string>): void {
     const edits = this.responseHeaderEdits;
@@ -59,16 +69,25 @@ class HttpExchange implements Exchange, ForwardOptions {
 
   // hot path
   forward(): void {
-    const plan = this.plan;
-    if (this.role < 0) this.role = Math.floor(Math.random() * plan.roles.length);
-    this.#forward = new HttpForward(this.req, this.res, plan.routes[this.role]!, this);
+    if (this.role < 0) {
+      // No filter picked: the equal split, which may move on like any split.
+      this.role = defaultRole(this.plan);
+      this.fallback = true;
+    }
+    this.#forward = new HttpForward(this.req, this.res, this);
     this.#forward.start();
   }
 
-  /** ForwardOptions.done: the upstream exchange ended. */
-  done(_endpoint: string | undefined, code: RuntimeCode | undefined): void {
-    if (code !== undefined) this.plan.metrics[this.role]!.upstreamError(code);
+  tryFailed(role: number, reason: UpstreamReason): void {
+    this.plan.metrics[role]!.upstreamError(reason);
   }
+
+  retried(role: number, reason: string): void {
+    this.plan.metrics[role]!.retried(reason);
+  }
+
+  /** ForwardOptions.done: the upstream exchange ended (errors were counted per try). */
+  done(_endpoint: string | undefined, _code: RuntimeCode | undefined): void {}
 
   failFilter(err: unknown): void {
     this.role = -1; // no role served it (and a broken filter may have left an index out of range)
@@ -153,6 +172,8 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   let answered = false;
   const ex: Exchange = {
     role: -1,
+    fallback: false,
+    fallbackFrom: -1,
     listener: plan.name,
     protocol: 'http',
     remoteAddress: socket.remoteAddress ?? '',
@@ -175,13 +196,21 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     gen.release(socket);
   });
   const go = (): void => {
-    if (ex.role < 0) ex.role = Math.floor(Math.random() * plan.roles.length);
-    upgrades.forward(req, socket, head, plan.routes[ex.role]!, { timeoutMs: plan.config.timeouts.upstreamMs, connectMs: plan.config.timeouts.connectMs }, (_endpoint, code, answered) => {
-      if (code !== undefined) {
-        // the status the client got (a timeout answers 504)
-        status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : 502;
-        plan.metrics[ex.role]!.upstreamError(code);
-      } else if (answered !== undefined) status = answered; // the upstream refused: its status was relayed
+    if (ex.role < 0) {
+      ex.role = defaultRole(plan);
+      ex.fallback = true;
+    }
+    const picker = new EndpointPicker(plan, ex.role, ex.fallback);
+    const opts = {
+      timeoutMs: plan.config.timeouts.upstreamMs,
+      connectMs: plan.config.timeouts.connectMs,
+      tryFailed: (role: number, reason: UpstreamReason) => plan.metrics[role]!.upstreamError(reason),
+    };
+    upgrades.forward(req, socket, head, picker, opts, (_endpoint, code, answered) => {
+      ex.role = picker.role; // the role that served it (or failed last)
+      // the status the client got (a timeout answers 504)
+      if (code !== undefined) status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : 502;
+      else if (answered !== undefined) status = answered; // the upstream refused: its status was relayed
     });
   };
   const fail = (err: unknown): void => {

@@ -3,6 +3,7 @@ import type { Exchange } from '../filters/api.js';
 import { reportFilterFailure, runChain } from '../filters/chain.js';
 import type { ListenerPlan } from '../reload/generation.js';
 import { forwardTcp } from '../upstream/tcp_forward.js';
+import { defaultRole, EndpointPicker } from '../upstream/picker.js';
 
 /**
  * The entry of the TCP data path: one client connection. The filters run once,
@@ -17,6 +18,8 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
   let refused = false;
   const ex: Exchange = {
     role: -1,
+    fallback: false,
+    fallbackFrom: -1,
     listener: plan.name,
     protocol: 'tcp',
     remoteAddress: socket.remoteAddress ?? '',
@@ -36,14 +39,18 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
   });
   const go = (): void => {
     if (socket.destroyed) return;
-    if (ex.role < 0) ex.role = Math.floor(Math.random() * plan.roles.length);
-    const m = plan.metrics[ex.role]!;
-    forwardTcp(socket, plan.routes[ex.role]!, {
+    if (ex.role < 0) {
+      ex.role = defaultRole(plan);
+      ex.fallback = true;
+    }
+    const picker = new EndpointPicker(plan, ex.role, ex.fallback);
+    forwardTcp(socket, picker, {
       idleMs: plan.config.timeouts.idleMs,
       connectMs: plan.config.timeouts.connectMs,
+      tryFailed: (role, reason) => plan.metrics[role]!.upstreamError(reason),
       done: (_endpoint, code, bytesIn, bytesOut) => {
-        if (code !== undefined) m.upstreamError(code);
-        m.tcpConnection(code === undefined ? 'ok' : 'error');
+        ex.role = picker.role;
+        plan.metrics[picker.role]!.tcpConnection(code === undefined ? 'ok' : 'error');
         plan.bytesIn.inc(bytesIn);
         plan.bytesOut.inc(bytesOut);
       },

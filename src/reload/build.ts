@@ -1,4 +1,5 @@
-import type { Config, HostPort } from '../config/types.js';
+import type { Config, HostPort, ListenerConfig } from '../config/types.js';
+import { RetryBudget } from '../upstream/retry.js';
 import type { Registry } from '../registry.js';
 import type { Filter, FilterCreateContext, RoleView } from '../filters/api.js';
 import { Metrics, RoleMetrics } from '../metrics.js';
@@ -65,16 +66,22 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
     for (const [name, lc] of Object.entries(config.listeners)) {
       const vset = config.vsets[lc.vset]!;
       const roleNames = Object.keys(vset.roles);
-      const roles: RoleView[] = roleNames.map((r) => Object.freeze({ name: r, meta: Object.freeze({ ...vset.roles[r]!.meta }) }));
       const routes = roleNames.map((r) => {
         const channel = vset.roles[r]!.map[lc.channel]!;
-        const eps = config.roles[r]!.channels[channel]!.endpoints.map((hp) => {
+        const cc = config.roles[r]!.channels[channel]!;
+        const eps = cc.endpoints.map((hp) => {
           const e = ctx.endpoints.acquire(hp, lc.timeouts.connectMs);
           undo.push(() => ctx.endpoints.release(e));
+          if (cc.healthCheck) {
+            const end = e.health.watch(cc.healthCheck);
+            undo.push(end);
+            gen.healthChecks.push(end);
+          }
           return e;
         });
-        return new EndpointSet(r, eps);
+        return new EndpointSet(r, channel, eps, cc.outlierDetection ?? null);
       });
+      const roles: RoleView[] = roleNames.map((r, i) => roleView(r, vset.roles[r]!.meta, routes[i]!));
       const address = addresses.get(name)!;
       const fctx: FilterCreateContext = {
         listener: name,
@@ -99,6 +106,8 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
       });
       const plan = new ListenerPlan({
         name, config: lc, generation: gen, address, roles, routes, filters,
+        fallbackWeights: splitWeights(lc, roleNames, ctx.registry),
+        retryBudget: lc.retries ? new RetryBudget(lc.retries, ctx.metrics.retryBudgetExhausted.labels(name)) : null,
         metrics: [...roleNames, ''].map((r) => new RoleMetrics(ctx.metrics, name, lc.vset, r)),
         connections: ctx.metrics.connectionsActive.labels(name),
         bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
@@ -120,6 +129,22 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
     }
     return { ok: false, error: err as Error };
   }
+}
+
+/** A role as filters see it; `available` reads the endpoints' health as it is now. */
+function roleView(name: string, meta: Record<string, string>, set: EndpointSet): RoleView {
+  return Object.freeze({ name, meta: Object.freeze({ ...meta }), get available() { return set.available; } });
+}
+
+/** The split work falls back by: the first filter's that has one (a `weighted`), else equal. */
+function splitWeights(lc: ListenerConfig, roleNames: string[], registry: Registry): number[] {
+  for (const f of lc.filters) {
+    const d = registry.filter(f.type);
+    if (!d?.splitWeights) continue;
+    const w = d.splitWeights(f.config);
+    return roleNames.map((r) => (Object.hasOwn(w, r) ? w[r]! : 0));
+  }
+  return roleNames.map(() => 1);
 }
 
 function collectEndpoints(gen: Generation) {

@@ -7,6 +7,8 @@ import type { RoleMetrics } from '../metrics.js';
 import type { Endpoint, EndpointSet } from '../upstream/endpoints.js';
 import type { ListenSocket } from '../listeners/socket_pool.js';
 import type { ComponentSlot } from '../components/lifecycle.js';
+import type { RoleRoutes } from '../upstream/picker.js';
+import type { RetryBudget } from '../upstream/retry.js';
 
 /** Where a config came from (GET /config, the reload log, the reloads metric). */
 export type ConfigSource = 'file' | 'sighup' | 'api' | 'component' | 'rollback';
@@ -22,7 +24,7 @@ interface Destroyable { destroy(): unknown }
  * built: roles by index, their endpoint sets and metric children, the filter
  * functions. Frozen with its generation.
  */
-export class ListenerPlan {
+export class ListenerPlan implements RoleRoutes {
   readonly name: string;
   readonly config: ListenerConfig;
   readonly protocol: 'http' | 'tcp';
@@ -34,6 +36,10 @@ export class ListenerPlan {
   /** Per role index, plus one at `roles.length` for work no role took (a filter answered). */
   readonly metrics: readonly RoleMetrics[];
   readonly filters: readonly Filter[];
+  /** Per role index: its share when work falls back from another role (the listener's split). */
+  readonly fallbackWeights: readonly number[];
+  /** http with a retry policy: the listener's retry budget. */
+  readonly retryBudget: RetryBudget | null;
   readonly connections: Gauge.Internal<'listener'>;
   /** tcp: bytes client → upstream, and back. */
   readonly bytesIn: Counter.Internal;
@@ -42,7 +48,8 @@ export class ListenerPlan {
 
   constructor(init: {
     name: string; config: ListenerConfig; generation: Generation; address: HostPort; roles: RoleView[];
-    routes: EndpointSet[]; metrics: RoleMetrics[]; filters: Filter[]; connections: Gauge.Internal<'listener'>;
+    routes: EndpointSet[]; metrics: RoleMetrics[]; filters: Filter[]; fallbackWeights: number[];
+    retryBudget: RetryBudget | null; connections: Gauge.Internal<'listener'>;
     bytesIn: Counter.Internal; bytesOut: Counter.Internal;
   }) {
     this.name = init.name;
@@ -54,6 +61,8 @@ export class ListenerPlan {
     this.routes = init.routes;
     this.metrics = init.metrics;
     this.filters = init.filters;
+    this.fallbackWeights = init.fallbackWeights;
+    this.retryBudget = init.retryBudget;
     this.connections = init.connections;
     this.bytesIn = init.bytesIn;
     this.bytesOut = init.bytesOut;
@@ -87,6 +96,8 @@ export class Generation {
   readonly plans = new Map<string, ListenerPlan>();
   readonly components = new Map<string, ComponentSlot>();
   readonly endpoints: Endpoint[] = [];
+  /** Ends this generation's active health checks (called when it closes). */
+  readonly healthChecks: (() => void)[] = [];
   readonly leases: ListenSocket[] = [];
   readonly #work = new Set<Destroyable>();
   #draining: (() => void) | null = null;

@@ -40,7 +40,7 @@ export interface RuntimeOptions {
 export class Runtime {
   readonly metrics: Metrics;
   readonly sockets = new SocketPool();
-  readonly endpoints = new EndpointTable();
+  readonly endpoints: EndpointTable;
   current: Generation | null = null;
   readonly history: GenerationRecord[] = [];
   /** Generations replaced but not yet closed. */
@@ -55,6 +55,21 @@ export class Runtime {
     this.metrics = opts.metrics ?? new Metrics();
     this.#log = opts.log ?? (() => {});
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
+    this.endpoints = new EndpointTable(this.#log);
+    this.metrics.endpointHealth = () => this.#endpointHealth();
+  }
+
+  /** Each role channel the serving generation routes to, once, with its healthy and total endpoints. */
+  *#endpointHealth(): Iterable<{ role: string; channel: string; healthy: number; total: number }> {
+    const seen = new Set<string>();
+    for (const plan of this.current?.plans.values() ?? []) {
+      for (const set of plan.routes) {
+        const key = `${set.role}\0${set.channel}`;
+        if (seen.has(key)) continue;
+        seen.add(key);
+        yield { role: set.role, channel: set.channel, healthy: set.healthyCount, total: set.endpoints.length };
+      }
+    }
   }
 
   get stopping(): boolean {
@@ -226,6 +241,7 @@ export class Runtime {
   async #close(gen: Generation): Promise<void> {
     if (gen.closed) return;
     gen.closed = true;
+    for (const end of gen.healthChecks) end();
     for (const e of gen.endpoints) this.endpoints.release(e);
     await Promise.all([...gen.components.values()].map((slot) => slot.unuse().catch((err: Error) => this.#log(err.message))));
   }

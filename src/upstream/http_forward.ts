@@ -1,7 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Dispatcher } from 'undici';
 import type { RuntimeCode } from '../errors.js';
-import type { EndpointSet } from './endpoints.js';
+import type { RetryConfig } from '../config/types.js';
+import { EndpointPicker, type RoleRoutes } from './picker.js';
+import { isIdempotent, retriable, type RetryBudget } from './retry.js';
 import type { HeaderEdit } from '../filters/api.js';
 import { applyHeaderEdits, type HeaderVariables } from '../filters/headers.js';
 
@@ -20,11 +22,30 @@ const CONNECT_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET',
 ]);
 
+/** Why a try failed, as `switchyard_upstream_errors_total{reason}` says it ("ejected": the failure ejected the endpoint). */
+export type UpstreamReason = 'connect-failure' | 'reset' | 'timeout' | 'protocol' | 'ejected';
+
 export interface ForwardOptions {
+  /** The role index serving the request: the forwarder moves it when the request falls back to another role. */
+  role: number;
+  /** The request may go to another role when its own cannot take it (Exchange.fallback). */
+  readonly fallback: boolean;
+  /** A role the client asked for that could not take the request (-1: none). */
+  readonly fallbackFrom: number;
   /** For the x-forwarded-for header. */
-  remoteAddress: string;
-  /** Time for response headers, and between body chunks. */
-  timeoutMs: number;
+  readonly remoteAddress: string;
+  /** Time between body chunks, and for response headers when there is no retry policy. */
+  readonly timeoutMs: number;
+  /** The whole upstream exchange until response headers, every try included (0: no limit). */
+  readonly totalMs: number;
+  readonly retry: RetryConfig | undefined;
+  readonly budget: RetryBudget | null;
+  readonly routes: RoleRoutes;
+  roleName(role: number): string;
+  /** One try failed (called once per failed try, and once more with "ejected" when that ejected its endpoint). */
+  tryFailed(role: number, reason: UpstreamReason): void;
+  /** A retry starts, after a try that failed for `reason` (a status code when the upstream answered). */
+  retried(role: number, reason: string): void;
   /** Called once, when the exchange with the upstream ends (`code` set when it failed). */
   done(endpoint: string | undefined, code: RuntimeCode | undefined): void;
   /** Header edits (the `headers` filter), with the values their templates read. */
@@ -32,52 +53,81 @@ export interface ForwardOptions {
   readonly responseHeaderEdits: readonly HeaderEdit[] | null;
   headerVariables(): HeaderVariables;
   /** Answers with a short text of the proxy's own (a 502 or 504), response header edits included. */
-  reply(status: number, text: string): void;
+  reply(status: number, text: string, headers?: Record<string, string>): void;
 }
+
+/** Marks the abort of a try that ran out of the total time. */
+const TOTAL_TIMEOUT = Object.assign(new Error('the total upstream timeout passed'), { code: 'SY_TOTAL_TIMEOUT' });
 
 /**
  * Forwards one HTTP request to a role's endpoints through undici's Pool. It is the
  * dispatch handler itself (undici's native callbacks, so no wrapping per request).
+ *
  * A connect failure, before any byte of the request was sent, moves on to the next
- * endpoint of the role, once per endpoint; the last failure answers 502 naming the
- * role. A missing answer within the timeout answers 504.
+ * endpoint (EndpointPicker: the role's next one, then another role when the
+ * request may fall back); the last failure answers 502 naming the role. With a
+ * retry policy, a reset, a timeout or a retriable 5xx answer is tried again on the
+ * next endpoint, for idempotent methods whose body is small enough to have been
+ * buffered, while attempts and the listener's retry budget last. A missing answer
+ * within the timeout answers 504. Every try's outcome feeds outlier detection.
  */
 export class HttpForward implements Dispatcher.DispatchHandler {
   readonly #req: IncomingMessage;
   readonly #res: ServerResponse;
-  readonly #set: EndpointSet;
   readonly #opts: ForwardOptions;
   readonly #request: Dispatcher.DispatchOptions;
-  #index: number;
-  #tries = 0;
+  readonly #picker: EndpointPicker;
+  /** The role whose name the request headers were made with. */
+  #headersRole: number;
+  /** The body can be sent again (none, or buffered whole): a failed try may be retried. */
+  #replayable: boolean;
+  #retries = 0;
+  #budgetTaken = false;
   #sent = false;
+  /** A retriable answer is being read and thrown away; the retry starts when it ends. */
+  #discarding: number | null = null;
   #abort: ((err?: Error) => void) | null = null;
   #resume: (() => void) | null = null;
+  #totalTimer: NodeJS.Timeout | null = null;
   #finished = false;
 
-  constructor(req: IncomingMessage, res: ServerResponse, set: EndpointSet, opts: ForwardOptions) {
+  constructor(req: IncomingMessage, res: ServerResponse, opts: ForwardOptions) {
     this.#req = req;
     this.#res = res;
-    this.#set = set;
     this.#opts = opts;
-    this.#index = set.start();
+    this.#picker = new EndpointPicker(opts.routes, opts.role, opts.fallback);
+    opts.role = this.#picker.role;
+    this.#headersRole = opts.role;
     const hasBody = req.headers['transfer-encoding'] !== undefined
       || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    const retry = opts.retry;
+    this.#replayable = retry !== undefined && retry.attempts > 0 && !hasBody && isIdempotent(req.method!);
     this.#request = {
       origin: undefined,
       method: req.method as Dispatcher.HttpMethod,
       path: requestPath(req.url!),
-      headers: opts.requestHeaderEdits === null
-        ? upstreamHeaders(req, opts.remoteAddress)
-        : applyHeaderEdits(upstreamHeaders(req, opts.remoteAddress), opts.requestHeaderEdits, opts.headerVariables()),
+      headers: this.#headers(),
       body: hasBody ? req : null,
-      headersTimeout: opts.timeoutMs,
+      headersTimeout: retry?.perTryTimeoutMs ?? opts.timeoutMs,
       bodyTimeout: opts.timeoutMs,
     };
   }
 
-  /** Starts the first attempt. */
+  /** Starts the first try (once a body that may be retried is buffered). */
   start(): void {
+    const opts = this.#opts;
+    opts.budget?.requestStarted();
+    if (opts.totalMs > 0) {
+      this.#totalTimer = setTimeout(() => this.#totalTimeout(), opts.totalMs);
+      this.#totalTimer.unref();
+    }
+    const retry = opts.retry;
+    const length = Number(this.#req.headers['content-length']);
+    if (retry !== undefined && retry.attempts > 0 && this.#request.body !== null && isIdempotent(this.#req.method!)
+      && this.#req.headers['transfer-encoding'] === undefined && length <= retry.maxBodyBytes) {
+      this.#bufferBody();
+      return;
+    }
     this.#dispatch();
   }
 
@@ -88,36 +138,115 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     else this.#finish(undefined);
   }
 
+  #headers(): string[] {
+    const opts = this.#opts;
+    const req = this.#req;
+    return opts.requestHeaderEdits === null
+      ? upstreamHeaders(req, opts.remoteAddress)
+      : applyHeaderEdits(upstreamHeaders(req, opts.remoteAddress), opts.requestHeaderEdits, opts.headerVariables());
+  }
+
+  #bufferBody(): void {
+    const req = this.#req;
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.once('end', () => {
+      if (this.#finished) return;
+      this.#request.body = Buffer.concat(chunks);
+      this.#replayable = true;
+      this.#dispatch();
+    });
+  }
+
   #dispatch(): void {
-    this.#tries++;
-    const e = this.#set.endpoints[this.#index]!;
-    e.pool.dispatch(this.#request, this);
+    if (this.#finished) return;
+    this.#sent = false;
+    this.#abort = null;
+    const opts = this.#opts;
+    if (opts.role !== this.#picker.role) {
+      opts.role = this.#picker.role;
+      // Templates such as %role% name the role that serves the request.
+      if (opts.requestHeaderEdits !== null && this.#headersRole !== opts.role) {
+        this.#request.headers = this.#headers();
+        this.#headersRole = opts.role;
+      }
+    }
+    this.#picker.endpoint.pool.dispatch(this.#request, this);
   }
 
   #finish(code: RuntimeCode | undefined): void {
     if (this.#finished) return;
     this.#finished = true;
-    this.#opts.done(this.#set.endpoints[this.#index]?.address, code);
+    if (this.#totalTimer) clearTimeout(this.#totalTimer);
+    this.#opts.budget?.requestEnded(this.#budgetTaken);
+    this.#opts.done(this.#picker.endpoint.address, code);
+  }
+
+  /** Counts a failed try against its endpoint (outlier detection) and in the metrics. */
+  #tryFailed(reason: UpstreamReason): void {
+    const p = this.#picker;
+    this.#opts.tryFailed(p.role, reason);
+    if (p.set.failed(p.endpoint)) this.#opts.tryFailed(p.role, 'ejected');
+  }
+
+  /** Whether a try that failed after the request was sent may be retried now (and takes the budget if so). */
+  #mayRetry(reason: 'reset' | 'timeout' | number): boolean {
+    const retry = this.#opts.retry;
+    if (retry === undefined || !this.#replayable || this.#retries >= retry.attempts || this.#res.destroyed) return false;
+    if (!retriable(retry.on, reason)) return false;
+    if (!this.#budgetTaken) {
+      if (this.#opts.budget !== null && !this.#opts.budget.take()) return false;
+      this.#budgetTaken = true;
+    }
+    return true;
+  }
+
+  #retry(reason: string): void {
+    this.#retries++;
+    this.#opts.retried(this.#picker.role, reason);
+    // Another endpoint when there is one; else the same one again.
+    this.#picker.next();
+    this.#dispatch();
+  }
+
+  #totalTimeout(): void {
+    this.#totalTimer = null;
+    if (this.#finished || this.#res.headersSent) return;
+    const role = this.#opts.roleName(this.#picker.role);
+    this.#fail(504, 'SY_ERR_UPSTREAM_TIMEOUT', `role ${role} did not answer within the total timeout`);
+    this.#abort?.(TOTAL_TIMEOUT);
   }
 
   onConnect(abort: (err?: Error) => void): void {
     this.#sent = true;
-    if (this.#res.destroyed) abort();
+    if (this.#res.destroyed || this.#finished) abort();
     else this.#abort = abort;
   }
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (statusCode < 200) return true; // 1xx informational: not forwarded
     const res = this.#res;
-    if (res.destroyed) return false;
+    if (res.destroyed || this.#finished) return false;
+    const p = this.#picker;
+    if (statusCode >= 500) {
+      // Not a transport error (no upstream_errors count), but a failure for outlier detection.
+      if (p.set.failed(p.endpoint)) this.#opts.tryFailed(p.role, 'ejected');
+      if (this.#mayRetry(statusCode)) {
+        this.#discarding = statusCode;
+        return true;
+      }
+    } else p.set.succeeded(p.endpoint);
     const edits = this.#opts.responseHeaderEdits;
     const headers = responseHeaders(rawHeaders);
+    const from = this.#opts.fallbackFrom >= 0 ? this.#opts.fallbackFrom : p.fellBack ? p.firstRole : -1;
+    if (from >= 0) headers.push('x-switchyard-fallback', this.#opts.roleName(from));
     res.writeHead(statusCode, statusText, edits === null ? headers : applyHeaderEdits(headers, edits, this.#opts.headerVariables()));
     this.#resume = resume;
     return true;
   }
 
   onData(chunk: Buffer): boolean {
+    if (this.#discarding !== null) return true;
     // Backpressure: undici pauses when onData returns false; the client's drain resumes it.
     const ok = this.#res.write(chunk);
     if (!ok) this.#res.once('drain', this.#resume!);
@@ -125,6 +254,12 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   }
 
   onComplete(): void {
+    const status = this.#discarding;
+    if (status !== null) {
+      this.#discarding = null;
+      this.#retry(String(status));
+      return;
+    }
     this.#res.end();
     this.#finish(undefined);
   }
@@ -132,36 +267,52 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   onError(err: Error): void {
     const res = this.#res;
     const code = (err as { code?: string }).code ?? '';
-    if (code === 'UND_ERR_ABORTED' || res.destroyed) {
+    if (code === 'UND_ERR_ABORTED' || err === TOTAL_TIMEOUT || res.destroyed || this.#finished) {
       this.#finish(undefined);
       return;
     }
-    if (!this.#sent && CONNECT_CODES.has(code) && !this.#req.readableDidRead) {
-      if (this.#tries < this.#set.endpoints.length) {
-        this.#index = this.#index + 1 === this.#set.endpoints.length ? 0 : this.#index + 1;
+    const role = this.#opts.roleName(this.#picker.role);
+    if (this.#discarding !== null) {
+      // The retriable answer broke off while it was thrown away: retry all the same.
+      this.#discarding = null;
+      this.#retry('reset');
+      return;
+    }
+    if (!this.#sent && CONNECT_CODES.has(code) && (this.#replayable || !this.#req.readableDidRead)) {
+      this.#tryFailed('connect-failure');
+      if (this.#picker.next()) {
         this.#dispatch();
         return;
       }
-      this.#fail(502, 'SY_ERR_UPSTREAM_CONNECT', `no endpoint of role ${this.#set.role} accepted a connection`);
+      this.#fail(502, 'SY_ERR_UPSTREAM_CONNECT', `no endpoint of role ${role} accepted a connection`);
       return;
     }
     if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT') {
-      this.#fail(504, 'SY_ERR_UPSTREAM_TIMEOUT', `role ${this.#set.role} did not answer in time`);
+      this.#tryFailed('timeout');
+      if (!res.headersSent && this.#mayRetry('timeout')) this.#retry('timeout');
+      else this.#fail(504, 'SY_ERR_UPSTREAM_TIMEOUT', `role ${role} did not answer in time`);
     } else if (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || err.name === 'HTTPParserError') {
-      this.#fail(502, 'SY_ERR_UPSTREAM_PROTOCOL', `role ${this.#set.role} sent a malformed response`);
+      this.#tryFailed('protocol');
+      this.#fail(502, 'SY_ERR_UPSTREAM_PROTOCOL', `role ${role} sent a malformed response`);
     } else if (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || this.#req.errored) {
       // The client's body was broken or cut short: nothing sensible to answer.
       res.destroy();
       this.#finish(undefined);
     } else {
-      this.#fail(502, 'SY_ERR_UPSTREAM_RESET', `role ${this.#set.role} closed the connection`);
+      this.#tryFailed('reset');
+      if (!res.headersSent && this.#mayRetry('reset')) this.#retry('reset');
+      else this.#fail(502, 'SY_ERR_UPSTREAM_RESET', `role ${role} closed the connection`);
     }
   }
 
   #fail(status: number, code: RuntimeCode, text: string): void {
     const res = this.#res;
     if (res.headersSent) res.destroy(); // mid-body: the only honest signal left is a cut connection
-    else this.#opts.reply(status, `switchyard: ${text}\n`);
+    else {
+      const p = this.#picker;
+      const from = this.#opts.fallbackFrom >= 0 ? this.#opts.fallbackFrom : p.fellBack ? p.firstRole : -1;
+      this.#opts.reply(status, `switchyard: ${text}\n`, from >= 0 ? { 'x-switchyard-fallback': this.#opts.roleName(from) } : undefined);
+    }
     this.#finish(code);
   }
 }

@@ -2,13 +2,14 @@ import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { RuntimeCode } from '../errors.js';
-import type { EndpointSet } from './endpoints.js';
+import type { EndpointPicker } from './picker.js';
+import type { UpstreamReason } from './http_forward.js';
 
 /** Per client socket: the state of its upgrade, so errors and closes are handled once. */
 interface UpgradeState {
-  set: EndpointSet;
-  index: number;
-  tries: number;
+  /** The endpoints to try, role by role. */
+  picker: EndpointPicker;
+  tryFailed: (role: number, reason: UpstreamReason) => void;
   /** The upstream answered (101 or a refusal): nothing more to write from us. */
   answered: boolean;
   done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void;
@@ -29,6 +30,8 @@ export interface UpgradeOptions {
   timeoutMs: number;
   /** Time to connect to an endpoint before trying the next; 0 = the OS's. */
   connectMs: number;
+  /** One try failed (once more with "ejected" when that ejected its endpoint). */
+  tryFailed(role: number, reason: UpstreamReason): void;
 }
 
 const kState = Symbol('switchyard.upgrade');
@@ -103,23 +106,35 @@ export class UpgradeForwarder {
       // Registered before http-proxy's own 'upgrade' listener (this event fires first), so the
       // early bytes are back on the client socket before http-proxy pipes it.
       proxyReq.on('upgrade', (_res: IncomingMessage, upstream: Duplex) => {
-        if (state) { state.release?.(); state.answered = true; finish(state, undefined); }
+        if (state) {
+          state.picker.set.succeeded(state.picker.endpoint);
+          state.release?.();
+          state.answered = true;
+          finish(state, undefined);
+        }
         closeOnEnd(socket, upstream);
       });
       proxyReq.on('response', (res: IncomingMessage) => {
         // Refused upgrade: http-proxy pipes the answer to the client; close both once it is through.
-        if (state) { state.answered = true; finish(state, undefined, res.statusCode); }
+        if (state) {
+          const p = state.picker;
+          if ((res.statusCode ?? 0) >= 500) {
+            if (p.set.failed(p.endpoint)) state.tryFailed(p.role, 'ejected');
+          } else p.set.succeeded(p.endpoint);
+          state.answered = true;
+          finish(state, undefined, res.statusCode);
+        }
         res.on('end', () => { socket.end(); proxyReq.destroy(); });
       });
     });
   }
 
-  /** Forwards an upgrade request to the role's next endpoint (connect failures try the others). */
-  forward(req: IncomingMessage, socket: Duplex, head: Buffer, set: EndpointSet, opts: UpgradeOptions,
+  /** Forwards an upgrade request to the picker's endpoint (connect failures try the next ones). */
+  forward(req: IncomingMessage, socket: Duplex, head: Buffer, picker: EndpointPicker, opts: UpgradeOptions,
     done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void): void {
     const tracked = socket as Tracked;
     const state: UpgradeState = {
-      set, index: set.start(), tries: 0, answered: false, done, finished: false,
+      picker, tryFailed: opts.tryFailed, answered: false, done, finished: false,
       timeoutMs: opts.timeoutMs, connectMs: opts.connectMs, proxyReq: null, release: null,
     };
     tracked[kState] = state;
@@ -137,8 +152,7 @@ export class UpgradeForwarder {
   }
 
   #attempt(req: IncomingMessage, socket: Tracked, head: Buffer, state: UpgradeState): void {
-    state.tries++;
-    const e = state.set.endpoints[state.index]!;
+    const e = state.picker.endpoint;
     const target = `http://${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`;
     this.#proxy.ws(req, socket, head, { target }, (err: Error & { code?: string }) => {
       if (state.answered || socket.destroyed) {
@@ -146,8 +160,13 @@ export class UpgradeForwarder {
         return;
       }
       state.proxyReq = null;
-      if (RETRY_CODES.has(err.code ?? '') && state.tries < state.set.endpoints.length) {
-        state.index = (state.index + 1) % state.set.endpoints.length;
+      const connect = RETRY_CODES.has(err.code ?? '');
+      const timedOut = err.code === TIMEOUT_CODE;
+      const p = state.picker;
+      const role = p.set.role;
+      state.tryFailed(p.role, connect ? 'connect-failure' : timedOut ? 'timeout' : 'reset');
+      if (p.set.failed(p.endpoint)) state.tryFailed(p.role, 'ejected');
+      if (connect && p.next()) {
         // http-proxy's onOutgoingError calls socket.end() on the client right after this
         // callback returns: that would end the client's connection under the retry (a
         // failover then answered nothing at all). Swallow exactly that one call.
@@ -156,13 +175,11 @@ export class UpgradeForwarder {
         this.#attempt(req, socket, Buffer.alloc(0), state);
         return;
       }
-      const connect = RETRY_CODES.has(err.code ?? '');
-      const timedOut = err.code === TIMEOUT_CODE;
       const text = connect
-        ? `switchyard: no endpoint of role ${state.set.role} accepted a connection\n`
+        ? `switchyard: no endpoint of role ${role} accepted a connection\n`
         : timedOut
-          ? `switchyard: role ${state.set.role} did not answer the upgrade in time\n`
-          : `switchyard: upgrade to role ${state.set.role} failed: ${err.message}\n`;
+          ? `switchyard: role ${role} did not answer the upgrade in time\n`
+          : `switchyard: upgrade to role ${role} failed: ${err.message}\n`;
       const status = timedOut ? '504 Gateway Timeout' : '502 Bad Gateway';
       state.answered = true;
       socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
@@ -183,7 +200,7 @@ export const upgrades = new UpgradeForwarder();
 function finish(state: UpgradeState, code: RuntimeCode | undefined, status?: number): void {
   if (state.finished) return;
   state.finished = true;
-  state.done(state.set.endpoints[state.index]?.address, code, status);
+  state.done(state.picker.endpoint.address, code, status);
 }
 
 /** When either socket closes, the other goes too: no half-dead tunnels. */

@@ -1,0 +1,199 @@
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import type { HealthCheckConfig, OutlierConfig } from '../config/types.js';
+
+export type HealthLog = (line: string) => void;
+
+/**
+ * What is known of one upstream address's health, shared by every listener and
+ * generation that routes to it (so it survives reloads while the address stays):
+ * the verdict of its active check, and its outlier-ejection state.
+ */
+export class EndpointHealth {
+  readonly address: string;
+  /** The active check failed `unhealthyThreshold` times in a row (and has not passed enough since). */
+  checkFailed = false;
+  /** Ejected by outlier detection, until its timer lets it back. */
+  ejected = false;
+  /** Failed tries in a row (reset by a success). */
+  consecutiveErrors = 0;
+  /** Ejections in a row: the next one lasts (ejections + 1) × the base time. */
+  ejections = 0;
+  #readmittedAt = 0;
+  #ejectTimer: NodeJS.Timeout | null = null;
+  readonly #checker: HealthChecker;
+  readonly #log: HealthLog;
+
+  constructor(host: string, port: number, log: HealthLog) {
+    this.address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    this.#log = log;
+    this.#checker = new HealthChecker(this, host, port, log);
+  }
+
+  // hot path
+  get available(): boolean {
+    return !this.checkFailed && !this.ejected;
+  }
+
+  /**
+   * Outlier detection, passive: counts a failed try. Ejects when the count reaches
+   * the threshold and `mayEject` (the role channel's cap on ejected endpoints)
+   * allows it; returns true when this call ejected the endpoint.
+   */
+  failed(policy: OutlierConfig, mayEject: () => boolean): boolean {
+    if (this.ejected || ++this.consecutiveErrors < policy.consecutiveErrors || !mayEject()) return false;
+    // An endpoint that stayed in for a whole maximum ejection time starts over at the base.
+    if (this.#readmittedAt > 0 && Date.now() - this.#readmittedAt > policy.maxEjectionMs) this.ejections = 0;
+    const ms = Math.min(policy.baseEjectionMs * ++this.ejections, policy.maxEjectionMs);
+    this.ejected = true;
+    this.#log(`endpoint ${this.address} ejected for ${ms} ms after ${this.consecutiveErrors} failures in a row (ejection ${this.ejections})`);
+    this.#ejectTimer = setTimeout(() => {
+      this.#ejectTimer = null;
+      this.ejected = false;
+      this.consecutiveErrors = 0;
+      this.#readmittedAt = Date.now();
+      this.#log(`endpoint ${this.address} readmitted after its ejection`);
+    }, ms);
+    this.#ejectTimer.unref();
+    return true;
+  }
+
+  // hot path
+  succeeded(): void {
+    if (this.consecutiveErrors !== 0) this.consecutiveErrors = 0;
+  }
+
+  /** A generation's active check of this address; the returned function ends it. */
+  watch(config: HealthCheckConfig): () => void {
+    return this.#checker.lease(config);
+  }
+
+  close(): void {
+    if (this.#ejectTimer) clearTimeout(this.#ejectTimer);
+    this.#checker.stop();
+  }
+}
+
+/**
+ * The active check of one address. Each generation whose role channel has a
+ * healthCheck holds a lease with its config; the newest lease's config is the
+ * one used (a reload that changes the check takes over at once, and a failed
+ * build's lease falls away again). The count of passes or failures in a row, and
+ * so the verdict, carries over from one config to the next.
+ */
+class HealthChecker {
+  readonly #health: EndpointHealth;
+  readonly #host: string;
+  readonly #port: number;
+  readonly #log: HealthLog;
+  readonly #leases: HealthCheckConfig[] = [];
+  #timer: NodeJS.Timeout | null = null;
+  #running = false;
+  #passes = 0;
+  #failures = 0;
+
+  constructor(health: EndpointHealth, host: string, port: number, log: HealthLog) {
+    this.#health = health;
+    this.#host = host;
+    this.#port = port;
+    this.#log = log;
+  }
+
+  lease(config: HealthCheckConfig): () => void {
+    const entry = { ...config };
+    this.#leases.push(entry);
+    // First lease: check now, so a dead endpoint is known within one timeout.
+    if (this.#leases.length === 1 && !this.#running) this.#schedule(0);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      this.#leases.splice(this.#leases.indexOf(entry), 1);
+      if (this.#leases.length === 0) {
+        this.stop();
+        // Nobody checks it any more: it must not stay out on an old verdict.
+        this.#health.checkFailed = false;
+        this.#passes = this.#failures = 0;
+      }
+    };
+  }
+
+  stop(): void {
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+  }
+
+  #schedule(ms: number): void {
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      void this.#run();
+    }, ms);
+    this.#timer.unref();
+  }
+
+  async #run(): Promise<void> {
+    const config = this.#leases.at(-1);
+    if (!config) return;
+    this.#running = true;
+    const problem = await (config.path === undefined
+      ? tcpCheck(this.#host, this.#port, config.timeoutMs)
+      : httpCheck(this.#host, this.#port, config.path, config.timeoutMs));
+    this.#running = false;
+    const now = this.#leases.at(-1);
+    if (!now) return; // released while the check ran
+    this.#record(problem, now);
+    if (this.#timer === null) this.#schedule(now.intervalMs);
+  }
+
+  #record(problem: string | null, config: HealthCheckConfig): void {
+    const h = this.#health;
+    if (problem === null) {
+      this.#failures = 0;
+      if (++this.#passes >= config.healthyThreshold && h.checkFailed) {
+        h.checkFailed = false;
+        this.#log(`endpoint ${h.address} is healthy again (${this.#passes} checks passed in a row)`);
+      }
+    } else {
+      this.#passes = 0;
+      if (++this.#failures >= config.unhealthyThreshold && !h.checkFailed) {
+        h.checkFailed = true;
+        this.#log(`endpoint ${h.address} is unhealthy: ${this.#failures} checks failed in a row (last: ${problem})`);
+      }
+    }
+  }
+}
+
+/** Resolves with null when a connection opens within the timeout, else with what went wrong. */
+function tcpCheck(host: string, port: number, timeoutMs: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port });
+    const timer = setTimeout(() => { s.destroy(); resolve(`no connection within ${timeoutMs} ms`); }, timeoutMs);
+    s.once('connect', () => { clearTimeout(timer); s.destroy(); resolve(null); });
+    s.once('error', (err: NodeJS.ErrnoException) => { clearTimeout(timer); resolve(err.code ?? err.message); });
+  });
+}
+
+/** GET `path`: null for a 2xx or 3xx answer within the timeout, else what went wrong. */
+function httpCheck(host: string, port: number, path: string, timeoutMs: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const settle = (problem: string | null): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      req.destroy();
+      resolve(problem);
+    };
+    const req = request({
+      host, port, path, method: 'GET', agent: false,
+      headers: { 'user-agent': 'switchyard-health-check', connection: 'close' },
+    }, (res) => {
+      const code = res.statusCode ?? 0;
+      res.resume();
+      settle(code >= 200 && code < 400 ? null : `HTTP ${code}`);
+    });
+    const timer = setTimeout(() => settle(`no answer within ${timeoutMs} ms`), timeoutMs);
+    req.once('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
+    req.end();
+  });
+}
