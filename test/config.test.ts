@@ -842,3 +842,79 @@ test('a component type whose validate throws is an error at its metadata, not a 
   t.deepEqual(issues.map((i) => [i.code, i.path]), [['SY_ERR_CONFIG_VALUE', 'components.c.metadata']], show(issues));
   t.regex(issues[0]!.message, /kaboom/);
 });
+
+// ---------------------------------------------------------------- resilience: health checks, outlier detection, retries, pin fallback
+
+test('healthCheck, outlierDetection, retries and timeouts.total are normalized with their defaults', async (t) => {
+  const c = await valid(t, `
+roles:
+  a:
+    channels:
+      http:
+        endpoints: ["127.0.0.1:7001"]
+        healthCheck: { path: /healthz }
+        outlierDetection: { consecutiveErrors: 3 }
+  b:
+    channels:
+      http: { endpoints: ["127.0.0.1:7002"], healthCheck: { interval: 2s, timeout: 500ms } }
+vsets:
+  svc: { channels: [http], roles: { a: {}, b: {} } }
+listeners:
+  web:
+    target: svc
+    timeouts: { total: 10s }
+    retries: { attempts: 2, on: [reset, 503, 5xx] }
+    filters:
+      - type: header_route
+        allowFrom: ["127.0.0.1", "10.0.0.0/8", "::1"]
+        rules: [{ header: x-canary, equals: "1", role: b, fallback: weighted }]
+`);
+  t.deepEqual(c.roles.a!.channels.http!.healthCheck, { path: '/healthz', intervalMs: 5000, timeoutMs: 1000, healthyThreshold: 2, unhealthyThreshold: 3 });
+  t.deepEqual(c.roles.a!.channels.http!.outlierDetection, { consecutiveErrors: 3, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 50 });
+  t.deepEqual(c.roles.b!.channels.http!.healthCheck, { intervalMs: 2000, timeoutMs: 500, healthyThreshold: 2, unhealthyThreshold: 3 });
+  t.is(c.listeners.web!.timeouts.totalMs, 10_000);
+  t.deepEqual(c.listeners.web!.retries, { attempts: 2, on: ['reset', 503, '5xx'], perTryTimeoutMs: 30_000, budgetPercent: 20, minRetryConcurrency: 3, maxBodyBytes: 65536 });
+});
+
+test('resilience settings are checked, each error at its path', async (t) => {
+  const text = `
+roles:
+  a:
+    channels:
+      http:
+        endpoints: ["127.0.0.1:7001"]
+        healthCheck: { path: "no-slash", interval: 1s, timeout: 2s, healthyThreshold: 0, unhealthyTreshold: 2 }
+        outlierDetection: { consecutiveErrors: 1.5, baseEjectionTime: 10s, maxEjectionTime: 1s, maxEjectedPercent: 101 }
+listeners:
+  web:
+    target: a
+    retries: { attempts: 11, on: [reset, 404, sometimes], perTryTimeout: 0s }
+    filters:
+      - type: header_route
+        allowFrom: ["127.0.0.1/33", "example.com"]
+        rules: [{ header: x, equals: "1", role: a, fallback: maybe }]
+  raw:
+    address: "127.0.0.9:7000"
+    protocol: tcp
+    target: a
+    retries: { attempts: 1 }
+`;
+  const issues = await issuesOf(text);
+  const p = 'roles.a.channels.http';
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: `${p}.healthCheck.path`, message: /is not a request path/ });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: `${p}.healthCheck.timeout`, message: /at most the interval/ });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: `${p}.healthCheck.healthyThreshold`, message: /integer from 1 to 100/ });
+  has(t, issues, { code: 'SY_ERR_CONFIG_UNKNOWN_KEY', path: `${p}.healthCheck.unhealthyTreshold`, message: /did you mean "unhealthyThreshold"/ });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: `${p}.outlierDetection.consecutiveErrors` });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: `${p}.outlierDetection.maxEjectionTime`, message: /not be shorter than baseEjectionTime/ });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: `${p}.outlierDetection.maxEjectedPercent` });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.web.retries.attempts', message: /from 0 to 10/ });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.web.retries.on[1]', message: /404 is not a retry condition/ });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.web.retries.on[2]' });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.web.retries.perTryTimeout' });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.web.filters[0].allowFrom[0]', message: /not an IP address or CIDR/ });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.web.filters[0].allowFrom[1]' });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.web.filters[0].rules[0].fallback', message: /weighted or strict/ });
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.raw.retries', message: /tcp listener cannot retry/ });
+  t.is(issues.length, 15, show(issues));
+});

@@ -58,6 +58,12 @@ export interface ForwardOptions {
 
 /** Marks the abort of a try that ran out of the total time. */
 const TOTAL_TIMEOUT = Object.assign(new Error('the total upstream timeout passed'), { code: 'SY_TOTAL_TIMEOUT' });
+/**
+ * Marks the abort of a try whose headers did not come within perTryTimeout. Our own
+ * timer: undici's headersTimeout runs on a 1 s clock, so a 300 ms per-try timeout
+ * would fire after about a second.
+ */
+const TRY_TIMEOUT = Object.assign(new Error('the per-try timeout passed'), { code: 'UND_ERR_HEADERS_TIMEOUT' });
 
 /**
  * Forwards one HTTP request to a role's endpoints through undici's Pool. It is the
@@ -89,6 +95,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   #abort: ((err?: Error) => void) | null = null;
   #resume: (() => void) | null = null;
   #totalTimer: NodeJS.Timeout | null = null;
+  #tryTimer: NodeJS.Timeout | null = null;
   #finished = false;
 
   constructor(req: IncomingMessage, res: ServerResponse, opts: ForwardOptions) {
@@ -171,13 +178,29 @@ export class HttpForward implements Dispatcher.DispatchHandler {
         this.#headersRole = opts.role;
       }
     }
+    const retry = opts.retry;
+    if (retry !== undefined) {
+      this.#tryTimer = setTimeout(() => {
+        this.#tryTimer = null;
+        if (this.#abort !== null) this.#abort(TRY_TIMEOUT);
+      }, retry.perTryTimeoutMs);
+      this.#tryTimer.unref();
+    }
     this.#picker.endpoint.pool.dispatch(this.#request, this);
+  }
+
+  #clearTryTimer(): void {
+    if (this.#tryTimer !== null) {
+      clearTimeout(this.#tryTimer);
+      this.#tryTimer = null;
+    }
   }
 
   #finish(code: RuntimeCode | undefined): void {
     if (this.#finished) return;
     this.#finished = true;
     if (this.#totalTimer) clearTimeout(this.#totalTimer);
+    this.#clearTryTimer();
     this.#opts.budget?.requestEnded(this.#budgetTaken);
     this.#opts.done(this.#picker.endpoint.address, code);
   }
@@ -225,6 +248,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (statusCode < 200) return true; // 1xx informational: not forwarded
+    this.#clearTryTimer();
     const res = this.#res;
     if (res.destroyed || this.#finished) return false;
     const p = this.#picker;
@@ -265,6 +289,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
+    this.#clearTryTimer();
     const res = this.#res;
     const code = (err as { code?: string }).code ?? '';
     if (code === 'UND_ERR_ABORTED' || err === TOTAL_TIMEOUT || res.destroyed || this.#finished) {

@@ -1,0 +1,145 @@
+import test from 'ava';
+import { connect } from 'node:net';
+import { Agent, request } from 'undici';
+import { get, listenerUrl, startSidecar, uniqueHost, until } from './helpers.js';
+import { channel, controlled, metricSum, resilienceConfig } from './resilience_support.js';
+
+const CHECK = 'healthCheck: { interval: 100ms, timeout: 100ms, unhealthyThreshold: 1 }';
+
+test('a pinned role with no healthy endpoint: fallback weighted serves from the split and says so; strict does not', async (t) => {
+  const a = await controlled(t, 'a');
+  const b = await controlled(t, 'b');
+  await b.kill();
+  const sc = await startSidecar(t, resilienceConfig(channel([a], CHECK), channel([b], CHECK), `
+filters:
+  - type: header_route
+    rules:
+      - { header: x-canary, equals: "soft", role: b, fallback: weighted }
+      - { header: x-canary, equals: "hard", role: b, fallback: strict }
+      - { header: x-canary, equals: "default", role: b }
+  - { type: weighted, weights: { a: 90, b: 10 } }`));
+  const url = listenerUrl(sc, 'web');
+  await until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{role="b"/)) === 0, 5000, 'b unhealthy');
+  const soft = await get(url, { 'x-canary': 'soft' });
+  t.is(soft.status, 200);
+  t.is(soft.body, 'a');
+  t.is(soft.headers['x-switchyard-fallback'], 'b');
+  for (const v of ['hard', 'default']) {
+    const hard = await get(url, { 'x-canary': v });
+    t.is(hard.status, 502, `fallback ${v}`);
+    t.regex(hard.body, /role b/);
+    t.is(hard.headers['x-switchyard-fallback'], undefined);
+  }
+  // A request the split sends: never a failure, and no header for a share spread by health.
+  for (let i = 0; i < 20; i++) {
+    const r = await get(url);
+    t.is(r.status, 200);
+    t.is(r.headers['x-switchyard-fallback'], undefined);
+  }
+});
+
+test('a pin with fallback weighted whose role fails while serving moves to the split (connect failures before health checks notice)', async (t) => {
+  const a = await controlled(t, 'a');
+  const b = await controlled(t, 'b');
+  await b.kill();
+  const sc = await startSidecar(t, resilienceConfig(channel([a]), channel([b]), `
+filters:
+  - type: header_route
+    rules: [{ header: x-canary, equals: "1", role: b, fallback: weighted }]
+  - { type: weighted, weights: { a: 1, b: 1 } }`));
+  const r = await get(listenerUrl(sc, 'web'), { 'x-canary': '1' });
+  t.is(r.status, 200);
+  t.is(r.body, 'a');
+  t.is(r.headers['x-switchyard-fallback'], 'b');
+});
+
+test('allowFrom: only listed client addresses may pin a role', async (t) => {
+  const a = await controlled(t, 'a');
+  const b = await controlled(t, 'b');
+  const sc = await startSidecar(t, resilienceConfig(channel([a]), channel([b]), `
+filters:
+  - type: header_route
+    allowFrom: ["127.0.0.1/32"]
+    rules: [{ header: x-canary, equals: "1", role: b }]
+  - { type: weighted, weights: { a: 1 } }`));
+  const url = listenerUrl(sc, 'web');
+  t.is((await get(url, { 'x-canary': '1' })).body, 'b', 'from 127.0.0.1: pinned');
+  const other = uniqueHost();
+  const agent = new Agent({ localAddress: other });
+  t.teardown(() => agent.close());
+  const res = await request(url, { dispatcher: agent, headers: { 'x-canary': '1' } });
+  t.is(await res.body.text(), 'a', `from ${other}: the header is ignored, the split decides`);
+});
+
+test('a role whose endpoints die mid-load: no client request fails while another role can serve it', async (t) => {
+  const a1 = await controlled(t, 'a1');
+  const a2 = await controlled(t, 'a2');
+  const b1 = await controlled(t, 'b1');
+  const b2 = await controlled(t, 'b2');
+  for (const c of [a1, a2, b1, b2]) c.up.server.keepAliveTimeout = 60_000;
+  const sc = await startSidecar(t, resilienceConfig(channel([a1, a2], CHECK), channel([b1, b2], CHECK), `
+retries: { attempts: 2 }
+filters:
+  - { type: weighted, weights: { a: 50, b: 50 } }`));
+  const url = listenerUrl(sc, 'web');
+  const statuses = new Map<number, number>();
+  let sent = 0;
+  let killed = false;
+  const worker = async (): Promise<void> => {
+    while (sent < 2000) {
+      sent++;
+      if (sent === 500 && !killed) {
+        killed = true;
+        void b1.kill();
+        void b2.kill();
+      }
+      const r = await get(url);
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+  t.deepEqual([...statuses.entries()], [[200, 2000]], 'every request succeeded');
+  t.true(b1.hits + b2.hits > 100, 'b served its share before it died');
+  t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="b"/), 0);
+});
+
+test('tcp: a connection whose role cannot connect goes to another role of the split', async (t) => {
+  const { createServer } = await import('node:net');
+  const echo = createServer((s) => s.pipe(s));
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  t.teardown(() => echo.close());
+  const dead = createServer();
+  await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
+  const deadAddr = `127.0.0.1:${(dead.address() as { port: number }).port}`;
+  await new Promise((r) => dead.close(r));
+  const host = uniqueHost();
+  const sc = await startSidecar(t, `
+roles:
+  a: { channels: { raw: { endpoints: ["127.0.0.1:${(echo.address() as { port: number }).port}"] } } }
+  b: { channels: { raw: { endpoints: ["${deadAddr}"] } } }
+vsets:
+  svc: { channels: [raw], roles: { a: {}, b: {} } }
+listeners:
+  raw:
+    address: "${host}:0"
+    protocol: tcp
+    target: svc
+    filters:
+      - { type: weighted, weights: { a: 1, b: 1000 } }
+`);
+  const addr = sc.addresses().get('raw')!;
+  for (let i = 0; i < 5; i++) {
+    const s = connect({ host: addr.host, port: addr.port });
+    const got = await new Promise<string>((resolve, reject) => {
+      s.once('error', reject);
+      s.once('data', (d) => resolve(d.toString()));
+      s.write(`hello ${i}`);
+    });
+    s.destroy();
+    t.is(got, `hello ${i}`);
+  }
+  const fails = await metricSum(sc, /^switchyard_upstream_errors_total\{listener="raw",role="b",reason="connect-failure"/);
+  t.true(fails >= 4, `${fails} connect failures on b`);
+  // Counted at close, under the role that served.
+  await until(async () => (await metricSum(sc, /^switchyard_tcp_connections_total\{listener="raw",vset="svc",role="a",result="ok"/)) === 5, 5000, 'five connections served by a');
+});

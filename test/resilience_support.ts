@@ -1,0 +1,92 @@
+import type { ExecutionContext } from 'ava';
+import { adminUrl, get, startUpstream, uniqueHost, type Upstream } from './helpers.js';
+import type { Sidecar } from '../src/sidecar.js';
+
+/** How a test upstream answers requests other than its health check. */
+export type Mode = 'ok' | '500' | '503' | 'hang' | 'reset';
+
+/** An upstream whose answers the test switches: `mode` for requests, `health` for GET /healthz. */
+export interface Controlled {
+  up: Upstream;
+  address: string;
+  name: string;
+  mode: Mode;
+  health: number;
+  /** Requests served (health checks not counted). */
+  hits: number;
+  /** Bodies of the requests received, in order. */
+  bodies: string[];
+  /** Stops accepting and cuts every open connection (the endpoint dies). */
+  kill(): Promise<void>;
+}
+
+export async function controlled(t: ExecutionContext, name: string): Promise<Controlled> {
+  const c = { mode: 'ok', health: 200, hits: 0, bodies: [] as string[], name } as Controlled;
+  c.up = await startUpstream(t, name, (req, res) => {
+    if (req.url === '/healthz') {
+      req.resume();
+      res.writeHead(c.health, { 'content-length': '0' });
+      res.end();
+      return;
+    }
+    c.hits++;
+    const chunks: Buffer[] = [];
+    req.on('data', (d: Buffer) => chunks.push(d));
+    req.on('end', () => {
+      c.bodies.push(Buffer.concat(chunks).toString());
+      switch (c.mode) {
+        case 'hang': return; // never answers
+        case 'reset': req.socket.destroy(); return;
+        case '500': case '503':
+          res.writeHead(Number(c.mode), { 'content-type': 'text/plain', 'x-served-by': name });
+          res.end(`${name} failed\n`);
+          return;
+        default:
+          res.writeHead(200, { 'content-type': 'text/plain', 'x-served-by': name });
+          res.end(name);
+      }
+    });
+  });
+  c.address = c.up.address;
+  c.kill = () => c.up.close();
+  return c;
+}
+
+/** A channel's YAML: endpoints plus optional healthCheck / outlierDetection flow mappings. */
+export function channel(eps: Controlled[] | string[], extra = ''): string {
+  const list = eps.map((e) => `"${typeof e === 'string' ? e : e.address}"`).join(', ');
+  return `{ endpoints: [${list}]${extra ? `, ${extra}` : ''} }`;
+}
+
+/** Roles a and b (each with the given channel YAML), vset svc, one http listener `web`. */
+export function resilienceConfig(a: string, b: string, listener: string): string {
+  return `
+roles:
+  a:
+    meta: { version: "1" }
+    channels: { http: ${a} }
+  b:
+    meta: { version: "2" }
+    channels: { http: ${b} }
+vsets:
+  svc:
+    channels: [http]
+    roles: { a: {}, b: {} }
+listeners:
+  web:
+    address: "${uniqueHost()}:0"
+    target: svc.http
+${listener.split('\n').filter((l) => l.trim()).map((l) => '    ' + l).join('\n')}
+`;
+}
+
+/** One sample of a metric from the admin API (the sum over every series matching `re`), or 0. */
+export async function metricSum(sc: Sidecar, re: RegExp): Promise<number> {
+  const r = await get(`${adminUrl(sc)}/metrics`);
+  let sum = 0;
+  for (const line of r.body.split('\n')) {
+    if (line.startsWith('#') || !re.test(line)) continue;
+    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
+}
