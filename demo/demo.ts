@@ -50,6 +50,10 @@ function startSwitchyard(): Promise<ChildProcess> {
 
 async function send(headers: Record<string, string> = {}): Promise<{ role: string; version: string }> {
   const res = await request(LISTENER, { dispatcher: client, headers });
+  if (res.statusCode !== 200) {
+    await res.body.dump();
+    return { role: `failed (${res.statusCode})`, version: '' };
+  }
   return (await res.body.json()) as { role: string; version: string };
 }
 
@@ -73,6 +77,19 @@ function printSplit(counts: Map<string, number>): void {
     const pct = (100 * n) / total;
     console.log(`    ${role.padEnd(8)} ${String(n).padStart(5)}  ${pct.toFixed(1).padStart(5)} %  ${'█'.repeat(Math.round(pct / 2))}`);
   }
+}
+
+/** Waits until the admin API's metrics say every endpoint of `role` is healthy again. */
+async function untilHealthy(role: string): Promise<void> {
+  const end = Date.now() + 15_000;
+  const re = new RegExp(`^switchyard_endpoints_healthy\\{role="${role}",[^}]*\\} (\\d+)`, 'm');
+  while (Date.now() < end) {
+    const res = await request(`${ADMIN}/metrics`);
+    const m = re.exec(await res.body.text());
+    if (m && Number(m[1]) > 0) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${role} did not become healthy within 15 s`);
 }
 
 async function main(): Promise<void> {
@@ -117,6 +134,18 @@ async function main(): Promise<void> {
     const res = await request(`${ADMIN}/config`, { method: 'PUT', body: stringify(config), headers: { 'content-type': 'application/yaml' } });
     console.log(`   admin answered ${res.statusCode}: ${JSON.stringify(await res.body.json())}`);
     console.log('   1,000 requests after the reload:');
+    printSplit(await split(1000));
+
+    console.log('\n5. cart-v2 dies (its server closes every connection) while 1,000 requests run:');
+    const load = split(1000);
+    await new Promise((r) => setTimeout(r, 20));
+    servers[2]!.closeAllConnections();
+    servers[2]!.close();
+    printSplit(await load);
+    console.log('   (retries and fallback move its requests to cart-v1; the health check takes it out of the split)');
+    servers[2] = await startRole('cart-v2', '2.0.0', 7101);
+    console.log('   cart-v2 is back; once its health check passes twice, it gets its share again:');
+    await untilHealthy('cart-v2');
     printSplit(await split(1000));
   } catch (err) {
     console.error(`demo failed: ${(err as Error).message}`);
