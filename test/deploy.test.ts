@@ -1,11 +1,10 @@
 import test from 'ava';
 import { readFile } from 'node:fs/promises';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
-import { adminUrl, get, listenerUrl, ROOT, startSidecar, startUpstream, tempFiles, twoRoleConfig, until } from './helpers.js';
-import { promTool, runTool } from './prom_tools.js';
+import { ROOT, tempFiles } from './helpers.js';
+import { metricsAfterTraffic, promTool, runTool } from './prometheus_support.js';
 
 /*
  * The ops files in deploy/ are checked as Prometheus and Grafana would take them:
@@ -138,26 +137,7 @@ function exported(text: string): Map<string, Set<string>> {
 }
 
 test('every metric and label the dashboard and alerts use is one a running sidecar exports', async (t) => {
-  // role b's endpoint refuses connections, so upstream errors are counted too
-  const closed = createServer();
-  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
-  const deadPort = (closed.address() as AddressInfo).port;
-  await new Promise<void>((r) => closed.close(() => r()));
-  const a = await startUpstream(t, 'a');
-  const sc = await startSidecar(t, twoRoleConfig(a, { address: `127.0.0.1:${deadPort}` }, `
-- type: header_route
-  rules:
-    - { header: x-pin, equals: "b", role: b }
-- type: weighted
-  weights: { a: 1 }`));
-  t.is((await get(listenerUrl(sc, 'web'))).status, 200);
-  t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'b' })).status, 502);
-  let text = '';
-  await until(async () => {
-    text = await (await get(`${adminUrl(sc)}/metrics`)).body;
-    return text.includes('switchyard_upstream_errors_total{');
-  }, 5000, 'the upstream error in /metrics');
-  const metrics = exported(text);
+  const metrics = exported(await metricsAfterTraffic(t));
 
   const exprs = [...dashboardExprs(await dashboard()), ...ruleExprs(await alertRules())];
   const used = new Set<string>();

@@ -1,6 +1,8 @@
+import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
 import { accessSync, constants } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, until } from './helpers.js';
 
 /**
  * The path of `prometheus` or `promtool` (Debian's `prometheus` package, which
@@ -33,4 +35,30 @@ export function runTool(path: string, args: string[], opts: { input?: string; cw
     child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
     child.stdin.end(opts.input ?? '');
   });
+}
+
+/** header_route filters: `x-pin: a` → role a, `x-pin: b` → role b. */
+export const PIN = `
+- type: header_route
+  rules:
+    - { header: x-pin, equals: "a", role: a }
+    - { header: x-pin, equals: "b", role: b }`;
+
+/**
+ * A running sidecar's /metrics once traffic has created its per-request series:
+ * one request served by role a, one to role b, whose endpoint refuses connections
+ * (an upstream error).
+ */
+export async function metricsAfterTraffic(t: ExecutionContext): Promise<string> {
+  const a = await startUpstream(t, 'a');
+  // port 1 on loopback: nothing listens there, so the connection is refused
+  const sc = await startSidecar(t, twoRoleConfig(a, { address: '127.0.0.1:1' }, PIN));
+  t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'a' })).status, 200);
+  t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'b' })).status, 502);
+  let text = '';
+  await until(async () => {
+    text = (await get(`${adminUrl(sc)}/metrics`)).body;
+    return text.includes('switchyard_upstream_errors_total{');
+  }, 5000, 'the upstream error in /metrics');
+  return text;
 }
