@@ -1,0 +1,64 @@
+import type { ExecutionContext } from 'ava';
+import { spawn } from 'node:child_process';
+import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
+import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, until } from './helpers.js';
+
+/**
+ * The path of `prometheus` or `promtool` (Debian's `prometheus` package, which
+ * `.ci/run` installs). Throws, so the calling test fails rather than skips: a CI
+ * without them would otherwise pass without checking anything.
+ */
+export function promTool(name: 'prometheus' | 'promtool'): string {
+  for (const dir of (process.env['PATH'] ?? '').split(delimiter)) {
+    const path = join(dir, name);
+    try {
+      accessSync(path, constants.X_OK);
+      return path;
+    } catch { /* not in this directory */ }
+  }
+  throw new Error(`${name} is not installed: install Debian's prometheus package (apt-get install prometheus), as .ci/run does`);
+}
+
+export interface ToolRun { code: number | null; stdout: string; stderr: string }
+
+/** Runs a tool to completion (bounded: killed after `timeoutMs`), with `input` on its stdin. */
+export function runTool(path: string, args: string[], opts: { input?: string; cwd?: string; timeoutMs?: number } = {}): Promise<ToolRun> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(path, args, { cwd: opts.cwd, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => { stdout += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { stderr += d.toString(); });
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 20_000);
+    child.on('error', (err) => { clearTimeout(timer); reject(err); });
+    child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** header_route filters: `x-pin: a` → role a, `x-pin: b` → role b. */
+export const PIN = `
+- type: header_route
+  rules:
+    - { header: x-pin, equals: "a", role: a }
+    - { header: x-pin, equals: "b", role: b }`;
+
+/**
+ * A running sidecar's /metrics once traffic has created its per-request series:
+ * one request served by role a, one to role b, whose endpoint refuses connections
+ * (an upstream error).
+ */
+export async function metricsAfterTraffic(t: ExecutionContext): Promise<string> {
+  const a = await startUpstream(t, 'a');
+  // port 1 on loopback: nothing listens there, so the connection is refused
+  const sc = await startSidecar(t, twoRoleConfig(a, { address: '127.0.0.1:1' }, PIN));
+  t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'a' })).status, 200);
+  t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'b' })).status, 502);
+  let text = '';
+  await until(async () => {
+    text = (await get(`${adminUrl(sc)}/metrics`)).body;
+    return text.includes('switchyard_upstream_errors_total{');
+  }, 5000, 'the upstream error in /metrics');
+  return text;
+}
