@@ -7,6 +7,7 @@ import { reportFilterFailure, runChain } from '../filters/chain.js';
 import type { ListenerPlan } from '../reload/generation.js';
 import { HttpForward, sendText, type ForwardOptions } from '../upstream/http_forward.js';
 import { upgrades } from '../upstream/upgrade_forward.js';
+import { logHttp } from '../observe/access_record.js';
 import type { ListenSocket } from './socket_pool.js';
 
 const kExchange = Symbol('switchyard.exchange');
@@ -30,6 +31,9 @@ class HttpExchange implements Exchange, ForwardOptions {
   readonly res: ServerResponse;
   readonly #start = performance.now();
   #forward: HttpForward | null = null;
+  /** From ForwardOptions.done, for the access log. */
+  #endpoint = '';
+  #error = '';
 
   constructor(plan: ListenerPlan, req: IncomingMessage, res: ServerResponse) {
     this.plan = plan;
@@ -66,8 +70,12 @@ class HttpExchange implements Exchange, ForwardOptions {
   }
 
   /** ForwardOptions.done: the upstream exchange ended. */
-  done(_endpoint: string | undefined, code: RuntimeCode | undefined): void {
-    if (code !== undefined) this.plan.metrics[this.role]!.upstreamError(code);
+  done(endpoint: string | undefined, code: RuntimeCode | undefined): void {
+    this.#endpoint = endpoint ?? '';
+    if (code !== undefined) {
+      this.#error = code;
+      this.plan.metrics[this.role]!.upstreamError(code);
+    }
   }
 
   failFilter(err: unknown): void {
@@ -82,10 +90,18 @@ class HttpExchange implements Exchange, ForwardOptions {
     const finished = res.writableFinished;
     if (!finished) this.#forward?.clientGone();
     const plan = this.plan;
-    const m = plan.metrics[this.role < 0 ? plan.roles.length : this.role]!;
+    // The role that served it: none when the request never went upstream (a filter
+    // answered, e.g. a 429 after `weighted` had picked a role, or the client left first).
+    const served = this.#forward === null ? -1 : this.role;
     // The status the client was sent, even if the body was then cut (by either side);
     // 499 when the client left before the response started (nginx's convention).
-    m.count(res.headersSent ? res.statusCode : 499, (performance.now() - this.#start) / 1000);
+    const status = res.headersSent ? res.statusCode : 499;
+    const ms = performance.now() - this.#start;
+    plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ms / 1000);
+    const log = plan.generation.accessLog;
+    if (log !== null) {
+      logHttp(log, { plan, req: this.req, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: ms, endpoint: this.#endpoint, error: this.#error });
+    }
     plan.generation.release(this);
   }
 }
@@ -110,6 +126,7 @@ export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: Serve
     res.shouldKeepAlive = false;
     if (plan.generation.closed) {
       sendText(res, 503, 'switchyard: this listener was removed\n');
+      plan.metrics[plan.roles.length]!.count(503, 0);
       return;
     }
   }
@@ -151,6 +168,10 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   const start = performance.now();
   let status = 101;
   let answered = false;
+  /** Handed to the upstream: a role served it (else a filter answered, or it failed first). */
+  let forwarded = false;
+  let endpoint = '';
+  let error = '';
   const ex: Exchange = {
     role: -1,
     listener: plan.name,
@@ -170,14 +191,20 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   };
   gen.hold(socket);
   socket.once('close', () => {
-    const m = plan.metrics[ex.role < 0 ? plan.roles.length : ex.role]!;
-    m.count(status, (performance.now() - start) / 1000);
+    const served = forwarded ? ex.role : -1;
+    const ms = performance.now() - start;
+    plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ms / 1000);
+    const log = gen.accessLog;
+    if (log !== null) logHttp(log, { plan, req, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: ms, endpoint, error });
     gen.release(socket);
   });
   const go = (): void => {
     if (ex.role < 0) ex.role = Math.floor(Math.random() * plan.roles.length);
-    upgrades.forward(req, socket, head, plan.routes[ex.role]!, { timeoutMs: plan.config.timeouts.upstreamMs, connectMs: plan.config.timeouts.connectMs }, (_endpoint, code, answered) => {
+    forwarded = true;
+    upgrades.forward(req, socket, head, plan.routes[ex.role]!, { timeoutMs: plan.config.timeouts.upstreamMs, connectMs: plan.config.timeouts.connectMs }, (e, code, answered) => {
+      endpoint = e ?? '';
       if (code !== undefined) {
+        error = code;
         // the status the client got (a timeout answers 504)
         status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : 502;
         plan.metrics[ex.role]!.upstreamError(code);
@@ -186,6 +213,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   };
   const fail = (err: unknown): void => {
     status = 500;
+    forwarded = false;
     ex.role = -1; // no role served it (and a broken filter may have left an index out of range)
     reportFilterFailure(plan.name, err);
     ex.reply(500, 'switchyard: a filter failed on this request\n');

@@ -3,6 +3,7 @@ import type { Exchange } from '../filters/api.js';
 import { reportFilterFailure, runChain } from '../filters/chain.js';
 import type { ListenerPlan } from '../reload/generation.js';
 import { forwardTcp } from '../upstream/tcp_forward.js';
+import { logTcp } from '../observe/access_record.js';
 
 /**
  * The entry of the TCP data path: one client connection. The filters run once,
@@ -11,10 +12,12 @@ import { forwardTcp } from '../upstream/tcp_forward.js';
  */
 export function handleTcp(plan: ListenerPlan, socket: Socket): void {
   const gen = plan.generation;
+  const start = performance.now();
   plan.connectionOpened(socket);
   gen.hold(socket);
   socket.on('error', () => socket.destroy());
   let refused = false;
+  let forwarded = false;
   const ex: Exchange = {
     role: -1,
     listener: plan.name,
@@ -33,19 +36,32 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
   socket.once('close', () => {
     gen.release(socket);
     if (refused) plan.metrics[plan.roles.length]!.tcpConnection('refused');
+    if (!forwarded) {
+      // Never reached an upstream: refused by a filter, a filter failed, or the client left first.
+      const log = gen.accessLog;
+      if (log !== null) {
+        logTcp(log, { plan, socket, role: '', result: refused ? 'refused' : 'error', durationMs: performance.now() - start, endpoint: '', error: '', bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten });
+      }
+    }
   });
   const go = (): void => {
     if (socket.destroyed) return;
     if (ex.role < 0) ex.role = Math.floor(Math.random() * plan.roles.length);
+    forwarded = true;
     const m = plan.metrics[ex.role]!;
     forwardTcp(socket, plan.routes[ex.role]!, {
       idleMs: plan.config.timeouts.idleMs,
       connectMs: plan.config.timeouts.connectMs,
-      done: (_endpoint, code, bytesIn, bytesOut) => {
+      done: (endpoint, code, bytesIn, bytesOut) => {
         if (code !== undefined) m.upstreamError(code);
-        m.tcpConnection(code === undefined ? 'ok' : 'error');
+        const result = code === undefined ? 'ok' : 'error';
+        m.tcpConnection(result);
         plan.bytesIn.inc(bytesIn);
         plan.bytesOut.inc(bytesOut);
+        const log = gen.accessLog;
+        if (log !== null) {
+          logTcp(log, { plan, socket, role: plan.roles[ex.role]!.name, result, durationMs: performance.now() - start, endpoint: endpoint ?? '', error: code ?? '', bytesIn, bytesOut });
+        }
       },
     });
   };

@@ -7,6 +7,7 @@ import type { RoleMetrics } from '../metrics.js';
 import type { Endpoint, EndpointSet } from '../upstream/endpoints.js';
 import type { ListenSocket } from '../listeners/socket_pool.js';
 import type { ComponentSlot } from '../components/lifecycle.js';
+import type { AccessLogSink } from '../observe/access_log.js';
 
 /** Where a config came from (GET /config, the reload log, the reloads metric). */
 export type ConfigSource = 'file' | 'sighup' | 'api' | 'component' | 'rollback';
@@ -88,6 +89,8 @@ export class Generation {
   readonly components = new Map<string, ComponentSlot>();
   readonly endpoints: Endpoint[] = [];
   readonly leases: ListenSocket[] = [];
+  /** Where this generation's requests and connections are logged; null when `accessLog` is off. */
+  accessLog: AccessLogSink | null = null;
   readonly #work = new Set<Destroyable>();
   #draining: (() => void) | null = null;
   #drain: Promise<'drained' | 'timeout'> | null = null;
