@@ -29,6 +29,8 @@ class HttpExchange implements Exchange, ForwardOptions {
   readonly plan: ListenerPlan;
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
+  /** The client connection: req.socket is null once the response closed. */
+  readonly #socket: Socket;
   readonly #start = performance.now();
   #forward: HttpForward | null = null;
   /** From ForwardOptions.done, for the access log. */
@@ -39,6 +41,7 @@ class HttpExchange implements Exchange, ForwardOptions {
     this.plan = plan;
     this.req = req;
     this.res = res;
+    this.#socket = req.socket;
   }
 
   get listener(): string { return this.plan.name; }
@@ -100,7 +103,7 @@ class HttpExchange implements Exchange, ForwardOptions {
     plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ms / 1000);
     const log = plan.generation.accessLog;
     if (log !== null) {
-      logHttp(log, { plan, req: this.req, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: ms, endpoint: this.#endpoint, error: this.#error });
+      logHttp(log, { plan, req: this.req, socket: this.#socket, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: ms, endpoint: this.#endpoint, error: this.#error });
     }
     plan.generation.release(this);
   }
@@ -195,7 +198,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     const ms = performance.now() - start;
     plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ms / 1000);
     const log = gen.accessLog;
-    if (log !== null) logHttp(log, { plan, req, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: ms, endpoint, error });
+    if (log !== null) logHttp(log, { plan, req, socket, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: ms, endpoint, error });
     gen.release(socket);
   });
   const go = (): void => {

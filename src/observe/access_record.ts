@@ -17,6 +17,8 @@ type Marked = Socket & { [kMark]?: { read: number; written: number } };
 export interface HttpOutcome {
   plan: ListenerPlan;
   req: IncomingMessage;
+  /** The client connection (req.socket is null once the response closed). */
+  socket: Socket;
   /** The role that served it; '' when none did (a filter answered). */
   role: string;
   status: number;
@@ -34,7 +36,7 @@ export interface HttpOutcome {
  * body out (nginx's $request_length and $bytes_sent). A tunnel's bytes are all of it.
  */
 export function logHttp(sink: AccessLogSink, o: HttpOutcome): void {
-  const s = o.req.socket as Marked;
+  const s = o.socket as Marked;
   const mark = s[kMark];
   const read = s.bytesRead;
   const written = s.bytesWritten;
@@ -63,7 +65,7 @@ export function logHttp(sink: AccessLogSink, o: HttpOutcome): void {
     durationMs: round(o.durationMs),
     generation: plan.generation.number,
     upstreamError: o.error,
-    client: o.req.socket.remoteAddress ?? '',
+    client: s.remoteAddress ?? '',
   }));
 }
 

@@ -149,7 +149,9 @@ export class Runtime {
     }
     this.history.push({ generation: number, source, at, outcome: 'applied' });
     this.#trimHistory();
-    this.#record({ generation: number, source, result: 'applied', durationMs, changes: changesOf(prev, gen, built.components), error: '' });
+    // A change that turns the access log off is the last line of the old one.
+    this.#record({ generation: number, source, result: 'applied', durationMs, changes: changesOf(prev, gen, built.components), error: '' },
+      gen.accessLog ?? prev?.accessLog ?? null);
     const [was, now] = [prev?.config.admin.address, gen.config.admin.address];
     if (was && (was.host !== now.host || was.port !== now.port)) {
       // Like Envoy's admin (bootstrap only): moving the admin socket under a live
@@ -216,7 +218,7 @@ export class Runtime {
     // Before the first generation the caller reports the failure (the CLI exits on it).
     if (this.current) {
       const durationMs = t0 === null ? 0 : performance.now() - t0;
-      this.#record({ generation: this.current.number, source, result: invalid ? 'invalid' : 'failed', durationMs, changes: null, error });
+      this.#record({ generation: this.current.number, source, result: invalid ? 'invalid' : 'failed', durationMs, changes: null, error }, this.current.accessLog);
       if (invalid) for (const i of result.issues) this.#log(`  ${formatIssue(i)}`);
     }
     return result;
@@ -226,11 +228,10 @@ export class Runtime {
    * The one line per config change (generation, source, result, duration, what
    * changed), in the log and, when on, in the access log of the generation serving.
    */
-  #record(r: ReloadRecord): void {
+  #record(r: ReloadRecord, sink: AccessLogSink | null): void {
     const ms = r.durationMs.toFixed(1);
     if (r.result === 'applied') this.#log(`generation ${r.generation} applied from ${r.source} in ${ms} ms: ${describeChanges(r.changes!)}`);
     else this.#log(`reload from ${r.source} rejected (${r.result}) in ${ms} ms: ${r.error}; generation ${r.generation} keeps serving`);
-    const sink = this.current?.accessLog;
     if (sink) logReload(sink, r);
   }
 
