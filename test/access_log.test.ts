@@ -6,8 +6,7 @@ import { connect, createServer as createNetServer, type AddressInfo } from 'node
 import { join } from 'node:path';
 import { request } from 'undici';
 import { WebSocket, WebSocketServer } from 'ws';
-import type { Sidecar } from '../src/sidecar.js';
-import { CLI, adminUrl, get, listenerUrl, startSidecar, startUpstream, tempFiles, uniqueHost, until } from './helpers.js';
+import { CLI, adminUrl, get, listenerUrl, putConfig, startSidecar, startUpstream, tempFiles, uniqueHost, until } from './helpers.js';
 
 /* The access log (accessLog: { path }): one JSON line per HTTP request, TCP connection and config change. */
 
@@ -23,11 +22,6 @@ async function linesOf(file: string, pick: (l: Line) => boolean, count = 1): Pro
   let got: Line[] = [];
   await until(async () => (got = (await readLines(file)).filter(pick)).length >= count, 5_000, `${count} access log line(s) in ${file}`);
   return got;
-}
-
-async function putConfig(sc: Sidecar, yaml: string): Promise<{ status: number; body: string }> {
-  const res = await request(`${adminUrl(sc)}/config`, { method: 'PUT', body: `admin: { address: "127.0.0.1:0" }\n${yaml}`, headers: { 'content-type': 'application/yaml' } });
-  return { status: res.statusCode, body: await res.body.text() };
 }
 
 /** A TCP server that answers each chunk with the same bytes. */

@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { Metrics } from '../src/metrics.js';
 import { Sidecar } from '../src/sidecar.js';
 import { parseConfigTexts } from '../src/config/load.js';
-import { ROOT, adminUrl, get, listenerUrl, startSidecar, startUpstream, tempFiles, until } from './helpers.js';
+import { ROOT, adminUrl, get, listenerUrl, putConfig, startSidecar, startUpstream, tempFiles, until } from './helpers.js';
 
 async function metric(sc: Parameters<typeof adminUrl>[0], pattern: RegExp): Promise<number> {
   const text = await (await request(`${adminUrl(sc)}/metrics`)).body.text();
@@ -50,13 +50,6 @@ test('requests_total counts the status sent; 499 only when the client left befor
   t.is(await metric(sc, /^switchyard_requests_total\{listener="web",vset="r",role="r",code="200"\}/), 2);
 });
 
-/** PUT /config with a YAML body; the status. */
-async function putConfig(sc: Parameters<typeof adminUrl>[0], yaml: string): Promise<number> {
-  const res = await request(`${adminUrl(sc)}/config`, { method: 'PUT', body: `admin: { address: "127.0.0.1:0" }\n${yaml}`, headers: { 'content-type': 'application/yaml' } });
-  await res.body.text();
-  return res.statusCode;
-}
-
 const lastOk = /^switchyard_config_last_reload_successful /;
 const lastOkTime = /^switchyard_config_last_reload_success_timestamp_seconds /;
 
@@ -69,16 +62,16 @@ test('config_last_reload_successful and its timestamp follow real reloads: PUT /
   t.true(started >= Math.floor(before) && started <= Date.now() / 1000, `set at start: ${started}`);
 
   // PUT /config: invalid → 0, timestamp kept; valid → 1, timestamp moves on.
-  t.is(await putConfig(sc, oneRole(up.address).replace('target: r', 'target: nosuch')), 400);
+  t.is((await putConfig(sc, oneRole(up.address).replace('target: r', 'target: nosuch'))).status, 400);
   t.is(await metric(sc, lastOk), 0);
   t.is(await metric(sc, lastOkTime), started);
   await new Promise((r) => setTimeout(r, 20)); // the timestamp has ms resolution
-  t.is(await putConfig(sc, oneRole(up.address)), 200);
+  t.is((await putConfig(sc, oneRole(up.address))).status, 200);
   t.is(await metric(sc, lastOk), 1);
   t.true((await metric(sc, lastOkTime)) > started);
 
   // A build failure (the access log file cannot be opened) is a rejected change too.
-  t.is(await putConfig(sc, `${oneRole(up.address)}accessLog: { path: /nonexistent-dir-${process.pid}/access.log }\n`), 409);
+  t.is((await putConfig(sc, `${oneRole(up.address)}accessLog: { path: /nonexistent-dir-${process.pid}/access.log }\n`)).status, 409);
   t.is(await metric(sc, lastOk), 0);
 });
 
@@ -113,7 +106,7 @@ test('generations_draining counts a replaced generation while a request still ho
   t.is(await metric(sc, draining), 0);
   const held = get(`${url}/hold`);
   await until(() => release !== null, 5000, 'the held request');
-  t.is(await putConfig(sc, oneRole(up.address).replace('web: {', 'web: { timeouts: { connect: 2s },')), 200);
+  t.is((await putConfig(sc, oneRole(up.address).replace('web: {', 'web: { timeouts: { connect: 2s },'))).status, 200);
   t.is(await metric(sc, draining), 1, 'generation 1 drains while its request runs');
   t.is((await get(url)).status, 200, 'new requests are served by generation 2');
   release!();
