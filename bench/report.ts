@@ -56,7 +56,7 @@ const fixed = (v: number | null, digits: number): string => (v === null || !Numb
 const ratio = (v: number | null): string => (v === null ? '—' : `${v.toFixed(2)}×`);
 
 const COLUMNS: readonly { title: string; width: number; cell(r: Row): string; left?: boolean }[] = [
-  { title: 'scenario', width: 16, left: true, cell: (r) => r.scenario },
+  { title: 'scenario', width: 25, left: true, cell: (r) => r.scenario },
   { title: 'req/s', width: 9, cell: (r) => Math.round(r.rps).toString() },
   { title: 'p50 ms', width: 7, cell: (r) => fixed(r.p50Ms, 2) },
   { title: 'p99 ms', width: 7, cell: (r) => fixed(r.p99Ms, 2) },
@@ -82,7 +82,7 @@ export function formatTable(rows: readonly Row[], skips: readonly Skip[], placem
     out.push(line(COLUMNS.map((c) => c.title)));
     out.push(line(COLUMNS.map((c) => '-'.repeat(c.width))));
     for (const r of mine) out.push(line(COLUMNS.map((c) => c.cell(r))));
-    for (const s of skips.filter((x) => x.placement === p)) out.push(`${s.scenario.padEnd(16)}  skipped: ${s.reason}`);
+    for (const s of skips.filter((x) => x.placement === p)) out.push(`${s.scenario.padEnd(25)}  skipped: ${s.reason}`);
     out.push(...aims(mine));
     const busy = mine.filter((r) => r.otherCpus > 0.2).map((r) => r.scenario);
     if (busy.length) out.push(`  note: other processes used > 0.2 CPU during ${busy.join(', ')} (column "other"): those figures are noisy`);
@@ -104,6 +104,16 @@ function aims(rows: readonly Row[]): string[] {
   };
   check('switchyard-http', 'nginx-http', 0.35);
   check('switchyard-tcp', 'nginx-stream', 0.95);
+  // What observability costs, measured rather than assumed (issue 6).
+  const cost = (label: string, on: ScenarioId, off: ScenarioId): void => {
+    const a = get(on);
+    const b = get(off);
+    if (!a || !b) return;
+    out.push(`  ${label}: ${on} / ${off}: ${(a.rps / b.rps).toFixed(3)}× throughput, `
+      + `CPU ${fixed(a.proxyCpuUsPerReq, 1)} vs ${fixed(b.proxyCpuUsPerReq, 1)} µs/request`);
+  };
+  cost('request metrics', 'switchyard-http', 'switchyard-http-nometrics');
+  cost('access log to a file', 'switchyard-http-accesslog', 'switchyard-http');
   return out;
 }
 

@@ -231,7 +231,7 @@ async function measure(m: MeasureContext, scenario: ScenarioId, addr: Addr, prox
 
 function progress(r: Row): void {
   const cpu = r.proxyCpuUsPerReq === null ? '' : `  proxy ${r.proxyCpuUsPerReq.toFixed(1)} µs/req`;
-  console.log(`  ${r.placement.padEnd(8)} ${r.scenario.padEnd(16)} ${Math.round(r.rps).toString().padStart(7)} req/s`
+  console.log(`  ${r.placement.padEnd(8)} ${r.scenario.padEnd(25)} ${Math.round(r.rps).toString().padStart(7)} req/s`
     + `  p50 ${r.p50Ms.toFixed(2)} ms  p99 ${r.p99Ms.toFixed(2)} ms${cpu}  upstream ${r.upstreamCpuUsPerReq.toFixed(1)} µs/req`
     + `  errors ${r.errors}  other ${r.otherCpus.toFixed(2)} CPUs`);
 }
@@ -305,7 +305,7 @@ async function runPlacement(placement: Placement, opts: Options, tmp: string, ro
     placement, opts, wrkCpus: pins.wrk, upstream: up.proc, pins, up: { host: up.host, ports: up.ports }, tmp, rows,
     skip(scenario, reason) {
       skips.push({ placement, scenario, reason });
-      console.log(`  ${placement.padEnd(8)} ${scenario.padEnd(16)} skipped: ${reason}`);
+      console.log(`  ${placement.padEnd(8)} ${scenario.padEnd(25)} skipped: ${reason}`);
     },
   };
   try {

@@ -86,10 +86,16 @@ async function run(files: string[]): Promise<number> {
     void sc.reload('sighup'); // the runtime logs the outcome, errors included
   };
   process.on('SIGHUP', reload);
+  // logrotate's postrotate (or `kill -USR1`): access log files are reopened under their paths.
+  const reopen = (): void => {
+    void sc.runtime.reopenLogs();
+  };
+  process.on('SIGUSR1', reopen);
   return new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
       log(`${signal}: draining`);
       process.off('SIGHUP', reload);
+      process.off('SIGUSR1', reopen);
       void sc.stop().then(() => resolve(0), (err) => { console.error(err); resolve(1); });
     };
     process.once('SIGTERM', () => stop('SIGTERM'));

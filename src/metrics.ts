@@ -1,5 +1,14 @@
 import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
 
+export interface MetricsOptions {
+  /**
+   * Count each HTTP request (requests_total, request_duration_seconds); default true.
+   * For embedding and for the benchmark, which measures what counting costs: not a
+   * config key, since every user of the sidecar wants these two.
+   */
+  countRequests?: boolean;
+}
+
 /**
  * The metrics contract (DESIGN.md): prefix `switchyard_`, base units, `_total` for
  * counters. Label values come only from the config (listener, vset, role names) and
@@ -22,8 +31,15 @@ export class Metrics {
   readonly retryBudgetExhausted: Counter<'listener'>;
   /** Role channels now routed to, with their endpoints (set by the runtime; read at scrape time). */
   endpointHealth: () => Iterable<{ role: string; channel: string; healthy: number; total: number }> = () => [];
+  readonly lastReloadSuccessful: Gauge;
+  readonly lastReloadSuccessTime: Gauge;
+  readonly generationsDraining: Gauge;
+  readonly accessLogDropped: Counter;
+  /** False: requests_total and request_duration_seconds are not counted (see MetricsOptions). */
+  readonly countRequests: boolean;
 
-  constructor() {
+  constructor(opts: MetricsOptions = {}) {
+    this.countRequests = opts.countRequests ?? true;
     const registers = [this.registry];
     this.requests = new Counter({ name: 'switchyard_requests_total', help: 'HTTP requests by the role that served them and the status sent to the client (499: the client left before the response started).', labelNames: ['listener', 'vset', 'role', 'code'], registers });
     this.duration = new Histogram({ name: 'switchyard_request_duration_seconds', help: 'Time from the request to the end of the response.', labelNames: ['listener', 'vset', 'role'], registers, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });
@@ -44,6 +60,11 @@ export class Metrics {
     const metrics = this;
     new Gauge({ name: 'switchyard_endpoints_healthy', help: 'Endpoints of a role channel that take new work: healthy by the active check and not ejected.', labelNames: ['role', 'channel'], registers, collect: health('healthy') });
     new Gauge({ name: 'switchyard_endpoints', help: 'Endpoints of a role channel that the serving config routes to.', labelNames: ['role', 'channel'], registers, collect: health('total') });
+    // Prometheus's own pair (prometheus_config_last_reload_*): alert on `== 0`, and on a timestamp too old.
+    this.lastReloadSuccessful = new Gauge({ name: 'switchyard_config_last_reload_successful', help: 'Whether the last config change was applied (1) or rejected (0).', registers });
+    this.lastReloadSuccessTime = new Gauge({ name: 'switchyard_config_last_reload_success_timestamp_seconds', help: 'Unix time of the last config change that was applied (the start counts).', registers });
+    this.generationsDraining = new Gauge({ name: 'switchyard_generations_draining', help: 'Generations replaced but not yet closed (work still running on them).', registers });
+    this.accessLogDropped = new Counter({ name: 'switchyard_access_log_dropped_lines_total', help: 'Access log lines dropped because the sink did not keep up.', registers });
     collectDefaultMetrics({ register: this.registry, prefix: '' });
   }
 }
@@ -57,16 +78,19 @@ export class RoleMetrics {
   readonly #metrics: Metrics;
   readonly #labels: { listener: string; vset: string; role: string };
   readonly #byCode = new Map<number | string, Counter.Internal>();
+  readonly #on: boolean;
   readonly duration: Histogram.Internal<'listener' | 'vset' | 'role'>;
 
   constructor(metrics: Metrics, listener: string, vset: string, role: string) {
     this.#metrics = metrics;
+    this.#on = metrics.countRequests;
     this.#labels = { listener, vset, role };
     this.duration = metrics.duration.labels(listener, vset, role);
   }
 
   // hot path
   count(code: number | string, seconds: number): void {
+    if (!this.#on) return;
     let c = this.#byCode.get(code);
     if (c === undefined) {
       c = this.#metrics.requests.labels(this.#labels.listener, this.#labels.vset, this.#labels.role, String(code));

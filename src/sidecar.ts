@@ -6,6 +6,7 @@ import { ConfigError } from './errors.js';
 import { AdminServer } from './admin/server.js';
 import { Runtime, type ApplyResult } from './reload/runtime.js';
 import type { ConfigSource } from './reload/generation.js';
+import type { Metrics } from './metrics.js';
 
 export interface SidecarOptions {
   /** `--config` files, merged in order. */
@@ -19,6 +20,8 @@ export interface SidecarOptions {
   watch?: boolean;
   /** Limit for a new component's init and for its readiness check (default 10 s); tests shorten it. */
   readyTimeoutMs?: number;
+  /** The metrics to count into (default: a new set); the benchmark passes one with request counting off. */
+  metrics?: Metrics;
 }
 
 /**
@@ -40,7 +43,7 @@ export class Sidecar {
 
   /** Applies the first config and starts the admin API; throws ConfigError or the build error. */
   static async start(opts: SidecarOptions): Promise<Sidecar> {
-    const runtime = new Runtime({ log: opts.log, readyTimeoutMs: opts.readyTimeoutMs });
+    const runtime = new Runtime({ log: opts.log, readyTimeoutMs: opts.readyTimeoutMs, metrics: opts.metrics });
     const files = opts.files ?? [];
     const sc = new Sidecar(runtime, files);
     const watched = files.map((f) => resolve(f));

@@ -83,6 +83,14 @@ export function adminUrl(sc: Sidecar): string {
   return `http://${sc.adminAddress!.host}:${sc.adminAddress!.port}`;
 }
 
+/** PUT /config with a YAML body (the admin address of startSidecar prepended); status and body text. */
+export async function putConfig(sc: Sidecar, yaml: string): Promise<{ status: number; body: string }> {
+  const res = await undiciRequest(`${adminUrl(sc)}/config`, {
+    method: 'PUT', body: `admin: { address: "127.0.0.1:0" }\n${yaml}`, headers: { 'content-type': 'application/yaml' },
+  });
+  return { status: res.statusCode, body: await res.body.text() };
+}
+
 /** One shared keep-alive client for tests (undici, so it does not hide proxy bugs behind retries). */
 export const client = new Agent({
   keepAliveTimeout: 10_000,

@@ -46,19 +46,22 @@ export const PIN = `
 
 /**
  * A running sidecar's /metrics once traffic has created its per-request series:
- * one request served by role a, one to role b, whose endpoint refuses connections
- * (an upstream error).
+ * requests served by role a (whose first endpoint answers 503, so one is retried),
+ * one to role b, whose endpoint refuses connections (an upstream error).
  */
 export async function metricsAfterTraffic(t: ExecutionContext): Promise<string> {
   const a = await startUpstream(t, 'a');
+  const busy = await startUpstream(t, 'busy', (req, res) => { req.resume(); res.writeHead(503, { 'content-length': '0' }); res.end(); });
   // port 1 on loopback: nothing listens there, so the connection is refused
-  const sc = await startSidecar(t, twoRoleConfig(a, { address: '127.0.0.1:1' }, PIN));
-  t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'a' })).status, 200);
+  const yaml = twoRoleConfig({ address: `${busy.address}", "${a.address}` }, { address: '127.0.0.1:1' }, PIN)
+    .replace(/^( +)target: svc\.http$/m, '$1target: svc.http\n$1retries: { attempts: 1 }');
+  const sc = await startSidecar(t, yaml);
+  for (let i = 0; i < 2; i++) t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'a' })).status, 200);
   t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'b' })).status, 502);
   let text = '';
   await until(async () => {
     text = (await get(`${adminUrl(sc)}/metrics`)).body;
-    return text.includes('switchyard_upstream_errors_total{');
+    return text.includes('switchyard_upstream_errors_total{') && text.includes('switchyard_retries_total{');
   }, 5000, 'the upstream error in /metrics');
   return text;
 }

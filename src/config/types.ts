@@ -9,6 +9,13 @@ export interface Config {
   components: Record<string, ComponentConfig>;
   plugins: string[];
   listeners: Record<string, ListenerConfig>;
+  /** Absent: no access log. */
+  accessLog?: AccessLogConfig;
+}
+
+export interface AccessLogConfig {
+  /** `stdout`, or a file path as written (relative paths resolve from the config's directory when opened). */
+  path: string;
 }
 
 export interface HostPort { host: string; port: number }

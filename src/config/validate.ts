@@ -4,7 +4,7 @@ import type { Registry } from '../registry.js';
 import type { FilterValidateContext } from '../filters/api.js';
 import { defineOwn, formatPath, type Locator, type Path, type SourceOf } from './load.js';
 import type {
-  AdminConfig, ChannelConfig, ComponentConfig, Config, FilterConfig, HostPort, ListenerConfig,
+  AccessLogConfig, AdminConfig, ChannelConfig, ComponentConfig, Config, FilterConfig, HostPort, ListenerConfig,
   HealthCheckConfig, ListenerTimeouts, OutlierConfig, Protocol, RetryConfig, RetryOn, RoleConfig, VsetConfig,
 } from './types.js';
 
@@ -28,7 +28,7 @@ export const DEFAULT_RETRY_ON: readonly RetryOn[] = ['reset', 'timeout', 'gatewa
 const RETRY_ON_WORDS = ['reset', 'timeout', 'gateway-error', '5xx'];
 export const DEFAULT_MAX_HEADER_SIZE = 16 * 1024;
 
-const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners'];
+const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners', 'accessLog'];
 const TIMEOUT_KEYS: Record<string, keyof ListenerTimeouts> = {
   connect: 'connectMs', upstream: 'upstreamMs', headers: 'headersMs', request: 'requestMs', keepAlive: 'keepAliveMs', idle: 'idleMs', total: 'totalMs',
 };
@@ -238,7 +238,22 @@ class Validator {
     const admin = this.admin(root.admin);
     const listeners = this.listeners(root.listeners, vsets, components, admin);
     const drainTimeoutMs = this.duration(root.drainTimeout, ['drainTimeout'], DEFAULT_DRAIN_MS);
-    return { version: 1, admin, drainTimeoutMs, roles, vsets, components, plugins, listeners };
+    const accessLog = this.accessLog(root.accessLog);
+    return { version: 1, admin, drainTimeoutMs, roles, vsets, components, plugins, listeners, ...(accessLog ? { accessLog } : {}) };
+  }
+
+  /** `accessLog: { path: stdout | FILE }`; whether FILE can be opened is found when a build opens it. */
+  accessLog(value: unknown): AccessLogConfig | undefined {
+    if (value === undefined) return undefined;
+    const o = this.obj(value, ['accessLog'], ['path']);
+    if (!o) return undefined;
+    const path = this.str(o.path, ['accessLog', 'path']);
+    if (path === undefined) return undefined;
+    if (path.trim() === '') {
+      this.report('SY_ERR_CONFIG_VALUE', ['accessLog', 'path'], 'must be "stdout" or a file path');
+      return undefined;
+    }
+    return { path };
   }
 
   admin(value: unknown): AdminConfig {

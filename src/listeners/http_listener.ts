@@ -10,6 +10,7 @@ import { HttpForward, sendText, type ForwardOptions, type UpstreamReason } from 
 import { defaultRole, EndpointPicker, type RoleRoutes } from '../upstream/picker.js';
 import type { RetryBudget } from '../upstream/retry.js';
 import { upgrades } from '../upstream/upgrade_forward.js';
+import { logHttp } from '../observe/access_record.js';
 import type { ListenSocket } from './socket_pool.js';
 
 const kExchange = Symbol('switchyard.exchange');
@@ -33,13 +34,19 @@ class HttpExchange implements Exchange, ForwardOptions {
   readonly plan: ListenerPlan;
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
+  /** The client connection: req.socket is null once the response closed. */
+  readonly #socket: Socket;
   readonly #start = performance.now();
   #forward: HttpForward | null = null;
+  /** From ForwardOptions.done, for the access log. */
+  #endpoint = '';
+  #error = '';
 
   constructor(plan: ListenerPlan, req: IncomingMessage, res: ServerResponse) {
     this.plan = plan;
     this.req = req;
     this.res = res;
+    this.#socket = req.socket;
   }
 
   get listener(): string { return this.plan.name; }
@@ -86,8 +93,11 @@ class HttpExchange implements Exchange, ForwardOptions {
     this.plan.metrics[role]!.retried(reason);
   }
 
-  /** ForwardOptions.done: the upstream exchange ended (errors were counted per try). */
-  done(_endpoint: string | undefined, _code: RuntimeCode | undefined): void {}
+  /** ForwardOptions.done: the upstream exchange ended (errors were counted per try); for the access log. */
+  done(endpoint: string | undefined, code: RuntimeCode | undefined): void {
+    this.#endpoint = endpoint ?? '';
+    if (code !== undefined) this.#error = code;
+  }
 
   failFilter(err: unknown): void {
     this.role = -1; // no role served it (and a broken filter may have left an index out of range)
@@ -101,10 +111,18 @@ class HttpExchange implements Exchange, ForwardOptions {
     const finished = res.writableFinished;
     if (!finished) this.#forward?.clientGone();
     const plan = this.plan;
-    const m = plan.metrics[this.role < 0 ? plan.roles.length : this.role]!;
+    // The role that served it: none when the request never went upstream (a filter
+    // answered, e.g. a 429 after `weighted` had picked a role, or the client left first).
+    const served = this.#forward === null ? -1 : this.role;
     // The status the client was sent, even if the body was then cut (by either side);
     // 499 when the client left before the response started (nginx's convention).
-    m.count(res.headersSent ? res.statusCode : 499, (performance.now() - this.#start) / 1000);
+    const status = res.headersSent ? res.statusCode : 499;
+    const ms = performance.now() - this.#start;
+    plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ms / 1000);
+    const log = plan.generation.accessLog;
+    if (log !== null) {
+      logHttp(log, { plan, req: this.req, socket: this.#socket, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: ms, endpoint: this.#endpoint, error: this.#error });
+    }
     plan.generation.release(this);
   }
 }
@@ -129,6 +147,7 @@ export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: Serve
     res.shouldKeepAlive = false;
     if (plan.generation.closed) {
       sendText(res, 503, 'switchyard: this listener was removed\n');
+      plan.metrics[plan.roles.length]!.count(503, 0);
       return;
     }
   }
@@ -170,6 +189,10 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   const start = performance.now();
   let status = 101;
   let answered = false;
+  /** Handed to the upstream: a role served it (else a filter answered, or it failed first). */
+  let forwarded = false;
+  let endpoint = '';
+  let error = '';
   const ex: Exchange = {
     role: -1,
     fallback: false,
@@ -191,8 +214,11 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   };
   gen.hold(socket);
   socket.once('close', () => {
-    const m = plan.metrics[ex.role < 0 ? plan.roles.length : ex.role]!;
-    m.count(status, (performance.now() - start) / 1000);
+    const served = forwarded ? ex.role : -1;
+    const ms = performance.now() - start;
+    plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ms / 1000);
+    const log = gen.accessLog;
+    if (log !== null) logHttp(log, { plan, req, socket, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: ms, endpoint, error });
     gen.release(socket);
   });
   const go = (): void => {
@@ -200,21 +226,26 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
       ex.role = defaultRole(plan);
       ex.fallback = true;
     }
+    forwarded = true;
     const picker = new EndpointPicker(plan, ex.role, ex.fallback);
     const opts = {
       timeoutMs: plan.config.timeouts.upstreamMs,
       connectMs: plan.config.timeouts.connectMs,
       tryFailed: (role: number, reason: UpstreamReason) => plan.metrics[role]!.upstreamError(reason),
     };
-    upgrades.forward(req, socket, head, picker, opts, (_endpoint, code, answered) => {
+    upgrades.forward(req, socket, head, picker, opts, (e, code, answered) => {
       ex.role = picker.role; // the role that served it (or failed last)
-      // the status the client got (a timeout answers 504)
-      if (code !== undefined) status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : 502;
-      else if (answered !== undefined) status = answered; // the upstream refused: its status was relayed
+      endpoint = e ?? '';
+      if (code !== undefined) {
+        error = code;
+        // the status the client got (a timeout answers 504)
+        status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : 502;
+      } else if (answered !== undefined) status = answered; // the upstream refused: its status was relayed
     });
   };
   const fail = (err: unknown): void => {
     status = 500;
+    forwarded = false;
     ex.role = -1; // no role served it (and a broken filter may have left an index out of range)
     reportFilterFailure(plan.name, err);
     ex.reply(500, 'switchyard: a filter failed on this request\n');

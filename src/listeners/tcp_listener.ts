@@ -4,6 +4,7 @@ import { reportFilterFailure, runChain } from '../filters/chain.js';
 import type { ListenerPlan } from '../reload/generation.js';
 import { forwardTcp } from '../upstream/tcp_forward.js';
 import { defaultRole, EndpointPicker } from '../upstream/picker.js';
+import { logTcp } from '../observe/access_record.js';
 
 /**
  * The entry of the TCP data path: one client connection. The filters run once,
@@ -12,10 +13,12 @@ import { defaultRole, EndpointPicker } from '../upstream/picker.js';
  */
 export function handleTcp(plan: ListenerPlan, socket: Socket): void {
   const gen = plan.generation;
+  const start = performance.now();
   plan.connectionOpened(socket);
   gen.hold(socket);
   socket.on('error', () => socket.destroy());
   let refused = false;
+  let forwarded = false;
   const ex: Exchange = {
     role: -1,
     fallback: false,
@@ -36,6 +39,13 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
   socket.once('close', () => {
     gen.release(socket);
     if (refused) plan.metrics[plan.roles.length]!.tcpConnection('refused');
+    if (!forwarded) {
+      // Never reached an upstream: refused by a filter, a filter failed, or the client left first.
+      const log = gen.accessLog;
+      if (log !== null) {
+        logTcp(log, { plan, socket, role: '', result: refused ? 'refused' : 'error', durationMs: performance.now() - start, endpoint: '', error: '', bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten });
+      }
+    }
   });
   const go = (): void => {
     if (socket.destroyed) return;
@@ -43,16 +53,22 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
       ex.role = defaultRole(plan);
       ex.fallback = true;
     }
+    forwarded = true;
     const picker = new EndpointPicker(plan, ex.role, ex.fallback);
     forwardTcp(socket, picker, {
       idleMs: plan.config.timeouts.idleMs,
       connectMs: plan.config.timeouts.connectMs,
       tryFailed: (role, reason) => plan.metrics[role]!.upstreamError(reason),
-      done: (_endpoint, code, bytesIn, bytesOut) => {
+      done: (endpoint, code, bytesIn, bytesOut) => {
         ex.role = picker.role;
-        plan.metrics[picker.role]!.tcpConnection(code === undefined ? 'ok' : 'error');
+        const result = code === undefined ? 'ok' : 'error';
+        plan.metrics[picker.role]!.tcpConnection(result);
         plan.bytesIn.inc(bytesIn);
         plan.bytesOut.inc(bytesOut);
+        const log = gen.accessLog;
+        if (log !== null) {
+          logTcp(log, { plan, socket, role: plan.roles[ex.role]!.name, result, durationMs: performance.now() - start, endpoint: endpoint ?? '', error: code ?? '', bytesIn, bytesOut });
+        }
       },
     });
   };

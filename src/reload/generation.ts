@@ -9,6 +9,7 @@ import type { ListenSocket } from '../listeners/socket_pool.js';
 import type { ComponentSlot } from '../components/lifecycle.js';
 import type { RoleRoutes } from '../upstream/picker.js';
 import type { RetryBudget } from '../upstream/retry.js';
+import type { AccessLogSink } from '../observe/access_log.js';
 
 /** Where a config came from (GET /config, the reload log, the reloads metric). */
 export type ConfigSource = 'file' | 'sighup' | 'api' | 'component' | 'rollback';
@@ -99,6 +100,8 @@ export class Generation {
   /** Ends this generation's active health checks (called when it closes). */
   readonly healthChecks: (() => void)[] = [];
   readonly leases: ListenSocket[] = [];
+  /** Where this generation's requests and connections are logged; null when `accessLog` is off. */
+  accessLog: AccessLogSink | null = null;
   readonly #work = new Set<Destroyable>();
   #draining: (() => void) | null = null;
   #drain: Promise<'drained' | 'timeout'> | null = null;

@@ -1,3 +1,4 @@
+import { resolve } from 'node:path';
 import { formatIssue, type ConfigIssue } from '../errors.js';
 import { checkConfig } from '../config/check.js';
 import { rawFromObject, type RawConfig } from '../config/load.js';
@@ -9,6 +10,8 @@ import { SocketPool } from '../listeners/socket_pool.js';
 import { ComponentError, type ComponentOutcome } from '../components/lifecycle.js';
 import { boundAddresses, buildGeneration } from './build.js';
 import type { ConfigSource, Generation } from './generation.js';
+import { AccessLogs, type AccessLogSink } from '../observe/access_log.js';
+import { logReload, type ReloadChanges, type ReloadRecord } from '../observe/access_record.js';
 
 export type ApplyResult =
   | { ok: true; generation: number; components: Record<string, ComponentOutcome>; durationMs: number }
@@ -41,6 +44,8 @@ export class Runtime {
   readonly metrics: Metrics;
   readonly sockets = new SocketPool();
   readonly endpoints: EndpointTable;
+  /** The open access log sinks, shared by the generations that write to them. */
+  readonly accessLogs: AccessLogs;
   current: Generation | null = null;
   readonly history: GenerationRecord[] = [];
   /** Generations replaced but not yet closed. */
@@ -54,6 +59,7 @@ export class Runtime {
   constructor(opts: RuntimeOptions = {}) {
     this.metrics = opts.metrics ?? new Metrics();
     this.#log = opts.log ?? (() => {});
+    this.accessLogs = new AccessLogs(this.metrics.accessLogDropped, this.#log);
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
     this.endpoints = new EndpointTable(this.#log);
     this.metrics.endpointHealth = () => this.#endpointHealth();
@@ -89,16 +95,29 @@ export class Runtime {
       return await this.#apply(raw, source);
     } catch (err) {
       const error = err instanceof Error ? err : new Error(String(err));
-      return this.#reject(source, new Date().toISOString(), { ok: false, kind: 'failed', error });
+      return this.#reject(source, new Date().toISOString(), null, { ok: false, kind: 'failed', error });
     }
   }
 
   async #apply(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
     const t0 = performance.now();
     const at = new Date().toISOString();
-    if (this.#stopping) return this.#reject(source, at, { ok: false, kind: 'failed', error: new Error('shutting down') });
+    if (this.#stopping) return this.#reject(source, at, t0, { ok: false, kind: 'failed', error: new Error('shutting down') });
     const checked = await checkConfig(raw);
-    if (!checked.ok) return this.#reject(source, at, { ok: false, kind: 'invalid', issues: checked.issues });
+    if (!checked.ok) return this.#reject(source, at, t0, { ok: false, kind: 'invalid', issues: checked.issues });
+
+    // Opened before the build, so a path that cannot be opened rejects the change whole.
+    let sink: AccessLogSink | null = null;
+    const al = checked.config.accessLog;
+    if (al) {
+      const path = al.path === 'stdout' ? 'stdout' : resolve(raw.baseDir, al.path);
+      try {
+        sink = await this.accessLogs.lease(path);
+      } catch (err) {
+        const error = new Error(`accessLog.path: cannot open ${path} for append: ${(err as Error).message}`, { cause: err });
+        return this.#reject(source, at, t0, { ok: false, kind: 'failed', error });
+      }
+    }
 
     const prev = this.current;
     const number = this.#next;
@@ -111,13 +130,15 @@ export class Runtime {
       readyTimeoutMs: this.#readyTimeoutMs,
     });
     if (!built.ok) {
+      if (sink) await this.accessLogs.release(sink);
       if (built.error instanceof ComponentError) {
         this.metrics.componentUpdates.inc({ component: built.error.component, mode: built.error.mode, result: 'failed' });
       }
-      return this.#reject(source, at, { ok: false, kind: 'failed', error: built.error });
+      return this.#reject(source, at, t0, { ok: false, kind: 'failed', error: built.error });
     }
     this.#next++;
     const gen = built.generation;
+    gen.accessLog = sink;
     gen.raw = raw;
     gen.previous = prev?.raw ?? null;
 
@@ -135,14 +156,17 @@ export class Runtime {
     const durationMs = performance.now() - t0;
     this.metrics.generation.set(number);
     this.metrics.reloads.inc({ source, result: 'success' });
+    this.metrics.lastReloadSuccessful.set(1);
+    this.metrics.lastReloadSuccessTime.set(Date.now() / 1000);
     this.metrics.reloadDuration.observe(durationMs / 1000);
     for (const [c, mode] of Object.entries(built.components)) {
       if (mode !== 'unchanged') this.metrics.componentUpdates.inc({ component: c, mode, result: 'success' });
     }
     this.history.push({ generation: number, source, at, outcome: 'applied' });
     this.#trimHistory();
-    const changed = Object.entries(built.components).filter(([, m]) => m !== 'unchanged').map(([c, m]) => `${c}:${m}`);
-    this.#log(`generation ${number} applied from ${source} in ${durationMs.toFixed(1)} ms: ${describeListeners(prev, gen)}${changed.length ? `; components ${changed.join(', ')}` : ''}`);
+    // A change that turns the access log off is the last line of the old one.
+    this.#record({ generation: number, source, result: 'applied', durationMs, changes: changesOf(prev, gen, built.components), error: '' },
+      gen.accessLog ?? prev?.accessLog ?? null);
     const [was, now] = [prev?.config.admin.address, gen.config.admin.address];
     if (was && (was.host !== now.host || was.port !== now.port)) {
       // Like Envoy's admin (bootstrap only): moving the admin socket under a live
@@ -198,18 +222,37 @@ export class Runtime {
     }, 'component');
   }
 
-  #reject(source: ConfigSource, at: string, result: Exclude<ApplyResult, { ok: true }>): ApplyResult {
+  /** `t0`: when the apply began (null: unknown, the duration is logged as 0). */
+  #reject(source: ConfigSource, at: string, t0: number | null, result: Exclude<ApplyResult, { ok: true }>): ApplyResult {
     const invalid = result.kind === 'invalid';
     this.metrics.reloads.inc({ source, result: invalid ? 'invalid' : 'failed' });
+    this.metrics.lastReloadSuccessful.set(0);
     const error = invalid ? `${result.issues.length} config error(s)` : result.error.message;
     this.history.push({ generation: null, source, at, outcome: invalid ? 'invalid' : 'failed', error });
     this.#trimHistory();
     // Before the first generation the caller reports the failure (the CLI exits on it).
     if (this.current) {
-      this.#log(`reload from ${source} rejected (${invalid ? 'invalid' : 'failed'}): ${error}; generation ${this.current.number} keeps serving`);
+      const durationMs = t0 === null ? 0 : performance.now() - t0;
+      this.#record({ generation: this.current.number, source, result: invalid ? 'invalid' : 'failed', durationMs, changes: null, error }, this.current.accessLog);
       if (invalid) for (const i of result.issues) this.#log(`  ${formatIssue(i)}`);
     }
     return result;
+  }
+
+  /**
+   * The one line per config change (generation, source, result, duration, what
+   * changed), in the log and, when on, in the access log of the generation serving.
+   */
+  #record(r: ReloadRecord, sink: AccessLogSink | null): void {
+    const ms = r.durationMs.toFixed(1);
+    if (r.result === 'applied') this.#log(`generation ${r.generation} applied from ${r.source} in ${ms} ms: ${describeChanges(r.changes!)}`);
+    else this.#log(`reload from ${r.source} rejected (${r.result}) in ${ms} ms: ${r.error}; generation ${r.generation} keeps serving`);
+    if (sink) logReload(sink, r);
+  }
+
+  /** SIGUSR1: access log files are reopened under their paths (logrotate's `postrotate`). */
+  async reopenLogs(): Promise<void> {
+    for (const e of await this.accessLogs.reopenAll()) this.#log(e);
   }
 
   #trimHistory(): void {
@@ -224,6 +267,7 @@ export class Runtime {
   #retire(gen: Generation): void {
     for (const ls of gen.leases) this.sockets.release(ls);
     this.draining.add(gen);
+    this.metrics.generationsDraining.set(this.draining.size);
     void gen.drain(gen.config.drainTimeoutMs).then(async (how) => {
       // A removed listener's keep-alive connections outlive the requests they
       // carried; once its generation drained, close the idle ones (Node's close()
@@ -234,6 +278,7 @@ export class Runtime {
       for (const ls of gen.leases) if (ls.retired) ls.server.closeIdleConnections();
       await this.#close(gen);
       this.draining.delete(gen);
+      this.metrics.generationsDraining.set(this.draining.size);
       this.#log(`generation ${gen.number} ${how === 'drained' ? 'drained' : `drain timed out after ${gen.config.drainTimeoutMs} ms`} and closed`);
     });
   }
@@ -244,6 +289,8 @@ export class Runtime {
     for (const end of gen.healthChecks) end();
     for (const e of gen.endpoints) this.endpoints.release(e);
     await Promise.all([...gen.components.values()].map((slot) => slot.unuse().catch((err: Error) => this.#log(err.message))));
+    // Last: its work has ended, so every line it logged is queued and gets flushed.
+    if (gen.accessLog) await this.accessLogs.release(gen.accessLog);
   }
 
   /** The bound address of each listener now serving. */
@@ -283,19 +330,19 @@ function autoHosts(gen: Generation | null): Map<string, string> {
   return out;
 }
 
-function describeListeners(prev: Generation | null, next: Generation): string {
-  const added: string[] = [];
-  const removed: string[] = [];
-  const changed: string[] = [];
-  for (const [name, plan] of next.plans) {
-    const old = prev?.plans.get(name);
-    if (!old) added.push(name);
-    else if (JSON.stringify(old.config) !== JSON.stringify(plan.config)) changed.push(name);
-  }
-  for (const name of prev?.plans.keys() ?? []) if (!next.plans.has(name)) removed.push(name);
+/** What a new generation changed against the one before: listeners, and components that did not stay as they were. */
+function changesOf(prev: Generation | null, next: Generation, components: Record<string, ComponentOutcome>): ReloadChanges {
+  const { added, removed, changed } = planChanges(prev, next.config).listeners;
+  const moved = Object.fromEntries(Object.entries(components).filter(([, m]) => m !== 'unchanged'));
+  return { listeners: { added, removed, changed }, components: moved };
+}
+
+function describeChanges(c: ReloadChanges): string {
+  const { added, removed, changed } = c.listeners;
   const parts = [];
   if (added.length) parts.push(`listeners added ${added.join(', ')}`);
   if (removed.length) parts.push(`removed ${removed.join(', ')}`);
   if (changed.length) parts.push(`changed ${changed.join(', ')}`);
-  return parts.length ? parts.join('; ') : 'no listener changes';
+  const comps = Object.entries(c.components).map(([name, mode]) => `${name}:${mode}`);
+  return `${parts.length ? parts.join('; ') : 'no listener changes'}${comps.length ? `; components ${comps.join(', ')}` : ''}`;
 }
