@@ -70,7 +70,7 @@ export class EndpointHealth {
 
   close(): void {
     if (this.#ejectTimer) clearTimeout(this.#ejectTimer);
-    this.#checker.stop();
+    this.#checker.close();
   }
 }
 
@@ -89,6 +89,7 @@ class HealthChecker {
   readonly #leases: HealthCheckConfig[] = [];
   #timer: NodeJS.Timeout | null = null;
   #running = false;
+  #closed = false;
   #passes = 0;
   #failures = 0;
 
@@ -123,7 +124,14 @@ class HealthChecker {
     this.#timer = null;
   }
 
+  /** The address is no longer used: no check runs again, whatever leases remain. */
+  close(): void {
+    this.#closed = true;
+    this.stop();
+  }
+
   #schedule(ms: number): void {
+    if (this.#closed) return;
     this.#timer = setTimeout(() => {
       this.#timer = null;
       void this.#run();
