@@ -51,6 +51,10 @@ filters:
   t.is(r.status, 200);
   t.is(r.body, 'a');
   t.is(r.headers['x-switchyard-fallback'], 'b');
+  // Counted once, under the role that served it; the failed try under the role it tried.
+  await until(async () => (await metricSum(sc, /^switchyard_requests_total\{listener="web",vset="svc",role="a",code="200"\}/)) === 1, 5000, 'the request counted');
+  t.is(await metricSum(sc, /^switchyard_requests_total\{.*role="b"/), 0);
+  t.is(await metricSum(sc, /^switchyard_upstream_errors_total\{listener="web",role="b",reason="connect-failure"\}/), 1);
 });
 
 test('allowFrom: only listed client addresses may pin a role', async (t) => {
