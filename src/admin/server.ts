@@ -4,6 +4,8 @@ import { parseConfigTexts, type RawConfig } from '../config/load.js';
 import type { AdminConfig, HostPort } from '../config/types.js';
 import { formatIssue, type ConfigIssue } from '../errors.js';
 import type { Runtime, ApplyResult } from '../reload/runtime.js';
+import { buildStatus, TrafficWindow } from './status.js';
+import { statusPage } from './status_page.js';
 
 const MAX_BODY = 8 * 1024 * 1024;
 
@@ -14,7 +16,10 @@ class ApiError extends Error {
   }
 }
 
-type Handler = (req: IncomingMessage, url: URL) => Promise<{ status?: number; body: unknown; type?: string }>;
+type Handler = (req: IncomingMessage, url: URL) => Promise<{ status?: number; body: unknown; type?: string; headers?: Record<string, string> }>;
+
+/** Routes served without the token: the status page's HTML carries no data (its script sends the token to /status). */
+const PUBLIC = new Set(['GET /']);
 
 export interface AdminOptions {
   runtime: Runtime;
@@ -33,13 +38,17 @@ export class AdminServer {
   readonly #server: Server;
   readonly #opts: AdminOptions;
   readonly #routes: Record<string, Handler>;
+  readonly #traffic: TrafficWindow;
   #token: string | undefined;
 
   constructor(opts: AdminOptions) {
     this.#opts = opts;
     this.#token = opts.config.token;
     const rt = opts.runtime;
+    this.#traffic = new TrafficWindow(rt.metrics);
     this.#routes = {
+      'GET /': async () => ({ body: statusPage.html, type: 'text/html; charset=utf-8', headers: statusPage.headers }),
+      'GET /status': async () => ({ body: await buildStatus(rt, this.#traffic) }),
       'GET /ready': async () => {
         if (!opts.ready()) throw new ApiError(503, 'not ready');
         return { body: { ready: true, generation: rt.current?.number } };
@@ -117,6 +126,7 @@ export class AdminServer {
   }
 
   async close(): Promise<void> {
+    this.#traffic.stop();
     this.#server.closeAllConnections();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
   }
@@ -124,15 +134,15 @@ export class AdminServer {
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
       const url = new URL(req.url ?? '/', 'http://admin');
-      this.#authorize(req);
       const path = url.pathname.startsWith('/components/') ? '/components/' : url.pathname;
+      if (!PUBLIC.has(`${req.method} ${path}`)) this.#authorize(req);
       const route = this.#routes[`${req.method} ${path}`];
       if (!route) {
         const known = Object.keys(this.#routes).some((k) => k.endsWith(` ${path}`));
         throw new ApiError(known ? 405 : 404, known ? `method ${req.method} not allowed on ${url.pathname}` : `no such endpoint: ${url.pathname}`);
       }
       const out = await route(req, url);
-      send(res, out.status ?? 200, out.body, out.type);
+      send(res, out.status ?? 200, out.body, out.type, out.headers);
     } catch (err) {
       if (err instanceof ApiError) send(res, err.status, err.body ?? { error: err.message });
       else send(res, 500, { error: (err as Error).message });
@@ -200,9 +210,9 @@ async function readBody(req: IncomingMessage): Promise<string> {
   return Buffer.concat(chunks).toString('utf8');
 }
 
-function send(res: ServerResponse, status: number, body: unknown, type = 'application/json'): void {
+function send(res: ServerResponse, status: number, body: unknown, type = 'application/json', headers: Record<string, string> = {}): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body, null, 2) + '\n';
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { ...headers, 'content-type': type, 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
 
