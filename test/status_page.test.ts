@@ -226,3 +226,26 @@ test('GET /status counts traffic over a recent window, not since start', async (
 function traffic(s: Status, r: string) {
   return s.vsets.find((v) => v.name === 'svc')!.roles.find((x) => x.name === r)!.traffic[0]!;
 }
+
+test('the page shows each role\'s endpoints that take work, and follows their health', async (t) => {
+  const a = await startUpstream(t, 'a');
+  let bHealth = 200;
+  const b = await startUpstream(t, 'b', (req, res) => {
+    req.resume();
+    res.writeHead(req.url === '/healthz' ? bHealth : 200, { 'content-length': '0' });
+    res.end();
+  });
+  const check = 'healthCheck: { path: /healthz, interval: 100ms, timeout: 100ms, healthyThreshold: 1, unhealthyThreshold: 1 }';
+  const yaml = twoRoleConfig(a, b, '- { type: weighted, weights: { a: 1, b: 1 } }')
+    .replace(`endpoints: ["${b.address}"] }`, `endpoints: ["${b.address}"], ${check} }`);
+  const sc = await startSidecar(t, yaml);
+  const page = await openPage(t, adminUrl(sc) + '/');
+  await waitText(page, role('svc', 'a', 'health'), '1 of 1');
+  await waitText(page, role('svc', 'b', 'health'), '1 of 1');
+  bHealth = 503;
+  await waitText(page, role('svc', 'b', 'health'), '0 of 1');
+  t.regex(await page.locator(role('svc', 'b', 'health')).getAttribute('class') ?? '', /\bbad\b/);
+  bHealth = 200;
+  await waitText(page, role('svc', 'b', 'health'), '1 of 1');
+  noPageErrors(t, page);
+});

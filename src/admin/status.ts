@@ -50,10 +50,7 @@ export interface VsetStatus {
   roles: RoleStatus[];
 }
 
-/**
- * One role of a vset. A per-role `health` (healthy endpoints / total, per role
- * channel) belongs here beside `meta` when health checks land.
- */
+/** One role of a vset. */
 export interface RoleStatus {
   name: string;
   meta: Record<string, string>;
@@ -74,6 +71,8 @@ export interface RoleTraffic {
   share: number | null;
   /** errors / count (0–1), null without traffic. */
   errorRatio: number | null;
+  /** The role channel this listener reaches, and its endpoints that take new work (healthy, not ejected). */
+  health: { channel: string; healthy: number; total: number };
 }
 
 /** How many recent generations GET /status lists. */
@@ -169,7 +168,7 @@ export async function buildStatus(rt: Runtime, window: TrafficWindow): Promise<S
       roles: Object.entries(v.roles).map(([role, r]) => ({
         name: role,
         meta: r.meta,
-        traffic: targeting.map((l) => roleTraffic(l, role, Object.keys(v.roles).length, tally(l.name, name, role))),
+        traffic: targeting.map((l) => roleTraffic(l, role, Object.keys(v.roles).length, tally(l.name, name, role), g.plans.get(l.name)!)),
       })),
     };
   });
@@ -196,8 +195,9 @@ function listenerStatus(p: ListenerPlan, bound: HostPort | undefined, tally: (l:
   };
 }
 
-function roleTraffic(l: ListenerStatus, role: string, roles: number, t: Tally): RoleTraffic {
+function roleTraffic(l: ListenerStatus, role: string, roles: number, t: Tally, plan: ListenerPlan): RoleTraffic {
   const total = l.weights ? Object.values(l.weights).reduce((a, b) => a + b, 0) : 0;
+  const set = plan.routes[plan.roles.findIndex((r) => r.name === role)]!;
   return {
     listener: l.name,
     weight: l.weights ? l.weights[role] ?? 0 : null,
@@ -206,5 +206,6 @@ function roleTraffic(l: ListenerStatus, role: string, roles: number, t: Tally): 
     errors: t.errors,
     share: l.served > 0 ? t.count / l.served : null,
     errorRatio: t.count > 0 ? t.errors / t.count : null,
+    health: { channel: set.channel, healthy: set.healthyCount, total: set.endpoints.length },
   };
 }

@@ -93,6 +93,10 @@ function pct(x) {
   return (p > 0 && p < 10 ? p.toFixed(1) : String(Math.round(p))) + ' %';
 }
 
+function healthClass(hl) {
+  return hl.healthy === hl.total ? 'ok' : hl.healthy > 0 ? 'warn' : 'bad';
+}
+
 function errorClass(r) {
   if (r === null) return 'muted';
   return r === 0 ? 'ok' : r < 0.05 ? 'warn' : 'bad';
@@ -155,6 +159,8 @@ function trafficCells(t, l) {
         : [h('span', { class: 'value' }, pct(t.share)), h('span', { class: 'muted' }, ' · ' + t.count + ' ' + unit(l))]),
     h('td', { ...first, class: 'errors num ' + errorClass(t.errorRatio) },
       pct(t.errorRatio), t.errors ? h('span', { class: 'muted' }, ' (' + t.errors + ' of ' + t.count + ')') : null),
+    h('td', { ...first, class: 'health num ' + healthClass(t.health), title: 'endpoints of channel ' + t.health.channel + ' that take new work (healthy, not ejected)' },
+      t.health.healthy + ' of ' + t.health.total),
   ];
 }
 
@@ -166,10 +172,10 @@ function vsetCard(v, s) {
       : h('span', { class: 'muted' }, 'no listener targets it'));
   const head = [];
   if (ls.length > 1) {
-    head.push(h('tr', {}, h('th', { colspan: 2 }), ls.map((l) => h('th', { class: 'group', colspan: 3 }, l.name))));
+    head.push(h('tr', {}, h('th', { colspan: 2 }), ls.map((l) => h('th', { class: 'group', colspan: 4 }, l.name))));
   }
   head.push(h('tr', {}, h('th', {}, 'Role'), h('th', {}, 'Meta'),
-    ls.map(() => [h('th', { class: 'first' }, 'Weight'), h('th', {}, 'Live share'), h('th', {}, 'Errors (5xx)')])));
+    ls.map(() => [h('th', { class: 'first' }, 'Weight'), h('th', {}, 'Live share'), h('th', {}, 'Errors (5xx)'), h('th', {}, 'Endpoints up')])));
   const rows = v.roles.map((r) => h('tr', { 'data-role': r.name },
     h('td', { class: 'role' }, h('b', {}, r.name)),
     h('td', { class: 'meta' }, metaChips(r.meta)),
