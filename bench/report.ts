@@ -52,6 +52,30 @@ export function addRatios(rows: Row[]): void {
   }
 }
 
+/**
+ * One row per placement and scenario from several rounds: the round with the
+ * median req/s (the lower middle one for an even count), its ratios as measured in
+ * that round.
+ */
+export function medianRows(rounds: readonly Row[][]): Row[] {
+  const out: Row[] = [];
+  const seen = new Set<string>();
+  for (const r of rounds.flat()) {
+    const k = `${r.placement}/${r.scenario}`;
+    if (seen.has(k)) continue;
+    seen.add(k);
+    const all = rounds.flatMap((round) => round.filter((x) => x.placement === r.placement && x.scenario === r.scenario));
+    all.sort((a, b) => a.rps - b.rps);
+    out.push(all[Math.floor((all.length - 1) / 2)]!);
+  }
+  return out;
+}
+
+const median = (xs: readonly number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+
 const fixed = (v: number | null, digits: number): string => (v === null || !Number.isFinite(v) ? '—' : v.toFixed(digits));
 const ratio = (v: number | null): string => (v === null ? '—' : `${v.toFixed(2)}×`);
 
@@ -74,7 +98,7 @@ function line(cells: string[]): string {
 }
 
 /** One table per placement, then the figures the issue's aims are about. */
-export function formatTable(rows: readonly Row[], skips: readonly Skip[], placements: readonly Placement[]): string {
+export function formatTable(rows: readonly Row[], skips: readonly Skip[], placements: readonly Placement[], rounds: readonly Row[][] = [rows as Row[]]): string {
   const out: string[] = [];
   for (const p of placements) {
     const mine = rows.filter((r) => r.placement === p);
@@ -83,34 +107,53 @@ export function formatTable(rows: readonly Row[], skips: readonly Skip[], placem
     out.push(line(COLUMNS.map((c) => '-'.repeat(c.width))));
     for (const r of mine) out.push(line(COLUMNS.map((c) => c.cell(r))));
     for (const s of skips.filter((x) => x.placement === p)) out.push(`${s.scenario.padEnd(25)}  skipped: ${s.reason}`);
-    out.push(...aims(mine));
+    out.push(...aims(rounds.map((round) => round.filter((r) => r.placement === p))));
     const busy = mine.filter((r) => r.otherCpus > 0.2).map((r) => r.scenario);
     if (busy.length) out.push(`  note: other processes used > 0.2 CPU during ${busy.join(', ')} (column "other"): those figures are noisy`);
   }
   return out.join('\n');
 }
 
-/** The issue's aims: HTTP ≥ 0.35× nginx (one worker), TCP ≥ 0.95× nginx stream. */
-function aims(rows: readonly Row[]): string[] {
-  const get = (s: ScenarioId): Row | undefined => rows.find((r) => r.scenario === s);
+/**
+ * A comparison of two scenarios over the rounds that measured both: the median of
+ * each round's throughput ratio and CPU figures (each round's pair ran close together,
+ * so drift between rounds does not enter the ratio); with several rounds, the
+ * per-round ratios too.
+ */
+function compare(rounds: readonly Row[][], a: ScenarioId, b: ScenarioId): { rps: number; cpuA: number; cpuB: number; each: string } | null {
+  const pairs = rounds.flatMap((round) => {
+    const x = round.find((r) => r.scenario === a);
+    const y = round.find((r) => r.scenario === b);
+    return x && y ? [{ x, y }] : [];
+  });
+  if (pairs.length === 0) return null;
+  const cpu = (r: Row): number => r.proxyCpuUsPerReq ?? NaN;
+  return {
+    rps: median(pairs.map((p) => p.x.rps / p.y.rps)),
+    cpuA: median(pairs.map((p) => cpu(p.x))),
+    cpuB: median(pairs.map((p) => cpu(p.y))),
+    each: pairs.length > 1 ? ` [rounds: ${pairs.map((p) => (p.x.rps / p.y.rps).toFixed(2)).join(', ')}]` : '',
+  };
+}
+
+/** The issue's aims: HTTP ≥ 0.35× nginx (one worker), TCP ≥ 0.95× nginx stream; and what observability costs. */
+function aims(rounds: readonly Row[][]): string[] {
   const out: string[] = [];
+  const several = rounds.length > 1 ? 'median ' : '';
   const check = (mine: ScenarioId, theirs: ScenarioId, aim: number): void => {
-    const a = get(mine);
-    const b = get(theirs);
-    if (!a || !b) return;
-    const v = a.rps / b.rps;
-    out.push(`  ${mine} / ${theirs}: ${v.toFixed(2)}× throughput (aim ≥ ${aim}: ${v >= aim ? 'met' : 'NOT met'}), `
-      + `CPU ${fixed(a.proxyCpuUsPerReq, 1)} vs ${fixed(b.proxyCpuUsPerReq, 1)} µs/request (${ratio(a.cpuVsNginx)})`);
+    const c = compare(rounds, mine, theirs);
+    if (!c) return;
+    out.push(`  ${mine} / ${theirs}: ${several}${c.rps.toFixed(2)}× throughput (aim ≥ ${aim}: ${c.rps >= aim ? 'met' : 'NOT met'}), `
+      + `CPU ${fixed(c.cpuA, 1)} vs ${fixed(c.cpuB, 1)} µs/request (${ratio(c.cpuA / c.cpuB)})${c.each}`);
   };
   check('switchyard-http', 'nginx-http', 0.35);
   check('switchyard-tcp', 'nginx-stream', 0.95);
   // What observability costs, measured rather than assumed (issue 6).
   const cost = (label: string, on: ScenarioId, off: ScenarioId): void => {
-    const a = get(on);
-    const b = get(off);
-    if (!a || !b) return;
-    out.push(`  ${label}: ${on} / ${off}: ${(a.rps / b.rps).toFixed(3)}× throughput, `
-      + `CPU ${fixed(a.proxyCpuUsPerReq, 1)} vs ${fixed(b.proxyCpuUsPerReq, 1)} µs/request`);
+    const c = compare(rounds, on, off);
+    if (!c) return;
+    out.push(`  ${label}: ${on} / ${off}: ${several}${c.rps.toFixed(3)}× throughput, `
+      + `CPU ${fixed(c.cpuA, 1)} vs ${fixed(c.cpuB, 1)} µs/request${c.each}`);
   };
   cost('request metrics', 'switchyard-http', 'switchyard-http-nometrics');
   cost('access log to a file', 'switchyard-http-accesslog', 'switchyard-http');

@@ -14,7 +14,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { clockTicksPerSecond, cpuTicks, installCleanup, isStopping, machineBusyTicks, selfAndReapedTicks, runToEnd, stopAll, stopProc, type Proc } from './procs.js';
-import { addRatios, formatTable, writeJson, type Placement, type Row, type Skip } from './report.js';
+import { addRatios, formatTable, medianRows, writeJson, type Placement, type Row, type Skip } from './report.js';
 import {
   HAPROXY, NGINX, SCENARIOS, TARGETS, directAddr, startUpstream,
   type Addr, type ScenarioId, type StartContext, type Target,
@@ -33,6 +33,10 @@ const USAGE = `usage: npm run bench -- [options]
   --duration SECONDS                 measured wrk run per scenario (default 10)
   --warmup SECONDS                   unmeasured wrk run before it (default 2)
   --repeat N                         measured runs per scenario (default 1); one is reported, see --pick
+  --rounds N                         run every selected scenario N times over (default 1), every other
+                                     round in reverse order; the table shows the median round of each
+                                     scenario, and the ratio lines the median of each round's ratio
+                                     (drift on a shared machine then cancels out of the comparisons)
   --pick quietest|median|best        which run: least CPU used by other processes (default), median or
                                      highest req/s
   --connections N                    wrk connections, keep-alive (default 64)
@@ -48,6 +52,7 @@ interface Options {
   placements: Placement[];
   durationS: number;
   repeat: number;
+  rounds: number;
   pick: 'quietest' | 'median' | 'best';
   warmupS: number;
   connections: number;
@@ -88,6 +93,7 @@ function parseOptions(argv: string[]): Options | null {
       duration: { type: 'string' },
       warmup: { type: 'string' },
       repeat: { type: 'string' },
+      rounds: { type: 'string' },
       pick: { type: 'string', default: 'quietest' },
       connections: { type: 'string' },
       threads: { type: 'string' },
@@ -108,6 +114,7 @@ function parseOptions(argv: string[]): Options | null {
     durationS: positive('duration', values.duration, 10),
     warmupS: positive('warmup', values.warmup, 2),
     repeat: positive('repeat', values.repeat, 1, true),
+    rounds: positive('rounds', values.rounds, 1, true),
     pick: values.pick as Options['pick'],
     connections: positive('connections', values.connections, 64, true),
     threads: values.threads === undefined ? null : positive('threads', values.threads, 1, true),
@@ -296,24 +303,28 @@ async function runTarget(p: PlacementRun, target: Target): Promise<void> {
   }
 }
 
-/** Everything for one placement: the upstream, then direct, then each selected target in turn. */
-async function runPlacement(placement: Placement, opts: Options, tmp: string, rows: Row[], skips: Skip[]): Promise<void> {
+/**
+ * Everything for one placement: the upstream, then direct, then each selected
+ * target in turn (`reverse`: the targets in reverse order, direct last).
+ */
+async function runPlacement(placement: Placement, opts: Options, tmp: string, rows: Row[], skips: Skip[], reverse = false): Promise<void> {
   const pins = placementCpus(placement);
-  console.log(`\n== placement ${placement} ==`);
+  console.log(`\n== placement ${placement}${opts.rounds > 1 ? ` (${reverse ? 'reverse order' : 'in order'})` : ''} ==`);
   const up = await startUpstream(pins.proxy, opts.upstream, BENCH_DIR);
   const p: PlacementRun = {
     placement, opts, wrkCpus: pins.wrk, upstream: up.proc, pins, up: { host: up.host, ports: up.ports }, tmp, rows,
     skip(scenario, reason) {
-      skips.push({ placement, scenario, reason });
+      if (!skips.some((k) => k.placement === placement && k.scenario === scenario)) skips.push({ placement, scenario, reason });
       console.log(`  ${placement.padEnd(8)} ${scenario.padEnd(25)} skipped: ${reason}`);
     },
   };
   try {
-    if (opts.only.has('direct')) await record(p, 'direct', directAddr(up), up.proc);
-    for (const target of TARGETS) {
+    if (opts.only.has('direct') && !reverse) await record(p, 'direct', directAddr(up), up.proc);
+    for (const target of reverse ? [...TARGETS].reverse() : TARGETS) {
       if (isStopping()) break;
       await runTarget(p, target);
     }
+    if (opts.only.has('direct') && reverse) await record(p, 'direct', directAddr(up), up.proc);
   } finally {
     await stopProc(up.proc);
   }
@@ -353,19 +364,25 @@ async function main(): Promise<number> {
   installCleanup();
   const tmp = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
   chmodSync(tmp, 0o755);
-  const rows: Row[] = [];
+  const rounds: Row[][] = [];
   const skips: Skip[] = [];
   const startedAt = new Date().toISOString();
   console.log(`switchyard bench: ${[...opts.only].join(', ')}; ${opts.durationS} s per scenario after ${opts.warmupS} s warm-up, `
-    + `${opts.repeat > 1 ? `${opts.pick} of ${opts.repeat} runs, ` : ''}${opts.connections} connections, upstream ${opts.upstream}, ${cpus().length} CPUs`);
+    + `${opts.repeat > 1 ? `${opts.pick} of ${opts.repeat} runs, ` : ''}${opts.rounds > 1 ? `${opts.rounds} rounds, ` : ''}${opts.connections} connections, upstream ${opts.upstream}, ${cpus().length} CPUs`);
   try {
-    if (opts.only.size) for (const p of opts.placements) if (!isStopping()) await runPlacement(p, opts, tmp, rows, skips);
+    for (let i = 0; i < opts.rounds && opts.only.size; i++) {
+      if (opts.rounds > 1) console.log(`\n-- round ${i + 1} of ${opts.rounds} --`);
+      const round: Row[] = [];
+      rounds.push(round);
+      for (const p of opts.placements) if (!isStopping()) await runPlacement(p, opts, tmp, round, skips, i % 2 === 1);
+    }
   } finally {
     await stopAll();
     rmSync(tmp, { recursive: true, force: true });
   }
-  addRatios(rows);
-  if (rows.length) console.log(formatTable(rows, skips, opts.placements));
+  for (const round of rounds) addRatios(round);
+  const rows = medianRows(rounds);
+  if (rows.length) console.log(formatTable(rows, skips, opts.placements, rounds));
   const reload = opts.reload && !isStopping()
     ? await runReloadBench({ sizes: [10, 100, 1000], repeats: 20, stormSeconds: opts.durationS, pinned: opts.placements.includes('pinned') })
     : null;
@@ -376,6 +393,7 @@ async function main(): Promise<number> {
     tools: await toolVersions(),
     options: { ...opts, only: [...opts.only] },
     results: rows,
+    rounds,
     skipped: skips,
     reload,
   });
