@@ -14,6 +14,8 @@ export interface Controlled {
   health: number;
   /** Requests served (health checks not counted). */
   hits: number;
+  /** Health checks answered. */
+  checks: number;
   /** Bodies of the requests received, in order. */
   bodies: string[];
   /** Stops accepting and cuts every open connection (the endpoint dies). */
@@ -21,9 +23,10 @@ export interface Controlled {
 }
 
 export async function controlled(t: ExecutionContext, name: string): Promise<Controlled> {
-  const c = { mode: 'ok', health: 200, hits: 0, bodies: [] as string[], name } as Controlled;
+  const c = { mode: 'ok', health: 200, hits: 0, checks: 0, bodies: [] as string[], name } as Controlled;
   c.up = await startUpstream(t, name, (req, res) => {
     if (req.url === '/healthz') {
+      c.checks++;
       req.resume();
       res.writeHead(c.health, { 'content-length': '0' });
       res.end();

@@ -164,11 +164,20 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
     /** Pins `role`, unless it cannot take work and the rule lets the split decide instead. */
     function pin(ex: Exchange, role: number, fallback: boolean): true {
       if (!fallback) ex.role = role;
-      else if (roles[role]!.available) {
+      else if (roles[role]!.available || !roles.some((r) => r.available)) {
+        // Available, or no role is: then the pinned one is as good a guess as any.
         ex.role = role;
         ex.fallback = true;
       } else ex.fallbackFrom = role;
       return true;
+    }
+
+    /** One of several roles a meta value names: an available one when there is one. */
+    function oneOf(matched: number[]): number {
+      if (matched.length === 1) return matched[0]!;
+      const up = matched.filter((i) => roles[i]!.available);
+      const from = up.length > 0 ? up : matched;
+      return from[Math.floor(Math.random() * from.length)]!;
     }
 
     // hot path
@@ -183,7 +192,7 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
           const key = v === undefined || typeof v === 'string' ? v : agreed(v);
           const matched = key === undefined ? undefined : rule.byValue.get(key);
           if (matched !== undefined) {
-            return pin(ex, matched.length === 1 ? matched[0]! : matched[Math.floor(Math.random() * matched.length)]!, rule.fallback);
+            return pin(ex, oneOf(matched), rule.fallback);
           }
           continue;
         }

@@ -232,6 +232,8 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
       timeoutMs: plan.config.timeouts.upstreamMs,
       connectMs: plan.config.timeouts.connectMs,
       tryFailed: (role: number, reason: UpstreamReason) => plan.metrics[role]!.upstreamError(reason),
+      fallbackFrom: ex.fallbackFrom,
+      roleName: (role: number) => plan.roles[role]!.name,
     };
     upgrades.forward(req, socket, head, picker, opts, (e, code, answered) => {
       ex.role = picker.role; // the role that served it (or failed last)

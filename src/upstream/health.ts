@@ -88,6 +88,8 @@ class HealthChecker {
   readonly #log: HealthLog;
   readonly #leases: HealthCheckConfig[] = [];
   #timer: NodeJS.Timeout | null = null;
+  /** When the scheduled check runs (Date.now() time). */
+  #dueAt = 0;
   #running = false;
   #closed = false;
   #passes = 0;
@@ -105,6 +107,11 @@ class HealthChecker {
     this.#leases.push(entry);
     // First lease: check now, so a dead endpoint is known within one timeout.
     if (this.#leases.length === 1 && !this.#running) this.#schedule(0);
+    // A shorter interval takes over at once, not after the old, longer wait.
+    else if (this.#timer !== null && this.#dueAt - Date.now() > config.intervalMs) {
+      this.stop();
+      this.#schedule(config.intervalMs);
+    }
     let released = false;
     return () => {
       if (released) return;
@@ -132,6 +139,7 @@ class HealthChecker {
 
   #schedule(ms: number): void {
     if (this.#closed) return;
+    this.#dueAt = Date.now() + ms;
     this.#timer = setTimeout(() => {
       this.#timer = null;
       void this.#run();

@@ -14,7 +14,9 @@ const DROP_REQUEST = new Set([
   'expect',
   'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
 ]);
-const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade']);
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
+  // Ours to set: an upstream's would say a fallback happened where none did.
+  'x-switchyard-fallback']);
 
 /** Codes of errors raised before the request reached a socket: safe to try the next endpoint. */
 const CONNECT_CODES = new Set([
@@ -124,10 +126,6 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   start(): void {
     const opts = this.#opts;
     opts.budget?.requestStarted();
-    if (opts.totalMs > 0) {
-      this.#totalTimer = setTimeout(() => this.#totalTimeout(), opts.totalMs);
-      this.#totalTimer.unref();
-    }
     const retry = opts.retry;
     const length = Number(this.#req.headers['content-length']);
     if (retry !== undefined && retry.attempts > 0 && this.#request.body !== null && isIdempotent(this.#req.method!)
@@ -178,15 +176,28 @@ export class HttpForward implements Dispatcher.DispatchHandler {
         this.#headersRole = opts.role;
       }
     }
+    this.#picker.endpoint.pool.dispatch(this.#request, this);
+  }
+
+  /**
+   * The whole request (body included) is on the wire: the time for an answer starts
+   * now, as with undici's own headersTimeout, so a slow upload is never cut short
+   * for a slow answer. The total timeout starts with the first try's.
+   */
+  onRequestSent(): void {
+    const opts = this.#opts;
+    if (opts.totalMs > 0 && this.#totalTimer === null && !this.#finished) {
+      this.#totalTimer = setTimeout(() => this.#totalTimeout(), opts.totalMs);
+      this.#totalTimer.unref();
+    }
     const retry = opts.retry;
-    if (retry !== undefined) {
+    if (retry !== undefined && this.#tryTimer === null && this.#abort !== null) {
       this.#tryTimer = setTimeout(() => {
         this.#tryTimer = null;
         if (this.#abort !== null) this.#abort(TRY_TIMEOUT);
       }, retry.perTryTimeoutMs);
       this.#tryTimer.unref();
     }
-    this.#picker.endpoint.pool.dispatch(this.#request, this);
   }
 
   #clearTryTimer(): void {
@@ -233,8 +244,9 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   }
 
   #totalTimeout(): void {
-    this.#totalTimer = null;
     if (this.#finished || this.#res.headersSent) return;
+    // The try in flight timed out like any other: it counts, and feeds outlier detection.
+    this.#tryFailed('timeout');
     const role = this.#opts.roleName(this.#picker.role);
     this.#fail(504, 'SY_ERR_UPSTREAM_TIMEOUT', `role ${role} did not answer within the total timeout`);
     this.#abort?.(TOTAL_TIMEOUT);
@@ -262,7 +274,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     } else p.set.succeeded(p.endpoint);
     const edits = this.#opts.responseHeaderEdits;
     const headers = responseHeaders(rawHeaders);
-    const from = this.#opts.fallbackFrom >= 0 ? this.#opts.fallbackFrom : p.fellBack ? p.firstRole : -1;
+    const from = fallenBackFrom(this.#opts, p);
     if (from >= 0) headers.push('x-switchyard-fallback', this.#opts.roleName(from));
     res.writeHead(statusCode, statusText, edits === null ? headers : applyHeaderEdits(headers, edits, this.#opts.headerVariables()));
     this.#resume = resume;
@@ -300,6 +312,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     if (this.#discarding !== null) {
       // The retriable answer broke off while it was thrown away: retry all the same.
       this.#discarding = null;
+      this.#tryFailed('reset');
       this.#retry('reset');
       return;
     }
@@ -334,12 +347,20 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     const res = this.#res;
     if (res.headersSent) res.destroy(); // mid-body: the only honest signal left is a cut connection
     else {
-      const p = this.#picker;
-      const from = this.#opts.fallbackFrom >= 0 ? this.#opts.fallbackFrom : p.fellBack ? p.firstRole : -1;
+      const from = fallenBackFrom(this.#opts, this.#picker);
       this.#opts.reply(status, `switchyard: ${text}\n`, from >= 0 ? { 'x-switchyard-fallback': this.#opts.roleName(from) } : undefined);
     }
     this.#finish(code);
   }
+}
+
+/**
+ * The role a request was asked for (by a pin with fallback) or first given (by a
+ * split) when another role serves it; -1 when the role it got serves it.
+ */
+export function fallenBackFrom(opts: { readonly fallbackFrom: number }, p: EndpointPicker): number {
+  const from = opts.fallbackFrom >= 0 ? opts.fallbackFrom : p.firstRole;
+  return from === p.role ? -1 : from;
 }
 
 /**

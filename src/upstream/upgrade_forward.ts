@@ -3,13 +3,16 @@ import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { RuntimeCode } from '../errors.js';
 import type { EndpointPicker } from './picker.js';
-import type { UpstreamReason } from './http_forward.js';
+import { fallenBackFrom, type UpstreamReason } from './http_forward.js';
 
 /** Per client socket: the state of its upgrade, so errors and closes are handled once. */
 interface UpgradeState {
   /** The endpoints to try, role by role. */
   picker: EndpointPicker;
   tryFailed: (role: number, reason: UpstreamReason) => void;
+  /** For x-switchyard-fallback (see UpgradeOptions). */
+  fallbackFrom: number;
+  roleName: (role: number) => string;
   /** The upstream answered (101 or a refusal): nothing more to write from us. */
   answered: boolean;
   done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void;
@@ -32,6 +35,9 @@ export interface UpgradeOptions {
   connectMs: number;
   /** One try failed (once more with "ejected" when that ejected its endpoint). */
   tryFailed(role: number, reason: UpstreamReason): void;
+  /** A role asked for that could not take the upgrade (-1: none), as Exchange.fallbackFrom. */
+  fallbackFrom: number;
+  roleName(role: number): string;
 }
 
 const kState = Symbol('switchyard.upgrade');
@@ -105,8 +111,9 @@ export class UpgradeForwarder {
       });
       // Registered before http-proxy's own 'upgrade' listener (this event fires first), so the
       // early bytes are back on the client socket before http-proxy pipes it.
-      proxyReq.on('upgrade', (_res: IncomingMessage, upstream: Duplex) => {
+      proxyReq.on('upgrade', (res: IncomingMessage, upstream: Duplex) => {
         if (state) {
+          sayFallback(state, res);
           state.picker.set.succeeded(state.picker.endpoint);
           state.release?.();
           state.answered = true;
@@ -117,6 +124,7 @@ export class UpgradeForwarder {
       proxyReq.on('response', (res: IncomingMessage) => {
         // Refused upgrade: http-proxy pipes the answer to the client; close both once it is through.
         if (state) {
+          sayFallback(state, res);
           const p = state.picker;
           if ((res.statusCode ?? 0) >= 500) {
             if (p.set.failed(p.endpoint)) state.tryFailed(p.role, 'ejected');
@@ -134,7 +142,7 @@ export class UpgradeForwarder {
     done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void): void {
     const tracked = socket as Tracked;
     const state: UpgradeState = {
-      picker, tryFailed: opts.tryFailed, answered: false, done, finished: false,
+      picker, tryFailed: opts.tryFailed, fallbackFrom: opts.fallbackFrom, roleName: opts.roleName, answered: false, done, finished: false,
       timeoutMs: opts.timeoutMs, connectMs: opts.connectMs, proxyReq: null, release: null,
     };
     tracked[kState] = state;
@@ -201,6 +209,17 @@ function finish(state: UpgradeState, code: RuntimeCode | undefined, status?: num
   if (state.finished) return;
   state.finished = true;
   state.done(state.picker.endpoint.address, code, status);
+}
+
+/**
+ * Sets x-switchyard-fallback on the upstream's answer before http-proxy writes it
+ * to the client (it writes `res.headers`; this listener runs first), as on the
+ * HTTP path; an upstream's own is dropped.
+ */
+function sayFallback(state: UpgradeState, res: IncomingMessage): void {
+  const from = fallenBackFrom(state, state.picker);
+  if (from >= 0) res.headers['x-switchyard-fallback'] = state.roleName(from);
+  else delete res.headers['x-switchyard-fallback'];
 }
 
 /** When either socket closes, the other goes too: no half-dead tunnels. */
