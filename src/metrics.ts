@@ -49,6 +49,11 @@ export class Metrics {
     this.tcpConnections = new Counter({ name: 'switchyard_tcp_connections_total', help: 'TCP connections by the role that served them and how they ended (ok, error, refused).', labelNames: ['listener', 'vset', 'role', 'result'], registers });
     this.generation = new Gauge({ name: 'switchyard_config_generation', help: 'The generation number now serving.', registers });
     this.reloads = new Counter({ name: 'switchyard_config_reloads_total', help: 'Config changes by source and result (success, invalid, failed).', labelNames: ['source', 'result'], registers });
+    // Every series at 0 from the start: a first failure then shows as an increase (rate() and
+    // increase() see nothing in a series that appears with its first sample).
+    for (const source of ['file', 'sighup', 'api', 'component', 'rollback']) {
+      for (const result of ['success', 'invalid', 'failed']) this.reloads.labels(source, result);
+    }
     this.reloadDuration = new Histogram({ name: 'switchyard_config_reload_duration_seconds', help: 'Time to validate, build and swap a generation.', registers, buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] });
     this.componentUpdates = new Counter({ name: 'switchyard_component_updates_total', help: 'Component changes by mode (added, updated, reinitialized, removed) and result.', labelNames: ['component', 'mode', 'result'], registers });
     this.retries = new Counter({ name: 'switchyard_retries_total', help: 'Retries of HTTP requests, by the role of the try that failed and why (reset, timeout, or the status it answered).', labelNames: ['listener', 'role', 'reason'], registers });

@@ -154,3 +154,15 @@ test('Metrics({countRequests: false}) counts no requests (the benchmark\'s "metr
   t.is(await metric(sc, /^switchyard_requests_total\{/), 0);
   t.is(await metric(sc, /^switchyard_config_generation /), 1, 'the rest is counted');
 });
+
+test('config_reloads_total has every source and result at 0 from the start, so a first failure shows as an increase', async (t) => {
+  const up = await startUpstream(t, 'r');
+  const sc = await startSidecar(t, oneRole(up.address));
+  const text = await (await request(`${adminUrl(sc)}/metrics`)).body.text();
+  for (const source of ['file', 'sighup', 'api', 'component', 'rollback']) {
+    for (const result of ['success', 'invalid', 'failed']) {
+      t.regex(text, new RegExp(`^switchyard_config_reloads_total\\{source="${source}",result="${result}"\\} \\d+$`, 'm'), `${source}/${result}`);
+    }
+  }
+  t.is(await metric(sc, /^switchyard_config_reloads_total\{source="api",result="invalid"\}/), 0);
+});
