@@ -52,7 +52,7 @@ export class Metrics {
     // Every series at 0 from the start: a first failure then shows as an increase (rate() and
     // increase() see nothing in a series that appears with its first sample).
     for (const source of ['file', 'sighup', 'api', 'component', 'rollback']) {
-      for (const result of ['success', 'invalid', 'failed']) this.reloads.labels(source, result);
+      for (const result of ['success', 'invalid', 'failed']) this.reloads.inc({ source, result }, 0);
     }
     this.reloadDuration = new Histogram({ name: 'switchyard_config_reload_duration_seconds', help: 'Time to validate, build and swap a generation.', registers, buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] });
     this.componentUpdates = new Counter({ name: 'switchyard_component_updates_total', help: 'Component changes by mode (added, updated, reinitialized, removed) and result.', labelNames: ['component', 'mode', 'result'], registers });
