@@ -147,7 +147,7 @@ export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: Serve
     res.shouldKeepAlive = false;
     if (plan.generation.closed) {
       sendText(res, 503, 'switchyard: this listener was removed\n');
-      plan.metrics[plan.roles.length]!.count(503, 0);
+      ownAnswer(plan, 503, req, req.socket);
       return;
     }
   }
@@ -187,6 +187,8 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   }
   const gen = plan.generation;
   const start = performance.now();
+  /** When the client got its answer (the 101, a refusal, or ours): the request's duration ends there. */
+  let answeredAt = 0;
   let status = 101;
   let answered = false;
   /** Handed to the upstream: a role served it (else a filter answered, or it failed first). */
@@ -207,6 +209,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     responseHeaderEdits: null,
     reply(code, body = '', headers) {
       answered = true;
+      answeredAt = performance.now();
       status = code;
       const extra = Object.entries(headers ?? {}).map(([k, v]) => `${k}: ${v}\r\n`).join('');
       socket.end(`HTTP/1.1 ${code} ${STATUS_CODES[code] ?? 'Error'}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${extra}\r\n${body}`);
@@ -215,10 +218,12 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   gen.hold(socket);
   socket.once('close', () => {
     const served = forwarded ? ex.role : -1;
-    const ms = performance.now() - start;
-    plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ms / 1000);
+    const now = performance.now();
+    // The histogram takes the handshake, as for any request (a tunnel open for an hour
+    // would swamp the role's latency); the log line gives the tunnel's whole life.
+    plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ((answeredAt || now) - start) / 1000);
     const log = gen.accessLog;
-    if (log !== null) logHttp(log, { plan, req, socket, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: ms, endpoint, error });
+    if (log !== null) logHttp(log, { plan, req, socket, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: now - start, endpoint, error });
     gen.release(socket);
   });
   const go = (): void => {
@@ -236,6 +241,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
       roleName: (role: number) => plan.roles[role]!.name,
     };
     upgrades.forward(req, socket, head, picker, opts, (e, code, answered) => {
+      answeredAt = performance.now();
       ex.role = picker.role; // the role that served it (or failed last)
       endpoint = e ?? '';
       if (code !== undefined) {
@@ -290,13 +296,46 @@ function upgradeAsPlainRequest(ls: ListenSocket, req: IncomingMessage, socket: S
   const cl = req.headers['content-length'];
   if (req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0')) {
     sendText(res, 501, `switchyard: only WebSocket upgrades are supported; send this request without "Upgrade: ${req.headers.upgrade}"\n`);
+    ownAnswer(ls.plan!, 501, req, socket);
     return;
   }
   handleRequest(ls, req, res);
 }
 
 /** CONNECT is for forward proxies; this is a reverse proxy. */
-export function handleConnect(_req: IncomingMessage, socket: Socket): void {
+export function handleConnect(ls: ListenSocket, req: IncomingMessage, socket: Socket): void {
   socket.on('error', () => socket.destroy());
   socket.end('HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+  if (ls.plan?.protocol === 'http') ownAnswer(ls.plan, 405, req, socket);
+}
+
+/** Node's answers to requests its parser refuses, as Node words them. */
+const PARSER_ANSWERS: Record<number, string> = {
+  400: 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n',
+  408: 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n',
+  413: 'HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n\r\n',
+  431: 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n',
+};
+
+/**
+ * Node's parser refused a request (malformed, a head over maxHeaderSize, or too
+ * slow: the headers and request timeouts). Answered as Node's default handler does
+ * (only when nothing was written on the connection yet), and counted and logged
+ * like any request answered without a role; Node's own handler does neither.
+ */
+export function handleClientError(ls: ListenSocket, err: NodeJS.ErrnoException, socket: Socket): void {
+  if (socket.writable && socket.bytesWritten === 0) {
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    socket.write(PARSER_ANSWERS[status]!);
+    if (ls.plan?.protocol === 'http') ownAnswer(ls.plan, status, null, socket);
+  }
+  socket.destroy(err);
+}
+
+/** Counts (and logs) an answer of the proxy's own that no role and no filter gave. */
+function ownAnswer(plan: ListenerPlan, status: number, req: Pick<IncomingMessage, 'method' | 'url'> | null, socket: Socket): void {
+  plan.metrics[plan.roles.length]!.count(status, 0);
+  const log = plan.generation.accessLog;
+  if (log !== null) logHttp(log, { plan, req, socket, role: '', status, durationMs: 0, endpoint: '', error: '' });
 }

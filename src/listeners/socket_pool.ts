@@ -3,7 +3,7 @@ import type { Socket } from 'node:net';
 import { SwitchyardError } from '../errors.js';
 import type { HostPort } from '../config/types.js';
 import type { ListenerPlan } from '../reload/generation.js';
-import { handleConnect, handleRequest, handleUpgrade } from './http_listener.js';
+import { handleConnect, handleClientError, handleRequest, handleUpgrade } from './http_listener.js';
 import { handleTcp } from './tcp_listener.js';
 
 type ConnectionListener = (this: Server, socket: Socket) => void;
@@ -43,7 +43,8 @@ export class ListenSocket {
     });
     server.on('request', (req, res) => handleRequest(this, req, res));
     server.on('upgrade', (req, socket, head) => handleUpgrade(this, req, socket as Socket, head));
-    server.on('connect', (req, socket) => handleConnect(req, socket as Socket));
+    server.on('connect', (req, socket) => handleConnect(this, req, socket as Socket));
+    server.on('clientError', (err, socket) => handleClientError(this, err, socket as Socket));
   }
 
   /** The address actually bound (the port differs from the requested one when that was 0). */

@@ -38,8 +38,9 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
   };
   socket.once('close', () => {
     gen.release(socket);
-    if (refused) plan.metrics[plan.roles.length]!.tcpConnection('refused');
     if (!forwarded) {
+      // Counted like every connection, under no role: refused, or it failed before a role took it.
+      plan.metrics[plan.roles.length]!.tcpConnection(refused ? 'refused' : 'error');
       // Never reached an upstream: refused by a filter, a filter failed, or the client left first.
       const log = gen.accessLog;
       if (log !== null) {

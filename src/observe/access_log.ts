@@ -1,4 +1,4 @@
-import { write as fsWrite } from 'node:fs';
+import { constants, write as fsWrite } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Counter } from 'prom-client';
 
@@ -10,6 +10,16 @@ const FLUSH_MS = 200;
 const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 /** A full non-blocking pipe (EAGAIN) is retried after this long. */
 const RETRY_MS = 20;
+/** How long closing waits for queued lines to be written before it drops them. */
+const CLOSE_WAIT_MS = 2_000;
+
+/**
+ * Opens for append without blocking: a FIFO with no reader fails at once (ENXIO)
+ * instead of holding the open, and with it the reload queue, until one comes.
+ */
+function openForAppend(path: string): Promise<FileHandle> {
+  return open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK, 0o644);
+}
 
 /**
  * Where access log lines go: `stdout` or a file (opened for append). The data path
@@ -31,6 +41,8 @@ export class AccessLogSink {
   /** Writes, reopens and closes run one after another, in order. */
   #chain: Promise<void> = Promise.resolve();
   #closed = false;
+  /** Closed without its writes finishing: a retry loop still waiting gives up. */
+  #abandoned = false;
   readonly #dropped: Counter;
   readonly #onError: (message: string) => void;
   #lastError = '';
@@ -44,7 +56,7 @@ export class AccessLogSink {
 
   /** Opens the sink; rejects (with the OS's reason) when the file cannot be opened for append. */
   static async open(path: string, dropped: Counter, onError: (message: string) => void): Promise<AccessLogSink> {
-    const handle = path === 'stdout' ? null : await open(path, 'a');
+    const handle = path === 'stdout' ? null : await openForAppend(path);
     return new AccessLogSink(path, handle, dropped, onError);
   }
 
@@ -88,7 +100,7 @@ export class AccessLogSink {
    */
   async reopen(): Promise<void> {
     if (this.#handle === null || this.#closed) return;
-    const next = await open(this.path, 'a');
+    const next = await openForAppend(this.path);
     void this.flush();
     // In the chain: batches queued before go to the old file, none is written to a closed one.
     this.#chain = this.#chain.then(async () => {
@@ -100,20 +112,33 @@ export class AccessLogSink {
     await this.#chain;
   }
 
-  /** Writes what is queued, then closes the file. Lines written after this are dropped. */
+  /**
+   * Writes what is queued, then closes the file. Lines written after this are dropped.
+   * Waits CLOSE_WAIT_MS at most: a sink whose reader stopped reading must not hold up
+   * a generation's close or the process's stop; what is still unwritten then is
+   * dropped (counted), and the file is left to the process's exit.
+   */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     void this.flush();
-    this.#chain = this.#chain.then(async () => { await this.#handle?.close().catch(() => {}); });
-    await this.#chain;
+    const done = this.#chain.then(async () => { await this.#handle?.close().catch(() => {}); });
+    this.#chain = done;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(true), CLOSE_WAIT_MS); });
+    const timedOut = await Promise.race([done.then(() => false), late]);
+    clearTimeout(timer);
+    if (timedOut) {
+      this.#abandoned = true;
+      this.#onError(`access log ${this.path}: could not write for ${CLOSE_WAIT_MS} ms at close; its unwritten lines are dropped`);
+    }
   }
 
   async #writeOut(buf: Buffer, lines: number): Promise<void> {
     const fd = this.#handle === null ? 1 : this.#handle.fd;
     let off = 0;
     try {
-      while (off < buf.length) off += await writeSome(fd, buf, off);
+      while (off < buf.length) off += await writeSome(fd, buf, off, () => this.#abandoned);
       this.#lastError = '';
     } catch (err) {
       // The batch is lost (a full disk, a closed stdout): count it, say so once per cause.
@@ -127,12 +152,16 @@ export class AccessLogSink {
   }
 }
 
-/** One fs.write, with a full non-blocking pipe (EAGAIN) waited out; resolves to the bytes written. */
-function writeSome(fd: number, buf: Buffer, off: number): Promise<number> {
+/**
+ * One fs.write, with a full non-blocking pipe (EAGAIN) waited out, until `abandoned`
+ * says to stop; resolves to the bytes written.
+ */
+function writeSome(fd: number, buf: Buffer, off: number, abandoned: () => boolean): Promise<number> {
   return new Promise((resolve, reject) => {
     const attempt = (): void => {
       fsWrite(fd, buf, off, buf.length - off, null, (err, n) => {
-        if (err?.code === 'EAGAIN') setTimeout(attempt, RETRY_MS);
+        if (err?.code === 'EAGAIN' && abandoned()) reject(new Error('closed before the reader took the lines'));
+        else if (err?.code === 'EAGAIN') setTimeout(attempt, RETRY_MS);
         else if (err) reject(err);
         else resolve(n);
       });

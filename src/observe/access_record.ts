@@ -16,7 +16,8 @@ type Marked = Socket & { [kMark]?: { read: number; written: number } };
 /** What the HTTP data path knows about a request when it ends. */
 export interface HttpOutcome {
   plan: ListenerPlan;
-  req: IncomingMessage;
+  /** null when Node's parser refused the request before there was one (400, 408, 431). */
+  req: Pick<IncomingMessage, 'method' | 'url'> | null;
   /** The client connection (req.socket is null once the response closed). */
   socket: Socket;
   /** The role that served it; '' when none did (a filter answered). */
@@ -57,8 +58,8 @@ export function logHttp(sink: AccessLogSink, o: HttpOutcome): void {
     vset: plan.config.vset,
     role: o.role,
     endpoint: o.endpoint,
-    method: o.req.method ?? '',
-    path: o.req.url ?? '',
+    method: o.req?.method ?? '',
+    path: o.req?.url ?? '',
     status: o.status,
     bytesIn,
     bytesOut,
