@@ -1,5 +1,5 @@
 import test from 'ava';
-import { adminUrl, get, listenerUrl, startSidecar, until } from './helpers.js';
+import { adminUrl, get, listenerUrl, putConfig, startSidecar, until } from './helpers.js';
 import { channel, controlled, metricSum, resilienceConfig } from './resilience_support.js';
 
 const FAST_CHECK = 'healthCheck: { path: /healthz, interval: 100ms, timeout: 100ms, healthyThreshold: 1, unhealthyThreshold: 1 }';
@@ -61,8 +61,9 @@ filters:
 test('health state survives a reload for endpoints that stay', async (t) => {
   const a = await controlled(t, 'a');
   const b = await controlled(t, 'b');
-  // A long interval: after the reload, no new check runs before the requests below.
-  const slow = 'healthCheck: { path: /healthz, interval: 1s, timeout: 500ms, healthyThreshold: 1, unhealthyThreshold: 1 }';
+  // A long interval and two failures to go unhealthy: a fresh health state would need a
+  // second before it kept b out, so the requests right after the reload show what was carried over.
+  const slow = 'healthCheck: { path: /healthz, interval: 1s, timeout: 500ms, healthyThreshold: 1, unhealthyThreshold: 2 }';
   const cfg = (wb: number) => resilienceConfig(channel([a], slow), channel([b], slow), `
 filters:
   - { type: weighted, weights: { a: 50, b: ${wb} } }`);
@@ -105,6 +106,26 @@ filters:
   t.true(bad.hits >= 3, 'the readmitted endpoint gets traffic again');
   await until(async () => (await metricSum(sc, /^switchyard_upstream_errors_total\{.*role="a",reason="ejected"/)) === 2, 5000, 'second ejection');
   t.true(log.some((l) => l.includes(`${bad.address} ejected for 3000 ms`) && l.includes('ejection 2')), log.join('\n'));
+});
+
+test('an ejection survives a reload for an endpoint that stays', async (t) => {
+  const good = await controlled(t, 'good');
+  const bad = await controlled(t, 'bad');
+  const b = await controlled(t, 'b');
+  bad.mode = '500';
+  const cfg = (wb: number) => resilienceConfig(
+    channel([good, bad], 'outlierDetection: { consecutiveErrors: 2, baseEjectionTime: 30s }'), channel([b]), `
+filters:
+  - { type: weighted, weights: { a: 1, b: ${wb} } }`);
+  const sc = await startSidecar(t, cfg(0));
+  const url = listenerUrl(sc, 'web');
+  for (let i = 0; i < 4; i++) await get(url);
+  t.is(await metricSum(sc, /^switchyard_upstream_errors_total\{.*role="a",reason="ejected"/), 1);
+  t.is((await putConfig(sc, cfg(1))).status, 200);
+  bad.hits = 0;
+  for (let i = 0; i < 20; i++) await get(listenerUrl(sc, 'web'));
+  t.is(bad.hits, 0, 'the new generation kept the ejected endpoint out');
+  t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="a"/), 1);
 });
 
 test('outlier detection never ejects more than maxEjectedPercent of a channel (at least one)', async (t) => {

@@ -1,9 +1,11 @@
+import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createInterface } from 'node:readline';
 import type { ExecutionContext } from 'ava';
 import { request as undiciRequest, Agent } from 'undici';
 import { parseConfigTexts } from '../src/config/load.js';
@@ -158,4 +160,31 @@ listeners:
     filters:
 ${filters.split('\n').filter((l) => l.trim()).map((l) => '      ' + l).join('\n')}
 ${extra}`;
+}
+
+/**
+ * A loopback "blackhole": a socket that listens with a full accept queue and never
+ * accepts, so the kernel drops further SYNs and a connect just hangs. Node cannot
+ * listen without accepting, so python3 (on the machine image) holds it.
+ */
+export async function blackhole(t: { teardown(fn: () => void): void }): Promise<number> {
+  const py = spawn('python3', ['-c', `
+import socket, sys, time
+s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(0)
+port = s.getsockname()[1]
+fill = []
+for _ in range(3):
+    c = socket.socket(); c.setblocking(False); c.connect_ex(('127.0.0.1', port)); fill.append(c)
+time.sleep(0.2)
+print(port, flush=True)
+time.sleep(60)
+`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  t.teardown(() => py.kill());
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: py.stdout! }).once('line', resolve);
+    py.once('exit', (code) => reject(new Error(`python3 exited ${code}`)));
+    py.once('error', (err) => reject(new Error(`python3 is needed for the loopback blackhole: ${err.message}`)));
+    setTimeout(() => reject(new Error('python3 did not start the blackhole within 5 s')), 5000);
+  });
+  return Number(line);
 }

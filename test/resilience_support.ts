@@ -3,7 +3,8 @@ import { adminUrl, get, startUpstream, uniqueHost, type Upstream } from './helpe
 import type { Sidecar } from '../src/sidecar.js';
 
 /** How a test upstream answers requests other than its health check. */
-export type Mode = 'ok' | '500' | '503' | 'hang' | 'reset';
+/** `flap`: 503 and 200 in turn, starting with 503. */
+export type Mode = 'ok' | '500' | '503' | 'hang' | 'reset' | 'flap';
 
 /** An upstream whose answers the test switches: `mode` for requests, `health` for GET /healthz. */
 export interface Controlled {
@@ -14,6 +15,8 @@ export interface Controlled {
   health: number;
   /** Requests served (health checks not counted). */
   hits: number;
+  /** When each of those requests arrived (performance.now()). */
+  times: number[];
   /** Health checks answered. */
   checks: number;
   /** Bodies of the requests received, in order. */
@@ -23,7 +26,7 @@ export interface Controlled {
 }
 
 export async function controlled(t: ExecutionContext, name: string): Promise<Controlled> {
-  const c = { mode: 'ok', health: 200, hits: 0, checks: 0, bodies: [] as string[], name } as Controlled;
+  const c = { mode: 'ok', health: 200, hits: 0, times: [] as number[], checks: 0, bodies: [] as string[], name } as Controlled;
   c.up = await startUpstream(t, name, (req, res) => {
     if (req.url === '/healthz') {
       c.checks++;
@@ -33,21 +36,25 @@ export async function controlled(t: ExecutionContext, name: string): Promise<Con
       return;
     }
     c.hits++;
+    c.times.push(performance.now());
+    const flapFails = c.mode === 'flap' && c.hits % 2 === 1;
     const chunks: Buffer[] = [];
     req.on('data', (d: Buffer) => chunks.push(d));
     req.on('end', () => {
       c.bodies.push(Buffer.concat(chunks).toString());
-      switch (c.mode) {
-        case 'hang': return; // never answers
-        case 'reset': req.socket.destroy(); return;
-        case '500': case '503':
-          res.writeHead(Number(c.mode), { 'content-type': 'text/plain', 'x-served-by': name });
-          res.end(`${name} failed\n`);
-          return;
-        default:
-          res.writeHead(200, { 'content-type': 'text/plain', 'x-served-by': name });
-          res.end(name);
+      if (c.mode === 'hang') return; // never answers
+      if (c.mode === 'reset') {
+        req.socket.destroy();
+        return;
       }
+      const failWith = c.mode === '500' ? 500 : c.mode === '503' || flapFails ? 503 : 0;
+      if (failWith !== 0) {
+        res.writeHead(failWith, { 'content-type': 'text/plain', 'x-served-by': name });
+        res.end(`${name} failed\n`);
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/plain', 'x-served-by': name });
+      res.end(name);
     });
   });
   c.address = c.up.address;

@@ -1,5 +1,6 @@
 import test from 'ava';
-import { get, listenerUrl, startSidecar } from './helpers.js';
+import { request } from 'undici';
+import { blackhole, client, get, listenerUrl, startSidecar, until } from './helpers.js';
 import { channel, controlled, metricSum, resilienceConfig } from './resilience_support.js';
 
 const ONLY_A = `filters:
@@ -87,7 +88,7 @@ test('timeouts.total bounds every try together: 504 once it passes, however many
   h1.mode = h2.mode = 'hang';
   const sc = await startSidecar(t, resilienceConfig(channel([h1, h2]), channel([b]), `${ONLY_A}
 timeouts: { total: 700ms }
-retries: { attempts: 10, perTryTimeout: 300ms }`));
+retries: { attempts: 10, perTryTimeout: 300ms, backoff: { base: 1ms } }`));
   const start = Date.now();
   const r = await get(listenerUrl(sc, 'web'));
   const took = Date.now() - start;
@@ -97,3 +98,70 @@ retries: { attempts: 10, perTryTimeout: 300ms }`));
   t.is(h1.hits + h2.hits, 3, 'tries at 0, 300 and 600 ms; none after the total passed');
 });
 
+
+test('timeouts.total covers connecting: a blackholed endpoint answers 504 at the total, not after timeouts.connect', async (t) => {
+  const dead = await blackhole(t);
+  const b = await controlled(t, 'b');
+  const sc = await startSidecar(t, resilienceConfig(channel([`127.0.0.1:${dead}`]), channel([b]), `${ONLY_A}
+timeouts: { connect: 4s, total: 500ms }`));
+  const start = Date.now();
+  const r = await get(listenerUrl(sc, 'web'));
+  const took = Date.now() - start;
+  t.is(r.status, 504);
+  t.regex(r.body, /total timeout/);
+  t.true(took >= 450 && took < 3000, `answered after ${took} ms (the connect timeout is 4 s)`);
+});
+
+test('retries back off: before the first retry a random wait of up to backoff.base (Envoy\'s jittered exponential)', async (t) => {
+  const flap = await controlled(t, 'flap');
+  const b = await controlled(t, 'b');
+  flap.mode = 'flap'; // 503, then 200: every request fails once and its retry succeeds
+  const sc = await startSidecar(t, resilienceConfig(channel([flap]), channel([b]), `${ONLY_A}
+retries: { attempts: 1, backoff: { base: 300ms, max: 300ms } }`));
+  const waits: number[] = [];
+  for (let i = 0; i < 12; i++) {
+    const r = await get(listenerUrl(sc, 'web'));
+    t.is(r.status, 200);
+    waits.push(flap.times[2 * i + 1]! - flap.times[2 * i]!);
+  }
+  const most = Math.max(...waits);
+  // All twelve under 120 ms by chance: 0.4^12, about 2 in 100,000.
+  t.true(most >= 120, `the longest wait was ${most.toFixed(0)} ms: ${waits.map((w) => w.toFixed(0)).join(', ')}`);
+  t.true(most < 300 + 250, `no wait past the cap (and some slack): ${most.toFixed(0)} ms`);
+  t.true(Math.min(...waits) < most, 'the waits are jittered');
+});
+
+test('a client that leaves during the retry back-off cancels the retry', async (t) => {
+  const flap = await controlled(t, 'flap');
+  const b = await controlled(t, 'b');
+  flap.mode = '503';
+  const sc = await startSidecar(t, resilienceConfig(channel([flap]), channel([b]), `${ONLY_A}
+retries: { attempts: 1, backoff: { base: 1s, max: 1s } }`));
+  // A wait near the full second is what this test needs; the jitter may pick a short one, so try a few.
+  let cancelled = false;
+  for (let i = 0; i < 5 && !cancelled; i++) {
+    const before = flap.hits;
+    const ac = new AbortController();
+    const pending = request(listenerUrl(sc, 'web'), { dispatcher: client, signal: ac.signal }).catch(() => null);
+    await until(() => flap.hits === before + 1, 5000, 'the first try');
+    ac.abort();
+    await pending;
+    const at = flap.hits;
+    await new Promise((r) => setTimeout(r, 1200));
+    if (at === before + 1) cancelled = flap.hits === before + 1;
+  }
+  t.true(cancelled, 'a client gone during the back-off: no retry was sent');
+  t.is((await get(listenerUrl(sc, 'web'))).status, 503, 'the proxy still serves');
+});
+
+test('connect failures that move to the next endpoint are counted as retries (reason connect-failure)', async (t) => {
+  const a1 = await controlled(t, 'a1');
+  const a2 = await controlled(t, 'a2');
+  const b = await controlled(t, 'b');
+  await a1.kill();
+  const sc = await startSidecar(t, resilienceConfig(channel([a1, a2]), channel([b]), ONLY_A));
+  for (let i = 0; i < 4; i++) t.is((await get(listenerUrl(sc, 'web'))).body, 'a2');
+  const moved = await metricSum(sc, /^switchyard_retries_total\{listener="web",role="a",reason="connect-failure"\}/);
+  t.is(moved, await metricSum(sc, /^switchyard_upstream_errors_total\{listener="web",role="a",reason="connect-failure"\}/));
+  t.true(moved >= 2, `${moved} moves`);
+});

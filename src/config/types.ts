@@ -74,6 +74,9 @@ export interface RetryConfig {
   minRetryConcurrency: number;
   /** Request bodies up to this size are buffered, so they can be sent again; larger ones are never retried. */
   maxBodyBytes: number;
+  /** Back-off before the n-th retry: a random time up to min(base × (2ⁿ − 1), max) (Envoy's jittered exponential). */
+  backoffBaseMs: number;
+  backoffMaxMs: number;
 }
 
 export interface VsetConfig {

@@ -349,8 +349,9 @@ class Validator {
   }
 
   retries(value: unknown, path: Path, upstreamMs: number): RetryConfig | undefined {
-    const o = this.obj(value, path, ['attempts', 'on', 'perTryTimeout', 'budgetPercent', 'minRetryConcurrency', 'maxBodyBytes']);
+    const o = this.obj(value, path, ['attempts', 'on', 'perTryTimeout', 'budgetPercent', 'minRetryConcurrency', 'maxBodyBytes', 'backoff']);
     if (!o) return undefined;
+    const b = o.backoff === undefined ? {} : this.obj(o.backoff, [...path, 'backoff'], ['base', 'max']) ?? {};
     const rc: RetryConfig = {
       attempts: this.int(o.attempts, [...path, 'attempts'], 1, 0, 10),
       on: [...DEFAULT_RETRY_ON],
@@ -358,7 +359,13 @@ class Validator {
       budgetPercent: this.int(o.budgetPercent, [...path, 'budgetPercent'], 20, 0, 100),
       minRetryConcurrency: this.int(o.minRetryConcurrency, [...path, 'minRetryConcurrency'], 3, 0, 1_000_000),
       maxBodyBytes: this.int(o.maxBodyBytes, [...path, 'maxBodyBytes'], 64 * 1024, 0, 16 * 1024 * 1024),
+      backoffBaseMs: 0,
+      backoffMaxMs: 0,
     };
+    // Envoy's defaults: 25 ms, and ten times the base for the cap.
+    rc.backoffBaseMs = this.duration(b.base, [...path, 'backoff', 'base'], 25);
+    rc.backoffMaxMs = this.duration(b.max, [...path, 'backoff', 'max'], rc.backoffBaseMs * 10);
+    if (rc.backoffMaxMs < rc.backoffBaseMs) this.report('SY_ERR_CONFIG_VALUE', [...path, 'backoff', 'max'], 'must not be shorter than backoff.base');
     if (o.on !== undefined) {
       if (!Array.isArray(o.on) || o.on.length === 0) {
         this.report('SY_ERR_CONFIG_TYPE', [...path, 'on'], `must be a non-empty list of ${RETRY_ON_WORDS.join(', ')} or status codes 500-599`);

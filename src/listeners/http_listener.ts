@@ -237,6 +237,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
       timeoutMs: plan.config.timeouts.upstreamMs,
       connectMs: plan.config.timeouts.connectMs,
       tryFailed: (role: number, reason: UpstreamReason) => plan.metrics[role]!.upstreamError(reason),
+      retried: (role: number) => plan.metrics[role]!.retried('connect-failure'),
       fallbackFrom: ex.fallbackFrom,
       roleName: (role: number) => plan.roles[role]!.name,
     };

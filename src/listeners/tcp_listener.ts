@@ -60,6 +60,7 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
       idleMs: plan.config.timeouts.idleMs,
       connectMs: plan.config.timeouts.connectMs,
       tryFailed: (role, reason) => plan.metrics[role]!.upstreamError(reason),
+      retried: (role) => plan.metrics[role]!.retried('connect-failure'),
       done: (endpoint, code, bytesIn, bytesOut) => {
         ex.role = picker.role;
         const result = code === undefined ? 'ok' : 'error';

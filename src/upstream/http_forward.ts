@@ -97,6 +97,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   #abort: ((err?: Error) => void) | null = null;
   #resume: (() => void) | null = null;
   #totalTimer: NodeJS.Timeout | null = null;
+  #backoffTimer: NodeJS.Timeout | null = null;
   #tryTimer: NodeJS.Timeout | null = null;
   #finished = false;
 
@@ -165,6 +166,9 @@ export class HttpForward implements Dispatcher.DispatchHandler {
 
   #dispatch(): void {
     if (this.#finished) return;
+    // Whole request in hand (no body, or buffered): the total time runs from here,
+    // connecting included, as Envoy's route timeout runs from the downstream end of stream.
+    if (this.#request.body === null || Buffer.isBuffer(this.#request.body)) this.#startTotalTimer();
     this.#sent = false;
     this.#abort = null;
     const opts = this.#opts;
@@ -179,17 +183,22 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     this.#picker.endpoint.pool.dispatch(this.#request, this);
   }
 
-  /**
-   * The whole request (body included) is on the wire: the time for an answer starts
-   * now, as with undici's own headersTimeout, so a slow upload is never cut short
-   * for a slow answer. The total timeout starts with the first try's.
-   */
-  onRequestSent(): void {
+  #startTotalTimer(): void {
     const opts = this.#opts;
     if (opts.totalMs > 0 && this.#totalTimer === null && !this.#finished) {
       this.#totalTimer = setTimeout(() => this.#totalTimeout(), opts.totalMs);
       this.#totalTimer.unref();
     }
+  }
+
+  /**
+   * The whole request (body included) is on the wire: the time for an answer starts
+   * now, as with undici's own headersTimeout, so a slow upload is never cut short
+   * for a slow answer. A streamed body's total time starts here too.
+   */
+  onRequestSent(): void {
+    this.#startTotalTimer();
+    const opts = this.#opts;
     const retry = opts.retry;
     if (retry !== undefined && this.#tryTimer === null && this.#abort !== null) {
       this.#tryTimer = setTimeout(() => {
@@ -211,6 +220,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     if (this.#finished) return;
     this.#finished = true;
     if (this.#totalTimer) clearTimeout(this.#totalTimer);
+    if (this.#backoffTimer) clearTimeout(this.#backoffTimer);
     this.#clearTryTimer();
     this.#opts.budget?.requestEnded(this.#budgetTaken);
     this.#opts.done(this.#picker.endpoint.address, code);
@@ -236,11 +246,22 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   }
 
   #retry(reason: string): void {
+    const retry = this.#opts.retry!;
     this.#retries++;
     this.#opts.retried(this.#picker.role, reason);
     // Another endpoint when there is one; else the same one again.
     this.#picker.next();
-    this.#dispatch();
+    // The failed try is over: a client leaving during the back-off just finishes.
+    this.#abort = null;
+    const delay = backoffMs(this.#retries, retry.backoffBaseMs, retry.backoffMaxMs);
+    if (delay < 1) {
+      this.#dispatch();
+      return;
+    }
+    this.#backoffTimer = setTimeout(() => {
+      this.#backoffTimer = null;
+      this.#dispatch();
+    }, delay);
   }
 
   #totalTimeout(): void {
@@ -318,7 +339,11 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     }
     if (!this.#sent && CONNECT_CODES.has(code) && (this.#replayable || !this.#req.readableDidRead)) {
       this.#tryFailed('connect-failure');
+      const failedRole = this.#picker.role;
       if (this.#picker.next()) {
+        // Always made (a request that never reached a socket is safe to move), so outside
+        // attempts and the budget, but counted with the others.
+        this.#opts.retried(failedRole, 'connect-failure');
         this.#dispatch();
         return;
       }
@@ -352,6 +377,15 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     }
     this.#finish(code);
   }
+}
+
+/**
+ * Envoy's fully jittered exponential back-off: before retry n, a random time up
+ * to min(base × (2ⁿ − 1), max), so retries of many requests spread out instead of
+ * hitting a struggling role together.
+ */
+export function backoffMs(n: number, baseMs: number, maxMs: number): number {
+  return Math.random() * Math.min(baseMs * (2 ** n - 1), maxMs);
 }
 
 /**

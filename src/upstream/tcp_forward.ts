@@ -8,6 +8,8 @@ export interface TcpForwardOptions {
   connectMs: number;
   /** One connect failed (once more with "ejected" when that ejected its endpoint). */
   tryFailed(role: number, reason: UpstreamReason): void;
+  /** The connection moves on to another endpoint after a connect failure of `role`'s. */
+  retried(role: number): void;
   /** Called once when the pair is gone: bytes each way, and a code when it failed. */
   done(endpoint: string | undefined, code: RuntimeCode | undefined, bytesIn: number, bytesOut: number): void;
 }
@@ -60,7 +62,9 @@ export function forwardTcp(client: Socket, picker: EndpointPicker, opts: TcpForw
       if (!connected) {
         opts.tryFailed(picker.role, 'connect-failure');
         if (picker.set.failed(e)) opts.tryFailed(picker.role, 'ejected');
+        const failedRole = picker.role;
         if (!client.destroyed && picker.next()) {
+          opts.retried(failedRole);
           attempt();
           return;
         }

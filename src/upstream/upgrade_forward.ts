@@ -10,6 +10,7 @@ interface UpgradeState {
   /** The endpoints to try, role by role. */
   picker: EndpointPicker;
   tryFailed: (role: number, reason: UpstreamReason) => void;
+  retried: (role: number) => void;
   /** For x-switchyard-fallback (see UpgradeOptions). */
   fallbackFrom: number;
   roleName: (role: number) => string;
@@ -35,6 +36,8 @@ export interface UpgradeOptions {
   connectMs: number;
   /** One try failed (once more with "ejected" when that ejected its endpoint). */
   tryFailed(role: number, reason: UpstreamReason): void;
+  /** The upgrade moves on to another endpoint after a connect failure of `role`'s. */
+  retried(role: number): void;
   /** A role asked for that could not take the upgrade (-1: none), as Exchange.fallbackFrom. */
   fallbackFrom: number;
   roleName(role: number): string;
@@ -142,7 +145,7 @@ export class UpgradeForwarder {
     done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void): void {
     const tracked = socket as Tracked;
     const state: UpgradeState = {
-      picker, tryFailed: opts.tryFailed, fallbackFrom: opts.fallbackFrom, roleName: opts.roleName, answered: false, done, finished: false,
+      picker, tryFailed: opts.tryFailed, retried: opts.retried, fallbackFrom: opts.fallbackFrom, roleName: opts.roleName, answered: false, done, finished: false,
       timeoutMs: opts.timeoutMs, connectMs: opts.connectMs, proxyReq: null, release: null,
     };
     tracked[kState] = state;
@@ -174,7 +177,9 @@ export class UpgradeForwarder {
       const role = p.set.role;
       state.tryFailed(p.role, connect ? 'connect-failure' : timedOut ? 'timeout' : 'reset');
       if (p.set.failed(p.endpoint)) state.tryFailed(p.role, 'ejected');
+      const failedRole = p.role;
       if (connect && p.next()) {
+        state.retried(failedRole);
         // http-proxy's onOutgoingError calls socket.end() on the client right after this
         // callback returns: that would end the client's connection under the retry (a
         // failover then answered nothing at all). Swallow exactly that one call.
