@@ -873,7 +873,7 @@ listeners:
   t.deepEqual(c.roles.a!.channels.http!.outlierDetection, { consecutiveErrors: 3, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 50 });
   t.deepEqual(c.roles.b!.channels.http!.healthCheck, { intervalMs: 2000, timeoutMs: 500, healthyThreshold: 2, unhealthyThreshold: 3 });
   t.is(c.listeners.web!.timeouts.totalMs, 10_000);
-  t.deepEqual(c.listeners.web!.retries, { attempts: 2, on: ['reset', 503, '5xx'], perTryTimeoutMs: 30_000, budgetPercent: 20, minRetryConcurrency: 3, maxBodyBytes: 65536 });
+  t.deepEqual(c.listeners.web!.retries, { attempts: 2, on: ['reset', 503, '5xx'], perTryTimeoutMs: 30_000, budgetPercent: 20, minRetryConcurrency: 3, maxBodyBytes: 65536, backoffBaseMs: 25, backoffMaxMs: 250 });
 });
 
 test('resilience settings are checked, each error at its path', async (t) => {
@@ -888,7 +888,7 @@ roles:
 listeners:
   web:
     target: a
-    retries: { attempts: 11, on: [reset, 404, sometimes], perTryTimeout: 0s }
+    retries: { attempts: 11, on: [reset, 404, sometimes], perTryTimeout: 0s, backoff: { base: 100ms, max: 50ms, jitter: full } }
     filters:
       - type: header_route
         allowFrom: ["127.0.0.1/33", "example.com"]
@@ -916,5 +916,7 @@ listeners:
   has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.web.filters[0].allowFrom[1]' });
   has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.web.filters[0].rules[0].fallback', message: /weighted or strict/ });
   has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.raw.retries', message: /tcp listener cannot retry/ });
-  t.is(issues.length, 15, show(issues));
+  has(t, issues, { code: 'SY_ERR_CONFIG_VALUE', path: 'listeners.web.retries.backoff.max', message: /not be shorter than backoff.base/ });
+  has(t, issues, { code: 'SY_ERR_CONFIG_UNKNOWN_KEY', path: 'listeners.web.retries.backoff.jitter' });
+  t.is(issues.length, 17, show(issues));
 });
