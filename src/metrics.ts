@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
 
 export interface MetricsOptions {
@@ -29,6 +30,8 @@ export class Metrics {
   readonly componentUpdates: Counter<'component' | 'mode' | 'result'>;
   readonly retries: Counter<'listener' | 'role' | 'reason'>;
   readonly retryBudgetExhausted: Counter<'listener'>;
+  /** Open TCP connections: their bytes so far are added to tcp_bytes_total at each scrape. */
+  readonly openTcp = new Set<TcpTally>();
   /** Role channels now routed to, with their endpoints (set by the runtime; read at scrape time). */
   endpointHealth: () => Iterable<{ role: string; channel: string; healthy: number; total: number }> = () => [];
   readonly lastReloadSuccessful: Gauge;
@@ -45,7 +48,14 @@ export class Metrics {
     this.duration = new Histogram({ name: 'switchyard_request_duration_seconds', help: 'Time from the request to the end of the response.', labelNames: ['listener', 'vset', 'role'], registers, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });
     this.upstreamErrors = new Counter({ name: 'switchyard_upstream_errors_total', help: 'Failed upstream tries by reason: connect-failure, reset, timeout, protocol; and ejected, when a failure ejected its endpoint.', labelNames: ['listener', 'role', 'reason'], registers });
     this.connectionsActive = new Gauge({ name: 'switchyard_connections_active', help: 'Open client connections per listener.', labelNames: ['listener'], registers });
-    this.tcpBytes = new Counter({ name: 'switchyard_tcp_bytes_total', help: 'Bytes through TCP listeners; direction "in" is client to upstream.', labelNames: ['listener', 'direction'], registers });
+    const openTcp = this.openTcp;
+    this.tcpBytes = new Counter({
+      name: 'switchyard_tcp_bytes_total', help: 'Bytes through TCP listeners; direction "in" is client to upstream.', labelNames: ['listener', 'direction'], registers,
+      // A long-lived connection shows its traffic as it flows, not in one step when it closes.
+      collect() {
+        for (const t of openTcp) t.flush();
+      },
+    });
     this.tcpConnections = new Counter({ name: 'switchyard_tcp_connections_total', help: 'TCP connections by the role that served them and how they ended (ok, error, refused).', labelNames: ['listener', 'vset', 'role', 'result'], registers });
     this.generation = new Gauge({ name: 'switchyard_config_generation', help: 'The generation number now serving.', registers });
     this.reloads = new Counter({ name: 'switchyard_config_reloads_total', help: 'Config changes by source and result (success, invalid, failed).', labelNames: ['source', 'result'], registers });
@@ -71,6 +81,39 @@ export class Metrics {
     this.generationsDraining = new Gauge({ name: 'switchyard_generations_draining', help: 'Generations replaced but not yet closed (work still running on them).', registers });
     this.accessLogDropped = new Counter({ name: 'switchyard_access_log_dropped_lines_total', help: 'Access log lines dropped because the sink did not keep up.', registers });
     collectDefaultMetrics({ register: this.registry, prefix: '' });
+  }
+
+  /**
+   * Drops the series of listeners, vsets and roles that no generation still open
+   * routes to (called once a replaced generation closed), so names that come and
+   * go across deploys do not pile up series for the life of the process. A name
+   * that comes back starts again at 0, which rate() reads as a counter reset.
+   */
+  async forgetAllBut(live: Iterable<{ listener: string; vset: string; roles: readonly string[] }>): Promise<void> {
+    const keep = new Set<string>();
+    for (const l of live) {
+      keep.add(l.listener);
+      for (const role of [...l.roles, '']) {
+        keep.add(`${l.listener}\0${role}`);
+        keep.add(`${l.listener}\0${l.vset}\0${role}`);
+      }
+    }
+    const key = (labels: Record<string, string | number | undefined>): string =>
+      [labels.listener, ...('vset' in labels ? [labels.vset] : []), ...('role' in labels ? [labels.role] : [])].join('\0');
+    const byListener = [this.requests, this.duration, this.upstreamErrors, this.connectionsActive, this.tcpBytes,
+      this.tcpConnections, this.retries, this.retryBudgetExhausted] as const;
+    for (const metric of byListener) {
+      const seen = new Map<string, Record<string, string | number>>();
+      for (const v of (await metric.get()).values) {
+        const labels: Record<string, string | number> = {};
+        // A histogram lists each bucket (le) and _sum/_count: one series set per label set.
+        for (const [k, x] of Object.entries(v.labels)) if (k !== 'le' && x !== undefined) labels[k] = x;
+        // A keep-alive connection can outlive its listener's last generation: its gauge stays until it closes.
+        if (metric === this.connectionsActive && v.value !== 0) continue;
+        if (!keep.has(key(labels))) seen.set(JSON.stringify(labels), labels);
+      }
+      for (const labels of seen.values()) (metric as Counter<string>).remove(labels);
+    }
   }
 }
 
@@ -116,5 +159,37 @@ export class RoleMetrics {
 
   retried(reason: string): void {
     this.#metrics.retries.inc({ listener: this.#labels.listener, role: this.#labels.role, reason });
+  }
+}
+
+/**
+ * The bytes of one TCP client connection not yet in tcp_bytes_total: added at each
+ * scrape while it is open (Metrics.openTcp), and the rest when it closes. Nothing
+ * is counted per chunk, so the byte pipe pays nothing for it.
+ */
+export class TcpTally {
+  readonly #socket: Socket;
+  readonly #in: Counter.Internal;
+  readonly #out: Counter.Internal;
+  #countedIn = 0;
+  #countedOut = 0;
+
+  constructor(socket: Socket, bytesIn: Counter.Internal, bytesOut: Counter.Internal) {
+    this.#socket = socket;
+    this.#in = bytesIn;
+    this.#out = bytesOut;
+  }
+
+  flush(): void {
+    const read = this.#socket.bytesRead;
+    const written = this.#socket.bytesWritten;
+    if (read > this.#countedIn) {
+      this.#in.inc(read - this.#countedIn);
+      this.#countedIn = read;
+    }
+    if (written > this.#countedOut) {
+      this.#out.inc(written - this.#countedOut);
+      this.#countedOut = written;
+    }
   }
 }

@@ -5,7 +5,7 @@ import { writeFile } from 'node:fs/promises';
 import { Metrics } from '../src/metrics.js';
 import { Sidecar } from '../src/sidecar.js';
 import { parseConfigTexts } from '../src/config/load.js';
-import { ROOT, adminUrl, get, listenerUrl, putConfig, startSidecar, startUpstream, tempFiles, until } from './helpers.js';
+import { ROOT, adminUrl, get, listenerUrl, once, putConfig, startSidecar, startUpstream, tempFiles, until } from './helpers.js';
 
 async function metric(sc: Parameters<typeof adminUrl>[0], pattern: RegExp): Promise<number> {
   const text = await (await request(`${adminUrl(sc)}/metrics`)).body.text();
@@ -166,3 +166,84 @@ test('config_reloads_total has every source and result at 0 from the start, so a
   }
   t.is(await metric(sc, /^switchyard_config_reloads_total\{source="api",result="invalid"\}/), 0);
 });
+
+test('tcp_bytes_total follows an open connection at each scrape (not only at its close), and connections_active counts it', async (t) => {
+  // An echo upstream that also says a fixed greeting first: bytes out are more than bytes in.
+  const { createServer } = await import('node:net');
+  const echo = createServer((s) => { s.on('error', () => {}); s.write('hello\n'); s.pipe(s); });
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  t.teardown(() => { echo.close(); });
+  const port = (echo.address() as { port: number }).port;
+  const sc = await startSidecar(t, `
+roles:
+  db: { channels: { raw: { endpoints: ["127.0.0.1:${port}"] } } }
+listeners:
+  raw: { address: "127.0.0.1:0", protocol: tcp, target: db }
+`);
+  const a = sc.addresses().get('raw')!;
+  const bytes = (dir: string) => metric(sc, new RegExp(`^switchyard_tcp_bytes_total\\{listener="raw",direction="${dir}"\\}`));
+  const s = connect(a.port, a.host);
+  t.teardown(() => s.destroy());
+  let got = '';
+  s.on('data', (d: Buffer) => { got += d.toString(); });
+  const payload = 'x'.repeat(3000);
+  s.write(payload);
+  await until(() => got.length === 6 + 3000, 5000, 'the echo');
+  // Still open: the scrape shows what went through so far.
+  await until(async () => (await bytes('in')) === 3000, 5000, 'bytes in while open');
+  t.is(await bytes('out'), 3006);
+  t.is(await metric(sc, /^switchyard_connections_active\{listener="raw"\}/), 1);
+  s.write('yz');
+  await until(() => got.length === 3008, 5000, 'the second echo');
+  await until(async () => (await bytes('in')) === 3002, 5000, 'the second write counted while open');
+  s.end();
+  await once(s, 'close');
+  await until(async () => (await metric(sc, /^switchyard_connections_active\{listener="raw"\}/)) === 0, 5000, 'the connection closed');
+  t.is(await bytes('in'), 3002, 'nothing counted twice at the close');
+  t.is(await bytes('out'), 3008);
+});
+
+test('series of listeners and roles that a reload removed are dropped once their generation closed; those that stay keep counting', async (t) => {
+  const up = await startUpstream(t, 'u');
+  const cfg = (role: string, listener: string) => `
+roles:
+  keep: { channels: { http: { endpoints: ["${up.address}"] } } }
+  ${role}: { channels: { http: { endpoints: ["${up.address}"] } } }
+vsets:
+  svc: { channels: [http], roles: { keep: {}, ${role}: {} } }
+listeners:
+  stays: { address: "127.0.0.1:0", target: svc, filters: [{ type: header_route, rules: [{ header: x-r, equals: "k", role: keep }] }] }
+  ${listener}: { address: "127.0.0.1:0", target: svc, filters: [{ type: weighted, weights: { ${role}: 1 } }] }
+`;
+  const sc = await startSidecar(t, cfg('v1', 'web1'));
+  const scrape = async () => (await request(`${adminUrl(sc)}/metrics`)).body.text();
+  for (let i = 0; i < 3; i++) t.is((await get(listenerUrl(sc, 'stays'), { 'x-r': 'k' })).status, 200);
+  t.is((await get(listenerUrl(sc, 'web1'))).status, 200);
+  t.regex(await scrape(), /switchyard_requests_total\{listener="web1",vset="svc",role="v1",code="200"\} 1/);
+
+  for (const [role, listener] of [['v2', 'web2'], ['v3', 'web3']] as const) {
+    t.is((await putConfig(sc, cfg(role, listener))).status, 200);
+    t.is((await get(listenerUrl(sc, listener))).status, 200);
+  }
+  await until(async () => (await metric(sc, /^switchyard_generations_draining /)) === 0, 5000, 'the old generations to close');
+  // A keep-alive connection can outlive its listener's generation; its gauge (back at 0 once it
+  // closed) goes with the next prune, so that one series is left out here.
+  const text = await until2(async () => {
+    const x = (await scrape()).split('\n').filter((l) => !/^switchyard_connections_active\{listener="web[12]"\} 0$/.test(l)).join('\n');
+    return /listener="web[12]"|role="v[12]"/.test(x) ? null : x;
+  });
+  t.notRegex(text, /listener="web1"|listener="web2"/, 'removed listeners have no series (requests, histogram, connections)');
+  t.notRegex(text, /role="v1"|role="v2"/, 'removed roles have no series');
+  t.regex(text, /switchyard_requests_total\{listener="web3",vset="svc",role="v3",code="200"\} 1/);
+  t.regex(text, /switchyard_request_duration_seconds_count\{listener="web3",vset="svc",role="v3"\} 1/);
+  t.regex(text, /switchyard_requests_total\{listener="stays",vset="svc",role="keep",code="200"\} 3/, 'what stays keeps its count');
+  t.is((await get(listenerUrl(sc, 'stays'), { 'x-r': 'k' })).status, 200);
+  t.regex(await scrape(), /switchyard_requests_total\{listener="stays",vset="svc",role="keep",code="200"\} 4/, 'and goes on counting');
+});
+
+/** Polls `f` until it returns a value (not null), within 5 s. */
+async function until2<T>(f: () => Promise<T | null>): Promise<T> {
+  let v: T | null = null;
+  await until(async () => (v = await f()) !== null, 5000, 'the removed series to go');
+  return v!;
+}

@@ -6,7 +6,7 @@ import { connect, createServer as createNetServer, type AddressInfo } from 'node
 import { join } from 'node:path';
 import { request } from 'undici';
 import { WebSocket, WebSocketServer } from 'ws';
-import { adminUrl, get, listenerUrl, putConfig, startSidecar, startUpstream, tempFiles, uniqueHost, until } from './helpers.js';
+import { ROOT, adminUrl, get, listenerUrl, putConfig, startSidecar, startUpstream, tempFiles, uniqueHost, until } from './helpers.js';
 import type { Sidecar } from '../src/sidecar.js';
 
 /* Edge cases of counting and the access log, each found in review (and failing before its fix). */
@@ -144,25 +144,8 @@ test('CONNECT (405) is counted in requests_total', async (t) => {
   t.is(sample(await metricsText(sc), 'switchyard_requests_total', ['listener="web"', 'code="405"']), 1);
 });
 
-async function tcpPlugin(): Promise<string> {
-  const { paths } = await tempFiles({
-    'review-plugin.mjs': `
-export function register(registry) {
-  registry.registerFilter({
-    type: 'slow_tcp', scope: 'tcp',
-    validate() { return {}; },
-    create() { return () => new Promise((r) => setTimeout(r, 300, true)); },
-  });
-  registry.registerFilter({
-    type: 'boom_tcp', scope: 'tcp',
-    validate() { return {}; },
-    create() { return () => { throw new Error('boom'); }; },
-  });
-}
-`,
-  });
-  return paths['review-plugin.mjs']!;
-}
+/** slow_tcp (300 ms) and boom_tcp (throws). */
+const TCP_PLUGIN = join(ROOT, 'test/fixtures/tcp-filters-plugin.mjs');
 
 async function echoServer(t: ExecutionContext): Promise<string> {
   const server = createNetServer((s) => { s.on('error', () => {}); s.pipe(s); });
@@ -172,7 +155,7 @@ async function echoServer(t: ExecutionContext): Promise<string> {
 }
 
 test('every TCP connection is counted in tcp_connections_total (client reset during an async filter; a failing filter)', async (t) => {
-  const plugin = await tcpPlugin();
+  const plugin = TCP_PLUGIN;
   const echo = await echoServer(t);
   const { dir } = await tempFiles({});
   const file = join(dir, 'access.log');

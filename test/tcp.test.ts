@@ -2,7 +2,8 @@ import test, { type ExecutionContext } from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Sidecar } from '../src/sidecar.js';
-import { once, startSidecar, uniqueHost, until } from './helpers.js';
+import { join } from 'node:path';
+import { ROOT, once, startSidecar, uniqueHost, until } from './helpers.js';
 
 // Tests that measure a timeout run serially (ava runs them first, before the concurrent
 // ones): dozens of sidecars starting at once can block this process's event loop for a
@@ -280,4 +281,20 @@ test.serial('timeouts.idle closes a connection with no traffic either way', asyn
   t.is(up.sockets.length, 1);
   t.is((await got).toString(), 'ping');
   await until(() => up.open() === 0, 5_000, 'upstream connection to close');
+});
+
+test('what a client sends, and its end, while an async filter still decides reach the upstream whole and in order', async (t) => {
+  const up = await tcpUpstream(t, (s) => {
+    const h = createHash('sha256');
+    let n = 0;
+    s.on('data', (c: Buffer) => { h.update(c); n += c.length; });
+    s.on('end', () => s.end(`${n} ${h.digest('hex')}`));
+  });
+  const sc = await startSidecar(t, `plugins: ["${join(ROOT, 'test/fixtures/tcp-filters-plugin.mjs')}"]\n${tcpConfig([up.address], 'filters: [{ type: slow_tcp }]')}`);
+  // More than the proxy keeps for a client before its upstream is there (64 KiB): reads wait, nothing is lost.
+  const request = randomBytes(300 * 1024);
+  const c = await dial(t, sc);
+  const got = readAll(c);
+  await writeAll(c, request, true);
+  t.is((await got).toString(), `${request.length} ${sha(request)}`);
 });

@@ -2,19 +2,24 @@ import type { Socket } from 'node:net';
 import type { Exchange } from '../filters/api.js';
 import { reportFilterFailure, runChain } from '../filters/chain.js';
 import type { ListenerPlan } from '../reload/generation.js';
-import { forwardTcp } from '../upstream/tcp_forward.js';
+import { acceptTcp, forwardTcp } from '../upstream/tcp_forward.js';
 import { defaultRole, EndpointPicker } from '../upstream/picker.js';
 import { logTcp } from '../observe/access_record.js';
+import { TcpTally } from '../metrics.js';
 
 /**
  * The entry of the TCP data path: one client connection. The filters run once,
  * for the connection; the chosen role's endpoints get the byte pipe. The
  * connection holds its generation until it closes (or drainTimeout ends it).
  */
-export function handleTcp(plan: ListenerPlan, socket: Socket): void {
+export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
+  const client = acceptTcp(accepted);
+  const socket = client.socket;
   const gen = plan.generation;
   const start = performance.now();
   plan.connectionOpened(socket);
+  const tally = new TcpTally(socket, plan.bytesIn, plan.bytesOut);
+  plan.openTcp.add(tally);
   gen.hold(socket);
   socket.on('error', () => socket.destroy());
   let refused = false;
@@ -37,6 +42,8 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
     },
   };
   socket.once('close', () => {
+    plan.openTcp.delete(tally);
+    tally.flush();
     gen.release(socket);
     if (!forwarded) {
       // Counted like every connection, under no role: refused, or it failed before a role took it.
@@ -56,7 +63,7 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
     }
     forwarded = true;
     const picker = new EndpointPicker(plan, ex.role, ex.fallback);
-    forwardTcp(socket, picker, {
+    forwardTcp(client, picker, {
       idleMs: plan.config.timeouts.idleMs,
       connectMs: plan.config.timeouts.connectMs,
       tryFailed: (role, reason) => plan.metrics[role]!.upstreamError(reason),
@@ -65,8 +72,6 @@ export function handleTcp(plan: ListenerPlan, socket: Socket): void {
         ex.role = picker.role;
         const result = code === undefined ? 'ok' : 'error';
         plan.metrics[picker.role]!.tcpConnection(result);
-        plan.bytesIn.inc(bytesIn);
-        plan.bytesOut.inc(bytesOut);
         const log = gen.accessLog;
         if (log !== null) {
           logTcp(log, { plan, socket, role: plan.roles[ex.role]!.name, result, durationMs: performance.now() - start, endpoint: endpoint ?? '', error: code ?? '', bytesIn, bytesOut });

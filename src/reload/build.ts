@@ -112,6 +112,7 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
         connections: ctx.metrics.connectionsActive.labels(name),
         bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
         bytesOut: ctx.metrics.tcpBytes.labels(name, 'out'),
+        openTcp: ctx.metrics.openTcp,
       });
       plan.socket = sockets.get(name)!;
       gen.plans.set(name, plan);

@@ -3,7 +3,7 @@ import type { Config, HostPort, ListenerConfig } from '../config/types.js';
 import type { RawConfig } from '../config/load.js';
 import type { Filter, RoleView } from '../filters/api.js';
 import type { Counter, Gauge } from 'prom-client';
-import type { RoleMetrics } from '../metrics.js';
+import type { RoleMetrics, TcpTally } from '../metrics.js';
 import type { Endpoint, EndpointSet } from '../upstream/endpoints.js';
 import type { ListenSocket } from '../listeners/socket_pool.js';
 import type { ComponentSlot } from '../components/lifecycle.js';
@@ -45,13 +45,15 @@ export class ListenerPlan implements RoleRoutes {
   /** tcp: bytes client → upstream, and back. */
   readonly bytesIn: Counter.Internal;
   readonly bytesOut: Counter.Internal;
+  /** tcp: the open connections whose bytes a scrape adds up (Metrics.openTcp). */
+  readonly openTcp: Set<TcpTally>;
   socket: ListenSocket | null = null;
 
   constructor(init: {
     name: string; config: ListenerConfig; generation: Generation; address: HostPort; roles: RoleView[];
     routes: EndpointSet[]; metrics: RoleMetrics[]; filters: Filter[]; fallbackWeights: number[];
     retryBudget: RetryBudget | null; connections: Gauge.Internal<'listener'>;
-    bytesIn: Counter.Internal; bytesOut: Counter.Internal;
+    bytesIn: Counter.Internal; bytesOut: Counter.Internal; openTcp: Set<TcpTally>;
   }) {
     this.name = init.name;
     this.config = init.config;
@@ -67,6 +69,7 @@ export class ListenerPlan implements RoleRoutes {
     this.connections = init.connections;
     this.bytesIn = init.bytesIn;
     this.bytesOut = init.bytesOut;
+    this.openTcp = init.openTcp;
   }
 
   /** Counts an accepted client connection until it closes. */

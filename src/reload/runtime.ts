@@ -279,8 +279,18 @@ export class Runtime {
       await this.#close(gen);
       this.draining.delete(gen);
       this.metrics.generationsDraining.set(this.draining.size);
+      // In the apply queue: no build is under way, whose new series would look unused.
+      this.#queue = this.#queue.then(() => this.metrics.forgetAllBut(this.#routed())).catch((err: Error) => this.#log(err.message));
       this.#log(`generation ${gen.number} ${how === 'drained' ? 'drained' : `drain timed out after ${gen.config.drainTimeoutMs} ms`} and closed`);
     });
+  }
+
+  /** Listener, vset and roles of every plan of the generations still open (the metrics' live series). */
+  *#routed(): Iterable<{ listener: string; vset: string; roles: readonly string[] }> {
+    for (const g of [this.current, ...this.draining]) {
+      if (g === null || g.closed) continue;
+      for (const p of g.plans.values()) yield { listener: p.name, vset: p.config.vset, roles: p.roles.map((r) => r.name) };
+    }
   }
 
   async #close(gen: Generation): Promise<void> {
