@@ -5,6 +5,7 @@ import { loadConfigFiles } from './config/load.js';
 import { ConfigError, formatIssue, type ConfigIssue } from './errors.js';
 import { assignAddresses } from './listeners/address.js';
 import { Sidecar } from './sidecar.js';
+import type { Runtime } from './reload/runtime.js';
 
 const USAGE = `usage:
   switchyard run --config FILE [--config FILE2 …]   serve; later files override earlier ones key by key
@@ -61,14 +62,17 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-function log(line: string): void {
-  console.log(`${new Date().toISOString()} ${line}`);
-}
-
 async function run(files: string[]): Promise<number> {
   let sc: Sidecar;
+  let runtime: Runtime | undefined;
+  // stdout carries the JSON access log when the config says so: our own lines must not mix into it.
+  const log = (line: string): void => {
+    const text = `${new Date().toISOString()} ${line}`;
+    if (runtime !== undefined && (runtime.accessLogs.onStdout || runtime.current?.config.accessLog?.path === 'stdout')) console.error(text);
+    else console.log(text);
+  };
   try {
-    sc = await Sidecar.start({ files, log, watch: true });
+    sc = await Sidecar.start({ files, log, watch: true, onRuntime: (rt) => { runtime = rt; } });
   } catch (err) {
     if (err instanceof ConfigError) {
       for (const i of err.issues) console.error(formatIssue(i));

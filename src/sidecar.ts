@@ -22,6 +22,8 @@ export interface SidecarOptions {
   readyTimeoutMs?: number;
   /** The metrics to count into (default: a new set); the benchmark passes one with request counting off. */
   metrics?: Metrics;
+  /** Called with the runtime before the first config is applied (the CLI's log asks it where the access log goes). */
+  onRuntime?: (runtime: Runtime) => void;
 }
 
 /**
@@ -44,6 +46,7 @@ export class Sidecar {
   /** Applies the first config and starts the admin API; throws ConfigError or the build error. */
   static async start(opts: SidecarOptions): Promise<Sidecar> {
     const runtime = new Runtime({ log: opts.log, readyTimeoutMs: opts.readyTimeoutMs, metrics: opts.metrics });
+    opts.onRuntime?.(runtime);
     const files = opts.files ?? [];
     const sc = new Sidecar(runtime, files);
     const watched = files.map((f) => resolve(f));

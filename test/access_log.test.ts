@@ -210,7 +210,7 @@ test('a clean stop flushes every line; reopenLogs (SIGUSR1) writes to a new file
   t.is((await readLines(`${file}.1`)).filter((l) => l.type === 'http').length, 1, 'the rotated file kept its line');
 });
 
-test('the CLI writes the access log to stdout', async (t) => {
+test('the CLI writes the access log to stdout, and then its own lines to stderr (stdout is JSON only)', async (t) => {
   const up = await startUpstream(t, 'ok');
   const host = uniqueHost();
   const { paths } = await tempFiles({
@@ -224,16 +224,22 @@ listeners:
   });
   const child = spawn(process.execPath, [CLI, 'run', '--config', paths['c.yaml']!], { stdio: ['ignore', 'pipe', 'pipe'] });
   t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
-  const out: string[] = [];
-  let partial = '';
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
-    const parts = (partial + d).split('\n');
-    partial = parts.pop()!;
-    out.push(...parts);
-  });
+  const lines = (stream: NodeJS.ReadableStream): string[] => {
+    const got: string[] = [];
+    let partial = '';
+    stream.setEncoding('utf8');
+    stream.on('data', (d: string) => {
+      const parts = (partial + d).split('\n');
+      partial = parts.pop()!;
+      got.push(...parts);
+    });
+    return got;
+  };
+  const out = lines(child.stdout!);
+  const err = lines(child.stderr!);
   const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  await until(() => out.some((l) => l.includes('admin API on')) || child.exitCode !== null, 10_000, 'the CLI to start');
-  const listener = /listener web: http:\/\/(\S+) /.exec(out.join('\n'))![1]!;
+  await until(() => err.some((l) => l.includes('admin API on')) || child.exitCode !== null, 10_000, 'the CLI to start');
+  const listener = /listener web: http:\/\/(\S+) /.exec(err.join('\n'))![1]!;
   t.is((await get(`http://${listener}/hello`)).status, 200);
   const json = () => out.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Line);
   await until(() => json().some((l) => l.type === 'http'), 5_000, 'the access log line on stdout');
@@ -242,4 +248,6 @@ listeners:
   child.kill('SIGTERM');
   const code = await Promise.race([exit, new Promise((r) => setTimeout(r, 10_000, 'timeout'))]);
   t.is(code, 0);
+  t.true(err.some((l) => /generation 1 applied from file/.test(l)), err.join('\n'));
+  t.deepEqual(out.filter((l) => !l.startsWith('{')), [], 'nothing but JSON lines on stdout');
 });

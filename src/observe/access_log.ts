@@ -212,6 +212,11 @@ export class AccessLogs {
     await sink.close();
   }
 
+  /** Whether access log lines go to stdout now (the CLI then logs its own lines to stderr). */
+  get onStdout(): boolean {
+    return this.#sinks.has('stdout');
+  }
+
   /** SIGUSR1: every file sink reopens its path. Resolves to the errors, one message per sink that failed. */
   async reopenAll(): Promise<string[]> {
     const errors: string[] = [];
