@@ -117,7 +117,7 @@ async function storm(up: Upstream, dir: string, seconds: number, cpus: { proxy?:
     let reloadFailures = 0;
     let errors = 0;
     const rps = { steady: 0, storm: 0 };
-    const half = Math.max(1, seconds / 2);
+    const half = Math.max(1, Math.round(seconds / 2)); // wrk takes whole seconds only
     for (let round = 0; round < 2; round++) {
       const steady = await runWrk({ ...wrk, durationS: half });
       rps.steady += steady.rps / 2;

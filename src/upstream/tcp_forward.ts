@@ -54,10 +54,16 @@ class Flow {
   /** Passes what was read so far, and from now on every read and the end, to `dst`. */
   to(dst: Socket): void {
     this.#dst = dst;
-    for (const chunk of this.#early) dst.write(chunk);
+    let ok = true;
+    for (const chunk of this.#early) ok = dst.write(chunk);
     this.#early = [];
     if (this.#ended) dst.end();
-    else if (this.#src!.isPaused() && dst.writableLength <= EARLY_BYTES) this.#src!.resume();
+    else if (this.#src!.isPaused()) {
+      // Paused at EARLY_BYTES: reads go on once the early bytes are on their way.
+      const src = this.#src!;
+      if (ok) src.resume();
+      else dst.once('drain', () => src.resume());
+    }
   }
 
   /** Always true: a full queue pauses through `pause()`, so that `resume()` undoes it. */
