@@ -182,7 +182,8 @@ export class TcpTally {
 
   flush(): void {
     const read = this.#socket.bytesRead;
-    const written = this.#socket.bytesWritten;
+    // bytesWritten includes what is still queued in the socket: only what left counts.
+    const written = this.#socket.bytesWritten - this.#socket.writableLength;
     if (read > this.#countedIn) {
       this.#in.inc(read - this.#countedIn);
       this.#countedIn = read;

@@ -868,12 +868,16 @@ listeners:
       - type: header_route
         allowFrom: ["127.0.0.1", "10.0.0.0/8", "::1"]
         rules: [{ header: x-canary, equals: "1", role: b, fallback: weighted }]
+  short:
+    target: svc
+    retries: { backoff: { max: 10ms } }
 `);
   t.deepEqual(c.roles.a!.channels.http!.healthCheck, { path: '/healthz', intervalMs: 5000, timeoutMs: 1000, healthyThreshold: 2, unhealthyThreshold: 3 });
   t.deepEqual(c.roles.a!.channels.http!.outlierDetection, { consecutiveErrors: 3, baseEjectionMs: 30_000, maxEjectionMs: 300_000, maxEjectedPercent: 50 });
   t.deepEqual(c.roles.b!.channels.http!.healthCheck, { intervalMs: 2000, timeoutMs: 500, healthyThreshold: 2, unhealthyThreshold: 3 });
   t.is(c.listeners.web!.timeouts.totalMs, 10_000);
   t.deepEqual(c.listeners.web!.retries, { attempts: 2, on: ['reset', 503, '5xx'], perTryTimeoutMs: 30_000, budgetPercent: 20, minRetryConcurrency: 3, maxBodyBytes: 65536, backoffBaseMs: 25, backoffMaxMs: 250 });
+  t.like(c.listeners.short!.retries, { backoffBaseMs: 10, backoffMaxMs: 10 }, 'a max below the default base is the base too');
 });
 
 test('resilience settings are checked, each error at its path', async (t) => {

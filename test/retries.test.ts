@@ -165,3 +165,25 @@ test('connect failures that move to the next endpoint are counted as retries (re
   t.is(moved, await metricSum(sc, /^switchyard_upstream_errors_total\{listener="web",role="a",reason="connect-failure"\}/));
   t.true(moved >= 2, `${moved} moves`);
 });
+
+test('the total timeout passing during a back-off answers 504 and blames no endpoint (no try was running)', async (t) => {
+  const flaky = await controlled(t, 'flaky');
+  const next = await controlled(t, 'next');
+  const b = await controlled(t, 'b');
+  flaky.mode = 'reset';
+  const sc = await startSidecar(t, resilienceConfig(channel([flaky, next]), channel([b]), `${ONLY_A}
+timeouts: { total: 300ms }
+retries: { attempts: 1, backoff: { base: 3s, max: 3s } }`));
+  // The back-off is random up to 3 s: most draws outlast the 300 ms total; try until one did.
+  let during = false;
+  for (let i = 0; i < 6 && !during; i++) {
+    next.hits = 0;
+    const r = await get(listenerUrl(sc, 'web'));
+    if (r.status === 504 && next.hits === 0) during = true;
+    // Round robin alternates: send one more so the next request starts on flaky again.
+    if (!during) await get(listenerUrl(sc, 'web'));
+  }
+  t.true(during, 'a request timed out during its back-off');
+  // Before: the timeout was counted (and fed to outlier detection) against `next`, never tried.
+  t.is(await metricSum(sc, /^switchyard_upstream_errors_total\{.*reason="timeout"/), 0, 'no try was running: no timeout counted');
+});

@@ -363,8 +363,10 @@ class Validator {
       backoffMaxMs: 0,
     };
     // Envoy's defaults: 25 ms, and ten times the base for the cap.
-    rc.backoffBaseMs = this.duration(b.base, [...path, 'backoff', 'base'], 25);
-    rc.backoffMaxMs = this.duration(b.max, [...path, 'backoff', 'max'], rc.backoffBaseMs * 10);
+    // A max below the default base (no base given) means that max for both.
+    const maxMs = b.max === undefined ? undefined : this.duration(b.max, [...path, 'backoff', 'max'], 0);
+    rc.backoffBaseMs = this.duration(b.base, [...path, 'backoff', 'base'], Math.min(25, maxMs ?? 25));
+    rc.backoffMaxMs = maxMs ?? rc.backoffBaseMs * 10;
     if (rc.backoffMaxMs < rc.backoffBaseMs) this.report('SY_ERR_CONFIG_VALUE', [...path, 'backoff', 'max'], 'must not be shorter than backoff.base');
     if (o.on !== undefined) {
       if (!Array.isArray(o.on) || o.on.length === 0) {

@@ -18,8 +18,8 @@ export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
   const gen = plan.generation;
   const start = performance.now();
   plan.connectionOpened(socket);
+  // Bytes between client and upstream: counted once the connection is forwarded.
   const tally = new TcpTally(socket, plan.bytesIn, plan.bytesOut);
-  plan.openTcp.add(tally);
   gen.hold(socket);
   socket.on('error', () => socket.destroy());
   let refused = false;
@@ -42,8 +42,10 @@ export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
     },
   };
   socket.once('close', () => {
-    plan.openTcp.delete(tally);
-    tally.flush();
+    if (forwarded) {
+      plan.openTcp.delete(tally);
+      tally.flush();
+    }
     gen.release(socket);
     if (!forwarded) {
       // Counted like every connection, under no role: refused, or it failed before a role took it.
@@ -62,6 +64,7 @@ export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
       ex.fallback = true;
     }
     forwarded = true;
+    plan.openTcp.add(tally);
     const picker = new EndpointPicker(plan, ex.role, ex.fallback);
     forwardTcp(client, picker, {
       idleMs: plan.config.timeouts.idleMs,

@@ -248,26 +248,31 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   #retry(reason: string): void {
     const retry = this.#opts.retry!;
     this.#retries++;
-    this.#opts.retried(this.#picker.role, reason);
-    // Another endpoint when there is one; else the same one again.
-    this.#picker.next();
-    // The failed try is over: a client leaving during the back-off just finishes.
+    // The failed try is over: a client leaving, or the total timeout, during the back-off just finishes.
     this.#abort = null;
-    const delay = backoffMs(this.#retries, retry.backoffBaseMs, retry.backoffMaxMs);
-    if (delay < 1) {
-      this.#dispatch();
-      return;
-    }
-    this.#backoffTimer = setTimeout(() => {
+    const failedRole = this.#picker.role;
+    const go = (): void => {
       this.#backoffTimer = null;
+      if (this.#finished) return;
+      this.#opts.retried(failedRole, reason);
+      // Another endpoint when there is one; else the same one again.
+      this.#picker.next();
       this.#dispatch();
-    }, delay);
+    };
+    const delay = backoffMs(this.#retries, retry.backoffBaseMs, retry.backoffMaxMs);
+    if (delay < 1) go();
+    else this.#backoffTimer = setTimeout(go, delay);
   }
 
   #totalTimeout(): void {
     if (this.#finished || this.#res.headersSent) return;
-    // The try in flight timed out like any other: it counts, and feeds outlier detection.
-    this.#tryFailed('timeout');
+    // A try on the wire timed out like any other: it counts, and feeds outlier detection. One
+    // still waiting for a connection counts, but is not held against its endpoint (our pool may
+    // be what is full); during a back-off no try runs, so nothing counts.
+    if (this.#backoffTimer === null) {
+      if (this.#sent) this.#tryFailed('timeout');
+      else this.#opts.tryFailed(this.#picker.role, 'timeout');
+    }
     const role = this.#opts.roleName(this.#picker.role);
     this.#fail(504, 'SY_ERR_UPSTREAM_TIMEOUT', `role ${role} did not answer within the total timeout`);
     this.#abort?.(TOTAL_TIMEOUT);
