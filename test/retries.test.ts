@@ -3,6 +3,9 @@ import { request } from 'undici';
 import { blackhole, client, get, listenerUrl, startSidecar, until } from './helpers.js';
 import { channel, controlled, metricSum, resilienceConfig } from './resilience_support.js';
 
+// Tests that measure time run serially (ava runs them first): sidecars starting in
+// the concurrent tests can hold this process's event loop for hundreds of ms.
+
 const ONLY_A = `filters:
   - { type: weighted, weights: { a: 1 } }`;
 
@@ -81,25 +84,25 @@ retries: { attempts: 2, budgetPercent: 0, minRetryConcurrency: 0 }`));
   t.is(await metricSum(sc, /^switchyard_retry_budget_exhausted_total\{listener="web"\}/), 2);
 });
 
-test('timeouts.total bounds every try together: 504 once it passes, however many attempts are left', async (t) => {
+test.serial('timeouts.total bounds every try together: 504 once it passes, however many attempts are left', async (t) => {
   const h1 = await controlled(t, 'h1');
   const h2 = await controlled(t, 'h2');
   const b = await controlled(t, 'b');
   h1.mode = h2.mode = 'hang';
   const sc = await startSidecar(t, resilienceConfig(channel([h1, h2]), channel([b]), `${ONLY_A}
-timeouts: { total: 700ms }
+timeouts: { total: 800ms }
 retries: { attempts: 10, perTryTimeout: 300ms, backoff: { base: 1ms } }`));
   const start = Date.now();
   const r = await get(listenerUrl(sc, 'web'));
   const took = Date.now() - start;
   t.is(r.status, 504);
   t.regex(r.body, /total timeout/);
-  t.true(took >= 650 && took < 5000, `answered after ${took} ms`);
+  t.true(took >= 750 && took < 5000, `answered after ${took} ms`);
   t.is(h1.hits + h2.hits, 3, 'tries at 0, 300 and 600 ms; none after the total passed');
 });
 
 
-test('timeouts.total covers connecting: a blackholed endpoint answers 504 at the total, not after timeouts.connect', async (t) => {
+test.serial('timeouts.total covers connecting: a blackholed endpoint answers 504 at the total, not after timeouts.connect', async (t) => {
   const dead = await blackhole(t);
   const b = await controlled(t, 'b');
   const sc = await startSidecar(t, resilienceConfig(channel([`127.0.0.1:${dead}`]), channel([b]), `${ONLY_A}
@@ -112,7 +115,7 @@ timeouts: { connect: 4s, total: 500ms }`));
   t.true(took >= 450 && took < 3000, `answered after ${took} ms (the connect timeout is 4 s)`);
 });
 
-test('retries back off: before the first retry a random wait of up to backoff.base (Envoy\'s jittered exponential)', async (t) => {
+test.serial('retries back off: before the first retry a random wait of up to backoff.base (Envoy\'s jittered exponential)', async (t) => {
   const flap = await controlled(t, 'flap');
   const b = await controlled(t, 'b');
   flap.mode = 'flap'; // 503, then 200: every request fails once and its retry succeeds
@@ -127,7 +130,8 @@ retries: { attempts: 1, backoff: { base: 300ms, max: 300ms } }`));
   const most = Math.max(...waits);
   // All twelve under 120 ms by chance: 0.4^12, about 2 in 100,000.
   t.true(most >= 120, `the longest wait was ${most.toFixed(0)} ms: ${waits.map((w) => w.toFixed(0)).join(', ')}`);
-  t.true(most < 300 + 250, `no wait past the cap (and some slack): ${most.toFixed(0)} ms`);
+  // Generous slack: a loaded CI machine runs timers late (a wait of 630 ms was seen).
+  t.true(most < 300 + 700, `no wait far past the cap: ${most.toFixed(0)} ms`);
   t.true(Math.min(...waits) < most, 'the waits are jittered');
 });
 
@@ -166,7 +170,7 @@ test('connect failures that move to the next endpoint are counted as retries (re
   t.true(moved >= 2, `${moved} moves`);
 });
 
-test('the total timeout passing during a back-off answers 504 and blames no endpoint (no try was running)', async (t) => {
+test.serial('the total timeout passing during a back-off answers 504 and blames no endpoint (no try was running)', async (t) => {
   const flaky = await controlled(t, 'flaky');
   const next = await controlled(t, 'next');
   const b = await controlled(t, 'b');
