@@ -191,3 +191,20 @@ retries: { attempts: 1, backoff: { base: 3s, max: 3s } }`));
   // Before: the timeout was counted (and fed to outlier detection) against `next`, never tried.
   t.is(await metricSum(sc, /^switchyard_upstream_errors_total\{.*reason="timeout"/), 0, 'no try was running: no timeout counted');
 });
+
+test('a retry that moves the request to another role of the split does not need the budget (it adds no load to the failing role)', async (t) => {
+  const flaky = await controlled(t, 'flaky');
+  const b = await controlled(t, 'b');
+  flaky.mode = 'reset';
+  // No budget at all: a retry onto role a would not be made (see the budget test above).
+  // b's small weight makes it a fallback of the split; nearly every request starts on a.
+  const sc = await startSidecar(t, resilienceConfig(channel([flaky]), channel([b]), `filters:
+  - { type: weighted, weights: { a: 1000, b: 1 } }
+retries: { attempts: 1, budgetPercent: 0, minRetryConcurrency: 0 }`));
+  const statuses: number[] = [];
+  for (let i = 0; i < 6; i++) statuses.push((await get(listenerUrl(sc, 'web'))).status);
+  t.deepEqual(statuses, [200, 200, 200, 200, 200, 200]);
+  t.true(flaky.hits >= 5, `${flaky.hits} requests reached the resetting role a first`);
+  t.is(await metricSum(sc, /^switchyard_retries_total\{.*role="a",reason="reset"/), flaky.hits);
+  t.is(await metricSum(sc, /^switchyard_retry_budget_exhausted_total/), 0);
+});

@@ -238,7 +238,9 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     const retry = this.#opts.retry;
     if (retry === undefined || !this.#replayable || this.#retries >= retry.attempts || this.#res.destroyed) return false;
     if (!retriable(retry.on, reason)) return false;
-    if (!this.#budgetTaken) {
+    // The budget keeps retries from piling onto a role that is failing: a retry that
+    // moves the request to another role (the split's fallback) does not need it.
+    if (!this.#budgetTaken && this.#picker.nextStaysOnRole) {
       if (this.#opts.budget !== null && !this.#opts.budget.take()) return false;
       this.#budgetTaken = true;
     }

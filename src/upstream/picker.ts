@@ -99,6 +99,26 @@ export class EndpointPicker {
     return false;
   }
 
+  /**
+   * Whether next() would stay on this role: another of its endpoints can take the
+   * work, or there is no other role to move to (then the same endpoint is tried
+   * again). False when the work would move to another role.
+   */
+  get nextStaysOnRole(): boolean {
+    const eps = this.set.endpoints;
+    const n = eps.length;
+    for (let k = 1; k < n; k++) {
+      const e = eps[(this.index + k) % n]!;
+      if (!this.#failed?.includes(e) && (this.#panic || e.health.available)) return true;
+    }
+    if (!this.#fallback) return true;
+    const p = this.#p;
+    for (let i = 0; i < p.routes.length; i++) {
+      if (i !== this.role && !this.#tried?.[i] && p.fallbackWeights[i]! > 0 && p.routes[i]!.available) return false;
+    }
+    return true;
+  }
+
   /** Switches to an available role not yet tried, drawn by the listener's split; false when there is none. */
   #otherRole(): boolean {
     const p = this.#p;
