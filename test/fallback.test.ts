@@ -107,6 +107,32 @@ filters:
   t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="b"/), 0);
 });
 
+test('a one-endpoint canary dies under 32 concurrent requests with the default budget: none of its requests in flight fails', async (t) => {
+  const a1 = await controlled(t, 'a1');
+  const a2 = await controlled(t, 'a2');
+  const canary = await controlled(t, 'canary');
+  for (const c of [a1, a2, canary]) c.up.server.keepAliveTimeout = 60_000;
+  const sc = await startSidecar(t, resilienceConfig(channel([a1, a2], CHECK), channel([canary], CHECK), `
+retries: { attempts: 1 }
+filters:
+  - { type: weighted, weights: { a: 50, b: 50 } }`));
+  const url = listenerUrl(sc, 'web');
+  const statuses = new Map<number, number>();
+  let sent = 0;
+  const worker = async (): Promise<void> => {
+    while (sent < 1500) {
+      sent++;
+      // Every connection at once, with ~16 requests on it (the demo's step 5).
+      if (sent === 400) void canary.kill();
+      const r = await get(url);
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+    }
+  };
+  await Promise.all(Array.from({ length: 32 }, worker));
+  t.deepEqual([...statuses.entries()], [[200, 1500]], 'every request succeeded');
+  t.is(await metricSum(sc, /^switchyard_retry_budget_exhausted_total/), 0);
+});
+
 test('tcp: a connection whose role cannot connect goes to another role of the split', async (t) => {
   const { createServer } = await import('node:net');
   const echo = createServer((s) => s.pipe(s));
