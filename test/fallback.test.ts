@@ -75,6 +75,21 @@ filters:
   t.is(await res.body.text(), 'a', `from ${other}: the header is ignored, the split decides`);
 });
 
+/** `total` GETs from `workers` concurrent loops; `kill` runs when request `killAt` starts. Statuses counted. */
+async function loadWithKill(url: string, o: { total: number; workers: number; killAt: number }, kill: () => void): Promise<Map<number, number>> {
+  const statuses = new Map<number, number>();
+  let sent = 0;
+  const worker = async (): Promise<void> => {
+    while (sent < o.total) {
+      if (++sent === o.killAt) kill();
+      const r = await get(url);
+      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
+    }
+  };
+  await Promise.all(Array.from({ length: o.workers }, worker));
+  return statuses;
+}
+
 test('a role whose endpoints die mid-load: no client request fails while another role can serve it', async (t) => {
   const a1 = await controlled(t, 'a1');
   const a2 = await controlled(t, 'a2');
@@ -85,23 +100,10 @@ test('a role whose endpoints die mid-load: no client request fails while another
 retries: { attempts: 2 }
 filters:
   - { type: weighted, weights: { a: 50, b: 50 } }`));
-  const url = listenerUrl(sc, 'web');
-  const statuses = new Map<number, number>();
-  let sent = 0;
-  let killed = false;
-  const worker = async (): Promise<void> => {
-    while (sent < 2000) {
-      sent++;
-      if (sent === 500 && !killed) {
-        killed = true;
-        void b1.kill();
-        void b2.kill();
-      }
-      const r = await get(url);
-      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-    }
-  };
-  await Promise.all(Array.from({ length: 8 }, worker));
+  const statuses = await loadWithKill(listenerUrl(sc, 'web'), { total: 2000, workers: 8, killAt: 500 }, () => {
+    void b1.kill();
+    void b2.kill();
+  });
   t.deepEqual([...statuses.entries()], [[200, 2000]], 'every request succeeded');
   t.true(b1.hits + b2.hits > 100, 'b served its share before it died');
   t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="b"/), 0);
@@ -116,19 +118,8 @@ test('a one-endpoint canary dies under 32 concurrent requests with the default b
 retries: { attempts: 1 }
 filters:
   - { type: weighted, weights: { a: 50, b: 50 } }`));
-  const url = listenerUrl(sc, 'web');
-  const statuses = new Map<number, number>();
-  let sent = 0;
-  const worker = async (): Promise<void> => {
-    while (sent < 1500) {
-      sent++;
-      // Every connection at once, with ~16 requests on it (the demo's step 5).
-      if (sent === 400) void canary.kill();
-      const r = await get(url);
-      statuses.set(r.status, (statuses.get(r.status) ?? 0) + 1);
-    }
-  };
-  await Promise.all(Array.from({ length: 32 }, worker));
+  // Every connection at once, with ~16 requests on them (the demo's step 5).
+  const statuses = await loadWithKill(listenerUrl(sc, 'web'), { total: 1500, workers: 32, killAt: 400 }, () => void canary.kill());
   t.deepEqual([...statuses.entries()], [[200, 1500]], 'every request succeeded');
   t.is(await metricSum(sc, /^switchyard_retry_budget_exhausted_total/), 0);
 });
