@@ -19,7 +19,7 @@ export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
   const start = performance.now();
   plan.connectionOpened(socket);
   // Bytes between client and upstream: counted once the connection is forwarded.
-  const tally = new TcpTally(socket, plan.bytesIn, plan.bytesOut);
+  let tally: TcpTally | null = null;
   gen.hold(socket);
   socket.on('error', () => socket.destroy());
   let refused = false;
@@ -42,7 +42,7 @@ export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
     },
   };
   socket.once('close', () => {
-    if (forwarded) {
+    if (tally !== null) {
       plan.openTcp.delete(tally);
       tally.flush();
     }
@@ -64,6 +64,7 @@ export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
       ex.fallback = true;
     }
     forwarded = true;
+    tally = new TcpTally(socket, plan.bytesIn, plan.bytesOut);
     plan.openTcp.add(tally);
     const picker = new EndpointPicker(plan, ex.role, ex.fallback);
     forwardTcp(client, picker, {

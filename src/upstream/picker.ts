@@ -82,8 +82,7 @@ export class EndpointPicker {
     const n = eps.length;
     for (let k = 1; k < n; k++) {
       const i = (this.index + k) % n;
-      const e = eps[i]!;
-      if (!failed.includes(e) && (this.#panic || e.health.available)) {
+      if (this.#takes(eps[i]!)) {
         this.index = i;
         return true;
       }
@@ -107,16 +106,21 @@ export class EndpointPicker {
   get nextStaysOnRole(): boolean {
     const eps = this.set.endpoints;
     const n = eps.length;
-    for (let k = 1; k < n; k++) {
-      const e = eps[(this.index + k) % n]!;
-      if (!this.#failed?.includes(e) && (this.#panic || e.health.available)) return true;
-    }
+    for (let k = 1; k < n; k++) if (this.#takes(eps[(this.index + k) % n]!)) return true;
     if (!this.#fallback) return true;
-    const p = this.#p;
-    for (let i = 0; i < p.routes.length; i++) {
-      if (i !== this.role && !this.#tried?.[i] && p.fallbackWeights[i]! > 0 && p.routes[i]!.available) return false;
-    }
+    for (let i = 0; i < this.#p.routes.length; i++) if (i !== this.role && this.#canFallBackTo(i)) return false;
     return true;
+  }
+
+  /** An endpoint of this role that has not failed this work and may take it. */
+  #takes(e: Endpoint): boolean {
+    return !this.#failed?.includes(e) && (this.#panic || e.health.available);
+  }
+
+  /** A role not yet tried that the split sends work to and that can take it now. */
+  #canFallBackTo(i: number): boolean {
+    const p = this.#p;
+    return !this.#tried?.[i] && p.fallbackWeights[i]! > 0 && p.routes[i]!.available;
   }
 
   /** Switches to an available role not yet tried, drawn by the listener's split; false when there is none. */
@@ -126,18 +130,16 @@ export class EndpointPicker {
     const tried = (this.#tried ??= new Array<boolean>(n).fill(false));
     tried[this.role] = true;
     let total = 0;
-    for (let i = 0; i < n; i++) if (!tried[i] && p.fallbackWeights[i]! > 0 && p.routes[i]!.available) total += p.fallbackWeights[i]!;
+    for (let i = 0; i < n; i++) if (this.#canFallBackTo(i)) total += p.fallbackWeights[i]!;
     if (total === 0) return false;
     let r = Math.random() * total;
     for (let i = 0; i < n; i++) {
-      if (tried[i] || p.fallbackWeights[i]! <= 0 || !p.routes[i]!.available) continue;
+      if (!this.#canFallBackTo(i)) continue;
       r -= p.fallbackWeights[i]!;
       if (r < 0 || i === n - 1) return this.#switchTo(i);
     }
     // Rounding left r ≥ 0 past the last candidate: take the last one.
-    for (let i = n - 1; i >= 0; i--) {
-      if (!tried[i] && p.fallbackWeights[i]! > 0 && p.routes[i]!.available) return this.#switchTo(i);
-    }
+    for (let i = n - 1; i >= 0; i--) if (this.#canFallBackTo(i)) return this.#switchTo(i);
     return false;
   }
 

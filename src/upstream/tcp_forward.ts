@@ -23,7 +23,7 @@ const EARLY_BYTES = 64 * 1024;
  * One direction of the byte pipe. Its socket reads straight into a buffer of its
  * own (Node's `onread`), and each read is written on at once: no stream machinery
  * and no allocation per chunk, which halves the instructions a request/response
- * exchange costs (measured with callgrind: 27k → 13k per exchange). A write that
+ * exchange costs (callgrind, through switchyard: 29k → 13k per exchange). A write that
  * could not finish at once still points into the buffer, so the next read gets a
  * fresh one. A write that fills the other side's queue pauses the reads until it
  * drains (backpressure); an end is passed on as an end (half-close). Reads before
