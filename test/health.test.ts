@@ -141,3 +141,27 @@ filters:
   t.is(await metricSum(sc, /^switchyard_upstream_errors_total\{.*reason="ejected"/), 1);
   t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="a"/), 1);
 });
+
+test('a check answered in time is not failed by its timeout when the event loop was blocked (timers run before sockets are read)', async (t) => {
+  const a1 = await controlled(t, 'a1');
+  const b = await controlled(t, 'b');
+  let blocked = 0;
+  // After its 3rd answer, the check's upstream (in this process, as the sidecar is) holds
+  // the loop for 3 timeouts: the answer waits in the socket while the check's timer expires.
+  a1.up.server.prependListener('request', (req) => {
+    if (req.url !== '/healthz' || a1.checks !== 2 || blocked) return;
+    // After the handler below has written the answer.
+    process.nextTick(() => {
+      const end = Date.now() + 300;
+      while (Date.now() < end) { /* a loaded machine */ }
+      blocked = Date.now();
+    });
+  });
+  const log: string[] = [];
+  const sc = await startSidecar(t, resilienceConfig(channel([a1], FAST_CHECK), channel([b]), `
+filters:
+  - { type: weighted, weights: { a: 1 } }`), { log });
+  await until(() => blocked > 0 && a1.checks >= 5, 5000, 'the blocking check and two more');
+  t.deepEqual(log.filter((l) => /unhealthy/.test(l)), []);
+  t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="a"/), 1);
+});

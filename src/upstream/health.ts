@@ -183,9 +183,17 @@ class HealthChecker {
 function tcpCheck(host: string, port: number, timeoutMs: number): Promise<string | null> {
   return new Promise((resolve) => {
     const s = connect({ host, port });
-    const timer = setTimeout(() => { s.destroy(); resolve(`no connection within ${timeoutMs} ms`); }, timeoutMs);
-    s.once('connect', () => { clearTimeout(timer); s.destroy(); resolve(null); });
-    s.once('error', (err: NodeJS.ErrnoException) => { clearTimeout(timer); resolve(err.code ?? err.message); });
+    let settled = false;
+    const settle = (problem: string | null): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      s.destroy();
+      resolve(problem);
+    };
+    const timer = lateTimeout(() => settle(`no connection within ${timeoutMs} ms`), timeoutMs);
+    s.once('connect', () => settle(null));
+    s.once('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
   });
 }
 
@@ -208,8 +216,17 @@ function httpCheck(host: string, port: number, path: string, timeoutMs: number):
       res.resume();
       settle(code >= 200 && code < 400 ? null : `HTTP ${code}`);
     });
-    const timer = setTimeout(() => settle(`no answer within ${timeoutMs} ms`), timeoutMs);
+    const timer = lateTimeout(() => settle(`no answer within ${timeoutMs} ms`), timeoutMs);
     req.once('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
     req.end();
   });
+}
+
+/**
+ * A check's timeout that lets I/O already waiting be read first: after the event loop
+ * was blocked, timers run before sockets are polled, so an answer that came in time
+ * would lose to its own timeout (a loaded machine marked healthy endpoints down).
+ */
+function lateTimeout(fire: () => void, ms: number): NodeJS.Timeout {
+  return setTimeout(() => setImmediate(fire), ms);
 }

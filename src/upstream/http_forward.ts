@@ -91,6 +91,8 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   #replayable: boolean;
   #retries = 0;
   #budgetTaken = false;
+  /** The budget refused a retry on this role: the retry leaves it for another role of the split. */
+  #leaveRole = false;
   #sent = false;
   /** A retriable answer is being read and thrown away; the retry starts when it ends. */
   #discarding: number | null = null;
@@ -239,10 +241,12 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     if (retry === undefined || !this.#replayable || this.#retries >= retry.attempts || this.#res.destroyed) return false;
     if (!retriable(retry.on, reason)) return false;
     // The budget keeps retries from piling onto a role that is failing: a retry that
-    // moves the request to another role (the split's fallback) does not need it.
+    // moves the request to another role (the split's fallback) does not need it, and
+    // one the budget refuses on this role still may move.
     if (!this.#budgetTaken && this.#picker.nextStaysOnRole) {
-      if (this.#opts.budget !== null && !this.#opts.budget.take()) return false;
-      this.#budgetTaken = true;
+      if (this.#opts.budget === null || this.#opts.budget.take()) this.#budgetTaken = true;
+      else if (this.#picker.canLeaveRole) this.#leaveRole = true;
+      else return false;
     }
     return true;
   }
@@ -258,7 +262,8 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       if (this.#finished) return;
       this.#opts.retried(failedRole, reason);
       // Another endpoint when there is one; else the same one again.
-      this.#picker.next();
+      this.#picker.next(this.#leaveRole);
+      this.#leaveRole = false;
       this.#dispatch();
     };
     const delay = backoffMs(this.#retries, retry.backoffBaseMs, retry.backoffMaxMs);

@@ -29,10 +29,11 @@ export function defaultRole(p: RoleRoutes): number {
 /**
  * The endpoints one request or connection tries, in order: round robin over the
  * chosen role's available endpoints; after each failure the next one of the role;
- * when the role has none left and the work may fall back, another available role
- * by the listener's split. A role with no available endpoint and nowhere else to
- * go is tried anyway, whatever its health (Envoy's panic mode): a guess beats a
- * certain failure, and health checks can be wrong.
+ * when the role has none left and the work may fall back, another role by the
+ * listener's split, an available one first. A role with no available endpoint is
+ * tried anyway when nothing better is left (Envoy's panic mode): health checks can
+ * be wrong (a loaded machine times them out), and a guess beats a certain failure.
+ * So a request fails only once every role it may go to has refused it for itself.
  */
 export class EndpointPicker {
   /** The role now tried, and its endpoints. */
@@ -45,6 +46,7 @@ export class EndpointPicker {
   readonly #fallback: boolean;
   #panic = false;
   #failed: Endpoint[] | null = null;
+  /** Roles whose endpoints this work has tried and left (not one passed over as unavailable). */
   #tried: boolean[] | null = null;
 
   constructor(p: RoleRoutes, role: number, fallback: boolean) {
@@ -53,7 +55,8 @@ export class EndpointPicker {
     this.firstRole = this.role = role;
     this.set = p.routes[role]!;
     let i = this.set.pick();
-    if (i < 0 && fallback && this.#otherRole()) i = this.set.pick();
+    // Unavailable: an available role of the split is the better first guess.
+    if (i < 0 && fallback && this.#drawRole(false)) i = this.set.pick();
     if (i < 0) {
       this.#panic = true;
       i = this.set.start();
@@ -72,29 +75,34 @@ export class EndpointPicker {
 
   /**
    * Moves past the endpoint that just failed: to the role's next endpoint not yet
-   * failed, then (with fallback) to another role. False when nothing is left; the
-   * picker then stays on the endpoint that failed.
+   * failed (unless `leaveRole`), then (with fallback) to another role not yet tried,
+   * available or not. False when nothing is left; the picker then stays on the
+   * endpoint that failed.
    */
-  next(): boolean {
+  next(leaveRole = false): boolean {
     const failed = (this.#failed ??= []);
     failed.push(this.endpoint);
-    const eps = this.set.endpoints;
-    const n = eps.length;
-    for (let k = 1; k < n; k++) {
-      const i = (this.index + k) % n;
-      if (this.#takes(eps[i]!)) {
-        this.index = i;
-        return true;
-      }
-    }
-    if (this.#fallback && this.#otherRole()) {
-      const i = this.set.pick();
+    if (!leaveRole) {
+      const i = this.#nextEndpoint();
       if (i >= 0) {
         this.index = i;
-        this.#panic = false;
         return true;
       }
     }
+    if (!this.#fallback) return false;
+    (this.#tried ??= new Array<boolean>(this.#p.routes.length).fill(false))[this.role] = true;
+    if (!this.#drawRole(false) && !this.#drawRole(true)) return false;
+    let i = this.set.pick();
+    this.#panic = i < 0;
+    if (i < 0) i = this.set.start();
+    this.index = i;
+    return true;
+  }
+
+  /** Whether next(true) would move the work to another role. */
+  get canLeaveRole(): boolean {
+    if (!this.#fallback) return false;
+    for (let i = 0; i < this.#p.routes.length; i++) if (this.#canFallBackTo(i, true)) return true;
     return false;
   }
 
@@ -104,12 +112,18 @@ export class EndpointPicker {
    * again). False when the work would move to another role.
    */
   get nextStaysOnRole(): boolean {
+    return this.#nextEndpoint() >= 0 || !this.canLeaveRole;
+  }
+
+  /** The index of this role's next endpoint that may take the work, or -1. */
+  #nextEndpoint(): number {
     const eps = this.set.endpoints;
     const n = eps.length;
-    for (let k = 1; k < n; k++) if (this.#takes(eps[(this.index + k) % n]!)) return true;
-    if (!this.#fallback) return true;
-    for (let i = 0; i < this.#p.routes.length; i++) if (i !== this.role && this.#canFallBackTo(i)) return false;
-    return true;
+    for (let k = 1; k < n; k++) {
+      const i = (this.index + k) % n;
+      if (this.#takes(eps[i]!)) return i;
+    }
+    return -1;
   }
 
   /** An endpoint of this role that has not failed this work and may take it. */
@@ -117,30 +131,37 @@ export class EndpointPicker {
     return !this.#failed?.includes(e) && (this.#panic || e.health.available);
   }
 
-  /** A role not yet tried that the split sends work to and that can take it now. */
-  #canFallBackTo(i: number): boolean {
+  /**
+   * Another role not yet tried that the split sends work to (or the one the work was
+   * given), and, unless `anyHealth`, that can take work now.
+   */
+  #canFallBackTo(i: number, anyHealth: boolean): boolean {
     const p = this.#p;
-    return !this.#tried?.[i] && p.fallbackWeights[i]! > 0 && p.routes[i]!.available;
+    return i !== this.role && !this.#tried?.[i] && (p.fallbackWeights[i]! > 0 || i === this.firstRole)
+      && (anyHealth || p.routes[i]!.available);
   }
 
-  /** Switches to an available role not yet tried, drawn by the listener's split; false when there is none. */
-  #otherRole(): boolean {
+  /** Switches to one of the roles #canFallBackTo allows, drawn by the listener's split; false when there is none. */
+  #drawRole(anyHealth: boolean): boolean {
     const p = this.#p;
     const n = p.routes.length;
-    const tried = (this.#tried ??= new Array<boolean>(n).fill(false));
-    tried[this.role] = true;
     let total = 0;
-    for (let i = 0; i < n; i++) if (this.#canFallBackTo(i)) total += p.fallbackWeights[i]!;
-    if (total === 0) return false;
-    let r = Math.random() * total;
+    let last = -1;
     for (let i = 0; i < n; i++) {
-      if (!this.#canFallBackTo(i)) continue;
-      r -= p.fallbackWeights[i]!;
-      if (r < 0 || i === n - 1) return this.#switchTo(i);
+      if (!this.#canFallBackTo(i, anyHealth)) continue;
+      // A weight-0 role is a candidate only as the work's own role: give it a share.
+      total += p.fallbackWeights[i]! || 1;
+      last = i;
     }
-    // Rounding left r ≥ 0 past the last candidate: take the last one.
-    for (let i = n - 1; i >= 0; i--) if (this.#canFallBackTo(i)) return this.#switchTo(i);
-    return false;
+    if (last < 0) return false;
+    let r = Math.random() * total;
+    for (let i = 0; i < last; i++) {
+      if (!this.#canFallBackTo(i, anyHealth)) continue;
+      r -= p.fallbackWeights[i]! || 1;
+      if (r < 0) return this.#switchTo(i);
+    }
+    // Rounding left r ≥ 0 before the last candidate: take the last one.
+    return this.#switchTo(last);
   }
 
   #switchTo(role: number): true {
