@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { Ajv } from 'ajv';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { ROOT, tempFiles } from './helpers.js';
-import { metricsAfterTraffic, promTool, runTool } from './prometheus_support.js';
+import { metricsAfterTraffic, runTool } from './prometheus_support.js';
+import { toolPath } from './setup/requirements.js';
 
 /*
  * The ops files in deploy/ are checked as Prometheus and Grafana would take them:
@@ -68,18 +69,18 @@ function withLiterals(expr: string): string {
 async function checkParses(exprs: Expr[]): Promise<{ ok: boolean; output: string }> {
   const rules = exprs.map((e, i) => ({ record: `dashboard:expr_${i}`, expr: withLiterals(e.expr) }));
   const { paths } = await tempFiles({ 'rules.yml': toYaml({ groups: [{ name: 'dashboard', rules }] }) });
-  const run = await runTool(promTool('promtool'), ['check', 'rules', paths['rules.yml']!]);
+  const run = await runTool(toolPath('promtool'), ['check', 'rules', paths['rules.yml']!]);
   const output = run.stdout + run.stderr;
   return { ok: run.code === 0 && output.includes(`SUCCESS: ${rules.length} rules found`), output };
 }
 
 test('deploy/alerts.yml loads in promtool', async (t) => {
-  const run = await runTool(promTool('promtool'), ['check', 'rules', join(DEPLOY, 'alerts.yml')]);
+  const run = await runTool(toolPath('promtool'), ['check', 'rules', join(DEPLOY, 'alerts.yml')]);
   t.is(run.code, 0, run.stdout + run.stderr);
 });
 
 test('each alert fires where it should and nowhere else (promtool test rules deploy/alerts.test.yml)', async (t) => {
-  const run = await runTool(promTool('promtool'), ['test', 'rules', 'alerts.test.yml'], { cwd: DEPLOY });
+  const run = await runTool(toolPath('promtool'), ['test', 'rules', 'alerts.test.yml'], { cwd: DEPLOY });
   t.is(run.code, 0, run.stdout + run.stderr);
   t.regex(run.stdout, /SUCCESS/);
 });

@@ -10,6 +10,7 @@ import type { ExecutionContext } from 'ava';
 import { request as undiciRequest, Agent } from 'undici';
 import { parseConfigTexts } from '../src/config/load.js';
 import { Sidecar } from '../src/sidecar.js';
+import { toolPath } from './setup/requirements.js';
 
 /** The repository root (tests run from dist/test). */
 export const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
@@ -165,10 +166,10 @@ ${extra}`;
 /**
  * A loopback "blackhole": a socket that listens with a full accept queue and never
  * accepts, so the kernel drops further SYNs and a connect just hangs. Node cannot
- * listen without accepting, so python3 (on the machine image) holds it.
+ * listen without accepting, so python3 holds it.
  */
 export async function blackhole(t: { teardown(fn: () => void): void }): Promise<number> {
-  const py = spawn('python3', ['-c', `
+  const py = spawn(toolPath('python3'), ['-c', `
 import socket, sys, time
 s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(0)
 port = s.getsockname()[1]

@@ -8,6 +8,7 @@ import { request } from 'undici';
 import { WebSocket, WebSocketServer } from 'ws';
 import { ROOT, adminUrl, get, listenerUrl, putConfig, startSidecar, startUpstream, tempFiles, uniqueHost, until } from './helpers.js';
 import type { Sidecar } from '../src/sidecar.js';
+import { toolPath } from './setup/requirements.js';
 
 /* Edge cases of counting and the access log, each found in review (and failing before its fix). */
 
@@ -54,7 +55,7 @@ function raw(url: string, text: string): Promise<string> {
 async function mkfifo(): Promise<string> {
   const { dir } = await tempFiles({});
   const path = join(dir, 'access.fifo');
-  execFileSync('mkfifo', [path]);
+  execFileSync(toolPath('mkfifo'), [path]);
   return path;
 }
 

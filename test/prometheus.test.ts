@@ -4,7 +4,8 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Sidecar } from '../src/sidecar.js';
 import { adminUrl, get, listenerUrl, startSidecar, startUpstream, tempFiles, twoRoleConfig, until } from './helpers.js';
-import { metricsAfterTraffic, PIN, promTool, runTool } from './prometheus_support.js';
+import { metricsAfterTraffic, PIN, runTool } from './prometheus_support.js';
+import { toolPath } from './setup/requirements.js';
 
 /*
  * A real Prometheus (Debian's package; .ci/run installs it) scrapes a test sidecar's
@@ -14,7 +15,7 @@ import { metricsAfterTraffic, PIN, promTool, runTool } from './prometheus_suppor
 
 /** Starts Prometheus scraping `target` (host:port) every second; resolves with its base URL once ready. */
 async function startPrometheus(t: ExecutionContext, target: string): Promise<string> {
-  const bin = promTool('prometheus');
+  const bin = toolPath('prometheus');
   const { dir, paths } = await tempFiles({
     'prometheus.yml': `
 global: { scrape_interval: 1s, evaluation_interval: 1s }
@@ -111,7 +112,7 @@ test('promtool check metrics finds no problem in our /metrics', async (t) => {
   const text = await metricsAfterTraffic(t);
   t.true(text.includes('switchyard_request_duration_seconds_bucket{'));
 
-  const run = await runTool(promTool('promtool'), ['check', 'metrics'], { input: text });
+  const run = await runTool(toolPath('promtool'), ['check', 'metrics'], { input: text });
   // exit 1: the text did not parse; 3: lint problems, one per line on stderr
   t.not(run.code, 1, run.stderr);
   const problems = run.stderr.split('\n').filter((l) => l.trim() && !PROM_CLIENT_LINT.has(l.split(' ')[0]!));

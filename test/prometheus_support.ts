@@ -1,24 +1,6 @@
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
-import { delimiter, join } from 'node:path';
 import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, until } from './helpers.js';
-
-/**
- * The path of `prometheus` or `promtool` (Debian's `prometheus` package, which
- * `.ci/run` installs). Throws, so the calling test fails rather than skips: a CI
- * without them would otherwise pass without checking anything.
- */
-export function promTool(name: 'prometheus' | 'promtool'): string {
-  for (const dir of (process.env['PATH'] ?? '').split(delimiter)) {
-    const path = join(dir, name);
-    try {
-      accessSync(path, constants.X_OK);
-      return path;
-    } catch { /* not in this directory */ }
-  }
-  throw new Error(`${name} is not installed: install Debian's prometheus package (apt-get install prometheus), as .ci/run does`);
-}
 
 export interface ToolRun { code: number | null; stdout: string; stderr: string }
 

@@ -1,9 +1,9 @@
 import test from 'ava';
-import { existsSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { ExecutionContext } from 'ava';
 import { TrafficWindow, buildStatus, type Status } from '../src/admin/status.js';
 import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, until, type Upstream } from './helpers.js';
+import { toolPath } from './setup/requirements.js';
 
 /*
  * The admin status page (GET /) in a real headless Chromium against a running
@@ -12,16 +12,12 @@ import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig,
  * tested directly, with a short window.
  */
 
-const CHROMIUM = '/usr/bin/chromium';
 let browser: Browser | undefined;
 
 test.before(async () => {
-  if (!existsSync(CHROMIUM)) {
-    throw new Error(`the status page tests need Debian's chromium at ${CHROMIUM} (apt-get install chromium); .ci/run installs it`);
-  }
   // A plain launch runs on a fresh temporary profile of its own.
   browser = await chromium.launch({
-    executablePath: CHROMIUM,
+    executablePath: toolPath('chromium'),
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-proxy-server'],
