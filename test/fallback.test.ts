@@ -224,10 +224,12 @@ test('a retry the budget refuses on a failing role moves the request to another 
   const sc = await startSidecar(t, resilienceConfig(channel([a1]), channel([b1, b2]), `
 retries: { attempts: 2, budgetPercent: 0, minRetryConcurrency: 0 }
 filters:
-  - { type: weighted, weights: { a: 1, b: 1000 } }`));
+  - type: header_route
+    rules: [{ header: x-pin, equals: b, role: b, fallback: weighted }]
+  - { type: weighted, weights: { a: 1, b: 1 } }`));
   const url = listenerUrl(sc, 'web');
   for (let i = 0; i < 10; i++) {
-    const r = await get(url);
+    const r = await get(url, { 'x-pin': 'b' });
     t.is(r.status, 200, r.body);
     t.is(r.body, 'a1');
     t.is(r.headers['x-switchyard-fallback'], 'b');
