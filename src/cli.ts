@@ -6,9 +6,13 @@ import { ConfigError, formatIssue, type ConfigIssue } from './errors.js';
 import { assignAddresses } from './listeners/address.js';
 import { Sidecar } from './sidecar.js';
 import type { Runtime } from './reload/runtime.js';
+import { PUSH_FIELDS, type PushField } from './reload/push_policy.js';
 
 const USAGE = `usage:
-  switchyard run --config FILE [--config FILE2 …]   serve; later files override earlier ones key by key
+  switchyard run --config FILE [--config FILE2 …] [--allow-push plugins,accessLog]
+                                                    serve; later files override earlier ones key by key;
+                                                    --allow-push lets a config pushed through the admin
+                                                    API load plugin modules / name access log files
   switchyard validate --config FILE [--config …]    exit 0, or 1 with every error listed
   switchyard hosts --config FILE [--config …]       hosts-file lines: 127.0.0.x  <listener name>
   switchyard apply --config FILE [--admin URL] [--token T]
@@ -29,6 +33,7 @@ export async function main(argv: string[]): Promise<number> {
         config: { type: 'string', multiple: true, short: 'c' },
         admin: { type: 'string' },
         token: { type: 'string' },
+        'allow-push': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -51,8 +56,14 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`switchyard ${cmd}: --config FILE is required\n${USAGE}`);
     return 2;
   }
+  const allowPush = (args['allow-push'] ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  const unknown = allowPush.filter((f) => !(PUSH_FIELDS as readonly string[]).includes(f));
+  if (unknown.length) {
+    console.error(`switchyard: --allow-push takes ${PUSH_FIELDS.join(', ')} (comma-separated), not ${unknown.join(', ')}`);
+    return 2;
+  }
   switch (cmd) {
-    case 'run': return run(files);
+    case 'run': return run(files, allowPush as PushField[]);
     case 'validate': return validate(files);
     case 'hosts': return hosts(files);
     case 'apply': return apply(files, args.admin ?? 'http://127.0.0.1:9901', args.token ?? process.env.SWITCHYARD_ADMIN_TOKEN);
@@ -62,7 +73,7 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function run(files: string[]): Promise<number> {
+async function run(files: string[], allowPush: PushField[]): Promise<number> {
   let sc: Sidecar;
   let runtime: Runtime | undefined;
   // stdout carries the JSON access log when the config says so: our own lines must not mix into it.
@@ -72,7 +83,7 @@ async function run(files: string[]): Promise<number> {
     else console.log(text);
   };
   try {
-    sc = await Sidecar.start({ files, log, watch: true, onRuntime: (rt) => { runtime = rt; } });
+    sc = await Sidecar.start({ files, log, watch: true, allowPush, onRuntime: (rt) => { runtime = rt; } });
   } catch (err) {
     if (err instanceof ConfigError) {
       for (const i of err.issues) console.error(formatIssue(i));

@@ -27,6 +27,7 @@ export const ConfigCodes = {
   SY_ERR_ADDRESS_IN_USE: 'two listeners (or a listener and the admin API) on one address',
   SY_ERR_ADMIN_TOKEN_REQUIRED: 'a non-loopback admin address without a token',
   SY_ERR_PLUGIN_LOAD: 'a plugin module that cannot be loaded or does not register',
+  SY_ERR_CONFIG_PUSH_FORBIDDEN: 'a config pushed through the admin API that loads a new plugin module or names a new access log file',
   SY_ERR_DUPLICATE_TYPE: 'two registrations of one filter or component type',
 } as const;
 

@@ -7,6 +7,7 @@ import { AdminServer } from './admin/server.js';
 import { Runtime, type ApplyResult } from './reload/runtime.js';
 import type { ConfigSource } from './reload/generation.js';
 import type { Metrics } from './metrics.js';
+import type { PushField } from './reload/push_policy.js';
 
 export interface SidecarOptions {
   /** `--config` files, merged in order. */
@@ -22,6 +23,8 @@ export interface SidecarOptions {
   readyTimeoutMs?: number;
   /** The metrics to count into (default: a new set); the benchmark passes one with request counting off. */
   metrics?: Metrics;
+  /** What a config pushed through the admin API may change besides what any config may (default: neither). */
+  allowPush?: readonly PushField[];
   /** Called with the runtime before the first config is applied (the CLI's log asks it where the access log goes). */
   onRuntime?: (runtime: Runtime) => void;
 }
@@ -45,7 +48,7 @@ export class Sidecar {
 
   /** Applies the first config and starts the admin API; throws ConfigError or the build error. */
   static async start(opts: SidecarOptions): Promise<Sidecar> {
-    const runtime = new Runtime({ log: opts.log, readyTimeoutMs: opts.readyTimeoutMs, metrics: opts.metrics });
+    const runtime = new Runtime({ log: opts.log, readyTimeoutMs: opts.readyTimeoutMs, metrics: opts.metrics, allowPush: opts.allowPush });
     opts.onRuntime?.(runtime);
     const files = opts.files ?? [];
     const sc = new Sidecar(runtime, files);

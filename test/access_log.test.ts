@@ -82,7 +82,8 @@ async function setup(t: ExecutionContext, accessLog: (dir: string) => string) {
   const { dir } = await tempFiles({});
   const hosts = [uniqueHost(), uniqueHost(), uniqueHost(), uniqueHost()];
   const text = (log: string) => config(ok.address, echo, dead, hosts, log);
-  const sc = await startSidecar(t, text(accessLog(dir)));
+  // Tests here point the access log at new files by PUT /config.
+  const sc = await startSidecar(t, text(accessLog(dir)), { allowPush: ['accessLog'] });
   return { sc, dir, file: join(dir, 'access.log'), text };
 }
 

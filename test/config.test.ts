@@ -123,7 +123,7 @@ listeners:
         weights: { cart-v1: 90, cart-v2: 10 }
 `, { ADMIN_TOKEN: 's3cret' });
   t.is(c.version, 1);
-  t.deepEqual(c.admin, { address: { host: '127.0.0.1', port: 9901 }, token: 's3cret' });
+  t.deepEqual(c.admin, { address: { host: '127.0.0.1', port: 9901 }, token: 's3cret', public: [], hosts: [] });
   t.is(c.drainTimeoutMs, 30_000);
   t.deepEqual(c.vsets.cart!.roles['cart-v2']!.map, { http: 'api' });
   t.deepEqual(c.vsets.cart!.roles['cart-v1']!.map, { http: 'http' }, 'map defaults to identity');
@@ -472,7 +472,7 @@ roles:
     channels: { http: { endpoints: ["\${UP_HOST}:7001"] } }
 `;
   const c = await valid(t, text, { TOKEN: 't0k', UP_HOST: '10.0.0.8', ADMIN_PORT: '9555' });
-  t.deepEqual(c.admin, { address: { host: '127.0.0.1', port: 9555 }, token: 't0k' });
+  t.deepEqual(c.admin, { address: { host: '127.0.0.1', port: 9555 }, token: 't0k', public: [], hosts: [] });
   t.deepEqual(c.roles.solo!.channels.http!.endpoints, [{ host: '10.0.0.8', port: 7001 }]);
 });
 

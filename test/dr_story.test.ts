@@ -81,7 +81,7 @@ test('moving a TCP role to its DR endpoints: new connections go to DR, open ones
   })();
   await until(() => answered >= 5, 5000, 'traffic before the change');
 
-  const res = await request(`${adminUrl(sc)}/config`, { method: 'PUT', body: config(dr.address, `${host}:0`) }); // port 0 keeps the same socket for the listener name
+  const res = await request(`${adminUrl(sc)}/config`, { method: 'PUT', headers: { 'content-type': 'application/yaml' }, body: config(dr.address, `${host}:0`) }); // port 0 keeps the same socket for the listener name
   t.is(res.statusCode, 200, await res.body.text());
 
   const after = await client(host, port);

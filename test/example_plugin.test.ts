@@ -26,7 +26,7 @@ test('the example plugin table is updated in place through POST /components', as
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
   const sc = await startSidecar(t, config(a, b, '{ alice: b }'));
   const url = listenerUrl(sc, 'web');
-  const res = await request(`${adminUrl(sc)}/components/pins`, { method: 'POST', body: JSON.stringify({ metadata: { alice: 'a', carol: 'b' } }) });
+  const res = await request(`${adminUrl(sc)}/components/pins`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ metadata: { alice: 'a', carol: 'b' } }) });
   t.is(res.statusCode, 200);
   t.deepEqual(((await res.body.json()) as { components: unknown }).components, { pins: 'updated' });
   t.is(JSON.parse((await get(url, { cookie: 'user=alice' })).body).role, 'a');

@@ -44,7 +44,7 @@ test('headers: a response header naming the role and generation is one line of c
   t.is(r.headers['x-role'], undefined, 'the upstream header was removed');
   r = await get(url);
   t.is(r.headers['x-served-by'], 'a@svc/web gen 1 100%', 'the role picked by weighted after the headers filter ran');
-  const put = await request(`${adminUrl(sc)}/config`, { method: 'PUT', body: `admin: { address: "127.0.0.1:0" }\n${yaml('{ a: 0, b: 1 }').replace(/address: "([^"]+)"/, `address: "${new URL(url).host}"`)}` });
+  const put = await request(`${adminUrl(sc)}/config`, { method: 'PUT', headers: { 'content-type': 'application/yaml' }, body: `admin: { address: "127.0.0.1:0" }\n${yaml('{ a: 0, b: 1 }').replace(/address: "([^"]+)"/, `address: "${new URL(url).host}"`)}` });
   t.is(put.statusCode, 200, await put.body.text());
   r = await get(url);
   t.is(r.headers['x-served-by'], 'b@svc/web gen 2 100%');

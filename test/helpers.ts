@@ -11,6 +11,7 @@ import { request as undiciRequest, Agent } from 'undici';
 import { parseConfigTexts } from '../src/config/load.js';
 import { Sidecar } from '../src/sidecar.js';
 import { toolPath } from './setup/requirements.js';
+import type { PushField } from '../src/reload/push_policy.js';
 
 /** The repository root (tests run from dist/test). */
 export const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
@@ -65,11 +66,12 @@ export async function startUpstream(t: ExecutionContext, role: string,
 }
 
 /** Starts an in-process sidecar from YAML text (admin on 127.0.0.1:0 unless the YAML says otherwise). */
-export async function startSidecar(t: ExecutionContext, yaml: string, opts: { admin?: boolean; log?: string[] } = {}): Promise<Sidecar> {
+export async function startSidecar(t: ExecutionContext, yaml: string,
+  opts: { admin?: boolean; log?: string[]; allowPush?: PushField[] } = {}): Promise<Sidecar> {
   const text = /^admin:/m.test(yaml) ? yaml : `admin: { address: "127.0.0.1:0" }\n${yaml}`;
   const raw = parseConfigTexts([{ name: 'test.yaml', text }], ROOT);
   const lines: string[] = opts.log ?? [];
-  const sc = await Sidecar.start({ raw, admin: opts.admin, log: (l) => lines.push(l) });
+  const sc = await Sidecar.start({ raw, admin: opts.admin, log: (l) => lines.push(l), allowPush: opts.allowPush });
   t.teardown(() => sc.stop());
   return sc;
 }

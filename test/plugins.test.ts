@@ -18,7 +18,8 @@ async function withPlugins(t: ExecutionContext, plugins: string[], filters: stri
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const yaml = `plugins: ${JSON.stringify(plugins)}\n${twoRoleConfig(a, b, filters)}`;
-  const sc = await startSidecar(t, yaml);
+  // Some tests push configs that name other plugin modules.
+  const sc = await startSidecar(t, yaml, { allowPush: ['plugins'] });
   return { sc, url: listenerUrl(sc, 'web'), a, b, yaml };
 }
 
@@ -88,7 +89,7 @@ test('a plugin path that does not exist is rejected at plugins[i]; a push of it 
 - { type: weighted, weights: { a: 1 } }`);
   const pushed = yaml.replace(`plugins: ${JSON.stringify([COOKIE_PLUGIN])}`, `plugins: ${JSON.stringify([COOKIE_PLUGIN, missing])}`);
   t.not(pushed, yaml);
-  const res = await get(`${adminUrl(sc)}/config`, {}, { method: 'PUT', body: pushed });
+  const res = await get(`${adminUrl(sc)}/config`, { 'content-type': 'application/yaml' }, { method: 'PUT', body: pushed });
   t.is(res.status, 400, res.body);
   const errors = (JSON.parse(res.body) as { errors: ConfigIssue[] }).errors;
   t.deepEqual(errors.map((i) => [i.path, i.code]), [['plugins[1]', 'SY_ERR_PLUGIN_LOAD']]);

@@ -22,7 +22,7 @@ listeners:
   t.is(first.headers['x-role'], 'web');
   await first.body.text();
 
-  const put = await request(`${adminUrl(sc)}/config`, { method: 'PUT', body: `admin: { address: "127.0.0.1:0" }\n${config('tcp', port)}` });
+  const put = await request(`${adminUrl(sc)}/config`, { method: 'PUT', headers: { 'content-type': 'application/yaml' }, body: `admin: { address: "127.0.0.1:0" }\n${config('tcp', port)}` });
   t.is(put.statusCode, 200, await put.body.text());
 
   // Same agent, one connection: this request rides the keep-alive connection opened before the switch.

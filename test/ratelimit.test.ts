@@ -42,7 +42,7 @@ test('POST /components changes the rate in place and keeps the buckets', async (
   t.is((await get(url)).status, 200);
   t.is((await get(url)).status, 200);
   t.is((await get(url)).status, 429);
-  const res = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', body: JSON.stringify({ metadata: { requestsPerSecond: '0.5', burst: '10' } }) });
+  const res = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ metadata: { requestsPerSecond: '0.5', burst: '10' } }) });
   t.is(res.statusCode, 200);
   const body = (await res.body.json()) as { generation: number; components: Record<string, string> };
   t.deepEqual(body.components, { limit: 'updated' });
@@ -56,7 +56,7 @@ test('POST /components changes the rate in place and keeps the buckets', async (
 test('changing the bucket key re-creates the component (Layotto body shape)', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
   const sc = await startSidecar(t, limited(a, b, '{ requestsPerSecond: "1", burst: "1" }'));
-  const res = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', body: JSON.stringify({ kind: 'ratelimit', name: 'limit', metadata: { requestsPerSecond: '1', burst: '1', key: 'client' } }) });
+  const res = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'ratelimit', name: 'limit', metadata: { requestsPerSecond: '1', burst: '1', key: 'client' } }) });
   t.is(res.statusCode, 200);
   t.deepEqual(((await res.body.json()) as { components: unknown }).components, { limit: 'reinitialized' });
 });
@@ -64,7 +64,7 @@ test('changing the bucket key re-creates the component (Layotto body shape)', as
 test('invalid ratelimit metadata is rejected with the metadata path', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
   const sc = await startSidecar(t, limited(a, b, '{ requestsPerSecond: "1" }'));
-  const res = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', body: JSON.stringify({ metadata: { requestsPerSecond: 'fast', burst: '0', colour: 'red' } }) });
+  const res = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ metadata: { requestsPerSecond: 'fast', burst: '0', colour: 'red' } }) });
   t.is(res.statusCode, 400);
   const paths = ((await res.body.json()) as { errors: { path: string }[] }).errors.map((e) => e.path).sort();
   t.deepEqual(paths, ['components.limit.metadata.burst', 'components.limit.metadata.colour', 'components.limit.metadata.requestsPerSecond']);
@@ -105,12 +105,12 @@ test('a re-created ratelimit inherits its buckets when the key is renamed (heade
   const url = listenerUrl(sc, 'web');
   t.is((await get(url, { 'x-user': 'alice' })).status, 200);
   t.is((await get(url, { 'x-user': 'alice' })).status, 429);
-  const res = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', body: JSON.stringify({ metadata: { requestsPerSecond: '0.1', burst: '1', key: 'header:x-user-id' } }) });
+  const res = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ metadata: { requestsPerSecond: '0.1', burst: '1', key: 'header:x-user-id' } }) });
   t.deepEqual(((await res.body.json()) as { components: unknown }).components, { limit: 'reinitialized' });
   t.is((await get(url, { 'x-user-id': 'alice' })).status, 429, "alice's empty bucket carried over");
   t.is((await get(url, { 'x-user-id': 'bob' })).status, 200);
   // client-address buckets do not become header buckets
-  const res2 = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', body: JSON.stringify({ metadata: { requestsPerSecond: '0.1', burst: '1', key: 'client' } }) });
+  const res2 = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ metadata: { requestsPerSecond: '0.1', burst: '1', key: 'client' } }) });
   t.is(res2.statusCode, 200);
   t.is((await get(url)).status, 200);
 });

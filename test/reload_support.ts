@@ -105,7 +105,8 @@ export async function admin(sc: Sidecar, method: string, path: string, body?: un
   const res = await undiciRequest(url, {
     dispatcher: client,
     method: method as 'GET',
-    headers: { ...(body !== undefined && typeof body !== 'string' ? { 'content-type': 'application/json' } : {}), ...headers },
+    // The admin API takes only typed bodies: JSON for objects, YAML for text.
+    headers: { ...(body === undefined ? {} : { 'content-type': typeof body === 'string' ? 'application/yaml' : 'application/json' }), ...headers },
     body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
   });
   const text = await res.body.text();

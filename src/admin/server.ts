@@ -1,7 +1,8 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { parseConfigTexts, type RawConfig } from '../config/load.js';
-import type { AdminConfig, HostPort } from '../config/types.js';
+import type { AdminConfig, AdminPublicRoute, HostPort } from '../config/types.js';
+import { refusal } from './guard.js';
 import { formatIssue, type ConfigIssue } from '../errors.js';
 import type { Runtime, ApplyResult } from '../reload/runtime.js';
 import { buildStatus, TrafficWindow } from './status.js';
@@ -20,6 +21,10 @@ type Handler = (req: IncomingMessage, url: URL) => Promise<{ status?: number; bo
 
 /** Routes served without the token: the status page's HTML carries no data (its script sends the token to /status). */
 const PUBLIC = new Set(['GET /']);
+/** Routes an operator may make public (admin.public): probes and scrapes carry no secret. */
+const MAY_BE_PUBLIC: Record<AdminPublicRoute, string> = { ready: 'GET /ready', metrics: 'GET /metrics' };
+/** Routes that read a request body: it must be typed JSON or YAML (guard.ts). */
+const READS_BODY = new Set(['PUT /config', 'POST /components/']);
 
 export interface AdminOptions {
   runtime: Runtime;
@@ -73,7 +78,12 @@ export class AdminServer {
         return answer(await rt.apply(raw, 'api'));
       },
       'POST /components/': async (req, url) => {
-        const name = decodeURIComponent(url.pathname.slice('/components/'.length));
+        let name: string;
+        try {
+          name = decodeURIComponent(url.pathname.slice('/components/'.length));
+        } catch {
+          throw new ApiError(400, `${url.pathname} is not a valid percent-encoded component name`);
+        }
         const body = parseJson(await readBody(req)) as { kind?: unknown; name?: unknown; metadata?: unknown };
         if (typeof body !== 'object' || body === null || typeof body.metadata !== 'object' || body.metadata === null || Array.isArray(body.metadata)) {
           throw new ApiError(400, 'body must be {"metadata": {...}} or Layotto\'s {"kind", "name", "metadata"}');
@@ -135,8 +145,12 @@ export class AdminServer {
     try {
       const url = new URL(req.url ?? '/', 'http://admin');
       const path = url.pathname.startsWith('/components/') ? '/components/' : url.pathname;
-      if (!PUBLIC.has(`${req.method} ${path}`)) this.#authorize(req);
-      const route = this.#routes[`${req.method} ${path}`];
+      const key = `${req.method} ${path}`;
+      const admin = this.#opts.runtime.current?.config.admin ?? this.#opts.config;
+      const refused = refusal(req, new Set(admin.hosts), READS_BODY.has(key));
+      if (refused) throw new ApiError(refused.status, refused.message);
+      if (!PUBLIC.has(key) && !admin.public.some((r) => MAY_BE_PUBLIC[r] === key)) this.#authorize(req);
+      const route = this.#routes[key];
       if (!route) {
         const known = Object.keys(this.#routes).some((k) => k.endsWith(` ${path}`));
         throw new ApiError(known ? 405 : 404, known ? `method ${req.method} not allowed on ${url.pathname}` : `no such endpoint: ${url.pathname}`);

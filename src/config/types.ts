@@ -23,7 +23,13 @@ export interface HostPort { host: string; port: number }
 export interface AdminConfig {
   address: HostPort;
   token?: string;
+  /** Routes served without the token: probes and scrapes (`ready`, `metrics`). */
+  public: AdminPublicRoute[];
+  /** Host names (besides IP literals and localhost) that requests may name the admin API by. */
+  hosts: string[];
 }
+
+export type AdminPublicRoute = 'ready' | 'metrics';
 
 export interface RoleConfig {
   meta: Record<string, string>;

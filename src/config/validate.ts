@@ -175,6 +175,20 @@ class Validator {
     return out;
   }
 
+  /** A list whose items `item` checks (undefined: reported, left out); [] when it is not a list. */
+  list<T>(value: unknown, path: Path, item: (v: unknown, path: Path) => T | undefined): T[] {
+    if (!Array.isArray(value)) {
+      this.report('SY_ERR_CONFIG_TYPE', path, `must be a list, got ${describe(value)}`);
+      return [];
+    }
+    const out: T[] = [];
+    value.forEach((v, i) => {
+      const x = item(v, [...path, i]);
+      if (x !== undefined) out.push(x);
+    });
+    return out;
+  }
+
   str(value: unknown, path: Path): string | undefined {
     if (typeof value === 'string') return value;
     this.report(value === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', path,
@@ -257,9 +271,9 @@ class Validator {
   }
 
   admin(value: unknown): AdminConfig {
-    const admin: AdminConfig = { address: DEFAULT_ADMIN };
+    const admin: AdminConfig = { address: DEFAULT_ADMIN, public: [], hosts: [] };
     if (value === undefined) return admin;
-    const o = this.obj(value, ['admin'], ['address', 'token']);
+    const o = this.obj(value, ['admin'], ['address', 'token', 'public', 'hosts']);
     if (!o) return admin;
     if (o.address !== undefined) {
       const s = this.str(o.address, ['admin', 'address']);
@@ -271,6 +285,24 @@ class Validator {
     if (o.token !== undefined) {
       const t = this.str(o.token, ['admin', 'token']);
       if (t) admin.token = t;
+    }
+    if (o.public !== undefined) {
+      admin.public = this.list(o.public, ['admin', 'public'], (v, path) => {
+        const s = this.str(v, path);
+        if (s === undefined) return undefined;
+        if (s === 'ready' || s === 'metrics') return s;
+        this.report('SY_ERR_CONFIG_VALUE', path, `"${s}" is not a route that may be public; use ready or metrics`);
+        return undefined;
+      });
+    }
+    if (o.hosts !== undefined) {
+      admin.hosts = this.list(o.hosts, ['admin', 'hosts'], (v, path) => {
+        const s = this.str(v, path);
+        if (s === undefined) return undefined;
+        if (/^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(s)) return s.toLowerCase();
+        this.report('SY_ERR_CONFIG_VALUE', path, `${describe(s)} is not a host name`);
+        return undefined;
+      });
     }
     if (!admin.token && !isLoopback(admin.address.host)) {
       this.report('SY_ERR_ADMIN_TOKEN_REQUIRED', ['admin', 'address'], `a non-loopback admin address (${admin.address.host}) needs admin.token`);

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { formatIssue, type ConfigIssue } from '../errors.js';
+import { pushIssues, type PushField } from './push_policy.js';
 import { checkConfig } from '../config/check.js';
 import { rawFromObject, type RawConfig } from '../config/load.js';
 import { planChanges, type ChangePlan } from './changes.js';
@@ -32,6 +33,8 @@ export interface RuntimeOptions {
   log?: (line: string) => void;
   /** Limit for a component's init and ready. */
   readyTimeoutMs?: number;
+  /** What a config pushed through the admin API may change besides what any config may (push_policy.ts). */
+  allowPush?: readonly PushField[];
 }
 
 /**
@@ -55,12 +58,14 @@ export class Runtime {
   #stopping = false;
   readonly #log: (line: string) => void;
   readonly #readyTimeoutMs: number;
+  readonly #allowPush: ReadonlySet<PushField>;
 
   constructor(opts: RuntimeOptions = {}) {
     this.metrics = opts.metrics ?? new Metrics();
     this.#log = opts.log ?? (() => {});
     this.accessLogs = new AccessLogs(this.metrics.accessLogDropped, this.#log);
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
+    this.#allowPush = new Set(opts.allowPush ?? []);
     this.endpoints = new EndpointTable(this.#log);
     this.metrics.endpointHealth = () => this.#endpointHealth();
   }
@@ -103,6 +108,8 @@ export class Runtime {
     const t0 = performance.now();
     const at = new Date().toISOString();
     if (this.#stopping) return this.#reject(source, at, t0, { ok: false, kind: 'failed', error: new Error('shutting down') });
+    const forbidden = source === 'api' ? pushIssues(raw, this.current?.raw ?? null, this.#allowPush) : [];
+    if (forbidden.length) return this.#reject(source, at, t0, { ok: false, kind: 'invalid', issues: forbidden });
     const checked = await checkConfig(raw);
     if (!checked.ok) return this.#reject(source, at, t0, { ok: false, kind: 'invalid', issues: checked.issues });
 
@@ -178,6 +185,8 @@ export class Runtime {
 
   /** Checks a config and says what applying it would change; builds nothing live. */
   async dryRun(raw: RawConfig): Promise<{ ok: true; changes: ChangePlan } | { ok: false; issues: ConfigIssue[] }> {
+    const forbidden = pushIssues(raw, this.current?.raw ?? null, this.#allowPush);
+    if (forbidden.length) return { ok: false, issues: forbidden };
     const checked = await checkConfig(raw);
     if (!checked.ok) return checked;
     return { ok: true, changes: planChanges(this.current, checked.config) };

@@ -9,7 +9,7 @@ import { delimiter, join } from 'node:path';
 export const REQUIREMENTS = [
   { tool: 'prometheus', package: 'prometheus', for: 'a real Prometheus scrapes /metrics (prometheus.test)' },
   { tool: 'promtool', package: 'prometheus', for: 'checks the exposition and the alert rules (prometheus, deploy)' },
-  { tool: 'chromium', package: 'chromium', for: 'the status page in a real browser (status_page.test)' },
+  { tool: 'chromium', package: 'chromium', for: 'the status page, and web-page attacks on the admin API, in a real browser' },
   { tool: 'python3', package: 'python3', for: 'a loopback blackhole: a socket that never accepts' },
   { tool: 'mkfifo', package: 'coreutils', for: 'an access log on a FIFO' },
 ] as const;
