@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { createServer as createNetServer, type AddressInfo } from 'node:net';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -140,6 +140,20 @@ export async function until(cond: () => boolean | Promise<boolean>, ms = 10_000,
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
   }
+}
+
+/**
+ * `host:port` where nothing listens: a port bound and closed on this process's own
+ * 127.x.y.z. On 127.0.0.1 another test process could bind the freed port (seen once:
+ * a "dead" WebSocket endpoint answered 404), on our own address nobody does.
+ */
+export async function deadAddress(): Promise<string> {
+  const host = uniqueHost();
+  const s = createNetServer();
+  await new Promise<void>((r) => s.listen(0, host, r));
+  const { port } = s.address() as AddressInfo;
+  await new Promise<void>((r) => s.close(() => r()));
+  return `${host}:${port}`;
 }
 
 /** A two-role config: roles a and b, a vset `svc` of both, and one http listener `web` with the given filters YAML. */

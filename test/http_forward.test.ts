@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DEFAULT_TIMEOUTS } from '../src/config/validate.js';
 import type { Sidecar } from '../src/sidecar.js';
-import { get, listenerUrl, once, startSidecar, startUpstream, uniqueHost, until } from './helpers.js';
+import { deadAddress, get, listenerUrl, once, startSidecar, startUpstream, uniqueHost, until } from './helpers.js';
 
 // Tests that measure a timeout run serially (ava runs them first, before the concurrent
 // ones): dozens of sidecars starting at once can block this process's event loop for a
@@ -31,15 +31,6 @@ ${extra.split('\n').filter((l) => l.trim()).map((l) => '    ' + l).join('\n')}
 
 function addr(sc: Sidecar): { host: string; port: number } {
   return sc.addresses().get('web')!;
-}
-
-/** An address where nothing listens (bound once, then closed). */
-async function deadAddress(): Promise<string> {
-  const s = createNetServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return `127.0.0.1:${port}`;
 }
 
 /** A raw TCP server (for upstreams that misbehave at the protocol level). */

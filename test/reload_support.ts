@@ -220,7 +220,8 @@ export function refused(host: string, port: number): Promise<boolean> {
     s.once('connect', () => { clearTimeout(timer); s.destroy(); resolve(false); });
     s.once('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      if (err.code === 'ECONNREFUSED') resolve(true);
+      // A connect that the kernel queued as the listener closed is reset: refused too.
+      if (err.code === 'ECONNREFUSED' || err.code === 'ECONNRESET') resolve(true);
       else reject(err);
     });
   });

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Sidecar } from '../src/sidecar.js';
 import { join } from 'node:path';
-import { ROOT, once, startSidecar, uniqueHost, until } from './helpers.js';
+import { ROOT, deadAddress, once, startSidecar, uniqueHost, until } from './helpers.js';
 
 // Tests that measure a timeout run serially (ava runs them first, before the concurrent
 // ones): dozens of sidecars starting at once can block this process's event loop for a
@@ -36,14 +36,6 @@ async function tcpUpstream(t: ExecutionContext, onSocket: (s: Socket) => void): 
 
 /** Echoes everything, and ends its side when the client ends its own. */
 const echo = (s: Socket): void => { s.pipe(s); };
-
-async function deadAddress(): Promise<string> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return `127.0.0.1:${port}`;
-}
 
 function tcpConfig(endpoints: string[], extra = ''): string {
   return `

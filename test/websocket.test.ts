@@ -1,9 +1,9 @@
 import test, { type ExecutionContext } from 'ava';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { Sidecar } from '../src/sidecar.js';
-import { adminUrl, get, listenerUrl, once, startSidecar, startUpstream, twoRoleConfig, uniqueHost, until } from './helpers.js';
+import { adminUrl, deadAddress, get, listenerUrl, once, startSidecar, startUpstream, twoRoleConfig, uniqueHost, until } from './helpers.js';
 
 // Tests that measure a timeout run serially (ava runs them first, before the concurrent
 // ones): dozens of sidecars starting at once can block this process's event loop for a
@@ -66,15 +66,6 @@ async function upgradeUpstream(t: ExecutionContext, onUpgrade: (req: IncomingMes
 
 const ACCEPT_101 = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
   + 'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n';
-
-/** An address where nothing listens. */
-async function deadAddress(): Promise<string> {
-  const s = createNetServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return `127.0.0.1:${port}`;
-}
 
 function oneRole(endpoints: string[], extra = '', role = 'r'): string {
   return `
