@@ -2,7 +2,7 @@ import test from 'ava';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import type { ExecutionContext } from 'ava';
 import { TrafficWindow, buildStatus, type Status } from '../src/admin/status.js';
-import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, until, type Upstream } from './helpers.js';
+import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, uniqueHost, until, type Upstream } from './helpers.js';
 import { toolPath } from './setup/requirements.js';
 
 /*
@@ -244,5 +244,28 @@ test('the page shows each role\'s endpoints that take work, and follows their he
   t.regex(await page.locator(role('svc', 'b', 'health')).getAttribute('class') ?? '', /\bbad\b/);
   bHealth = 200;
   await waitText(page, role('svc', 'b', 'health'), '1 of 1');
+  noPageErrors(t, page);
+});
+
+test('with two listeners the page fits a 1,200 px laptop window: no column is cut off', async (t) => {
+  const [a, b, c] = [await startUpstream(t, 'a'), await startUpstream(t, 'b'), await startUpstream(t, 'c')];
+  const host = uniqueHost();
+  const sc = await startSidecar(t, threeRoleConfig(a, b, c, `${host}:0`).replace(`  api:
+    address:`, `  api:
+    filters:
+      - type: header_route
+        rules: [{ header: x-canary-cohort, equals: internal-testers, role: c }]
+      - { type: weighted, weights: { a: 90, b: 5, c: 5 }, stickyHeader: x-user-id }
+    address:`));
+  const page = await openPage(t, `${adminUrl(sc)}/`);
+  await waitText(page, 'tr[data-listener="api"] td.rate', /\/s$/);
+  const fit = await page.evaluate(() => {
+    const cells = [...document.querySelectorAll('td, th')];
+    const widest = cells.reduce((w, e) => (e.getBoundingClientRect().right > w.getBoundingClientRect().right ? e : w), cells[0]!);
+    const right = widest.getBoundingClientRect().right;
+    return { scroll: document.documentElement.scrollWidth, inner: window.innerWidth, right, cell: `${widest.tagName} ${widest.className} ${widest.textContent}` };
+  });
+  t.true(fit.scroll <= fit.inner, `the page is ${fit.scroll} px wide in a ${fit.inner} px window`);
+  t.true(fit.right <= fit.inner, `a cell ends at ${fit.right} px (${fit.cell})`);
   noPageErrors(t, page);
 });

@@ -32,12 +32,15 @@ h2 { font-size: 15px; margin: 22px 0 8px; color: var(--muted); text-transform: u
 .card > .title h3 { margin: 0; font-size: 16px; }
 .card > .empty { padding: 10px 14px; }
 table { width: 100%; border-collapse: collapse; }
-th, td { text-align: left; padding: 7px 14px; border-bottom: 1px solid #eaeef2; vertical-align: middle; white-space: nowrap; }
+th, td { text-align: left; padding: 7px 10px; border-bottom: 1px solid #eaeef2; vertical-align: middle; white-space: nowrap; }
 th { font-size: 12px; font-weight: 600; color: var(--muted); background: #fbfcfd; }
 th.group { text-align: center; border-left: 1px solid var(--line); }
 td.first, th.first { border-left: 1px solid var(--line); }
 tr:last-child td { border-bottom: 0; }
 td.num { font-variant-numeric: tabular-nums; }
+/* Long filter chains and routing rules wrap, so two listeners still fit a laptop window. */
+td.filters, td.routing, td.meta { white-space: normal; min-width: 110px; }
+.card { overflow-x: auto; }
 .muted { color: var(--muted); }
 .mono, td.address { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; font-size: 13px; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-size: 12px; font-weight: 600; background: #eaeef2; color: var(--fg); }
@@ -48,8 +51,10 @@ td.num { font-variant-numeric: tabular-nums; }
 .badge.draining { background: #fff8c5; color: var(--warn); }
 .chip { display: inline-block; margin: 1px 4px 1px 0; padding: 0 6px; border: 1px solid var(--line); border-radius: 4px; font-size: 12px; white-space: nowrap; }
 .chip .k { color: var(--muted); }
-.share { min-width: 190px; }
-.bar { position: relative; display: inline-block; width: 110px; height: 10px; margin-right: 8px; border-radius: 5px; background: #eaeef2; vertical-align: middle; }
+.share { min-width: 150px; }
+/* Counts go under their figure: each listener's group of columns stays narrow. */
+td.share > .muted, td.errors > .muted { display: block; font-size: 12px; }
+.bar { position: relative; display: inline-block; width: 80px; height: 10px; margin-right: 8px; border-radius: 5px; background: #eaeef2; vertical-align: middle; }
 .bar .fill { position: absolute; left: 0; top: 0; bottom: 0; border-radius: 5px; background: var(--accent); }
 .bar .mark { position: absolute; top: -3px; bottom: -3px; width: 2px; margin-left: -1px; background: var(--fg); }
 .ok { color: var(--ok); }
