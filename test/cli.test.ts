@@ -385,7 +385,7 @@ test('apply: an unreachable admin API exits 1', async (t) => {
   const { dir } = await tempFiles({ 'good.yaml': GOOD });
   // A port nothing listens on: bind one, close it.
   const up = await startUpstream(t, 'x');
-  const url = `http://127.0.0.1:${up.port}`;
+  const url = `http://${up.address}`;
   await up.close();
   const r = await cli(t, ['apply', '--config', 'good.yaml', '--admin', url], { cwd: dir });
   t.is(r.code, 1);

@@ -39,7 +39,7 @@ export interface Upstream {
 }
 
 /**
- * An upstream server on 127.0.0.1:0. The default handler answers 200 with a JSON
+ * An upstream server on port 0 of this process's own 127.x.y.z. The default handler answers 200 with a JSON
  * body `{role, method, url, headers}` and header `x-role`.
  */
 export async function startUpstream(t: ExecutionContext, role: string,
@@ -55,10 +55,14 @@ export async function startUpstream(t: ExecutionContext, role: string,
       res.end(body);
     });
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  // On this process's own 127.x.y.z: a test that kills an upstream expects its port to
+  // refuse, and on 127.0.0.1 another test process could bind it (seen: a killed
+  // endpoint "answered" with another test's upstream).
+  const host = uniqueHost();
+  await new Promise<void>((r) => server.listen(0, host, r));
   const { port } = server.address() as AddressInfo;
   const up: Upstream = {
-    server, host: '127.0.0.1', port, address: `127.0.0.1:${port}`, requests,
+    server, host, port, address: `${host}:${port}`, requests,
     close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
   };
   t.teardown(() => up.close());

@@ -194,10 +194,10 @@ test('a WebSocket tunnel\'s lifetime does not enter request_duration_seconds (p9
   const wss = new WebSocketServer({ server });
   wss.on('connection', (ws) => ws.on('message', (m) => ws.send(m)));
   t.teardown(() => wss.close());
-  const port = (server.address() as AddressInfo).port;
+  const { address, port } = server.address() as AddressInfo;
   const sc = await startSidecar(t, `
 roles:
-  ws: { channels: { http: { endpoints: ["127.0.0.1:${port}"] } } }
+  ws: { channels: { http: { endpoints: ["${address}:${port}"] } } }
 listeners:
   web: { address: "${uniqueHost()}:0", target: ws }
 `);
