@@ -41,6 +41,8 @@ class HttpExchange implements Exchange, ForwardOptions {
   /** From ForwardOptions.done, for the access log. */
   #endpoint = '';
   #error = '';
+  /** The forwarder could not send the request as switchyard made it: no role served it. */
+  #refused = false;
 
   constructor(plan: ListenerPlan, req: IncomingMessage, res: ServerResponse) {
     this.plan = plan;
@@ -60,7 +62,21 @@ class HttpExchange implements Exchange, ForwardOptions {
 
   reply(status: number, body = '', headers?: Record<string, string>): void {
     const edits = this.responseHeaderEdits;
-    sendText(this.res, status, body, headers, edits === null ? undefined : { list: edits, vars: this.headerVariables() });
+    try {
+      sendText(this.res, status, body, headers, edits === null ? undefined : { list: edits, vars: this.headerVariables() });
+    } catch (err) {
+      if (this.res.headersSent) throw err;
+      // Node refused a header (one a plugin's filter or edit made): the answer still goes, without them.
+      sendText(this.res, status, body);
+    }
+  }
+
+  /** Switchyard will not forward the request as it came (`badRequest`): the client's error, answered by the proxy, not by a role. */
+  refuse(status: number, code: RuntimeCode, text: string): void {
+    this.#error = code;
+    // Two Host lines are the stuff of request smuggling: do not read another request after it.
+    this.res.shouldKeepAlive = false;
+    this.reply(status, text);
   }
 
   /** For header templates: the role that serves the request ('' while none is chosen). */
@@ -97,6 +113,8 @@ class HttpExchange implements Exchange, ForwardOptions {
   done(endpoint: string | undefined, code: RuntimeCode | undefined): void {
     this.#endpoint = endpoint ?? '';
     if (code !== undefined) this.#error = code;
+    // Switchyard's own failure: the 500 is switchyard's answer, not the role's (issue 11).
+    if (code === 'SY_ERR_REQUEST_REFUSED') this.#refused = true;
   }
 
   failFilter(err: unknown): void {
@@ -113,7 +131,7 @@ class HttpExchange implements Exchange, ForwardOptions {
     const plan = this.plan;
     // The role that served it: none when the request never went upstream (a filter
     // answered, e.g. a 429 after `weighted` had picked a role, or the client left first).
-    const served = this.#forward === null ? -1 : this.role;
+    const served = this.#forward === null || this.#refused ? -1 : this.role;
     // The status the client was sent, even if the body was then cut (by either side);
     // 499 when the client left before the response started (nginx's convention).
     const status = res.headersSent ? res.statusCode : 499;
@@ -155,6 +173,11 @@ export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: Serve
   plan.generation.hold(ex);
   (res as TrackedResponse)[kExchange] = ex;
   res.on('close', onResponseClose);
+  const bad = badRequest(req);
+  if (bad !== null) {
+    ex.refuse(400, 'SY_ERR_BAD_REQUEST', `switchyard: ${bad}\n`);
+    return;
+  }
   const filters = plan.filters;
   if (filters.length === 0) {
     ex.forward();
@@ -247,8 +270,9 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
       endpoint = e ?? '';
       if (code !== undefined) {
         error = code;
-        // the status the client got (a timeout answers 504)
-        status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : 502;
+        // the status the client got (a timeout answers 504; switchyard's own failure 500, served by no role)
+        status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : code === 'SY_ERR_REQUEST_REFUSED' ? 500 : 502;
+        if (code === 'SY_ERR_REQUEST_REFUSED') forwarded = false;
       } else if (answered !== undefined) status = answered; // the upstream refused: its status was relayed
     });
   };
@@ -260,6 +284,12 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     ex.reply(500, 'switchyard: a filter failed on this request\n');
   };
   socket.on('error', () => socket.destroy());
+  const bad = badRequest(req);
+  if (bad !== null) {
+    error = 'SY_ERR_BAD_REQUEST';
+    ex.reply(400, `switchyard: ${bad}\n`);
+    return;
+  }
   // The chain cannot see that an upgrade was answered (there is no response object): check here.
   const stop = (): void => {
     if (!answered) fail(new Error('a filter returned false without answering'));
@@ -272,6 +302,38 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   } catch (err) {
     fail(err);
   }
+}
+
+/**
+ * Host = uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in
+ * brackets or a reg-name (which may be empty), then digits for the port.
+ */
+const HOST_RE = /^(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?$/;
+
+// hot path
+/**
+ * Why switchyard will not forward a request as the client sent it, or null. RFC 9112
+ * §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, and to any
+ * request with more than one Host line or an invalid Host value. Node's parser
+ * lets two Host lines through (req.headers keeps the first); undici then refuses
+ * to send them, and that refusal used to be counted as the upstream's reset,
+ * retried and held against the endpoint: a client could eject a healthy canary.
+ * The check is made here, at the edge, before any filter or upstream sees the request.
+ */
+export function badRequest(req: IncomingMessage): string | null {
+  const raw = req.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && (name === 'Host' || name === 'host' || name.toLowerCase() === 'host')) hosts++;
+  }
+  if (hosts > 1) return 'a request may have only one Host header (RFC 9112 §3.2)';
+  if (hosts === 0) {
+    // HTTP/1.0 may leave it out. (Node's own check is off: it answers without a count or a log line.)
+    return req.httpVersionMajor === 1 && req.httpVersionMinor === 0 ? null : 'an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)';
+  }
+  if (!HOST_RE.test(req.headers.host!)) return 'the Host header is not a valid host[:port] (RFC 9112 §3.2)';
+  return null;
 }
 
 /** The upgrades that are tunnelled (http-proxy's ws pass destroys any other without a word). */
