@@ -92,3 +92,38 @@ test('headers: bad edits are rejected with their paths', async (t) => {
     'listeners.web.filters[0].response.add.x-crlf: SY_ERR_CONFIG_VALUE',
   ]);
 });
+
+test('headers: values Node or undici would refuse to send are rejected at validation with their paths (issue 11)', async (t) => {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  const err = await t.throwsAsync(startSidecar(t, twoRoleConfig(a, b, `
+- type: headers
+  request:
+    set: { x-check: "naïve ✓", x-ctl: "a\\u0001b", expect: 100-continue }
+    add: { x-emoji: "hi 👋", x-del: "a\\u007fb" }
+  response:
+    set: { x-nul: "a\\u0000b", x-ok: "café\\tau lait" }`)), { instanceOf: ConfigError });
+  const issues = (err as ConfigError).issues;
+  t.deepEqual(issues.map((i) => `${i.path}: ${i.code}`).sort(), [
+    'listeners.web.filters[0].request.add.x-del: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].request.add.x-emoji: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].request.set.expect: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].request.set.x-check: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].request.set.x-ctl: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].response.set.x-nul: SY_ERR_CONFIG_VALUE',
+  ], 'Latin-1 text and a tab are fine');
+  t.regex(issues.find((i) => i.path.endsWith('x-check'))!.message, /only hold Latin-1 text: U\+2713/);
+  t.regex(issues.find((i) => i.path.endsWith('x-emoji'))!.message, /U\+1F44B/);
+  t.regex(issues.find((i) => i.path.endsWith('x-ctl'))!.message, /control character U\+0001/);
+});
+
+test('headers: a Latin-1 value reaches the upstream and the client as its Latin-1 bytes', async (t) => {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  const sc = await startSidecar(t, twoRoleConfig(a, b, `
+- type: headers
+  request: { set: { x-drink: "café" } }
+  response: { set: { x-drink: "crème" } }`));
+  const r = await get(listenerUrl(sc, 'web'));
+  t.is(r.status, 200);
+  t.is(r.headers['x-drink'], 'crème');
+  t.is((a.requests[0] ?? b.requests[0])!.headers['x-drink'], 'café');
+});
