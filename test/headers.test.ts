@@ -1,4 +1,5 @@
 import test from 'ava';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { ConfigError } from '../src/errors.js';
 import { adminUrl, client, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig } from './helpers.js';
@@ -126,4 +127,48 @@ test('headers: a Latin-1 value reaches the upstream and the client as its Latin-
   t.is(r.status, 200);
   t.is(r.headers['x-drink'], 'crème');
   t.is((a.requests[0] ?? b.requests[0])!.headers['x-drink'], 'café');
+});
+
+test('headers: response edits reach every answer switchyard makes on the listener, whatever the filter order (issue 11)', async (t) => {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  // The fault answers before the headers filter runs: its 503 used to go without the edits.
+  const sc = await startSidecar(t, twoRoleConfig(a, b, `${PIN}
+- type: fault
+  abort: { percent: 100, status: 503 }
+  role: b
+- type: headers
+  response:
+    set: { x-env: prod, x-served-by: "[%role%]" }
+- type: weighted
+  weights: { a: 1 }`));
+  const url = listenerUrl(sc, 'web');
+  const ok = await get(url);
+  t.is(ok.status, 200);
+  t.like(ok.headers, { 'x-env': 'prod', 'x-served-by': '[a]' });
+  const aborted = await get(url, { 'x-to': 'b' });
+  t.is(aborted.status, 503);
+  t.like(aborted.headers, { 'x-env': 'prod', 'x-served-by': '[b]', 'x-switchyard-fault': 'abort' });
+
+  // Answers written raw on the socket: the parser's 400, the Host 400, CONNECT's 405, an upgrade's fault.
+  const { host, port } = new URL(url);
+  const raw = (text: string): Promise<string> => new Promise((resolve, reject) => {
+    const s = connect(Number(port), new URL(url).hostname, () => s.write(text));
+    let got = '';
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => { got += d; });
+    s.on('end', () => { s.destroy(); resolve(got); });
+    s.on('error', reject);
+  });
+  const head = (answer: string): string => answer.slice(0, answer.indexOf('\r\n\r\n') + 2);
+  for (const [what, text, status, role] of [
+    ['a malformed request (the parser)', `GET / HTTP/1.1\r\nHost: ${host}\r\nBad Header: x\r\n\r\n`, 400, ''],
+    ['two Host lines', `GET / HTTP/1.1\r\nHost: ${host}\r\nHost: other\r\n\r\n`, 400, ''],
+    ['CONNECT', `CONNECT ${host} HTTP/1.1\r\nHost: ${host}\r\n\r\n`, 405, ''],
+    ['an upgrade the fault answers', `GET /ws HTTP/1.1\r\nHost: ${host}\r\nx-to: b\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`, 503, 'b'],
+  ] as const) {
+    const h = head(await raw(text));
+    t.regex(h, new RegExp(`^HTTP/1\\.1 ${status} `), what);
+    t.regex(h, /\r\nx-env: prod\r\n/, what);
+    t.regex(h, new RegExp(`\\r\\nx-served-by: \\[${role}\\]\\r\\n`), what);
+  }
 });

@@ -20,7 +20,8 @@ export interface HeadersConfig { request: HeaderEdit[]; response: HeaderEdit[] }
 
 /**
  * `headers` (http): set, add and remove request headers (before forwarding) and
- * response headers (upstream answers and switchyard's own). Values may use
+ * response headers (upstream answers and every answer switchyard makes on the
+ * listener, wherever the filter stands in the chain). Values may use
  * `%role%`, `%vset%`, `%listener%`, `%generation%`, filled in when the request is
  * forwarded, so the role is the one that actually serves it. The edits are
  * compiled once per generation; per request the filter only attaches them.
@@ -33,13 +34,16 @@ export const headers: FilterDescriptor<HeadersConfig> = {
     if (raw.request === undefined && raw.response === undefined) ctx.report('SY_ERR_CONFIG_REQUIRED', [], 'a headers filter needs request, response, or both');
     return { request: compile(raw.request, 'request', ctx), response: compile(raw.response, 'response', ctx) };
   },
+  // Response edits are the listener's, not this filter's place in the chain: they
+  // reach every answer, also one a filter before this one made (issue 11).
+  responseHeaderEdits(config) {
+    return config.response;
+  },
   create(config) {
     const request = config.request.length ? config.request : null;
-    const response = config.response.length ? config.response : null;
     // hot path
     return function headers(ex: Exchange): boolean {
       if (request !== null) ex.requestHeaderEdits = ex.requestHeaderEdits === null ? request : ex.requestHeaderEdits.concat(request);
-      if (response !== null) ex.responseHeaderEdits = ex.responseHeaderEdits === null ? response : ex.responseHeaderEdits.concat(response);
       return true;
     };
   },

@@ -2,7 +2,7 @@ import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RuntimeCode } from '../errors.js';
 import type { Exchange, HeaderEdit } from '../filters/api.js';
-import type { HeaderVariables } from '../filters/headers.js';
+import { applyHeaderEdits, type HeaderVariables } from '../filters/headers.js';
 import { reportFilterFailure, runChain } from '../filters/chain.js';
 import type { ListenerPlan } from '../reload/generation.js';
 import type { RetryConfig } from '../config/types.js';
@@ -28,7 +28,8 @@ class HttpExchange implements Exchange, ForwardOptions {
   fallback = false;
   fallbackFrom = -1;
   requestHeaderEdits: readonly HeaderEdit[] | null = null;
-  responseHeaderEdits: readonly HeaderEdit[] | null = null;
+  /** The listener's (every `headers` filter's), so they reach every answer, whatever the filter order. */
+  responseHeaderEdits: readonly HeaderEdit[] | null;
   readonly protocol = 'http' as const;
   readonly socket = null;
   readonly plan: ListenerPlan;
@@ -49,6 +50,7 @@ class HttpExchange implements Exchange, ForwardOptions {
     this.req = req;
     this.res = res;
     this.#socket = req.socket;
+    this.responseHeaderEdits = plan.responseHeaderEdits;
   }
 
   get listener(): string { return this.plan.name; }
@@ -164,7 +166,7 @@ export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: Serve
     // The listener was removed: serve what was already on the wire, then close.
     res.shouldKeepAlive = false;
     if (plan.generation.closed) {
-      sendText(res, 503, 'switchyard: this listener was removed\n');
+      sendText(res, 503, 'switchyard: this listener was removed\n', undefined, ownEdits(plan));
       ownAnswer(plan, 503, req, req.socket);
       return;
     }
@@ -229,13 +231,14 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     res: null,
     socket: null,
     requestHeaderEdits: null,
-    responseHeaderEdits: null,
+    responseHeaderEdits: plan.responseHeaderEdits,
     reply(code, body = '', headers) {
       answered = true;
       answeredAt = performance.now();
       status = code;
-      const extra = Object.entries(headers ?? {}).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-      socket.end(`HTTP/1.1 ${code} ${STATUS_CODES[code] ?? 'Error'}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${extra}\r\n${body}`);
+      const list = Object.entries(headers ?? {}).flat();
+      const role = ex.role >= 0 && ex.role < plan.roles.length ? plan.roles[ex.role]!.name : '';
+      socket.end(rawAnswer(code, body, ex.responseHeaderEdits === null ? list : applyHeaderEdits(list, ex.responseHeaderEdits, variables(plan, role))));
     },
   };
   gen.hold(socket);
@@ -263,6 +266,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
       retried: (role: number) => plan.metrics[role]!.retried('connect-failure'),
       fallbackFrom: ex.fallbackFrom,
       roleName: (role: number) => plan.roles[role]!.name,
+      ownHeaders: (role: number): string => editLines(ex.responseHeaderEdits, variables(plan, role < 0 ? '' : plan.roles[role]!.name)),
     };
     upgrades.forward(req, socket, head, picker, opts, (e, code, answered) => {
       answeredAt = performance.now();
@@ -358,7 +362,7 @@ function upgradeAsPlainRequest(ls: ListenSocket, req: IncomingMessage, socket: S
   res.once('finish', () => socket.destroySoon());
   const cl = req.headers['content-length'];
   if (req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0')) {
-    sendText(res, 501, `switchyard: only WebSocket upgrades are supported; send this request without "Upgrade: ${req.headers.upgrade}"\n`);
+    sendText(res, 501, `switchyard: only WebSocket upgrades are supported; send this request without "Upgrade: ${req.headers.upgrade}"\n`, undefined, ownEdits(ls.plan!));
     ownAnswer(ls.plan!, 501, req, socket);
     return;
   }
@@ -368,16 +372,18 @@ function upgradeAsPlainRequest(ls: ListenSocket, req: IncomingMessage, socket: S
 /** CONNECT is for forward proxies; this is a reverse proxy. */
 export function handleConnect(ls: ListenSocket, req: IncomingMessage, socket: Socket): void {
   socket.on('error', () => socket.destroy());
-  socket.end('HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+  const plan = ls.plan?.protocol === 'http' ? ls.plan : null;
+  const own = plan === null ? '' : editLines(plan.responseHeaderEdits, variables(plan, ''));
+  socket.end(`HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n${own}\r\n`, 'latin1');
   if (ls.plan?.protocol === 'http') ownAnswer(ls.plan, 405, req, socket);
 }
 
-/** Node's answers to requests its parser refuses, as Node words them. */
+/** Node's answers to requests its parser refuses, as Node words them (the head, less its final CRLF). */
 const PARSER_ANSWERS: Record<number, string> = {
-  400: 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n',
-  408: 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n',
-  413: 'HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n\r\n',
-  431: 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n',
+  400: 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n',
+  408: 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n',
+  413: 'HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n',
+  431: 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n',
 };
 
 /**
@@ -390,10 +396,38 @@ export function handleClientError(ls: ListenSocket, err: NodeJS.ErrnoException, 
   if (socket.writable && socket.bytesWritten === 0) {
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    socket.write(PARSER_ANSWERS[status]!);
-    if (ls.plan?.protocol === 'http') ownAnswer(ls.plan, status, null, socket);
+    const plan = ls.plan?.protocol === 'http' ? ls.plan : null;
+    const own = plan === null ? '' : editLines(plan.responseHeaderEdits, variables(plan, ''));
+    socket.write(`${PARSER_ANSWERS[status]!}${own}\r\n`, 'latin1');
+    if (plan !== null) ownAnswer(plan, status, null, socket);
   }
   socket.destroy(err);
+}
+
+/** Template variables for an answer on `plan` served (or routed) to `role` ('' for none). */
+function variables(plan: ListenerPlan, role: string): HeaderVariables {
+  return [role, plan.config.vset, plan.name, String(plan.generation.number)];
+}
+
+/** The listener's response edits for sendText, for an answer no role was chosen for. */
+function ownEdits(plan: ListenerPlan): { list: readonly HeaderEdit[]; vars: HeaderVariables } | undefined {
+  return plan.responseHeaderEdits === null ? undefined : { list: plan.responseHeaderEdits, vars: variables(plan, '') };
+}
+
+/** Response edits as header lines of an answer written raw on the socket ('' when none); write them as latin1. */
+function editLines(edits: readonly HeaderEdit[] | null, vars: HeaderVariables): string {
+  if (edits === null) return '';
+  const list = applyHeaderEdits([], edits, vars);
+  let out = '';
+  for (let i = 0; i < list.length; i += 2) out += `${list[i]}: ${list[i + 1]}\r\n`;
+  return out;
+}
+
+/** An answer of switchyard's own written raw (an upgrade's socket has no response object): head in latin1, as Node writes heads. */
+function rawAnswer(code: number, body: string, headers: readonly string[]): Buffer {
+  let head = `HTTP/1.1 ${code} ${STATUS_CODES[code] ?? 'Error'}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n`;
+  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), Buffer.from(body)]);
 }
 
 /** Counts (and logs) an answer of the proxy's own that no role and no filter gave. */

@@ -14,6 +14,8 @@ interface UpgradeState {
   /** For x-switchyard-fallback (see UpgradeOptions). */
   fallbackFrom: number;
   roleName: (role: number) => string;
+  /** Header lines (each ending in CRLF, latin1) for switchyard's own answers: the listener's response edits. */
+  ownHeaders: (role: number) => string;
   /** The upstream answered (101 or a refusal): nothing more to write from us. */
   answered: boolean;
   done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void;
@@ -41,6 +43,8 @@ export interface UpgradeOptions {
   /** A role asked for that could not take the upgrade (-1: none), as Exchange.fallbackFrom. */
   fallbackFrom: number;
   roleName(role: number): string;
+  /** Header lines (CRLF after each, written as latin1) for switchyard's own answers: the listener's response edits. */
+  ownHeaders(role: number): string;
 }
 
 const kState = Symbol('switchyard.upgrade');
@@ -145,7 +149,8 @@ export class UpgradeForwarder {
     done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void): void {
     const tracked = socket as Tracked;
     const state: UpgradeState = {
-      picker, tryFailed: opts.tryFailed, retried: opts.retried, fallbackFrom: opts.fallbackFrom, roleName: opts.roleName, answered: false, done, finished: false,
+      picker, tryFailed: opts.tryFailed, retried: opts.retried, fallbackFrom: opts.fallbackFrom, roleName: opts.roleName,
+      ownHeaders: opts.ownHeaders, answered: false, done, finished: false,
       timeoutMs: opts.timeoutMs, connectMs: opts.connectMs, proxyReq: null, release: null,
     };
     tracked[kState] = state;
@@ -208,7 +213,7 @@ export class UpgradeForwarder {
         : `switchyard: upgrade to role ${role} failed: ${err.message}\n`;
     const status = timedOut ? '504 Gateway Timeout' : '502 Bad Gateway';
     state.answered = true;
-    socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+    socket.end(ownAnswer(status, text, state.ownHeaders(p.role)));
     socket.destroySoon?.();
     finish(state, connect ? 'SY_ERR_UPSTREAM_CONNECT' : timedOut ? 'SY_ERR_UPSTREAM_TIMEOUT' : 'SY_ERR_UPSTREAM_UPGRADE');
   }
@@ -227,9 +232,15 @@ function refuse(socket: Duplex, state: UpgradeState, err: unknown): void {
   state.proxyReq = null;
   state.answered = true;
   const text = `switchyard: this upgrade could not be forwarded as switchyard made it: ${(err as Error)?.message ?? String(err)}\n`;
-  socket.end(`HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
+  socket.end(ownAnswer('500 Internal Server Error', text, state.ownHeaders(state.picker.role)));
   socket.destroySoon?.();
   finish(state, 'SY_ERR_REQUEST_REFUSED');
+}
+
+/** An answer of switchyard's own on the client socket: the head in latin1 (as Node writes heads), the text in UTF-8. */
+function ownAnswer(status: string, text: string, extra: string): Buffer {
+  const head = `HTTP/1.1 ${status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n${extra}\r\n`;
+  return Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(text)]);
 }
 
 /** Reports the outcome once; `status` is the upstream's answer when it refused the upgrade. */
