@@ -39,6 +39,7 @@ export const RuntimeCodes = {
   SY_ERR_FILTER_FAILED: 'a filter threw or its promise rejected',
   SY_ERR_BAD_REQUEST: 'the client sent a request switchyard will not forward (more than one Host header, an invalid Host value): 400',
   SY_ERR_REQUEST_REFUSED: 'the forwarding library refused the request (or Node the answer) as switchyard made it, e.g. a header a plugin set: 500, not blamed on the upstream',
+  SY_ERR_DRAIN_TIMEOUT: 'drainTimeout passed with the request still running on a replaced generation: switchyard cut it (counted as 503 when no response had started)',
   SY_ERR_BIND: 'a listener address could not be bound',
 } as const;
 

@@ -44,6 +44,8 @@ class HttpExchange implements Exchange, ForwardOptions {
   #error = '';
   /** The forwarder could not send the request as switchyard made it: no role served it. */
   #refused = false;
+  /** The drain timeout cut the request before its response started (counted as 503, not 499). */
+  #cutUnanswered = false;
 
   constructor(plan: ListenerPlan, req: IncomingMessage, res: ServerResponse) {
     this.plan = plan;
@@ -87,8 +89,17 @@ class HttpExchange implements Exchange, ForwardOptions {
     return [this.role < 0 ? '' : p.roles[this.role]!.name, p.config.vset, p.name, String(p.generation.number)];
   }
 
-  /** Cut short by the drain timeout. */
+  /**
+   * Cut short by the drain timeout: the response is destroyed (its upstream try aborted),
+   * as drain's destroy ends work now. It was switchyard's doing, not the client's, so it
+   * is no client-left 499: a request whose response had not started counts as 503 with
+   * role "" (switchyard made the request unavailable; the role did not fail, and its
+   * error ratio must not say so), one mid-response with the status it was sent. Both
+   * log SY_ERR_DRAIN_TIMEOUT.
+   */
   destroy(): void {
+    this.#error = 'SY_ERR_DRAIN_TIMEOUT';
+    if (!this.res.headersSent) this.#cutUnanswered = true;
     this.res.destroy();
   }
 
@@ -133,10 +144,11 @@ class HttpExchange implements Exchange, ForwardOptions {
     const plan = this.plan;
     // The role that served it: none when the request never went upstream (a filter
     // answered, e.g. a 429 after `weighted` had picked a role, or the client left first).
-    const served = this.#forward === null || this.#refused ? -1 : this.role;
+    const served = this.#forward === null || this.#refused || this.#cutUnanswered ? -1 : this.role;
     // The status the client was sent, even if the body was then cut (by either side);
-    // 499 when the client left before the response started (nginx's convention).
-    const status = res.headersSent ? res.statusCode : 499;
+    // 499 when the client left before the response started (nginx's convention); 503 when
+    // the drain timeout cut it then (switchyard's doing, see destroy).
+    const status = res.headersSent ? res.statusCode : this.#cutUnanswered ? 503 : 499;
     const ms = performance.now() - this.#start;
     plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ms / 1000);
     const log = plan.generation.accessLog;
@@ -241,7 +253,18 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
       socket.end(rawAnswer(code, body, ex.responseHeaderEdits === null ? list : applyHeaderEdits(list, ex.responseHeaderEdits, variables(plan, role))));
     },
   };
-  gen.hold(socket);
+  /** What the generation holds: at drainTimeout the socket is cut; one not yet answered counts as 503 with role "" (as for requests). */
+  const work = {
+    destroy(): void {
+      error = 'SY_ERR_DRAIN_TIMEOUT';
+      if (!answered && answeredAt === 0) {
+        status = 503;
+        forwarded = false;
+      }
+      socket.destroy();
+    },
+  };
+  gen.hold(work);
   socket.once('close', () => {
     const served = forwarded ? ex.role : -1;
     const now = performance.now();
@@ -250,7 +273,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ((answeredAt || now) - start) / 1000);
     const log = gen.accessLog;
     if (log !== null) logHttp(log, { plan, req, socket, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: now - start, endpoint, error });
-    gen.release(socket);
+    gen.release(work);
   });
   const go = (): void => {
     if (ex.role < 0) {
