@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { formatIssue, type ConfigIssue } from '../errors.js';
+import { formatIssue, oneLine, type ConfigIssue } from '../errors.js';
 import { checkConfig } from '../config/check.js';
 import { rawFromObject, type RawConfig } from '../config/load.js';
 import { planChanges, type ChangePlan } from './changes.js';
@@ -28,7 +28,7 @@ export interface GenerationRecord {
 
 export interface RuntimeOptions {
   metrics?: Metrics;
-  /** One line per reload and per lifecycle event. */
+  /** One line per reload and per lifecycle event (control characters escaped: errors.oneLine). */
   log?: (line: string) => void;
   /** Limit for a component's init and ready. */
   readyTimeoutMs?: number;
@@ -58,7 +58,10 @@ export class Runtime {
 
   constructor(opts: RuntimeOptions = {}) {
     this.metrics = opts.metrics ?? new Metrics();
-    this.#log = opts.log ?? (() => {});
+    // Every line the runtime, the health checks and the access log sinks write quotes
+    // config text or upstream text (names, paths, error messages): one line each, escaped.
+    const log = opts.log ?? (() => {});
+    this.#log = (line) => log(oneLine(line));
     this.accessLogs = new AccessLogs(this.metrics.accessLogDropped, this.#log);
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
     this.endpoints = new EndpointTable(this.#log);
