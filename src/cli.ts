@@ -2,7 +2,7 @@ import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
 import { checkConfig } from './config/check.js';
 import { loadConfigFiles } from './config/load.js';
-import { ConfigError, formatIssue, type ConfigIssue } from './errors.js';
+import { ConfigError, formatIssue, oneLine, type ConfigIssue } from './errors.js';
 import { assignAddresses } from './listeners/address.js';
 import { Sidecar } from './sidecar.js';
 import type { Runtime } from './reload/runtime.js';
@@ -78,7 +78,8 @@ async function run(files: string[], allowPush: PushField[]): Promise<number> {
   let runtime: Runtime | undefined;
   // stdout carries the JSON access log when the config says so: our own lines must not mix into it.
   const log = (line: string): void => {
-    const text = `${new Date().toISOString()} ${line}`;
+    // One line each, whatever config text it quotes (log injection, issue 11).
+    const text = `${new Date().toISOString()} ${oneLine(line)}`;
     if (runtime !== undefined && (runtime.accessLogs.onStdout || runtime.current?.config.accessLog?.path === 'stdout')) console.error(text);
     else console.log(text);
   };
@@ -88,7 +89,7 @@ async function run(files: string[], allowPush: PushField[]): Promise<number> {
     if (err instanceof ConfigError) {
       for (const i of err.issues) console.error(formatIssue(i));
       console.error(`switchyard: ${err.issues.length} config error(s); not started`);
-    } else console.error(`switchyard: ${(err as Error).message}`);
+    } else console.error(`switchyard: ${oneLine((err as Error).message)}`);
     return 1;
   }
   for (const [name, a] of sc.addresses()) {
@@ -156,7 +157,7 @@ async function apply(files: string[], admin: string, token: string | undefined):
       body,
     });
   } catch (err) {
-    console.error(`switchyard apply: cannot reach ${admin}: ${(err as Error).cause ?? (err as Error).message}`);
+    console.error(oneLine(`switchyard apply: cannot reach ${admin}: ${(err as Error).cause ?? (err as Error).message}`));
     return 1;
   }
   const out = (await res.json().catch(() => ({}))) as { generation?: number; components?: Record<string, string>; errors?: (Partial<ConfigIssue> & { text?: string })[]; error?: string };
@@ -169,7 +170,7 @@ async function apply(files: string[], admin: string, token: string | undefined):
     // Fix: the sidecar names a pushed text "PUT /config"; one file went as written, so
     // its lines are the file's own: name the file, as `validate` does.
     if (files.length === 1 && e.code && e.file === 'PUT /config') console.error(formatIssue({ ...(e as ConfigIssue), file: files[0] }));
-    else console.error(e.text ?? e.message);
+    else console.error(oneLine(String(e.text ?? e.message)));
   }
   console.error(`switchyard apply: rejected (HTTP ${res.status}); the running config is unchanged`);
   return 1;

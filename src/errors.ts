@@ -38,6 +38,9 @@ export const RuntimeCodes = {
   SY_ERR_UPSTREAM_PROTOCOL: 'the upstream sent a malformed response',
   SY_ERR_UPSTREAM_UPGRADE: 'a WebSocket or other upgrade to the upstream failed',
   SY_ERR_FILTER_FAILED: 'a filter threw or its promise rejected',
+  SY_ERR_BAD_REQUEST: 'the client sent a request switchyard will not forward (more than one Host header, an invalid Host value): 400',
+  SY_ERR_REQUEST_REFUSED: 'the forwarding library refused the request (or Node the answer) as switchyard made it, e.g. a header a plugin set: 500, not blamed on the upstream',
+  SY_ERR_DRAIN_TIMEOUT: 'drainTimeout passed with the request still running on a replaced generation: switchyard cut it (counted as 503 when no response had started)',
   SY_ERR_BIND: 'a listener address could not be bound',
 } as const;
 
@@ -55,10 +58,30 @@ export interface ConfigIssue {
   column?: number;
 }
 
-/** One line per issue: `file:line:col: path: message (code)`. */
+/**
+ * One line per issue: `file:line:col: path: message (code)`. Paths and messages quote
+ * config text (a listener name, a header value), so the line is escaped (oneLine).
+ */
 export function formatIssue(i: ConfigIssue): string {
   const where = i.file ? `${i.file}${i.line ? `:${i.line}:${i.column ?? 1}` : ''}: ` : '';
-  return `${where}${i.path || '(root)'}: ${i.message} (${i.code})`;
+  return oneLine(`${where}${i.path || '(root)'}: ${i.message} (${i.code})`);
+}
+
+/** C0 controls (CR, LF, tab, ESC, …), DEL, C1 controls, and the Unicode line and paragraph separators. */
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+const CONTROL_ALL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+const SHORT: Record<string, string> = { '\r': '\\r', '\n': '\\n', '\t': '\\t' };
+
+/**
+ * Text made safe for one log line: control characters are escaped JSON-style (`\r`,
+ * `\n`, `\t`, `\u001b`), so a config value or a client's text (a YAML "a\nb" in a
+ * listener name, an error message quoting it) can neither forge a log line nor send
+ * escape sequences to a terminal (log injection, issue 11). Anything else is kept as
+ * it is; a line without control characters is returned unchanged.
+ */
+export function oneLine(text: string): string {
+  if (!CONTROL.test(text)) return text;
+  return text.replace(CONTROL_ALL, (c) => SHORT[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** An error that carries every issue of a rejected config. */

@@ -269,3 +269,55 @@ test('header_route meta: a meta key no role has is a config error, even one name
     t.deepEqual((err as ConfigError).issues.map((i) => [i.path, i.code]), [['listeners.web.filters[0].rules[0].meta', 'SY_ERR_CONFIG_VALUE']], key);
   }
 });
+
+// ---- regexes run on RE2 (issue 11, item 4) ----
+
+test('header_route: a catastrophic regex such as ^(a+)+$ answers at once for a long header, and matches correctly', async (t) => {
+  // On JavaScript's backtracking engine a 30-character miss took 3.6 s, doubling per character.
+  const url = await routed(t, '- { header: x-sel, regex: "^(a+)+$", role: b }');
+  const long = 'a'.repeat(30);
+  const t0 = performance.now();
+  t.is(await roleFor(url, [['x-sel', `${long}!`]]), 'a', 'a miss falls through to the split');
+  t.is(await roleFor(url, [['x-sel', long]]), 'b', 'a match pins b');
+  const ms = performance.now() - t0;
+  t.true(ms < 1000, `both requests took ${ms.toFixed(0)} ms`);
+});
+
+test('header_route: ordinary regexes keep their JavaScript meaning on RE2 (unanchored, escapes, classes, groups)', async (t) => {
+  const url = await routed(t, `
+- { header: x-a, regex: "^v\\\\d+\\\\.\\\\d+$", role: b }
+- { header: x-b, regex: "(?<major>[0-9]+)-beta", role: c }
+- { header: x-c, regex: "\\\\bcanary\\\\b|[^]z$", role: b }
+- { header: x-d, regex: "caf\\\\u00e9|a/b", role: c }`);
+  t.is(await roleFor(url, [['x-a', 'v12.3']]), 'b');
+  t.is(await roleFor(url, [['x-a', 'v12.3x']]), 'a');
+  t.is(await roleFor(url, [['x-b', 'build 7-beta2']]), 'c', 'unanchored, named group');
+  t.is(await roleFor(url, [['x-c', 'a canary!']]), 'b');
+  t.is(await roleFor(url, [['x-c', 'canaryx']]), 'a');
+  t.is(await roleFor(url, [['x-c', 'zz']]), 'b', '[^] is any character');
+  t.is(await roleFor(url, [['x-d', 'x a/b']]), 'c');
+  t.is(await roleFor(url, [['x-d', 'Cafe']]), 'a', 'no flags: case-sensitive');
+});
+
+test('header_route: backreferences and lookaround are rejected at validation with their path', async (t) => {
+  const u = await roles(t);
+  const err = await t.throwsAsync(startSidecar(t, config(u, `
+- type: header_route
+  rules:
+    - { header: x-a, regex: "(a)\\\\1", role: b }
+    - { header: x-a, regex: "(?<n>a)\\\\k<n>", role: b }
+    - { header: x-a, regex: "v(?=2)", role: b }
+    - { header: x-a, regex: "(?<!x)v", role: b }
+    - { header: x-a, regex: "a{2000}", role: b }
+    - { header: x-a, regex: "[(?=]\\\\\\\\1", role: b }
+    - { header: x-a, regex: "(", role: b }`)), { instanceOf: ConfigError });
+  const issues = (err as ConfigError).issues;
+  t.deepEqual(issues.map((i) => `${i.path}: ${i.code}`), [0, 1, 2, 3, 4, 6].map((i) => `listeners.web.filters[0].rules[${i}].regex: SY_ERR_CONFIG_VALUE`),
+    'a class holding "(?=" and an escaped backslash before 1 are fine');
+  t.regex(issues[0]!.message, /backreference \\1 cannot be matched in linear time: header_route runs regexes on RE2/);
+  t.regex(issues[1]!.message, /named backreference/);
+  t.regex(issues[2]!.message, /lookahead/);
+  t.regex(issues[3]!.message, /lookbehind/);
+  t.regex(issues[4]!.message, /RE2 cannot compile .*repeat/);
+  t.regex(issues[5]!.message, /not a valid regular expression/);
+});

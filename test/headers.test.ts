@@ -1,4 +1,5 @@
 import test from 'ava';
+import { connect } from 'node:net';
 import { request } from 'undici';
 import { ConfigError } from '../src/errors.js';
 import { adminUrl, client, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig } from './helpers.js';
@@ -91,4 +92,83 @@ test('headers: bad edits are rejected with their paths', async (t) => {
     'listeners.web.filters[0].request.sett: SY_ERR_CONFIG_UNKNOWN_KEY',
     'listeners.web.filters[0].response.add.x-crlf: SY_ERR_CONFIG_VALUE',
   ]);
+});
+
+test('headers: values Node or undici would refuse to send are rejected at validation with their paths (issue 11)', async (t) => {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  const err = await t.throwsAsync(startSidecar(t, twoRoleConfig(a, b, `
+- type: headers
+  request:
+    set: { x-check: "naïve ✓", x-ctl: "a\\u0001b", expect: 100-continue }
+    add: { x-emoji: "hi 👋", x-del: "a\\u007fb" }
+  response:
+    set: { x-nul: "a\\u0000b", x-ok: "café\\tau lait" }`)), { instanceOf: ConfigError });
+  const issues = (err as ConfigError).issues;
+  t.deepEqual(issues.map((i) => `${i.path}: ${i.code}`).sort(), [
+    'listeners.web.filters[0].request.add.x-del: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].request.add.x-emoji: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].request.set.expect: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].request.set.x-check: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].request.set.x-ctl: SY_ERR_CONFIG_VALUE',
+    'listeners.web.filters[0].response.set.x-nul: SY_ERR_CONFIG_VALUE',
+  ], 'Latin-1 text and a tab are fine');
+  t.regex(issues.find((i) => i.path.endsWith('x-check'))!.message, /only hold Latin-1 text: U\+2713/);
+  t.regex(issues.find((i) => i.path.endsWith('x-emoji'))!.message, /U\+1F44B/);
+  t.regex(issues.find((i) => i.path.endsWith('x-ctl'))!.message, /control character U\+0001/);
+});
+
+test('headers: a Latin-1 value reaches the upstream and the client as its Latin-1 bytes', async (t) => {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  const sc = await startSidecar(t, twoRoleConfig(a, b, `
+- type: headers
+  request: { set: { x-drink: "café" } }
+  response: { set: { x-drink: "crème" } }`));
+  const r = await get(listenerUrl(sc, 'web'));
+  t.is(r.status, 200);
+  t.is(r.headers['x-drink'], 'crème');
+  t.is((a.requests[0] ?? b.requests[0])!.headers['x-drink'], 'café');
+});
+
+test('headers: response edits reach every answer switchyard makes on the listener, whatever the filter order (issue 11)', async (t) => {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  // The fault answers before the headers filter runs: its 503 used to go without the edits.
+  const sc = await startSidecar(t, twoRoleConfig(a, b, `${PIN}
+- type: fault
+  abort: { percent: 100, status: 503 }
+  role: b
+- type: headers
+  response:
+    set: { x-env: prod, x-served-by: "[%role%]" }
+- type: weighted
+  weights: { a: 1 }`));
+  const url = listenerUrl(sc, 'web');
+  const ok = await get(url);
+  t.is(ok.status, 200);
+  t.like(ok.headers, { 'x-env': 'prod', 'x-served-by': '[a]' });
+  const aborted = await get(url, { 'x-to': 'b' });
+  t.is(aborted.status, 503);
+  t.like(aborted.headers, { 'x-env': 'prod', 'x-served-by': '[b]', 'x-switchyard-fault': 'abort' });
+
+  // Answers written raw on the socket: the parser's 400, the Host 400, CONNECT's 405, an upgrade's fault.
+  const { host, port } = new URL(url);
+  const raw = (text: string): Promise<string> => new Promise((resolve, reject) => {
+    const s = connect(Number(port), new URL(url).hostname, () => s.write(text));
+    let got = '';
+    s.setEncoding('latin1');
+    s.on('data', (d: string) => { got += d; });
+    s.on('end', () => { s.destroy(); resolve(got); });
+    s.on('error', reject);
+  });
+  const head = (answer: string): string => answer.slice(0, answer.indexOf('\r\n\r\n') + 2);
+  for (const [what, text, status, role] of [
+    ['a malformed request (the parser)', `GET / HTTP/1.1\r\nHost: ${host}\r\nBad Header: x\r\n\r\n`, 400, ''],
+    ['two Host lines', `GET / HTTP/1.1\r\nHost: ${host}\r\nHost: other\r\n\r\n`, 400, ''],
+    ['CONNECT', `CONNECT ${host} HTTP/1.1\r\nHost: ${host}\r\n\r\n`, 405, ''],
+    ['an upgrade the fault answers', `GET /ws HTTP/1.1\r\nHost: ${host}\r\nx-to: b\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`, 503, 'b'],
+  ] as const) {
+    const h = head(await raw(text));
+    t.regex(h, new RegExp(`^HTTP/1\\.1 ${status} `), what);
+    t.regex(h, /\r\nx-env: prod\r\n/, what);
+    t.regex(h, new RegExp(`\\r\\nx-served-by: \\[${role}\\]\\r\\n`), what);
+  }
 });

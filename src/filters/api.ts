@@ -24,6 +24,14 @@ export interface FilterDescriptor<C = unknown> {
    * (`ex.fallback`); without one, the split is equal.
    */
   splitWeights?(config: C): Readonly<Record<string, number>>;
+  /**
+   * Optional: response header edits that apply to every answer on the listener, the
+   * upstream's and every one switchyard makes itself (a filter's 429 or 503, a 502, the
+   * parser's 400), whatever this filter's place in the chain. Collected once per
+   * generation, in filter order (`headers` has this), and the start of each request's
+   * `Exchange.responseHeaderEdits`.
+   */
+  responseHeaderEdits?(config: C): readonly HeaderEdit[];
 }
 
 /**
@@ -103,8 +111,12 @@ export interface Exchange {
   readonly socket: Socket | null;
   /**
    * http only: header edits to apply when the request is forwarded, and to the
-   * response (the upstream's or a local answer). A filter appends its own list
-   * (`headers` does); null when none. Applied to plain requests, not upgrades.
+   * response (the upstream's or a local answer); null when none. A filter appends
+   * its own list (`headers` does, for requests). `responseHeaderEdits` starts as the
+   * listener's (FilterDescriptor.responseHeaderEdits), so those reach every answer;
+   * a list a filter appends at run time reaches only answers made after it ran.
+   * Request edits apply to plain requests, not upgrades; response edits to
+   * switchyard's own answers on upgrades too, never to a tunnel's upstream answer.
    */
   requestHeaderEdits: readonly HeaderEdit[] | null;
   responseHeaderEdits: readonly HeaderEdit[] | null;

@@ -2,11 +2,13 @@ import type { Exchange, FilterDescriptor } from './api.js';
 import { headerValues } from './header_values.js';
 import { BlockList, isIP } from 'node:net';
 import { unknownKeyMessage } from '../config/validate.js';
+import { RE2JS } from 're2js';
 
 type Match =
   | { kind: 'equals'; value: string }
   | { kind: 'prefix'; value: string }
-  | { kind: 'regex'; value: RegExp }
+  /** The pattern as written (checked by compileRegex; compiled per generation, so configs compare by text). */
+  | { kind: 'regex'; value: string }
   | { kind: 'present' };
 
 /** A rule pins one role when its header matches, or picks the role whose meta[key] equals the header. */
@@ -131,12 +133,12 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
         ctx.report('SY_ERR_CONFIG_TYPE', [...p, kind], 'must be a string');
         return;
       } else if (kind === 'regex') {
-        try {
-          match = { kind, value: new RegExp(value) };
-        } catch (err) {
-          ctx.report('SY_ERR_CONFIG_VALUE', [...p, kind], `not a valid regular expression: ${(err as Error).message}`);
+        const re = compileRegex(value);
+        if (typeof re === 'string') {
+          ctx.report('SY_ERR_CONFIG_VALUE', [...p, kind], re);
           return;
         }
+        match = { kind, value };
       } else match = { kind, value };
       rules.push({ header, match, invert: o.invert === true, role: o.role, fallback });
     });
@@ -212,9 +214,70 @@ function matcher(m: Match): (v: string) => boolean {
   switch (m.kind) {
     case 'equals': { const s = m.value; return (v) => v === s; }
     case 'prefix': { const s = m.value; return (v) => v.startsWith(s); }
-    case 'regex': { const re = m.value; return (v) => re.test(v); }
+    case 'regex': {
+      const re = compileRegex(m.value);
+      if (typeof re === 'string') throw new Error(re); // validate refused it already
+      return (v) => re.test(v);
+    }
     case 'present': return () => true;
   }
+}
+
+/**
+ * A `regex` rule's pattern, compiled for RE2 (re2js, a pure-JS port): matching takes
+ * time linear in the header's length whatever the pattern. On JavaScript's engine
+ * (backtracking) `^(a+)+$` took 3.6 s for a 30-character header, doubling with each
+ * character, and froze every listener of the process meanwhile (issue 11). The
+ * pattern is written in JavaScript syntax, as before (it must parse as a RegExp, no
+ * flags, unanchored), and translated; what RE2 cannot run in linear time
+ * (backreferences, lookahead, lookbehind) is refused here, with the reason.
+ * Returns the compiled pattern, or the message for a pattern that cannot be used.
+ */
+export function compileRegex(pattern: string): RE2JS | string {
+  try {
+    new RegExp(pattern);
+  } catch (err) {
+    return `not a valid regular expression: ${(err as Error).message}`;
+  }
+  const unsupported = nonRegular(pattern);
+  if (unsupported !== null) {
+    return `${unsupported} cannot be matched in linear time: header_route runs regexes on RE2, which has no backreferences, lookahead or lookbehind`;
+  }
+  try {
+    return RE2JS.compile(RE2JS.translateRegExp(pattern));
+  } catch (err) {
+    return `RE2 cannot compile this regular expression (header_route runs regexes on RE2): ${(err as Error).message}`;
+  }
+}
+
+/**
+ * The first backreference or lookaround in a JavaScript pattern (outside character
+ * classes), or null. Checked before the translation, which would turn `\k<name>`
+ * into the literal text `k<name>` instead of refusing it.
+ */
+function nonRegular(p: string): string | null {
+  let inClass = false;
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i]!;
+    if (c === '\\') {
+      const n = p[i + 1] ?? '';
+      if (!inClass && n >= '1' && n <= '9') return `the backreference \\${n}`;
+      if (!inClass && n === 'k' && p[i + 2] === '<') return 'the named backreference \\k<…>';
+      i++;
+      continue;
+    }
+    if (inClass) {
+      if (c === ']') inClass = false;
+      continue;
+    }
+    if (c === '[') inClass = true;
+    else if (c === '(' && p[i + 1] === '?') {
+      const a = p[i + 2];
+      if (a === '=' || a === '!') return `the lookahead (?${a}`;
+      if (a === '<' && (p[i + 3] === '=' || p[i + 3] === '!')) return `the lookbehind (?<${p[i + 3]}`;
+    }
+  }
+  return null;
 }
 
 /** The one value all occurrences agree on, or undefined when they disagree. */

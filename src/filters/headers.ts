@@ -3,15 +3,25 @@ import { unknownKeyMessage } from '../config/validate.js';
 
 const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 token
 const VARIABLES = ['role', 'vset', 'listener', 'generation'] as const;
-/** Headers the proxy owns; editing them would break framing or the hop-by-hop rules. */
-const RESERVED = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer', 'host']);
+/**
+ * Headers the proxy owns; editing them would break framing or the hop-by-hop rules
+ * (and undici refuses to send `expect`: the proxy answers 100-continue itself).
+ */
+const RESERVED = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer', 'host', 'expect']);
+/**
+ * What a field value may not hold (RFC 9110 §5.5: field-vchar, SP, HTAB, obs-text),
+ * exactly what Node and undici refuse to send. A value they refuse used to pass
+ * validation and then break every request on the listener (issue 11).
+ */
+const BAD_VALUE_CHAR = /[^\t\x20-\x7e\x80-\xff]/u;
 
 interface Edits { remove: string[]; set: Record<string, string>; add: Record<string, string> }
 export interface HeadersConfig { request: HeaderEdit[]; response: HeaderEdit[] }
 
 /**
  * `headers` (http): set, add and remove request headers (before forwarding) and
- * response headers (upstream answers and switchyard's own). Values may use
+ * response headers (upstream answers and every answer switchyard makes on the
+ * listener, wherever the filter stands in the chain). Values may use
  * `%role%`, `%vset%`, `%listener%`, `%generation%`, filled in when the request is
  * forwarded, so the role is the one that actually serves it. The edits are
  * compiled once per generation; per request the filter only attaches them.
@@ -24,13 +34,16 @@ export const headers: FilterDescriptor<HeadersConfig> = {
     if (raw.request === undefined && raw.response === undefined) ctx.report('SY_ERR_CONFIG_REQUIRED', [], 'a headers filter needs request, response, or both');
     return { request: compile(raw.request, 'request', ctx), response: compile(raw.response, 'response', ctx) };
   },
+  // Response edits are the listener's, not this filter's place in the chain: they
+  // reach every answer, also one a filter before this one made (issue 11).
+  responseHeaderEdits(config) {
+    return config.response;
+  },
   create(config) {
     const request = config.request.length ? config.request : null;
-    const response = config.response.length ? config.response : null;
     // hot path
     return function headers(ex: Exchange): boolean {
       if (request !== null) ex.requestHeaderEdits = ex.requestHeaderEdits === null ? request : ex.requestHeaderEdits.concat(request);
-      if (response !== null) ex.responseHeaderEdits = ex.responseHeaderEdits === null ? response : ex.responseHeaderEdits.concat(response);
       return true;
     };
   },
@@ -78,11 +91,19 @@ function compile(raw: unknown, side: 'request' | 'response', ctx: FilterValidate
         continue;
       }
       const value = template(String(v), (bad) => ctx.report('SY_ERR_CONFIG_VALUE', [side, op, n], `unknown variable %${bad}%; use ${VARIABLES.map((x) => `%${x}%`).join(', ')}`));
-      if (/[\r\n\0]/.test(String(v))) ctx.report('SY_ERR_CONFIG_VALUE', [side, op, n], 'a header value cannot contain CR, LF or NUL');
+      const bad = BAD_VALUE_CHAR.exec(String(v));
+      if (bad !== null) ctx.report('SY_ERR_CONFIG_VALUE', [side, op, n], badValueMessage(bad[0]));
       else out.push({ op, name: ok, lower: ok.toLowerCase(), value });
     }
   }
   return out;
+}
+
+function badValueMessage(c: string): string {
+  const u = `U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+  if (c === '\r' || c === '\n' || c === '\0') return `a header value cannot contain CR, LF or NUL (found ${u})`;
+  if (c.charCodeAt(0) > 0xff) return `a header value can only hold Latin-1 text: ${u} is not (percent-encode it, or use ASCII)`;
+  return `a header value cannot contain the control character ${u} (only tab, space and visible characters)`;
 }
 
 /** Splits `a %role% b` into ['a ', 0, ' b'] (numbers index VARIABLES). `%%` is a literal %. */

@@ -2,7 +2,7 @@ import { STATUS_CODES, ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RuntimeCode } from '../errors.js';
 import type { Exchange, HeaderEdit } from '../filters/api.js';
-import type { HeaderVariables } from '../filters/headers.js';
+import { applyHeaderEdits, type HeaderVariables } from '../filters/headers.js';
 import { reportFilterFailure, runChain } from '../filters/chain.js';
 import type { ListenerPlan } from '../reload/generation.js';
 import type { RetryConfig } from '../config/types.js';
@@ -28,7 +28,8 @@ class HttpExchange implements Exchange, ForwardOptions {
   fallback = false;
   fallbackFrom = -1;
   requestHeaderEdits: readonly HeaderEdit[] | null = null;
-  responseHeaderEdits: readonly HeaderEdit[] | null = null;
+  /** The listener's (every `headers` filter's), so they reach every answer, whatever the filter order. */
+  responseHeaderEdits: readonly HeaderEdit[] | null;
   readonly protocol = 'http' as const;
   readonly socket = null;
   readonly plan: ListenerPlan;
@@ -41,12 +42,17 @@ class HttpExchange implements Exchange, ForwardOptions {
   /** From ForwardOptions.done, for the access log. */
   #endpoint = '';
   #error = '';
+  /** The forwarder could not send the request as switchyard made it: no role served it. */
+  #refused = false;
+  /** The drain timeout cut the request before its response started (counted as 503, not 499). */
+  #cutUnanswered = false;
 
   constructor(plan: ListenerPlan, req: IncomingMessage, res: ServerResponse) {
     this.plan = plan;
     this.req = req;
     this.res = res;
     this.#socket = req.socket;
+    this.responseHeaderEdits = plan.responseHeaderEdits;
   }
 
   get listener(): string { return this.plan.name; }
@@ -60,7 +66,21 @@ class HttpExchange implements Exchange, ForwardOptions {
 
   reply(status: number, body = '', headers?: Record<string, string>): void {
     const edits = this.responseHeaderEdits;
-    sendText(this.res, status, body, headers, edits === null ? undefined : { list: edits, vars: this.headerVariables() });
+    try {
+      sendText(this.res, status, body, headers, edits === null ? undefined : { list: edits, vars: this.headerVariables() });
+    } catch (err) {
+      if (this.res.headersSent) throw err;
+      // Node refused a header (one a plugin's filter or edit made): the answer still goes, without them.
+      sendText(this.res, status, body);
+    }
+  }
+
+  /** Switchyard will not forward the request as it came (`badRequest`): the client's error, answered by the proxy, not by a role. */
+  refuse(status: number, code: RuntimeCode, text: string): void {
+    this.#error = code;
+    // Two Host lines are the stuff of request smuggling: do not read another request after it.
+    this.res.shouldKeepAlive = false;
+    this.reply(status, text);
   }
 
   /** For header templates: the role that serves the request ('' while none is chosen). */
@@ -69,8 +89,17 @@ class HttpExchange implements Exchange, ForwardOptions {
     return [this.role < 0 ? '' : p.roles[this.role]!.name, p.config.vset, p.name, String(p.generation.number)];
   }
 
-  /** Cut short by the drain timeout. */
+  /**
+   * Cut short by the drain timeout: the response is destroyed (its upstream try aborted),
+   * as drain's destroy ends work now. It was switchyard's doing, not the client's, so it
+   * is no client-left 499: a request whose response had not started counts as 503 with
+   * role "" (switchyard made the request unavailable; the role did not fail, and its
+   * error ratio must not say so), one mid-response with the status it was sent. Both
+   * log SY_ERR_DRAIN_TIMEOUT.
+   */
   destroy(): void {
+    this.#error = 'SY_ERR_DRAIN_TIMEOUT';
+    if (!this.res.headersSent) this.#cutUnanswered = true;
     this.res.destroy();
   }
 
@@ -97,6 +126,8 @@ class HttpExchange implements Exchange, ForwardOptions {
   done(endpoint: string | undefined, code: RuntimeCode | undefined): void {
     this.#endpoint = endpoint ?? '';
     if (code !== undefined) this.#error = code;
+    // Switchyard's own failure: the 500 is switchyard's answer, not the role's (issue 11).
+    if (code === 'SY_ERR_REQUEST_REFUSED') this.#refused = true;
   }
 
   failFilter(err: unknown): void {
@@ -113,10 +144,11 @@ class HttpExchange implements Exchange, ForwardOptions {
     const plan = this.plan;
     // The role that served it: none when the request never went upstream (a filter
     // answered, e.g. a 429 after `weighted` had picked a role, or the client left first).
-    const served = this.#forward === null ? -1 : this.role;
+    const served = this.#forward === null || this.#refused || this.#cutUnanswered ? -1 : this.role;
     // The status the client was sent, even if the body was then cut (by either side);
-    // 499 when the client left before the response started (nginx's convention).
-    const status = res.headersSent ? res.statusCode : 499;
+    // 499 when the client left before the response started (nginx's convention); 503 when
+    // the drain timeout cut it then (switchyard's doing, see destroy).
+    const status = res.headersSent ? res.statusCode : this.#cutUnanswered ? 503 : 499;
     const ms = performance.now() - this.#start;
     plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ms / 1000);
     const log = plan.generation.accessLog;
@@ -146,7 +178,7 @@ export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: Serve
     // The listener was removed: serve what was already on the wire, then close.
     res.shouldKeepAlive = false;
     if (plan.generation.closed) {
-      sendText(res, 503, 'switchyard: this listener was removed\n');
+      sendText(res, 503, 'switchyard: this listener was removed\n', undefined, ownEdits(plan));
       ownAnswer(plan, 503, req, req.socket);
       return;
     }
@@ -155,6 +187,11 @@ export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: Serve
   plan.generation.hold(ex);
   (res as TrackedResponse)[kExchange] = ex;
   res.on('close', onResponseClose);
+  const bad = badRequest(req);
+  if (bad !== null) {
+    ex.refuse(400, 'SY_ERR_BAD_REQUEST', `switchyard: ${bad}\n`);
+    return;
+  }
   const filters = plan.filters;
   if (filters.length === 0) {
     ex.forward();
@@ -206,16 +243,28 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     res: null,
     socket: null,
     requestHeaderEdits: null,
-    responseHeaderEdits: null,
+    responseHeaderEdits: plan.responseHeaderEdits,
     reply(code, body = '', headers) {
       answered = true;
       answeredAt = performance.now();
       status = code;
-      const extra = Object.entries(headers ?? {}).map(([k, v]) => `${k}: ${v}\r\n`).join('');
-      socket.end(`HTTP/1.1 ${code} ${STATUS_CODES[code] ?? 'Error'}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n${extra}\r\n${body}`);
+      const list = Object.entries(headers ?? {}).flat();
+      const role = ex.role >= 0 && ex.role < plan.roles.length ? plan.roles[ex.role]!.name : '';
+      socket.end(rawAnswer(code, body, ex.responseHeaderEdits === null ? list : applyHeaderEdits(list, ex.responseHeaderEdits, variables(plan, role))));
     },
   };
-  gen.hold(socket);
+  /** What the generation holds: at drainTimeout the socket is cut; one not yet answered counts as 503 with role "" (as for requests). */
+  const work = {
+    destroy(): void {
+      error = 'SY_ERR_DRAIN_TIMEOUT';
+      if (!answered && answeredAt === 0) {
+        status = 503;
+        forwarded = false;
+      }
+      socket.destroy();
+    },
+  };
+  gen.hold(work);
   socket.once('close', () => {
     const served = forwarded ? ex.role : -1;
     const now = performance.now();
@@ -224,7 +273,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     plan.metrics[served < 0 ? plan.roles.length : served]!.count(status, ((answeredAt || now) - start) / 1000);
     const log = gen.accessLog;
     if (log !== null) logHttp(log, { plan, req, socket, role: served < 0 ? '' : plan.roles[served]!.name, status, durationMs: now - start, endpoint, error });
-    gen.release(socket);
+    gen.release(work);
   });
   const go = (): void => {
     if (ex.role < 0) {
@@ -240,6 +289,7 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
       retried: (role: number) => plan.metrics[role]!.retried('connect-failure'),
       fallbackFrom: ex.fallbackFrom,
       roleName: (role: number) => plan.roles[role]!.name,
+      ownHeaders: (role: number): string => editLines(ex.responseHeaderEdits, variables(plan, role < 0 ? '' : plan.roles[role]!.name)),
     };
     upgrades.forward(req, socket, head, picker, opts, (e, code, answered) => {
       answeredAt = performance.now();
@@ -247,8 +297,9 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
       endpoint = e ?? '';
       if (code !== undefined) {
         error = code;
-        // the status the client got (a timeout answers 504)
-        status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : 502;
+        // the status the client got (a timeout answers 504; switchyard's own failure 500, served by no role)
+        status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : code === 'SY_ERR_REQUEST_REFUSED' ? 500 : 502;
+        if (code === 'SY_ERR_REQUEST_REFUSED') forwarded = false;
       } else if (answered !== undefined) status = answered; // the upstream refused: its status was relayed
     });
   };
@@ -260,6 +311,12 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
     ex.reply(500, 'switchyard: a filter failed on this request\n');
   };
   socket.on('error', () => socket.destroy());
+  const bad = badRequest(req);
+  if (bad !== null) {
+    error = 'SY_ERR_BAD_REQUEST';
+    ex.reply(400, `switchyard: ${bad}\n`);
+    return;
+  }
   // The chain cannot see that an upgrade was answered (there is no response object): check here.
   const stop = (): void => {
     if (!answered) fail(new Error('a filter returned false without answering'));
@@ -272,6 +329,38 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
   } catch (err) {
     fail(err);
   }
+}
+
+/**
+ * Host = uri-host [ ":" port ] (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP literal in
+ * brackets or a reg-name (which may be empty), then digits for the port.
+ */
+const HOST_RE = /^(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?$/;
+
+// hot path
+/**
+ * Why switchyard will not forward a request as the client sent it, or null. RFC 9112
+ * §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, and to any
+ * request with more than one Host line or an invalid Host value. Node's parser
+ * lets two Host lines through (req.headers keeps the first); undici then refuses
+ * to send them, and that refusal used to be counted as the upstream's reset,
+ * retried and held against the endpoint: a client could eject a healthy canary.
+ * The check is made here, at the edge, before any filter or upstream sees the request.
+ */
+export function badRequest(req: IncomingMessage): string | null {
+  const raw = req.rawHeaders;
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && (name === 'Host' || name === 'host' || name.toLowerCase() === 'host')) hosts++;
+  }
+  if (hosts > 1) return 'a request may have only one Host header (RFC 9112 §3.2)';
+  if (hosts === 0) {
+    // HTTP/1.0 may leave it out. (Node's own check is off: it answers without a count or a log line.)
+    return req.httpVersionMajor === 1 && req.httpVersionMinor === 0 ? null : 'an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)';
+  }
+  if (!HOST_RE.test(req.headers.host!)) return 'the Host header is not a valid host[:port] (RFC 9112 §3.2)';
+  return null;
 }
 
 /** The upgrades that are tunnelled (http-proxy's ws pass destroys any other without a word). */
@@ -296,7 +385,7 @@ function upgradeAsPlainRequest(ls: ListenSocket, req: IncomingMessage, socket: S
   res.once('finish', () => socket.destroySoon());
   const cl = req.headers['content-length'];
   if (req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0')) {
-    sendText(res, 501, `switchyard: only WebSocket upgrades are supported; send this request without "Upgrade: ${req.headers.upgrade}"\n`);
+    sendText(res, 501, `switchyard: only WebSocket upgrades are supported; send this request without "Upgrade: ${req.headers.upgrade}"\n`, undefined, ownEdits(ls.plan!));
     ownAnswer(ls.plan!, 501, req, socket);
     return;
   }
@@ -306,16 +395,18 @@ function upgradeAsPlainRequest(ls: ListenSocket, req: IncomingMessage, socket: S
 /** CONNECT is for forward proxies; this is a reverse proxy. */
 export function handleConnect(ls: ListenSocket, req: IncomingMessage, socket: Socket): void {
   socket.on('error', () => socket.destroy());
-  socket.end('HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
+  const plan = ls.plan?.protocol === 'http' ? ls.plan : null;
+  const own = plan === null ? '' : editLines(plan.responseHeaderEdits, variables(plan, ''));
+  socket.end(`HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n${own}\r\n`, 'latin1');
   if (ls.plan?.protocol === 'http') ownAnswer(ls.plan, 405, req, socket);
 }
 
-/** Node's answers to requests its parser refuses, as Node words them. */
+/** Node's answers to requests its parser refuses, as Node words them (the head, less its final CRLF). */
 const PARSER_ANSWERS: Record<number, string> = {
-  400: 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n',
-  408: 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n',
-  413: 'HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n\r\n',
-  431: 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n\r\n',
+  400: 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n',
+  408: 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n',
+  413: 'HTTP/1.1 413 Payload Too Large\r\nConnection: close\r\n',
+  431: 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n',
 };
 
 /**
@@ -328,10 +419,38 @@ export function handleClientError(ls: ListenSocket, err: NodeJS.ErrnoException, 
   if (socket.writable && socket.bytesWritten === 0) {
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413
       : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
-    socket.write(PARSER_ANSWERS[status]!);
-    if (ls.plan?.protocol === 'http') ownAnswer(ls.plan, status, null, socket);
+    const plan = ls.plan?.protocol === 'http' ? ls.plan : null;
+    const own = plan === null ? '' : editLines(plan.responseHeaderEdits, variables(plan, ''));
+    socket.write(`${PARSER_ANSWERS[status]!}${own}\r\n`, 'latin1');
+    if (plan !== null) ownAnswer(plan, status, null, socket);
   }
   socket.destroy(err);
+}
+
+/** Template variables for an answer on `plan` served (or routed) to `role` ('' for none). */
+function variables(plan: ListenerPlan, role: string): HeaderVariables {
+  return [role, plan.config.vset, plan.name, String(plan.generation.number)];
+}
+
+/** The listener's response edits for sendText, for an answer no role was chosen for. */
+function ownEdits(plan: ListenerPlan): { list: readonly HeaderEdit[]; vars: HeaderVariables } | undefined {
+  return plan.responseHeaderEdits === null ? undefined : { list: plan.responseHeaderEdits, vars: variables(plan, '') };
+}
+
+/** Response edits as header lines of an answer written raw on the socket ('' when none); write them as latin1. */
+function editLines(edits: readonly HeaderEdit[] | null, vars: HeaderVariables): string {
+  if (edits === null) return '';
+  const list = applyHeaderEdits([], edits, vars);
+  let out = '';
+  for (let i = 0; i < list.length; i += 2) out += `${list[i]}: ${list[i + 1]}\r\n`;
+  return out;
+}
+
+/** An answer of switchyard's own written raw (an upgrade's socket has no response object): head in latin1, as Node writes heads. */
+function rawAnswer(code: number, body: string, headers: readonly string[]): Buffer {
+  let head = `HTTP/1.1 ${code} ${STATUS_CODES[code] ?? 'Error'}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n`;
+  for (let i = 0; i < headers.length; i += 2) head += `${headers[i]}: ${headers[i + 1]}\r\n`;
+  return Buffer.concat([Buffer.from(`${head}\r\n`, 'latin1'), Buffer.from(body)]);
 }
 
 /** Counts (and logs) an answer of the proxy's own that no role and no filter gave. */

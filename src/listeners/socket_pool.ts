@@ -29,7 +29,8 @@ export class ListenSocket {
     this.key = key;
     this.requested = requested;
     // The interval bounds how late the headers/request timeouts fire (Node's default is 30 s).
-    const server = createServer({ connectionsCheckingInterval: 1_000, noDelay: true });
+    // requireHostHeader off: the listener answers a missing Host itself (badRequest), so the 400 is counted and logged.
+    const server = createServer({ connectionsCheckingInterval: 1_000, noDelay: true, requireHostHeader: false });
     this.server = server;
     const httpConnection = server.listeners('connection')[0] as ConnectionListener;
     server.removeAllListeners('connection');

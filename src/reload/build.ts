@@ -1,7 +1,7 @@
 import type { Config, HostPort, ListenerConfig } from '../config/types.js';
 import { RetryBudget } from '../upstream/retry.js';
 import type { Registry } from '../registry.js';
-import type { Filter, FilterCreateContext, RoleView } from '../filters/api.js';
+import type { Filter, FilterCreateContext, HeaderEdit, RoleView } from '../filters/api.js';
 import { Metrics, RoleMetrics } from '../metrics.js';
 import { EndpointSet, type EndpointTable } from '../upstream/endpoints.js';
 import { SocketPool, type ListenSocket } from '../listeners/socket_pool.js';
@@ -107,6 +107,7 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
       const plan = new ListenerPlan({
         name, config: lc, generation: gen, address, roles, routes, filters,
         fallbackWeights: splitWeights(lc, roleNames, ctx.registry),
+        responseHeaderEdits: responseHeaderEdits(lc, ctx.registry),
         retryBudget: lc.retries ? new RetryBudget(lc.retries, ctx.metrics.retryBudgetExhausted.labels(name)) : null,
         metrics: [...roleNames, ''].map((r) => new RoleMetrics(ctx.metrics, name, lc.vset, r)),
         connections: ctx.metrics.connectionsActive.labels(name),
@@ -146,6 +147,16 @@ function splitWeights(lc: ListenerConfig, roleNames: string[], registry: Registr
     return roleNames.map((r) => (Object.hasOwn(w, r) ? w[r]! : 0));
   }
   return roleNames.map(() => 1);
+}
+
+/** Every filter's listener-wide response edits, in filter order; null when there are none. */
+function responseHeaderEdits(lc: ListenerConfig, registry: Registry): readonly HeaderEdit[] | null {
+  const out: HeaderEdit[] = [];
+  for (const f of lc.filters) {
+    const d = registry.filter(f.type);
+    if (d?.responseHeaderEdits) out.push(...d.responseHeaderEdits(f.config));
+  }
+  return out.length > 0 ? out : null;
 }
 
 function collectEndpoints(gen: Generation) {

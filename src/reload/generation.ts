@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import type { Config, HostPort, ListenerConfig } from '../config/types.js';
 import type { RawConfig } from '../config/load.js';
-import type { Filter, RoleView } from '../filters/api.js';
+import type { Filter, HeaderEdit, RoleView } from '../filters/api.js';
 import type { Counter, Gauge } from 'prom-client';
 import type { RoleMetrics, TcpTally } from '../metrics.js';
 import type { Endpoint, EndpointSet } from '../upstream/endpoints.js';
@@ -41,6 +41,8 @@ export class ListenerPlan implements RoleRoutes {
   readonly fallbackWeights: readonly number[];
   /** http with a retry policy: the listener's retry budget. */
   readonly retryBudget: RetryBudget | null;
+  /** http: the filters' response edits, for every answer on the listener (null: none). */
+  readonly responseHeaderEdits: readonly HeaderEdit[] | null;
   readonly connections: Gauge.Internal<'listener'>;
   /** tcp: bytes client → upstream, and back. */
   readonly bytesIn: Counter.Internal;
@@ -52,7 +54,7 @@ export class ListenerPlan implements RoleRoutes {
   constructor(init: {
     name: string; config: ListenerConfig; generation: Generation; address: HostPort; roles: RoleView[];
     routes: EndpointSet[]; metrics: RoleMetrics[]; filters: Filter[]; fallbackWeights: number[];
-    retryBudget: RetryBudget | null; connections: Gauge.Internal<'listener'>;
+    retryBudget: RetryBudget | null; responseHeaderEdits?: readonly HeaderEdit[] | null; connections: Gauge.Internal<'listener'>;
     bytesIn: Counter.Internal; bytesOut: Counter.Internal; openTcp: Set<TcpTally>;
   }) {
     this.name = init.name;
@@ -66,6 +68,7 @@ export class ListenerPlan implements RoleRoutes {
     this.filters = init.filters;
     this.fallbackWeights = init.fallbackWeights;
     this.retryBudget = init.retryBudget;
+    this.responseHeaderEdits = init.responseHeaderEdits ?? null;
     this.connections = init.connections;
     this.bytesIn = init.bytesIn;
     this.bytesOut = init.bytesOut;

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { formatIssue, type ConfigIssue } from '../errors.js';
+import { formatIssue, oneLine, type ConfigIssue } from '../errors.js';
 import { pushIssues, type PushField } from './push_policy.js';
 import { checkConfig } from '../config/check.js';
 import { rawFromObject, type RawConfig } from '../config/load.js';
@@ -29,7 +29,7 @@ export interface GenerationRecord {
 
 export interface RuntimeOptions {
   metrics?: Metrics;
-  /** One line per reload and per lifecycle event. */
+  /** One line per reload and per lifecycle event (control characters escaped: errors.oneLine). */
   log?: (line: string) => void;
   /** Limit for a component's init and ready. */
   readyTimeoutMs?: number;
@@ -62,7 +62,10 @@ export class Runtime {
 
   constructor(opts: RuntimeOptions = {}) {
     this.metrics = opts.metrics ?? new Metrics();
-    this.#log = opts.log ?? (() => {});
+    // Every line the runtime, the health checks and the access log sinks write quotes
+    // config text or upstream text (names, paths, error messages): one line each, escaped.
+    const log = opts.log ?? (() => {});
+    this.#log = (line) => log(oneLine(line));
     this.accessLogs = new AccessLogs(this.metrics.accessLogDropped, this.#log);
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
     this.#allowPush = new Set(opts.allowPush ?? []);

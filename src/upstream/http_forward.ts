@@ -24,6 +24,31 @@ const CONNECT_CODES = new Set([
   'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET',
 ]);
 
+/**
+ * Codes of errors that no upstream caused: the forwarding library (undici) or Node's
+ * HTTP code refused the request, or the answer, as switchyard made it (a header a
+ * plugin set, a pool switchyard already closed). Such a failure is switchyard's own
+ * (issue 11): it answers 500 and is never counted against the upstream, never feeds
+ * outlier detection, never retried.
+ */
+const REFUSED_CODES = new Set([
+  'UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'UND_ERR_INVALID_RETURN_VALUE', 'UND_ERR_DESTROYED', 'UND_ERR_CLOSED',
+  'UND_ERR_BPL_MISSING_UPSTREAM', 'UND_ERR_MAX_ORIGINS_REACHED',
+  'ERR_INVALID_CHAR', 'ERR_INVALID_HTTP_TOKEN', 'ERR_HTTP_INVALID_HEADER_VALUE', 'ERR_HTTP_INVALID_STATUS_CODE',
+  'ERR_HTTP_HEADERS_SENT', 'ERR_UNESCAPED_CHARACTERS', 'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE',
+]);
+
+/**
+ * Whether an error means switchyard could not send what it made (REFUSED_CODES), or its
+ * own code failed (a TypeError or RangeError thrown in a callback the library ran),
+ * rather than that the upstream or the wire failed.
+ */
+export function refusedBySwitchyard(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return (typeof code === 'string' && REFUSED_CODES.has(code))
+    || err instanceof TypeError || err instanceof RangeError || err instanceof SyntaxError || err instanceof ReferenceError;
+}
+
 /** Why a try failed, as `switchyard_upstream_errors_total{reason}` says it ("ejected": the failure ejected the endpoint). */
 export type UpstreamReason = 'connect-failure' | 'reset' | 'timeout' | 'protocol' | 'ejected';
 
@@ -48,7 +73,10 @@ export interface ForwardOptions {
   tryFailed(role: number, reason: UpstreamReason): void;
   /** A retry starts, after a try that failed for `reason` (a status code when the upstream answered). */
   retried(role: number, reason: string): void;
-  /** Called once, when the exchange with the upstream ends (`code` set when it failed). */
+  /**
+   * Called once, when the exchange with the upstream ends (`code` set when it failed).
+   * `SY_ERR_REQUEST_REFUSED`: switchyard answered 500 itself, no role served the request.
+   */
   done(endpoint: string | undefined, code: RuntimeCode | undefined): void;
   /** Header edits (the `headers` filter), with the values their templates read. */
   readonly requestHeaderEdits: readonly HeaderEdit[] | null;
@@ -309,7 +337,16 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     const headers = responseHeaders(rawHeaders);
     const from = fallenBackFrom(this.#opts, p);
     if (from >= 0) headers.push('x-switchyard-fallback', this.#opts.roleName(from));
-    res.writeHead(statusCode, statusText, edits === null ? headers : applyHeaderEdits(headers, edits, this.#opts.headerVariables()));
+    try {
+      res.writeHead(statusCode, statusText, edits === null ? headers : applyHeaderEdits(headers, edits, this.#opts.headerVariables()));
+    } catch (err) {
+      // Node refused the answer as switchyard made it (response edits a plugin set): the
+      // upstream answered, so it is not to blame (Node's parser on undici's side already
+      // checked the upstream's own headers).
+      this.#refused(err);
+      this.#abort?.();
+      return false;
+    }
     this.#resume = resume;
     return true;
   }
@@ -339,6 +376,12 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     const code = (err as { code?: string }).code ?? '';
     if (code === 'UND_ERR_ABORTED' || err === TOTAL_TIMEOUT || res.destroyed || this.#finished) {
       this.#finish(undefined);
+      return;
+    }
+    if (refusedBySwitchyard(err)) {
+      // undici refused the request as switchyard built it, before it reached a socket (it
+      // validates synchronously in dispatch), or switchyard's own callback threw.
+      this.#refused(err);
       return;
     }
     const role = this.#opts.roleName(this.#picker.role);
@@ -378,6 +421,15 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       if (!res.headersSent && this.#mayRetry('reset')) this.#retry('reset');
       else this.#fail(502, 'SY_ERR_UPSTREAM_RESET', `role ${role} closed the connection`);
     }
+  }
+
+  /** Switchyard's own failure (refusedBySwitchyard): 500, no upstream blamed, no retry. */
+  #refused(err: unknown): void {
+    const res = this.#res;
+    this.#discarding = null;
+    if (res.headersSent) res.destroy();
+    else this.#opts.reply(500, `switchyard: this request could not be forwarded as switchyard made it: ${(err as Error)?.message ?? String(err)}\n`);
+    this.#finish('SY_ERR_REQUEST_REFUSED');
   }
 
   #fail(status: number, code: RuntimeCode, text: string): void {

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { RuntimeCode } from '../errors.js';
 import type { EndpointPicker } from './picker.js';
-import { fallenBackFrom, type UpstreamReason } from './http_forward.js';
+import { fallenBackFrom, refusedBySwitchyard, type UpstreamReason } from './http_forward.js';
 
 /** Per client socket: the state of its upgrade, so errors and closes are handled once. */
 interface UpgradeState {
@@ -14,6 +14,8 @@ interface UpgradeState {
   /** For x-switchyard-fallback (see UpgradeOptions). */
   fallbackFrom: number;
   roleName: (role: number) => string;
+  /** Header lines (each ending in CRLF, latin1) for switchyard's own answers: the listener's response edits. */
+  ownHeaders: (role: number) => string;
   /** The upstream answered (101 or a refusal): nothing more to write from us. */
   answered: boolean;
   done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void;
@@ -41,6 +43,8 @@ export interface UpgradeOptions {
   /** A role asked for that could not take the upgrade (-1: none), as Exchange.fallbackFrom. */
   fallbackFrom: number;
   roleName(role: number): string;
+  /** Header lines (CRLF after each, written as latin1) for switchyard's own answers: the listener's response edits. */
+  ownHeaders(role: number): string;
 }
 
 const kState = Symbol('switchyard.upgrade');
@@ -145,7 +149,8 @@ export class UpgradeForwarder {
     done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void): void {
     const tracked = socket as Tracked;
     const state: UpgradeState = {
-      picker, tryFailed: opts.tryFailed, retried: opts.retried, fallbackFrom: opts.fallbackFrom, roleName: opts.roleName, answered: false, done, finished: false,
+      picker, tryFailed: opts.tryFailed, retried: opts.retried, fallbackFrom: opts.fallbackFrom, roleName: opts.roleName,
+      ownHeaders: opts.ownHeaders, answered: false, done, finished: false,
       timeoutMs: opts.timeoutMs, connectMs: opts.connectMs, proxyReq: null, release: null,
     };
     tracked[kState] = state;
@@ -165,40 +170,52 @@ export class UpgradeForwarder {
   #attempt(req: IncomingMessage, socket: Tracked, head: Buffer, state: UpgradeState): void {
     const e = state.picker.endpoint;
     const target = `http://${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`;
-    this.#proxy.ws(req, socket, head, { target }, (err: Error & { code?: string }) => {
-      if (state.answered || socket.destroyed) {
-        socket.destroy();
-        return;
-      }
-      state.proxyReq = null;
-      const connect = RETRY_CODES.has(err.code ?? '');
-      const timedOut = err.code === TIMEOUT_CODE;
-      const p = state.picker;
-      const role = p.set.role;
-      state.tryFailed(p.role, connect ? 'connect-failure' : timedOut ? 'timeout' : 'reset');
-      if (p.set.failed(p.endpoint)) state.tryFailed(p.role, 'ejected');
-      const failedRole = p.role;
-      if (connect && p.next()) {
-        state.retried(failedRole);
-        // http-proxy's onOutgoingError calls socket.end() on the client right after this
-        // callback returns: that would end the client's connection under the retry (a
-        // failover then answered nothing at all). Swallow exactly that one call.
-        swallowNextEnd(socket);
-        // The head was already put back on the socket by the first attempt.
-        this.#attempt(req, socket, Buffer.alloc(0), state);
-        return;
-      }
-      const text = connect
-        ? `switchyard: no endpoint of role ${role} accepted a connection\n`
-        : timedOut
-          ? `switchyard: role ${role} did not answer the upgrade in time\n`
-          : `switchyard: upgrade to role ${role} failed: ${err.message}\n`;
-      const status = timedOut ? '504 Gateway Timeout' : '502 Bad Gateway';
-      state.answered = true;
-      socket.end(`HTTP/1.1 ${status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n\r\n${text}`);
-      socket.destroySoon?.();
-      finish(state, connect ? 'SY_ERR_UPSTREAM_CONNECT' : timedOut ? 'SY_ERR_UPSTREAM_TIMEOUT' : 'SY_ERR_UPSTREAM_UPGRADE');
-    });
+    try {
+      this.#proxy.ws(req, socket, head, { target }, (err: Error & { code?: string }) => this.#failed(req, socket, state, err));
+    } catch (err) {
+      // Node's http.request refused the request as switchyard passed it on (a header a
+      // plugin set): it throws before any connection, so no upstream is to blame.
+      refuse(socket, state, err);
+    }
+  }
+
+  #failed(req: IncomingMessage, socket: Tracked, state: UpgradeState, err: Error & { code?: string }): void {
+    if (state.answered || socket.destroyed) {
+      socket.destroy();
+      return;
+    }
+    state.proxyReq = null;
+    if (refusedBySwitchyard(err)) {
+      refuse(socket, state, err);
+      return;
+    }
+    const connect = RETRY_CODES.has(err.code ?? '');
+    const timedOut = err.code === TIMEOUT_CODE;
+    const p = state.picker;
+    const role = p.set.role;
+    state.tryFailed(p.role, connect ? 'connect-failure' : timedOut ? 'timeout' : 'reset');
+    if (p.set.failed(p.endpoint)) state.tryFailed(p.role, 'ejected');
+    const failedRole = p.role;
+    if (connect && p.next()) {
+      state.retried(failedRole);
+      // http-proxy's onOutgoingError calls socket.end() on the client right after this
+      // callback returns: that would end the client's connection under the retry (a
+      // failover then answered nothing at all). Swallow exactly that one call.
+      swallowNextEnd(socket);
+      // The head was already put back on the socket by the first attempt.
+      this.#attempt(req, socket, Buffer.alloc(0), state);
+      return;
+    }
+    const text = connect
+      ? `switchyard: no endpoint of role ${role} accepted a connection\n`
+      : timedOut
+        ? `switchyard: role ${role} did not answer the upgrade in time\n`
+        : `switchyard: upgrade to role ${role} failed: ${err.message}\n`;
+    const status = timedOut ? '504 Gateway Timeout' : '502 Bad Gateway';
+    state.answered = true;
+    socket.end(ownAnswer(status, text, state.ownHeaders(p.role)));
+    socket.destroySoon?.();
+    finish(state, connect ? 'SY_ERR_UPSTREAM_CONNECT' : timedOut ? 'SY_ERR_UPSTREAM_TIMEOUT' : 'SY_ERR_UPSTREAM_UPGRADE');
   }
 
   close(): void {
@@ -208,6 +225,23 @@ export class UpgradeForwarder {
 
 /** One forwarder per process: it holds no per-generation state. */
 export const upgrades = new UpgradeForwarder();
+
+/** Switchyard's own failure (refusedBySwitchyard): 500, no try counted, no endpoint blamed, no retry. */
+function refuse(socket: Duplex, state: UpgradeState, err: unknown): void {
+  state.proxyReq?.destroy();
+  state.proxyReq = null;
+  state.answered = true;
+  const text = `switchyard: this upgrade could not be forwarded as switchyard made it: ${(err as Error)?.message ?? String(err)}\n`;
+  socket.end(ownAnswer('500 Internal Server Error', text, state.ownHeaders(state.picker.role)));
+  socket.destroySoon?.();
+  finish(state, 'SY_ERR_REQUEST_REFUSED');
+}
+
+/** An answer of switchyard's own on the client socket: the head in latin1 (as Node writes heads), the text in UTF-8. */
+function ownAnswer(status: string, text: string, extra: string): Buffer {
+  const head = `HTTP/1.1 ${status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n${extra}\r\n`;
+  return Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(text)]);
+}
 
 /** Reports the outcome once; `status` is the upstream's answer when it refused the upgrade. */
 function finish(state: UpgradeState, code: RuntimeCode | undefined, status?: number): void {
