@@ -2,6 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { ComponentConfig } from '../config/types.js';
 import type { Registry } from '../registry.js';
 import type { Component } from './api.js';
+import { table } from '../config/table.js';
 
 /**
  * The component lifecycle, in one place:
@@ -68,7 +69,7 @@ export interface ComponentPlan {
  */
 export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, configs: Readonly<Record<string, ComponentConfig>>,
   registry: Registry, readyTimeoutMs: number): Promise<ComponentPlan> {
-  const plan: ComponentPlan = { slots: new Map(), outcomes: {}, updates: [], created: [], applied: [] };
+  const plan: ComponentPlan = { slots: new Map(), outcomes: table(), updates: [], created: [], applied: [] };
   const fresh: [string, ComponentConfig, boolean][] = [];
   for (const [name, cfg] of Object.entries(configs)) {
     const old = prev.get(name);
@@ -83,7 +84,7 @@ export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, c
       plan.updates.push({ slot: old, metadata: cfg.metadata });
     } else fresh.push([name, cfg, !!old]);
   }
-  for (const name of prev.keys()) if (!(name in configs)) plan.outcomes[name] = 'removed';
+  for (const name of prev.keys()) if (!Object.hasOwn(configs, name)) plan.outcomes[name] = 'removed';
   // allSettled, not all: with all, the first failure discarded the plan while
   // other new instances were still in init/ready, and those were never closed.
   const results = await Promise.allSettled(fresh.map(async ([name, cfg, existed]) => {

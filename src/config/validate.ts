@@ -3,6 +3,7 @@ import type { ConfigCode, ConfigIssue } from '../errors.js';
 import type { Registry } from '../registry.js';
 import type { FilterValidateContext } from '../filters/api.js';
 import { defineOwn, formatPath, type Locator, type Path, type SourceOf } from './load.js';
+import { table, tableCopy, tableOf } from './table.js';
 import type {
   AccessLogConfig, AdminConfig, ChannelConfig, ComponentConfig, Config, FilterConfig, HostPort, ListenerConfig,
   HealthCheckConfig, ListenerTimeouts, OutlierConfig, Protocol, RetryConfig, RetryOn, RoleConfig, VsetConfig,
@@ -201,7 +202,7 @@ class Validator {
    * text is what the file says; anything else is refused (1.10 would become "1.1").
    */
   stringMap(value: unknown, path: Path): Record<string, string> {
-    const out: Record<string, string> = {};
+    const out = table<string>();
     if (value === undefined) return out;
     const o = this.obj(value, path, null);
     if (!o) return out;
@@ -279,13 +280,13 @@ class Validator {
   }
 
   roles(value: unknown): Record<string, RoleConfig> {
-    const roles: Record<string, RoleConfig> = {};
+    const roles = table<RoleConfig>();
     for (const [name, raw] of this.named(value, ['roles'])) {
       const path = ['roles', name];
       const o = this.obj(raw, path, ['meta', 'channels']);
       if (!o) continue;
       const meta = this.stringMap(o.meta, [...path, 'meta']);
-      const channels: Record<string, ChannelConfig> = {};
+      const channels = table<ChannelConfig>();
       const chans = this.named(o.channels, [...path, 'channels']);
       if (o.channels === undefined || (isObj(o.channels) && Object.keys(o.channels).length === 0)) {
         this.report('SY_ERR_CONFIG_REQUIRED', [...path, 'channels'], 'a role needs at least one channel');
@@ -402,7 +403,7 @@ class Validator {
   }
 
   vsets(value: unknown, roles: Record<string, RoleConfig>): Record<string, VsetConfig> {
-    const vsets: Record<string, VsetConfig> = {};
+    const vsets = table<VsetConfig>();
     for (const [name, raw] of this.named(value, ['vsets'])) {
       const path = ['vsets', name];
       if (roles[name]) {
@@ -417,11 +418,12 @@ class Validator {
       } else {
         o.channels.forEach((c, i) => {
           if (typeof c !== 'string' || !NAME_RE.test(c)) this.report('SY_ERR_CONFIG_NAME', [...path, 'channels', i], `channel name ${JSON.stringify(c)} must match [A-Za-z0-9_-]+`);
+          else if (c === '__proto__') this.report('SY_ERR_CONFIG_NAME', [...path, 'channels', i], 'the name "__proto__" is reserved');
           else if (channels.includes(c)) this.report('SY_ERR_CONFIG_VALUE', [...path, 'channels', i], `channel "${c}" is listed twice`);
           else channels.push(c);
         });
       }
-      const members: VsetConfig['roles'] = {};
+      const members = table<VsetConfig['roles'][string]>();
       const entries = this.named(o.roles, [...path, 'roles']);
       if (entries.length === 0 && !(o.roles !== undefined && !isObj(o.roles))) {
         this.report('SY_ERR_CONFIG_REQUIRED', [...path, 'roles'], 'a vset needs at least one role');
@@ -435,7 +437,7 @@ class Validator {
         }
         const entry = entryRaw === null || entryRaw === undefined ? {} : this.obj(entryRaw, rp, ['map', 'meta']);
         if (!entry) continue;
-        const map: Record<string, string> = {};
+        const map = table<string>();
         const given = this.stringMap(entry.map, [...rp, 'map']);
         for (const [vc, rc] of Object.entries(given)) {
           if (!channels.includes(vc)) this.report('SY_ERR_UNKNOWN_CHANNEL', [...rp, 'map', vc], `"${vc}" is not a channel of vset ${name} (${channels.join(', ')})`, true);
@@ -448,7 +450,7 @@ class Validator {
           }
           map[vc] = rc;
         }
-        members[roleName] = { map, meta: { ...role.meta, ...this.stringMap(entry.meta, [...rp, 'meta']) } };
+        members[roleName] = { map, meta: tableCopy(role.meta, this.stringMap(entry.meta, [...rp, 'meta'])) };
       }
       vsets[name] = { channels, roles: members, implicit: false };
     }
@@ -456,13 +458,13 @@ class Validator {
     for (const [name, role] of Object.entries(roles)) {
       if (vsets[name]) continue;
       const channels = Object.keys(role.channels);
-      vsets[name] = { channels, roles: { [name]: { map: Object.fromEntries(channels.map((c) => [c, c])), meta: role.meta } }, implicit: true };
+      vsets[name] = { channels, roles: tableOf([[name, { map: tableOf(channels.map((c) => [c, c])), meta: role.meta }]]), implicit: true };
     }
     return vsets;
   }
 
   components(value: unknown): Record<string, ComponentConfig> {
-    const out: Record<string, ComponentConfig> = {};
+    const out = table<ComponentConfig>();
     for (const [name, raw] of this.named(value, ['components'])) {
       const path = ['components', name];
       const o = this.obj(raw, path, ['type', 'metadata']);
@@ -503,7 +505,7 @@ class Validator {
 
   listeners(value: unknown, vsets: Record<string, VsetConfig>, components: Record<string, ComponentConfig>,
     admin: AdminConfig): Record<string, ListenerConfig> {
-    const out: Record<string, ListenerConfig> = {};
+    const out = table<ListenerConfig>();
     const byAddress: Bound[] = [{ ...admin.address, owner: 'the admin API' }];
     for (const [name, raw] of this.named(value, ['listeners'])) {
       const path = ['listeners', name];

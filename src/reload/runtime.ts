@@ -164,8 +164,18 @@ export class Runtime {
     }
     this.history.push({ generation: number, source, at, outcome: 'applied' });
     this.#trimHistory();
+    // From the swap on, the change is applied whatever happens: describing it must
+    // not turn into a rejection (a throw here used to reach #applySafely, which
+    // answered 409 "nothing changed" and recorded a failure while `gen` served).
+    let changes: ReloadChanges;
+    try {
+      changes = changesOf(prev, gen, built.components);
+    } catch (err) {
+      this.#log(`generation ${number}: cannot list what changed: ${(err as Error).message}`);
+      changes = { listeners: { added: [], removed: [], changed: [] }, components: {} };
+    }
     // A change that turns the access log off is the last line of the old one.
-    this.#record({ generation: number, source, result: 'applied', durationMs, changes: changesOf(prev, gen, built.components), error: '' },
+    this.#record({ generation: number, source, result: 'applied', durationMs, changes, error: '' },
       gen.accessLog ?? prev?.accessLog ?? null);
     const [was, now] = [prev?.config.admin.address, gen.config.admin.address];
     if (was && (was.host !== now.host || was.port !== now.port)) {
@@ -215,7 +225,8 @@ export class Runtime {
       const cur = this.current?.raw;
       if (!cur) return undefined;
       const value = structuredClone((cur.value ?? {}) as { components?: Record<string, { type?: string; metadata?: unknown }> });
-      const existing = value.components?.[name];
+      // Own keys only: POST /components/toString must not find Object.prototype.toString.
+      const existing = value.components && Object.hasOwn(value.components, name) ? value.components[name] : undefined;
       if (!existing && !change.type) return undefined;
       value.components = { ...value.components, [name]: { ...existing, ...(change.type ? { type: change.type } : {}), metadata: change.metadata } };
       return rawFromObject(value, cur.baseDir);
