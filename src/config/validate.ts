@@ -34,6 +34,9 @@ const TIMEOUT_KEYS: Record<string, keyof ListenerTimeouts> = {
   connect: 'connectMs', upstream: 'upstreamMs', headers: 'headersMs', request: 'requestMs', keepAlive: 'keepAliveMs', idle: 'idleMs', total: 'totalMs',
 };
 
+/** The timeouts whose 0s means "no limit" (documented); every other one must be more than 0. */
+const ZERO_MEANS_NONE = new Set(['idle', 'total']);
+
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -65,18 +68,31 @@ export function expandEnv(s: string, env: NodeJS.ProcessEnv, unset: (name: strin
   });
 }
 
-/** `${VAR}` and `${VAR:-default}` in string values; `$${` is a literal `${`. */
-function substituteEnv(value: unknown, path: Path, env: NodeJS.ProcessEnv, v: Validator): unknown {
+/**
+ * `${VAR}` and `${VAR:-default}` in string values; `$${` is a literal `${`.
+ * `within` holds the mappings and lists above `value`: a value that contains
+ * itself (an object handed in by embedding code; YAML's recursive aliases are
+ * refused when parsed) is reported instead of recursing until the stack ends.
+ */
+function substituteEnv(value: unknown, path: Path, env: NodeJS.ProcessEnv, v: Validator, within = new Set<object>()): unknown {
   if (typeof value === 'string') {
     return expandEnv(value, env, (name) => v.report('SY_ERR_CONFIG_ENV', path, `environment variable ${name} is not set`));
   }
-  if (Array.isArray(value)) return value.map((x, i) => substituteEnv(x, [...path, i], env, v));
-  if (isObj(value)) {
-    const out: Obj = {};
-    for (const [k, x] of Object.entries(value)) defineOwn(out, k, substituteEnv(x, [...path, k], env, v));
-    return out;
+  if (typeof value !== 'object' || value === null) return value;
+  if (within.has(value)) {
+    v.report('SY_ERR_CONFIG_VALUE', path, 'contains itself (a cycle)');
+    return undefined;
   }
-  return value;
+  within.add(value);
+  let out: unknown;
+  if (Array.isArray(value)) out = value.map((x, i) => substituteEnv(x, [...path, i], env, v, within));
+  else {
+    const o: Obj = {};
+    for (const [k, x] of Object.entries(value)) defineOwn(o, k, substituteEnv(x, [...path, k], env, v, within));
+    out = o;
+  }
+  within.delete(value);
+  return out;
 }
 
 /** The longest duration a Node timer can wait (about 596 h). */
@@ -522,7 +538,15 @@ class Validator {
       if (o.timeouts !== undefined) {
         const t = this.obj(o.timeouts, [...path, 'timeouts'], Object.keys(TIMEOUT_KEYS));
         for (const [k, field] of Object.entries(TIMEOUT_KEYS)) {
-          if (t?.[k] !== undefined) timeouts[field] = this.duration(t[k], [...path, 'timeouts', k], DEFAULT_TIMEOUTS[field]);
+          if (t?.[k] === undefined) continue;
+          timeouts[field] = this.duration(t[k], [...path, 'timeouts', k], DEFAULT_TIMEOUTS[field]);
+          // Node's server timeouts and undici's take 0 for "no limit": `headers: 0s`
+          // turned the slowloris limit off, `connect: 0s` let a blackholed endpoint
+          // hold a request for ever. Only idle and total say what 0 means.
+          if (timeouts[field] === 0 && !ZERO_MEANS_NONE.has(k)) {
+            this.report('SY_ERR_CONFIG_VALUE', [...path, 'timeouts', k], `must be more than 0 (0s would turn the ${k} limit off; only timeouts.idle and timeouts.total take 0s for "none")`);
+            timeouts[field] = DEFAULT_TIMEOUTS[field];
+          }
         }
         if (timeouts.headersMs > timeouts.requestMs) {
           this.report('SY_ERR_CONFIG_VALUE', [...path, 'timeouts', 'headers'], 'must not be longer than timeouts.request');
