@@ -14,6 +14,8 @@ export type ValidateResult = { ok: true; config: Config } | { ok: false; issues:
 export const NAME_RE = /^[A-Za-z0-9_-]+$/;
 export const DEFAULT_ADMIN: HostPort = { host: '127.0.0.1', port: 9901 };
 export const DEFAULT_DRAIN_MS = 30_000;
+/** A new component instance's time for init, inherit and ready together, unless `components.<name>.readyTimeout` says otherwise. */
+export const DEFAULT_READY_TIMEOUT_MS = 10_000;
 export const DEFAULT_TIMEOUTS: Readonly<ListenerTimeouts> = {
   connectMs: 5_000,
   upstreamMs: 30_000,
@@ -483,10 +485,15 @@ class Validator {
     const out = table<ComponentConfig>();
     for (const [name, raw] of this.named(value, ['components'])) {
       const path = ['components', name];
-      const o = this.obj(raw, path, ['type', 'metadata']);
+      const o = this.obj(raw, path, ['type', 'metadata', 'readyTimeout']);
       if (!o) continue;
       const type = this.str(o.type, [...path, 'type']);
       const metadata = this.stringMap(o.metadata, [...path, 'metadata']);
+      let readyTimeoutMs: number | undefined;
+      if (o.readyTimeout !== undefined) {
+        readyTimeoutMs = this.duration(o.readyTimeout, [...path, 'readyTimeout'], DEFAULT_READY_TIMEOUT_MS);
+        if (readyTimeoutMs === 0) this.report('SY_ERR_CONFIG_VALUE', [...path, 'readyTimeout'], 'must be more than 0');
+      }
       if (type === undefined) continue;
       const d = this.#registry.component(type);
       if (!d) {
@@ -502,7 +509,7 @@ class Validator {
         this.report('SY_ERR_CONFIG_VALUE', [...path, 'metadata'], `component type ${type} failed to validate its metadata: ${(err as Error)?.message ?? String(err)}`);
         continue;
       }
-      out[name] = { type, metadata };
+      out[name] = readyTimeoutMs === undefined ? { type, metadata } : { type, metadata, readyTimeoutMs };
     }
     return out;
   }

@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { formatIssue, type ConfigIssue } from '../errors.js';
 import { checkConfig } from '../config/check.js';
+import { DEFAULT_READY_TIMEOUT_MS } from '../config/validate.js';
 import { rawFromObject, type RawConfig } from '../config/load.js';
 import { planChanges, type ChangePlan } from './changes.js';
 import type { HostPort } from '../config/types.js';
@@ -30,7 +31,7 @@ export interface RuntimeOptions {
   metrics?: Metrics;
   /** One line per reload and per lifecycle event. */
   log?: (line: string) => void;
-  /** Limit for a component's init and ready. */
+  /** A new component instance's time for init, inherit and ready together, unless its `readyTimeout` says otherwise (default 10 s). */
   readyTimeoutMs?: number;
 }
 
@@ -60,7 +61,7 @@ export class Runtime {
     this.metrics = opts.metrics ?? new Metrics();
     this.#log = opts.log ?? (() => {});
     this.accessLogs = new AccessLogs(this.metrics.accessLogDropped, this.#log);
-    this.#readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
+    this.#readyTimeoutMs = opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
     this.endpoints = new EndpointTable(this.#log);
     this.metrics.endpointHealth = () => this.#endpointHealth();
   }
