@@ -19,7 +19,7 @@ export interface SidecarOptions {
   admin?: boolean;
   /** Reload when the config files change (default false; `switchyard run` turns it on). */
   watch?: boolean;
-  /** Limit for a new component's init and for its readiness check (default 10 s); tests shorten it. */
+  /** A new component instance's time for init, inherit and ready together, unless its `readyTimeout` says otherwise (default 10 s); tests shorten it. */
   readyTimeoutMs?: number;
   /** The metrics to count into (default: a new set); the benchmark passes one with request counting off. */
   metrics?: Metrics;

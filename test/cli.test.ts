@@ -177,7 +177,8 @@ test('validate: a YAML syntax error exits 1 with file:line:col', async (t) => {
   const { dir } = await tempFiles({ 'broken.yaml': text });
   const r = await cli(t, ['validate', '--config', 'broken.yaml'], { cwd: dir });
   t.is(r.code, 1);
-  t.regex(r.stderr, /^broken\.yaml:2:\d+: \(root\): .*\(SY_ERR_CONFIG_YAML\)$/m);
+  // Issue 11, item 9: the error names the nearest key (it said "(root)").
+  t.regex(r.stderr, /^broken\.yaml:2:\d+: roles\.a\.channels: .*\(SY_ERR_CONFIG_YAML\)$/m);
 });
 
 test('validate: a missing file exits 1 with SY_ERR_CONFIG_FILE', async (t) => {

@@ -69,13 +69,13 @@ export async function startUpstream(t: ExecutionContext, role: string,
   return up;
 }
 
-/** Starts an in-process sidecar from YAML text (admin on 127.0.0.1:0 unless the YAML says otherwise). */
+/** Starts an in-process sidecar from YAML text (admin on 127.0.0.1:0 unless the YAML says otherwise); `readyTimeoutMs`: the components' default readyTimeout. */
 export async function startSidecar(t: ExecutionContext, yaml: string,
-  opts: { admin?: boolean; log?: string[]; allowPush?: PushField[] } = {}): Promise<Sidecar> {
+  opts: { admin?: boolean; log?: string[]; readyTimeoutMs?: number; allowPush?: PushField[] } = {}): Promise<Sidecar> {
   const text = /^admin:/m.test(yaml) ? yaml : `admin: { address: "127.0.0.1:0" }\n${yaml}`;
   const raw = parseConfigTexts([{ name: 'test.yaml', text }], ROOT);
   const lines: string[] = opts.log ?? [];
-  const sc = await Sidecar.start({ raw, admin: opts.admin, log: (l) => lines.push(l), allowPush: opts.allowPush });
+  const sc = await Sidecar.start({ raw, admin: opts.admin, log: (l) => lines.push(l), readyTimeoutMs: opts.readyTimeoutMs, allowPush: opts.allowPush });
   t.teardown(() => sc.stop());
   return sc;
 }

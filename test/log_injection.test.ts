@@ -39,7 +39,8 @@ listeners:
     address: "${uniqueHost()}:0"
     target: a
 `;
-  const sc = await startSidecar(t, base('web'), { log: lines });
+  // It pushes an access log path of a new file (allowed here, to reach the open failure).
+  const sc = await startSidecar(t, base('web'), { log: lines, allowPush: ['accessLog'] });
   const from = lines.length;
   const invalid = await putConfig(sc, base(`"web\\n${FORGED}"`));
   t.is(invalid.status, 400);

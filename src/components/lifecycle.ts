@@ -2,6 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { ComponentConfig } from '../config/types.js';
 import type { Registry } from '../registry.js';
 import type { Component } from './api.js';
+import { table } from '../config/table.js';
 
 /**
  * The component lifecycle, in one place:
@@ -53,8 +54,8 @@ export type ComponentOutcome = 'unchanged' | 'updated' | 'reinitialized' | 'adde
 export interface ComponentPlan {
   slots: Map<string, ComponentSlot>;
   outcomes: Record<string, ComponentOutcome>;
-  /** In-place updates, run last, once everything else of the build succeeded. */
-  updates: { slot: ComponentSlot; metadata: Record<string, string> }[];
+  /** In-place updates, run last, once everything else of the build succeeded (`config`: the component's new config). */
+  updates: { slot: ComponentSlot; config: ComponentConfig }[];
   /** New instances made by this build, closed if the build fails. */
   created: ComponentSlot[];
   /** In-place updates already applied, with the metadata before: reverted if a later build step fails. */
@@ -63,12 +64,13 @@ export interface ComponentPlan {
 
 /**
  * Decides for each component whether to reuse, update in place, or re-create it,
- * and brings up the new instances (init, then ready within `readyTimeoutMs`).
+ * and brings up the new instances (init, inherit, then ready, all within the
+ * component's `readyTimeout`, or `readyTimeoutMs` when it has none).
  * Throws (with every new instance closed) when one fails.
  */
 export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, configs: Readonly<Record<string, ComponentConfig>>,
   registry: Registry, readyTimeoutMs: number): Promise<ComponentPlan> {
-  const plan: ComponentPlan = { slots: new Map(), outcomes: {}, updates: [], created: [], applied: [] };
+  const plan: ComponentPlan = { slots: new Map(), outcomes: table(), updates: [], created: [], applied: [] };
   const fresh: [string, ComponentConfig, boolean][] = [];
   for (const [name, cfg] of Object.entries(configs)) {
     const old = prev.get(name);
@@ -80,10 +82,10 @@ export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, c
       // is decided in applyUpdates and may fall back to re-creation there.
       plan.slots.set(name, old);
       plan.outcomes[name] = 'updated';
-      plan.updates.push({ slot: old, metadata: cfg.metadata });
+      plan.updates.push({ slot: old, config: cfg });
     } else fresh.push([name, cfg, !!old]);
   }
-  for (const name of prev.keys()) if (!(name in configs)) plan.outcomes[name] = 'removed';
+  for (const name of prev.keys()) if (!Object.hasOwn(configs, name)) plan.outcomes[name] = 'removed';
   // allSettled, not all: with all, the first failure discarded the plan while
   // other new instances were still in init/ready, and those were never closed.
   const results = await Promise.allSettled(fresh.map(async ([name, cfg, existed]) => {
@@ -117,13 +119,14 @@ export class ComponentError extends Error {
  */
 export async function applyUpdates(plan: ComponentPlan, registry: Registry, readyTimeoutMs: number): Promise<void> {
   const applied = plan.applied;
-  for (const { slot, metadata } of plan.updates) {
+  for (const { slot, config } of plan.updates) {
+    const { metadata } = config;
     let mode: ComponentOutcome = 'updated';
     try {
       const { needReload } = await slot.instance.applyConfig!(metadata);
       if (needReload) {
         mode = 'reinitialized';
-        plan.slots.set(slot.name, await bringUp(slot.name, { type: slot.type, metadata }, registry, readyTimeoutMs, plan, slot));
+        plan.slots.set(slot.name, await bringUp(slot.name, config, registry, readyTimeoutMs, plan, slot));
         plan.outcomes[slot.name] = 'reinitialized';
       } else {
         applied.push({ slot, before: slot.metadata });
@@ -151,21 +154,27 @@ export async function revertUpdates(plan: ComponentPlan): Promise<void> {
 }
 
 /**
- * create → init → (inherit from the instance it replaces) → ready. The predecessor
- * keeps serving meanwhile; it is closed only after its generation drained.
+ * create → init → (inherit from the instance it replaces) → ready, the three
+ * within one deadline: the component's `readyTimeout`, else `defaultTimeoutMs`.
+ * The predecessor keeps serving meanwhile; it is closed only after its
+ * generation drained.
  */
-async function bringUp(name: string, cfg: ComponentConfig, registry: Registry, readyTimeoutMs: number, plan: ComponentPlan,
+async function bringUp(name: string, cfg: ComponentConfig, registry: Registry, defaultTimeoutMs: number, plan: ComponentPlan,
   predecessor?: ComponentSlot): Promise<ComponentSlot> {
   const d = registry.component(cfg.type);
   if (!d) throw new Error(`component ${name}: unknown type ${cfg.type}`);
   const slot = new ComponentSlot(name, cfg, d.create());
   plan.created.push(slot);
-  await withTimeout(slot.instance.init(cfg.metadata), readyTimeoutMs, `component ${name}: init`);
+  const budgetMs = cfg.readyTimeoutMs ?? defaultTimeoutMs;
+  const deadline = performance.now() + budgetMs;
+  const step = <T>(p: Promise<T>, what: string): Promise<T> =>
+    withTimeout(p, Math.max(0, deadline - performance.now()), `component ${name}: ${what}`, budgetMs);
+  await step(Promise.resolve().then(() => slot.instance.init(cfg.metadata)), 'init');
   if (predecessor && slot.instance.inherit) {
-    await withTimeout(Promise.resolve(slot.instance.inherit(predecessor.instance)), readyTimeoutMs, `component ${name}: inherit`);
+    await step(Promise.resolve().then(() => slot.instance.inherit!(predecessor.instance)), 'inherit');
   }
   if (slot.instance.ready) {
-    const ok = await withTimeout(slot.instance.ready(), readyTimeoutMs, `component ${name}: ready`);
+    const ok = await step(Promise.resolve().then(() => slot.instance.ready!()), 'ready');
     if (!ok) throw new Error(`component ${name}: ready: the component reported not ready`);
   }
   return slot;
@@ -176,14 +185,15 @@ export async function discard(plan: ComponentPlan): Promise<void> {
   await Promise.all(plan.created.splice(0).map((s) => s.close().catch(() => {})));
 }
 
-function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+/** `p`, or a rejection after `ms` saying that `what` ran out of the `budgetMs` it had with the steps before it. */
+function withTimeout<T>(p: Promise<T>, ms: number, what: string, budgetMs: number): Promise<T> {
   let timer: NodeJS.Timeout;
   return Promise.race([
     Promise.resolve(p).catch((err: unknown) => {
       throw new Error(`${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
     }),
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${ms} ms`)), ms);
+      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${budgetMs} ms (readyTimeout)`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
 }

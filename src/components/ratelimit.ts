@@ -12,6 +12,8 @@ interface Settings {
 interface Bucket { tokens: number; at: number }
 
 const DEFAULT_MAX_KEYS = 10_000;
+/** The most buckets one component may keep (about 100 MB of them). */
+export const MAX_KEYS = 1_000_000;
 const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** Parses and checks the metadata; `report` gets every problem. */
@@ -31,7 +33,11 @@ function parse(m: Readonly<Record<string, string>>, report: (key: string, messag
     else report('key', `must be "client" or "header:<name>", got "${m.key}"`);
   }
   const maxKeys = m.maxKeys === undefined ? DEFAULT_MAX_KEYS : Number(m.maxKeys);
-  if (m.maxKeys !== undefined && !(Number.isInteger(maxKeys) && maxKeys >= 1)) report('maxKeys', `must be a whole number ≥ 1, got "${m.maxKeys}"`);
+  // Bounded: the buckets are kept in memory, one per client address or header value
+  // (clients choose those), so `1e20` meant no bound at all.
+  if (m.maxKeys !== undefined && !(Number.isInteger(maxKeys) && maxKeys >= 1 && maxKeys <= MAX_KEYS)) {
+    report('maxKeys', `must be a whole number from 1 to ${MAX_KEYS}, got "${m.maxKeys}"`);
+  }
   return { ratePerMs: rps / 1000, burst, key, maxKeys };
 }
 

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { isAbsolute, resolve } from 'node:path';
-import { Document, isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode } from 'yaml';
+import { Document, isAlias, isMap, isPair, isScalar, isSeq, LineCounter, parseDocument, type Node as YamlNode, type YAMLMap, type YAMLSeq } from 'yaml';
 import jsyaml from 'js-yaml';
 import type { ConfigIssue } from '../errors.js';
 
@@ -75,19 +75,101 @@ function parseText(src: Source): { value: unknown } | { errors: ConfigIssue[] } 
     }
   }
   const { doc, lines } = docOf(src);
-  if (doc.errors.length) {
-    return {
-      errors: doc.errors.map((e) => {
-        const pos = lines.linePos(e.pos[0]);
-        return { code: 'SY_ERR_CONFIG_YAML' as const, path: '', file: src.name, line: pos.line, column: pos.col, message: firstLine(e.message) };
-      }),
-    };
-  }
+  // Each error names the nearest key it is under (before, every one said "(root)").
+  const issue = (offset: number, message: string): ConfigIssue => {
+    const pos = lines.linePos(offset);
+    // An error at the indentation of a line is about what the line starts with.
+    let at = offset;
+    while (src.text[at] === ' ') at++;
+    return { code: 'SY_ERR_CONFIG_YAML', path: formatPath(pathAt(doc, at)), file: src.name, line: pos.line, column: pos.col, message };
+  };
+  if (doc.errors.length) return { errors: doc.errors.map((e) => issue(e.pos[0], firstLine(e.message))) };
+  const aliases = aliasProblems(doc);
+  if (aliases.length) return { errors: aliases.map((a) => issue(a.offset, a.message)) };
   try {
     return { value: doc.toJS({ maxAliasCount: 100 }) };
   } catch (err) {
     return { errors: [{ code: 'SY_ERR_CONFIG_YAML', path: '', file: src.name, line: 1, column: 1, message: firstLine((err as Error).message) }] };
   }
+}
+
+type Collection = YAMLMap | YAMLSeq;
+
+function isCollection(n: unknown): n is Collection {
+  return isMap(n) || isSeq(n);
+}
+
+/** Whether `offset` falls within a node's text (its value and the comments or space it owns). */
+function within(n: YamlNode, offset: number): boolean {
+  const r = n.range;
+  return !!r && r[0] <= offset && offset <= r[2];
+}
+
+/** The text a mapping key stands for in a path. */
+function keyText(key: unknown): string {
+  return isScalar(key) ? String(key.value) : String(key);
+}
+
+/**
+ * The path of the nearest key at or before `offset`: down through the collections
+ * whose text holds it, to the last entry that starts at or before it. An offset on
+ * a key itself (a duplicate key) gives the mapping the key is in.
+ */
+export function pathAt(doc: Document, offset: number): Path {
+  const path: (string | number)[] = [];
+  let node: unknown = doc.contents;
+  while (isCollection(node)) {
+    let i = -1;
+    const items = node.items as unknown[];
+    for (let j = 0; j < items.length; j++) {
+      const it = items[j];
+      const start = isPair(it) ? ((it.key as YamlNode | null)?.range?.[0] ?? (it.value as YamlNode | null)?.range?.[0]) : (it as YamlNode | null)?.range?.[0];
+      if (start === undefined) continue;
+      if (start > offset) break;
+      i = j;
+    }
+    if (i < 0) break;
+    const it = items[i];
+    let next: unknown;
+    if (isPair(it)) {
+      const key = it.key as YamlNode | null;
+      if (key?.range && offset <= key.range[1]) break;
+      path.push(keyText(key));
+      next = it.value;
+    } else {
+      path.push(i);
+      next = it;
+    }
+    if (!isCollection(next) || !within(next, offset)) break;
+    node = next;
+  }
+  return path;
+}
+
+/**
+ * Aliases that cannot be expanded: one whose anchor is not set before it, and one
+ * inside the node it names (a cycle: expanding it never ends, and a config with
+ * one used to fail with a bare RangeError). Every cycle has such an alias, since
+ * an alias can only name an anchor set before it.
+ */
+function aliasProblems(doc: Document): { offset: number; message: string }[] {
+  const out: { offset: number; message: string }[] = [];
+  const walk = (n: unknown): void => {
+    if (isAlias(n)) {
+      const target = n.resolve(doc);
+      const at = n.range?.[0] ?? 0;
+      if (!target) out.push({ offset: at, message: `alias *${n.source} names no anchor set before it` });
+      else if (target.range && target.range[0] <= at && at < target.range[2]) {
+        out.push({ offset: at, message: `alias *${n.source} is inside the node it names (&${n.source}): it would repeat itself forever` });
+      }
+    } else if (isMap(n)) {
+      for (const p of n.items) { walk(p.key); walk(p.value); }
+    } else if (isSeq(n)) {
+      for (const x of n.items) walk(x);
+    }
+  };
+  walk(doc.contents);
+  return out;
 }
 
 /** Reads and merges `--config` files: later files override earlier ones key by key. */

@@ -95,6 +95,8 @@ export interface VsetConfig {
 export interface ComponentConfig {
   type: string;
   metadata: Record<string, string>;
+  /** `readyTimeout`: how long a new instance has for init, inherit and ready together; absent = the runtime's default (10 s). */
+  readyTimeoutMs?: number;
 }
 
 export type Protocol = 'http' | 'tcp';

@@ -3,6 +3,7 @@ import type { ConfigCode, ConfigIssue } from '../errors.js';
 import type { Registry } from '../registry.js';
 import type { FilterValidateContext } from '../filters/api.js';
 import { defineOwn, formatPath, type Locator, type Path, type SourceOf } from './load.js';
+import { table, tableCopy, tableOf } from './table.js';
 import type {
   AccessLogConfig, AdminConfig, ChannelConfig, ComponentConfig, Config, FilterConfig, HostPort, ListenerConfig,
   HealthCheckConfig, ListenerTimeouts, OutlierConfig, Protocol, RetryConfig, RetryOn, RoleConfig, VsetConfig,
@@ -13,6 +14,8 @@ export type ValidateResult = { ok: true; config: Config } | { ok: false; issues:
 export const NAME_RE = /^[A-Za-z0-9_-]+$/;
 export const DEFAULT_ADMIN: HostPort = { host: '127.0.0.1', port: 9901 };
 export const DEFAULT_DRAIN_MS = 30_000;
+/** A new component instance's time for init, inherit and ready together, unless `components.<name>.readyTimeout` says otherwise. */
+export const DEFAULT_READY_TIMEOUT_MS = 10_000;
 export const DEFAULT_TIMEOUTS: Readonly<ListenerTimeouts> = {
   connectMs: 5_000,
   upstreamMs: 30_000,
@@ -32,6 +35,9 @@ const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'compone
 const TIMEOUT_KEYS: Record<string, keyof ListenerTimeouts> = {
   connect: 'connectMs', upstream: 'upstreamMs', headers: 'headersMs', request: 'requestMs', keepAlive: 'keepAliveMs', idle: 'idleMs', total: 'totalMs',
 };
+
+/** The timeouts whose 0s means "no limit" (documented); every other one must be more than 0. */
+const ZERO_MEANS_NONE = new Set(['idle', 'total']);
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -64,18 +70,31 @@ export function expandEnv(s: string, env: NodeJS.ProcessEnv, unset: (name: strin
   });
 }
 
-/** `${VAR}` and `${VAR:-default}` in string values; `$${` is a literal `${`. */
-function substituteEnv(value: unknown, path: Path, env: NodeJS.ProcessEnv, v: Validator): unknown {
+/**
+ * `${VAR}` and `${VAR:-default}` in string values; `$${` is a literal `${`.
+ * `within` holds the mappings and lists above `value`: a value that contains
+ * itself (an object handed in by embedding code; YAML's recursive aliases are
+ * refused when parsed) is reported instead of recursing until the stack ends.
+ */
+function substituteEnv(value: unknown, path: Path, env: NodeJS.ProcessEnv, v: Validator, within = new Set<object>()): unknown {
   if (typeof value === 'string') {
     return expandEnv(value, env, (name) => v.report('SY_ERR_CONFIG_ENV', path, `environment variable ${name} is not set`));
   }
-  if (Array.isArray(value)) return value.map((x, i) => substituteEnv(x, [...path, i], env, v));
-  if (isObj(value)) {
-    const out: Obj = {};
-    for (const [k, x] of Object.entries(value)) defineOwn(out, k, substituteEnv(x, [...path, k], env, v));
-    return out;
+  if (typeof value !== 'object' || value === null) return value;
+  if (within.has(value)) {
+    v.report('SY_ERR_CONFIG_VALUE', path, 'contains itself (a cycle)');
+    return undefined;
   }
-  return value;
+  within.add(value);
+  let out: unknown;
+  if (Array.isArray(value)) out = value.map((x, i) => substituteEnv(x, [...path, i], env, v, within));
+  else {
+    const o: Obj = {};
+    for (const [k, x] of Object.entries(value)) defineOwn(o, k, substituteEnv(x, [...path, k], env, v, within));
+    out = o;
+  }
+  within.delete(value);
+  return out;
 }
 
 /** The longest duration a Node timer can wait (about 596 h). */
@@ -215,7 +234,7 @@ class Validator {
    * text is what the file says; anything else is refused (1.10 would become "1.1").
    */
   stringMap(value: unknown, path: Path): Record<string, string> {
-    const out: Record<string, string> = {};
+    const out = table<string>();
     if (value === undefined) return out;
     const o = this.obj(value, path, null);
     if (!o) return out;
@@ -311,13 +330,13 @@ class Validator {
   }
 
   roles(value: unknown): Record<string, RoleConfig> {
-    const roles: Record<string, RoleConfig> = {};
+    const roles = table<RoleConfig>();
     for (const [name, raw] of this.named(value, ['roles'])) {
       const path = ['roles', name];
       const o = this.obj(raw, path, ['meta', 'channels']);
       if (!o) continue;
       const meta = this.stringMap(o.meta, [...path, 'meta']);
-      const channels: Record<string, ChannelConfig> = {};
+      const channels = table<ChannelConfig>();
       const chans = this.named(o.channels, [...path, 'channels']);
       if (o.channels === undefined || (isObj(o.channels) && Object.keys(o.channels).length === 0)) {
         this.report('SY_ERR_CONFIG_REQUIRED', [...path, 'channels'], 'a role needs at least one channel');
@@ -434,7 +453,7 @@ class Validator {
   }
 
   vsets(value: unknown, roles: Record<string, RoleConfig>): Record<string, VsetConfig> {
-    const vsets: Record<string, VsetConfig> = {};
+    const vsets = table<VsetConfig>();
     for (const [name, raw] of this.named(value, ['vsets'])) {
       const path = ['vsets', name];
       if (roles[name]) {
@@ -449,11 +468,12 @@ class Validator {
       } else {
         o.channels.forEach((c, i) => {
           if (typeof c !== 'string' || !NAME_RE.test(c)) this.report('SY_ERR_CONFIG_NAME', [...path, 'channels', i], `channel name ${JSON.stringify(c)} must match [A-Za-z0-9_-]+`);
+          else if (c === '__proto__') this.report('SY_ERR_CONFIG_NAME', [...path, 'channels', i], 'the name "__proto__" is reserved');
           else if (channels.includes(c)) this.report('SY_ERR_CONFIG_VALUE', [...path, 'channels', i], `channel "${c}" is listed twice`);
           else channels.push(c);
         });
       }
-      const members: VsetConfig['roles'] = {};
+      const members = table<VsetConfig['roles'][string]>();
       const entries = this.named(o.roles, [...path, 'roles']);
       if (entries.length === 0 && !(o.roles !== undefined && !isObj(o.roles))) {
         this.report('SY_ERR_CONFIG_REQUIRED', [...path, 'roles'], 'a vset needs at least one role');
@@ -467,7 +487,7 @@ class Validator {
         }
         const entry = entryRaw === null || entryRaw === undefined ? {} : this.obj(entryRaw, rp, ['map', 'meta']);
         if (!entry) continue;
-        const map: Record<string, string> = {};
+        const map = table<string>();
         const given = this.stringMap(entry.map, [...rp, 'map']);
         for (const [vc, rc] of Object.entries(given)) {
           if (!channels.includes(vc)) this.report('SY_ERR_UNKNOWN_CHANNEL', [...rp, 'map', vc], `"${vc}" is not a channel of vset ${name} (${channels.join(', ')})`, true);
@@ -480,7 +500,7 @@ class Validator {
           }
           map[vc] = rc;
         }
-        members[roleName] = { map, meta: { ...role.meta, ...this.stringMap(entry.meta, [...rp, 'meta']) } };
+        members[roleName] = { map, meta: tableCopy(role.meta, this.stringMap(entry.meta, [...rp, 'meta'])) };
       }
       vsets[name] = { channels, roles: members, implicit: false };
     }
@@ -488,19 +508,24 @@ class Validator {
     for (const [name, role] of Object.entries(roles)) {
       if (vsets[name]) continue;
       const channels = Object.keys(role.channels);
-      vsets[name] = { channels, roles: { [name]: { map: Object.fromEntries(channels.map((c) => [c, c])), meta: role.meta } }, implicit: true };
+      vsets[name] = { channels, roles: tableOf([[name, { map: tableOf(channels.map((c) => [c, c])), meta: role.meta }]]), implicit: true };
     }
     return vsets;
   }
 
   components(value: unknown): Record<string, ComponentConfig> {
-    const out: Record<string, ComponentConfig> = {};
+    const out = table<ComponentConfig>();
     for (const [name, raw] of this.named(value, ['components'])) {
       const path = ['components', name];
-      const o = this.obj(raw, path, ['type', 'metadata']);
+      const o = this.obj(raw, path, ['type', 'metadata', 'readyTimeout']);
       if (!o) continue;
       const type = this.str(o.type, [...path, 'type']);
       const metadata = this.stringMap(o.metadata, [...path, 'metadata']);
+      let readyTimeoutMs: number | undefined;
+      if (o.readyTimeout !== undefined) {
+        readyTimeoutMs = this.duration(o.readyTimeout, [...path, 'readyTimeout'], DEFAULT_READY_TIMEOUT_MS);
+        if (readyTimeoutMs === 0) this.report('SY_ERR_CONFIG_VALUE', [...path, 'readyTimeout'], 'must be more than 0');
+      }
       if (type === undefined) continue;
       const d = this.#registry.component(type);
       if (!d) {
@@ -516,7 +541,7 @@ class Validator {
         this.report('SY_ERR_CONFIG_VALUE', [...path, 'metadata'], `component type ${type} failed to validate its metadata: ${(err as Error)?.message ?? String(err)}`);
         continue;
       }
-      out[name] = { type, metadata };
+      out[name] = readyTimeoutMs === undefined ? { type, metadata } : { type, metadata, readyTimeoutMs };
     }
     return out;
   }
@@ -535,7 +560,7 @@ class Validator {
 
   listeners(value: unknown, vsets: Record<string, VsetConfig>, components: Record<string, ComponentConfig>,
     admin: AdminConfig): Record<string, ListenerConfig> {
-    const out: Record<string, ListenerConfig> = {};
+    const out = table<ListenerConfig>();
     const byAddress: Bound[] = [{ ...admin.address, owner: 'the admin API' }];
     for (const [name, raw] of this.named(value, ['listeners'])) {
       const path = ['listeners', name];
@@ -552,7 +577,15 @@ class Validator {
       if (o.timeouts !== undefined) {
         const t = this.obj(o.timeouts, [...path, 'timeouts'], Object.keys(TIMEOUT_KEYS));
         for (const [k, field] of Object.entries(TIMEOUT_KEYS)) {
-          if (t?.[k] !== undefined) timeouts[field] = this.duration(t[k], [...path, 'timeouts', k], DEFAULT_TIMEOUTS[field]);
+          if (t?.[k] === undefined) continue;
+          timeouts[field] = this.duration(t[k], [...path, 'timeouts', k], DEFAULT_TIMEOUTS[field]);
+          // Node's server timeouts and undici's take 0 for "no limit": `headers: 0s`
+          // turned the slowloris limit off, `connect: 0s` let a blackholed endpoint
+          // hold a request for ever. Only idle and total say what 0 means.
+          if (timeouts[field] === 0 && !ZERO_MEANS_NONE.has(k)) {
+            this.report('SY_ERR_CONFIG_VALUE', [...path, 'timeouts', k], `must be more than 0 (0s would turn the ${k} limit off; only timeouts.idle and timeouts.total take 0s for "none")`);
+            timeouts[field] = DEFAULT_TIMEOUTS[field];
+          }
         }
         if (timeouts.headersMs > timeouts.requestMs) {
           this.report('SY_ERR_CONFIG_VALUE', [...path, 'timeouts', 'headers'], 'must not be longer than timeouts.request');

@@ -1,6 +1,7 @@
 import type { Exchange, FilterDescriptor } from './api.js';
 import { headerValues } from './header_values.js';
 import { fmix32, hashString } from './hash.js';
+import { table } from '../config/table.js';
 
 export interface WeightedConfig {
   weights: Record<string, number>;
@@ -29,7 +30,7 @@ export const weighted: FilterDescriptor<WeightedConfig> = {
 
   validate(raw, ctx) {
     ctx.allowKeys(raw, ['weights', 'stickyHeader']);
-    const weights: Record<string, number> = {};
+    const weights = table<number>();
     const w = raw.weights;
     if (typeof w !== 'object' || w === null || Array.isArray(w)) {
       ctx.report(w === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', ['weights'], 'must map role names to weights');

@@ -8,6 +8,7 @@ import { SocketPool, type ListenSocket } from '../listeners/socket_pool.js';
 import { assignAddresses } from '../listeners/address.js';
 import { applyUpdates, discard, planComponents, revertUpdates, type ComponentOutcome } from '../components/lifecycle.js';
 import { Generation, ListenerPlan, type ConfigSource } from './generation.js';
+import { table, tableCopy } from '../config/table.js';
 
 export interface BuildContext {
   registry: Registry;
@@ -33,7 +34,7 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
   ctx: BuildContext): Promise<BuildResult> {
   const gen = new Generation(number, source, config);
   const undo: (() => unknown)[] = [];
-  let components: Record<string, ComponentOutcome> = {};
+  let components: Record<string, ComponentOutcome> = table();
   try {
     const cplan = await planComponents(prev?.components ?? new Map(), config.components, ctx.registry, ctx.readyTimeoutMs);
     undo.push(() => discard(cplan));
@@ -135,7 +136,7 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
 
 /** A role as filters see it; `available` reads the endpoints' health as it is now. */
 function roleView(name: string, meta: Record<string, string>, set: EndpointSet): RoleView {
-  return Object.freeze({ name, meta: Object.freeze({ ...meta }), get available() { return set.available; } });
+  return Object.freeze({ name, meta: Object.freeze(tableCopy(meta)), get available() { return set.available; } });
 }
 
 /** The split work falls back by: the first filter's that has one (a `weighted`), else equal. */

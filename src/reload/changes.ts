@@ -2,6 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Config } from '../config/types.js';
 import type { ComponentOutcome } from '../components/lifecycle.js';
 import type { Generation } from './generation.js';
+import { table, tableCopy } from '../config/table.js';
 
 /** What a config would change against the running generation (the dry-run answer). */
 export interface ChangePlan {
@@ -15,7 +16,7 @@ export interface ChangePlan {
 /** Compares a checked config with the running generation, without touching anything. */
 export function planChanges(prev: Generation | null, next: Config): ChangePlan {
   const before = prev?.config;
-  const plan: ChangePlan = { listeners: { added: [], removed: [], changed: [], unchanged: [] }, components: {}, weights: {} };
+  const plan: ChangePlan = { listeners: { added: [], removed: [], changed: [], unchanged: [] }, components: table(), weights: table() };
   for (const [name, l] of Object.entries(next.listeners)) {
     const old = before?.listeners[name];
     if (!old) plan.listeners.added.push(name);
@@ -53,5 +54,5 @@ function sameTarget(a: Config, b: Config, vset: string): boolean {
 
 function weightsOf(filters: Config['listeners'][string]['filters']): Record<string, number> | null {
   const w = filters.find((f) => f.type === 'weighted');
-  return w ? { ...(w.config as { weights: Record<string, number> }).weights } : null;
+  return w ? tableCopy((w.config as { weights: Record<string, number> }).weights) : null;
 }

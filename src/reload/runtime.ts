@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { formatIssue, oneLine, type ConfigIssue } from '../errors.js';
 import { pushIssues, type PushField } from './push_policy.js';
 import { checkConfig } from '../config/check.js';
+import { DEFAULT_READY_TIMEOUT_MS } from '../config/validate.js';
 import { rawFromObject, type RawConfig } from '../config/load.js';
 import { planChanges, type ChangePlan } from './changes.js';
 import type { HostPort } from '../config/types.js';
@@ -31,7 +32,7 @@ export interface RuntimeOptions {
   metrics?: Metrics;
   /** One line per reload and per lifecycle event (control characters escaped: errors.oneLine). */
   log?: (line: string) => void;
-  /** Limit for a component's init and ready. */
+  /** A new component instance's time for init, inherit and ready together, unless its `readyTimeout` says otherwise (default 10 s). */
   readyTimeoutMs?: number;
   /** What a config pushed through the admin API may change besides what any config may (push_policy.ts). */
   allowPush?: readonly PushField[];
@@ -67,7 +68,7 @@ export class Runtime {
     const log = opts.log ?? (() => {});
     this.#log = (line) => log(oneLine(line));
     this.accessLogs = new AccessLogs(this.metrics.accessLogDropped, this.#log);
-    this.#readyTimeoutMs = opts.readyTimeoutMs ?? 10_000;
+    this.#readyTimeoutMs = opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
     this.#allowPush = new Set(opts.allowPush ?? []);
     this.endpoints = new EndpointTable(this.#log);
     this.metrics.endpointHealth = () => this.#endpointHealth();
@@ -174,8 +175,18 @@ export class Runtime {
     }
     this.history.push({ generation: number, source, at, outcome: 'applied' });
     this.#trimHistory();
+    // From the swap on, the change is applied whatever happens: describing it must
+    // not turn into a rejection (a throw here used to reach #applySafely, which
+    // answered 409 "nothing changed" and recorded a failure while `gen` served).
+    let changes: ReloadChanges;
+    try {
+      changes = changesOf(prev, gen, built.components);
+    } catch (err) {
+      this.#log(`generation ${number}: cannot list what changed: ${(err as Error).message}`);
+      changes = { listeners: { added: [], removed: [], changed: [] }, components: {} };
+    }
     // A change that turns the access log off is the last line of the old one.
-    this.#record({ generation: number, source, result: 'applied', durationMs, changes: changesOf(prev, gen, built.components), error: '' },
+    this.#record({ generation: number, source, result: 'applied', durationMs, changes, error: '' },
       gen.accessLog ?? prev?.accessLog ?? null);
     const [was, now] = [prev?.config.admin.address, gen.config.admin.address];
     if (was && (was.host !== now.host || was.port !== now.port)) {
@@ -227,7 +238,8 @@ export class Runtime {
       const cur = this.current?.raw;
       if (!cur) return undefined;
       const value = structuredClone((cur.value ?? {}) as { components?: Record<string, { type?: string; metadata?: unknown }> });
-      const existing = value.components?.[name];
+      // Own keys only: POST /components/toString must not find Object.prototype.toString.
+      const existing = value.components && Object.hasOwn(value.components, name) ? value.components[name] : undefined;
       if (!existing && !change.type) return undefined;
       value.components = { ...value.components, [name]: { ...existing, ...(change.type ? { type: change.type } : {}), metadata: change.metadata } };
       return rawFromObject(value, cur.baseDir);
