@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
-import { parseConfigTexts, type RawConfig } from '../config/load.js';
+import { parseConfigTextsAsync, type RawConfig } from '../config/load.js';
 import type { AdminConfig, AdminPublicRoute, HostPort } from '../config/types.js';
 import { refusal } from './guard.js';
 import { formatIssue, type ConfigIssue } from '../errors.js';
@@ -69,7 +69,7 @@ export class AdminServer {
         // An empty body parses as an empty config, which would remove every
         // listener: far likelier a broken pipe or a missing file than intent.
         if (text.trim() === '') throw new ApiError(400, 'empty body: PUT /config takes a whole config (YAML or JSON)', { errors: [{ message: 'empty body: PUT /config takes a whole config (YAML or JSON)' }] });
-        const raw = parseConfigTexts([{ name: 'PUT /config', text }], opts.baseDir);
+        const raw = await parseConfigTextsAsync([{ name: 'PUT /config', text }], opts.baseDir);
         if (isTrue(url.searchParams.get('dryRun'))) {
           const plan = await rt.dryRun(raw);
           if (!plan.ok) throw invalid(plan.issues);

@@ -26,8 +26,10 @@ export async function checkConfig(raw: RawConfig, env: NodeJS.ProcessEnv = proce
     return unset ? null : s;
   }) : [];
   const pluginIssues = pluginPaths.length ? await loadPlugins(pluginPaths, raw.baseDir, registry) : [];
-  for (const i of pluginIssues) Object.assign(i, raw.locate(['plugins', Number(/\d+/.exec(i.path)![0])]) ?? {});
-  const v = validateConfig(raw.value, registry, raw.locate, env, raw.sourceOf);
-  if (!v.ok || pluginIssues.length) return { ok: false, issues: [...pluginIssues, ...(v.ok ? [] : v.issues)] };
+  const v = await validateConfig(raw.value, registry, {
+    locate: raw.locate, sourceOf: raw.sourceOf, env,
+    before: pluginIssues.map((issue) => ({ issue, path: ['plugins', Number(/\d+/.exec(issue.path)![0])] })),
+  });
+  if (!v.ok) return { ok: false, issues: v.issues };
   return { ok: true, config: v.config, registry };
 }

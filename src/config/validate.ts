@@ -2,7 +2,8 @@ import { isIP } from 'node:net';
 import type { ConfigCode, ConfigIssue } from '../errors.js';
 import type { Registry } from '../registry.js';
 import type { FilterValidateContext } from '../filters/api.js';
-import { defineOwn, formatPath, type Locator, type Path, type SourceOf } from './load.js';
+import { formatPath, setOwn, type LocateQuery, type Locator, type Path, type SourceOf } from './load.js';
+import { Slicer } from './slicer.js';
 import { table, tableCopy, tableOf } from './table.js';
 import type {
   AccessLogConfig, AdminConfig, ChannelConfig, ComponentConfig, Config, FilterConfig, HostPort, ListenerConfig,
@@ -42,16 +43,33 @@ const ZERO_MEANS_NONE = new Set(['idle', 'total']);
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
+export interface ValidateOptions {
+  /** Where paths are in the text (asked once, with every issue's path, after validation). */
+  locate?: Locator;
+  /** How numbers and booleans were written where that differs from how they read. */
+  sourceOf?: SourceOf;
+  env?: NodeJS.ProcessEnv;
+  /** Issues found before (plugins that did not load), listed first and located with the rest. */
+  before?: readonly { issue: ConfigIssue; path: Path }[];
+  /** Yields to the event loop between slices of the work (default: a new Slicer). */
+  slicer?: Slicer;
+}
+
 /**
  * Validates a whole config and normalizes it. Every issue is collected (not just the
  * first); any issue rejects the config. Plugins must already be registered in `registry`.
+ * The work yields to the event loop every few milliseconds (a config of 40,000 roles
+ * takes hundreds), and issues are located in one batch at the end.
  */
-export function validateConfig(value: unknown, registry: Registry, locate: Locator = () => undefined,
-  env: NodeJS.ProcessEnv = process.env, sourceOf: SourceOf = () => undefined): ValidateResult {
-  const v = new Validator(registry, locate, sourceOf);
-  const root = substituteEnv(value ?? {}, [], env, v);
-  const config = v.root(root);
-  return v.issues.length ? { ok: false, issues: v.issues } : { ok: true, config };
+export async function validateConfig(value: unknown, registry: Registry, opts: ValidateOptions = {}): Promise<ValidateResult> {
+  const slicer = opts.slicer ?? new Slicer();
+  const v = new Validator(registry, opts.sourceOf ?? (() => undefined), slicer);
+  for (const b of opts.before ?? []) v.found.push({ issue: b.issue, query: { path: b.path } });
+  const root = await substituteEnv(value ?? {}, opts.env ?? process.env, v, slicer);
+  const config = await v.root(root);
+  if (v.found.length === 0) return { ok: true, config };
+  const locations = opts.locate ? await opts.locate(v.found.map((f) => f.query)) : [];
+  return { ok: false, issues: v.found.map((f, i) => ({ ...f.issue, ...(locations[i] ?? {}) })) };
 }
 
 /**
@@ -71,30 +89,73 @@ export function expandEnv(s: string, env: NodeJS.ProcessEnv, unset: (name: strin
 }
 
 /**
- * `${VAR}` and `${VAR:-default}` in string values; `$${` is a literal `${`.
- * `within` holds the mappings and lists above `value`: a value that contains
- * itself (an object handed in by embedding code; YAML's recursive aliases are
- * refused when parsed) is reported instead of recursing until the stack ends.
+ * The config with `${VAR}` and `${VAR:-default}` expanded in string values; `$${`
+ * is a literal `${`. Copy on write: a mapping or list is copied only when a
+ * string below it changes, so a big config without variables is walked, not
+ * copied (a copy of 40,000 roles was hundreds of thousands of new objects).
+ * Iterative and sliced. A value that contains itself (an object handed in by
+ * embedding code; YAML's recursive aliases are refused when parsed) is reported
+ * instead of walked for ever. The result shares what did not change with `value`:
+ * nothing in validation changes the config it reads.
  */
-function substituteEnv(value: unknown, path: Path, env: NodeJS.ProcessEnv, v: Validator, within = new Set<object>()): unknown {
-  if (typeof value === 'string') {
-    return expandEnv(value, env, (name) => v.report('SY_ERR_CONFIG_ENV', path, `environment variable ${name} is not set`));
+async function substituteEnv(value: unknown, env: NodeJS.ProcessEnv, v: Validator, slicer: Slicer): Promise<unknown> {
+  const path: (string | number)[] = [];
+  /** The mappings and lists being walked, innermost last; `within` has them. */
+  const stack: { src: Obj | unknown[]; keys: string[] | null; i: number; changed: Map<string | number, unknown> | null }[] = [];
+  const within = new Set<object>();
+  /** A scalar's new value, or `value` itself for a container (which is then walked). */
+  const visit = (x: unknown): unknown => {
+    if (typeof x === 'string') {
+      return x.includes('${') ? expandEnv(x, env, (name) => v.report('SY_ERR_CONFIG_ENV', [...path], `environment variable ${name} is not set`)) : x;
+    }
+    if (typeof x !== 'object' || x === null) return x;
+    if (within.has(x)) {
+      v.report('SY_ERR_CONFIG_VALUE', [...path], 'contains itself (a cycle)');
+      return undefined;
+    }
+    within.add(x);
+    stack.push({ src: x as Obj | unknown[], keys: Array.isArray(x) ? null : Object.keys(x), i: 0, changed: null });
+    return x;
+  };
+  /** The walked container: itself, or a copy with what changed below it. */
+  const finish = (f: (typeof stack)[number]): unknown => {
+    if (f.changed === null) return f.src;
+    if (f.keys === null) {
+      const out = (f.src as unknown[]).slice();
+      for (const [i, x] of f.changed) out[i as number] = x;
+      return out;
+    }
+    const out: Obj = {};
+    for (const k of f.keys) setOwn(out, k, f.changed.has(k) ? f.changed.get(k) : (f.src as Obj)[k]);
+    return out;
+  };
+  let top = visit(value);
+  while (stack.length) {
+    if (slicer.due) await slicer.yield();
+    const f = stack[stack.length - 1]!;
+    const n = f.keys ? f.keys.length : (f.src as unknown[]).length;
+    if (f.i >= n) {
+      stack.pop();
+      within.delete(f.src);
+      const out = finish(f);
+      const parent = stack[stack.length - 1];
+      if (parent) {
+        const k = path.pop()!; // the key this one sat under
+        if (out !== f.src) (parent.changed ??= new Map()).set(k, out);
+      } else top = out;
+      continue;
+    }
+    const k = f.keys ? f.keys[f.i]! : f.i;
+    f.i++;
+    path.push(k);
+    const depth = stack.length;
+    const x = (f.src as Record<string | number, unknown>)[k];
+    const y = visit(x);
+    if (stack.length > depth) continue; // a container: its key stays on the path until it is finished
+    if (y !== x) (f.changed ??= new Map()).set(k, y);
+    path.pop();
   }
-  if (typeof value !== 'object' || value === null) return value;
-  if (within.has(value)) {
-    v.report('SY_ERR_CONFIG_VALUE', path, 'contains itself (a cycle)');
-    return undefined;
-  }
-  within.add(value);
-  let out: unknown;
-  if (Array.isArray(value)) out = value.map((x, i) => substituteEnv(x, [...path, i], env, v, within));
-  else {
-    const o: Obj = {};
-    for (const [k, x] of Object.entries(value)) defineOwn(o, k, substituteEnv(x, [...path, k], env, v, within));
-    out = o;
-  }
-  within.delete(value);
-  return out;
+  return top;
 }
 
 /** The longest duration a Node timer can wait (about 596 h). */
@@ -141,26 +202,51 @@ function isWildcard(host: string): boolean {
 /** An address taken while validating listeners, and who took it. */
 interface Bound { host: string; port: number; owner: string }
 
+/**
+ * The addresses taken so far, by port: a clash check is one lookup, not a scan of
+ * every listener before it (quadratic in a config of many listeners).
+ */
+class AddressBook {
+  readonly #byPort = new Map<number, Bound[]>();
+
+  constructor(first: Bound) {
+    this.add(first);
+  }
+
+  add(b: Bound): void {
+    const list = this.#byPort.get(b.port);
+    if (list) list.push(b);
+    else this.#byPort.set(b.port, [b]);
+  }
+
+  /** The first taken address this one clashes with: the same host and port, or a wildcard host (0.0.0.0, ::) on either side. */
+  clash(host: string, port: number): Bound | undefined {
+    return this.#byPort.get(port)?.find((b) => b.host === host || isWildcard(b.host) || isWildcard(host));
+  }
+}
+
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 }
 
 class Validator {
-  readonly issues: ConfigIssue[] = [];
+  /** Issues in the order found, each with the path to locate it by (at the end, in one batch). */
+  readonly found: { issue: ConfigIssue; query: LocateQuery }[] = [];
   readonly #registry: Registry;
-  readonly #locate: Locator;
   readonly #sourceOf: SourceOf;
+  readonly #slicer: Slicer;
 
-  constructor(registry: Registry, locate: Locator, sourceOf: SourceOf) {
+  constructor(registry: Registry, sourceOf: SourceOf, slicer: Slicer) {
     this.#registry = registry;
-    this.#locate = locate;
     this.#sourceOf = sourceOf;
+    this.#slicer = slicer;
   }
 
   report(code: ConfigCode, path: Path, message: string, atKey = false): void {
-    const loc = this.#locate(path, atKey);
-    this.issues.push({ code, path: formatPath(path), message, ...(loc ?? {}) });
+    this.found.push({ issue: { code, path: formatPath(path), message }, query: { path, atKey } });
   }
+
+
 
   /** Returns the value as an object, reporting unknown keys; undefined (reported) when it is not one. */
   obj(value: unknown, path: Path, allowed: readonly string[] | null): Obj | undefined {
@@ -259,17 +345,17 @@ class Validator {
     return out;
   }
 
-  root(value: unknown): Config {
+  async root(value: unknown): Promise<Config> {
     const root = this.obj(value, [], TOP_KEYS) ?? {};
     if (root.version !== undefined && root.version !== 1) {
       this.report('SY_ERR_CONFIG_VALUE', ['version'], `unsupported config version ${JSON.stringify(root.version)}; this switchyard reads version 1`);
     }
-    const roles = this.roles(root.roles);
-    const vsets = this.vsets(root.vsets, roles);
-    const components = this.components(root.components);
+    const roles = await this.roles(root.roles);
+    const vsets = await this.vsets(root.vsets, roles);
+    const components = await this.components(root.components);
     const plugins = this.plugins(root.plugins);
     const admin = this.admin(root.admin);
-    const listeners = this.listeners(root.listeners, vsets, components, admin);
+    const listeners = await this.listeners(root.listeners, vsets, components, admin);
     const drainTimeoutMs = this.duration(root.drainTimeout, ['drainTimeout'], DEFAULT_DRAIN_MS);
     const accessLog = this.accessLog(root.accessLog);
     return { version: 1, admin, drainTimeoutMs, roles, vsets, components, plugins, listeners, ...(accessLog ? { accessLog } : {}) };
@@ -329,9 +415,10 @@ class Validator {
     return admin;
   }
 
-  roles(value: unknown): Record<string, RoleConfig> {
+  async roles(value: unknown): Promise<Record<string, RoleConfig>> {
     const roles = table<RoleConfig>();
     for (const [name, raw] of this.named(value, ['roles'])) {
+      if (this.#slicer.due) await this.#slicer.yield();
       const path = ['roles', name];
       const o = this.obj(raw, path, ['meta', 'channels']);
       if (!o) continue;
@@ -452,9 +539,10 @@ class Validator {
     return out;
   }
 
-  vsets(value: unknown, roles: Record<string, RoleConfig>): Record<string, VsetConfig> {
+  async vsets(value: unknown, roles: Record<string, RoleConfig>): Promise<Record<string, VsetConfig>> {
     const vsets = table<VsetConfig>();
     for (const [name, raw] of this.named(value, ['vsets'])) {
+      if (this.#slicer.due) await this.#slicer.yield();
       const path = ['vsets', name];
       if (roles[name]) {
         this.report('SY_ERR_VSET_SHADOWS_ROLE', path, `"${name}" is a role, and every role is already a vset of its own name; give the vset another name`, true);
@@ -506,6 +594,7 @@ class Validator {
     }
     // Every role is also a vset of its own name (Kumori's default vset).
     for (const [name, role] of Object.entries(roles)) {
+      if (this.#slicer.due) await this.#slicer.yield();
       if (vsets[name]) continue;
       const channels = Object.keys(role.channels);
       vsets[name] = { channels, roles: tableOf([[name, { map: tableOf(channels.map((c) => [c, c])), meta: role.meta }]]), implicit: true };
@@ -513,9 +602,10 @@ class Validator {
     return vsets;
   }
 
-  components(value: unknown): Record<string, ComponentConfig> {
+  async components(value: unknown): Promise<Record<string, ComponentConfig>> {
     const out = table<ComponentConfig>();
     for (const [name, raw] of this.named(value, ['components'])) {
+      if (this.#slicer.due) await this.#slicer.yield();
       const path = ['components', name];
       const o = this.obj(raw, path, ['type', 'metadata', 'readyTimeout']);
       if (!o) continue;
@@ -558,11 +648,12 @@ class Validator {
     });
   }
 
-  listeners(value: unknown, vsets: Record<string, VsetConfig>, components: Record<string, ComponentConfig>,
-    admin: AdminConfig): Record<string, ListenerConfig> {
+  async listeners(value: unknown, vsets: Record<string, VsetConfig>, components: Record<string, ComponentConfig>,
+    admin: AdminConfig): Promise<Record<string, ListenerConfig>> {
     const out = table<ListenerConfig>();
-    const byAddress: Bound[] = [{ ...admin.address, owner: 'the admin API' }];
+    const byAddress = new AddressBook({ ...admin.address, owner: 'the admin API' });
     for (const [name, raw] of this.named(value, ['listeners'])) {
+      if (this.#slicer.due) await this.#slicer.yield();
       const path = ['listeners', name];
       const o = this.obj(raw, path, ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize', 'retries']);
       if (!o) continue;
@@ -609,7 +700,7 @@ class Validator {
     return out;
   }
 
-  listenerAddress(value: unknown, path: Path, protocol: Protocol, byAddress: Bound[], name: string): HostPort | undefined {
+  listenerAddress(value: unknown, path: Path, protocol: Protocol, byAddress: AddressBook, name: string): HostPort | undefined {
     if (value === undefined) {
       if (protocol === 'tcp') this.report('SY_ERR_CONFIG_REQUIRED', path, 'a tcp listener needs a port: "127.0.0.x:port", or ":port" for the next free 127.0.0.x');
       return undefined;
@@ -630,10 +721,10 @@ class Validator {
       // Fix: a wildcard host (0.0.0.0, ::) holds its port on every address, so it
       // clashes with any listener (or the admin API) on that port; before, only equal
       // host:port pairs were caught and the overlap failed later, at bind time.
-      const other = byAddress.find((b) => b.port === hp.port && (b.host === hp.host || isWildcard(b.host) || isWildcard(hp.host)));
+      const other = byAddress.clash(hp.host, hp.port);
       const key = `${hp.host.includes(':') ? `[${hp.host}]` : hp.host}:${hp.port}`;
       if (other) this.report('SY_ERR_ADDRESS_IN_USE', path, `${key} is already used by ${other.owner}${other.host === hp.host ? '' : ` (on ${other.host}:${other.port})`}`);
-      else byAddress.push({ host: hp.host, port: hp.port, owner: `listener ${name}` });
+      else byAddress.add({ host: hp.host, port: hp.port, owner: `listener ${name}` });
     }
     return addr;
   }
@@ -715,7 +806,7 @@ class Validator {
           return name;
         },
       };
-      const before = this.issues.length;
+      const before = this.found.length;
       let config: unknown;
       try {
         config = d.validate(o, ctx);
@@ -723,7 +814,7 @@ class Validator {
         this.report('SY_ERR_CONFIG_VALUE', fp, `filter ${type} failed to validate its config: ${(err as Error).message}`);
         return;
       }
-      if (this.issues.length === before) out.push({ type, config });
+      if (this.found.length === before) out.push({ type, config });
     });
     return out;
   }

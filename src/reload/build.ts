@@ -9,6 +9,7 @@ import { assignAddresses } from '../listeners/address.js';
 import { applyUpdates, discard, planComponents, revertUpdates, type ComponentOutcome } from '../components/lifecycle.js';
 import { Generation, ListenerPlan, type ConfigSource } from './generation.js';
 import { table, tableCopy } from '../config/table.js';
+import { Slicer } from '../config/slicer.js';
 
 export interface BuildContext {
   registry: Registry;
@@ -64,7 +65,10 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
     undo.push(() => revertUpdates(cplan));
     components = cplan.outcomes;
 
+    const slicer = new Slicer();
     for (const [name, lc] of Object.entries(config.listeners)) {
+      // Thousands of listeners take a while to plan: the running generation keeps serving meanwhile.
+      if (slicer.due) await slicer.yield();
       const vset = config.vsets[lc.vset]!;
       const roleNames = Object.keys(vset.roles);
       const routes = roleNames.map((r) => {

@@ -17,10 +17,10 @@ export const PUSH_FIELDS: readonly PushField[] = ['plugins', 'accessLog'];
  * module the running config does not load, or an access log file other than the
  * running one. Checked before anything of `raw` is loaded (a plugin runs on import).
  */
-export function pushIssues(raw: RawConfig, running: RawConfig | null, allowed: ReadonlySet<PushField>): ConfigIssue[] {
-  const issues: ConfigIssue[] = [];
+export async function pushIssues(raw: RawConfig, running: RawConfig | null, allowed: ReadonlySet<PushField>): Promise<ConfigIssue[]> {
+  const found: { path: Path; message: string }[] = [];
   const report = (path: Path, message: string): void => {
-    issues.push({ code: 'SY_ERR_CONFIG_PUSH_FORBIDDEN', path: formatPath(path), message, ...(raw.locate(path) ?? {}) });
+    found.push({ path, message });
   };
   if (!allowed.has('plugins')) {
     const loaded = new Set(running ? pluginFiles(running).map((p) => p.file) : []);
@@ -36,7 +36,9 @@ export function pushIssues(raw: RawConfig, running: RawConfig | null, allowed: R
       report(['accessLog', 'path'], `a pushed config may not point the access log at a new file (${path}): the path comes from the --config files, unless switchyard runs with --allow-push accessLog`);
     }
   }
-  return issues;
+  if (found.length === 0) return [];
+  const where = await raw.locate(found.map((f) => ({ path: f.path })));
+  return found.map((f, i) => ({ code: 'SY_ERR_CONFIG_PUSH_FORBIDDEN', path: formatPath(f.path), message: f.message, ...(where[i] ?? {}) }));
 }
 
 /** The plugin modules a config names, resolved as the loader resolves them (package names as given). */

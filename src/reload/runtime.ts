@@ -112,7 +112,7 @@ export class Runtime {
     const t0 = performance.now();
     const at = new Date().toISOString();
     if (this.#stopping) return this.#reject(source, at, t0, { ok: false, kind: 'failed', error: new Error('shutting down') });
-    const forbidden = source === 'api' ? pushIssues(raw, this.current?.raw ?? null, this.#allowPush) : [];
+    const forbidden = source === 'api' ? await pushIssues(raw, this.current?.raw ?? null, this.#allowPush) : [];
     if (forbidden.length) return this.#reject(source, at, t0, { ok: false, kind: 'invalid', issues: forbidden });
     const checked = await checkConfig(raw);
     if (!checked.ok) return this.#reject(source, at, t0, { ok: false, kind: 'invalid', issues: checked.issues });
@@ -199,7 +199,7 @@ export class Runtime {
 
   /** Checks a config and says what applying it would change; builds nothing live. */
   async dryRun(raw: RawConfig): Promise<{ ok: true; changes: ChangePlan } | { ok: false; issues: ConfigIssue[] }> {
-    const forbidden = pushIssues(raw, this.current?.raw ?? null, this.#allowPush);
+    const forbidden = await pushIssues(raw, this.current?.raw ?? null, this.#allowPush);
     if (forbidden.length) return { ok: false, issues: forbidden };
     const checked = await checkConfig(raw);
     if (!checked.ok) return checked;
@@ -237,7 +237,10 @@ export class Runtime {
     return this.#applyDerived(() => {
       const cur = this.current?.raw;
       if (!cur) return undefined;
-      const value = structuredClone((cur.value ?? {}) as { components?: Record<string, { type?: string; metadata?: unknown }> });
+      // A new top level and components mapping; the rest is shared with the current
+      // config, which nothing changes (a deep copy of a config of 40,000 roles
+      // blocked the event loop for 150 ms).
+      const value = { ...(cur.value ?? {}) } as { components?: Record<string, { type?: string; metadata?: unknown }> };
       // Own keys only: POST /components/toString must not find Object.prototype.toString.
       const existing = value.components && Object.hasOwn(value.components, name) ? value.components[name] : undefined;
       if (!existing && !change.type) return undefined;
