@@ -93,13 +93,17 @@ test.serial('timeouts.total bounds every try together: 504 once it passes, howev
   const sc = await startSidecar(t, resilienceConfig(channel([h1, h2]), channel([b]), `${ONLY_A}
 timeouts: { total: 800ms }
 retries: { attempts: 10, perTryTimeout: 300ms, backoff: { base: 1ms } }`));
-  const start = Date.now();
+  const start = performance.now();
   const r = await get(listenerUrl(sc, 'web'));
-  const took = Date.now() - start;
+  const took = performance.now() - start;
   t.is(r.status, 504);
   t.regex(r.body, /total timeout/);
   t.true(took >= 750 && took < 5000, `answered after ${took} ms`);
-  t.is(h1.hits + h2.hits, 3, 'tries at 0, 300 and 600 ms; none after the total passed');
+  // Tries at about 0, 300 and 600 ms (a loaded machine can push the third past 800 ms,
+  // and then it is not made): two or three, every one of them started before the total passed.
+  const tries = [...h1.times, ...h2.times].map((x) => x - start).sort((x, y) => x - y);
+  t.true(tries.length >= 2 && tries.length <= 3, `tries at ${tries.map((x) => x.toFixed(0)).join(', ')} ms`);
+  t.true(tries.every((x) => x < 800), `none after the total passed: ${tries.map((x) => x.toFixed(0)).join(', ')} ms`);
 });
 
 
