@@ -1,10 +1,10 @@
 import test from 'ava';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import type { ExecutionContext } from 'ava';
 import { startSidecar, startUpstream, twoRoleConfig } from './helpers.js';
-import { toolPath } from './setup/requirements.js';
+import { launchChromium } from './browser_support.js';
 import type { Sidecar } from '../src/sidecar.js';
 
 /*
@@ -16,14 +16,8 @@ import type { Sidecar } from '../src/sidecar.js';
 let browser: Browser | undefined;
 
 test.before(async () => {
-  browser = await chromium.launch({
-    executablePath: toolPath('chromium'),
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-proxy-server',
-      // DNS rebinding without a DNS server: the attacker's name resolves to loopback.
-      '--host-resolver-rules=MAP rebind.attacker.test 127.0.0.1'],
-  });
+  // DNS rebinding without a DNS server: the attacker's name resolves to loopback.
+  browser = await launchChromium(['--host-resolver-rules=MAP rebind.attacker.test 127.0.0.1']);
 });
 
 test.after.always(async () => {

@@ -1,9 +1,9 @@
 import test from 'ava';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import type { ExecutionContext } from 'ava';
 import { TrafficWindow, buildStatus, type Status } from '../src/admin/status.js';
 import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, uniqueHost, until, type Upstream } from './helpers.js';
-import { toolPath } from './setup/requirements.js';
+import { launchChromium } from './browser_support.js';
 
 /*
  * The admin status page (GET /) in a real headless Chromium against a running
@@ -15,13 +15,7 @@ import { toolPath } from './setup/requirements.js';
 let browser: Browser | undefined;
 
 test.before(async () => {
-  // A plain launch runs on a fresh temporary profile of its own.
-  browser = await chromium.launch({
-    executablePath: toolPath('chromium'),
-    headless: true,
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-proxy-server'],
-  });
+  browser = await launchChromium();
 });
 
 test.after.always(async () => {
@@ -214,7 +208,9 @@ test('GET /status counts traffic over a recent window, not since start', async (
   t.teardown(() => window.stop());
   await until(async () => traffic(await buildStatus(sc.runtime, window), 'a').count === 0, 5_000, 'the requests to a to leave the window');
   await send(url, 3, { 'x-pin': 'b' });
-  const later = await buildStatus(sc.runtime, window);
+  // A request is counted when its response closes, which can be just after the client has it.
+  let later = await buildStatus(sc.runtime, window);
+  await until(async () => traffic(later = await buildStatus(sc.runtime, window), 'b').count === 3, 5_000, 'the three requests to b to be counted');
   t.like(traffic(later, 'b'), { count: 3, share: 1, errorRatio: 0 });
   t.like(traffic(later, 'a'), { count: 0, share: 0, errorRatio: null });
   t.true(later.windowSeconds <= 2);

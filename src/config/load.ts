@@ -6,18 +6,8 @@ import jsyaml from 'js-yaml';
 import { aliasProblems, duplicateKeys, nodeAt, oddScalarsOfDoc, pathAt, type NodeAt } from './yaml_doc.js';
 import type { ConfigIssue } from '../errors.js';
 
-/** A path into the config: keys and sequence indexes. */
-export type Path = readonly (string | number)[];
-
-/** Formats a path the way errors show it: `listeners.cart.filters[2].weights.cart-v3`. */
-export function formatPath(path: Path): string {
-  let out = '';
-  for (const seg of path) {
-    if (typeof seg === 'number') out += `[${seg}]`;
-    else out += out ? `.${seg}` : seg;
-  }
-  return out;
-}
+export { formatPath, type Path } from './path.js';
+import { formatPath, type Path } from './path.js';
 
 export interface Location { file: string; line: number; column: number }
 

@@ -8,7 +8,7 @@
  * (quadratic: 16 s with the event loop blocked; issue 11, item 7).
  */
 import { Document, isAlias, isMap, isPair, isScalar, isSeq, type Node as YamlNode, type Pair, type YAMLMap, type YAMLSeq } from 'yaml';
-import type { Path } from './load.js';
+import type { Path } from './path.js';
 
 type Collection = YAMLMap | YAMLSeq;
 
