@@ -190,3 +190,34 @@ test.serial('timeouts.idle (tcp): 1s closes a connection with no bytes either wa
   });
   within(t, took, ONE_S, 'idle');
 });
+
+// Seen once in a loaded suite run: a 16 MB response to a slow reader was cut by the 300 ms
+// gap timer. After a stall of the whole process, timers run before sockets are read, so the
+// next chunk, already waiting, lost to the timer. Here the upstream (in this process) stalls it.
+test.serial('timeouts.upstream does not cut a response whose next chunk came in time but the event loop was blocked', async (t) => {
+  const up = await startUpstream(t, 'chunks', (req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('one ');
+    setTimeout(() => {
+      res.write('two ', () => {
+        // The chunk is on its way to the proxy; hold the loop past the proxy's 300 ms timer.
+        const end = Date.now() + 600;
+        while (Date.now() < end) { /* a loaded machine */ }
+        res.end('three');
+      });
+    }, 200);
+  });
+  const sc = await startSidecar(t, config(up.address, 'upstream: 300ms'));
+  const body = await new Promise<string>((resolve, reject) => {
+    const req = httpRequest(listenerUrl(sc, 'web'), { agent: false }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => { text += d.toString(); });
+      res.on('end', () => resolve(text));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  t.is(body, 'one two three');
+});

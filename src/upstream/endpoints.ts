@@ -2,6 +2,7 @@ import { connect as netConnect, type NetConnectOpts, type Socket } from 'node:ne
 import { Pool, errors, type buildConnector } from 'undici';
 import type { HostPort, OutlierConfig } from '../config/types.js';
 import { EndpointHealth, type HealthLog } from './health.js';
+import { timeoutAfterIo } from './timeout.js';
 
 /**
  * One upstream endpoint: its address and the undici Pool of keep-alive
@@ -63,8 +64,7 @@ function connector(timeoutMs: number): buildConnector.connector {
       } else callback(null, socket);
     };
     const onConnect = (): void => finish(null);
-    // A connect error that is already waiting wins over the timeout (see health.ts lateTimeout).
-    const timer = setTimeout(() => setImmediate(() => finish(new errors.ConnectTimeoutError(`connect timeout after ${timeoutMs} ms`))), timeoutMs);
+    const timer = timeoutAfterIo(() => finish(new errors.ConnectTimeoutError(`connect timeout after ${timeoutMs} ms`)), timeoutMs);
     socket.once('connect', onConnect).once('error', finish);
   };
 }

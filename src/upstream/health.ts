@@ -1,6 +1,7 @@
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import type { HealthCheckConfig, OutlierConfig } from '../config/types.js';
+import { timeoutAfterIo } from './timeout.js';
 
 export type HealthLog = (line: string) => void;
 
@@ -191,7 +192,7 @@ function tcpCheck(host: string, port: number, timeoutMs: number): Promise<string
       s.destroy();
       resolve(problem);
     };
-    const timer = lateTimeout(() => settle(`no connection within ${timeoutMs} ms`), timeoutMs);
+    const timer = timeoutAfterIo(() => settle(`no connection within ${timeoutMs} ms`), timeoutMs);
     s.once('connect', () => settle(null));
     s.once('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
   });
@@ -216,17 +217,8 @@ function httpCheck(host: string, port: number, path: string, timeoutMs: number):
       res.resume();
       settle(code >= 200 && code < 400 ? null : `HTTP ${code}`);
     });
-    const timer = lateTimeout(() => settle(`no answer within ${timeoutMs} ms`), timeoutMs);
+    const timer = timeoutAfterIo(() => settle(`no answer within ${timeoutMs} ms`), timeoutMs);
     req.once('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
     req.end();
   });
-}
-
-/**
- * A check's timeout that lets I/O already waiting be read first: after the event loop
- * was blocked, timers run before sockets are polled, so an answer that came in time
- * would lose to its own timeout (a loaded machine marked healthy endpoints down).
- */
-function lateTimeout(fire: () => void, ms: number): NodeJS.Timeout {
-  return setTimeout(() => setImmediate(fire), ms);
 }

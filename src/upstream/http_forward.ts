@@ -6,6 +6,7 @@ import { EndpointPicker, type RoleRoutes } from './picker.js';
 import { isIdempotent, retriable, type RetryBudget } from './retry.js';
 import type { HeaderEdit } from '../filters/api.js';
 import { applyHeaderEdits, type HeaderVariables } from '../filters/headers.js';
+import { timeoutAfterIo } from './timeout.js';
 
 /** Hop-by-hop request headers (RFC 9110 §7.6.1), plus the ones we set ourselves. */
 const DROP_REQUEST = new Set([
@@ -133,6 +134,8 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   #tryTimer: NodeJS.Timeout | null = null;
   /** Runs between response body chunks; paused while the client does not read. */
   #bodyTimer: NodeJS.Timeout | null = null;
+  /** Response body chunks so far (the body timer's view of progress). */
+  #chunks = 0;
   #finished = false;
 
   constructor(req: IncomingMessage, res: ServerResponse, opts: ForwardOptions) {
@@ -221,8 +224,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   #startTotalTimer(): void {
     const opts = this.#opts;
     if (opts.totalMs > 0 && this.#totalTimer === null && !this.#finished) {
-      this.#totalTimer = setTimeout(() => this.#totalTimeout(), opts.totalMs);
-      this.#totalTimer.unref();
+      this.#totalTimer = timeoutAfterIo(() => this.#totalTimeout(), opts.totalMs);
     }
   }
 
@@ -235,11 +237,13 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     this.#startTotalTimer();
     const opts = this.#opts;
     if (this.#tryTimer === null && this.#abort !== null) {
-      this.#tryTimer = setTimeout(() => {
+      const timer = timeoutAfterIo(() => {
+        // Headers that were waiting cleared (or replaced) it in the meantime.
+        if (this.#tryTimer !== timer) return;
         this.#tryTimer = null;
         if (this.#abort !== null) this.#abort(TRY_TIMEOUT);
       }, opts.retry?.perTryTimeoutMs ?? opts.timeoutMs);
-      this.#tryTimer.unref();
+      this.#tryTimer = timer;
     }
   }
 
@@ -256,11 +260,17 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       this.#bodyTimer.refresh();
       return;
     }
-    this.#bodyTimer = setTimeout(() => {
-      this.#bodyTimer = null;
-      if (this.#abort !== null) this.#abort(BODY_TIMEOUT);
+    // As timeoutAfterIo, but a chunk read in between has already re-armed this timer (refresh).
+    const timer = setTimeout(() => {
+      const chunks = this.#chunks;
+      setImmediate(() => {
+        if (this.#bodyTimer !== timer || this.#chunks !== chunks) return;
+        this.#bodyTimer = null;
+        if (this.#abort !== null) this.#abort(BODY_TIMEOUT);
+      });
     }, this.#opts.timeoutMs);
-    this.#bodyTimer.unref();
+    timer.unref();
+    this.#bodyTimer = timer;
   }
 
   #clearBodyTimer(): void {
@@ -383,6 +393,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   }
 
   onData(chunk: Buffer): boolean {
+    this.#chunks++;
     this.#bodyTimer?.refresh();
     if (this.#discarding !== null) return true;
     // Backpressure: undici pauses when onData returns false; the client's drain resumes it.
