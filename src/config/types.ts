@@ -11,6 +11,17 @@ export interface Config {
   listeners: Record<string, ListenerConfig>;
   /** Absent: no access log. */
   accessLog?: AccessLogConfig;
+  /** Process-wide limits (`limits`). */
+  limits: LimitsConfig;
+}
+
+/** `limits`: what the whole sidecar takes at once, across listeners (issue 11, item 5). */
+export interface LimitsConfig {
+  /**
+   * Open client connections across every listener; absent = derived from the soft
+   * RLIMIT_NOFILE in force (`fd_limit.ts`, defaultMaxConnections), or none when it cannot be read.
+   */
+  maxConnections?: number;
 }
 
 export interface AccessLogConfig {
@@ -130,6 +141,8 @@ export interface ListenerConfig {
   maxHeaderSize: number;
   /** http: retries of failed tries; absent = none (a connect failure still moves to the next endpoint). */
   retries?: RetryConfig;
+  /** Open client connections on this listener's socket; absent = no limit of its own (the global one still counts). */
+  maxConnections?: number;
 }
 
 /** A filter entry after its type validated it; `config` is what the type's validate returned. */

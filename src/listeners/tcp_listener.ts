@@ -11,8 +11,10 @@ import { TcpTally } from '../metrics.js';
  * The entry of the TCP data path: one client connection. The filters run once,
  * for the connection; the chosen role's endpoints get the byte pipe. The
  * connection holds its generation until it closes (or drainTimeout ends it).
+ * Returns the socket that carries the connection from now on (acceptTcp may
+ * move the handle to a new one), whose 'close' ends it.
  */
-export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
+export function handleTcp(plan: ListenerPlan, accepted: Socket): Socket {
   const client = acceptTcp(accepted);
   const socket = client.socket;
   const gen = plan.generation;
@@ -94,4 +96,5 @@ export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
   } catch (err) {
     fail(err);
   }
+  return socket;
 }

@@ -119,6 +119,7 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
         bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
         bytesOut: ctx.metrics.tcpBytes.labels(name, 'out'),
         openTcp: ctx.metrics.openTcp,
+        ...limitCounters(ctx.metrics, name),
       });
       plan.socket = sockets.get(name)!;
       gen.plans.set(name, plan);
@@ -162,6 +163,18 @@ function responseHeaderEdits(lc: ListenerConfig, registry: Registry): readonly H
     if (d?.responseHeaderEdits) out.push(...d.responseHeaderEdits(f.config));
   }
   return out.length > 0 ? out : null;
+}
+
+/**
+ * A listener's refusal counters, each series present from the start
+ * at 0, so the first refusal shows as an increase (rate() sees nothing in a series
+ * that appears with its first sample).
+ */
+function limitCounters(metrics: Metrics, listener: string) {
+  const refusedListener = metrics.connectionsRefused.labels(listener, 'listener');
+  const refusedGlobal = metrics.connectionsRefused.labels(listener, 'global');
+  for (const c of [refusedListener, refusedGlobal]) c.inc(0);
+  return { refusedListener, refusedGlobal };
 }
 
 function collectEndpoints(gen: Generation) {
