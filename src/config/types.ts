@@ -24,6 +24,14 @@ export interface LimitsConfig {
   maxConnections?: number;
 }
 
+/** A request body must come at least this fast (Kestrel's MinRequestBodyDataRate). */
+export interface MinUploadRate {
+  /** 0: no minimum. */
+  bytesPerSecond: number;
+  /** Time from the first body byte before the rate is enforced. */
+  graceMs: number;
+}
+
 export interface AccessLogConfig {
   /** `stdout`, or a file path as written (relative paths resolve from the config's directory when opened). */
   path: string;
@@ -143,6 +151,10 @@ export interface ListenerConfig {
   retries?: RetryConfig;
   /** Open client connections on this listener's socket; absent = no limit of its own (the global one still counts). */
   maxConnections?: number;
+  /** http: the slowest a request body may come while it is read (averaged since it started, after the grace). */
+  minUploadRate: MinUploadRate;
+  /** http: request bodies with a Content-Length up to this are read whole before the upstream request opens (0: stream all). */
+  bufferBodyBytes: number;
 }
 
 /** A filter entry after its type validated it; `config` is what the type's validate returned. */

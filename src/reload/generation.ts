@@ -52,6 +52,8 @@ export class ListenerPlan implements RoleRoutes {
   /** Connections refused at a limit: this listener's own (maxConnections), and the global one (limits.maxConnections). */
   readonly refusedListener: Counter.Internal;
   readonly refusedGlobal: Counter.Internal;
+  /** http: requests cut because their body came slower than minUploadRate. */
+  readonly slowUploads: Counter.Internal;
   socket: ListenSocket | null = null;
 
   constructor(init: {
@@ -59,7 +61,7 @@ export class ListenerPlan implements RoleRoutes {
     routes: EndpointSet[]; metrics: RoleMetrics[]; filters: Filter[]; fallbackWeights: number[];
     retryBudget: RetryBudget | null; responseHeaderEdits?: readonly HeaderEdit[] | null; connections: Gauge.Internal<'listener'>;
     bytesIn: Counter.Internal; bytesOut: Counter.Internal; openTcp: Set<TcpTally>;
-    refusedListener: Counter.Internal; refusedGlobal: Counter.Internal;
+    refusedListener: Counter.Internal; refusedGlobal: Counter.Internal; slowUploads: Counter.Internal;
   }) {
     this.name = init.name;
     this.config = init.config;
@@ -79,6 +81,7 @@ export class ListenerPlan implements RoleRoutes {
     this.openTcp = init.openTcp;
     this.refusedListener = init.refusedListener;
     this.refusedGlobal = init.refusedGlobal;
+    this.slowUploads = init.slowUploads;
   }
 
   /** Counts an accepted client connection until it closes. */

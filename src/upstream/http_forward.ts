@@ -67,6 +67,8 @@ export interface ForwardOptions {
   readonly totalMs: number;
   readonly retry: RetryConfig | undefined;
   readonly budget: RetryBudget | null;
+  /** Bodies with a Content-Length up to this are read whole before the upstream request opens (0: none). */
+  readonly bufferBodyBytes: number;
   readonly routes: RoleRoutes;
   roleName(role: number): string;
   /** One try failed (called once per failed try, and once more with "ejected" when that ejected its endpoint). */
@@ -153,16 +155,24 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     };
   }
 
-  /** Starts the first try (once a body that may be retried is buffered). */
+  /**
+   * Starts the first try, once a body that is read whole first is in: one that a
+   * retry may send again (retries.maxBodyBytes), or a small one (bufferBodyBytes), so
+   * that a client trickling a small body holds no upstream connection meanwhile
+   * (issue 11, item 5; nginx buffers every body by default).
+   */
   start(): void {
     const opts = this.#opts;
     opts.budget?.requestStarted();
-    const retry = opts.retry;
-    const length = Number(this.#req.headers['content-length']);
-    if (retry !== undefined && retry.attempts > 0 && this.#request.body !== null && isIdempotent(this.#req.method!)
-      && this.#req.headers['transfer-encoding'] === undefined && length <= retry.maxBodyBytes) {
-      this.#bufferBody();
-      return;
+    const req = this.#req;
+    if (this.#request.body !== null && req.headers['transfer-encoding'] === undefined) {
+      const length = Number(req.headers['content-length']);
+      const retry = opts.retry;
+      const replayable = retry !== undefined && retry.attempts > 0 && isIdempotent(req.method!) && length <= retry.maxBodyBytes;
+      if (replayable || length <= opts.bufferBodyBytes) {
+        this.#bufferBody(replayable);
+        return;
+      }
     }
     this.#dispatch();
   }
@@ -174,6 +184,19 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     else this.#finish(undefined);
   }
 
+  /**
+   * Switchyard ends the exchange for the client's fault (a body below minUploadRate):
+   * the upstream request is aborted, and nothing more of it reaches the response,
+   * which the caller answers or cuts itself. Like a client that left, it is never
+   * the upstream's failure: not counted, not fed to outlier detection, not retried.
+   */
+  cut(): void {
+    if (this.#finished) return;
+    const abort = this.#abort;
+    this.#finish(undefined);
+    abort?.();
+  }
+
   #headers(): string[] {
     const opts = this.#opts;
     const req = this.#req;
@@ -182,14 +205,15 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       : applyHeaderEdits(upstreamHeaders(req, opts.remoteAddress), opts.requestHeaderEdits, opts.headerVariables());
   }
 
-  #bufferBody(): void {
+  /** Reads the whole body, then dispatches it as one buffer (`replayable`: a retry may send it again). */
+  #bufferBody(replayable: boolean): void {
     const req = this.#req;
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.once('end', () => {
       if (this.#finished) return;
       this.#request.body = Buffer.concat(chunks);
-      this.#replayable = true;
+      this.#replayable = replayable;
       this.#dispatch();
     });
   }
@@ -392,7 +416,9 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       this.#retry('reset');
       return;
     }
-    if (!this.#sent && CONNECT_CODES.has(code) && (this.#replayable || !this.#req.readableDidRead)) {
+    // Nothing was sent: the next endpoint may have the request, if its body is still whole
+    // (none, or read into a buffer: any method) or not yet touched.
+    if (!this.#sent && CONNECT_CODES.has(code) && (this.#replayable || Buffer.isBuffer(this.#request.body) || !this.#req.readableDidRead)) {
       this.#tryFailed('connect-failure');
       const failedRole = this.#picker.role;
       if (this.#picker.next()) {
