@@ -301,3 +301,64 @@ listeners:
   held[0]!.destroy();
   await until(async () => (await ready(adminUrl(sc)).catch(() => 0)) === 200, 5_000, 'a freed admin place');
 });
+
+test.serial('out of file descriptors (limits.maxConnections set above what they allow), a request or WebSocket upgrade gets 503, never blamed on the upstream; a tcp connection likewise', async (t) => {
+  // Each answer closes its upstream connection, so every request needs a new one.
+  const up = await startUpstream(t, 'a', (req, res) => { req.resume(); res.setHeader('connection', 'close'); res.end('ok'); });
+  const echo = await echoUpstream(t);
+  const web = uniqueHost();
+  const raw = uniqueHost();
+  const { paths } = await tempFiles({ 'fd.yaml': `
+admin: { address: "127.0.0.1:0" }
+limits: { maxConnections: 1000 }
+roles:
+  a:
+    channels:
+      http: { endpoints: ["${up.address}"], outlierDetection: { consecutiveErrors: 1 } }
+  db: { channels: { raw: { endpoints: ["${echo.address}"] } } }
+listeners:
+  web: { address: "${web}:0", target: a, retries: { attempts: 2 } }
+  raw: { address: "${raw}:0", protocol: tcp, target: db.raw }
+` });
+  const child = spawn(toolPath('prlimit'), ['--nofile=200:200', process.execPath, CLI, 'run', '--config', paths['fd.yaml']!], {
+    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' },
+  });
+  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
+  const lines: string[] = [];
+  createInterface({ input: child.stdout! }).on('line', (l) => lines.push(l));
+  child.stderr!.on('data', (d: Buffer) => lines.push(d.toString()));
+  const find = (re: RegExp): RegExpMatchArray | null => { for (const l of lines) { const m = re.exec(l); if (m) return m; } return null; };
+  await until(() => find(/client connections: at most/) !== null, 15_000, 'the start lines').catch((e: Error) => { throw new Error(`${e.message}\n${lines.join('\n')}`); });
+  const webPort = Number(find(/listener web: http:\/\/[\d.]+:(\d+)/)![1]);
+  const rawPort = Number(find(/listener raw: tcp:\/\/[\d.]+:(\d+)/)![1]);
+  const admin = find(/admin API on (http:\/\/[\d.]+:\d+)/)![1]!;
+  t.truthy(find(/limits\.maxConnections 1000 is more than the file descriptors allow \(soft limit 200: about 35 client connections/), lines.join('\n'));
+
+  const client = dial(t, web, webPort);
+  t.is(await getOn(client), 200);
+  const upgrading = dial(t, web, webPort);
+  t.is(await getOn(upgrading), 200);
+  // Idle connections take every descriptor the sidecar has left; one more, made after
+  // them, is closed by libuv (EMFILE on accept): then the earlier ones were all taken.
+  const fillers = Array.from({ length: 250 }, () => dial(t, web, webPort));
+  await closedBySidecar(dial(t, web, webPort));
+  t.is(await getOn(client), 503, 'no descriptor for the upstream connection');
+  const answer = read(upgrading, (g) => g.includes('\r\n\r\n'));
+  upgrading.write('GET /ws HTTP/1.1\r\nHost: limits.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+  const upgradeClosed = new Promise((resolve) => upgrading.once('close', resolve));
+  t.regex(await answer, /^HTTP\/1\.1 503 /, 'a WebSocket upgrade likewise');
+  // The upgrade's connection closed after its answer: one descriptor is free, so a tcp
+  // connection is accepted, and its upstream connect fails (each frees it again).
+  await upgradeClosed;
+  for (let i = 0; i < 20; i++) await closedBySidecar(dial(t, raw, rawPort));
+  for (const s of fillers) s.destroy();
+  await until(async () => (await ready(admin).catch(() => 0)) === 200, 10_000, 'the admin API answers again');
+  t.is(await getOn(client), 200, 'the endpoint serves again');
+  const m = await metrics(admin);
+  t.is(value(m, 'switchyard_requests_total{listener="web",vset="a",role="",code="503"}'), 2);
+  t.notRegex(m, /^switchyard_upstream_errors_total\{/m, 'never an upstream error');
+  t.notRegex(m, /^switchyard_retries_total\{/m, 'never retried');
+  t.is(value(m, 'switchyard_endpoints_healthy{role="a",channel="http"}'), 1, 'not ejected');
+  t.true((value(m, 'switchyard_tcp_connections_total{listener="raw",vset="db",role="",result="error"}') ?? 0) >= 1, m);
+  t.is(value(m, 'switchyard_tcp_connections_total{listener="raw",vset="db",role="db",result="error"}'), undefined);
+});

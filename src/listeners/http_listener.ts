@@ -162,8 +162,8 @@ class HttpExchange implements Exchange, ForwardOptions {
   done(endpoint: string | undefined, code: RuntimeCode | undefined): void {
     this.#endpoint = endpoint ?? '';
     if (code !== undefined) this.#error = code;
-    // Switchyard's own failure: the 500 is switchyard's answer, not the role's (issue 11).
-    if (code === 'SY_ERR_REQUEST_REFUSED') this.#refused = true;
+    // Switchyard's own failure: the 500 (or 503 without descriptors) is switchyard's answer, not the role's (issue 11).
+    if (code === 'SY_ERR_REQUEST_REFUSED' || code === 'SY_ERR_NO_FILE_DESCRIPTORS') this.#refused = true;
   }
 
   failFilter(err: unknown): void {
@@ -337,8 +337,8 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
       if (code !== undefined) {
         error = code;
         // the status the client got (a timeout answers 504; switchyard's own failure 500, served by no role)
-        status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : code === 'SY_ERR_REQUEST_REFUSED' ? 500 : 502;
-        if (code === 'SY_ERR_REQUEST_REFUSED') forwarded = false;
+        status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : code === 'SY_ERR_REQUEST_REFUSED' ? 500 : code === 'SY_ERR_NO_FILE_DESCRIPTORS' ? 503 : 502;
+        if (code === 'SY_ERR_REQUEST_REFUSED' || code === 'SY_ERR_NO_FILE_DESCRIPTORS') forwarded = false;
       } else if (answered !== undefined) status = answered; // the upstream refused: its status was relayed
     });
   };

@@ -77,10 +77,12 @@ export function handleTcp(plan: ListenerPlan, accepted: Socket): Socket {
       done: (endpoint, code, bytesIn, bytesOut) => {
         ex.role = picker.role;
         const result = code === undefined ? 'ok' : 'error';
-        plan.metrics[picker.role]!.tcpConnection(result);
+        // Out of descriptors, no upstream was tried: the failure is switchyard's, under no role.
+        const own = code === 'SY_ERR_NO_FILE_DESCRIPTORS';
+        plan.metrics[own ? plan.roles.length : picker.role]!.tcpConnection(result);
         const log = gen.accessLog;
         if (log !== null) {
-          logTcp(log, { plan, socket, role: plan.roles[ex.role]!.name, result, durationMs: performance.now() - start, endpoint: endpoint ?? '', error: code ?? '', bytesIn, bytesOut });
+          logTcp(log, { plan, socket, role: own ? '' : plan.roles[ex.role]!.name, result, durationMs: performance.now() - start, endpoint: own ? '' : endpoint ?? '', error: code ?? '', bytesIn, bytesOut });
         }
       },
     });

@@ -49,6 +49,17 @@ export function refusedBySwitchyard(err: unknown): boolean {
     || err instanceof TypeError || err instanceof RangeError || err instanceof SyntaxError || err instanceof ReferenceError;
 }
 
+/**
+ * Whether an error means this process (EMFILE) or the whole system (ENFILE) had no
+ * file descriptor left for a new upstream socket: switchyard's own overload, never
+ * the endpoint's failure (issue 11, item 5: with descriptors used up, every request
+ * answered 502 and counted against healthy endpoints).
+ */
+export function outOfDescriptors(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'EMFILE' || code === 'ENFILE';
+}
+
 /** Why a try failed, as `switchyard_upstream_errors_total{reason}` says it ("ejected": the failure ejected the endpoint). */
 export type UpstreamReason = 'connect-failure' | 'reset' | 'timeout' | 'protocol' | 'ejected';
 
@@ -77,7 +88,8 @@ export interface ForwardOptions {
   retried(role: number, reason: string): void;
   /**
    * Called once, when the exchange with the upstream ends (`code` set when it failed).
-   * `SY_ERR_REQUEST_REFUSED`: switchyard answered 500 itself, no role served the request.
+   * `SY_ERR_REQUEST_REFUSED`: switchyard answered 500 itself, no role served the request;
+   * `SY_ERR_NO_FILE_DESCRIPTORS`: 503, likewise.
    */
   done(endpoint: string | undefined, code: RuntimeCode | undefined): void;
   /** Header edits (the `headers` filter), with the values their templates read. */
@@ -406,6 +418,14 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       // undici refused the request as switchyard built it, before it reached a socket (it
       // validates synchronously in dispatch), or switchyard's own callback threw.
       this.#refused(err);
+      return;
+    }
+    if (!this.#sent && outOfDescriptors(err)) {
+      // No socket could be made: the next endpoint would fare no better, and no endpoint is to blame.
+      this.#discarding = null;
+      if (res.headersSent) res.destroy();
+      else this.#opts.reply(503, 'switchyard: out of file descriptors; try again later\n', { 'retry-after': '1' });
+      this.#finish('SY_ERR_NO_FILE_DESCRIPTORS');
       return;
     }
     const role = this.#opts.roleName(this.#picker.role);
