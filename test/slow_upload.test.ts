@@ -169,6 +169,21 @@ test.serial('a body that slows below minUploadRate after its response started cu
   t.notRegex(m, /^switchyard_upstream_errors_total\{/m);
 });
 
+test.serial('a body too slow while an async filter still runs gets its 408, and the request is not forwarded when the filter ends', async (t) => {
+  const { up } = await bodyUpstream(t);
+  const sc = await startSidecar(t, roleA(up.address, `
+minUploadRate: { bytesPerSecond: 100, grace: 300ms }
+bufferBodyBytes: 0
+filters: [{ type: fault, delay: { percent: 100, duration: 1s } }]`));
+  const slow = trickle(t, sc, 'POST /slow HTTP/1.1\r\nHost: slow.test\r\nContent-Length: 1000\r\n\r\nxxxx', 100);
+  // Sent after the slow one: once it is answered, the slow one's delay has ended too.
+  const normal = request(`${listenerUrl(sc, 'web')}/after`, { method: 'POST', body: 'n'.repeat(10) });
+  await within(slow.closed, 5_000, 'the slow client is answered');
+  t.regex(slow.got(), /^HTTP\/1\.1 408 /);
+  t.is((await normal).statusCode, 200);
+  t.deepEqual(up.requests.map((q) => q.url), ['/after'], 'the answered request never went upstream');
+});
+
 test('a small POST body, read whole, moves to the next endpoint when a connect fails (it was never sent)', async (t) => {
   const { up } = await bodyUpstream(t);
   const dead = await deadAddress();
