@@ -7,6 +7,7 @@ import { assignAddresses } from './listeners/address.js';
 import { Sidecar } from './sidecar.js';
 import type { Runtime } from './reload/runtime.js';
 import { PUSH_FIELDS, type PushField } from './reload/push_policy.js';
+import { describeFdLimit, FD_RESERVE, raiseFdLimit } from './fd_limit.js';
 
 const USAGE = `usage:
   switchyard run --config FILE [--config FILE2 …] [--allow-push plugins,accessLog]
@@ -83,6 +84,8 @@ async function run(files: string[], allowPush: PushField[]): Promise<number> {
     if (runtime !== undefined && (runtime.accessLogs.onStdout || runtime.current?.config.accessLog?.path === 'stdout')) console.error(text);
     else console.log(text);
   };
+  // Before the runtime reads the limit that its default connection limit derives from.
+  const fd = raiseFdLimit();
   try {
     sc = await Sidecar.start({ files, log, watch: true, allowPush, onRuntime: (rt) => { runtime = rt; } });
   } catch (err) {
@@ -97,6 +100,13 @@ async function run(files: string[], allowPush: PushField[]): Promise<number> {
     log(`listener ${name}: ${plan.protocol}://${a.host}:${a.port} → ${plan.config.vset}.${plan.config.channel}`);
   }
   if (sc.adminAddress) log(`admin API on http://${sc.adminAddress.host}:${sc.adminAddress.port}`);
+  // After the first config, so that with `accessLog: stdout` these lines go to stderr too.
+  log(describeFdLimit(fd));
+  const limit = sc.runtime.connectionLimit();
+  const soft = sc.runtime.fdLimit?.soft;
+  log(limit.from === 'none' ? 'client connections: no global limit (limits.maxConnections is not set, and the file-descriptor limit is unknown)'
+    : `client connections: at most ${limit.max} at once across listeners (${limit.from === 'config' ? 'limits.maxConnections'
+      : `limits.maxConnections default: (soft limit ${soft} - ${FD_RESERVE} in reserve - ${sc.runtime.current!.plans.size} listening) / 2`})`);
 
   const reload = (): void => {
     void sc.reload('sighup'); // the runtime logs the outcome, errors included

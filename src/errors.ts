@@ -41,6 +41,8 @@ export const RuntimeCodes = {
   SY_ERR_BAD_REQUEST: 'the client sent a request switchyard will not forward (more than one Host header, an invalid Host value): 400',
   SY_ERR_REQUEST_REFUSED: 'the forwarding library refused the request (or Node the answer) as switchyard made it, e.g. a header a plugin set: 500, not blamed on the upstream',
   SY_ERR_DRAIN_TIMEOUT: 'drainTimeout passed with the request still running on a replaced generation: switchyard cut it (counted as 503 when no response had started)',
+  SY_ERR_UPLOAD_TOO_SLOW: 'the client sent its request body slower than the listener\'s minUploadRate: 408 (or a cut connection), its upstream request aborted; the client\'s fault, never the upstream\'s',
+  SY_ERR_NO_FILE_DESCRIPTORS: 'switchyard had no file descriptor left to open an upstream connection (EMFILE, ENFILE): 503, never the upstream\'s fault',
   SY_ERR_BIND: 'a listener address could not be bound',
 } as const;
 

@@ -22,6 +22,8 @@ export class Metrics {
   readonly duration: Histogram<'listener' | 'vset' | 'role'>;
   readonly upstreamErrors: Counter<'listener' | 'role' | 'reason'>;
   readonly connectionsActive: Gauge<'listener'>;
+  readonly connectionsRefused: Counter<'listener' | 'reason'>;
+  readonly slowUploads: Counter<'listener'>;
   readonly tcpBytes: Counter<'listener' | 'direction'>;
   readonly tcpConnections: Counter<'listener' | 'vset' | 'role' | 'result'>;
   readonly generation: Gauge;
@@ -48,6 +50,8 @@ export class Metrics {
     this.duration = new Histogram({ name: 'switchyard_request_duration_seconds', help: 'Time from the request to the end of the response.', labelNames: ['listener', 'vset', 'role'], registers, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });
     this.upstreamErrors = new Counter({ name: 'switchyard_upstream_errors_total', help: 'Failed upstream tries by reason: connect-failure, reset, timeout, protocol; and ejected, when a failure ejected its endpoint.', labelNames: ['listener', 'role', 'reason'], registers });
     this.connectionsActive = new Gauge({ name: 'switchyard_connections_active', help: 'Open client connections per listener.', labelNames: ['listener'], registers });
+    this.connectionsRefused = new Counter({ name: 'switchyard_connections_refused_total', help: 'Client connections closed as soon as accepted because a connection limit was reached: reason "listener" (listeners.<name>.maxConnections) or "global" (limits.maxConnections).', labelNames: ['listener', 'reason'], registers });
+    this.slowUploads = new Counter({ name: 'switchyard_slow_uploads_total', help: 'HTTP requests cut (408) because their body came slower than the listener\'s minUploadRate.', labelNames: ['listener'], registers });
     const openTcp = this.openTcp;
     this.tcpBytes = new Counter({
       name: 'switchyard_tcp_bytes_total', help: 'Bytes through TCP listeners; direction "in" is client to upstream.', labelNames: ['listener', 'direction'], registers,
@@ -101,7 +105,7 @@ export class Metrics {
     const key = (labels: Record<string, string | number | undefined>): string =>
       [labels.listener, ...('vset' in labels ? [labels.vset] : []), ...('role' in labels ? [labels.role] : [])].join('\0');
     const byListener = [this.requests, this.duration, this.upstreamErrors, this.connectionsActive, this.tcpBytes,
-      this.tcpConnections, this.retries, this.retryBudgetExhausted] as const;
+      this.tcpConnections, this.retries, this.retryBudgetExhausted, this.connectionsRefused, this.slowUploads] as const;
     for (const metric of byListener) {
       const seen = new Map<string, Record<string, string | number>>();
       for (const v of (await metric.get()).values) {

@@ -749,7 +749,8 @@ test.serial('a client that never finishes its body is cut after timeouts.request
     aborted = once(req, 'close', 8_000);
     req.resume();
   });
-  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { headers: 1s, request: 2s }'));
+  // bufferBodyBytes 0: a body this small is otherwise read whole before the upstream request opens (slow_upload.test).
+  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { headers: 1s, request: 2s }\nbufferBodyBytes: 0'));
   const c = await rawClient(t, addr(sc));
   c.socket.on('error', () => {});
   const closed = once(c.socket, 'close', 8_000); // 2 s + Node's 1 s checking interval (+ slack for a loaded machine)

@@ -206,11 +206,11 @@ test('GET /status counts traffic over a recent window, not since start', async (
   // seconds, so that the three requests below stay inside it on a loaded machine.
   const window = new TrafficWindow(sc.runtime.metrics, { windowMs: 2_000, everyMs: 50 });
   t.teardown(() => window.stop());
-  await until(async () => traffic(await buildStatus(sc.runtime, window), 'a').count === 0, 5_000, 'the requests to a to leave the window');
+  await until(async () => traffic(await buildStatus(sc.runtime, window), 'a').count === 0, 10_000, 'the requests to a to leave the window');
   await send(url, 3, { 'x-pin': 'b' });
   // A request is counted when its response closes, which can be just after the client has it.
   let later = await buildStatus(sc.runtime, window);
-  await until(async () => traffic(later = await buildStatus(sc.runtime, window), 'b').count === 3, 5_000, 'the three requests to b to be counted');
+  await until(async () => traffic(later = await buildStatus(sc.runtime, window), 'b').count === 3, 10_000, 'the three requests to b to be counted');
   t.like(traffic(later, 'b'), { count: 3, share: 1, errorRatio: 0 });
   t.like(traffic(later, 'a'), { count: 0, share: 0, errorRatio: null });
   t.true(later.windowSeconds <= 2);

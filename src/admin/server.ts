@@ -7,6 +7,7 @@ import { formatIssue, type ConfigIssue } from '../errors.js';
 import type { Runtime, ApplyResult } from '../reload/runtime.js';
 import { buildStatus, TrafficWindow } from './status.js';
 import { statusPage } from './status_page.js';
+import { ADMIN_MAX_CONNECTIONS } from '../fd_limit.js';
 
 const MAX_BODY = 8 * 1024 * 1024;
 
@@ -116,6 +117,9 @@ export class AdminServer {
       },
     };
     this.#server = createServer((req, res) => void this.#handle(req, res));
+    // Its share of the descriptors kept in reserve (fd_limit.ts): connections beyond it are
+    // closed at once, so the admin API's own callers cannot use up what keeps it reachable.
+    this.#server.maxConnections = ADMIN_MAX_CONNECTIONS;
   }
 
   async listen(): Promise<HostPort> {

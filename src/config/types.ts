@@ -11,6 +11,25 @@ export interface Config {
   listeners: Record<string, ListenerConfig>;
   /** Absent: no access log. */
   accessLog?: AccessLogConfig;
+  /** Process-wide limits (`limits`). */
+  limits: LimitsConfig;
+}
+
+/** `limits`: what the whole sidecar takes at once, across listeners (issue 11, item 5). */
+export interface LimitsConfig {
+  /**
+   * Open client connections across every listener; absent = derived from the soft
+   * RLIMIT_NOFILE in force (`fd_limit.ts`, defaultMaxConnections), or none when it cannot be read.
+   */
+  maxConnections?: number;
+}
+
+/** A request body must come at least this fast (Kestrel's MinRequestBodyDataRate). */
+export interface MinUploadRate {
+  /** 0: no minimum. */
+  bytesPerSecond: number;
+  /** Time from the first body byte before the rate is enforced. */
+  graceMs: number;
 }
 
 export interface AccessLogConfig {
@@ -130,6 +149,12 @@ export interface ListenerConfig {
   maxHeaderSize: number;
   /** http: retries of failed tries; absent = none (a connect failure still moves to the next endpoint). */
   retries?: RetryConfig;
+  /** Open client connections on this listener's socket; absent = no limit of its own (the global one still counts). */
+  maxConnections?: number;
+  /** http: the slowest a request body may come while it is read (averaged since it started, after the grace). */
+  minUploadRate: MinUploadRate;
+  /** http: request bodies with a Content-Length up to this are read whole before the upstream request opens (0: stream all). */
+  bufferBodyBytes: number;
 }
 
 /** A filter entry after its type validated it; `config` is what the type's validate returned. */

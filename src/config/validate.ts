@@ -7,7 +7,7 @@ import { Slicer } from './slicer.js';
 import { table, tableCopy, tableOf } from './table.js';
 import type {
   AccessLogConfig, AdminConfig, ChannelConfig, ComponentConfig, Config, FilterConfig, HostPort, ListenerConfig,
-  HealthCheckConfig, ListenerTimeouts, OutlierConfig, Protocol, RetryConfig, RetryOn, RoleConfig, VsetConfig,
+  HealthCheckConfig, LimitsConfig, ListenerTimeouts, MinUploadRate, OutlierConfig, Protocol, RetryConfig, RetryOn, RoleConfig, VsetConfig,
 } from './types.js';
 
 export type ValidateResult = { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] };
@@ -31,8 +31,18 @@ export const DEFAULT_OUTLIER: Readonly<OutlierConfig> = { consecutiveErrors: 5, 
 export const DEFAULT_RETRY_ON: readonly RetryOn[] = ['reset', 'timeout', 'gateway-error'];
 const RETRY_ON_WORDS = ['reset', 'timeout', 'gateway-error', '5xx'];
 export const DEFAULT_MAX_HEADER_SIZE = 16 * 1024;
+/**
+ * Kestrel's default MinRequestBodyDataRate (240 bytes/s after a 5 s grace): a body
+ * trickled slower than that held a connection to the upstream for up to
+ * timeouts.request (5 min), so 200 such clients pinned 200 upstream connections (issue 11, item 5).
+ */
+export const DEFAULT_MIN_UPLOAD_RATE: Readonly<MinUploadRate> = { bytesPerSecond: 240, graceMs: 5_000 };
+/** Bodies up to this are read whole before the upstream request opens (nginx buffers every body by default). */
+export const DEFAULT_BUFFER_BODY_BYTES = 16 * 1024;
+/** The largest connection limit one may write (far beyond any file-descriptor limit). */
+const MAX_CONNECTIONS = 10_000_000;
 
-const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners', 'accessLog'];
+const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners', 'accessLog', 'limits'];
 const TIMEOUT_KEYS: Record<string, keyof ListenerTimeouts> = {
   connect: 'connectMs', upstream: 'upstreamMs', headers: 'headersMs', request: 'requestMs', keepAlive: 'keepAliveMs', idle: 'idleMs', total: 'totalMs',
 };
@@ -358,7 +368,35 @@ class Validator {
     const listeners = await this.listeners(root.listeners, vsets, components, admin);
     const drainTimeoutMs = this.duration(root.drainTimeout, ['drainTimeout'], DEFAULT_DRAIN_MS);
     const accessLog = this.accessLog(root.accessLog);
-    return { version: 1, admin, drainTimeoutMs, roles, vsets, components, plugins, listeners, ...(accessLog ? { accessLog } : {}) };
+    const limits = this.limits(root.limits);
+    return { version: 1, admin, drainTimeoutMs, roles, vsets, components, plugins, listeners, ...(accessLog ? { accessLog } : {}), limits };
+  }
+
+  /** `limits: { maxConnections }`; absent keys take their defaults where the runtime knows them (the file-descriptor limit). */
+  limits(value: unknown): LimitsConfig {
+    const out: LimitsConfig = {};
+    if (value === undefined) return out;
+    const o = this.obj(value, ['limits'], ['maxConnections']);
+    if (!o) return out;
+    if (o.maxConnections !== undefined) out.maxConnections = this.int(o.maxConnections, ['limits', 'maxConnections'], 1, 1, MAX_CONNECTIONS);
+    return out;
+  }
+
+  /** `minUploadRate: { bytesPerSecond, grace }` (http). */
+  minUploadRate(value: unknown, path: Path): MinUploadRate {
+    const d = DEFAULT_MIN_UPLOAD_RATE;
+    const o = this.obj(value, path, ['bytesPerSecond', 'grace']);
+    if (!o) return { ...d };
+    const rate: MinUploadRate = {
+      bytesPerSecond: this.int(o.bytesPerSecond, [...path, 'bytesPerSecond'], d.bytesPerSecond, 0, 1 << 30),
+      graceMs: this.duration(o.grace, [...path, 'grace'], d.graceMs),
+    };
+    // A grace of 0 would judge a body by its first few milliseconds.
+    if (rate.graceMs < 1) {
+      this.report('SY_ERR_CONFIG_VALUE', [...path, 'grace'], 'must be more than 0');
+      rate.graceMs = d.graceMs;
+    }
+    return rate;
   }
 
   /** `accessLog: { path: stdout | FILE }`; whether FILE can be opened is found when a build opens it. */
@@ -655,7 +693,7 @@ class Validator {
     for (const [name, raw] of this.named(value, ['listeners'])) {
       if (this.#slicer.due) await this.#slicer.yield();
       const path = ['listeners', name];
-      const o = this.obj(raw, path, ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize', 'retries']);
+      const o = this.obj(raw, path, ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize', 'retries', 'maxConnections', 'minUploadRate', 'bufferBodyBytes']);
       if (!o) continue;
       let protocol: Protocol = 'http';
       if (o.protocol !== undefined) {
@@ -693,9 +731,22 @@ class Validator {
         if (protocol === 'tcp') this.report('SY_ERR_CONFIG_VALUE', [...path, 'retries'], 'a tcp listener cannot retry (a connect failure already moves to the next endpoint)');
         else retries = this.retries(o.retries, [...path, 'retries'], timeouts.upstreamMs);
       }
+      const maxConnections = o.maxConnections === undefined ? undefined : this.int(o.maxConnections, [...path, 'maxConnections'], 1, 1, MAX_CONNECTIONS);
+      let minUploadRate: MinUploadRate = { ...DEFAULT_MIN_UPLOAD_RATE };
+      let bufferBodyBytes = DEFAULT_BUFFER_BODY_BYTES;
+      for (const k of ['minUploadRate', 'bufferBodyBytes'] as const) {
+        if (o[k] !== undefined && protocol === 'tcp') this.report('SY_ERR_CONFIG_VALUE', [...path, k], `${k} is for http listeners (a tcp listener has timeouts.idle)`);
+      }
+      if (protocol === 'http') {
+        if (o.minUploadRate !== undefined) minUploadRate = this.minUploadRate(o.minUploadRate, [...path, 'minUploadRate']);
+        bufferBodyBytes = this.int(o.bufferBodyBytes, [...path, 'bufferBodyBytes'], DEFAULT_BUFFER_BODY_BYTES, 0, 16 * 1024 * 1024);
+      }
       const filters = target ? this.filters(o.filters, [...path, 'filters'], name, protocol, vsets[target.vset]!, components) : [];
       if (!target) continue;
-      out[name] = { ...(address ? { address } : {}), protocol, vset: target.vset, channel: target.channel, filters, timeouts, maxHeaderSize, ...(retries ? { retries } : {}) };
+      out[name] = {
+        ...(address ? { address } : {}), protocol, vset: target.vset, channel: target.channel, filters, timeouts, maxHeaderSize,
+        ...(retries ? { retries } : {}), ...(maxConnections !== undefined ? { maxConnections } : {}), minUploadRate, bufferBodyBytes,
+      };
     }
     return out;
   }

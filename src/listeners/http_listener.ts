@@ -12,6 +12,7 @@ import type { RetryBudget } from '../upstream/retry.js';
 import { upgrades } from '../upstream/upgrade_forward.js';
 import { logHttp } from '../observe/access_record.js';
 import type { ListenSocket } from './socket_pool.js';
+import { UploadRate } from './upload_rate.js';
 
 const kExchange = Symbol('switchyard.exchange');
 type TrackedResponse = ServerResponse & { [kExchange]?: HttpExchange };
@@ -46,6 +47,10 @@ class HttpExchange implements Exchange, ForwardOptions {
   #refused = false;
   /** The drain timeout cut the request before its response started (counted as 503, not 499). */
   #cutUnanswered = false;
+  /** The body came slower than minUploadRate before the response started: switchyard answered 408, no role served it. */
+  #tooSlow = false;
+  /** Watches the body's rate while it comes (null: no body, or no minimum). */
+  #upload: UploadRate | null = null;
 
   constructor(plan: ListenerPlan, req: IncomingMessage, res: ServerResponse) {
     this.plan = plan;
@@ -61,6 +66,7 @@ class HttpExchange implements Exchange, ForwardOptions {
   get totalMs(): number { return this.plan.config.timeouts.totalMs; }
   get retry(): RetryConfig | undefined { return this.plan.config.retries; }
   get budget(): RetryBudget | null { return this.plan.retryBudget; }
+  get bufferBodyBytes(): number { return this.plan.config.bufferBodyBytes; }
   get routes(): RoleRoutes { return this.plan; }
   roleName(role: number): string { return this.plan.roles[role]!.name; }
 
@@ -103,6 +109,36 @@ class HttpExchange implements Exchange, ForwardOptions {
     this.res.destroy();
   }
 
+  /** Starts watching the body's rate (a request with a body, on a listener with a minUploadRate). */
+  watchUpload(): void {
+    const rate = this.plan.config.minUploadRate;
+    if (rate.bytesPerSecond > 0) this.#upload = new UploadRate(this.req, rate, () => this.uploadTooSlow());
+  }
+
+  /**
+   * The body came slower than minUploadRate (UploadRate): the client's fault, so the
+   * upstream request is cut without blame (never an upstream error, an outlier or a
+   * retry), and the client gets 408 on a connection that then closes (the rest of its
+   * body is never read), counted with role "" (no role served it); or, when the
+   * response already started, a cut connection, counted with the status it was sent.
+   * Either way in switchyard_slow_uploads_total, and logged with SY_ERR_UPLOAD_TOO_SLOW.
+   */
+  uploadTooSlow(): void {
+    const res = this.res;
+    if (res.writableFinished || res.destroyed) return;
+    this.#error = 'SY_ERR_UPLOAD_TOO_SLOW';
+    this.plan.slowUploads.inc();
+    this.#forward?.cut();
+    if (res.headersSent) {
+      // The role's answer had started: it counts with the status it was sent, as a drain-cut one does.
+      res.destroy();
+      return;
+    }
+    this.#tooSlow = true;
+    res.shouldKeepAlive = false;
+    this.reply(408, `switchyard: the request body came slower than ${this.plan.config.minUploadRate.bytesPerSecond} bytes/s (listeners.${this.plan.name}.minUploadRate)\n`);
+  }
+
   // hot path
   forward(): void {
     if (this.role < 0) {
@@ -126,8 +162,8 @@ class HttpExchange implements Exchange, ForwardOptions {
   done(endpoint: string | undefined, code: RuntimeCode | undefined): void {
     this.#endpoint = endpoint ?? '';
     if (code !== undefined) this.#error = code;
-    // Switchyard's own failure: the 500 is switchyard's answer, not the role's (issue 11).
-    if (code === 'SY_ERR_REQUEST_REFUSED') this.#refused = true;
+    // Switchyard's own failure: the 500 (or 503 without descriptors) is switchyard's answer, not the role's (issue 11).
+    if (code === 'SY_ERR_REQUEST_REFUSED' || code === 'SY_ERR_NO_FILE_DESCRIPTORS') this.#refused = true;
   }
 
   failFilter(err: unknown): void {
@@ -140,6 +176,7 @@ class HttpExchange implements Exchange, ForwardOptions {
   closed(): void {
     const res = this.res;
     const finished = res.writableFinished;
+    this.#upload?.stop();
     if (!finished) this.#forward?.clientGone();
     const plan = this.plan;
     // Node has just armed the idle keep-alive timer at keepAliveTimeout + 1 s (its grace for
@@ -148,8 +185,9 @@ class HttpExchange implements Exchange, ForwardOptions {
     const keepAliveMs = plan.config.timeouts.keepAliveMs;
     if (finished && !socket.destroyed && (socket.timeout ?? 0) > keepAliveMs) socket.setTimeout(keepAliveMs);
     // The role that served it: none when the request never went upstream (a filter
-    // answered, e.g. a 429 after `weighted` had picked a role, or the client left first).
-    const served = this.#forward === null || this.#refused || this.#cutUnanswered ? -1 : this.role;
+    // answered, e.g. a 429 after `weighted` had picked a role, or the client left first),
+    // or switchyard cut it (a body too slow, a drain timeout before the response).
+    const served = this.#forward === null || this.#refused || this.#cutUnanswered || this.#tooSlow ? -1 : this.role;
     // The status the client was sent, even if the body was then cut (by either side);
     // 499 when the client left before the response started (nginx's convention); 503 when
     // the drain timeout cut it then (switchyard's doing, see destroy).
@@ -197,6 +235,7 @@ export function handleRequest(ls: ListenSocket, req: IncomingMessage, res: Serve
     ex.refuse(400, 'SY_ERR_BAD_REQUEST', `switchyard: ${bad}\n`);
     return;
   }
+  if (!req.complete && hasBody(req)) ex.watchUpload();
   const filters = plan.filters;
   if (filters.length === 0) {
     ex.forward();
@@ -303,8 +342,8 @@ export function handleUpgrade(ls: ListenSocket, req: IncomingMessage, socket: So
       if (code !== undefined) {
         error = code;
         // the status the client got (a timeout answers 504; switchyard's own failure 500, served by no role)
-        status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : code === 'SY_ERR_REQUEST_REFUSED' ? 500 : 502;
-        if (code === 'SY_ERR_REQUEST_REFUSED') forwarded = false;
+        status = code === 'SY_ERR_UPSTREAM_TIMEOUT' ? 504 : code === 'SY_ERR_REQUEST_REFUSED' ? 500 : code === 'SY_ERR_NO_FILE_DESCRIPTORS' ? 503 : 502;
+        if (code === 'SY_ERR_REQUEST_REFUSED' || code === 'SY_ERR_NO_FILE_DESCRIPTORS') forwarded = false;
       } else if (answered !== undefined) status = answered; // the upstream refused: its status was relayed
     });
   };
@@ -366,6 +405,13 @@ export function badRequest(req: IncomingMessage): string | null {
   }
   if (!HOST_RE.test(req.headers.host!)) return 'the Host header is not a valid host[:port] (RFC 9112 §3.2)';
   return null;
+}
+
+// hot path
+/** Whether a request has a body to read (Content-Length above 0, or chunked). */
+function hasBody(req: IncomingMessage): boolean {
+  const h = req.headers;
+  return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
 }
 
 /** The upgrades that are tunnelled (http-proxy's ws pass destroys any other without a word). */

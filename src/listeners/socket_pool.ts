@@ -8,6 +8,35 @@ import { handleTcp } from './tcp_listener.js';
 
 type ConnectionListener = (this: Server, socket: Socket) => void;
 
+/** How often, at most, a limit that keeps refusing connections is logged (the counter has every one). */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
+/**
+ * The client connections open across every listening socket, and how many may be
+ * (`limits.maxConnections`, or its default from the file-descriptor limit): a
+ * connection beyond it is closed as soon as it is accepted (issue 11, item 5).
+ */
+export class ConnectionBudget {
+  open = 0;
+  /** Set by the runtime at each swap; Infinity: no global limit. */
+  max = Infinity;
+  /** When the global limit was last logged as refusing. */
+  loggedAt = -Infinity;
+  readonly #log: (line: string) => void;
+
+  constructor(log: (line: string) => void) {
+    this.#log = log;
+  }
+
+  /** Logs a limit that refuses connections, once per REFUSAL_LOG_INTERVAL_MS per limit. */
+  refusing(what: { loggedAt: number }, line: () => string): void {
+    const now = performance.now();
+    if (now - what.loggedAt < REFUSAL_LOG_INTERVAL_MS) return;
+    what.loggedAt = now;
+    this.#log(line());
+  }
+}
+
 /**
  * One listening socket, owned by the pool and leased by generations. It is an
  * http.Server (so Node's parser timeouts run), but every accepted connection is
@@ -24,10 +53,20 @@ export class ListenSocket {
   leases = 0;
   /** No generation serves this address any more: connections still open are closed after their request. */
   retired = false;
+  /** Client connections open on this socket, whichever generation and protocol took them. */
+  open = 0;
+  /** When this socket's limit was last logged as refusing (ConnectionBudget.refusing). */
+  loggedAt = -Infinity;
+  readonly #budget: ConnectionBudget;
+  readonly #closed = (): void => {
+    this.open--;
+    this.#budget.open--;
+  };
 
-  constructor(key: string, requested: HostPort) {
+  constructor(key: string, requested: HostPort, budget: ConnectionBudget) {
     this.key = key;
     this.requested = requested;
+    this.#budget = budget;
     // The interval bounds how late the headers/request timeouts fire (Node's default is 30 s):
     // 40 ms keeps them within 50 ms of their value, for about 1 % of a CPU per 1,000 addresses.
     // requireHostHeader off: the listener answers a missing Host itself (badRequest), so the 400 is counted and logged.
@@ -38,15 +77,47 @@ export class ListenSocket {
     server.on('connection', (socket: Socket) => {
       const plan = this.plan;
       if (plan === null || this.retired) socket.destroy();
+      else if (!this.#admit(plan, socket)) return;
       else if (plan.protocol === 'http') {
+        socket.on('close', this.#closed);
         plan.connectionOpened(socket);
         httpConnection.call(server, socket);
-      } else handleTcp(plan, socket);
+      } else handleTcp(plan, socket).on('close', this.#closed);
     });
     server.on('request', (req, res) => handleRequest(this, req, res));
     server.on('upgrade', (req, socket, head) => handleUpgrade(this, req, socket as Socket, head));
     server.on('connect', (req, socket) => handleConnect(this, req, socket as Socket));
     server.on('clientError', (err, socket) => handleClientError(this, err, socket as Socket));
+  }
+
+  // hot path
+  /**
+   * Counts a new connection against this socket's limit (the newest plan's
+   * `maxConnections`) and the global one, or refuses it: closed at once, without a
+   * byte, and counted, as Envoy closes a connection over a listener's limit
+   * (downstream_cx_overflow). An HTTP client gets no 503: that would be a write to a
+   * connection the sidecar cannot afford, and a client that opens more connections
+   * than the limit is rarely one that reads answers.
+   */
+  #admit(plan: ListenerPlan, socket: Socket): boolean {
+    const budget = this.#budget;
+    const max = plan.config.maxConnections;
+    if (max !== undefined && this.open >= max) {
+      socket.destroy();
+      plan.refusedListener.inc();
+      budget.refusing(this, () => `listener ${plan.name}: ${this.open} connections open, its limit (listeners.${plan.name}.maxConnections): new connections are closed at once (switchyard_connections_refused_total{reason="listener"})`);
+      return false;
+    }
+    if (budget.open >= budget.max) {
+      socket.destroy();
+      plan.refusedGlobal.inc();
+      budget.refusing(budget, () => `${budget.open} client connections open, the global limit (limits.maxConnections ${budget.max}): new connections on every listener are closed at once (switchyard_connections_refused_total{reason="global"})`);
+      return false;
+    }
+    // Counted until the connection's socket closes (the caller listens: a tcp connection moves to another Socket).
+    this.open++;
+    budget.open++;
+    return true;
   }
 
   /** The address actually bound (the port differs from the requested one when that was 0). */
@@ -73,6 +144,12 @@ export class ListenSocket {
  */
 export class SocketPool {
   readonly #sockets = new Map<string, ListenSocket>();
+  /** Client connections across every socket of the pool, and the global limit. */
+  readonly budget: ConnectionBudget;
+
+  constructor(log: (line: string) => void = () => {}) {
+    this.budget = new ConnectionBudget(log);
+  }
 
   /** The pool key: the address, or for port 0 (any free port) the listener name too. */
   static key(name: string, hp: HostPort): string {
@@ -93,7 +170,7 @@ export class SocketPool {
       this.#sockets.set(key, ls);
       return ls;
     }
-    ls = new ListenSocket(key, hp);
+    ls = new ListenSocket(key, hp, this.budget);
     ls.leases++;
     this.#sockets.set(key, ls);
     const server = ls.server;

@@ -11,8 +11,10 @@ import { TcpTally } from '../metrics.js';
  * The entry of the TCP data path: one client connection. The filters run once,
  * for the connection; the chosen role's endpoints get the byte pipe. The
  * connection holds its generation until it closes (or drainTimeout ends it).
+ * Returns the socket that carries the connection from now on (acceptTcp may
+ * move the handle to a new one), whose 'close' ends it.
  */
-export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
+export function handleTcp(plan: ListenerPlan, accepted: Socket): Socket {
   const client = acceptTcp(accepted);
   const socket = client.socket;
   const gen = plan.generation;
@@ -75,10 +77,12 @@ export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
       done: (endpoint, code, bytesIn, bytesOut) => {
         ex.role = picker.role;
         const result = code === undefined ? 'ok' : 'error';
-        plan.metrics[picker.role]!.tcpConnection(result);
+        // Out of descriptors, no upstream was tried: the failure is switchyard's, under no role.
+        const own = code === 'SY_ERR_NO_FILE_DESCRIPTORS';
+        plan.metrics[own ? plan.roles.length : picker.role]!.tcpConnection(result);
         const log = gen.accessLog;
         if (log !== null) {
-          logTcp(log, { plan, socket, role: plan.roles[ex.role]!.name, result, durationMs: performance.now() - start, endpoint: endpoint ?? '', error: code ?? '', bytesIn, bytesOut });
+          logTcp(log, { plan, socket, role: own ? '' : plan.roles[ex.role]!.name, result, durationMs: performance.now() - start, endpoint: own ? '' : endpoint ?? '', error: code ?? '', bytesIn, bytesOut });
         }
       },
     });
@@ -94,4 +98,5 @@ export function handleTcp(plan: ListenerPlan, accepted: Socket): void {
   } catch (err) {
     fail(err);
   }
+  return socket;
 }

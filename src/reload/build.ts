@@ -119,6 +119,7 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
         bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
         bytesOut: ctx.metrics.tcpBytes.labels(name, 'out'),
         openTcp: ctx.metrics.openTcp,
+        ...limitCounters(ctx.metrics, name, lc.protocol),
       });
       plan.socket = sockets.get(name)!;
       gen.plans.set(name, plan);
@@ -162,6 +163,20 @@ function responseHeaderEdits(lc: ListenerConfig, registry: Registry): readonly H
     if (d?.responseHeaderEdits) out.push(...d.responseHeaderEdits(f.config));
   }
   return out.length > 0 ? out : null;
+}
+
+/**
+ * A listener's refusal and slow-upload counters, each series present from the start
+ * at 0, so the first refusal shows as an increase (rate() sees nothing in a series
+ * that appears with its first sample).
+ */
+function limitCounters(metrics: Metrics, listener: string, protocol: ListenerConfig['protocol']) {
+  const refusedListener = metrics.connectionsRefused.labels(listener, 'listener');
+  const refusedGlobal = metrics.connectionsRefused.labels(listener, 'global');
+  const slowUploads = metrics.slowUploads.labels(listener);
+  for (const c of [refusedListener, refusedGlobal]) c.inc(0);
+  if (protocol === 'http') slowUploads.inc(0); // a tcp listener has no request bodies
+  return { refusedListener, refusedGlobal, slowUploads };
 }
 
 function collectEndpoints(gen: Generation) {

@@ -49,6 +49,11 @@ export class ListenerPlan implements RoleRoutes {
   readonly bytesOut: Counter.Internal;
   /** tcp: the open connections whose bytes a scrape adds up (Metrics.openTcp). */
   readonly openTcp: Set<TcpTally>;
+  /** Connections refused at a limit: this listener's own (maxConnections), and the global one (limits.maxConnections). */
+  readonly refusedListener: Counter.Internal;
+  readonly refusedGlobal: Counter.Internal;
+  /** http: requests cut because their body came slower than minUploadRate. */
+  readonly slowUploads: Counter.Internal;
   socket: ListenSocket | null = null;
 
   constructor(init: {
@@ -56,6 +61,7 @@ export class ListenerPlan implements RoleRoutes {
     routes: EndpointSet[]; metrics: RoleMetrics[]; filters: Filter[]; fallbackWeights: number[];
     retryBudget: RetryBudget | null; responseHeaderEdits?: readonly HeaderEdit[] | null; connections: Gauge.Internal<'listener'>;
     bytesIn: Counter.Internal; bytesOut: Counter.Internal; openTcp: Set<TcpTally>;
+    refusedListener: Counter.Internal; refusedGlobal: Counter.Internal; slowUploads: Counter.Internal;
   }) {
     this.name = init.name;
     this.config = init.config;
@@ -73,6 +79,9 @@ export class ListenerPlan implements RoleRoutes {
     this.bytesIn = init.bytesIn;
     this.bytesOut = init.bytesOut;
     this.openTcp = init.openTcp;
+    this.refusedListener = init.refusedListener;
+    this.refusedGlobal = init.refusedGlobal;
+    this.slowUploads = init.slowUploads;
   }
 
   /** Counts an accepted client connection until it closes. */

@@ -14,6 +14,7 @@ import { boundAddresses, buildGeneration } from './build.js';
 import type { ConfigSource, Generation } from './generation.js';
 import { AccessLogs, type AccessLogSink } from '../observe/access_log.js';
 import { logReload, type ReloadChanges, type ReloadRecord } from '../observe/access_record.js';
+import { defaultMaxConnections, FD_RESERVE, readFdLimit, type FdLimit } from '../fd_limit.js';
 
 export type ApplyResult =
   | { ok: true; generation: number; components: Record<string, ComponentOutcome>; durationMs: number }
@@ -36,6 +37,15 @@ export interface RuntimeOptions {
   readyTimeoutMs?: number;
   /** What a config pushed through the admin API may change besides what any config may (push_policy.ts). */
   allowPush?: readonly PushField[];
+  /** The RLIMIT_NOFILE in force, which `limits.maxConnections` defaults from (default: read from /proc/self/limits; null: unknown, no default limit). */
+  fdLimit?: FdLimit | null;
+}
+
+/** The global connection limit in force, and where it came from. */
+export interface ConnectionLimit {
+  max: number;
+  /** `config`: limits.maxConnections; `fd-limit`: derived from the soft RLIMIT_NOFILE; `none`: neither is known. */
+  from: 'config' | 'fd-limit' | 'none';
 }
 
 /**
@@ -46,7 +56,9 @@ export interface RuntimeOptions {
  */
 export class Runtime {
   readonly metrics: Metrics;
-  readonly sockets = new SocketPool();
+  readonly sockets: SocketPool;
+  /** The RLIMIT_NOFILE read at construction (null: unknown). */
+  readonly fdLimit: FdLimit | null;
   readonly endpoints: EndpointTable;
   /** The open access log sinks, shared by the generations that write to them. */
   readonly accessLogs: AccessLogs;
@@ -67,6 +79,8 @@ export class Runtime {
     // config text or upstream text (names, paths, error messages): one line each, escaped.
     const log = opts.log ?? (() => {});
     this.#log = (line) => log(oneLine(line));
+    this.sockets = new SocketPool(this.#log);
+    this.fdLimit = opts.fdLimit === undefined ? readFdLimit() : opts.fdLimit;
     this.accessLogs = new AccessLogs(this.metrics.accessLogDropped, this.#log);
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
     this.#allowPush = new Set(opts.allowPush ?? []);
@@ -154,6 +168,8 @@ export class Runtime {
     gen.previous = prev?.raw ?? null;
 
     // The swap: from here on, new connections and new requests see `gen`.
+    const limit = this.#connectionLimit(gen);
+    this.sockets.budget.max = limit.max;
     for (const plan of gen.plans.values()) {
       const ls = plan.socket!;
       ls.configure(plan);
@@ -188,6 +204,11 @@ export class Runtime {
     // A change that turns the access log off is the last line of the old one.
     this.#record({ generation: number, source, result: 'applied', durationMs, changes, error: '' },
       gen.accessLog ?? prev?.accessLog ?? null);
+    const fd = this.fdLimit;
+    const fits = fd === null ? Infinity : defaultMaxConnections(fd.soft, gen.plans.size);
+    if (limit.from === 'config' && limit.max > fits && limit.max !== prev?.config.limits.maxConnections) {
+      this.#log(`limits.maxConnections ${limit.max} is more than the file descriptors allow (soft limit ${fd!.soft}: about ${fits} client connections, each with an upstream one, after ${FD_RESERVE} in reserve and the listening sockets); near it, accepts and upstream connects may fail`);
+    }
     const [was, now] = [prev?.config.admin.address, gen.config.admin.address];
     if (was && (was.host !== now.host || was.port !== now.port)) {
       // Like Envoy's admin (bootstrap only): moving the admin socket under a live
@@ -195,6 +216,19 @@ export class Runtime {
       this.#log(`admin.address changed to ${now.host}:${now.port}: it takes effect at the next restart; the admin API stays on ${was.host}:${was.port}`);
     }
     return { ok: true, generation: number, components: built.components, durationMs };
+  }
+
+  /** The global connection limit a generation runs with: its `limits.maxConnections`, else the file-descriptor limit's share. */
+  #connectionLimit(gen: Generation): ConnectionLimit {
+    const set = gen.config.limits.maxConnections;
+    if (set !== undefined) return { max: set, from: 'config' };
+    if (this.fdLimit !== null && Number.isFinite(this.fdLimit.soft)) return { max: defaultMaxConnections(this.fdLimit.soft, gen.plans.size), from: 'fd-limit' };
+    return { max: Infinity, from: 'none' };
+  }
+
+  /** The global connection limit in force (for the start log). */
+  connectionLimit(): ConnectionLimit {
+    return this.current === null ? { max: Infinity, from: 'none' } : this.#connectionLimit(this.current);
   }
 
   /** Checks a config and says what applying it would change; builds nothing live. */

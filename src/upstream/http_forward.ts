@@ -50,6 +50,17 @@ export function refusedBySwitchyard(err: unknown): boolean {
     || err instanceof TypeError || err instanceof RangeError || err instanceof SyntaxError || err instanceof ReferenceError;
 }
 
+/**
+ * Whether an error means this process (EMFILE) or the whole system (ENFILE) had no
+ * file descriptor left for a new upstream socket: switchyard's own overload, never
+ * the endpoint's failure (issue 11, item 5: with descriptors used up, every request
+ * answered 502 and counted against healthy endpoints).
+ */
+export function outOfDescriptors(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return code === 'EMFILE' || code === 'ENFILE';
+}
+
 /** Why a try failed, as `switchyard_upstream_errors_total{reason}` says it ("ejected": the failure ejected the endpoint). */
 export type UpstreamReason = 'connect-failure' | 'reset' | 'timeout' | 'protocol' | 'ejected';
 
@@ -68,6 +79,8 @@ export interface ForwardOptions {
   readonly totalMs: number;
   readonly retry: RetryConfig | undefined;
   readonly budget: RetryBudget | null;
+  /** Bodies with a Content-Length up to this are read whole before the upstream request opens (0: none). */
+  readonly bufferBodyBytes: number;
   readonly routes: RoleRoutes;
   roleName(role: number): string;
   /** One try failed (called once per failed try, and once more with "ejected" when that ejected its endpoint). */
@@ -76,7 +89,8 @@ export interface ForwardOptions {
   retried(role: number, reason: string): void;
   /**
    * Called once, when the exchange with the upstream ends (`code` set when it failed).
-   * `SY_ERR_REQUEST_REFUSED`: switchyard answered 500 itself, no role served the request.
+   * `SY_ERR_REQUEST_REFUSED`: switchyard answered 500 itself, no role served the request;
+   * `SY_ERR_NO_FILE_DESCRIPTORS`: 503, likewise.
    */
   done(endpoint: string | undefined, code: RuntimeCode | undefined): void;
   /** Header edits (the `headers` filter), with the values their templates read. */
@@ -161,16 +175,24 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     };
   }
 
-  /** Starts the first try (once a body that may be retried is buffered). */
+  /**
+   * Starts the first try, once a body that is read whole first is in: one that a
+   * retry may send again (retries.maxBodyBytes), or a small one (bufferBodyBytes), so
+   * that a client trickling a small body holds no upstream connection meanwhile
+   * (issue 11, item 5; nginx buffers every body by default).
+   */
   start(): void {
     const opts = this.#opts;
     opts.budget?.requestStarted();
-    const retry = opts.retry;
-    const length = Number(this.#req.headers['content-length']);
-    if (retry !== undefined && retry.attempts > 0 && this.#request.body !== null && isIdempotent(this.#req.method!)
-      && this.#req.headers['transfer-encoding'] === undefined && length <= retry.maxBodyBytes) {
-      this.#bufferBody();
-      return;
+    const req = this.#req;
+    if (this.#request.body !== null && req.headers['transfer-encoding'] === undefined) {
+      const length = Number(req.headers['content-length']);
+      const retry = opts.retry;
+      const replayable = retry !== undefined && retry.attempts > 0 && isIdempotent(req.method!) && length <= retry.maxBodyBytes;
+      if (replayable || length <= opts.bufferBodyBytes) {
+        this.#bufferBody(replayable);
+        return;
+      }
     }
     this.#dispatch();
   }
@@ -182,6 +204,19 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     else this.#finish(undefined);
   }
 
+  /**
+   * Switchyard ends the exchange for the client's fault (a body below minUploadRate):
+   * the upstream request is aborted, and nothing more of it reaches the response,
+   * which the caller answers or cuts itself. Like a client that left, it is never
+   * the upstream's failure: not counted, not fed to outlier detection, not retried.
+   */
+  cut(): void {
+    if (this.#finished) return;
+    const abort = this.#abort;
+    this.#finish(undefined);
+    abort?.();
+  }
+
   #headers(): string[] {
     const opts = this.#opts;
     const req = this.#req;
@@ -190,14 +225,15 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       : applyHeaderEdits(upstreamHeaders(req, opts.remoteAddress), opts.requestHeaderEdits, opts.headerVariables());
   }
 
-  #bufferBody(): void {
+  /** Reads the whole body, then dispatches it as one buffer (`replayable`: a retry may send it again). */
+  #bufferBody(replayable: boolean): void {
     const req = this.#req;
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.once('end', () => {
       if (this.#finished) return;
       this.#request.body = Buffer.concat(chunks);
-      this.#replayable = true;
+      this.#replayable = replayable;
       this.#dispatch();
     });
   }
@@ -432,6 +468,14 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       this.#refused(err);
       return;
     }
+    if (!this.#sent && outOfDescriptors(err)) {
+      // No socket could be made: the next endpoint would fare no better, and no endpoint is to blame.
+      this.#discarding = null;
+      if (res.headersSent) res.destroy();
+      else this.#opts.reply(503, 'switchyard: out of file descriptors; try again later\n', { 'retry-after': '1' });
+      this.#finish('SY_ERR_NO_FILE_DESCRIPTORS');
+      return;
+    }
     const role = this.#opts.roleName(this.#picker.role);
     if (this.#discarding !== null) {
       // The retriable answer broke off while it was thrown away: retry all the same.
@@ -440,7 +484,9 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       this.#retry('reset');
       return;
     }
-    if (!this.#sent && CONNECT_CODES.has(code) && (this.#replayable || !this.#req.readableDidRead)) {
+    // Nothing was sent: the next endpoint may have the request, if its body is still whole
+    // (none, or read into a buffer: any method) or not yet touched.
+    if (!this.#sent && CONNECT_CODES.has(code) && (this.#replayable || Buffer.isBuffer(this.#request.body) || !this.#req.readableDidRead)) {
       this.#tryFailed('connect-failure');
       const failedRole = this.#picker.role;
       if (this.#picker.next()) {

@@ -1,7 +1,7 @@
 import { connect, Socket } from 'node:net';
 import type { RuntimeCode } from '../errors.js';
 import type { EndpointPicker } from './picker.js';
-import type { UpstreamReason } from './http_forward.js';
+import { outOfDescriptors, type UpstreamReason } from './http_forward.js';
 
 export interface TcpForwardOptions {
   idleMs: number;
@@ -169,7 +169,13 @@ export function forwardTcp(client: TcpClient, picker: EndpointPicker, opts: TcpF
       else socket.pipe(up);
       back.to(socket);
     });
-    up.on('error', () => {
+    up.on('error', (err) => {
+      if (!connected && outOfDescriptors(err)) {
+        // No socket for the upstream: switchyard's overload, not the endpoint's failure.
+        finish('SY_ERR_NO_FILE_DESCRIPTORS');
+        socket.destroy();
+        return;
+      }
       if (!connected) {
         opts.tryFailed(picker.role, 'connect-failure');
         if (picker.set.failed(e)) opts.tryFailed(picker.role, 'ejected');

@@ -3,7 +3,7 @@ import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
 import type { RuntimeCode } from '../errors.js';
 import type { EndpointPicker } from './picker.js';
-import { fallenBackFrom, refusedBySwitchyard, type UpstreamReason } from './http_forward.js';
+import { fallenBackFrom, outOfDescriptors, refusedBySwitchyard, type UpstreamReason } from './http_forward.js';
 
 /** Per client socket: the state of its upgrade, so errors and closes are handled once. */
 interface UpgradeState {
@@ -101,7 +101,9 @@ export class UpgradeForwarder {
       // Tie only once connected: a refused connect must not take the client down before the retry.
       proxyReq.on('socket', (upstream: Duplex & { connecting?: boolean; setTimeout?(ms: number, cb?: () => void): unknown }) => {
         if (!upstream.connecting) {
-          tie(socket, upstream);
+          // Destroyed already: the connect failed at once (EMFILE makes no socket at all), and
+          // the request's error answers the client (#failed). Tied, it took the client down unanswered.
+          if (!upstream.destroyed) tie(socket, upstream);
           return;
         }
         // http-proxy connects with no timeout, and ClientRequest's starts only once connected:
@@ -187,6 +189,14 @@ export class UpgradeForwarder {
     state.proxyReq = null;
     if (refusedBySwitchyard(err)) {
       refuse(socket, state, err);
+      return;
+    }
+    if (outOfDescriptors(err)) {
+      // No socket for the upstream: switchyard's overload, no endpoint blamed, none tried next.
+      state.answered = true;
+      socket.end(ownAnswer('503 Service Unavailable', 'switchyard: out of file descriptors; try again later\n', state.ownHeaders(state.picker.role)));
+      socket.destroySoon?.();
+      finish(state, 'SY_ERR_NO_FILE_DESCRIPTORS');
       return;
     }
     const connect = RETRY_CODES.has(err.code ?? '');
