@@ -209,3 +209,28 @@ time.sleep(60)
   });
   return Number(line);
 }
+
+/**
+ * Sees when this test process did not run at all (a loaded machine): a timer every 5 ms,
+ * and the longest gap between its ticks over a span. Timing tests allow it, since the
+ * sidecar under test runs in this process and stalls with it.
+ */
+export class StallProbe {
+  readonly #ticks: number[] = [performance.now()];
+  readonly #timer = setInterval(() => this.#ticks.push(performance.now()), 5);
+
+  /** The longest stall (beyond the 5 ms period) that overlaps [from, to] (performance.now() times). */
+  stall(from: number, to: number = performance.now()): number {
+    const ticks = this.#ticks;
+    let worst = Math.max(0, to - ticks.at(-1)! - 5);
+    for (let i = 1; i < ticks.length; i++) {
+      if (ticks[i]! < from || ticks[i - 1]! > to) continue;
+      worst = Math.max(worst, ticks[i]! - ticks[i - 1]! - 5);
+    }
+    return worst;
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+}

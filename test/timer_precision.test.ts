@@ -1,7 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { connect, createServer, type Socket } from 'node:net';
 import { request as httpRequest } from 'node:http';
-import { blackhole, listenerUrl, startSidecar, startUpstream, uniqueHost } from './helpers.js';
+import { StallProbe, blackhole, listenerUrl, startSidecar, startUpstream, uniqueHost } from './helpers.js';
 
 /*
  * Every listener timeout fires when its value says (README: within 50 ms on an idle
@@ -19,24 +19,11 @@ const ONE_S = 1_000;
 /** A run: how long the timeout took, and the longest stall of this process around when it was due. */
 interface Run { ms: number; late: number }
 
-/** When the probe ran, during the test that started it. */
-let ticks: number[] = [];
-let probe: NodeJS.Timeout | undefined;
-test.beforeEach(() => {
-  ticks = [performance.now()];
-  probe = setInterval(() => ticks.push(performance.now()), 5);
-});
-test.afterEach.always(() => clearInterval(probe));
-
-/** The longest gap between probe ticks that overlaps [from, to]. */
-function stall(from: number, to: number): number {
-  let worst = 0;
-  for (let i = 1; i < ticks.length; i++) {
-    if (ticks[i]! < from || ticks[i - 1]! > to) continue;
-    worst = Math.max(worst, ticks[i]! - ticks[i - 1]! - 5);
-  }
-  return Math.max(worst, to - ticks.at(-1)! - 5);
-}
+/** The stall probe of the test running now (the tests here run one at a time). */
+let probe: StallProbe | undefined;
+test.beforeEach(() => { probe = new StallProbe(); });
+test.afterEach.always(() => probe?.stop());
+const stall = (from: number, to: number): number => probe!.stall(from, to);
 
 /** A clock started now: late() is the longest stall from just before ONE_S had passed until now. */
 function reference(): Promise<number> {
