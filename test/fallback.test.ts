@@ -1,7 +1,7 @@
 import test from 'ava';
 import { connect } from 'node:net';
 import { Agent, request } from 'undici';
-import { get, listenerUrl, startSidecar, uniqueHost, until } from './helpers.js';
+import { deadAddress, get, listenerUrl, startSidecar, uniqueHost, until } from './helpers.js';
 import { channel, controlled, metricSum, resilienceConfig } from './resilience_support.js';
 
 const CHECK = 'healthCheck: { interval: 100ms, timeout: 100ms, unhealthyThreshold: 1 }';
@@ -135,10 +135,9 @@ test('tcp: a connection whose role cannot connect goes to another role of the sp
   const echo = createServer((s) => s.pipe(s));
   await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
   t.teardown(() => echo.close());
-  const dead = createServer();
-  await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
-  const deadAddr = `127.0.0.1:${(dead.address() as { port: number }).port}`;
-  await new Promise((r) => dead.close(r));
+  // On this process's own address: a port freed on 127.0.0.1 was once taken by another
+  // test process's HTTP server, which answered "hello 0" with a 400.
+  const deadAddr = await deadAddress();
   const host = uniqueHost();
   const sc = await startSidecar(t, `
 roles:
