@@ -11,10 +11,13 @@ const MAX_TICK_MS = 1_000;
  * clients uploading at 1 byte/s held 201 upstream connections for the 5 minutes of
  * timeouts.request (issue 11, item 5).
  *
- * Only time during which switchyard was ready to read counts: while the request
- * stream is paused (the upstream is not taking the body: backpressure) or its
- * buffer is full (switchyard has not started reading it yet, e.g. while it
- * connects), the client is not the one holding the body back. Bytes are the
+ * Only time during which switchyard was taking bytes counts. Not while the request
+ * stream is paused (the upstream is not taking the body: backpressure): those spans
+ * are timed from each 'pause' to its 'resume'. Nor while its buffer is full (nobody
+ * reads it yet, e.g. while it connects or an async filter runs), seen at each check.
+ * (Sampling the paused state too credited a whole interval to a stream that was
+ * flowing just then: a 32 MB upload to an upstream that held it 1.5 s got 408 in a
+ * loaded suite run.) Bytes are the
  * client connection's (`socket.bytesRead`), so reading the body is left entirely
  * to whoever forwards it: no 'data' listener here, which would start the stream
  * flowing before the forwarder reads it. Checked every `grace` (at most every
@@ -29,9 +32,20 @@ export class UploadRate {
   /** One timer per body, re-armed (refresh) after each check. */
   readonly #timer: NodeJS.Timeout;
   #stopped = false;
-  #last = performance.now();
-  /** Time switchyard was ready to read, in ms. */
+  /** Time switchyard was taking bytes, in ms, up to the last check. */
   #credited = 0;
+  #last = performance.now();
+  /** Paused time since the last check, over the spans that ended. */
+  #pausedMs = 0;
+  /** When the pause now under way began (null: not paused). */
+  #pausedSince: number | null;
+  readonly #onPause = (): void => {
+    if (this.#pausedSince === null) this.#pausedSince = performance.now();
+  };
+  readonly #onResume = (): void => {
+    if (this.#pausedSince !== null) this.#pausedMs += performance.now() - this.#pausedSince;
+    this.#pausedSince = null;
+  };
 
   constructor(req: IncomingMessage, rate: MinUploadRate, onSlow: () => void) {
     this.#req = req;
@@ -39,6 +53,8 @@ export class UploadRate {
     this.#onSlow = onSlow;
     this.#tickMs = Math.min(rate.graceMs, MAX_TICK_MS);
     this.#startBytes = req.socket.bytesRead;
+    this.#pausedSince = req.isPaused() ? performance.now() : null;
+    req.on('resume', this.#onResume).on('pause', this.#onPause);
     this.#timer = setTimeout(() => this.#tick(), this.#tickMs);
     this.#timer.unref();
   }
@@ -47,6 +63,7 @@ export class UploadRate {
   stop(): void {
     this.#stopped = true;
     clearTimeout(this.#timer);
+    this.#req.off('resume', this.#onResume).off('pause', this.#onPause);
   }
 
   #tick(): void {
@@ -55,15 +72,21 @@ export class UploadRate {
     const socket = req.socket;
     if (req.complete || req.destroyed || socket === null || socket.destroyed) return;
     const now = performance.now();
-    // Was switchyard reading? Not while the stream is paused (the forwarder waits for
-    // the upstream), nor while its buffer is full (nobody reads it yet).
-    if (!req.isPaused() && req.readableLength < req.readableHighWaterMark) this.#credited += now - this.#last;
+    let paused = this.#pausedMs;
+    if (this.#pausedSince !== null) {
+      paused += now - this.#pausedSince;
+      this.#pausedSince = now;
+    }
+    this.#pausedMs = 0;
+    // A full buffer: nobody reads it, so Node takes no more from the client.
+    if (req.readableLength < req.readableHighWaterMark) this.#credited += Math.max(0, now - this.#last - paused);
     this.#last = now;
+    const credited = this.#credited;
     const rate = this.#rate;
-    if (this.#credited >= rate.graceMs) {
+    if (credited >= rate.graceMs) {
       const bytes = socket.bytesRead - this.#startBytes;
-      if (bytes * 1000 < rate.bytesPerSecond * this.#credited) {
-        this.#stopped = true;
+      if (bytes * 1000 < rate.bytesPerSecond * credited) {
+        this.stop();
         this.#onSlow();
         return;
       }
