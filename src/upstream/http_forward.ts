@@ -316,11 +316,18 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     }
   }
 
-  /** The client read what was waiting: the upstream's time for its next chunk starts again. */
-  readonly #drained = (): void => {
-    if (!this.#finished) this.#startBodyTimer();
-    this.#resume!();
-  };
+  /**
+   * The client read what was waiting: the upstream's time for its next chunk starts again.
+   * Made on the first backpressure only: most responses never need it.
+   */
+  #drained: (() => void) | null = null;
+
+  #onDrained(): () => void {
+    return (this.#drained ??= (): void => {
+      if (!this.#finished) this.#startBodyTimer();
+      this.#resume!();
+    });
+  }
 
   #finish(code: RuntimeCode | undefined): void {
     if (this.#finished) return;
@@ -437,7 +444,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     const ok = this.#res.write(chunk);
     if (!ok) {
       this.#clearBodyTimer();
-      this.#res.once('drain', this.#drained);
+      this.#res.once('drain', this.#onDrained());
     }
     return ok;
   }
