@@ -10,7 +10,7 @@ import { ratelimitComponent } from './components/ratelimit.js';
 
 /** The standard filter and component types: a plain list, registered like any plugin's. */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-export const builtinFilters: FilterDescriptor<any>[] = [headerRoute, weighted, ratelimit, fault, headers];
+export const builtinFilters: FilterDescriptor<any, any>[] = [headerRoute, weighted, ratelimit, fault, headers];
 export const builtinComponents: ComponentDescriptor[] = [ratelimitComponent];
 
 /** A registry holding the built-in types; plugins add theirs to it. */

@@ -46,6 +46,66 @@ export const RuntimeCodes = {
   SY_ERR_BIND: 'a listener address could not be bound',
 } as const;
 
+/**
+ * Every way an exchange with an upstream can end in failure, and what it means: the
+ * stable code (the access log's `upstreamError`), the `reason` label a failed try
+ * counts under in `switchyard_upstream_errors_total`, the status switchyard answers
+ * with, and whether a role is to blame (`upstream: false`: switchyard's own failure,
+ * counted under no role, never fed to outlier detection, never retried).
+ */
+export const UPSTREAM_FAILURES = {
+  connect: { code: 'SY_ERR_UPSTREAM_CONNECT', reason: 'connect-failure', status: 502, upstream: true },
+  timeout: { code: 'SY_ERR_UPSTREAM_TIMEOUT', reason: 'timeout', status: 504, upstream: true },
+  reset: { code: 'SY_ERR_UPSTREAM_RESET', reason: 'reset', status: 502, upstream: true },
+  protocol: { code: 'SY_ERR_UPSTREAM_PROTOCOL', reason: 'protocol', status: 502, upstream: true },
+  upgrade: { code: 'SY_ERR_UPSTREAM_UPGRADE', reason: 'reset', status: 502, upstream: true },
+  refused: { code: 'SY_ERR_REQUEST_REFUSED', reason: null, status: 500, upstream: false },
+  descriptors: { code: 'SY_ERR_NO_FILE_DESCRIPTORS', reason: null, status: 503, upstream: false },
+} as const satisfies Record<string, { code: RuntimeCode; reason: UpstreamReason | null; status: number; upstream: boolean }>;
+
+export type UpstreamFailure = keyof typeof UPSTREAM_FAILURES;
+
+/** Why a try failed, as `switchyard_upstream_errors_total{reason}` says it ("ejected": the failure ejected its endpoint). */
+export type UpstreamReason = 'connect-failure' | 'reset' | 'timeout' | 'protocol' | 'ejected';
+
+/**
+ * Codes of errors no upstream caused: the forwarding library (undici) or Node's HTTP
+ * code refused the request, or the answer, as switchyard made it (a header a plugin
+ * set, a pool switchyard already closed).
+ */
+const REFUSED_CODES = new Set([
+  'UND_ERR_INVALID_ARG', 'UND_ERR_NOT_SUPPORTED', 'UND_ERR_INVALID_RETURN_VALUE', 'UND_ERR_DESTROYED', 'UND_ERR_CLOSED',
+  'UND_ERR_BPL_MISSING_UPSTREAM', 'UND_ERR_MAX_ORIGINS_REACHED',
+  'ERR_INVALID_CHAR', 'ERR_INVALID_HTTP_TOKEN', 'ERR_HTTP_INVALID_HEADER_VALUE', 'ERR_HTTP_INVALID_STATUS_CODE',
+  'ERR_HTTP_HEADERS_SENT', 'ERR_UNESCAPED_CHARACTERS', 'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE',
+]);
+
+/** Timeouts that upstream errors from the peer's side say (undici's, and the kernel's). */
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+
+/**
+ * What a transport error from an upstream connection means, for HTTP, upgrades and
+ * TCP alike. `sent`: the request (or the connection's first byte) reached a
+ * connected socket. Before that, every failure is a connect failure (the next
+ * endpoint may take the work), except switchyard's own: a request the library
+ * refused (`refused`) or no descriptor left (`descriptors`). After it, a timeout,
+ * a malformed answer (`protocol`) or a reset.
+ */
+export function classifyTransportError(err: unknown, how: { sent: boolean }): UpstreamFailure {
+  const code = (err as { code?: unknown } | null)?.code;
+  if ((typeof code === 'string' && REFUSED_CODES.has(code))
+    || err instanceof TypeError || err instanceof RangeError || err instanceof SyntaxError || err instanceof ReferenceError) return 'refused';
+  if (code === 'EMFILE' || code === 'ENFILE') return 'descriptors';
+  if (err instanceof UpstreamTimeout) return err.phase === 'connect' ? 'connect' : 'timeout';
+  if (!how.sent) return 'connect';
+  if (typeof code === 'string') {
+    if (TIMEOUT_CODES.has(code)) return 'timeout';
+    if (code.startsWith('HPE_') || code === 'UND_ERR_INFO') return 'protocol';
+  }
+  if ((err as Error | null)?.name === 'HTTPParserError') return 'protocol';
+  return 'reset';
+}
+
 export type ConfigCode = keyof typeof ConfigCodes;
 export type RuntimeCode = keyof typeof RuntimeCodes;
 
@@ -103,5 +163,21 @@ export class SwitchyardError extends Error {
     super(message, options);
     this.name = 'SwitchyardError';
     this.code = code;
+  }
+}
+
+/**
+ * A time limit of switchyard's own on an upstream exchange ran out: `connect` (to
+ * one endpoint: the next may take the work), `headers` (a try's answer, perTryTimeout
+ * or the upstream timeout), `body` (the next chunk of an answer), `total` (every
+ * try together) or `upgrade` (an upgrade's answer). Our own timers, not undici's,
+ * which run on a 0.5 s clock for 1 s and more.
+ */
+export class UpstreamTimeout extends SwitchyardError {
+  readonly phase: 'connect' | 'headers' | 'body' | 'total' | 'upgrade';
+  constructor(phase: UpstreamTimeout['phase'], message: string) {
+    super(phase === 'connect' ? 'SY_ERR_UPSTREAM_CONNECT' : 'SY_ERR_UPSTREAM_TIMEOUT', message);
+    this.name = 'UpstreamTimeout';
+    this.phase = phase;
   }
 }

@@ -1,4 +1,4 @@
-import type { FilterDescriptor } from './filters/api.js';
+import type { Exchange, FilterDescriptor } from './filters/api.js';
 import type { ComponentDescriptor } from './components/api.js';
 
 /**
@@ -6,10 +6,10 @@ import type { ComponentDescriptor } from './components/api.js';
  * through the same two calls (Caddy's RegisterModule); a duplicate type is an error.
  */
 export class Registry {
-  readonly #filters = new Map<string, FilterDescriptor<any>>();
+  readonly #filters = new Map<string, FilterDescriptor<any, any>>();
   readonly #components = new Map<string, ComponentDescriptor>();
 
-  registerFilter<C>(d: FilterDescriptor<C>): void {
+  registerFilter<C, E extends Exchange>(d: FilterDescriptor<C, E>): void {
     // Plugins are plain JS: check the shape here, so a malformed descriptor fails
     // at plugins[i] when it loads, not later as a scope error or a TypeError in a build.
     const problems = descriptorProblems(d, { scope: SCOPES, validate: 'function', create: 'function' });
@@ -25,7 +25,8 @@ export class Registry {
     this.#components.set(d.type, d);
   }
 
-  filter(type: string): FilterDescriptor<unknown> | undefined {
+  // An http-scoped filter's function takes an HttpExchange: the scope check (validation) keeps it off tcp listeners.
+  filter(type: string): FilterDescriptor<unknown, any> | undefined {
     return this.#filters.get(type);
   }
 

@@ -1,6 +1,6 @@
 import type { Metrics } from '../metrics.js';
 import type { Runtime, GenerationRecord } from '../reload/runtime.js';
-import type { ListenerPlan } from '../reload/generation.js';
+import type { ListenerPlan } from '../listeners/plan.js';
 import type { WeightedConfig } from '../filters/weighted.js';
 import type { HostPort } from '../config/types.js';
 
@@ -197,7 +197,7 @@ function listenerStatus(p: ListenerPlan, bound: HostPort | undefined, tally: (l:
 
 function roleTraffic(l: ListenerStatus, role: string, roles: number, t: Tally, plan: ListenerPlan): RoleTraffic {
   const total = l.weights ? Object.values(l.weights).reduce((a, b) => a + b, 0) : 0;
-  const set = plan.routes[plan.roles.findIndex((r) => r.name === role)]!;
+  const set = plan.upstream.routes[plan.roles.findIndex((r) => r.name === role)]!;
   return {
     listener: l.name,
     weight: l.weights ? l.weights[role] ?? 0 : null,

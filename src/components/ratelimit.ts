@@ -1,4 +1,3 @@
-import type { Exchange } from '../filters/api.js';
 import type { Component, ComponentDescriptor } from './api.js';
 
 interface Settings {
@@ -83,21 +82,23 @@ export class RateLimiter implements Component {
     this.#buckets.clear();
   }
 
+  /** What a bucket is keyed by: 'client' (the client's address), a request header name (lower case), or null (one bucket). */
+  get keyBy(): string | null {
+    return this.#s.key;
+  }
+
   /** The settings now in force (tests, the admin API). */
   get settings(): Readonly<Settings> {
     return this.#s;
   }
 
   // hot path
-  /** Takes a token for this request or connection: 0 when allowed, else the seconds until one is available. */
-  take(ex: Exchange): number {
+  /**
+   * Takes a token from the bucket of `key` (the caller computes it by `keyBy`): 0
+   * when allowed, else the seconds until one is available.
+   */
+  take(key: string): number {
     const s = this.#s;
-    let key = '';
-    if (s.key === 'client') key = ex.remoteAddress;
-    else if (s.key !== null) {
-      const v = ex.req?.headers[s.key];
-      key = v === undefined ? '' : typeof v === 'string' ? v : v[0] ?? '';
-    }
     const now = performance.now();
     let b = this.#buckets.get(key);
     if (b === undefined) {

@@ -9,14 +9,14 @@ import type { Protocol } from '../config/types.js';
  * normalizes its config once per config, `create` resolves everything once per
  * generation and returns the per-request (or per-connection) function.
  */
-export interface FilterDescriptor<C = unknown> {
+export interface FilterDescriptor<C = unknown, E extends Exchange = Exchange> {
   type: string;
   /** Which listener protocols the filter can run on; `http` filters are refused on tcp listeners. */
   scope: 'http' | 'tcp' | 'both';
   /** Checks the raw entry (including its `type` key), reports issues through ctx, returns the normalized config. */
   validate(raw: Record<string, unknown>, ctx: FilterValidateContext): C;
   /** Once per generation and listener: precompute, then return the hot-path function. */
-  create(config: C, ctx: FilterCreateContext): Filter;
+  create(config: C, ctx: FilterCreateContext): Filter<E>;
   /**
    * Optional, for filters that split traffic: the relative weight of each role
    * (roles left out get 0). The listener's first filter that has this gives the
@@ -39,7 +39,7 @@ export interface FilterDescriptor<C = unknown> {
  * (`ex.role = i`, an index into `ctx.roles`) or answer (`ex.reply(...)`). Return `true` to continue the chain, `false` once it answered.
  * Return a promise only when the filter really waits; sync is the fast path.
  */
-export type Filter = (ex: Exchange) => boolean | Promise<boolean>;
+export type Filter<E extends Exchange = Exchange> = (ex: E) => boolean | Promise<boolean>;
 
 export interface FilterValidateContext {
   /** Path of this filter entry, e.g. `listeners.cart.filters[1]`. */
@@ -80,11 +80,8 @@ export interface FilterCreateContext {
   component<T = unknown>(name: string): T;
 }
 
-/**
- * One request (http) or one connection (tcp) on its way through a filter chain.
- * One object per unit of work; everything else the chain needs is per generation.
- */
-export interface Exchange {
+/** What every unit of work shows the filters, whatever its protocol. */
+interface ExchangeBase {
   /** Index of the chosen role in the listener's roles, -1 while none is chosen. */
   role: number;
   /**
@@ -100,32 +97,50 @@ export interface Exchange {
    */
   fallbackFrom: number;
   readonly listener: string;
-  readonly protocol: Protocol;
   /** The client's address (the socket's remote address). */
   readonly remoteAddress: string;
-  /** http only: the request. */
-  readonly req: IncomingMessage | null;
-  /** http only: the response, for filters that answer. */
-  readonly res: ServerResponse | null;
-  /** tcp only: the client connection. */
-  readonly socket: Socket | null;
-  /**
-   * http only: header edits to apply when the request is forwarded, and to the
-   * response (the upstream's or a local answer); null when none. A filter appends
-   * its own list (`headers` does, for requests). `responseHeaderEdits` starts as the
-   * listener's (FilterDescriptor.responseHeaderEdits), so those reach every answer;
-   * a list a filter appends at run time reaches only answers made after it ran.
-   * Request edits apply to plain requests, not upgrades; response edits to
-   * switchyard's own answers on upgrades too, never to a tunnel's upstream answer.
-   */
-  requestHeaderEdits: readonly HeaderEdit[] | null;
-  responseHeaderEdits: readonly HeaderEdit[] | null;
   /**
    * Answers the request and ends the chain (http), or refuses the connection (tcp:
    * the socket is destroyed; status and body are logged only).
    */
   reply(status: number, body?: string, headers?: Record<string, string>): void;
 }
+
+/** One HTTP request (or WebSocket upgrade) on its way through an http listener's chain. */
+export interface HttpExchange extends ExchangeBase {
+  readonly protocol: 'http';
+  readonly req: IncomingMessage;
+  /** The response, for filters that answer; null for an upgrade (answer with `reply`). */
+  readonly res: ServerResponse | null;
+  /** A WebSocket upgrade: once forwarded, the connection becomes a tunnel. */
+  readonly upgrade: boolean;
+  /**
+   * Header edits to apply when the request is forwarded, and to the response (the
+   * upstream's or a local answer); null when none. A filter appends its own list
+   * (`headers` does, for requests). `responseHeaderEdits` starts as the listener's
+   * (FilterDescriptor.responseHeaderEdits), so those reach every answer; a list a
+   * filter appends at run time reaches only answers made after it ran. Request
+   * edits apply to plain requests, not upgrades; response edits to switchyard's own
+   * answers on upgrades too, never to a tunnel's upstream answer.
+   */
+  requestHeaderEdits: readonly HeaderEdit[] | null;
+  responseHeaderEdits: readonly HeaderEdit[] | null;
+}
+
+/** One TCP connection on its way through a tcp listener's chain. */
+export interface TcpExchange extends ExchangeBase {
+  readonly protocol: 'tcp';
+  /** The client connection. */
+  readonly socket: Socket;
+}
+
+/**
+ * One unit of work on its way through a filter chain, told apart by `protocol`.
+ * One object per unit of work; everything else the chain needs is per generation.
+ * A filter of scope `http` only ever sees an HttpExchange (the validator refuses
+ * it on tcp listeners); one of scope `both` checks `ex.protocol`.
+ */
+export type Exchange = HttpExchange | TcpExchange;
 
 /**
  * One header edit, compiled once per generation: `remove` drops every occurrence,

@@ -1,5 +1,5 @@
 import { parseDuration, unknownKeyMessage } from '../config/validate.js';
-import type { Exchange, FilterDescriptor } from './api.js';
+import type { FilterDescriptor, HttpExchange } from './api.js';
 
 export interface FaultConfig {
   abort: { percent: number; status: number } | null;
@@ -13,7 +13,7 @@ export interface FaultConfig {
  * one role (to test how clients cope with a failing canary). Put it after the
  * routing filters when it names a role: it sees the role chosen so far.
  */
-export const fault: FilterDescriptor<FaultConfig> = {
+export const fault: FilterDescriptor<FaultConfig, HttpExchange> = {
   type: 'fault',
   scope: 'http',
   validate(raw, ctx) {
@@ -63,7 +63,7 @@ export const fault: FilterDescriptor<FaultConfig> = {
     const delay = config.delay;
     const abortBody = abort ? `switchyard: fault injected (${abort.status})\n` : '';
     // hot path
-    return function fault(ex: Exchange): boolean | Promise<boolean> {
+    return function fault(ex: HttpExchange): boolean | Promise<boolean> {
       if (only >= 0 && ex.role !== only) return true;
       if (abort !== null && Math.random() * 100 < abort.percent) {
         ex.reply(abort.status, abortBody, { 'x-switchyard-fault': 'abort' });

@@ -1,4 +1,4 @@
-import type { Exchange, FilterDescriptor } from './api.js';
+import type { FilterDescriptor, HttpExchange } from './api.js';
 import { headerValues } from './header_values.js';
 import { BlockList, isIP } from 'node:net';
 import { unknownKeyMessage } from '../config/validate.js';
@@ -38,7 +38,7 @@ const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 token
  * `allowFrom` limits pinning to some client addresses: any client can send a
  * header, so a header alone should not reach an unreleased version.
  */
-export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
+export const headerRoute: FilterDescriptor<HeaderRouteConfig, HttpExchange> = {
   type: 'header_route',
   scope: 'http',
 
@@ -164,7 +164,7 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
     const allowed = config.allowFrom ? allowList(config.allowFrom) : null;
 
     /** Pins `role`, unless it cannot take work and the rule lets the split decide instead. */
-    function pin(ex: Exchange, role: number, fallback: boolean): true {
+    function pin(ex: HttpExchange, role: number, fallback: boolean): true {
       if (!fallback) ex.role = role;
       else if (roles[role]!.available || !roles.some((r) => r.available)) {
         // Available, or no role is: then the pinned one is as good a guess as any.
@@ -183,10 +183,10 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig> = {
     }
 
     // hot path
-    return function headerRoute(ex: Exchange): boolean {
+    return function headerRoute(ex: HttpExchange): boolean {
       if (ex.role >= 0) return true;
       if (allowed !== null && !allowed(ex.remoteAddress)) return true;
-      const req = ex.req!;
+      const req = ex.req;
       for (let i = 0; i < n; i++) {
         const rule = compiled[i]!;
         const v = headerValues(req, rule.header);

@@ -1,4 +1,4 @@
-import type { Exchange, FilterDescriptor, FilterValidateContext, HeaderEdit } from './api.js';
+import type { FilterDescriptor, FilterValidateContext, HeaderEdit, HttpExchange } from './api.js';
 import { unknownKeyMessage } from '../config/validate.js';
 
 const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 token
@@ -26,7 +26,7 @@ export interface HeadersConfig { request: HeaderEdit[]; response: HeaderEdit[] }
  * forwarded, so the role is the one that actually serves it. The edits are
  * compiled once per generation; per request the filter only attaches them.
  */
-export const headers: FilterDescriptor<HeadersConfig> = {
+export const headers: FilterDescriptor<HeadersConfig, HttpExchange> = {
   type: 'headers',
   scope: 'http',
   validate(raw, ctx) {
@@ -42,7 +42,7 @@ export const headers: FilterDescriptor<HeadersConfig> = {
   create(config) {
     const request = config.request.length ? config.request : null;
     // hot path
-    return function headers(ex: Exchange): boolean {
+    return function headers(ex: HttpExchange): boolean {
       if (request !== null) ex.requestHeaderEdits = ex.requestHeaderEdits === null ? request : ex.requestHeaderEdits.concat(request);
       return true;
     };
@@ -122,39 +122,4 @@ function template(s: string, unknown: (name: string) => void): (string | number)
   }
   if (last < s.length) parts.push(s.slice(last));
   return parts;
-}
-
-/** The variables a template reads, by index: role, vset, listener, generation. */
-export type HeaderVariables = readonly [role: string, vset: string, listener: string, generation: string];
-
-// hot path
-/**
- * Applies edits to a flat [name, value, …] header list: a `remove` drops every
- * occurrence, a `set` replaces them with one, an `add` appends one more.
- */
-export function applyHeaderEdits(list: string[], edits: readonly HeaderEdit[], vars: HeaderVariables): string[] {
-  let out = list;
-  for (const e of edits) {
-    if (e.op !== 'add') out = without(out, e.lower);
-    if (e.op !== 'remove') out.push(e.name, render(e.value, vars));
-  }
-  return out;
-}
-
-function without(list: string[], lower: string): string[] {
-  let found = false;
-  for (let i = 0; i < list.length && !found; i += 2) found = list[i]!.length === lower.length && list[i]!.toLowerCase() === lower;
-  if (!found) return list;
-  const out: string[] = [];
-  for (let i = 0; i < list.length; i += 2) {
-    if (list[i]!.toLowerCase() !== lower) out.push(list[i]!, list[i + 1]!);
-  }
-  return out;
-}
-
-function render(parts: readonly (string | number)[], vars: HeaderVariables): string {
-  if (parts.length === 1 && typeof parts[0] === 'string') return parts[0];
-  let s = '';
-  for (const p of parts) s += typeof p === 'string' ? p : vars[p];
-  return s;
 }

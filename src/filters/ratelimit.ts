@@ -17,10 +17,20 @@ export const ratelimit: FilterDescriptor<{ component: string }> = {
     const limiter = ctx.component<RateLimiter>(config.component);
     // hot path
     return function ratelimit(ex: Exchange): boolean {
-      const wait = limiter.take(ex);
+      const wait = limiter.take(limitKey(limiter.keyBy, ex));
       if (wait === 0) return true;
       ex.reply(429, 'switchyard: rate limit exceeded\n', { 'retry-after': String(wait) });
       return false;
     };
   },
 };
+
+// hot path
+/** The bucket a request or connection takes from: the client's address, a request header's first value, or the one bucket (''). */
+function limitKey(by: string | null, ex: Exchange): string {
+  if (by === null) return '';
+  if (by === 'client') return ex.remoteAddress;
+  if (ex.protocol !== 'http') return '';
+  const v = ex.req.headers[by];
+  return v === undefined ? '' : typeof v === 'string' ? v : v[0] ?? '';
+}

@@ -140,7 +140,8 @@ export const weighted: FilterDescriptor<WeightedConfig> = {
     }
     return function weightedSticky(ex: Exchange): boolean {
       if (ex.role >= 0) return true;
-      const v = headerValues(ex.req!, sticky);
+      // sticky is refused on tcp listeners (validate): this is an http request.
+      const v = ex.protocol === 'http' ? headerValues(ex.req, sticky) : undefined;
       ex.role = v === undefined ? random() : rendezvous(typeof v === 'string' ? v : v[0]!);
       ex.fallback = true;
       return true;

@@ -2,9 +2,22 @@ import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { SwitchyardError } from '../errors.js';
 import type { HostPort } from '../config/types.js';
-import type { ListenerPlan } from '../reload/generation.js';
-import { handleConnect, handleClientError, handleRequest, handleUpgrade } from './http_listener.js';
-import { handleTcp } from './tcp_listener.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { ListenerPlan, ServingSocket } from './plan.js';
+
+/**
+ * Where a listening socket hands its traffic: the data path's entry points
+ * (listeners/serve.ts), given to the pool by whoever builds it, so the pool knows
+ * no protocol.
+ */
+export interface Dispatch {
+  /** A tcp connection; returns the socket that carries it from now on. */
+  tcp(plan: ListenerPlan, socket: Socket): Socket;
+  request(ls: ServingSocket, req: IncomingMessage, res: ServerResponse): void;
+  upgrade(ls: ServingSocket, req: IncomingMessage, socket: Socket, head: Buffer): void;
+  connect(ls: ServingSocket, req: IncomingMessage, socket: Socket): void;
+  clientError(ls: ServingSocket, err: NodeJS.ErrnoException, socket: Socket): void;
+}
 
 type ConnectionListener = (this: Server, socket: Socket) => void;
 
@@ -44,7 +57,7 @@ export class ConnectionBudget {
  * tcp to the byte pipe. So a listener can change protocol, filters or target on the
  * same address without rebinding, and a reload never refuses a connection.
  */
-export class ListenSocket {
+export class ListenSocket implements ServingSocket {
   readonly key: string;
   readonly requested: HostPort;
   readonly server: Server;
@@ -63,7 +76,7 @@ export class ListenSocket {
     this.#budget.open--;
   };
 
-  constructor(key: string, requested: HostPort, budget: ConnectionBudget) {
+  constructor(key: string, requested: HostPort, budget: ConnectionBudget, dispatch: Dispatch) {
     this.key = key;
     this.requested = requested;
     this.#budget = budget;
@@ -82,12 +95,12 @@ export class ListenSocket {
         socket.on('close', this.#closed);
         plan.connectionOpened(socket);
         httpConnection.call(server, socket);
-      } else handleTcp(plan, socket).on('close', this.#closed);
+      } else dispatch.tcp(plan, socket).on('close', this.#closed);
     });
-    server.on('request', (req, res) => handleRequest(this, req, res));
-    server.on('upgrade', (req, socket, head) => handleUpgrade(this, req, socket as Socket, head));
-    server.on('connect', (req, socket) => handleConnect(this, req, socket as Socket));
-    server.on('clientError', (err, socket) => handleClientError(this, err, socket as Socket));
+    server.on('request', (req, res) => dispatch.request(this, req, res));
+    server.on('upgrade', (req, socket, head) => dispatch.upgrade(this, req, socket as Socket, head));
+    server.on('connect', (req, socket) => dispatch.connect(this, req, socket as Socket));
+    server.on('clientError', (err, socket) => dispatch.clientError(this, err, socket as Socket));
   }
 
   // hot path
@@ -104,13 +117,13 @@ export class ListenSocket {
     const max = plan.config.maxConnections;
     if (max !== undefined && this.open >= max) {
       socket.destroy();
-      plan.refusedListener.inc();
+      plan.counters.refusedListener.inc();
       budget.refusing(this, () => `listener ${plan.name}: ${this.open} connections open, its limit (listeners.${plan.name}.maxConnections): new connections are closed at once (switchyard_connections_refused_total{reason="listener"})`);
       return false;
     }
     if (budget.open >= budget.max) {
       socket.destroy();
-      plan.refusedGlobal.inc();
+      plan.counters.refusedGlobal.inc();
       budget.refusing(budget, () => `${budget.open} client connections open, the global limit (limits.maxConnections ${budget.max}): new connections on every listener are closed at once (switchyard_connections_refused_total{reason="global"})`);
       return false;
     }
@@ -146,8 +159,10 @@ export class SocketPool {
   readonly #sockets = new Map<string, ListenSocket>();
   /** Client connections across every socket of the pool, and the global limit. */
   readonly budget: ConnectionBudget;
+  readonly #dispatch: Dispatch;
 
-  constructor(log: (line: string) => void = () => {}) {
+  constructor(dispatch: Dispatch, log: (line: string) => void = () => {}) {
+    this.#dispatch = dispatch;
     this.budget = new ConnectionBudget(log);
   }
 
@@ -170,7 +185,7 @@ export class SocketPool {
       this.#sockets.set(key, ls);
       return ls;
     }
-    ls = new ListenSocket(key, hp, this.budget);
+    ls = new ListenSocket(key, hp, this.budget, this.#dispatch);
     ls.leases++;
     this.#sockets.set(key, ls);
     const server = ls.server;

@@ -1,7 +1,5 @@
-import type { IncomingMessage } from 'node:http';
-import type { Socket } from 'node:net';
-import type { ListenerPlan } from '../reload/generation.js';
 import type { AccessLogSink } from './access_log.js';
+import type { ConnectionEvent, RequestEvent } from './events.js';
 
 /**
  * The access log's line shapes: one JSON object per line, `type` http, tcp or
@@ -9,99 +7,47 @@ import type { AccessLogSink } from './access_log.js';
  * applicable), so a log pipeline can rely on them.
  */
 
-/** Per client connection: its byte counters when its previous request was logged. */
-const kMark = Symbol('switchyard.accessLogMark');
-type Marked = Socket & { [kMark]?: { read: number; written: number } };
-
-/** What the HTTP data path knows about a request when it ends. */
-export interface HttpOutcome {
-  plan: ListenerPlan;
-  /** null when Node's parser refused the request before there was one (400, 408, 431). */
-  req: Pick<IncomingMessage, 'method' | 'url'> | null;
-  /** The client connection (req.socket is null once the response closed). */
-  socket: Socket;
-  /** The role that served it; '' when none did (a filter answered). */
-  role: string;
-  status: number;
-  durationMs: number;
-  /** `host:port` of the last endpoint tried, or ''. */
-  endpoint: string;
-  /** The upstream error (its code), or ''. */
-  error: string;
-}
-
 /**
  * One line for an HTTP request (a WebSocket tunnel too: status 101, logged when it
  * closes). Bytes are the client connection's, on the wire, since the previous
- * request on it ended: request line, headers and body in; status line, headers and
- * body out (nginx's $request_length and $bytes_sent). A tunnel's bytes are all of it.
+ * request on it ended (nginx's $request_length and $bytes_sent).
  */
-export function logHttp(sink: AccessLogSink, o: HttpOutcome): void {
-  const s = o.socket as Marked;
-  const mark = s[kMark];
-  const read = s.bytesRead;
-  const written = s.bytesWritten;
-  let bytesIn = read;
-  let bytesOut = written;
-  if (mark === undefined) s[kMark] = { read, written };
-  else {
-    bytesIn -= mark.read;
-    bytesOut -= mark.written;
-    mark.read = read;
-    mark.written = written;
-  }
-  const plan = o.plan;
+export function logHttp(sink: AccessLogSink, e: RequestEvent): void {
   sink.write(JSON.stringify({
-    time: new Date(Date.now() - o.durationMs).toISOString(),
+    time: new Date(Date.now() - e.durationMs).toISOString(),
     type: 'http',
-    listener: plan.name,
-    vset: plan.config.vset,
-    role: o.role,
-    endpoint: o.endpoint,
-    method: o.req?.method ?? '',
-    path: o.req?.url ?? '',
-    status: o.status,
-    bytesIn,
-    bytesOut,
-    durationMs: round(o.durationMs),
-    generation: plan.generation.number,
-    upstreamError: o.error,
-    client: s.remoteAddress ?? '',
+    listener: e.listener,
+    vset: e.vset,
+    role: e.role,
+    endpoint: e.endpoint,
+    method: e.method,
+    path: e.path,
+    status: e.status,
+    bytesIn: e.bytesIn,
+    bytesOut: e.bytesOut,
+    durationMs: round(e.durationMs),
+    generation: e.generation,
+    upstreamError: e.error,
+    client: e.client,
   }));
 }
 
-/** What the TCP data path knows about a connection when it ends. */
-export interface TcpOutcome {
-  plan: ListenerPlan;
-  socket: Socket;
-  role: string;
-  /** ok, error (the upstream failed), refused (a filter refused it). */
-  result: 'ok' | 'error' | 'refused';
-  durationMs: number;
-  endpoint: string;
-  error: string;
-  /** Client → upstream, and back. */
-  bytesIn: number;
-  bytesOut: number;
-}
-
 /** One line for a TCP connection, when it closes. */
-export function logTcp(sink: AccessLogSink, o: TcpOutcome): void {
-  const plan = o.plan;
+export function logTcp(sink: AccessLogSink, e: ConnectionEvent): void {
   sink.write(JSON.stringify({
-    time: new Date(Date.now() - o.durationMs).toISOString(),
+    time: new Date(Date.now() - e.durationMs).toISOString(),
     type: 'tcp',
-    listener: plan.name,
-    vset: plan.config.vset,
-    role: o.role,
-    endpoint: o.endpoint,
-    result: o.result,
-    bytesIn: o.bytesIn,
-    bytesOut: o.bytesOut,
-    durationMs: round(o.durationMs),
-    generation: plan.generation.number,
-    upstreamError: o.error,
-    client: o.socket.remoteAddress ?? '',
+    listener: e.listener,
+    vset: e.vset,
+    role: e.role,
+    endpoint: e.endpoint,
+    result: e.result,
+    bytesIn: e.bytesIn,
+    bytesOut: e.bytesOut,
+    durationMs: round(e.durationMs),
+    generation: e.generation,
+    upstreamError: e.error,
+    client: e.client,
   }));
 }
 

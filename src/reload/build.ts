@@ -7,7 +7,8 @@ import { EndpointSet, type EndpointTable } from '../upstream/endpoints.js';
 import { SocketPool, type ListenSocket } from '../listeners/socket_pool.js';
 import { assignAddresses } from '../listeners/address.js';
 import { applyUpdates, discard, planComponents, revertUpdates, type ComponentOutcome } from '../components/lifecycle.js';
-import { Generation, ListenerPlan, type ConfigSource } from './generation.js';
+import { Generation, type ConfigSource } from './generation.js';
+import { ListenerPlan } from '../listeners/plan.js';
 import { table, tableCopy } from '../config/table.js';
 import { Slicer } from '../config/slicer.js';
 
@@ -46,13 +47,12 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
     // lease is awaited (allSettled) before failing, so a bind that succeeds after
     // another one failed is still undone, not leaked as a listening socket.
     const addresses = assignAddresses(config.listeners, ctx.previousHosts);
-    const sockets = new Map<string, ListenSocket>();
     const leases = await Promise.allSettled(Object.keys(config.listeners).map(async (name) => {
       const address = addresses.get(name)!;
       const ls = await ctx.sockets.lease(SocketPool.key(name, address), address, name);
       undo.push(() => ctx.sockets.release(ls));
       gen.leases.push(ls);
-      sockets.set(name, ls);
+      gen.sockets.set(name, ls);
     }));
     const bindError = leases.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (bindError) throw bindError.reason;
@@ -115,13 +115,14 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
         responseHeaderEdits: responseHeaderEdits(lc, ctx.registry),
         retryBudget: lc.retries ? new RetryBudget(lc.retries, ctx.metrics.retryBudgetExhausted.labels(name)) : null,
         metrics: [...roleNames, ''].map((r) => new RoleMetrics(ctx.metrics, name, lc.vset, r)),
-        connections: ctx.metrics.connectionsActive.labels(name),
-        bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
-        bytesOut: ctx.metrics.tcpBytes.labels(name, 'out'),
-        openTcp: ctx.metrics.openTcp,
-        ...limitCounters(ctx.metrics, name, lc.protocol),
+        counters: {
+          connections: ctx.metrics.connectionsActive.labels(name),
+          bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
+          bytesOut: ctx.metrics.tcpBytes.labels(name, 'out'),
+          openTcp: ctx.metrics.openTcp,
+          ...limitCounters(ctx.metrics, name, lc.protocol),
+        },
       });
-      plan.socket = sockets.get(name)!;
       gen.plans.set(name, plan);
     }
 
@@ -180,12 +181,12 @@ function limitCounters(metrics: Metrics, listener: string, protocol: ListenerCon
 }
 
 function collectEndpoints(gen: Generation) {
-  return [...gen.plans.values()].flatMap((p) => p.routes.flatMap((s) => s.endpoints));
+  return [...gen.plans.values()].flatMap((p) => p.upstream.routes.flatMap((s) => s.endpoints));
 }
 
 /** The resolved address of each listener of a generation, as bound. */
 export function boundAddresses(gen: Generation): Map<string, HostPort> {
   const out = new Map<string, HostPort>();
-  for (const [name, p] of gen.plans) out.set(name, p.socket?.address ?? p.address);
+  for (const [name, p] of gen.plans) out.set(name, gen.sockets.get(name)?.address ?? p.address);
   return out;
 }

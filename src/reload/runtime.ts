@@ -9,6 +9,8 @@ import type { HostPort } from '../config/types.js';
 import { Metrics } from '../metrics.js';
 import { EndpointTable } from '../upstream/endpoints.js';
 import { SocketPool } from '../listeners/socket_pool.js';
+import { dataPath } from '../listeners/serve.js';
+import '../observe/subscribers.js';
 import { ComponentError, type ComponentOutcome } from '../components/lifecycle.js';
 import { boundAddresses, buildGeneration } from './build.js';
 import type { ConfigSource, Generation } from './generation.js';
@@ -79,7 +81,7 @@ export class Runtime {
     // config text or upstream text (names, paths, error messages): one line each, escaped.
     const log = opts.log ?? (() => {});
     this.#log = (line) => log(oneLine(line));
-    this.sockets = new SocketPool(this.#log);
+    this.sockets = new SocketPool(dataPath, this.#log);
     this.fdLimit = opts.fdLimit === undefined ? readFdLimit() : opts.fdLimit;
     this.accessLogs = new AccessLogs(this.metrics.accessLogDropped, this.#log);
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
@@ -92,7 +94,7 @@ export class Runtime {
   *#endpointHealth(): Iterable<{ role: string; channel: string; healthy: number; total: number }> {
     const seen = new Set<string>();
     for (const plan of this.current?.plans.values() ?? []) {
-      for (const set of plan.routes) {
+      for (const set of plan.upstream.routes) {
         const key = `${set.role}\0${set.channel}`;
         if (seen.has(key)) continue;
         seen.add(key);
@@ -170,8 +172,8 @@ export class Runtime {
     // The swap: from here on, new connections and new requests see `gen`.
     const limit = this.#connectionLimit(gen);
     this.sockets.budget.max = limit.max;
-    for (const plan of gen.plans.values()) {
-      const ls = plan.socket!;
+    for (const [name, plan] of gen.plans) {
+      const ls = gen.sockets.get(name)!;
       ls.configure(plan);
       ls.plan = plan;
     }

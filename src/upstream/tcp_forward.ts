@@ -1,150 +1,35 @@
-import { connect, Socket } from 'node:net';
-import type { RuntimeCode } from '../errors.js';
-import type { EndpointPicker } from './picker.js';
-import { outOfDescriptors, type UpstreamReason } from './http_forward.js';
-
-export interface TcpForwardOptions {
-  idleMs: number;
-  connectMs: number;
-  /** One connect failed (once more with "ejected" when that ejected its endpoint). */
-  tryFailed(role: number, reason: UpstreamReason): void;
-  /** The connection moves on to another endpoint after a connect failure of `role`'s. */
-  retried(role: number): void;
-  /** Called once when the pair is gone: bytes each way, and a code when it failed. */
-  done(endpoint: string | undefined, code: RuntimeCode | undefined, bytesIn: number, bytesOut: number): void;
-}
-
-/** Read size of each direction of a pair (nginx's stream proxy_buffer_size). */
-const READ_BYTES = 16 * 1024;
-/** What a client may send before its upstream connected; past it, reads wait. */
-const EARLY_BYTES = 64 * 1024;
-
-/**
- * One direction of the byte pipe. Its socket reads straight into a buffer of its
- * own (Node's `onread`), and each read is written on at once: no stream machinery
- * and no allocation per chunk, which halves the instructions a request/response
- * exchange costs (callgrind, through switchyard: 29k → 13k per exchange). A write that
- * could not finish at once still points into the buffer, so the next read gets a
- * fresh one. A write that fills the other side's queue pauses the reads until it
- * drains (backpressure); an end is passed on as an end (half-close). Reads before
- * the other side exists are kept (copied), up to EARLY_BYTES: the client keeps
- * being read meanwhile, so a client that resets or leaves is noticed at once.
- */
-class Flow {
-  #buf = Buffer.allocUnsafe(READ_BYTES);
-  #src: Socket | null = null;
-  #dst: Socket | null = null;
-  #early: Buffer[] = [];
-  #earlyBytes = 0;
-  #ended = false;
-  readonly onread = {
-    buffer: (): Buffer => this.#buf,
-    callback: (n: number, buf: Buffer): boolean => this.#data(buf, n),
-  };
-
-  /** The socket made with `onread` (right after it was made, before it can read). */
-  from(src: Socket): void {
-    this.#src = src;
-    src.once('end', () => {
-      this.#ended = true;
-      this.#dst?.end();
-    });
-  }
-
-  /** Passes what was read so far, and from now on every read and the end, to `dst`. */
-  to(dst: Socket): void {
-    this.#dst = dst;
-    let ok = true;
-    for (const chunk of this.#early) ok = dst.write(chunk);
-    this.#early = [];
-    if (this.#ended) dst.end();
-    else if (this.#src!.isPaused()) {
-      // Paused at EARLY_BYTES: reads go on once the early bytes are on their way.
-      const src = this.#src!;
-      if (ok) src.resume();
-      else dst.once('drain', () => src.resume());
-    }
-  }
-
-  /** Always true: a full queue pauses through `pause()`, so that `resume()` undoes it. */
-  #data(buf: Buffer, n: number): boolean {
-    const dst = this.#dst;
-    if (dst === null) {
-      this.#early.push(Buffer.from(buf.subarray(0, n)));
-      this.#earlyBytes += n;
-      if (this.#earlyBytes >= EARLY_BYTES) this.#src!.pause();
-      return true;
-    }
-    const ok = dst.write(buf.subarray(0, n));
-    if (dst.writableLength > 0) this.#buf = Buffer.allocUnsafe(READ_BYTES);
-    if (!ok) {
-      const src = this.#src!;
-      src.pause();
-      dst.once('drain', () => src.resume());
-    }
-    return true;
-  }
-}
-
-/** A client connection of a tcp listener, with the flow its reads go through. */
-export interface TcpClient {
-  readonly socket: Socket;
-  /** Client → upstream reads; null when the socket could not be adopted (then it is read as a stream). */
-  readonly flow: Flow | null;
-}
-
-/** Node's accepted socket and its handle, as far as adopting the handle needs them. */
-type Accepted = Socket & { _handle?: { useUserBuffer?: unknown; reading?: boolean } | null; server?: unknown; _server?: unknown };
-
-/**
- * Takes over an accepted connection for the byte pipe. A server socket cannot be
- * given `onread` (only net.connect can), so its handle moves to a new Socket that
- * has one, in the same tick as the accept (nothing was read yet). This touches
- * Node internals (`_handle`, `_server`); where they are not as expected, the socket
- * is kept as it is and read as a stream, which works the same, only dearer.
- */
-export function acceptTcp(accepted: Socket): TcpClient {
-  const old = accepted as Accepted;
-  const handle = old._handle;
-  if (!handle || typeof handle.useUserBuffer !== 'function' || handle.reading !== true || old.destroyed) {
-    return { socket: accepted, flow: null };
-  }
-  const flow = new Flow();
-  old._handle = null;
-  const socket = new Socket({ handle, allowHalfOpen: true, onread: flow.onread } as ConstructorParameters<typeof Socket>[0]) as Accepted;
-  flow.from(socket);
-  // The server's connection count now follows the new socket.
-  socket.server = old.server;
-  socket._server = old._server;
-  old.server = null;
-  old._server = null;
-  return { socket, flow };
-}
+import { connect, type Socket } from 'node:net';
+import { classifyTransportError, UpstreamTimeout, type UpstreamFailure } from '../errors.js';
+import { Flow, type TcpClient } from '../net/byte_pipe.js';
+import { EndpointPicker } from './picker.js';
+import { outcomeOf, retried, tryFailed, type OutcomeSink, type RoleChoice, type UpstreamRoute } from './route.js';
 
 /**
  * An L4 byte pipe between a client connection and one endpoint of the role. A
  * refused connect moves to the picker's next endpoint (once each, then another
  * role when the connection may fall back). Both sockets are half-open capable,
  * so an end from one side is passed on as an end while the other direction
- * keeps flowing.
+ * keeps flowing. The outcome is reported once, when the pair is gone.
  */
-export function forwardTcp(client: TcpClient, picker: EndpointPicker, opts: TcpForwardOptions): void {
+export function forwardTcp(route: UpstreamRoute, client: TcpClient, choice: RoleChoice, sink: OutcomeSink): void {
   const socket = client.socket;
+  const picker = new EndpointPicker(route, choice.role, choice.fallback);
   let upstream: Socket | null = null;
   let finished = false;
-  const finish = (code: RuntimeCode | undefined): void => {
+  let tries = 1;
+  const finish = (failure: UpstreamFailure | null): void => {
     if (finished) return;
     finished = true;
-    opts.done(picker.endpoint.address, code, socket.bytesRead, socket.bytesWritten);
+    sink.upstreamEnded(outcomeOf(picker, failure, tries, 0));
   };
   socket.on('error', () => socket.destroy());
   socket.on('close', () => {
     upstream?.destroy();
-    finish(undefined);
+    finish(null);
   });
-  if (opts.idleMs > 0) {
+  if (route.idleMs > 0) {
     // Any byte either way touches the client socket, so its idle timer covers both directions.
-    socket.setTimeout(opts.idleMs, () => socket.destroy());
+    socket.setTimeout(route.idleMs, () => socket.destroy());
   }
 
   const attempt = (): void => {
@@ -154,8 +39,8 @@ export function forwardTcp(client: TcpClient, picker: EndpointPicker, opts: TcpF
     back.from(up);
     let connected = false;
     upstream = up;
-    up.setTimeout(opts.connectMs, () => {
-      if (!connected) up.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' }));
+    up.setTimeout(route.connectMs, () => {
+      if (!connected) up.destroy(new UpstreamTimeout('connect', 'connect timeout'));
     });
     up.once('connect', () => {
       connected = true;
@@ -170,23 +55,27 @@ export function forwardTcp(client: TcpClient, picker: EndpointPicker, opts: TcpF
       back.to(socket);
     });
     up.on('error', (err) => {
-      if (!connected && outOfDescriptors(err)) {
-        // No socket for the upstream: switchyard's overload, not the endpoint's failure.
-        finish('SY_ERR_NO_FILE_DESCRIPTORS');
+      const failure = classifyTransportError(err, { sent: connected });
+      if (failure === 'descriptors' || failure === 'refused') {
+        // No socket for the upstream (or none as switchyard asked): switchyard's failure, not the endpoint's.
+        finish(failure);
         socket.destroy();
         return;
       }
-      if (!connected) {
-        opts.tryFailed(picker.role, 'connect-failure');
-        if (picker.set.failed(e)) opts.tryFailed(picker.role, 'ejected');
+      if (failure === 'connect') {
+        tryFailed(route, picker, 'connect-failure');
         const failedRole = picker.role;
         if (!socket.destroyed && picker.next()) {
-          opts.retried(failedRole);
+          retried(route, failedRole, 'connect-failure');
+          tries++;
           attempt();
           return;
         }
-      } else opts.tryFailed(picker.role, 'reset');
-      finish(connected ? 'SY_ERR_UPSTREAM_RESET' : 'SY_ERR_UPSTREAM_CONNECT');
+        finish('connect');
+      } else {
+        tryFailed(route, picker, 'reset', false);
+        finish('reset');
+      }
       socket.destroy();
     });
   };

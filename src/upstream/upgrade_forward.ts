@@ -1,60 +1,47 @@
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
-import type { RuntimeCode } from '../errors.js';
-import type { EndpointPicker } from './picker.js';
-import { fallenBackFrom, outOfDescriptors, refusedBySwitchyard, type UpstreamReason } from './http_forward.js';
+import { classifyTransportError, UPSTREAM_FAILURES, UpstreamTimeout, type UpstreamFailure } from '../errors.js';
+import type { HeaderEdit } from '../filters/api.js';
+import { setForwardedHeaders } from '../http/hop_by_hop.js';
+import { rawAnswer } from '../http/local_reply.js';
+import { EndpointPicker } from './picker.js';
+import { answeredFailure, fallenBackFrom, outcomeOf, retried, tryFailed, type OutcomeSink, type RoleChoice, type UpstreamRoute } from './route.js';
+
+/** What the forwarder reads of the upgrade it forwards (the http Exchange of an upgrade has it). */
+export interface UpgradeRequest {
+  readonly req: IncomingMessage;
+  /** The client connection, out of Node's parser. */
+  readonly socket: Duplex;
+  /** What the client sent after the request head. */
+  readonly head: Buffer;
+  /** The listener's (and the filters') response edits, for switchyard's own answers. */
+  readonly responseHeaderEdits: readonly HeaderEdit[] | null;
+}
 
 /** Per client socket: the state of its upgrade, so errors and closes are handled once. */
 interface UpgradeState {
-  /** The endpoints to try, role by role. */
-  picker: EndpointPicker;
-  tryFailed: (role: number, reason: UpstreamReason) => void;
-  retried: (role: number) => void;
-  /** For x-switchyard-fallback (see UpgradeOptions). */
-  fallbackFrom: number;
-  roleName: (role: number) => string;
-  /** Header lines (each ending in CRLF, latin1) for switchyard's own answers: the listener's response edits. */
-  ownHeaders: (role: number) => string;
+  readonly route: UpstreamRoute;
+  readonly ex: UpgradeRequest;
+  readonly choice: RoleChoice;
+  readonly sink: OutcomeSink;
+  /** The endpoints to try, role by role: the only owner of the role that serves the upgrade. */
+  readonly picker: EndpointPicker;
+  tries: number;
   /** The upstream answered (101 or a refusal): nothing more to write from us. */
   answered: boolean;
-  done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void;
+  /** The try in flight reached a connected socket. */
+  connected: boolean;
   finished: boolean;
-  /** Time for the upstream to answer the upgrade (0 = none). */
-  timeoutMs: number;
-  /** Time to connect to an endpoint before trying the next (0 = the OS's). */
-  connectMs: number;
   /** The attempt in flight, so a client that goes away can abort it. */
   proxyReq: ClientRequest | null;
   /** Hands the client socket to the tunnel: stops watching it and puts back what was read early. */
   release: (() => void) | null;
 }
 
-/** Options of one upgrade. */
-export interface UpgradeOptions {
-  /** Time for the upstream to answer the upgrade (101 or a refusal); 0 = none. Not applied to the tunnel. */
-  timeoutMs: number;
-  /** Time to connect to an endpoint before trying the next; 0 = the OS's. */
-  connectMs: number;
-  /** One try failed (once more with "ejected" when that ejected its endpoint). */
-  tryFailed(role: number, reason: UpstreamReason): void;
-  /** The upgrade moves on to another endpoint after a connect failure of `role`'s. */
-  retried(role: number): void;
-  /** A role asked for that could not take the upgrade (-1: none), as Exchange.fallbackFrom. */
-  fallbackFrom: number;
-  roleName(role: number): string;
-  /** Header lines (CRLF after each, written as latin1) for switchyard's own answers: the listener's response edits. */
-  ownHeaders(role: number): string;
-}
-
 const kState = Symbol('switchyard.upgrade');
 type Tracked = Duplex & { [kState]?: UpgradeState };
 
-// Connect failures (nothing was sent): the next endpoint may work. Name resolution failures
-// too, as on the HTTP path (ENOTFOUND/EAI_AGAIN were missing: a role whose first endpoint
-// is a stale DNS name answered 502 without trying the others).
-const RETRY_CODES = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN']);
-const TIMEOUT_CODE = 'SY_UPGRADE_TIMEOUT';
 /** The most bytes read from a client before the upstream answered its upgrade. */
 const EARLY_LIMIT = 64 * 1024;
 
@@ -78,8 +65,7 @@ export class UpgradeForwarder {
   readonly #proxy: httpProxy;
 
   constructor() {
-    // xfwd off: forward() sets x-forwarded-* itself, the same way as the HTTP path (http-proxy's
-    // would append "a,b" without the space, say proto "ws", and set no x-forwarded-host).
+    // xfwd off: forward() sets x-forwarded-* itself, as the HTTP path does (http/hop_by_hop.ts).
     this.#proxy = httpProxy.createProxyServer({ ws: true, xfwd: false });
     // Errors are handled per call; this listener only keeps a stray one from killing the process (#527).
     this.#proxy.on('error', () => {});
@@ -87,34 +73,40 @@ export class UpgradeForwarder {
       const state = socket[kState];
       if (state) {
         state.proxyReq = proxyReq;
+        state.connected = false;
         // The client left while this attempt was being set up: abort it now.
         if (socket.destroyed) proxyReq.destroy();
         // Without a timeout, an upstream that never answers the upgrade holds the client forever.
         // ClientRequest's timeout starts once connected, and http-proxy's setupSocket clears it on
         // the upgraded socket, so it bounds the handshake only, never the tunnel.
-        if (state.timeoutMs > 0) {
-          proxyReq.setTimeout(state.timeoutMs, () => {
-            proxyReq.destroy(Object.assign(new Error('the upstream did not answer the upgrade in time'), { code: TIMEOUT_CODE }));
+        const timeoutMs = state.route.upstreamMs;
+        if (timeoutMs > 0) {
+          proxyReq.setTimeout(timeoutMs, () => {
+            proxyReq.destroy(new UpstreamTimeout('upgrade', 'the upstream did not answer the upgrade in time'));
           });
         }
       }
       // Tie only once connected: a refused connect must not take the client down before the retry.
-      proxyReq.on('socket', (upstream: Duplex & { connecting?: boolean; setTimeout?(ms: number, cb?: () => void): unknown }) => {
+      proxyReq.on('socket', (upstream: Duplex & { connecting?: boolean }) => {
         if (!upstream.connecting) {
           // Destroyed already: the connect failed at once (EMFILE makes no socket at all), and
           // the request's error answers the client (#failed). Tied, it took the client down unanswered.
-          if (!upstream.destroyed) tie(socket, upstream);
+          if (!upstream.destroyed) {
+            if (state) state.connected = true;
+            tie(socket, upstream);
+          }
           return;
         }
         // http-proxy connects with no timeout, and ClientRequest's starts only once connected:
-        // bound the connect itself, so a blackholed endpoint fails over (ETIMEDOUT is retried).
-        const connectMs = state?.connectMs ?? 0;
+        // bound the connect itself, so a blackholed endpoint fails over.
+        const connectMs = state?.route.connectMs ?? 0;
         const timer = connectMs > 0
-          ? setTimeout(() => upstream.destroy(Object.assign(new Error('connect timeout'), { code: 'ETIMEDOUT' })), connectMs)
+          ? setTimeout(() => upstream.destroy(new UpstreamTimeout('connect', 'connect timeout')), connectMs)
           : null;
         upstream.once('close', () => { if (timer) clearTimeout(timer); });
         upstream.once('connect', () => {
           if (timer) clearTimeout(timer);
+          if (state) state.connected = true;
           tie(socket, upstream);
         });
       });
@@ -126,7 +118,7 @@ export class UpgradeForwarder {
           state.picker.set.succeeded(state.picker.endpoint);
           state.release?.();
           state.answered = true;
-          finish(state, undefined);
+          finish(state, null, 101);
         }
         closeOnEnd(socket, upstream);
       });
@@ -135,97 +127,90 @@ export class UpgradeForwarder {
         if (state) {
           sayFallback(state, res);
           const p = state.picker;
-          if ((res.statusCode ?? 0) >= 500) {
-            if (p.set.failed(p.endpoint)) state.tryFailed(p.role, 'ejected');
-          } else p.set.succeeded(p.endpoint);
+          if ((res.statusCode ?? 0) >= 500) answeredFailure(state.route, p);
+          else p.set.succeeded(p.endpoint);
           state.answered = true;
-          finish(state, undefined, res.statusCode);
+          finish(state, null, res.statusCode ?? 0);
         }
         res.on('end', () => { socket.end(); proxyReq.destroy(); });
       });
     });
   }
 
-  /** Forwards an upgrade request to the picker's endpoint (connect failures try the next ones). */
-  forward(req: IncomingMessage, socket: Duplex, head: Buffer, picker: EndpointPicker, opts: UpgradeOptions,
-    done: (endpoint: string | undefined, code: RuntimeCode | undefined, status?: number) => void): void {
-    const tracked = socket as Tracked;
+  /**
+   * Forwards an upgrade request to the role's endpoints (connect failures try the
+   * next ones); reports its outcome once to `sink`, with the status the client got.
+   */
+  forward(route: UpstreamRoute, ex: UpgradeRequest, choice: RoleChoice, sink: OutcomeSink): void {
+    const socket = ex.socket as Tracked;
     const state: UpgradeState = {
-      picker, tryFailed: opts.tryFailed, retried: opts.retried, fallbackFrom: opts.fallbackFrom, roleName: opts.roleName,
-      ownHeaders: opts.ownHeaders, answered: false, done, finished: false,
-      timeoutMs: opts.timeoutMs, connectMs: opts.connectMs, proxyReq: null, release: null,
+      route, ex, choice, sink, picker: new EndpointPicker(route, choice.role, choice.fallback),
+      tries: 1, answered: false, connected: false, finished: false, proxyReq: null, release: null,
     };
-    tracked[kState] = state;
+    socket[kState] = state;
     socket.on('error', () => socket.destroy());
     // A client gone before the upstream answered aborts the attempt (after the answer, tie() does it).
-    socket.on('close', () => { state.proxyReq?.destroy(); finish(state, undefined); });
+    socket.on('close', () => { state.proxyReq?.destroy(); finish(state, null, 0); });
     if (socket.destroyed) {
       // Gone already (e.g. while an async filter ran): 'close' has fired, never open an upstream connection.
-      finish(state, undefined);
+      finish(state, null, 0);
       return;
     }
-    setForwardedHeaders(req);
+    setForwardedHeaders(ex.req);
     watchClient(socket, state);
-    this.#attempt(req, tracked, head, state);
+    this.#attempt(socket, ex.head, state);
   }
 
-  #attempt(req: IncomingMessage, socket: Tracked, head: Buffer, state: UpgradeState): void {
+  #attempt(socket: Tracked, head: Buffer, state: UpgradeState): void {
     const e = state.picker.endpoint;
     const target = `http://${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`;
     try {
-      this.#proxy.ws(req, socket, head, { target }, (err: Error & { code?: string }) => this.#failed(req, socket, state, err));
+      this.#proxy.ws(state.ex.req, socket, head, { target }, (err: Error) => this.#failed(socket, state, err));
     } catch (err) {
       // Node's http.request refused the request as switchyard passed it on (a header a
       // plugin set): it throws before any connection, so no upstream is to blame.
-      refuse(socket, state, err);
+      answerOwn(socket, state, 'refused', `switchyard: this upgrade could not be forwarded as switchyard made it: ${(err as Error)?.message ?? String(err)}\n`);
     }
   }
 
-  #failed(req: IncomingMessage, socket: Tracked, state: UpgradeState, err: Error & { code?: string }): void {
+  #failed(socket: Tracked, state: UpgradeState, err: Error): void {
     if (state.answered || socket.destroyed) {
       socket.destroy();
       return;
     }
     state.proxyReq = null;
-    if (refusedBySwitchyard(err)) {
-      refuse(socket, state, err);
+    const failure = classifyTransportError(err, { sent: state.connected });
+    if (failure === 'refused') {
+      answerOwn(socket, state, 'refused', `switchyard: this upgrade could not be forwarded as switchyard made it: ${err.message}\n`);
       return;
     }
-    if (outOfDescriptors(err)) {
+    if (failure === 'descriptors') {
       // No socket for the upstream: switchyard's overload, no endpoint blamed, none tried next.
-      state.answered = true;
-      socket.end(ownAnswer('503 Service Unavailable', 'switchyard: out of file descriptors; try again later\n', state.ownHeaders(state.picker.role)));
-      socket.destroySoon?.();
-      finish(state, 'SY_ERR_NO_FILE_DESCRIPTORS');
+      answerOwn(socket, state, 'descriptors', 'switchyard: out of file descriptors; try again later\n');
       return;
     }
-    const connect = RETRY_CODES.has(err.code ?? '');
-    const timedOut = err.code === TIMEOUT_CODE;
     const p = state.picker;
     const role = p.set.role;
-    state.tryFailed(p.role, connect ? 'connect-failure' : timedOut ? 'timeout' : 'reset');
-    if (p.set.failed(p.endpoint)) state.tryFailed(p.role, 'ejected');
+    const kind: UpstreamFailure = failure === 'connect' || failure === 'timeout' ? failure : 'upgrade';
+    tryFailed(state.route, p, UPSTREAM_FAILURES[kind].reason);
     const failedRole = p.role;
-    if (connect && p.next()) {
-      state.retried(failedRole);
+    if (kind === 'connect' && p.next()) {
+      retried(state.route, failedRole, 'connect-failure');
+      state.tries++;
       // http-proxy's onOutgoingError calls socket.end() on the client right after this
       // callback returns: that would end the client's connection under the retry (a
       // failover then answered nothing at all). Swallow exactly that one call.
       swallowNextEnd(socket);
       // The head was already put back on the socket by the first attempt.
-      this.#attempt(req, socket, Buffer.alloc(0), state);
+      this.#attempt(socket, Buffer.alloc(0), state);
       return;
     }
-    const text = connect
+    const text = kind === 'connect'
       ? `switchyard: no endpoint of role ${role} accepted a connection\n`
-      : timedOut
+      : kind === 'timeout'
         ? `switchyard: role ${role} did not answer the upgrade in time\n`
         : `switchyard: upgrade to role ${role} failed: ${err.message}\n`;
-    const status = timedOut ? '504 Gateway Timeout' : '502 Bad Gateway';
-    state.answered = true;
-    socket.end(ownAnswer(status, text, state.ownHeaders(p.role)));
-    socket.destroySoon?.();
-    finish(state, connect ? 'SY_ERR_UPSTREAM_CONNECT' : timedOut ? 'SY_ERR_UPSTREAM_TIMEOUT' : 'SY_ERR_UPSTREAM_UPGRADE');
+    answerOwn(socket, state, kind, text);
   }
 
   close(): void {
@@ -236,28 +221,22 @@ export class UpgradeForwarder {
 /** One forwarder per process: it holds no per-generation state. */
 export const upgrades = new UpgradeForwarder();
 
-/** Switchyard's own failure (refusedBySwitchyard): 500, no try counted, no endpoint blamed, no retry. */
-function refuse(socket: Duplex, state: UpgradeState, err: unknown): void {
+/** Switchyard's answer to an upgrade it could not forward: the failure's status, then the connection closes. */
+function answerOwn(socket: Duplex, state: UpgradeState, failure: UpstreamFailure, text: string): void {
   state.proxyReq?.destroy();
   state.proxyReq = null;
   state.answered = true;
-  const text = `switchyard: this upgrade could not be forwarded as switchyard made it: ${(err as Error)?.message ?? String(err)}\n`;
-  socket.end(ownAnswer('500 Internal Server Error', text, state.ownHeaders(state.picker.role)));
+  const status = UPSTREAM_FAILURES[failure].status;
+  socket.end(rawAnswer(status, text, undefined, { list: state.ex.responseHeaderEdits, vars: state.route.variables[state.picker.role]! }));
   socket.destroySoon?.();
-  finish(state, 'SY_ERR_REQUEST_REFUSED');
+  finish(state, failure, status);
 }
 
-/** An answer of switchyard's own on the client socket: the head in latin1 (as Node writes heads), the text in UTF-8. */
-function ownAnswer(status: string, text: string, extra: string): Buffer {
-  const head = `HTTP/1.1 ${status}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(text)}\r\nconnection: close\r\n${extra}\r\n`;
-  return Buffer.concat([Buffer.from(head, 'latin1'), Buffer.from(text)]);
-}
-
-/** Reports the outcome once; `status` is the upstream's answer when it refused the upgrade. */
-function finish(state: UpgradeState, code: RuntimeCode | undefined, status?: number): void {
+/** Reports the outcome once, with the status the client got (0: none). */
+function finish(state: UpgradeState, failure: UpstreamFailure | null, status: number): void {
   if (state.finished) return;
   state.finished = true;
-  state.done(state.picker.endpoint.address, code, status);
+  state.sink.upstreamEnded(outcomeOf(state.picker, failure, state.tries, status));
 }
 
 /**
@@ -266,8 +245,8 @@ function finish(state: UpgradeState, code: RuntimeCode | undefined, status?: num
  * HTTP path; an upstream's own is dropped.
  */
 function sayFallback(state: UpgradeState, res: IncomingMessage): void {
-  const from = fallenBackFrom(state, state.picker);
-  if (from >= 0) res.headers['x-switchyard-fallback'] = state.roleName(from);
+  const from = fallenBackFrom(state.choice, state.picker);
+  if (from >= 0) res.headers['x-switchyard-fallback'] = state.route.roleNames[from]!;
   else delete res.headers['x-switchyard-fallback'];
 }
 
@@ -345,17 +324,6 @@ function swallowNextEnd(socket: Duplex): void {
   } as Duplex['end'];
   // Should http-proxy ever stop calling it, do not leave the no-op behind.
   process.nextTick(() => Reflect.deleteProperty(socket, 'end'));
-}
-
-/** x-forwarded-for (appended), -proto and -host, as the HTTP path sets them. */
-function setForwardedHeaders(req: IncomingMessage): void {
-  const h = req.headers;
-  const remote = req.socket.remoteAddress ?? '';
-  const xff = h['x-forwarded-for'];
-  h['x-forwarded-for'] = xff ? `${xff}, ${remote}` : remote;
-  h['x-forwarded-proto'] = 'http';
-  if (h.host !== undefined) h['x-forwarded-host'] = h.host;
-  else delete h['x-forwarded-host'];
 }
 
 declare module 'node:stream' {

@@ -1,0 +1,105 @@
+import type { IncomingMessage } from 'node:http';
+
+/**
+ * Header hygiene between client and upstream: hop-by-hop headers (RFC 9110 §7.6.1)
+ * are dropped both ways, with the ones a Connection header names; x-forwarded-*
+ * are switchyard's to set. One place for plain requests and upgrades alike.
+ */
+
+/** Hop-by-hop request headers, plus the ones we set ourselves. */
+const DROP_REQUEST = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
+  // Node's server already answered any 100-continue; undici must not wait for another.
+  'expect',
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
+]);
+const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
+  // Ours to set: an upstream's would say a fallback happened where none did.
+  'x-switchyard-fallback']);
+
+/** x-forwarded-for (the client appended, after a comma and a space), -proto, and -host when there is a Host. */
+function forwarded(req: IncomingMessage, remoteAddress: string): { for: string; proto: string; host: string | undefined } {
+  const xff = req.headers['x-forwarded-for'];
+  return { for: xff ? `${xff}, ${remoteAddress}` : remoteAddress, proto: 'http', host: req.headers.host };
+}
+
+// hot path
+/** The client's headers in their own case and order, minus hop-by-hop ones, plus x-forwarded-*. */
+export function upstreamHeaders(req: IncomingMessage, remoteAddress: string): string[] {
+  const raw = req.rawHeaders;
+  const out: string[] = [];
+  const conn = req.headers.connection;
+  const listed = conn && conn !== 'keep-alive' && conn !== 'close' ? connectionTokens(conn) : null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    // Most names are short and not hop-by-hop: lower-case only what could be one.
+    const lower = name.length <= 17 || listed !== null ? name.toLowerCase() : name;
+    if (DROP_REQUEST.has(lower) || (listed !== null && listed.includes(lower))) continue;
+    out.push(name, raw[i + 1]!);
+  }
+  const f = forwarded(req, remoteAddress);
+  out.push('x-forwarded-for', f.for, 'x-forwarded-proto', f.proto);
+  if (f.host !== undefined) out.push('x-forwarded-host', f.host);
+  return out;
+}
+
+/**
+ * Sets x-forwarded-* on an upgrade request's parsed headers, which http-proxy
+ * forwards as they are (its own xfwd would append without the space, say proto
+ * "ws", and set no x-forwarded-host).
+ */
+export function setForwardedHeaders(req: IncomingMessage): void {
+  const h = req.headers;
+  const f = forwarded(req, req.socket.remoteAddress ?? '');
+  h['x-forwarded-for'] = f.for;
+  h['x-forwarded-proto'] = f.proto;
+  if (f.host !== undefined) h['x-forwarded-host'] = f.host;
+  else delete h['x-forwarded-host'];
+}
+
+// hot path
+/** Upstream response headers as a flat [name, value, …] list for writeHead (keeps repeats and case). */
+export function responseHeaders(raw: Buffer[]): string[] {
+  const out: string[] = [];
+  let listed: string[] | null = null;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toString('latin1');
+    const lower = name.toLowerCase();
+    if (DROP_RESPONSE.has(lower)) {
+      if (lower === 'connection') {
+        // Nearly every upstream sends "keep-alive" or "close": no other header is named.
+        const v = raw[i + 1]!.toString('latin1');
+        if (v !== 'keep-alive' && v !== 'close') listed = connectionTokens(v);
+      }
+      continue;
+    }
+    out.push(name, raw[i + 1]!.toString('latin1'));
+  }
+  if (listed === null || listed.length === 0) return out;
+  const kept: string[] = [];
+  for (let i = 0; i < out.length; i += 2) {
+    if (!listed.includes(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
+  }
+  return kept;
+}
+
+function connectionTokens(v: string): string[] {
+  return v.toLowerCase().split(',').map((s) => s.trim()).filter((s) => s && s !== 'keep-alive' && s !== 'close');
+}
+
+/** The origin-form path; an absolute-form target (`GET http://h/p`) keeps only path and query. */
+export function requestPath(url: string): string {
+  if (url.charCodeAt(0) === 47 /* / */) return url;
+  try {
+    const u = new URL(url);
+    return u.pathname + u.search;
+  } catch {
+    return '/';
+  }
+}
+
+/** Whether a request has a body to read (a Content-Length above 0, or chunked). */
+export function hasBody(req: IncomingMessage): boolean {
+  const h = req.headers;
+  return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
+}

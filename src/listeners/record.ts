@@ -1,0 +1,108 @@
+import type { Socket } from 'node:net';
+import { channels, type ConnectionEvent, type RequestEvent } from '../observe/events.js';
+import type { ListenerPlan } from './plan.js';
+
+/**
+ * The outcome of a unit of work, published once on diagnostics_channel (events.ts)
+ * for metrics, the access log and anyone else subscribed. Nothing is built when no
+ * one subscribes.
+ */
+
+/** Per client connection: its byte counters when its previous request was recorded. */
+const kMark = Symbol('switchyard.bytesMark');
+type Marked = Socket & { [kMark]?: { read: number; written: number } };
+
+/**
+ * The bytes of a client connection since its previous request was recorded: request
+ * line, headers and body in; status line, headers and body out (nginx's
+ * $request_length and $bytes_sent). A tunnel's bytes are all of it.
+ */
+function bytesSinceLast(socket: Socket): { bytesIn: number; bytesOut: number } {
+  const s = socket as Marked;
+  const mark = s[kMark];
+  const read = s.bytesRead;
+  const written = s.bytesWritten;
+  if (mark === undefined) {
+    s[kMark] = { read, written };
+    return { bytesIn: read, bytesOut: written };
+  }
+  const out = { bytesIn: read - mark.read, bytesOut: written - mark.written };
+  mark.read = read;
+  mark.written = written;
+  return out;
+}
+
+/** What an HTTP unit knows when it ends. */
+export interface HttpRecord {
+  /** Role index that served it, -1 for none. */
+  role: number;
+  /** null when Node's parser refused the request before there was one. */
+  req: { readonly method?: string | undefined; readonly url?: string | undefined } | null;
+  socket: Socket;
+  status: number;
+  durationMs: number;
+  answerMs: number;
+  endpoint: string;
+  error: string;
+  upgrade: boolean;
+}
+
+// hot path
+/** Publishes one HTTP request's outcome (switchyard:request). */
+export function publishRequest(plan: ListenerPlan, r: HttpRecord): void {
+  const ch = channels.request;
+  if (!ch.hasSubscribers) return;
+  const bytes = bytesSinceLast(r.socket);
+  const event: RequestEvent = {
+    listener: plan.name,
+    vset: plan.config.vset,
+    role: plan.roleName(r.role),
+    endpoint: r.endpoint,
+    method: r.req?.method ?? '',
+    path: r.req?.url ?? '',
+    status: r.status,
+    bytesIn: bytes.bytesIn,
+    bytesOut: bytes.bytesOut,
+    durationMs: r.durationMs,
+    answerMs: r.answerMs,
+    generation: plan.generation.number,
+    error: r.error,
+    client: r.socket.remoteAddress ?? '',
+    upgrade: r.upgrade,
+    sinks: { metrics: r.role < 0 ? plan.unrouted : plan.metrics[r.role]!, log: plan.generation.accessLog },
+  };
+  ch.publish(event);
+}
+
+/** What a TCP unit knows when it ends. */
+export interface TcpRecord {
+  role: number;
+  socket: Socket;
+  result: ConnectionEvent['result'];
+  durationMs: number;
+  endpoint: string;
+  error: string;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** Publishes one TCP connection's outcome (switchyard:connection). */
+export function publishConnection(plan: ListenerPlan, r: TcpRecord): void {
+  const ch = channels.connection;
+  if (!ch.hasSubscribers) return;
+  const event: ConnectionEvent = {
+    listener: plan.name,
+    vset: plan.config.vset,
+    role: plan.roleName(r.role),
+    endpoint: r.endpoint,
+    result: r.result,
+    bytesIn: r.bytesIn,
+    bytesOut: r.bytesOut,
+    durationMs: r.durationMs,
+    generation: plan.generation.number,
+    error: r.error,
+    client: r.socket.remoteAddress ?? '',
+    sinks: { metrics: r.role < 0 ? plan.unrouted : plan.metrics[r.role]!, log: plan.generation.accessLog },
+  };
+  ch.publish(event);
+}

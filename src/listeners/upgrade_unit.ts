@@ -1,0 +1,159 @@
+import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { RuntimeCode } from '../errors.js';
+import type { HeaderEdit, HttpExchange } from '../filters/api.js';
+import { rawAnswer, sendText } from '../http/local_reply.js';
+import { upgrades } from '../upstream/upgrade_forward.js';
+import type { UpstreamOutcome } from '../upstream/route.js';
+import { answerAtEdge, badRequest } from './http_edge.js';
+import { handleRequest } from './http_unit.js';
+import type { ListenerPlan, ServingSocket } from './plan.js';
+import { publishRequest } from './record.js';
+import { Unit } from './unit.js';
+
+/**
+ * A WebSocket upgrade: the same filters pick the role, then the two sockets are
+ * tunnelled. The unit lasts until the tunnel closes; its duration in the metrics
+ * is the handshake's (a tunnel open for an hour would swamp the role's latency),
+ * the log line gives the tunnel's whole life.
+ */
+export class UpgradeUnit extends Unit implements HttpExchange {
+  readonly protocol = 'http' as const;
+  readonly upgrade = true;
+  readonly req: IncomingMessage;
+  readonly res = null;
+  readonly socket: Socket;
+  readonly head: Buffer;
+  requestHeaderEdits: readonly HeaderEdit[] | null = null;
+  responseHeaderEdits: readonly HeaderEdit[] | null;
+  /** When the client got its answer (the 101, a refusal, or ours): the request's duration ends there. */
+  #answeredAt = 0;
+  #status = 101;
+  /** Switchyard (or a filter) answered the client itself. */
+  #replied = false;
+  #error: RuntimeCode | '' = '';
+
+  constructor(plan: ListenerPlan, req: IncomingMessage, socket: Socket, head: Buffer) {
+    super(plan);
+    this.req = req;
+    this.socket = socket;
+    this.head = head;
+    this.responseHeaderEdits = plan.responseHeaderEdits;
+    socket.once('close', () => this.closed());
+    socket.on('error', () => socket.destroy());
+  }
+
+  get remoteAddress(): string {
+    return this.socket.remoteAddress ?? '';
+  }
+
+  protected get answered(): boolean {
+    return this.#replied;
+  }
+
+  // A client gone while the chain ran is noticed by the forwarder, which opens nothing then.
+  protected get gone(): boolean {
+    return false;
+  }
+
+  reply(status: number, body = '', headers?: Record<string, string>): void {
+    this.#replied = true;
+    this.#answeredAt = performance.now();
+    this.#status = status;
+    const role = this.role >= 0 && this.role < this.plan.roles.length ? this.role : -1;
+    this.socket.end(rawAnswer(status, body, headers, { list: this.responseHeaderEdits, vars: this.plan.variables(role) }));
+  }
+
+  /** Switchyard will not forward the upgrade as it came (badRequest). */
+  refuse(status: number, code: RuntimeCode, text: string): void {
+    this.#error = code;
+    this.reply(status, text);
+  }
+
+  /** At drainTimeout the socket is cut; one not yet answered counts as 503 with role "" (as for requests). */
+  destroy(): void {
+    this.#error = 'SY_ERR_DRAIN_TIMEOUT';
+    if (!this.#replied && this.#answeredAt === 0) {
+      this.#status = 503;
+      this.forwarded = false;
+    }
+    this.socket.destroy();
+  }
+
+  protected forward(): void {
+    upgrades.forward(this.plan.upstream, this, this, this);
+  }
+
+  override upstreamEnded(outcome: UpstreamOutcome): void {
+    this.#answeredAt = performance.now();
+    // The status the client got: 101, the upstream's refusal relayed, or switchyard's own (502, 504, …).
+    if (outcome.status > 0) this.#status = outcome.status;
+    super.upstreamEnded(outcome);
+  }
+
+  protected failed(): void {
+    this.#status = 500;
+    this.reply(500, 'switchyard: a filter failed on this request\n');
+  }
+
+  protected record(): void {
+    const now = performance.now();
+    const served = this.servedRole;
+    const outcome = this.outcome;
+    publishRequest(this.plan, {
+      role: served, req: this.req, socket: this.socket, status: this.#status,
+      durationMs: now - this.start, answerMs: (this.#answeredAt || now) - this.start,
+      endpoint: served < 0 ? '' : outcome?.endpoint ?? '', error: outcome?.code || this.#error, upgrade: true,
+    });
+  }
+}
+
+/** The entry of an upgrade request: WebSocket upgrades become units; any other is served as a plain request. */
+export function handleUpgrade(ls: ServingSocket, req: IncomingMessage, socket: Socket, head: Buffer): void {
+  const plan = ls.plan!;
+  if (plan.protocol !== 'http' || (ls.retired && plan.generation.closed)) {
+    socket.destroy();
+    return;
+  }
+  if (!isWebSocket(req)) {
+    upgradeAsPlainRequest(ls, req, socket);
+    return;
+  }
+  const unit = new UpgradeUnit(plan, req, socket, head);
+  const bad = badRequest(req);
+  if (bad !== null) {
+    unit.refuse(400, 'SY_ERR_BAD_REQUEST', `switchyard: ${bad}\n`);
+    return;
+  }
+  unit.run();
+}
+
+/** The upgrades that are tunnelled (http-proxy's ws pass destroys any other without a word). */
+function isWebSocket(req: IncomingMessage): boolean {
+  return req.method === 'GET' && req.headers.upgrade?.toLowerCase() === 'websocket';
+}
+
+/**
+ * Node hands every request with `Connection: upgrade` to the 'upgrade' listener (one
+ * listener decides for all), so any other Upgrade (e.g. `Upgrade: h2c`, which
+ * `curl --http2` sends on plain http) would get no answer at all. A server may
+ * ignore Upgrade (RFC 9110 §7.8), so it is served as the plain HTTP/1.1 request it
+ * also is (Upgrade and the headers Connection names are hop-by-hop, so they are not
+ * forwarded), on a response that closes the connection: the socket left Node's parser.
+ * Its body, if any, would still be unparsed on the socket: such a request gets 501.
+ */
+function upgradeAsPlainRequest(ls: ServingSocket, req: IncomingMessage, socket: Socket): void {
+  socket.on('error', () => socket.destroy());
+  const res = new ServerResponse(req);
+  res.shouldKeepAlive = false;
+  res.assignSocket(socket);
+  res.once('finish', () => socket.destroySoon());
+  const cl = req.headers['content-length'];
+  if (req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0')) {
+    const plan = ls.plan!;
+    sendText(res, 501, `switchyard: only WebSocket upgrades are supported; send this request without "Upgrade: ${req.headers.upgrade}"\n`, undefined, { list: plan.responseHeaderEdits, vars: plan.variables(-1) });
+    answerAtEdge(plan, 501, req, socket);
+    return;
+  }
+  handleRequest(ls, req, res);
+}

@@ -1,0 +1,108 @@
+import diagnostics from 'node:diagnostics_channel';
+import type { RoleMetrics } from '../metrics.js';
+import type { AccessLogSink } from './access_log.js';
+
+/**
+ * What the data and control paths publish on `node:diagnostics_channel`, once per
+ * event, and only when someone subscribes (undici's pattern: `hasSubscribers` is
+ * checked before a message is built). Metrics and the access log are subscribers
+ * (observe/subscribers.ts); so may a test or an embedding application be. The
+ * message shapes are a supported interface (README, "Observing"); `sinks` is not:
+ * it carries the targets of switchyard's own subscribers.
+ */
+export const channels = {
+  /** One HTTP request (or WebSocket upgrade) ended: RequestEvent. */
+  request: diagnostics.channel('switchyard:request'),
+  /** One TCP connection ended: ConnectionEvent. */
+  connection: diagnostics.channel('switchyard:connection'),
+  /** One try of an upstream exchange failed, or a retry starts: UpstreamTryEvent. */
+  upstream: diagnostics.channel('switchyard:upstream'),
+  /** A config change was applied or rejected: ReloadEvent. */
+  reload: diagnostics.channel('switchyard:reload'),
+  /** A component was added, updated, re-initialised or removed (or failed to be): ComponentEvent. */
+  component: diagnostics.channel('switchyard:component'),
+} as const;
+
+/** Where switchyard's own subscribers count and log an event (not part of the interface). */
+export interface EventSinks {
+  readonly metrics: RoleMetrics;
+  readonly log: AccessLogSink | null;
+}
+
+/** One HTTP request, when it ended (a tunnel: when it closed). */
+export interface RequestEvent {
+  readonly listener: string;
+  readonly vset: string;
+  /** The role that served it; '' when none did (a filter answered, switchyard refused it, the client left first). */
+  readonly role: string;
+  /** `host:port` of the last endpoint tried, or ''. */
+  readonly endpoint: string;
+  /** '' when Node's parser refused the request before there was one. */
+  readonly method: string;
+  readonly path: string;
+  /** The status sent to the client; 499 when it left before the response started. */
+  readonly status: number;
+  /** The client connection's bytes since its previous request ended (a tunnel's: all of it). */
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  /** From the request to its end (a tunnel's whole life). */
+  readonly durationMs: number;
+  /** From the request to its answer's start: the 101 for a tunnel, else durationMs. */
+  readonly answerMs: number;
+  readonly generation: number;
+  /** A stable SY_ERR_* code when switchyard or the upstream failed it, or ''. */
+  readonly error: string;
+  /** The client's address. */
+  readonly client: string;
+  /** A WebSocket upgrade. */
+  readonly upgrade: boolean;
+  readonly sinks: EventSinks;
+}
+
+/** One TCP connection, when it closed. */
+export interface ConnectionEvent {
+  readonly listener: string;
+  readonly vset: string;
+  readonly role: string;
+  readonly endpoint: string;
+  /** ok, error (the upstream or switchyard failed it), refused (a filter refused it). */
+  readonly result: 'ok' | 'error' | 'refused';
+  /** Client → upstream, and back. */
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly durationMs: number;
+  readonly generation: number;
+  readonly error: string;
+  readonly client: string;
+  readonly sinks: EventSinks;
+}
+
+/** A try of an upstream exchange failed (`failed`, with its reason), or a retry of one starts (`retried`). */
+export interface UpstreamTryEvent {
+  readonly kind: 'failed' | 'retried';
+  readonly listener: string;
+  /** The role of the try that failed. */
+  readonly role: string;
+  /** failed: connect-failure, reset, timeout, protocol, or ejected (that failure ejected the endpoint); retried: why (a status when the upstream answered). */
+  readonly reason: string;
+  readonly sinks: Pick<EventSinks, 'metrics'>;
+}
+
+/** A config change, as the reload log line and the access log tell it. */
+export interface ReloadEvent {
+  /** The new generation; for a rejected change, the one that keeps serving (null before the first). */
+  readonly generation: number | null;
+  readonly source: string;
+  readonly result: 'applied' | 'invalid' | 'failed';
+  readonly durationMs: number;
+  readonly changes: unknown;
+  readonly error: string;
+}
+
+/** A component change of one config change. */
+export interface ComponentEvent {
+  readonly component: string;
+  readonly mode: string;
+  readonly result: 'success' | 'failed';
+  readonly generation: number | null;
+}
