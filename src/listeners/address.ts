@@ -1,3 +1,4 @@
+import { SwitchyardError } from '../errors.js';
 import type { HostPort, ListenerConfig } from '../config/types.js';
 
 /**
@@ -29,7 +30,7 @@ export function assignAddresses(listeners: Readonly<Record<string, ListenerConfi
   let x = 2;
   for (const [name, l] of pending) {
     while (taken.has(hostOf(x))) x++;
-    if (x > 254 * 256 * 256) throw new Error('no free 127.0.0.0/8 address left');
+    if (x > 254 * 256 * 256) throw new SwitchyardError('SY_ERR_BIND', 'no free 127.0.0.0/8 address left for a listener without one');
     const host = hostOf(x);
     taken.add(host);
     out.set(name, { host, port: l.address?.port ?? 80 });

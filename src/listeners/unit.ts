@@ -1,3 +1,4 @@
+import { SwitchyardError } from '../errors.js';
 import type { Exchange, Filter } from '../filters/api.js';
 import { defaultRole } from '../upstream/picker.js';
 import type { OutcomeSink, UpstreamOutcome } from '../upstream/route.js';
@@ -141,7 +142,7 @@ export abstract class Unit implements OutcomeSink {
     const role = this.role;
     const roles = this.plan.roles.length;
     if (role !== -1 && !(Number.isInteger(role) && role >= 0 && role < roles)) {
-      throw new RangeError(`a filter set role ${String(role)}; a role is an index from 0 to ${roles - 1}, or -1 for none`);
+      throw new SwitchyardError('SY_ERR_FILTER_FAILED', `a filter set role ${String(role)}; a role is an index from 0 to ${roles - 1}, or -1 for none`);
     }
     return true;
   }
@@ -152,7 +153,7 @@ export abstract class Unit implements OutcomeSink {
    * answer it, holding its generation from draining: a filter failure instead.
    */
   #stopped(): false {
-    if (!this.answered) throw new Error(`a filter returned false without ${this.plan.protocol === 'tcp' ? 'refusing the connection' : 'answering'}`);
+    if (!this.answered) throw new SwitchyardError('SY_ERR_FILTER_FAILED', `a filter returned false without ${this.plan.protocol === 'tcp' ? 'refusing the connection' : 'answering'}`);
     return false;
   }
 
@@ -165,7 +166,7 @@ export abstract class Unit implements OutcomeSink {
 }
 
 function badVerdict(v: unknown): never {
-  throw new TypeError(`a filter returned ${v === undefined ? 'undefined' : JSON.stringify(v) ?? String(v)}; return true to continue, false after answering, or a promise of either`);
+  throw new SwitchyardError('SY_ERR_FILTER_FAILED', `a filter returned ${v === undefined ? 'undefined' : JSON.stringify(v) ?? String(v)}; return true to continue, false after answering, or a promise of either`);
 }
 
 /** Logs a filter failure once, with its stable code; the unit answers 500 or closes the connection. */

@@ -1,0 +1,142 @@
+import test, { type ExecutionContext } from 'ava';
+import diagnostics from 'node:diagnostics_channel';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
+import { WebSocket, WebSocketServer } from 'ws';
+import { deadAddress, get, listenerUrl, startSidecar, startUpstream, uniqueHost, until } from '../helpers.js';
+
+/* The data path publishes each unit's outcome once on node:diagnostics_channel (README, "Observing"). */
+
+type Event = Record<string, unknown>;
+
+/** Collects the events of `channel` whose listener is one of `listeners`, until the test ends. */
+function collect(t: ExecutionContext, channel: string, listeners: string[]): Event[] {
+  const got: Event[] = [];
+  const fn = (m: unknown): void => {
+    const e = m as Event;
+    if (listeners.includes(e.listener as string)) got.push(e);
+  };
+  diagnostics.subscribe(channel, fn);
+  t.teardown(() => { diagnostics.unsubscribe(channel, fn); });
+  return got;
+}
+
+/** A unique listener name, so the events of tests running side by side in this process keep apart. */
+let n = 0;
+const name = (what: string): string => `${what}-${process.pid}-${n++}`;
+
+test('a request served by a role is published once on switchyard:request, with its role, endpoint, status and timing', async (t) => {
+  const up = await startUpstream(t, 'a');
+  const web = name('web');
+  const sc = await startSidecar(t, `
+roles: { a: { channels: { http: { endpoints: ["${up.address}"] } } } }
+listeners: { ${web}: { address: "${uniqueHost()}:0", target: a } }
+`);
+  const events = collect(t, 'switchyard:request', [web]);
+  for (let i = 0; i < 3; i++) t.is((await get(`${listenerUrl(sc, web)}/p${i}?q=1`)).status, 200);
+  await until(() => events.length >= 3, 5_000, 'three events');
+  t.is(events.length, 3, 'one event per request');
+  const e = events[0]!;
+  t.like(e, { listener: web, vset: 'a', role: 'a', endpoint: up.address, method: 'GET', path: '/p0?q=1', status: 200, error: '', upgrade: false, generation: 1 });
+  t.regex(e.client as string, /^127\./);
+  t.true((e.bytesIn as number) > 0 && (e.bytesOut as number) > 0, 'bytes of the request and its response');
+  t.true((e.durationMs as number) >= 0 && e.answerMs === e.durationMs, 'a plain request is answered when it ends');
+  t.deepEqual(Object.keys(e).sort(), ['answerMs', 'bytesIn', 'bytesOut', 'client', 'durationMs', 'endpoint', 'error', 'generation',
+    'listener', 'method', 'path', 'role', 'sinks', 'status', 'upgrade', 'vset'], 'the documented shape');
+});
+
+test('a filter\'s answer and a failed upstream are published with no role, or with the failing role and its code', async (t) => {
+  const dead = await deadAddress();
+  const limited = name('limited');
+  const broken = name('broken');
+  const sc = await startSidecar(t, `
+roles:
+  ok: { channels: { http: { endpoints: ["${dead}"] } } }
+  gone: { channels: { http: { endpoints: ["${dead}"] } } }
+components:
+  limit: { type: ratelimit, metadata: { requestsPerSecond: "0.001", burst: "1" } }
+listeners:
+  ${limited}:
+    address: "${uniqueHost()}:0"
+    target: ok
+    filters: [ { type: fault, abort: { status: 429, percent: 100 } } ]
+  ${broken}: { address: "${uniqueHost()}:0", target: gone }
+`);
+  const requests = collect(t, 'switchyard:request', [limited, broken]);
+  const tries = collect(t, 'switchyard:upstream', [broken]);
+  t.is((await get(listenerUrl(sc, limited))).status, 429);
+  t.is((await get(listenerUrl(sc, broken))).status, 502);
+  await until(() => requests.length >= 2, 5_000, 'two events');
+  t.like(requests.find((e) => e.listener === limited), { role: '', endpoint: '', status: 429, error: '' });
+  t.like(requests.find((e) => e.listener === broken), { role: 'gone', endpoint: dead, status: 502, error: 'SY_ERR_UPSTREAM_CONNECT' });
+  t.like(tries[0], { kind: 'failed', listener: broken, role: 'gone', reason: 'connect-failure' });
+});
+
+test('a retry is published on switchyard:upstream as the failed try and the retry, before the request event', async (t) => {
+  let hits = 0;
+  const up = await startUpstream(t, 'a', (req, res) => {
+    req.resume();
+    res.writeHead(hits++ === 0 ? 503 : 200).end('x');
+  });
+  const web = name('retry');
+  const sc = await startSidecar(t, `
+roles: { a: { channels: { http: { endpoints: ["${up.address}"] } } } }
+listeners:
+  ${web}:
+    address: "${uniqueHost()}:0"
+    target: a
+    retries: { attempts: 1, on: [503], backoff: { base: 1ms, max: 1ms } }
+`);
+  const order: string[] = [];
+  const onTry = (m: unknown): void => { const e = m as Event; if (e.listener === web) order.push(`${e.kind}:${e.reason}`); };
+  const onRequest = (m: unknown): void => { const e = m as Event; if (e.listener === web) order.push(`request:${e.status}`); };
+  diagnostics.subscribe('switchyard:upstream', onTry);
+  diagnostics.subscribe('switchyard:request', onRequest);
+  t.teardown(() => { diagnostics.unsubscribe('switchyard:upstream', onTry); diagnostics.unsubscribe('switchyard:request', onRequest); });
+  t.is((await get(listenerUrl(sc, web))).status, 200);
+  await until(() => order.includes('request:200'), 5_000, 'the request event');
+  // A 503 answer is no transport error (no "failed" event unless it ejected the endpoint): only the retry.
+  t.deepEqual(order, ['retried:503', 'request:200']);
+});
+
+test('a TCP connection is published once on switchyard:connection when it closes, with its bytes', async (t) => {
+  const echo = createNetServer((s) => s.pipe(s));
+  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => echo.close(() => r())));
+  const echoAt = `127.0.0.1:${(echo.address() as AddressInfo).port}`;
+  const raw = name('raw');
+  const sc = await startSidecar(t, `
+roles: { echo: { channels: { tcp: { endpoints: ["${echoAt}"] } } } }
+listeners: { ${raw}: { address: "${uniqueHost()}:0", target: echo, protocol: tcp } }
+`);
+  const events = collect(t, 'switchyard:connection', [raw]);
+  const a = sc.addresses().get(raw)!;
+  const c = connect(a.port, a.host);
+  c.write('hello');
+  await new Promise<void>((r) => c.once('data', () => r()));
+  c.end();
+  await until(() => events.length >= 1, 5_000, 'the connection event');
+  t.like(events[0], { listener: raw, vset: 'echo', role: 'echo', endpoint: echoAt, result: 'ok', bytesIn: 5, bytesOut: 5, error: '' });
+  t.is(events.length, 1);
+});
+
+test('a WebSocket tunnel is published once when it closes, as an upgrade with status 101, its handshake time apart from its life', async (t) => {
+  const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+  await new Promise<void>((r) => wss.once('listening', () => r()));
+  t.teardown(() => new Promise<void>((r) => wss.close(() => r())));
+  wss.on('connection', (s) => s.on('message', (m) => s.send(m)));
+  const ws = name('ws');
+  const sc = await startSidecar(t, `
+roles: { a: { channels: { http: { endpoints: ["127.0.0.1:${(wss.address() as AddressInfo).port}"] } } } }
+listeners: { ${ws}: { address: "${uniqueHost()}:0", target: a } }
+`);
+  const events = collect(t, 'switchyard:request', [ws]);
+  const client = new WebSocket(`${listenerUrl(sc, ws).replace('http', 'ws')}/chat`);
+  await new Promise<void>((r, j) => { client.once('open', () => r()); client.once('error', j); });
+  client.send('hi');
+  await new Promise<void>((r) => client.once('message', () => r()));
+  t.is(events.length, 0, 'nothing while the tunnel is open');
+  client.close();
+  await until(() => events.length >= 1, 5_000, 'the tunnel event');
+  t.like(events[0], { listener: ws, role: 'a', status: 101, upgrade: true, path: '/chat', method: 'GET' });
+  t.true((events[0]!.answerMs as number) < (events[0]!.durationMs as number), 'the handshake ends before the tunnel does');
+});
