@@ -8,7 +8,7 @@ import { sendText, type EditsFor } from '../http/local_reply.js';
 import { EndpointPicker } from './picker.js';
 import { isIdempotent, retriable } from './retry.js';
 import { answeredFailure, fallenBackFrom, outcomeOf, retried, tryFailed, type OutcomeSink, type RoleChoice, type UpstreamRoute } from './route.js';
-import { timeoutAfterIo } from './timeout.js';
+import { TryTimers, type TimerTarget } from './try_timers.js';
 
 /** What the forwarder reads of the request it forwards (the http Exchange has it). */
 export interface ForwardedRequest {
@@ -34,7 +34,7 @@ export interface ForwardedRequest {
  * within the timeout answers 504. Every try's outcome feeds outlier detection, and
  * the exchange's outcome is reported once, to the sink.
  */
-export class HttpForward implements Dispatcher.DispatchHandler {
+export class HttpForward implements Dispatcher.DispatchHandler, TimerTarget {
   readonly #route: UpstreamRoute;
   readonly #ex: ForwardedRequest;
   readonly #choice: RoleChoice;
@@ -56,13 +56,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   #discarding: number | null = null;
   #abort: ((err?: Error) => void) | null = null;
   #resume: (() => void) | null = null;
-  #totalTimer: NodeJS.Timeout | null = null;
-  #backoffTimer: NodeJS.Timeout | null = null;
-  #tryTimer: NodeJS.Timeout | null = null;
-  /** Runs between response body chunks; paused while the client does not read. */
-  #bodyTimer: NodeJS.Timeout | null = null;
-  /** Response body chunks so far (the body timer's view of progress). */
-  #chunks = 0;
+  readonly #timers = new TryTimers(this);
   #finished = false;
 
   constructor(route: UpstreamRoute, ex: ForwardedRequest, choice: RoleChoice, sink: OutcomeSink) {
@@ -82,7 +76,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       path: requestPath(req.url!),
       headers: this.#headers(),
       body: body ? req : null,
-      // Ours (#tryTimer, #bodyTimer): undici runs timeouts of 1 s and more on a 0.5 s clock.
+      // Ours (TryTimers): undici runs timeouts of 1 s and more on a 0.5 s clock.
       headersTimeout: 0,
       bodyTimeout: 0,
     };
@@ -158,7 +152,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     if (this.#finished) return;
     // Whole request in hand (no body, or buffered): the total time runs from here,
     // connecting included, as Envoy's route timeout runs from the downstream end of stream.
-    if (this.#request.body === null || Buffer.isBuffer(this.#request.body)) this.#startTotalTimer();
+    if (this.#request.body === null || Buffer.isBuffer(this.#request.body)) this.#timers.startTotal(this.#route.totalMs);
     this.#sent = false;
     this.#abort = null;
     // Templates such as %role% name the role that serves the request.
@@ -167,63 +161,24 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     this.#picker.endpoint.pool.dispatch(this.#request, this);
   }
 
-  #startTotalTimer(): void {
-    const totalMs = this.#route.totalMs;
-    if (totalMs > 0 && this.#totalTimer === null && !this.#finished) {
-      this.#totalTimer = timeoutAfterIo(() => this.#totalTimeout(), totalMs);
-    }
-  }
-
   /**
    * The whole request (body included) is on the wire: the time for an answer starts
    * now, as with undici's own headersTimeout, so a slow upload is never cut short
    * for a slow answer. A streamed body's total time starts here too.
    */
   onRequestSent(): void {
-    this.#startTotalTimer();
-    const route = this.#route;
-    if (this.#tryTimer === null && this.#abort !== null) {
-      const timer = timeoutAfterIo(() => {
-        // Headers that were waiting cleared (or replaced) it in the meantime.
-        if (this.#tryTimer !== timer) return;
-        this.#tryTimer = null;
-        this.#abort?.(new UpstreamTimeout('headers', 'the upstream did not answer in time'));
-      }, route.retry?.perTryTimeoutMs ?? route.upstreamMs);
-      this.#tryTimer = timer;
-    }
+    this.#timers.startTotal(this.#route.totalMs);
+    if (this.#abort !== null) this.#timers.startTry(this.#route.retry?.perTryTimeoutMs ?? this.#route.upstreamMs);
   }
 
-  #clearTryTimer(): void {
-    if (this.#tryTimer !== null) {
-      clearTimeout(this.#tryTimer);
-      this.#tryTimer = null;
-    }
-    this.#clearBodyTimer();
+  /** TimerTarget: the try's answer did not start in time. */
+  tryTimedOut(): void {
+    this.#abort?.(new UpstreamTimeout('headers', 'the upstream did not answer in time'));
   }
 
-  #startBodyTimer(): void {
-    if (this.#bodyTimer !== null) {
-      this.#bodyTimer.refresh();
-      return;
-    }
-    // As timeoutAfterIo, but a chunk read in between has already re-armed this timer (refresh).
-    const timer = setTimeout(() => {
-      const chunks = this.#chunks;
-      setImmediate(() => {
-        if (this.#bodyTimer !== timer || this.#chunks !== chunks) return;
-        this.#bodyTimer = null;
-        this.#abort?.(new UpstreamTimeout('body', 'the upstream stopped sending its response'));
-      });
-    }, this.#route.upstreamMs);
-    timer.unref();
-    this.#bodyTimer = timer;
-  }
-
-  #clearBodyTimer(): void {
-    if (this.#bodyTimer !== null) {
-      clearTimeout(this.#bodyTimer);
-      this.#bodyTimer = null;
-    }
+  /** TimerTarget: the answer's next chunk did not come in time. */
+  bodyTimedOut(): void {
+    this.#abort?.(new UpstreamTimeout('body', 'the upstream stopped sending its response'));
   }
 
   /**
@@ -234,7 +189,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
 
   #onDrained(): () => void {
     return (this.#drained ??= (): void => {
-      if (!this.#finished) this.#startBodyTimer();
+      if (!this.#finished) this.#timers.startBody(this.#route.upstreamMs);
       this.#resume!();
     });
   }
@@ -242,9 +197,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   #finish(failure: UpstreamFailure | null): void {
     if (this.#finished) return;
     this.#finished = true;
-    if (this.#totalTimer) clearTimeout(this.#totalTimer);
-    if (this.#backoffTimer) clearTimeout(this.#backoffTimer);
-    this.#clearTryTimer();
+    this.#timers.clearAll();
     this.#route.budget?.requestEnded(this.#budgetTaken);
     const res = this.#ex.res;
     this.#sink.upstreamEnded(outcomeOf(this.#picker, failure, this.#tries, res.headersSent ? res.statusCode : 0));
@@ -274,7 +227,6 @@ export class HttpForward implements Dispatcher.DispatchHandler {
     this.#abort = null;
     const failedRole = this.#picker.role;
     const go = (): void => {
-      this.#backoffTimer = null;
       if (this.#finished) return;
       retried(this.#route, failedRole, reason);
       // Another endpoint when there is one; else the same one again.
@@ -283,17 +235,16 @@ export class HttpForward implements Dispatcher.DispatchHandler {
       this.#tries++;
       this.#dispatch();
     };
-    const delay = backoffMs(this.#retries, retry.backoffBaseMs, retry.backoffMaxMs);
-    if (delay < 1) go();
-    else this.#backoffTimer = setTimeout(go, delay);
+    this.#timers.backoff(backoffMs(this.#retries, retry.backoffBaseMs, retry.backoffMaxMs), go);
   }
 
-  #totalTimeout(): void {
+  /** TimerTarget: the whole exchange took longer than the total timeout. */
+  totalTimedOut(): void {
     if (this.#finished || this.#ex.res.headersSent) return;
     // A try on the wire timed out like any other: it counts, and feeds outlier detection. One
     // still waiting for a connection counts, but is not held against its endpoint (our pool may
     // be what is full); during a back-off no try runs, so nothing counts.
-    if (this.#backoffTimer === null) tryFailed(this.#route, this.#picker, 'timeout', this.#sent);
+    if (!this.#timers.backingOff) tryFailed(this.#route, this.#picker, 'timeout', this.#sent);
     const abort = this.#abort;
     this.#fail('timeout', `role ${this.#roleName()} did not answer within the total timeout`);
     abort?.(new UpstreamTimeout('total', 'the total upstream timeout passed'));
@@ -311,10 +262,10 @@ export class HttpForward implements Dispatcher.DispatchHandler {
 
   onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
     if (statusCode < 200) return true; // 1xx informational: not forwarded
-    this.#clearTryTimer();
+    this.#timers.clearTry();
     const res = this.#ex.res;
     if (res.destroyed || this.#finished) return false;
-    this.#startBodyTimer();
+    this.#timers.startBody(this.#route.upstreamMs);
     const p = this.#picker;
     if (statusCode >= 500) {
       answeredFailure(this.#route, p);
@@ -342,22 +293,21 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   }
 
   onData(chunk: Buffer): boolean {
-    this.#chunks++;
-    this.#bodyTimer?.refresh();
+    this.#timers.chunk();
     if (this.#discarding !== null) return true;
     // Backpressure: undici pauses when onData returns false; the client's drain resumes it.
     // The upstream waits for us meanwhile: its body timeout does not run.
     const res = this.#ex.res;
     const ok = res.write(chunk);
     if (!ok) {
-      this.#clearBodyTimer();
+      this.#timers.clearBody();
       res.once('drain', this.#onDrained());
     }
     return ok;
   }
 
   onComplete(): void {
-    this.#clearBodyTimer();
+    this.#timers.clearBody();
     const status = this.#discarding;
     if (status !== null) {
       this.#discarding = null;
@@ -369,7 +319,7 @@ export class HttpForward implements Dispatcher.DispatchHandler {
   }
 
   onError(err: Error): void {
-    this.#clearTryTimer();
+    this.#timers.clearTry();
     const res = this.#ex.res;
     const code = (err as { code?: string }).code;
     if (code === 'UND_ERR_ABORTED' || (err instanceof UpstreamTimeout && err.phase === 'total') || res.destroyed || this.#finished) {
