@@ -1,6 +1,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { SwitchyardError } from '../errors.js';
+import { takeHttpConnectionListener } from '../net/node_internals.js';
 import type { HostPort } from '../config/types.js';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ListenerPlan, ServingSocket } from './plan.js';
@@ -19,7 +20,6 @@ export interface Dispatch {
   clientError(ls: ServingSocket, err: NodeJS.ErrnoException, socket: Socket): void;
 }
 
-type ConnectionListener = (this: Server, socket: Socket) => void;
 
 /** How often, at most, a limit that keeps refusing connections is logged (the counter has every one). */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
@@ -85,8 +85,7 @@ export class ListenSocket implements ServingSocket {
     // requireHostHeader off: the listener answers a missing Host itself (badRequest), so the 400 is counted and logged.
     const server = createServer({ connectionsCheckingInterval: 40, noDelay: true, requireHostHeader: false });
     this.server = server;
-    const httpConnection = server.listeners('connection')[0] as ConnectionListener;
-    server.removeAllListeners('connection');
+    const httpConnection = takeHttpConnectionListener(server);
     server.on('connection', (socket: Socket) => {
       const plan = this.plan;
       if (plan === null || this.retired) socket.destroy();

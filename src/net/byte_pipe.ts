@@ -1,4 +1,5 @@
-import { Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { moveHandle, type OnRead } from './node_internals.js';
 
 /** Read size of each direction of a pair (nginx's stream proxy_buffer_size). */
 const READ_BYTES = 16 * 1024;
@@ -23,7 +24,7 @@ export class Flow {
   #early: Buffer[] = [];
   #earlyBytes = 0;
   #ended = false;
-  readonly onread = {
+  readonly onread: OnRead = {
     buffer: (): Buffer => this.#buf,
     callback: (n: number, buf: Buffer): boolean => this.#data(buf, n),
   };
@@ -79,30 +80,17 @@ export interface TcpClient {
   readonly flow: Flow | null;
 }
 
-/** Node's accepted socket and its handle, as far as adopting the handle needs them. */
-type Accepted = Socket & { _handle?: { useUserBuffer?: unknown; reading?: boolean } | null; server?: unknown; _server?: unknown };
-
 /**
- * Takes over an accepted connection for the byte pipe. A server socket cannot be
- * given `onread` (only net.connect can), so its handle moves to a new Socket that
- * has one, in the same tick as the accept (nothing was read yet). This touches
- * Node internals (`_handle`, `_server`); where they are not as expected, the socket
- * is kept as it is and read as a stream, which works the same, only dearer.
+ * Takes over an accepted connection for the byte pipe: its reads go through a Flow
+ * of their own (Node's `onread`), which a server socket cannot be given, so its
+ * handle moves to a new Socket that has one (node_internals.ts). Where that cannot
+ * be done, the socket is kept as it is and read as a stream, which works the same,
+ * only dearer.
  */
 export function acceptTcp(accepted: Socket): TcpClient {
-  const old = accepted as Accepted;
-  const handle = old._handle;
-  if (!handle || typeof handle.useUserBuffer !== 'function' || handle.reading !== true || old.destroyed) {
-    return { socket: accepted, flow: null };
-  }
   const flow = new Flow();
-  old._handle = null;
-  const socket = new Socket({ handle, allowHalfOpen: true, onread: flow.onread } as ConstructorParameters<typeof Socket>[0]) as Accepted;
+  const socket = moveHandle(accepted, flow.onread);
+  if (socket === null) return { socket: accepted, flow: null };
   flow.from(socket);
-  // The server's connection count now follows the new socket.
-  socket.server = old.server;
-  socket._server = old._server;
-  old.server = null;
-  old._server = null;
   return { socket, flow };
 }
