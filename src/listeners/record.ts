@@ -12,26 +12,6 @@ import type { ListenerPlan } from './plan.js';
 const kMark = Symbol('switchyard.bytesMark');
 type Marked = Socket & { [kMark]?: { read: number; written: number } };
 
-/**
- * The bytes of a client connection since its previous request was recorded: request
- * line, headers and body in; status line, headers and body out (nginx's
- * $request_length and $bytes_sent). A tunnel's bytes are all of it.
- */
-function bytesSinceLast(socket: Socket): { bytesIn: number; bytesOut: number } {
-  const s = socket as Marked;
-  const mark = s[kMark];
-  const read = s.bytesRead;
-  const written = s.bytesWritten;
-  if (mark === undefined) {
-    s[kMark] = { read, written };
-    return { bytesIn: read, bytesOut: written };
-  }
-  const out = { bytesIn: read - mark.read, bytesOut: written - mark.written };
-  mark.read = read;
-  mark.written = written;
-  return out;
-}
-
 /** What an HTTP unit knows when it ends. */
 export interface HttpRecord {
   /** Role index that served it, -1 for none. */
@@ -52,7 +32,21 @@ export interface HttpRecord {
 export function publishRequest(plan: ListenerPlan, r: HttpRecord): void {
   const ch = channels.request;
   if (!ch.hasSubscribers) return;
-  const bytes = bytesSinceLast(r.socket);
+  // The connection's bytes since its previous request was recorded: request line, headers and
+  // body in; status line, headers and body out (nginx's $request_length and $bytes_sent).
+  const socket = r.socket as Marked;
+  const read = socket.bytesRead;
+  const written = socket.bytesWritten;
+  const mark = socket[kMark];
+  let bytesIn = read;
+  let bytesOut = written;
+  if (mark === undefined) socket[kMark] = { read, written };
+  else {
+    bytesIn -= mark.read;
+    bytesOut -= mark.written;
+    mark.read = read;
+    mark.written = written;
+  }
   const event: RequestEvent = {
     listener: plan.name,
     vset: plan.config.vset,
@@ -61,13 +55,13 @@ export function publishRequest(plan: ListenerPlan, r: HttpRecord): void {
     method: r.req?.method ?? '',
     path: r.req?.url ?? '',
     status: r.status,
-    bytesIn: bytes.bytesIn,
-    bytesOut: bytes.bytesOut,
+    bytesIn,
+    bytesOut,
     durationMs: r.durationMs,
     answerMs: r.answerMs,
     generation: plan.generation.number,
     error: r.error,
-    client: r.socket.remoteAddress ?? '',
+    client: socket.remoteAddress ?? '',
     upgrade: r.upgrade,
     sinks: { metrics: r.role < 0 ? plan.unrouted : plan.metrics[r.role]!, log: plan.generation.accessLog },
   };
