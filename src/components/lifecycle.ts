@@ -3,6 +3,7 @@ import type { ComponentConfig } from '../config/types.js';
 import type { Registry } from '../registry.js';
 import type { Component } from './api.js';
 import { table } from '../config/table.js';
+import { ComponentError, SwitchyardError } from '../errors.js';
 
 /**
  * The component lifecycle, in one place:
@@ -40,10 +41,10 @@ export class ComponentSlot {
     if (--this.#users <= 0) await this.close();
   }
 
-  /** Idempotent: close() runs once, whatever calls it. */
+  /** Idempotent: close() runs once, whatever calls it. Rejects with SY_ERR_COMPONENT_CLOSE. */
   close(): Promise<void> {
     this.#closed ??= Promise.resolve().then(() => this.instance.close()).catch((err) => {
-      throw new Error(`component ${this.name}: close: ${(err as Error).message}`, { cause: err });
+      throw new SwitchyardError('SY_ERR_COMPONENT_CLOSE', `component ${this.name}: close: ${(err as Error).message}`, { cause: err });
     });
     return this.#closed;
   }
@@ -66,7 +67,7 @@ export interface ComponentPlan {
  * Decides for each component whether to reuse, update in place, or re-create it,
  * and brings up the new instances (init, inherit, then ready, all within the
  * component's `readyTimeout`, or `readyTimeoutMs` when it has none).
- * Throws (with every new instance closed) when one fails.
+ * Throws a ComponentError (with every new instance closed) when one fails.
  */
 export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, configs: Readonly<Record<string, ComponentConfig>>,
   registry: Registry, readyTimeoutMs: number): Promise<ComponentPlan> {
@@ -106,22 +107,16 @@ export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, c
   return plan;
 }
 
-/** A component failed to come up or to update; says which, and how it was being changed (for the metrics). */
-export class ComponentError extends Error {
-  constructor(readonly component: string, readonly mode: ComponentOutcome, message: string, options?: ErrorOptions) {
-    super(message, options);
-  }
-}
-
 /**
  * Runs the in-place updates. A component that answers `needReload` is re-created
- * (make before break); a failing update rolls back the ones already applied.
+ * (make before break); a failing update rolls back the ones already applied and
+ * throws a ComponentError.
  */
 export async function applyUpdates(plan: ComponentPlan, registry: Registry, readyTimeoutMs: number): Promise<void> {
   const applied = plan.applied;
   for (const { slot, config } of plan.updates) {
     const { metadata } = config;
-    let mode: ComponentOutcome = 'updated';
+    let mode: 'updated' | 'reinitialized' = 'updated';
     try {
       const { needReload } = await slot.instance.applyConfig!(metadata);
       if (needReload) {

@@ -9,6 +9,7 @@ import { assignAddresses } from '../listeners/address.js';
 import { applyUpdates, discard, planComponents, revertUpdates, type ComponentOutcome } from '../components/lifecycle.js';
 import { Generation, ListenerPlan, type ConfigSource } from './generation.js';
 import { table, tableCopy } from '../config/table.js';
+import { SwitchyardError } from '../errors.js';
 import { Slicer } from '../config/slicer.js';
 
 export interface BuildContext {
@@ -23,7 +24,7 @@ export interface BuildContext {
 
 export type BuildResult =
   | { ok: true; generation: Generation; components: Record<string, ComponentOutcome> }
-  | { ok: false; error: Error };
+  | { ok: false; error: SwitchyardError };
 
 /**
  * Builds generation `number` from a validated config, as one transaction: every
@@ -106,7 +107,7 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
         try {
           return ctx.registry.filter(f.type)!.create(f.config, fctx);
         } catch (err) {
-          throw new Error(`listener ${name}: filters[${i}] (${f.type}): create: ${(err as Error).message}`, { cause: err });
+          throw new SwitchyardError('SY_ERR_FILTER_CREATE', `listener ${name}: filters[${i}] (${f.type}): create: ${(err as Error).message}`, { cause: err });
         }
       });
       const plan = new ListenerPlan({
@@ -135,8 +136,15 @@ export async function buildGeneration(prev: Generation | null, config: Config, n
     for (const u of undo.reverse()) {
       try { await u(); } catch { /* keep undoing */ }
     }
-    return { ok: false, error: err as Error };
+    return { ok: false, error: buildError(err, number) };
   }
+}
+
+/** A failed build's error as a SwitchyardError: the steps' own errors are; anything else (a plugin hook throwing) is wrapped. */
+function buildError(err: unknown, number: number): SwitchyardError {
+  if (err instanceof SwitchyardError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new SwitchyardError('SY_ERR_APPLY_FAILED', `generation ${number}: build: ${message}`, { cause: err });
 }
 
 /** A role as filters see it; `available` reads the endpoints' health as it is now. */

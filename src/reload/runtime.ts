@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { formatIssue, oneLine, type ConfigIssue } from '../errors.js';
+import { ComponentError, formatIssue, oneLine, SwitchyardError, type ConfigIssue } from '../errors.js';
 import { pushIssues, type PushField } from './push_policy.js';
 import { checkConfig } from '../config/check.js';
 import { DEFAULT_READY_TIMEOUT_MS } from '../config/validate.js';
@@ -9,7 +9,7 @@ import type { HostPort } from '../config/types.js';
 import { Metrics } from '../metrics.js';
 import { EndpointTable } from '../upstream/endpoints.js';
 import { SocketPool } from '../listeners/socket_pool.js';
-import { ComponentError, type ComponentOutcome } from '../components/lifecycle.js';
+import type { ComponentOutcome } from '../components/lifecycle.js';
 import { boundAddresses, buildGeneration } from './build.js';
 import type { ConfigSource, Generation } from './generation.js';
 import { AccessLogs, type AccessLogSink } from '../observe/access_log.js';
@@ -19,7 +19,7 @@ import { defaultMaxConnections, FD_RESERVE, readFdLimit, type FdLimit } from '..
 export type ApplyResult =
   | { ok: true; generation: number; components: Record<string, ComponentOutcome>; durationMs: number }
   | { ok: false; kind: 'invalid'; issues: ConfigIssue[] }
-  | { ok: false; kind: 'failed'; error: Error };
+  | { ok: false; kind: 'failed'; error: SwitchyardError };
 
 export interface GenerationRecord {
   generation: number | null;
@@ -112,12 +112,13 @@ export class Runtime {
     return run;
   }
 
-  /** `#apply`, with any throw (a plugin's code misbehaving) turned into a failed result: callers never see a rejection. */
+  /** `#apply`, with any throw (a plugin's code misbehaving) turned into a failed result (SY_ERR_APPLY_FAILED): callers never see a rejection. */
   async #applySafely(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
     try {
       return await this.#apply(raw, source);
     } catch (err) {
-      const error = err instanceof Error ? err : new Error(String(err));
+      const error = err instanceof SwitchyardError ? err
+        : new SwitchyardError('SY_ERR_APPLY_FAILED', err instanceof Error ? err.message : String(err), { cause: err });
       return this.#reject(source, new Date().toISOString(), null, { ok: false, kind: 'failed', error });
     }
   }
@@ -125,7 +126,9 @@ export class Runtime {
   async #apply(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
     const t0 = performance.now();
     const at = new Date().toISOString();
-    if (this.#stopping) return this.#reject(source, at, t0, { ok: false, kind: 'failed', error: new Error('shutting down') });
+    if (this.#stopping) {
+      return this.#reject(source, at, t0, { ok: false, kind: 'failed', error: new SwitchyardError('SY_ERR_SHUTTING_DOWN', 'shutting down') });
+    }
     const forbidden = source === 'api' ? await pushIssues(raw, this.current?.raw ?? null, this.#allowPush) : [];
     if (forbidden.length) return this.#reject(source, at, t0, { ok: false, kind: 'invalid', issues: forbidden });
     const checked = await checkConfig(raw);
@@ -139,7 +142,7 @@ export class Runtime {
       try {
         sink = await this.accessLogs.lease(path);
       } catch (err) {
-        const error = new Error(`accessLog.path: cannot open ${path} for append: ${(err as Error).message}`, { cause: err });
+        const error = new SwitchyardError('SY_ERR_ACCESS_LOG_OPEN', `accessLog.path: cannot open ${path} for append: ${(err as Error).message}`, { cause: err });
         return this.#reject(source, at, t0, { ok: false, kind: 'failed', error });
       }
     }
