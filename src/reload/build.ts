@@ -13,6 +13,7 @@ import { applyUpdates, discard, planComponents, revertUpdates, type ComponentOut
 import { SwitchyardError } from '../errors.js';
 import { Generation, ListenerPlan, type ConfigSource } from './generation.js';
 import { Disposer } from './disposer.js';
+import { listenerSplit, weightsByRole } from './split.js';
 import { tableCopy } from '../config/table.js';
 import { Slicer } from '../config/slicer.js';
 
@@ -175,7 +176,7 @@ function buildListenerPlan(b: ListenerBuild): ListenerPlan {
   const filters = createFilters(b, roles, roleNames);
   return new ListenerPlan({
     name, config: listener, generation: b.generation, address: b.address, roles, routes, filters,
-    fallbackWeights: splitWeights(listener, roleNames, ctx.registry),
+    fallbackWeights: weightsByRole(listenerSplit(listener.filters, ctx.registry), roleNames),
     responseHeaderEdits: responseHeaderEdits(listener, ctx.registry),
     retryBudget: listener.retries ? new RetryBudget(listener.retries, ctx.metrics.retryBudgetExhausted.labels(name)) : null,
     metrics: [...roleNames, ''].map((role) => new RoleMetrics(ctx.metrics, name, listener.vset, role)),
@@ -246,17 +247,6 @@ async function closeFilter(filter: Filter, where: string): Promise<void> {
 /** A role as filters see it; `available` reads the endpoints' health as it is now. */
 function roleView(name: string, meta: Record<string, string>, set: EndpointSet): RoleView {
   return Object.freeze({ name, meta: Object.freeze(tableCopy(meta)), get available() { return set.available; } });
-}
-
-/** The split work falls back by: the first filter's that has one (a `weighted`), else equal. */
-function splitWeights(listener: ListenerConfig, roleNames: string[], registry: Registry): number[] {
-  for (const f of listener.filters) {
-    const d = registry.filter(f.type);
-    if (!d?.splitWeights) continue;
-    const w = d.splitWeights(f.config);
-    return roleNames.map((r) => (Object.hasOwn(w, r) ? w[r]! : 0));
-  }
-  return roleNames.map(() => 1);
 }
 
 /** Every filter's listener-wide response edits, in filter order; null when there are none. */

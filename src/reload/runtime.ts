@@ -217,7 +217,7 @@ export class Runtime {
     if (forbidden.length) return { ok: false, issues: forbidden };
     const checked = await checkConfig(raw);
     if (!checked.ok) return checked;
-    return { ok: true, changes: planChanges(this.current, checked.config) };
+    return { ok: true, changes: planChanges(this.current, checked.config, checked.registry) };
   }
 
   /**
@@ -359,7 +359,7 @@ export class Runtime {
 
 /** What a new generation changed against the one before: listeners, and components that did not stay as they were. */
 function changesOf(prev: Generation | null, next: Generation, components: Record<string, ComponentOutcome>): ReloadChanges {
-  const { added, removed, changed } = planChanges(prev, next.config).listeners;
+  const { added, removed, changed } = planChanges(prev, next.config, next.registry).listeners;
   const moved = Object.fromEntries(Object.entries(components).filter(([, m]) => m !== 'unchanged'));
   return { listeners: { added, removed, changed }, components: moved };
 }
