@@ -163,8 +163,7 @@ export class AdminServer {
 
   #authorize(req: IncomingMessage): void {
     // The token of the config now serving: a reload that sets or rotates
-    // admin.token takes effect at once (before, the first config's token stayed
-    // for the life of the process). The admin socket itself is not rebound on
+    // admin.token takes effect at once. The admin socket itself is not rebound on
     // reload, so a config that drops the token is only obeyed while the socket is
     // on loopback; on another address the last token stays required.
     const current = this.#opts.runtime.current?.config.admin.token;

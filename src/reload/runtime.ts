@@ -172,8 +172,8 @@ export class Runtime {
     this.history.push({ generation: number, source, at, outcome: 'applied' });
     this.#trimHistory();
     // From the swap on, the change is applied whatever happens: describing it must
-    // not turn into a rejection (a throw here used to reach #applySafely, which
-    // answered 409 "nothing changed" and recorded a failure while `gen` served).
+    // not turn into a rejection (#applySafely would answer 409 "nothing changed"
+    // and record a failure while `gen` serves).
     let changes: ReloadChanges;
     try {
       changes = changesOf(prev, gen, built.components);
@@ -225,8 +225,8 @@ export class Runtime {
    * applies what it returns; resolves undefined when it returns nothing.
    * Changes derived from the current config (rollback, one component) must be
    * computed in the queue: computed at call time, two concurrent POST
-   * /components/<name> both started from the same config, and the second
-   * silently undid the first.
+   * /components/<name> would both start from the same config, and the second
+   * would silently undo the first.
    */
   #applyDerived(make: () => RawConfig | undefined, source: ConfigSource): Promise<ApplyResult | undefined> {
     const run = this.#queue.then(() => {
