@@ -152,7 +152,8 @@ function useComponents(plan: ComponentPlan, resources: Disposer): ReadonlyMap<st
   return slots;
 }
 
-interface ListenerBuild {
+/** What one listener's plan is built from. */
+interface ListenerInput {
   name: string;
   listener: ListenerConfig;
   address: HostPort;
@@ -163,19 +164,19 @@ interface ListenerBuild {
 }
 
 /** One listener's plan: its endpoint sets per role, its filter chain, its metric children. */
-function buildListenerPlan(b: ListenerBuild): ListenerPlan {
-  const { name, listener, ctx } = b;
-  const config = b.generation.config;
+function buildListenerPlan(input: ListenerInput): ListenerPlan {
+  const { name, listener, ctx } = input;
+  const config = input.generation.config;
   const vset = config.vsets[listener.vset]!;
   const roleNames = Object.keys(vset.roles);
   const routes = roleNames.map((role) => {
     const channel = vset.roles[role]!.map[listener.channel]!;
-    return endpointSet(role, channel, config, listener, ctx, b.resources);
+    return endpointSet(role, channel, config, listener, ctx, input.resources);
   });
   const roles: RoleView[] = roleNames.map((role, i) => roleView(role, vset.roles[role]!.meta, routes[i]!));
-  const filters = createFilters(b, roles, roleNames);
+  const filters = createFilters(input, roles, roleNames);
   return new ListenerPlan({
-    name, config: listener, generation: b.generation, address: b.address, roles, routes, filters,
+    name, config: listener, generation: input.generation, address: input.address, roles, routes, filters,
     fallbackWeights: weightsByRole(listenerSplit(listener.filters, ctx.registry), roleNames),
     responseHeaderEdits: responseHeaderEdits(listener, ctx.registry),
     retryBudget: listener.retries ? new RetryBudget(listener.retries, ctx.metrics.retryBudgetExhausted.labels(name)) : null,
@@ -206,31 +207,31 @@ function endpointSet(role: string, channel: string, config: Config, listener: Li
  * `close` gets it pushed at once: it runs when the generation closes, or now if a
  * later step of the build fails.
  */
-function createFilters(b: ListenerBuild, roles: readonly RoleView[], roleNames: readonly string[]): Filter[] {
-  const { name, listener, ctx } = b;
+function createFilters(input: ListenerInput, roles: readonly RoleView[], roleNames: readonly string[]): Filter[] {
+  const { name, listener, ctx } = input;
   const createContext: FilterCreateContext = {
     listener: name,
     vset: listener.vset,
     channel: listener.channel,
     protocol: listener.protocol,
-    generation: b.generation.number,
+    generation: input.generation.number,
     roles,
     roleIndex: (role) => roleNames.indexOf(role),
     component: <T>(component: string) => {
-      const slot = b.components.get(component);
+      const slot = input.components.get(component);
       if (!slot) throw new Error(`no component ${component}`);
       return slot.instance as T;
     },
   };
-  return listener.filters.map((f, i) => {
-    const where = `listener ${name}: filters[${i}] (${f.type})`;
+  return listener.filters.map((entry, i) => {
+    const where = `listener ${name}: filters[${i}] (${entry.type})`;
     let filter: Filter;
     try {
-      filter = ctx.registry.filter(f.type)!.create(f.config, createContext);
+      filter = ctx.registry.filter(entry.type)!.create(entry.config, createContext);
     } catch (err) {
       throw new SwitchyardError('SY_ERR_FILTER_CREATE', `${where}: create: ${(err as Error).message}`, { cause: err });
     }
-    if (typeof filter?.close === 'function') b.resources.push(() => closeFilter(filter, where));
+    if (typeof filter?.close === 'function') input.resources.push(() => closeFilter(filter, where));
     return filter;
   });
 }
@@ -252,9 +253,9 @@ function roleView(name: string, meta: Record<string, string>, set: EndpointSet):
 /** Every filter's listener-wide response edits, in filter order; null when there are none. */
 function responseHeaderEdits(listener: ListenerConfig, registry: Registry): readonly HeaderEdit[] | null {
   const out: HeaderEdit[] = [];
-  for (const f of listener.filters) {
-    const d = registry.filter(f.type);
-    if (d?.responseHeaderEdits) out.push(...d.responseHeaderEdits(f.config));
+  for (const entry of listener.filters) {
+    const descriptor = registry.filter(entry.type);
+    if (descriptor?.responseHeaderEdits) out.push(...descriptor.responseHeaderEdits(entry.config));
   }
   return out.length > 0 ? out : null;
 }
@@ -268,7 +269,7 @@ function limitCounters(metrics: Metrics, listener: string, protocol: ListenerCon
   const refusedListener = metrics.connectionsRefused.labels(listener, 'listener');
   const refusedGlobal = metrics.connectionsRefused.labels(listener, 'global');
   const slowUploads = metrics.slowUploads.labels(listener);
-  for (const c of [refusedListener, refusedGlobal]) c.inc(0);
+  for (const counter of [refusedListener, refusedGlobal]) counter.inc(0);
   if (protocol === 'http') slowUploads.inc(0); // a tcp listener has no request bodies
   return { refusedListener, refusedGlobal, slowUploads };
 }

@@ -10,9 +10,9 @@ import { tableCopy } from '../config/table.js';
  * GET /status all read it here.
  */
 export function listenerSplit(filters: readonly FilterConfig[], registry: Registry): Record<string, number> | null {
-  for (const f of filters) {
-    const d = registry.filter(f.type);
-    if (d?.splitWeights) return tableCopy(d.splitWeights(f.config));
+  for (const entry of filters) {
+    const descriptor = registry.filter(entry.type);
+    if (descriptor?.splitWeights) return tableCopy(descriptor.splitWeights(entry.config));
   }
   return null;
 }
