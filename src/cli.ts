@@ -47,7 +47,7 @@ export async function main(argv: string[]): Promise<number> {
     console.log(USAGE);
     return cmd ? 0 : 2;
   }
-  // Fix: an unknown command used to be answered with "--config FILE is required".
+  // Before the --config check: an unknown command is the mistake to name.
   if (!COMMANDS.includes(cmd)) {
     console.error(`switchyard: unknown command "${cmd}"\n${USAGE}`);
     return 2;
@@ -177,7 +177,7 @@ async function apply(files: string[], admin: string, token: string | undefined):
     return 0;
   }
   for (const e of out.errors ?? [{ message: out.error }]) {
-    // Fix: the sidecar names a pushed text "PUT /config"; one file went as written, so
+    // The sidecar names a pushed text "PUT /config"; one file goes as written, so
     // its lines are the file's own: name the file, as `validate` does.
     if (files.length === 1 && e.code && e.file === 'PUT /config') console.error(formatIssue({ ...(e as ConfigIssue), file: files[0] }));
     else console.error(oneLine(String(e.text ?? e.message)));

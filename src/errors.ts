@@ -146,20 +146,14 @@ export function oneLine(text: string): string {
   return text.replace(CONTROL_ALL, (c) => SHORT[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
-/** An error that carries every issue of a rejected config. */
-export class ConfigError extends Error {
-  readonly issues: ConfigIssue[];
-  constructor(issues: ConfigIssue[]) {
-    super(`invalid config:\n${issues.map((i) => '  ' + formatIssue(i)).join('\n')}`);
-    this.name = 'ConfigError';
-    this.issues = issues;
-  }
-}
-
-/** A runtime failure with a stable code; `cause` keeps the story below it. */
+/**
+ * An error switchyard raises, with a stable code; `cause` keeps the story below it,
+ * and the message already tells it in one line (`component cart-limit: init: connect
+ * ECONNREFUSED 127.0.0.1:6379`).
+ */
 export class SwitchyardError extends Error {
-  readonly code: RuntimeCode;
-  constructor(code: RuntimeCode, message: string, options?: { cause?: unknown }) {
+  readonly code: SwitchyardCode;
+  constructor(code: SwitchyardCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'SwitchyardError';
     this.code = code;
@@ -179,5 +173,87 @@ export class UpstreamTimeout extends SwitchyardError {
     super(phase === 'connect' ? 'SY_ERR_UPSTREAM_CONNECT' : 'SY_ERR_UPSTREAM_TIMEOUT', message);
     this.name = 'UpstreamTimeout';
     this.phase = phase;
+  }
+}
+
+/**
+ * Why the control path refused a change or the admin API a request (the `code` of
+ * every admin API error body). A rejected change leaves the running generation as it was.
+ */
+export const ControlCodes = {
+  SY_ERR_CONFIG_INVALID: 'a config with errors: 400, each error with its own code in `errors`',
+  SY_ERR_COMPONENT_INIT: 'a new component instance did not come up (unknown type; create, init, inherit or ready failed; ready answered false; or its readyTimeout passed): the change fails (409)',
+  SY_ERR_COMPONENT_UPDATE: "a component's in-place update (applyConfig) failed: the change fails (409)",
+  SY_ERR_COMPONENT_CLOSE: "a component's close() failed (logged; the instance is dropped anyway)",
+  SY_ERR_FILTER_CREATE: "a filter's create() threw: the change fails (409)",
+  SY_ERR_FILTER_CLOSE: "a filter's close() threw or rejected (logged; the other releases still run)",
+  SY_ERR_ACCESS_LOG_OPEN: 'the access log path cannot be opened for append: the change fails (409)',
+  SY_ERR_APPLY_FAILED: "applying a config failed in a way no other code names (a plugin's code throwing outside create): the change fails (409)",
+  SY_ERR_SHUTTING_DOWN: 'a config change that arrived while switchyard shuts down: refused (409)',
+  SY_ERR_NO_ROLLBACK: 'POST /rollback with no previous config to go back to (409)',
+  SY_ERR_NOT_READY: 'no generation serves: the admin API answers 503 (GET /ready while starting or shutting down; GET /config, GET /vsets before the first)',
+  SY_ERR_API_BAD_REQUEST: 'an admin API request whose body or path cannot be used: empty, not JSON, the wrong shape (400)',
+  SY_ERR_API_UNAUTHORIZED: 'an admin API request without the bearer token admin.token asks for (401)',
+  SY_ERR_API_FORBIDDEN: 'an admin API request refused as coming from a web page: a Host that does not name the API, a cross-site change (403)',
+  SY_ERR_API_NOT_FOUND: 'an admin API path that does not exist (404)',
+  SY_ERR_API_NO_COMPONENT: 'POST /components/<name> naming a component the running config does not have, without `kind` to add it (404)',
+  SY_ERR_API_METHOD: 'an admin API path that exists, with a method it does not take (405)',
+  SY_ERR_API_BODY_TOO_LARGE: 'an admin API request body over 8 MiB (413)',
+  SY_ERR_API_CONTENT_TYPE: 'an admin API request body not typed JSON or YAML (415)',
+  SY_ERR_INTERNAL: "switchyard's own code failed answering an admin API request (500)",
+} as const;
+
+export type ControlCode = keyof typeof ControlCodes;
+
+/** Every stable code switchyard has. */
+export type SwitchyardCode = ConfigCode | RuntimeCode | ControlCode;
+
+/** A rejected config, with every issue (each with its own code); thrown by Sidecar.start. */
+export class ConfigError extends SwitchyardError {
+  readonly issues: ConfigIssue[];
+  constructor(issues: ConfigIssue[]) {
+    super('SY_ERR_CONFIG_INVALID', `invalid config:\n${issues.map((i) => '  ' + formatIssue(i)).join('\n')}`);
+    this.name = 'ConfigError';
+    this.issues = issues;
+  }
+}
+
+/**
+ * A component failed to come up or to update; says which, and how it was being
+ * changed (`mode`, the label of switchyard_component_updates_total).
+ */
+export class ComponentError extends SwitchyardError {
+  readonly component: string;
+  readonly mode: 'updated' | 'reinitialized' | 'added';
+  constructor(component: string, mode: ComponentError['mode'], message: string, options?: { cause?: unknown }) {
+    super(mode === 'updated' ? 'SY_ERR_COMPONENT_UPDATE' : 'SY_ERR_COMPONENT_INIT', message, options);
+    this.name = 'ComponentError';
+    this.component = component;
+    this.mode = mode;
+  }
+}
+
+/** A second registration of a type name; plugin loading reports it at plugins[i]. */
+export class DuplicateTypeError extends SwitchyardError {
+  declare readonly code: 'SY_ERR_DUPLICATE_TYPE';
+  constructor(kind: 'filter' | 'component', type: string) {
+    super('SY_ERR_DUPLICATE_TYPE', `${kind} type "${type}" is already registered`);
+    this.name = 'DuplicateTypeError';
+  }
+}
+
+/**
+ * The one error shape of the admin API (Caddy's APIError): the HTTP status, and the
+ * body `{code, error}`, or `{code, ...body}` when a body is given (`errors` for an
+ * invalid config or a failed build).
+ */
+export class ApiError extends SwitchyardError {
+  readonly status: number;
+  readonly body: Readonly<Record<string, unknown>> | undefined;
+  constructor(status: number, code: SwitchyardCode, message: string, opts: { body?: Record<string, unknown>; cause?: unknown } = {}) {
+    super(code, message, { cause: opts.cause });
+    this.name = 'ApiError';
+    this.status = status;
+    this.body = opts.body;
   }
 }

@@ -1,9 +1,15 @@
 import type { Exchange, FilterDescriptor } from './filters/api.js';
 import type { ComponentDescriptor } from './components/api.js';
+import { DuplicateTypeError, SwitchyardError } from './errors.js';
+
+/** Where plugin loading (filters/plugins.ts) imports it from. */
+export { DuplicateTypeError };
 
 /**
  * The one registry of filter and component types. Built-ins and plugins register
  * through the same two calls (Caddy's RegisterModule); a duplicate type is an error.
+ * Registration throws a SwitchyardError: SY_ERR_DUPLICATE_TYPE (DuplicateTypeError)
+ * for a type registered twice, SY_ERR_PLUGIN_LOAD for a malformed descriptor.
  */
 export class Registry {
   readonly #filters = new Map<string, FilterDescriptor<any, any>>();
@@ -13,14 +19,14 @@ export class Registry {
     // Plugins are plain JS: check the shape here, so a malformed descriptor fails
     // at plugins[i] when it loads, not later as a scope error or a TypeError in a build.
     const problems = descriptorProblems(d, { scope: SCOPES, validate: 'function', create: 'function' });
-    if (problems.length) throw new Error(`filter type ${JSON.stringify(d?.type)}: ${problems.join('; ')}`);
+    if (problems.length) throw new SwitchyardError('SY_ERR_PLUGIN_LOAD', `filter type ${JSON.stringify(d?.type)}: ${problems.join('; ')}`);
     if (this.#filters.has(d.type)) throw new DuplicateTypeError('filter', d.type);
     this.#filters.set(d.type, d);
   }
 
   registerComponent(d: ComponentDescriptor): void {
     const problems = descriptorProblems(d, { validate: 'function', create: 'function' });
-    if (problems.length) throw new Error(`component type ${JSON.stringify(d?.type)}: ${problems.join('; ')}`);
+    if (problems.length) throw new SwitchyardError('SY_ERR_PLUGIN_LOAD', `component type ${JSON.stringify(d?.type)}: ${problems.join('; ')}`);
     if (this.#components.has(d.type)) throw new DuplicateTypeError('component', d.type);
     this.#components.set(d.type, d);
   }
@@ -40,14 +46,6 @@ export class Registry {
 
   componentTypes(): string[] {
     return [...this.#components.keys()];
-  }
-}
-
-/** A second registration of a type name; plugin loading reports it as SY_ERR_DUPLICATE_TYPE. */
-export class DuplicateTypeError extends Error {
-  readonly code = 'SY_ERR_DUPLICATE_TYPE';
-  constructor(kind: 'filter' | 'component', type: string) {
-    super(`${kind} type "${type}" is already registered`);
   }
 }
 

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { loadConfigFiles, type RawConfig } from './config/load.js';
 import { FileWatcher } from './reload/file_watch.js';
 import type { HostPort } from './config/types.js';
-import { ConfigError } from './errors.js';
+import { ConfigError, SwitchyardError } from './errors.js';
 import { AdminServer } from './admin/server.js';
 import { Runtime, type ApplyResult } from './reload/runtime.js';
 import type { ConfigSource } from './reload/generation.js';
@@ -69,7 +69,7 @@ export class Sidecar {
         sc.adminAddress = await sc.admin.listen();
       } catch (err) {
         await runtime.shutdown();
-        throw new Error(`admin API: cannot listen on ${config.admin.address.host}:${config.admin.address.port}: ${(err as Error).message}`, { cause: err });
+        throw new SwitchyardError('SY_ERR_BIND', `admin API: cannot listen on ${config.admin.address.host}:${config.admin.address.port}: ${(err as Error).message}`, { cause: err });
       }
     }
     if (opts.watch && files.length) {

@@ -236,3 +236,29 @@ test('a filter that picks a role index out of range answers 500; the process sur
   t.is((await get(url)).status, 200);
   await until(() => warnings.filter((w) => /a filter set role/.test(w)).length === 3, 5000, 'the warnings');
 });
+
+test('a plugin filter that splits traffic (splitWeights) shows its weights in PUT /config?dryRun=1 and in GET /status', async (t) => {
+  const { sc, url, yaml } = await withPlugins(t, [COOKIE_PLUGIN, join(ROOT, 'test/fixtures/control-plugin.mjs')], `
+- { type: plugin_split, weights: { a: 1, b: 3 } }`);
+  const seen = new Set<unknown>();
+  await until(async () => { seen.add(await role(url)); return seen.size === 2; }, 10_000, 'both roles to serve');
+
+  const status = JSON.parse((await get(`${adminUrl(sc)}/status`)).body) as {
+    listeners: { name: string; filters: string[]; weights: Record<string, number> | null }[];
+    vsets: { name: string; roles: { name: string; traffic: { listener: string; weight: number | null; intended: number }[] }[] }[];
+  };
+  t.like(status.listeners.find((l) => l.name === 'web'), { filters: ['plugin_split'], weights: { a: 1, b: 3 } });
+  const traffic = status.vsets.find((v) => v.name === 'svc')!.roles.map((r) => [r.name, r.traffic[0]!.weight, r.traffic[0]!.intended]);
+  t.deepEqual(traffic, [['a', 1, 0.25], ['b', 3, 0.75]]);
+
+  const dryRun = async (filters: string) => {
+    const pushed = yaml.replace('{ type: plugin_split, weights: { a: 1, b: 3 } }', filters);
+    t.not(pushed, yaml);
+    const res = await get(`${adminUrl(sc)}/config?dryRun=1`, { 'content-type': 'application/yaml' }, { method: 'PUT', body: pushed });
+    t.is(res.status, 200, res.body);
+    return (JSON.parse(res.body) as { weights: unknown }).weights;
+  };
+  t.deepEqual(await dryRun('{ type: plugin_split, weights: { a: 2, b: 0 } }'), { web: { before: { a: 1, b: 3 }, after: { a: 2, b: 0 } } });
+  t.deepEqual(await dryRun('{ type: cookie_role, cookie: pin }'), { web: { before: { a: 1, b: 3 }, after: null } }, 'no splitter left: the roles split equally');
+  t.is(sc.runtime.current!.number, 1, 'a dry run applies nothing');
+});

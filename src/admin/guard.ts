@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
+import type { ControlCode } from '../errors.js';
 
 /**
  * Why the admin API refuses a request before any route sees it, or null. It keeps web
@@ -16,23 +17,24 @@ import { isIP } from 'node:net';
  *
  * The API sends no CORS headers, so no other origin can read its answers.
  */
-export function refusal(req: IncomingMessage, names: ReadonlySet<string>, readsBody: boolean): { status: number; message: string } | null {
+export function refusal(req: IncomingMessage, names: ReadonlySet<string>, readsBody: boolean):
+  { status: number; code: ControlCode; message: string } | null {
   const host = req.headers.host;
   if (host !== undefined && !hostAllowed(host, names)) {
-    return { status: 403, message: `Host "${host}" does not name this admin API (use its address, localhost, or a name listed in admin.hosts)` };
+    return { status: 403, code: 'SY_ERR_API_FORBIDDEN', message: `Host "${host}" does not name this admin API (use its address, localhost, or a name listed in admin.hosts)` };
   }
   if (req.method === 'GET' || req.method === 'HEAD') return null;
   const site = req.headers['sec-fetch-site'];
   if (site !== undefined && site !== 'same-origin' && site !== 'none') {
-    return { status: 403, message: `a ${site} request from a web page may not change anything` };
+    return { status: 403, code: 'SY_ERR_API_FORBIDDEN', message: `a ${site} request from a web page may not change anything` };
   }
   const origin = req.headers.origin;
   if (origin !== undefined && (host === undefined || origin !== `http://${host}`)) {
-    return { status: 403, message: `a request from the web page origin ${origin} may not change anything` };
+    return { status: 403, code: 'SY_ERR_API_FORBIDDEN', message: `a request from the web page origin ${origin} may not change anything` };
   }
   const type = req.headers['content-type'];
   if (type !== undefined ? !isConfigType(type) : readsBody) {
-    return { status: 415, message: `the body must be JSON or YAML (content-type application/json or application/yaml), not ${type ?? 'untyped'}` };
+    return { status: 415, code: 'SY_ERR_API_CONTENT_TYPE', message: `the body must be JSON or YAML (content-type application/json or application/yaml), not ${type ?? 'untyped'}` };
   }
   return null;
 }

@@ -3,20 +3,13 @@ import { timingSafeEqual } from 'node:crypto';
 import { parseConfigTextsAsync, type RawConfig } from '../config/load.js';
 import type { AdminConfig, AdminPublicRoute, HostPort } from '../config/types.js';
 import { refusal } from './guard.js';
-import { formatIssue, type ConfigIssue } from '../errors.js';
+import { ApiError, formatIssue, SwitchyardError, type ConfigIssue } from '../errors.js';
 import type { Runtime, ApplyResult } from '../reload/runtime.js';
 import { buildStatus, TrafficWindow } from './status.js';
 import { statusPage } from './status_page.js';
 import { ADMIN_MAX_CONNECTIONS } from '../fd_limit.js';
 
 const MAX_BODY = 8 * 1024 * 1024;
-
-/** The one error shape of the admin API (Caddy's APIError). */
-class ApiError extends Error {
-  constructor(readonly status: number, message: string, readonly body?: unknown) {
-    super(message);
-  }
-}
 
 type Handler = (req: IncomingMessage, url: URL) => Promise<{ status?: number; body: unknown; type?: string; headers?: Record<string, string> }>;
 
@@ -56,20 +49,20 @@ export class AdminServer {
       'GET /': async () => ({ body: statusPage.html, type: 'text/html; charset=utf-8', headers: statusPage.headers }),
       'GET /status': async () => ({ body: await buildStatus(rt, this.#traffic) }),
       'GET /ready': async () => {
-        if (!opts.ready()) throw new ApiError(503, 'not ready');
+        if (!opts.ready()) throw new ApiError(503, 'SY_ERR_NOT_READY', 'not ready');
         return { body: { ready: true, generation: rt.current?.number } };
       },
       'GET /metrics': async () => ({ body: await rt.metrics.registry.metrics(), type: rt.metrics.registry.contentType }),
       'GET /config': async () => {
         const g = rt.current;
-        if (!g) throw new ApiError(503, 'no generation serves yet');
+        if (!g) throw new ApiError(503, 'SY_ERR_NOT_READY', 'no generation serves yet');
         return { body: { generation: g.number, source: g.source, appliedAt: g.appliedAt.toISOString(), config: publicConfig(g.raw?.value) } };
       },
       'PUT /config': async (req, url) => {
         const text = await readBody(req);
         // An empty body parses as an empty config, which would remove every
         // listener: far likelier a broken pipe or a missing file than intent.
-        if (text.trim() === '') throw new ApiError(400, 'empty body: PUT /config takes a whole config (YAML or JSON)', { errors: [{ message: 'empty body: PUT /config takes a whole config (YAML or JSON)' }] });
+        if (text.trim() === '') throw badRequest('empty body: PUT /config takes a whole config (YAML or JSON)', true);
         const raw = await parseConfigTextsAsync([{ name: 'PUT /config', text }], opts.baseDir);
         if (isTrue(url.searchParams.get('dryRun'))) {
           const plan = await rt.dryRun(raw);
@@ -83,27 +76,27 @@ export class AdminServer {
         try {
           name = decodeURIComponent(url.pathname.slice('/components/'.length));
         } catch {
-          throw new ApiError(400, `${url.pathname} is not a valid percent-encoded component name`);
+          throw badRequest(`${url.pathname} is not a valid percent-encoded component name`);
         }
         const body = parseJson(await readBody(req)) as { kind?: unknown; name?: unknown; metadata?: unknown };
         if (typeof body !== 'object' || body === null || typeof body.metadata !== 'object' || body.metadata === null || Array.isArray(body.metadata)) {
-          throw new ApiError(400, 'body must be {"metadata": {...}} or Layotto\'s {"kind", "name", "metadata"}');
+          throw badRequest('body must be {"metadata": {...}} or Layotto\'s {"kind", "name", "metadata"}');
         }
-        if (body.name !== undefined && body.name !== name) throw new ApiError(400, `body names component "${String(body.name)}" but the path names "${name}"`);
-        if (body.kind !== undefined && typeof body.kind !== 'string') throw new ApiError(400, 'kind must be a component type name');
+        if (body.name !== undefined && body.name !== name) throw badRequest(`body names component "${String(body.name)}" but the path names "${name}"`);
+        if (body.kind !== undefined && typeof body.kind !== 'string') throw badRequest('kind must be a component type name');
         const applied = await rt.applyComponent(name, { type: body.kind as string | undefined, metadata: body.metadata as Record<string, unknown> });
-        if (!applied) throw new ApiError(404, `no component named "${name}" in the running config (give "kind" to add one)`);
+        if (!applied) throw new ApiError(404, 'SY_ERR_API_NO_COMPONENT', `no component named "${name}" in the running config (give "kind" to add one)`);
         return answer(applied);
       },
       'POST /rollback': async () => {
         const applied = await rt.rollback();
-        if (!applied) throw new ApiError(409, 'there is no previous config to roll back to');
+        if (!applied) throw new ApiError(409, 'SY_ERR_NO_ROLLBACK', 'there is no previous config to roll back to');
         return answer(applied);
       },
       'GET /generations': async () => ({ body: { current: rt.current?.number ?? null, draining: [...rt.draining].map((g) => g.number), history: rt.history } }),
       'GET /vsets': async () => {
         const g = rt.current;
-        if (!g) throw new ApiError(503, 'no generation serves yet');
+        if (!g) throw new ApiError(503, 'SY_ERR_NOT_READY', 'no generation serves yet');
         const addresses = rt.addresses();
         const vsets = Object.fromEntries(Object.entries(g.config.vsets).map(([name, v]) => [name, {
           channels: v.channels,
@@ -152,25 +145,25 @@ export class AdminServer {
       const key = `${req.method} ${path}`;
       const admin = this.#opts.runtime.current?.config.admin ?? this.#opts.config;
       const refused = refusal(req, new Set(admin.hosts), READS_BODY.has(key));
-      if (refused) throw new ApiError(refused.status, refused.message);
+      if (refused) throw new ApiError(refused.status, refused.code, refused.message);
       if (!PUBLIC.has(key) && !admin.public.some((r) => MAY_BE_PUBLIC[r] === key)) this.#authorize(req);
       const route = this.#routes[key];
       if (!route) {
         const known = Object.keys(this.#routes).some((k) => k.endsWith(` ${path}`));
-        throw new ApiError(known ? 405 : 404, known ? `method ${req.method} not allowed on ${url.pathname}` : `no such endpoint: ${url.pathname}`);
+        if (known) throw new ApiError(405, 'SY_ERR_API_METHOD', `method ${req.method} not allowed on ${url.pathname}`);
+        throw new ApiError(404, 'SY_ERR_API_NOT_FOUND', `no such endpoint: ${url.pathname}`);
       }
       const out = await route(req, url);
       send(res, out.status ?? 200, out.body, out.type, out.headers);
     } catch (err) {
-      if (err instanceof ApiError) send(res, err.status, err.body ?? { error: err.message });
-      else send(res, 500, { error: (err as Error).message });
+      if (err instanceof ApiError) send(res, err.status, { code: err.code, ...(err.body ?? { error: err.message }) });
+      else send(res, 500, { code: 'SY_ERR_INTERNAL', error: (err as Error).message });
     }
   }
 
   #authorize(req: IncomingMessage): void {
     // The token of the config now serving: a reload that sets or rotates
-    // admin.token takes effect at once (before, the first config's token stayed
-    // for the life of the process). The admin socket itself is not rebound on
+    // admin.token takes effect at once. The admin socket itself is not rebound on
     // reload, so a config that drops the token is only obeyed while the socket is
     // on loopback; on another address the last token stays required.
     const current = this.#opts.runtime.current?.config.admin.token;
@@ -180,19 +173,29 @@ export class AdminServer {
     if (!token) return;
     const got = Buffer.from(req.headers.authorization ?? '');
     const want = Buffer.from(`Bearer ${token}`);
-    if (got.length !== want.length || !timingSafeEqual(got, want)) throw new ApiError(401, 'a valid bearer token is required');
+    if (got.length !== want.length || !timingSafeEqual(got, want)) throw new ApiError(401, 'SY_ERR_API_UNAUTHORIZED', 'a valid bearer token is required');
   }
 }
 
-/** The HTTP answer to an apply: 200 with what changed, 400 with every issue, 409 when the build failed. */
+/**
+ * The HTTP answer to an apply: 200 with what changed; 400 with every issue; 409
+ * when the change failed (nothing changed), its error's code and message (which
+ * tells the story down to the cause) in `errors`.
+ */
 export function answer(r: ApplyResult): { status: number; body: unknown } {
   if (r.ok) return { status: 200, body: { generation: r.generation, components: r.components } };
   if (r.kind === 'invalid') throw invalid(r.issues);
-  throw new ApiError(409, r.error.message, { errors: [{ message: r.error.message }] });
+  const code = r.error instanceof SwitchyardError ? r.error.code : 'SY_ERR_APPLY_FAILED';
+  throw new ApiError(409, code, r.error.message, { body: { errors: [{ code, message: r.error.message }] }, cause: r.error });
 }
 
 function invalid(issues: ConfigIssue[]): ApiError {
-  return new ApiError(400, 'invalid config', { errors: issues.map((i) => ({ ...i, text: formatIssue(i) })) });
+  return new ApiError(400, 'SY_ERR_CONFIG_INVALID', 'invalid config', { body: { errors: issues.map((i) => ({ ...i, text: formatIssue(i) })) } });
+}
+
+/** A 400 for a request the API cannot use; `listed`: the message is also the one entry of `errors`, as an invalid config's are. */
+function badRequest(message: string, listed = false): ApiError {
+  return new ApiError(400, 'SY_ERR_API_BAD_REQUEST', message, listed ? { body: { errors: [{ message }] } } : {});
 }
 
 function isTrue(v: string | null): boolean {
@@ -203,7 +206,7 @@ function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new ApiError(400, `body is not JSON: ${(err as Error).message}`);
+    throw badRequest(`body is not JSON: ${(err as Error).message}`);
   }
 }
 
@@ -222,7 +225,7 @@ async function readBody(req: IncomingMessage): Promise<string> {
   let size = 0;
   for await (const c of req) {
     size += (c as Buffer).length;
-    if (size > MAX_BODY) throw new ApiError(413, `config body over ${MAX_BODY} bytes`);
+    if (size > MAX_BODY) throw new ApiError(413, 'SY_ERR_API_BODY_TOO_LARGE', `config body over ${MAX_BODY} bytes`);
     chunks.push(c as Buffer);
   }
   return Buffer.concat(chunks).toString('utf8');

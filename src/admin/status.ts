@@ -1,8 +1,10 @@
 import type { Metrics } from '../metrics.js';
 import type { Runtime, GenerationRecord } from '../reload/runtime.js';
+import type { Generation } from '../reload/generation.js';
 import type { ListenerPlan } from '../listeners/plan.js';
 import type { WeightedConfig } from '../filters/weighted.js';
-import type { HostPort } from '../config/types.js';
+import type { FilterConfig, HostPort } from '../config/types.js';
+import { listenerSplit } from '../reload/split.js';
 
 /**
  * GET /status: what the status page shows, assembled from the running runtime.
@@ -31,7 +33,7 @@ export interface ListenerStatus {
   channel: string;
   /** Filter types in order, e.g. ["header_route", "weighted"]. */
   filters: string[];
-  /** The first `weighted` filter's weights (roles left out: 0), or null: the roles split equally. */
+  /** The listener's split (the first filter whose type has splitWeights; roles left out: 0), or null: the roles split equally. */
   weights: Record<string, number> | null;
   stickyHeader: string | null;
   /** In the window: requests (http) or closed connections (tcp) a role served. */
@@ -157,7 +159,7 @@ export async function buildStatus(rt: Runtime, window: TrafficWindow): Promise<S
 
   const addresses = rt.addresses();
   const tally = (l: string, v: string, r: string): Tally => tallies.get(key(l, v, r)) ?? { count: 0, errors: 0 };
-  const listeners = [...g.plans.values()].map((p) => listenerStatus(p, addresses.get(p.name), tally));
+  const listeners = [...g.plans.values()].map((p) => listenerStatus(p, g, addresses.get(p.name), tally));
   const vsets = Object.entries(g.config.vsets).map(([name, v]): VsetStatus => {
     const targeting = listeners.filter((l) => l.vset === name);
     return {
@@ -175,11 +177,11 @@ export async function buildStatus(rt: Runtime, window: TrafficWindow): Promise<S
   return { ...base, listeners, vsets };
 }
 
-function listenerStatus(p: ListenerPlan, bound: HostPort | undefined, tally: (l: string, v: string, r: string) => Tally): ListenerStatus {
+function listenerStatus(p: ListenerPlan, g: Generation, bound: HostPort | undefined,
+  tally: (l: string, v: string, r: string) => Tally): ListenerStatus {
   const { vset, channel, filters } = p.config;
-  // The first weighted filter is the one that picks; a later one only sees requests already routed.
-  const w = filters.find((f) => f.type === 'weighted')?.config as WeightedConfig | undefined;
-  const weights = w ? Object.fromEntries(p.roles.map((r) => [r.name, Object.hasOwn(w.weights, r.name) ? w.weights[r.name]! : 0])) : null;
+  const split = listenerSplit(filters, g.registry);
+  const weights = split ? Object.fromEntries(p.roles.map((r) => [r.name, Object.hasOwn(split, r.name) ? split[r.name]! : 0])) : null;
   const a = bound ?? p.address;
   return {
     name: p.name,
@@ -189,10 +191,20 @@ function listenerStatus(p: ListenerPlan, bound: HostPort | undefined, tally: (l:
     channel,
     filters: filters.map((f) => f.type),
     weights,
-    stickyHeader: w?.stickyHeader ?? null,
+    stickyHeader: stickyHeader(filters),
     served: p.roles.reduce((n, r) => n + tally(p.name, vset, r.name).count, 0),
     unrouted: tally(p.name, vset, '').count,
   };
+}
+
+/**
+ * `weighted`'s stickyHeader, of the first weighted filter (the one that picks; a
+ * later one sees requests already routed). A knob of that one type: no descriptor
+ * hook tells it, so a plugin's split shows without one.
+ */
+function stickyHeader(filters: readonly FilterConfig[]): string | null {
+  const weighted = filters.find((f) => f.type === 'weighted')?.config as WeightedConfig | undefined;
+  return weighted?.stickyHeader ?? null;
 }
 
 function roleTraffic(l: ListenerStatus, role: string, roles: number, t: Tally, plan: ListenerPlan): RoleTraffic {

@@ -3,6 +3,7 @@ import type { ComponentConfig } from '../config/types.js';
 import type { Registry } from '../registry.js';
 import type { Component } from './api.js';
 import { table } from '../config/table.js';
+import { ComponentError, SwitchyardError } from '../errors.js';
 
 /**
  * The component lifecycle, in one place:
@@ -40,10 +41,10 @@ export class ComponentSlot {
     if (--this.#users <= 0) await this.close();
   }
 
-  /** Idempotent: close() runs once, whatever calls it. */
+  /** Idempotent: close() runs once, whatever calls it. Rejects with SY_ERR_COMPONENT_CLOSE. */
   close(): Promise<void> {
     this.#closed ??= Promise.resolve().then(() => this.instance.close()).catch((err) => {
-      throw new Error(`component ${this.name}: close: ${(err as Error).message}`, { cause: err });
+      throw new SwitchyardError('SY_ERR_COMPONENT_CLOSE', `component ${this.name}: close: ${(err as Error).message}`, { cause: err });
     });
     return this.#closed;
   }
@@ -63,40 +64,59 @@ export interface ComponentPlan {
 }
 
 /**
- * Decides for each component whether to reuse, update in place, or re-create it,
- * and brings up the new instances (init, inherit, then ready, all within the
- * component's `readyTimeout`, or `readyTimeoutMs` when it has none).
- * Throws (with every new instance closed) when one fails.
+ * What a build does with one component, given the slot the running generation has
+ * under its name (if any) and its config now: reuse the instance as it is
+ * (`unchanged`), update it in place (`updated`: same type, new metadata, and it has
+ * applyConfig; its answer may still turn this into a re-creation), or create a new
+ * instance (`reinitialized` when it replaces one, `added` when none was there).
+ * The build (planComponents) and the dry run (reload/changes.ts) both decide with it.
+ */
+export function decideComponent(old: ComponentSlot | undefined, cfg: ComponentConfig): Exclude<ComponentOutcome, 'removed'> {
+  if (!old) return 'added';
+  if (old.type !== cfg.type) return 'reinitialized';
+  if (isDeepStrictEqual(old.metadata, cfg.metadata)) return 'unchanged';
+  return old.instance.applyConfig ? 'updated' : 'reinitialized';
+}
+
+/** decideComponent for every component of `configs`, and `removed` for each one of `prev` that is gone. */
+export function decideComponents(prev: ReadonlyMap<string, ComponentSlot>, configs: Readonly<Record<string, ComponentConfig>>):
+  Record<string, ComponentOutcome> {
+  const out: Record<string, ComponentOutcome> = table();
+  for (const [name, cfg] of Object.entries(configs)) out[name] = decideComponent(prev.get(name), cfg);
+  for (const name of prev.keys()) if (!Object.hasOwn(configs, name)) out[name] = 'removed';
+  return out;
+}
+
+/**
+ * Decides for each component whether to reuse, update in place, or re-create it
+ * (decideComponents), and brings up the new instances (init, inherit, then ready,
+ * all within the component's `readyTimeout`, or `readyTimeoutMs` when it has none).
+ * Throws a ComponentError (with every new instance closed) when one fails.
  */
 export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, configs: Readonly<Record<string, ComponentConfig>>,
   registry: Registry, readyTimeoutMs: number): Promise<ComponentPlan> {
-  const plan: ComponentPlan = { slots: new Map(), outcomes: table(), updates: [], created: [], applied: [] };
-  const fresh: [string, ComponentConfig, boolean][] = [];
+  const plan: ComponentPlan = { slots: new Map(), outcomes: decideComponents(prev, configs), updates: [], created: [], applied: [] };
+  const fresh: [string, ComponentConfig, 'reinitialized' | 'added'][] = [];
   for (const [name, cfg] of Object.entries(configs)) {
     const old = prev.get(name);
-    if (old && old.type === cfg.type && isDeepStrictEqual(old.metadata, cfg.metadata)) {
-      plan.slots.set(name, old);
-      plan.outcomes[name] = 'unchanged';
-    } else if (old && old.type === cfg.type && old.instance.applyConfig) {
-      // Ask later (updates run last); a needReload answer is not known yet, so this
-      // is decided in applyUpdates and may fall back to re-creation there.
-      plan.slots.set(name, old);
-      plan.outcomes[name] = 'updated';
-      plan.updates.push({ slot: old, config: cfg });
-    } else fresh.push([name, cfg, !!old]);
+    const decision = plan.outcomes[name]!;
+    if (decision === 'unchanged') plan.slots.set(name, old!);
+    else if (decision === 'updated') {
+      // Asked later (updates run last); a needReload answer is not known yet, so
+      // applyUpdates may still turn this into a re-creation.
+      plan.slots.set(name, old!);
+      plan.updates.push({ slot: old!, config: cfg });
+    } else fresh.push([name, cfg, decision === 'reinitialized' ? 'reinitialized' : 'added']);
   }
-  for (const name of prev.keys()) if (!Object.hasOwn(configs, name)) plan.outcomes[name] = 'removed';
-  // allSettled, not all: with all, the first failure discarded the plan while
-  // other new instances were still in init/ready, and those were never closed.
-  const results = await Promise.allSettled(fresh.map(async ([name, cfg, existed]) => {
-    const mode = existed ? 'reinitialized' : 'added';
+  // allSettled, not all: every new instance must have settled before the plan is
+  // discarded, or one still in init/ready would never be closed.
+  const results = await Promise.allSettled(fresh.map(async ([name, cfg, mode]) => {
     try {
       const predecessor = prev.get(name);
       plan.slots.set(name, await bringUp(name, cfg, registry, readyTimeoutMs, plan, predecessor?.type === cfg.type ? predecessor : undefined));
     } catch (err) {
       throw new ComponentError(name, mode, (err as Error).message, { cause: err });
     }
-    plan.outcomes[name] = mode;
   }));
   const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
   if (failed) {
@@ -106,22 +126,16 @@ export async function planComponents(prev: ReadonlyMap<string, ComponentSlot>, c
   return plan;
 }
 
-/** A component failed to come up or to update; says which, and how it was being changed (for the metrics). */
-export class ComponentError extends Error {
-  constructor(readonly component: string, readonly mode: ComponentOutcome, message: string, options?: ErrorOptions) {
-    super(message, options);
-  }
-}
-
 /**
  * Runs the in-place updates. A component that answers `needReload` is re-created
- * (make before break); a failing update rolls back the ones already applied.
+ * (make before break); a failing update rolls back the ones already applied and
+ * throws a ComponentError.
  */
 export async function applyUpdates(plan: ComponentPlan, registry: Registry, readyTimeoutMs: number): Promise<void> {
   const applied = plan.applied;
   for (const { slot, config } of plan.updates) {
     const { metadata } = config;
-    let mode: ComponentOutcome = 'updated';
+    let mode: 'updated' | 'reinitialized' = 'updated';
     try {
       const { needReload } = await slot.instance.applyConfig!(metadata);
       if (needReload) {

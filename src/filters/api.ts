@@ -39,7 +39,16 @@ export interface FilterDescriptor<C = unknown, E extends Exchange = Exchange> {
  * (`ex.role = i`, an index into `ctx.roles`) or answer (`ex.reply(...)`). Return `true` to continue the chain, `false` once it answered.
  * Return a promise only when the filter really waits; sync is the fast path.
  */
-export type Filter<E extends Exchange = Exchange> = (ex: E) => boolean | Promise<boolean>;
+export interface Filter<E extends Exchange = Exchange> {
+  (ex: E): boolean | Promise<boolean>;
+  /**
+   * Optional cleanup of what `create` set up (a timer, a connection): runs once,
+   * when the generation the filter was created for has closed (its work drained),
+   * or at once if the build fails after `create`. A throw or a rejection is logged
+   * (SY_ERR_FILTER_CLOSE) and stops nothing else.
+   */
+  close?(): void | Promise<void>;
+}
 
 export interface FilterValidateContext {
   /** Path of this filter entry, e.g. `listeners.cart.filters[1]`. */

@@ -1,4 +1,6 @@
+import { resolve } from 'node:path';
 import type { Config, HostPort, ListenerConfig } from '../config/types.js';
+import type { RawConfig } from '../config/load.js';
 import { RetryBudget } from '../upstream/retry.js';
 import type { Registry } from '../registry.js';
 import type { Filter, FilterCreateContext, HeaderEdit, RoleView } from '../filters/api.js';
@@ -6,137 +8,243 @@ import { Metrics, RoleMetrics } from '../metrics.js';
 import { EndpointSet, type EndpointTable } from '../upstream/endpoints.js';
 import { SocketPool, type ListenSocket } from '../listeners/socket_pool.js';
 import { assignAddresses } from '../listeners/address.js';
-import { applyUpdates, discard, planComponents, revertUpdates, type ComponentOutcome } from '../components/lifecycle.js';
+import type { AccessLogs, AccessLogSink } from '../observe/access_log.js';
+import { applyUpdates, discard, planComponents, revertUpdates, type ComponentOutcome, type ComponentPlan, type ComponentSlot } from '../components/lifecycle.js';
+import { SwitchyardError } from '../errors.js';
 import { Generation, type ConfigSource } from './generation.js';
 import { ListenerPlan } from '../listeners/plan.js';
-import { table, tableCopy } from '../config/table.js';
+import { Disposer } from './disposer.js';
+import { listenerSplit, weightsByRole } from './split.js';
+import { tableCopy } from '../config/table.js';
 import { Slicer } from '../config/slicer.js';
 
+/** The process-wide things a build leases from and counts into. */
 export interface BuildContext {
   registry: Registry;
   endpoints: EndpointTable;
   sockets: SocketPool;
+  accessLogs: AccessLogs;
   metrics: Metrics;
-  /** Auto-assigned hosts of the previous generation, kept per listener name. */
-  previousHosts: ReadonlyMap<string, string>;
   readyTimeoutMs: number;
+  /** Where a release that fails is reported (a filter's or a component's close), now or when the generation closes. */
+  log: (line: string) => void;
+}
+
+/** What to build: generation `number` of a checked `config`, and the `raw` config it came from. */
+export interface BuildInput {
+  number: number;
+  source: ConfigSource;
+  raw: RawConfig;
+  config: Config;
 }
 
 export type BuildResult =
   | { ok: true; generation: Generation; components: Record<string, ComponentOutcome> }
-  | { ok: false; error: Error };
+  | { ok: false; error: SwitchyardError };
 
 /**
- * Builds generation `number` from a validated config, as one transaction: every
- * component, endpoint lease and socket lease it takes is released again if any
- * step fails (init error, readiness timeout, a filter's create throwing, a bind
- * error), and the running generation never notices. Nothing is swapped here.
+ * Builds the next generation beside `prev` (the one serving, or null), as one
+ * transaction: each step pushes the release of what it acquires (access log,
+ * components, socket leases, endpoint leases and health checks, filters' close)
+ * on one disposer stack. If any step fails (an init error, a readiness timeout, a
+ * bind error, a filter's create throwing), the stack runs at once, last acquired
+ * first, the in-place component updates are taken back, and the running
+ * generation never notices; the error says which step failed and why, with its
+ * `cause`. On success the generation keeps the stack for its close(). Nothing is
+ * swapped here.
  */
-export async function buildGeneration(prev: Generation | null, config: Config, number: number, source: ConfigSource,
-  ctx: BuildContext): Promise<BuildResult> {
-  const gen = new Generation(number, source, config);
-  const undo: (() => unknown)[] = [];
-  let components: Record<string, ComponentOutcome> = table();
+export async function buildGeneration(prev: Generation | null, input: BuildInput, ctx: BuildContext): Promise<BuildResult> {
+  const { config } = input;
+  const resources = new Disposer((err) => ctx.log(err.message));
   try {
-    const cplan = await planComponents(prev?.components ?? new Map(), config.components, ctx.registry, ctx.readyTimeoutMs);
-    undo.push(() => discard(cplan));
-    components = cplan.outcomes;
+    const accessLog = await openAccessLog(input, ctx, resources);
+
+    const componentPlan = await planComponents(prev?.components ?? new Map(), config.components, ctx.registry, ctx.readyTimeoutMs);
+    resources.undoOnFailure(() => discard(componentPlan));
 
     // Bind new addresses first among the steps that touch live state: a bind error
-    // is the likeliest failure, and it must come before the in-place updates. Every
-    // lease is awaited (allSettled) before failing, so a bind that succeeds after
-    // another one failed is still undone, not leaked as a listening socket.
-    const addresses = assignAddresses(config.listeners, ctx.previousHosts);
-    const leases = await Promise.allSettled(Object.keys(config.listeners).map(async (name) => {
-      const address = addresses.get(name)!;
-      const ls = await ctx.sockets.lease(SocketPool.key(name, address), address, name);
-      undo.push(() => ctx.sockets.release(ls));
-      gen.leases.push(ls);
-      gen.sockets.set(name, ls);
-    }));
-    const bindError = leases.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (bindError) throw bindError.reason;
+    // is the likeliest failure, and it must come before the in-place updates.
+    const addresses = assignAddresses(config.listeners, autoHosts(prev));
+    const listening = new Disposer((err) => ctx.log(err.message));
+    resources.push(() => listening.dispose());
+    const sockets = await leaseSockets(config, addresses, ctx.sockets, listening);
 
     // In-place updates run before the filters are created: an update answered with
     // needReload replaces the component's slot with a new instance, and the filters
     // of this generation must get that instance, not the old one (which is closed
-    // once the previous generation drains). A later failure reverts the updates.
-    await applyUpdates(cplan, ctx.registry, ctx.readyTimeoutMs);
-    undo.push(() => revertUpdates(cplan));
-    components = cplan.outcomes;
+    // once the previous generation drains).
+    await applyUpdates(componentPlan, ctx.registry, ctx.readyTimeoutMs);
+    resources.undoOnFailure(() => revertUpdates(componentPlan));
+    const components = useComponents(componentPlan, resources);
 
+    const plans = new Map<string, ListenerPlan>();
+    const generation = new Generation({
+      number: input.number, source: input.source, config, raw: input.raw, previous: prev?.raw ?? null,
+      registry: ctx.registry, accessLog, plans, components, sockets, resources, listening, log: ctx.log,
+    });
     const slicer = new Slicer();
-    for (const [name, lc] of Object.entries(config.listeners)) {
+    for (const [name, listener] of Object.entries(config.listeners)) {
       // Thousands of listeners take a while to plan: the running generation keeps serving meanwhile.
       if (slicer.due) await slicer.yield();
-      const vset = config.vsets[lc.vset]!;
-      const roleNames = Object.keys(vset.roles);
-      const routes = roleNames.map((r) => {
-        const channel = vset.roles[r]!.map[lc.channel]!;
-        const cc = config.roles[r]!.channels[channel]!;
-        const eps = cc.endpoints.map((hp) => {
-          const e = ctx.endpoints.acquire(hp, lc.timeouts.connectMs);
-          undo.push(() => ctx.endpoints.release(e));
-          if (cc.healthCheck) {
-            const end = e.health.watch(cc.healthCheck);
-            undo.push(end);
-            gen.healthChecks.push(end);
-          }
-          return e;
-        });
-        return new EndpointSet(r, channel, eps, cc.outlierDetection ?? null);
-      });
-      const roles: RoleView[] = roleNames.map((r, i) => roleView(r, vset.roles[r]!.meta, routes[i]!));
-      const address = addresses.get(name)!;
-      const fctx: FilterCreateContext = {
-        listener: name,
-        vset: lc.vset,
-        channel: lc.channel,
-        protocol: lc.protocol,
-        generation: number,
-        roles,
-        roleIndex: (r) => roleNames.indexOf(r),
-        component: <T>(c: string) => {
-          const slot = cplan.slots.get(c);
-          if (!slot) throw new Error(`no component ${c}`);
-          return slot.instance as T;
-        },
-      };
-      const filters: Filter[] = lc.filters.map((f, i) => {
-        try {
-          return ctx.registry.filter(f.type)!.create(f.config, fctx);
-        } catch (err) {
-          throw new Error(`listener ${name}: filters[${i}] (${f.type}): create: ${(err as Error).message}`, { cause: err });
-        }
-      });
-      const plan = new ListenerPlan({
-        name, config: lc, generation: gen, address, roles, routes, filters,
-        fallbackWeights: splitWeights(lc, roleNames, ctx.registry),
-        responseHeaderEdits: responseHeaderEdits(lc, ctx.registry),
-        retryBudget: lc.retries ? new RetryBudget(lc.retries, ctx.metrics.retryBudgetExhausted.labels(name)) : null,
-        metrics: [...roleNames, ''].map((r) => new RoleMetrics(ctx.metrics, name, lc.vset, r)),
-        counters: {
-          connections: ctx.metrics.connectionsActive.labels(name),
-          bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
-          bytesOut: ctx.metrics.tcpBytes.labels(name, 'out'),
-          openTcp: ctx.metrics.openTcp,
-          ...limitCounters(ctx.metrics, name, lc.protocol),
-        },
-      });
-      gen.plans.set(name, plan);
+      plans.set(name, buildListenerPlan({ name, listener, address: addresses.get(name)!, generation, components, ctx, resources }));
     }
 
-    for (const [name, slot] of cplan.slots) {
-      slot.use();
-      gen.components.set(name, slot);
-    }
-    gen.endpoints.push(...collectEndpoints(gen));
-    return { ok: true, generation: gen, components };
+    resources.commit();
+    return { ok: true, generation, components: componentPlan.outcomes };
   } catch (err) {
-    for (const u of undo.reverse()) {
-      try { await u(); } catch { /* keep undoing */ }
+    await resources.dispose();
+    return { ok: false, error: buildError(err, input.number) };
+  }
+}
+
+/**
+ * The access log sink the generation writes to (null when `accessLog` is off),
+ * leased first: a path that cannot be opened rejects the change before anything
+ * else is built. Released last, once every line of the generation's work is queued.
+ */
+async function openAccessLog(input: BuildInput, ctx: BuildContext, resources: Disposer): Promise<AccessLogSink | null> {
+  const settings = input.config.accessLog;
+  if (!settings) return null;
+  const path = settings.path === 'stdout' ? 'stdout' : resolve(input.raw.baseDir, settings.path);
+  let sink: AccessLogSink;
+  try {
+    sink = await ctx.accessLogs.lease(path);
+  } catch (err) {
+    throw new SwitchyardError('SY_ERR_ACCESS_LOG_OPEN', `accessLog.path: cannot open ${path} for append: ${(err as Error).message}`, { cause: err });
+  }
+  resources.push(() => ctx.accessLogs.release(sink));
+  return sink;
+}
+
+/**
+ * One socket lease per listener, each release pushed on `listening` as it is
+ * taken. Every lease is awaited (allSettled) before the first bind error is
+ * thrown, so a bind that succeeds after another one failed is still released, not
+ * leaked as a listening socket.
+ */
+async function leaseSockets(config: Config, addresses: ReadonlyMap<string, HostPort>, pool: SocketPool,
+  listening: Disposer): Promise<Map<string, ListenSocket>> {
+  const sockets = new Map<string, ListenSocket>();
+  const leases = await Promise.allSettled(Object.keys(config.listeners).map(async (name) => {
+    const address = addresses.get(name)!;
+    const socket = await pool.lease(SocketPool.key(name, address), address, name);
+    listening.push(() => pool.release(socket));
+    sockets.set(name, socket);
+  }));
+  const bindError = leases.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bindError) throw bindError.reason;
+  return sockets;
+}
+
+/**
+ * The generation's use of every component slot of the plan (final once the
+ * updates ran): counted now, let go of when it closes. The last generation to let
+ * go of an instance closes it; a close that fails is reported, the others still close.
+ */
+function useComponents(plan: ComponentPlan, resources: Disposer): ReadonlyMap<string, ComponentSlot> {
+  const slots = new Map(plan.slots);
+  for (const slot of slots.values()) slot.use();
+  resources.push(async () => {
+    // All at once: one slow close() does not hold up the others.
+    const results = await Promise.allSettled([...slots.values()].map((slot) => slot.unuse()));
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as Error);
+    if (failed.length) throw new AggregateError(failed);
+  });
+  return slots;
+}
+
+/** What one listener's plan is built from. */
+interface ListenerInput {
+  name: string;
+  listener: ListenerConfig;
+  address: HostPort;
+  generation: Generation;
+  components: ReadonlyMap<string, ComponentSlot>;
+  ctx: BuildContext;
+  resources: Disposer;
+}
+
+/** One listener's plan: its endpoint sets per role, its filter chain, its metric children. */
+function buildListenerPlan(input: ListenerInput): ListenerPlan {
+  const { name, listener, ctx } = input;
+  const config = input.generation.config;
+  const vset = config.vsets[listener.vset]!;
+  const roleNames = Object.keys(vset.roles);
+  const routes = roleNames.map((role) => {
+    const channel = vset.roles[role]!.map[listener.channel]!;
+    return endpointSet(role, channel, config, listener, ctx, input.resources);
+  });
+  const roles: RoleView[] = roleNames.map((role, i) => roleView(role, vset.roles[role]!.meta, routes[i]!));
+  const filters = createFilters(input, roles, roleNames);
+  return new ListenerPlan({
+    name, config: listener, generation: input.generation, address: input.address, roles, routes, filters,
+    fallbackWeights: weightsByRole(listenerSplit(listener.filters, ctx.registry), roleNames),
+    responseHeaderEdits: responseHeaderEdits(listener, ctx.registry),
+    retryBudget: listener.retries ? new RetryBudget(listener.retries, ctx.metrics.retryBudgetExhausted.labels(name)) : null,
+    metrics: [...roleNames, ''].map((role) => new RoleMetrics(ctx.metrics, name, listener.vset, role)),
+    counters: {
+      connections: ctx.metrics.connectionsActive.labels(name),
+      bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
+      bytesOut: ctx.metrics.tcpBytes.labels(name, 'out'),
+      openTcp: ctx.metrics.openTcp,
+      ...limitCounters(ctx.metrics, name, listener.protocol),
+    },
+  });
+}
+
+/** A role channel's endpoints as one listener routes to them: each endpoint leased, and its health check when the channel has one. */
+function endpointSet(role: string, channel: string, config: Config, listener: ListenerConfig, ctx: BuildContext,
+  resources: Disposer): EndpointSet {
+  const channelConfig = config.roles[role]!.channels[channel]!;
+  const endpoints = channelConfig.endpoints.map((hostPort) => {
+    const endpoint = ctx.endpoints.acquire(hostPort, listener.timeouts.connectMs);
+    resources.push(() => ctx.endpoints.release(endpoint));
+    if (channelConfig.healthCheck) resources.push(endpoint.health.watch(channelConfig.healthCheck));
+    return endpoint;
+  });
+  return new EndpointSet(role, channel, endpoints, channelConfig.outlierDetection ?? null);
+}
+
+/**
+ * The listener's filter functions, created in chain order. A filter that has a
+ * `close` gets it pushed at once: it runs when the generation closes, or now if a
+ * later step of the build fails.
+ */
+function createFilters(input: ListenerInput, roles: readonly RoleView[], roleNames: readonly string[]): Filter[] {
+  const { name, listener, ctx } = input;
+  const createContext: FilterCreateContext = {
+    listener: name,
+    vset: listener.vset,
+    channel: listener.channel,
+    protocol: listener.protocol,
+    generation: input.generation.number,
+    roles,
+    roleIndex: (role) => roleNames.indexOf(role),
+    component: <T>(component: string) => {
+      const slot = input.components.get(component);
+      if (!slot) throw new Error(`no component ${component}`);
+      return slot.instance as T;
+    },
+  };
+  return listener.filters.map((entry, i) => {
+    const where = `listener ${name}: filters[${i}] (${entry.type})`;
+    let filter: Filter;
+    try {
+      filter = ctx.registry.filter(entry.type)!.create(entry.config, createContext);
+    } catch (err) {
+      throw new SwitchyardError('SY_ERR_FILTER_CREATE', `${where}: create: ${(err as Error).message}`, { cause: err });
     }
-    return { ok: false, error: err as Error };
+    if (typeof filter?.close === 'function') input.resources.push(() => closeFilter(filter, where));
+    return filter;
+  });
+}
+
+/** Runs a filter's close; a throw or a rejection becomes SY_ERR_FILTER_CLOSE, naming the filter. */
+async function closeFilter(filter: Filter, where: string): Promise<void> {
+  try {
+    await filter.close!();
+  } catch (err) {
+    throw new SwitchyardError('SY_ERR_FILTER_CLOSE', `${where}: close: ${(err as Error)?.message ?? String(err)}`, { cause: err });
   }
 }
 
@@ -145,23 +253,12 @@ function roleView(name: string, meta: Record<string, string>, set: EndpointSet):
   return Object.freeze({ name, meta: Object.freeze(tableCopy(meta)), get available() { return set.available; } });
 }
 
-/** The split work falls back by: the first filter's that has one (a `weighted`), else equal. */
-function splitWeights(lc: ListenerConfig, roleNames: string[], registry: Registry): number[] {
-  for (const f of lc.filters) {
-    const d = registry.filter(f.type);
-    if (!d?.splitWeights) continue;
-    const w = d.splitWeights(f.config);
-    return roleNames.map((r) => (Object.hasOwn(w, r) ? w[r]! : 0));
-  }
-  return roleNames.map(() => 1);
-}
-
 /** Every filter's listener-wide response edits, in filter order; null when there are none. */
-function responseHeaderEdits(lc: ListenerConfig, registry: Registry): readonly HeaderEdit[] | null {
+function responseHeaderEdits(listener: ListenerConfig, registry: Registry): readonly HeaderEdit[] | null {
   const out: HeaderEdit[] = [];
-  for (const f of lc.filters) {
-    const d = registry.filter(f.type);
-    if (d?.responseHeaderEdits) out.push(...d.responseHeaderEdits(f.config));
+  for (const entry of listener.filters) {
+    const descriptor = registry.filter(entry.type);
+    if (descriptor?.responseHeaderEdits) out.push(...descriptor.responseHeaderEdits(entry.config));
   }
   return out.length > 0 ? out : null;
 }
@@ -175,13 +272,24 @@ function limitCounters(metrics: Metrics, listener: string, protocol: ListenerCon
   const refusedListener = metrics.connectionsRefused.labels(listener, 'listener');
   const refusedGlobal = metrics.connectionsRefused.labels(listener, 'global');
   const slowUploads = metrics.slowUploads.labels(listener);
-  for (const c of [refusedListener, refusedGlobal]) c.inc(0);
+  for (const counter of [refusedListener, refusedGlobal]) counter.inc(0);
   if (protocol === 'http') slowUploads.inc(0); // a tcp listener has no request bodies
   return { refusedListener, refusedGlobal, slowUploads };
 }
 
-function collectEndpoints(gen: Generation) {
-  return [...gen.plans.values()].flatMap((p) => p.upstream.routes.flatMap((s) => s.endpoints));
+/** The hosts the previous generation's listeners were given automatically (no host in their address), by listener name. */
+function autoHosts(gen: Generation | null): Map<string, string> {
+  const out = new Map<string, string>();
+  if (!gen) return out;
+  for (const [name, plan] of gen.plans) if (!plan.config.address || plan.config.address.host === '') out.set(name, plan.address.host);
+  return out;
+}
+
+/** A failed build's error as a SwitchyardError: the steps' own errors are; anything else (a plugin hook throwing) is wrapped. */
+function buildError(err: unknown, number: number): SwitchyardError {
+  if (err instanceof SwitchyardError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new SwitchyardError('SY_ERR_APPLY_FAILED', `generation ${number}: build: ${message}`, { cause: err });
 }
 
 /** The resolved address of each listener of a generation, as bound. */

@@ -33,7 +33,7 @@ export class FileWatcher {
    * else the current content. Give the hash taken *before* the config was read
    * (FileWatcher.hash): a change written while the first generation was being
    * built then still triggers a reload; with the content at start() as the
-   * baseline, such a change was taken for the running config and never applied.
+   * baseline, such a change would be taken for the running config and never applied.
    */
   async start(baseline?: string): Promise<void> {
     this.#lastHash = baseline ?? await this.#hash();

@@ -1,5 +1,4 @@
-import { resolve } from 'node:path';
-import { formatIssue, oneLine, type ConfigIssue } from '../errors.js';
+import { ComponentError, formatIssue, oneLine, SwitchyardError, type ConfigIssue } from '../errors.js';
 import { pushIssues, type PushField } from './push_policy.js';
 import { checkConfig } from '../config/check.js';
 import { DEFAULT_READY_TIMEOUT_MS } from '../config/validate.js';
@@ -11,7 +10,7 @@ import { EndpointTable } from '../upstream/endpoints.js';
 import { SocketPool } from '../listeners/socket_pool.js';
 import { dataPath } from '../listeners/serve.js';
 import '../observe/subscribers.js';
-import { ComponentError, type ComponentOutcome } from '../components/lifecycle.js';
+import type { ComponentOutcome } from '../components/lifecycle.js';
 import { boundAddresses, buildGeneration } from './build.js';
 import type { ConfigSource, Generation } from './generation.js';
 import { AccessLogs, type AccessLogSink } from '../observe/access_log.js';
@@ -21,7 +20,7 @@ import { defaultMaxConnections, FD_RESERVE, readFdLimit, type FdLimit } from '..
 export type ApplyResult =
   | { ok: true; generation: number; components: Record<string, ComponentOutcome>; durationMs: number }
   | { ok: false; kind: 'invalid'; issues: ConfigIssue[] }
-  | { ok: false; kind: 'failed'; error: Error };
+  | { ok: false; kind: 'failed'; error: SwitchyardError };
 
 export interface GenerationRecord {
   generation: number | null;
@@ -114,75 +113,56 @@ export class Runtime {
     return run;
   }
 
-  /** `#apply`, with any throw (a plugin's code misbehaving) turned into a failed result: callers never see a rejection. */
+  /** `#apply`, with any throw (a plugin's code misbehaving) turned into a failed result (SY_ERR_APPLY_FAILED): callers never see a rejection. */
   async #applySafely(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
     try {
       return await this.#apply(raw, source);
     } catch (err) {
-      const error = err instanceof Error ? err : new Error(String(err));
+      const error = err instanceof SwitchyardError ? err
+        : new SwitchyardError('SY_ERR_APPLY_FAILED', err instanceof Error ? err.message : String(err), { cause: err });
       return this.#reject(source, new Date().toISOString(), null, { ok: false, kind: 'failed', error });
     }
   }
 
   async #apply(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
-    const t0 = performance.now();
+    const startedAt = performance.now();
     const at = new Date().toISOString();
-    if (this.#stopping) return this.#reject(source, at, t0, { ok: false, kind: 'failed', error: new Error('shutting down') });
-    const forbidden = source === 'api' ? await pushIssues(raw, this.current?.raw ?? null, this.#allowPush) : [];
-    if (forbidden.length) return this.#reject(source, at, t0, { ok: false, kind: 'invalid', issues: forbidden });
-    const checked = await checkConfig(raw);
-    if (!checked.ok) return this.#reject(source, at, t0, { ok: false, kind: 'invalid', issues: checked.issues });
-
-    // Opened before the build, so a path that cannot be opened rejects the change whole.
-    let sink: AccessLogSink | null = null;
-    const al = checked.config.accessLog;
-    if (al) {
-      const path = al.path === 'stdout' ? 'stdout' : resolve(raw.baseDir, al.path);
-      try {
-        sink = await this.accessLogs.lease(path);
-      } catch (err) {
-        const error = new Error(`accessLog.path: cannot open ${path} for append: ${(err as Error).message}`, { cause: err });
-        return this.#reject(source, at, t0, { ok: false, kind: 'failed', error });
-      }
+    if (this.#stopping) {
+      return this.#reject(source, at, startedAt, { ok: false, kind: 'failed', error: new SwitchyardError('SY_ERR_SHUTTING_DOWN', 'shutting down') });
     }
+    const forbidden = source === 'api' ? await pushIssues(raw, this.current?.raw ?? null, this.#allowPush) : [];
+    if (forbidden.length) return this.#reject(source, at, startedAt, { ok: false, kind: 'invalid', issues: forbidden });
+    const checked = await checkConfig(raw);
+    if (!checked.ok) return this.#reject(source, at, startedAt, { ok: false, kind: 'invalid', issues: checked.issues });
 
     const prev = this.current;
     const number = this.#next;
-    const built = await buildGeneration(prev, checked.config, number, source, {
+    const built = await buildGeneration(prev, { number, source, raw, config: checked.config }, {
       registry: checked.registry,
       endpoints: this.endpoints,
       sockets: this.sockets,
+      accessLogs: this.accessLogs,
       metrics: this.metrics,
-      previousHosts: autoHosts(prev),
       readyTimeoutMs: this.#readyTimeoutMs,
+      log: this.#log,
     });
     if (!built.ok) {
-      if (sink) await this.accessLogs.release(sink);
       if (built.error instanceof ComponentError) {
         this.metrics.componentUpdates.inc({ component: built.error.component, mode: built.error.mode, result: 'failed' });
       }
-      return this.#reject(source, at, t0, { ok: false, kind: 'failed', error: built.error });
+      return this.#reject(source, at, startedAt, { ok: false, kind: 'failed', error: built.error });
     }
     this.#next++;
     const gen = built.generation;
-    gen.accessLog = sink;
-    gen.raw = raw;
-    gen.previous = prev?.raw ?? null;
 
     // The swap: from here on, new connections and new requests see `gen`.
     const limit = this.#connectionLimit(gen);
     this.sockets.budget.max = limit.max;
-    for (const [name, plan] of gen.plans) {
-      const ls = gen.sockets.get(name)!;
-      ls.configure(plan);
-      ls.plan = plan;
-    }
+    gen.serve();
     this.current = gen;
-    // GET /config's appliedAt is when it began to serve, not when its build began (a readiness wait can be long).
-    gen.appliedAt = new Date();
 
     if (prev) this.#retire(prev);
-    const durationMs = performance.now() - t0;
+    const durationMs = performance.now() - startedAt;
     this.metrics.generation.set(number);
     this.metrics.reloads.inc({ source, result: 'success' });
     this.metrics.lastReloadSuccessful.set(1);
@@ -194,8 +174,8 @@ export class Runtime {
     this.history.push({ generation: number, source, at, outcome: 'applied' });
     this.#trimHistory();
     // From the swap on, the change is applied whatever happens: describing it must
-    // not turn into a rejection (a throw here used to reach #applySafely, which
-    // answered 409 "nothing changed" and recorded a failure while `gen` served).
+    // not turn into a rejection (#applySafely would answer 409 "nothing changed"
+    // and record a failure while `gen` serves).
     let changes: ReloadChanges;
     try {
       changes = changesOf(prev, gen, built.components);
@@ -239,7 +219,7 @@ export class Runtime {
     if (forbidden.length) return { ok: false, issues: forbidden };
     const checked = await checkConfig(raw);
     if (!checked.ok) return checked;
-    return { ok: true, changes: planChanges(this.current, checked.config) };
+    return { ok: true, changes: planChanges(this.current, checked.config, checked.registry) };
   }
 
   /**
@@ -247,8 +227,8 @@ export class Runtime {
    * applies what it returns; resolves undefined when it returns nothing.
    * Changes derived from the current config (rollback, one component) must be
    * computed in the queue: computed at call time, two concurrent POST
-   * /components/<name> both started from the same config, and the second
-   * silently undid the first.
+   * /components/<name> would both start from the same config, and the second
+   * would silently undo the first.
    */
   #applyDerived(make: () => RawConfig | undefined, source: ConfigSource): Promise<ApplyResult | undefined> {
     const run = this.#queue.then(() => {
@@ -285,8 +265,8 @@ export class Runtime {
     }, 'component');
   }
 
-  /** `t0`: when the apply began (null: unknown, the duration is logged as 0). */
-  #reject(source: ConfigSource, at: string, t0: number | null, result: Exclude<ApplyResult, { ok: true }>): ApplyResult {
+  /** `startedAt`: when the apply began (null: unknown, the duration is logged as 0). */
+  #reject(source: ConfigSource, at: string, startedAt: number | null, result: Exclude<ApplyResult, { ok: true }>): ApplyResult {
     const invalid = result.kind === 'invalid';
     this.metrics.reloads.inc({ source, result: invalid ? 'invalid' : 'failed' });
     this.metrics.lastReloadSuccessful.set(0);
@@ -295,7 +275,7 @@ export class Runtime {
     this.#trimHistory();
     // Before the first generation the caller reports the failure (the CLI exits on it).
     if (this.current) {
-      const durationMs = t0 === null ? 0 : performance.now() - t0;
+      const durationMs = startedAt === null ? 0 : performance.now() - startedAt;
       this.#record({ generation: this.current.number, source, result: invalid ? 'invalid' : 'failed', durationMs, changes: null, error }, this.current.accessLog);
       if (invalid) for (const i of result.issues) this.#log(`  ${formatIssue(i)}`);
     }
@@ -323,28 +303,20 @@ export class Runtime {
   }
 
   /**
-   * The old generation stops accepting on addresses the new one dropped (its
-   * socket leases go now), then drains; when the last unit of work on it ends, or
-   * drainTimeout passes, it lets go of its endpoints and components.
+   * The old generation closes in the background (Generation.close: it stops
+   * accepting on the addresses the new one dropped, drains, then releases what it
+   * holds); once closed, the metric series only it had are forgotten.
    */
   #retire(gen: Generation): void {
-    for (const ls of gen.leases) this.sockets.release(ls);
     this.draining.add(gen);
     this.metrics.generationsDraining.set(this.draining.size);
-    void gen.drain(gen.config.drainTimeoutMs).then(async (how) => {
-      // A removed listener's keep-alive connections outlive the requests they
-      // carried; once its generation drained, close the idle ones (Node's close()
-      // only closed those idle at the swap), so they drain instead of lingering
-      // until keepAliveTimeout and answering 503 to a late request. In the same
-      // tick as #close marks the generation closed, so no request starts on it
-      // while its components close.
-      for (const ls of gen.leases) if (ls.retired) ls.server.closeIdleConnections();
-      await this.#close(gen);
+    void gen.close().then((how) => {
       this.draining.delete(gen);
       this.metrics.generationsDraining.set(this.draining.size);
       // In the apply queue: no build is under way, whose new series would look unused.
       this.#queue = this.#queue.then(() => this.metrics.forgetAllBut(this.#routed())).catch((err: Error) => this.#log(err.message));
-      this.#log(`generation ${gen.number} ${how === 'drained' ? 'drained' : `drain timed out after ${gen.config.drainTimeoutMs} ms`} and closed`);
+      const ended = how === 'drained' ? 'drained' : how === 'timeout' ? `drain timed out after ${gen.config.drainTimeoutMs} ms` : 'destroyed';
+      this.#log(`generation ${gen.number} ${ended} and closed`);
     });
   }
 
@@ -354,16 +326,6 @@ export class Runtime {
       if (g === null || g.closed) continue;
       for (const p of g.plans.values()) yield { listener: p.name, vset: p.config.vset, roles: p.roles.map((r) => r.name) };
     }
-  }
-
-  async #close(gen: Generation): Promise<void> {
-    if (gen.closed) return;
-    gen.closed = true;
-    for (const end of gen.healthChecks) end();
-    for (const e of gen.endpoints) this.endpoints.release(e);
-    await Promise.all([...gen.components.values()].map((slot) => slot.unuse().catch((err: Error) => this.#log(err.message))));
-    // Last: its work has ended, so every line it logged is queued and gets flushed.
-    if (gen.accessLog) await this.accessLogs.release(gen.accessLog);
   }
 
   /** The bound address of each listener now serving. */
@@ -388,24 +350,18 @@ export class Runtime {
       ls.server.close();
       ls.server.closeIdleConnections();
     }
-    await Promise.all(gens.map((g) => g.drain(g.config.drainTimeoutMs)));
+    await Promise.all(gens.map((g) => g.drain()));
+    // Drained: what is still connected is idle, or a request not begun; cut it before the components close.
     for (const ls of sockets) ls.server.closeAllConnections();
-    await Promise.all(gens.map((g) => this.#close(g)));
+    await Promise.all(gens.map((g) => g.close()));
     await this.endpoints.destroyAll();
     this.#log('stopped');
   }
 }
 
-function autoHosts(gen: Generation | null): Map<string, string> {
-  const out = new Map<string, string>();
-  if (!gen) return out;
-  for (const [name, plan] of gen.plans) if (!plan.config.address || plan.config.address.host === '') out.set(name, plan.address.host);
-  return out;
-}
-
 /** What a new generation changed against the one before: listeners, and components that did not stay as they were. */
 function changesOf(prev: Generation | null, next: Generation, components: Record<string, ComponentOutcome>): ReloadChanges {
-  const { added, removed, changed } = planChanges(prev, next.config).listeners;
+  const { added, removed, changed } = planChanges(prev, next.config, next.registry).listeners;
   const moved = Object.fromEntries(Object.entries(components).filter(([, m]) => m !== 'unchanged'));
   return { listeners: { added, removed, changed }, components: moved };
 }
