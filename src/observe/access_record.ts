@@ -1,5 +1,5 @@
 import type { AccessLogSink } from './access_log.js';
-import type { ConnectionEvent, RequestEvent } from './events.js';
+import type { ConnectionEvent, ReloadRecord, RequestEvent } from './events.js';
 
 /**
  * The access log's line shapes: one JSON object per line, `type` http, tcp or
@@ -49,23 +49,6 @@ export function logTcp(sink: AccessLogSink, e: ConnectionEvent): void {
     upstreamError: e.error,
     client: e.client,
   }));
-}
-
-/** A config change, as the reload log line and the access log tell it. */
-export interface ReloadRecord {
-  /** The new generation; for a rejected change, the one that keeps serving (null before the first). */
-  generation: number | null;
-  source: string;
-  result: 'applied' | 'invalid' | 'failed';
-  durationMs: number;
-  changes: ReloadChanges | null;
-  error: string;
-}
-
-export interface ReloadChanges {
-  listeners: { added: string[]; removed: string[]; changed: string[] };
-  /** Components that changed, and how (unchanged ones are left out). */
-  components: Record<string, string>;
 }
 
 /** One line for a config change, applied or rejected. */

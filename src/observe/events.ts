@@ -1,5 +1,5 @@
 import diagnostics from 'node:diagnostics_channel';
-import type { RoleMetrics } from '../metrics.js';
+import type { Metrics, RoleMetrics } from '../metrics.js';
 import type { AccessLogSink } from './access_log.js';
 
 /**
@@ -89,20 +89,40 @@ export interface UpstreamTryEvent {
 }
 
 /** A config change, as the reload log line and the access log tell it. */
-export interface ReloadEvent {
+export interface ReloadRecord {
   /** The new generation; for a rejected change, the one that keeps serving (null before the first). */
-  readonly generation: number | null;
-  readonly source: string;
-  readonly result: 'applied' | 'invalid' | 'failed';
-  readonly durationMs: number;
-  readonly changes: unknown;
-  readonly error: string;
+  generation: number | null;
+  source: string;
+  result: 'applied' | 'invalid' | 'failed';
+  durationMs: number;
+  changes: ReloadChanges | null;
+  error: string;
 }
 
-/** A component change of one config change. */
+export interface ReloadChanges {
+  listeners: { added: string[]; removed: string[]; changed: string[] };
+  /** Components that changed, and how (unchanged ones are left out). */
+  components: Record<string, string>;
+}
+
+/** Where a control-path event is counted and logged: the runtime's metrics, the serving generation's access log. */
+export interface ControlSinks {
+  readonly metrics: Metrics;
+  readonly log: AccessLogSink | null;
+}
+
+/** A config change, applied or rejected (switchyard:reload). */
+export interface ReloadEvent extends Readonly<ReloadRecord> {
+  readonly sinks: ControlSinks;
+}
+
+/** A component change of one config change (switchyard:component). */
 export interface ComponentEvent {
   readonly component: string;
+  /** added, updated, reinitialized, removed. */
   readonly mode: string;
   readonly result: 'success' | 'failed';
+  /** The generation it was applied with; null when the change failed. */
   readonly generation: number | null;
+  readonly sinks: Pick<ControlSinks, 'metrics'>;
 }

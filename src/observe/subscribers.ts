@@ -1,10 +1,11 @@
 import diagnostics from 'node:diagnostics_channel';
-import type { ConnectionEvent, RequestEvent, UpstreamTryEvent } from './events.js';
-import { logHttp, logTcp } from './access_record.js';
+import type { ComponentEvent, ConnectionEvent, ReloadEvent, RequestEvent, UpstreamTryEvent } from './events.js';
+import { logHttp, logReload, logTcp } from './access_record.js';
 
 /**
  * Switchyard's own subscribers: the metrics and the access log receive the data
- * path's outcomes through diagnostics_channel, as anyone else would. Subscribed
+ * path's outcomes and the control path's changes through diagnostics_channel, as
+ * anyone else would. Subscribed
  * once per process, at import; each event carries where it is counted and logged
  * (its generation's metric children and log sink), so several sidecars in one
  * process (the tests) keep apart.
@@ -29,6 +30,27 @@ function onUpstreamTry(message: unknown): void {
   else e.sinks.metrics.retried(e.reason);
 }
 
+function onReload(message: unknown): void {
+  const e = message as ReloadEvent;
+  const metrics = e.sinks.metrics;
+  const applied = e.result === 'applied';
+  metrics.reloads.inc({ source: e.source, result: applied ? 'success' : e.result });
+  metrics.lastReloadSuccessful.set(applied ? 1 : 0);
+  if (applied) {
+    metrics.generation.set(e.generation!);
+    metrics.lastReloadSuccessTime.set(Date.now() / 1000);
+    metrics.reloadDuration.observe(e.durationMs / 1000);
+  }
+  if (e.sinks.log !== null) logReload(e.sinks.log, e);
+}
+
+function onComponent(message: unknown): void {
+  const e = message as ComponentEvent;
+  e.sinks.metrics.componentUpdates.inc({ component: e.component, mode: e.mode, result: e.result });
+}
+
 diagnostics.subscribe('switchyard:request', onRequest);
+diagnostics.subscribe('switchyard:reload', onReload);
+diagnostics.subscribe('switchyard:component', onComponent);
 diagnostics.subscribe('switchyard:connection', onConnection);
 diagnostics.subscribe('switchyard:upstream', onUpstreamTry);

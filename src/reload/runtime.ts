@@ -14,7 +14,7 @@ import type { ComponentOutcome } from '../components/lifecycle.js';
 import { boundAddresses, buildGeneration } from './build.js';
 import type { ConfigSource, Generation } from './generation.js';
 import { AccessLogs, type AccessLogSink } from '../observe/access_log.js';
-import { logReload, type ReloadChanges, type ReloadRecord } from '../observe/access_record.js';
+import { channels, type ComponentEvent, type ReloadChanges, type ReloadEvent, type ReloadRecord } from '../observe/events.js';
 import { defaultMaxConnections, FD_RESERVE, readFdLimit, type FdLimit } from '../fd_limit.js';
 
 export type ApplyResult =
@@ -147,9 +147,7 @@ export class Runtime {
       log: this.#log,
     });
     if (!built.ok) {
-      if (built.error instanceof ComponentError) {
-        this.metrics.componentUpdates.inc({ component: built.error.component, mode: built.error.mode, result: 'failed' });
-      }
+      if (built.error instanceof ComponentError) this.#publishComponent(built.error.component, built.error.mode, 'failed', null);
       return this.#reject(source, at, startedAt, { ok: false, kind: 'failed', error: built.error });
     }
     this.#next++;
@@ -163,13 +161,8 @@ export class Runtime {
 
     if (prev) this.#retire(prev);
     const durationMs = performance.now() - startedAt;
-    this.metrics.generation.set(number);
-    this.metrics.reloads.inc({ source, result: 'success' });
-    this.metrics.lastReloadSuccessful.set(1);
-    this.metrics.lastReloadSuccessTime.set(Date.now() / 1000);
-    this.metrics.reloadDuration.observe(durationMs / 1000);
-    for (const [c, mode] of Object.entries(built.components)) {
-      if (mode !== 'unchanged') this.metrics.componentUpdates.inc({ component: c, mode, result: 'success' });
+    for (const [component, mode] of Object.entries(built.components)) {
+      if (mode !== 'unchanged') this.#publishComponent(component, mode, 'success', number);
     }
     this.history.push({ generation: number, source, at, outcome: 'applied' });
     this.#trimHistory();
@@ -268,17 +261,16 @@ export class Runtime {
   /** `startedAt`: when the apply began (null: unknown, the duration is logged as 0). */
   #reject(source: ConfigSource, at: string, startedAt: number | null, result: Exclude<ApplyResult, { ok: true }>): ApplyResult {
     const invalid = result.kind === 'invalid';
-    this.metrics.reloads.inc({ source, result: invalid ? 'invalid' : 'failed' });
-    this.metrics.lastReloadSuccessful.set(0);
     const error = invalid ? `${result.issues.length} config error(s)` : result.error.message;
     this.history.push({ generation: null, source, at, outcome: invalid ? 'invalid' : 'failed', error });
     this.#trimHistory();
-    // Before the first generation the caller reports the failure (the CLI exits on it).
+    const durationMs = startedAt === null ? 0 : performance.now() - startedAt;
+    const record: ReloadRecord = { generation: this.current?.number ?? null, source, result: invalid ? 'invalid' : 'failed', durationMs, changes: null, error };
+    // Before the first generation the caller reports the failure (the CLI exits on it): counted, not logged.
     if (this.current) {
-      const durationMs = startedAt === null ? 0 : performance.now() - startedAt;
-      this.#record({ generation: this.current.number, source, result: invalid ? 'invalid' : 'failed', durationMs, changes: null, error }, this.current.accessLog);
+      this.#record(record, this.current.accessLog);
       if (invalid) for (const i of result.issues) this.#log(`  ${formatIssue(i)}`);
-    }
+    } else this.#publishReload(record, null);
     return result;
   }
 
@@ -290,7 +282,21 @@ export class Runtime {
     const ms = r.durationMs.toFixed(1);
     if (r.result === 'applied') this.#log(`generation ${r.generation} applied from ${r.source} in ${ms} ms: ${describeChanges(r.changes!)}`);
     else this.#log(`reload from ${r.source} rejected (${r.result}) in ${ms} ms: ${r.error}; generation ${r.generation} keeps serving`);
-    if (sink) logReload(sink, r);
+    this.#publishReload(r, sink);
+  }
+
+  /** switchyard:reload: the metrics count it, the access log (`sink`) writes its line. */
+  #publishReload(r: ReloadRecord, sink: AccessLogSink | null): void {
+    if (!channels.reload.hasSubscribers) return;
+    const event: ReloadEvent = { ...r, sinks: { metrics: this.metrics, log: sink } };
+    channels.reload.publish(event);
+  }
+
+  /** switchyard:component: one component's change, counted in switchyard_component_updates_total. */
+  #publishComponent(component: string, mode: string, result: ComponentEvent['result'], generation: number | null): void {
+    if (!channels.component.hasSubscribers) return;
+    const event: ComponentEvent = { component, mode, result, generation, sinks: { metrics: this.metrics } };
+    channels.component.publish(event);
   }
 
   /** SIGUSR1: access log files are reopened under their paths (logrotate's `postrotate`). */

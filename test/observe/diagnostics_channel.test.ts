@@ -2,7 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import diagnostics from 'node:diagnostics_channel';
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { deadAddress, get, listenerUrl, startSidecar, startUpstream, uniqueHost, until } from '../helpers.js';
+import { deadAddress, get, listenerUrl, putConfig, startSidecar, startUpstream, uniqueHost, until } from '../helpers.js';
 
 /* The data path publishes each unit's outcome once on node:diagnostics_channel (README, "Observing"). */
 
@@ -139,4 +139,35 @@ listeners: { ${ws}: { address: "${uniqueHost()}:0", target: a } }
   await until(() => events.length >= 1, 5_000, 'the tunnel event');
   t.like(events[0], { listener: ws, role: 'a', status: 101, upgrade: true, path: '/chat', method: 'GET' });
   t.true((events[0]!.answerMs as number) < (events[0]!.durationMs as number), 'the handshake ends before the tunnel does');
+});
+
+test('config changes are published on switchyard:reload, and each component change on switchyard:component', async (t) => {
+  const up = await startUpstream(t, 'a');
+  const web = name('reload');
+  const config = (rps: string): string => `
+roles: { a: { channels: { http: { endpoints: ["${up.address}"] } } } }
+components:
+  limit: { type: ratelimit, metadata: { requestsPerSecond: "${rps}" } }
+listeners:
+  ${web}:
+    address: "${uniqueHost()}:0"
+    target: a
+    filters: [ { type: ratelimit, component: limit } ]
+`;
+  const reloads: Event[] = [];
+  const components: Event[] = [];
+  const sc = await startSidecar(t, config('100'));
+  const mine = (e: Event): boolean => (e.sinks as { metrics: unknown }).metrics === sc.runtime.metrics;
+  const onReload = (m: unknown): void => { if (mine(m as Event)) reloads.push(m as Event); };
+  const onComponent = (m: unknown): void => { if (mine(m as Event)) components.push(m as Event); };
+  diagnostics.subscribe('switchyard:reload', onReload);
+  diagnostics.subscribe('switchyard:component', onComponent);
+  t.teardown(() => { diagnostics.unsubscribe('switchyard:reload', onReload); diagnostics.unsubscribe('switchyard:component', onComponent); });
+  t.is((await putConfig(sc, config('200'))).status, 200);
+  t.is((await putConfig(sc, config('-1'))).status, 400);
+  t.like(reloads[0], { generation: 2, source: 'api', result: 'applied', error: '', changes: { components: { limit: 'updated' } } });
+  t.true((reloads[0]!.durationMs as number) >= 0);
+  t.like(reloads[1], { generation: 2, source: 'api', result: 'invalid' });
+  t.is(reloads.length, 2);
+  t.deepEqual(components.map(({ sinks: _, ...e }) => e), [{ component: 'limit', mode: 'updated', result: 'success', generation: 2 }]);
 });
