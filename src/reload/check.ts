@@ -2,9 +2,9 @@ import type { ConfigIssue } from '../errors.js';
 import { builtinRegistry } from '../builtins.js';
 import { loadPlugins } from '../filters/plugins.js';
 import type { Registry } from '../registry.js';
-import type { RawConfig } from './load.js';
-import type { Config } from './types.js';
-import { expandEnv, validateConfig } from './validate.js';
+import type { RawConfig } from '../config/load.js';
+import type { Config } from '../config/types.js';
+import { expandEnv, validateConfig } from '../config/validate.js';
 
 export type CheckResult = { ok: true; config: Config; registry: Registry } | { ok: false; issues: ConfigIssue[] };
 
