@@ -260,6 +260,11 @@ class Validator {
 
   /** Returns the value as an object, reporting unknown keys; undefined (reported) when it is not one. */
   obj(value: unknown, path: Path, allowed: readonly string[] | null): Obj | undefined {
+    // Only embedding code can hand in an entry without a value (YAML and JSON cannot).
+    if (value === undefined) {
+      this.report('SY_ERR_CONFIG_REQUIRED', path, 'is required');
+      return undefined;
+    }
     if (!isObj(value)) {
       this.report('SY_ERR_CONFIG_TYPE', path, `must be a mapping, got ${describe(value)}`);
       return undefined;
