@@ -1,4 +1,5 @@
-import { parseDuration, unknownKeyMessage } from '../config/validate.js';
+import { unknownKeyMessage } from '../config/checker.js';
+import { parseDuration } from '../config/parse.js';
 import type { Exchange, FilterDescriptor } from './api.js';
 
 export interface FaultConfig {

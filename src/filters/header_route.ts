@@ -1,7 +1,7 @@
 import type { Exchange, FilterDescriptor } from './api.js';
 import { headerValues } from './header_values.js';
 import { BlockList, isIP } from 'node:net';
-import { unknownKeyMessage } from '../config/validate.js';
+import { unknownKeyMessage } from '../config/checker.js';
 import { RE2JS } from 're2js';
 
 type Match =

@@ -1,5 +1,5 @@
 import type { Exchange, FilterDescriptor, FilterValidateContext, HeaderEdit } from './api.js';
-import { unknownKeyMessage } from '../config/validate.js';
+import { unknownKeyMessage } from '../config/checker.js';
 
 const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 token
 const VARIABLES = ['role', 'vset', 'listener', 'generation'] as const;

@@ -4,7 +4,8 @@ import { loadPlugins } from '../filters/plugins.js';
 import type { Registry } from '../registry.js';
 import type { RawConfig } from '../config/load.js';
 import type { Config } from '../config/types.js';
-import { expandEnv, validateConfig } from '../config/validate.js';
+import { expandEnv } from '../config/env.js';
+import { validateConfig } from '../config/validate.js';
 
 export type CheckResult = { ok: true; config: Config; registry: Registry } | { ok: false; issues: ConfigIssue[] };
 
