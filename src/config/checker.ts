@@ -8,7 +8,7 @@ import type { ConfigCode, ConfigIssue } from '../errors.js';
 import { formatPath, type LocateQuery, type Path, type SourceOf } from './load.js';
 import { NAME_RE, parseDuration } from './parse.js';
 import type { CheckOptions, ListOptions, RangeOptions } from './plugin_api.js';
-import { table } from './table.js';
+import { table } from '../table.js';
 
 type Obj = Record<string, unknown>;
 export const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);

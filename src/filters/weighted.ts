@@ -1,7 +1,7 @@
 import type { Exchange, FilterDescriptor } from './api.js';
 import { headerValues } from './header_values.js';
 import { fmix32, hashString } from './hash.js';
-import { table } from '../config/table.js';
+import { table } from '../table.js';
 
 export interface WeightedConfig {
   weights: Record<string, number>;

@@ -8,7 +8,7 @@ import { SocketPool, type ListenSocket } from '../listeners/socket_pool.js';
 import { assignAddresses } from '../listeners/address.js';
 import { applyUpdates, discard, planComponents, revertUpdates, type ComponentOutcome } from '../components/lifecycle.js';
 import { Generation, ListenerPlan, type ConfigSource } from './generation.js';
-import { table, tableCopy } from '../config/table.js';
+import { table, tableCopy } from '../table.js';
 import { Slicer } from '../config/slicer.js';
 
 export interface BuildContext {

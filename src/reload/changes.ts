@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Config } from '../config/types.js';
 import type { ComponentOutcome } from '../components/lifecycle.js';
 import type { Generation } from './generation.js';
-import { table, tableCopy } from '../config/table.js';
+import { table, tableCopy } from '../table.js';
 
 /** What a config would change against the running generation (the dry-run answer). */
 export interface ChangePlan {

@@ -3,7 +3,7 @@ import { REQUIRED, type Checker } from '../checker.js';
 import { DEFAULT_READY_TIMEOUT_MS } from '../defaults.js';
 import type { TypeLookup } from '../plugin_api.js';
 import type { Slicer } from '../slicer.js';
-import { table } from '../table.js';
+import { table } from '../../table.js';
 import type { ComponentConfig } from '../types.js';
 
 export async function checkComponents(c: Checker, value: unknown, types: TypeLookup, slicer: Slicer): Promise<Record<string, ComponentConfig>> {

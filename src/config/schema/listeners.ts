@@ -10,7 +10,7 @@ import type { Path } from '../load.js';
 import { isWildcard, parseHostPort } from '../parse.js';
 import type { TypeLookup } from '../plugin_api.js';
 import type { Slicer } from '../slicer.js';
-import { table } from '../table.js';
+import { table } from '../../table.js';
 import type { AdminConfig, ComponentConfig, HostPort, ListenerConfig, MinUploadRate, Protocol, RetryConfig, VsetConfig } from '../types.js';
 import { checkFilters } from './filters.js';
 import { checkMinUploadRate, checkRetries, checkTimeouts } from './policies.js';

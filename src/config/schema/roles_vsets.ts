@@ -7,7 +7,7 @@ import { isObj, REQUIRED, type Checker } from '../checker.js';
 import type { Path } from '../load.js';
 import { NAME_RE, parseHostPort } from '../parse.js';
 import type { Slicer } from '../slicer.js';
-import { table, tableCopy, tableOf } from '../table.js';
+import { table, tableCopy, tableOf } from '../../table.js';
 import type { ChannelConfig, HostPort, RoleConfig, VsetConfig } from '../types.js';
 import { checkHealthCheck, checkOutlier } from './policies.js';
 
