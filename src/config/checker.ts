@@ -6,8 +6,9 @@
  */
 import type { ConfigCode, ConfigIssue } from '../errors.js';
 import { formatPath, type LocateQuery, type Path, type SourceOf } from './load.js';
+import { isToken } from '../http/token.js';
 import { NAME_RE, parseDuration } from './parse.js';
-import type { CheckOptions, ListOptions, RangeOptions } from './plugin_api.js';
+import type { CheckOptions, ListOptions, RangeOptions, ValueChecks } from './plugin_api.js';
 import { table } from '../table.js';
 
 type Obj = Record<string, unknown>;
@@ -27,13 +28,13 @@ export class Issues {
 }
 
 /**
- * The typed checks, at the paths below `prefix` (the root for the core config, a
- * filter entry for a filter). Each reports what is wrong with the value and
- * returns the checked value; a missing value (undefined) gives `default` unless
- * `required`; a wrong one is reported and gives `default` (see CheckOptions).
+ * The typed checks (ValueChecks), at the paths below `prefix`: the root for the
+ * core config, a filter entry for a filter's context. Each reports what is wrong
+ * with the value and returns the checked value; a missing value (undefined) gives
+ * `default` unless `required`; a wrong one is reported and gives `default`.
  */
-export class Checks {
-  readonly issues: Issues;
+export class Checks implements ValueChecks {
+  protected readonly issues: Issues;
   readonly #prefix: Path;
 
   constructor(issues: Issues, prefix: Path = []) {
@@ -75,6 +76,25 @@ export class Checks {
       `must be an integer from ${opts.min} to ${opts.max}, got ${describe(value)}`);
   }
 
+  /** A finite number from `min` to `max`. */
+  number(value: unknown, sub: Path, opts: RangeOptions<number> & { default: number }): number;
+  number(value: unknown, sub: Path, opts: RangeOptions<number>): number | undefined;
+  number(value: unknown, sub: Path, opts: RangeOptions<number>): number | undefined {
+    if (typeof value === 'number' && Number.isFinite(value) && value >= opts.min && value <= opts.max) return value;
+    if (value === undefined) return this.#missing(sub, opts);
+    return this.#wrong(sub, opts, typeof value === 'number' ? 'SY_ERR_CONFIG_VALUE' : 'SY_ERR_CONFIG_TYPE',
+      `must be a number from ${opts.min} to ${opts.max}, got ${describe(value)}`);
+  }
+
+  /** `true` or `false`. */
+  bool(value: unknown, sub: Path, opts: CheckOptions<boolean> & { default: boolean }): boolean;
+  bool(value: unknown, sub: Path, opts?: CheckOptions<boolean>): boolean | undefined;
+  bool(value: unknown, sub: Path, opts?: CheckOptions<boolean>): boolean | undefined {
+    if (typeof value === 'boolean') return value;
+    if (value === undefined) return this.#missing(sub, opts);
+    return this.#wrong(sub, opts, 'SY_ERR_CONFIG_TYPE', `must be true or false, got ${describe(value)}`);
+  }
+
   /** A duration string, in milliseconds. */
   duration(value: unknown, sub: Path, opts: CheckOptions<number> & { default: number }): number;
   duration(value: unknown, sub: Path, opts?: CheckOptions<number>): number | undefined;
@@ -86,6 +106,13 @@ export class Checks {
     const ms = parseDuration(value);
     if (ms === undefined) return this.#wrong(sub, opts, 'SY_ERR_CONFIG_VALUE', `"${value}" is not a duration (use 250ms, 30s, 5m, 1h; at most 596h)`);
     return ms;
+  }
+
+  /** An HTTP field name (an RFC 9110 token), as written. A wrong one is a value error whatever its type: it names a header. */
+  headerName(value: unknown, sub: Path, opts?: CheckOptions<string>): string | undefined {
+    if (typeof value === 'string' && isToken(value)) return value;
+    if (value === undefined) return this.#missing(sub, opts);
+    return this.#wrong(sub, opts, 'SY_ERR_CONFIG_VALUE', `must be a header name (an RFC 9110 token), got ${describe(value)}`);
   }
 
   /** One of `choices`. */
@@ -125,6 +152,8 @@ export class Checks {
 
 /** The checks the core schemas use: the typed checks at the root, plus the shapes only the core config has. */
 export class Checker extends Checks {
+  /** Public here (the validator's own), protected in Checks (a filter's context is one). */
+  declare readonly issues: Issues;
   readonly #sourceOf: SourceOf;
 
   constructor(sourceOf: SourceOf) {

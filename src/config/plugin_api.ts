@@ -4,6 +4,10 @@
  * components/, so the validator builds these contexts without importing the
  * layers above it; filters/api.ts and components/api.ts re-export the types, so a
  * plugin author's imports stay where they were.
+ *
+ * Built-ins get no private shortcut (DESIGN): the checks here are the ones the
+ * validator runs on the core config (checker.ts), so a plugin's errors read, and
+ * are located, exactly like switchyard's own.
  */
 import type { ConfigCode } from '../errors.js';
 import type { Path } from './path.js';
@@ -42,11 +46,56 @@ export interface ListOptions extends CheckOptions<unknown[]> {
 }
 
 /**
- * What a filter type's `validate(raw, ctx)` is given: where the entry is, what the
- * listener routes to, and ways to report. Paths (`sub`) are below the entry's,
- * e.g. `['rules', 0, 'header']` under `listeners.cart.filters[1]`.
+ * The typed checks, each at a path below the filter entry (the core config's
+ * schemas run the same ones from the root). Each reports what is wrong with the value (code, path, line:column,
+ * message) and returns the checked value; a missing value gives `default`
+ * without a report unless `required`; a wrong one is reported and gives `default`.
+ * Default wording, as the core config reads: "is required", "must be a string,
+ * got number 5", "must be an integer from 1 to 10, got string "x"".
  */
-export interface FilterValidateContext {
+export interface ValueChecks {
+  /** A string. Wrong type: SY_ERR_CONFIG_TYPE. */
+  str(value: unknown, sub: Path, opts: CheckOptions<string> & { default: string }): string;
+  str(value: unknown, sub: Path, opts?: CheckOptions<string>): string | undefined;
+  /** An integer from `min` to `max`. Not a number: SY_ERR_CONFIG_TYPE; out of range or not whole: SY_ERR_CONFIG_VALUE. */
+  int(value: unknown, sub: Path, opts: RangeOptions<number> & { default: number }): number;
+  int(value: unknown, sub: Path, opts: RangeOptions<number>): number | undefined;
+  /** A finite number from `min` to `max` (12.5 passes). Codes as for `int`. */
+  number(value: unknown, sub: Path, opts: RangeOptions<number> & { default: number }): number;
+  number(value: unknown, sub: Path, opts: RangeOptions<number>): number | undefined;
+  /** `true` or `false`. Anything else: SY_ERR_CONFIG_TYPE. */
+  bool(value: unknown, sub: Path, opts: CheckOptions<boolean> & { default: boolean }): boolean;
+  bool(value: unknown, sub: Path, opts?: CheckOptions<boolean>): boolean | undefined;
+  /**
+   * A duration (`250ms`, `30s`, `5m`, `1h`, `1.5s`; at most 596 h, the longest a Node
+   * timer waits) in milliseconds. Not a string: SY_ERR_CONFIG_TYPE; malformed: SY_ERR_CONFIG_VALUE.
+   */
+  duration(value: unknown, sub: Path, opts: CheckOptions<number> & { default: number }): number;
+  duration(value: unknown, sub: Path, opts?: CheckOptions<number>): number | undefined;
+  /**
+   * An HTTP field name (an RFC 9110 §5.1 token), returned as written; compare it
+   * lower-cased. Anything else, a non-string too: SY_ERR_CONFIG_VALUE.
+   */
+  headerName(value: unknown, sub: Path, opts?: CheckOptions<string>): string | undefined;
+  /** One of `choices` ("must be a, b or c, got …"). Anything else: SY_ERR_CONFIG_VALUE. */
+  oneOf<T extends string>(value: unknown, sub: Path, choices: readonly T[], opts: CheckOptions<T> & { default: T }): T;
+  oneOf<T extends string>(value: unknown, sub: Path, choices: readonly T[], opts?: CheckOptions<T>): T | undefined;
+  /**
+   * A mapping; each key not in `allowed` is reported (SY_ERR_CONFIG_UNKNOWN_KEY, at the
+   * key, with a "did you mean" hint); `allowed: null` takes any key. Not a mapping:
+   * SY_ERR_CONFIG_TYPE. Returns the mapping itself, its values unchecked.
+   */
+  obj(value: unknown, sub: Path, allowed: readonly string[] | null, opts?: CheckOptions<Record<string, unknown>>): Record<string, unknown> | undefined;
+  /** A list (its items unchecked: check each at `[...sub, i]`). Not a list: SY_ERR_CONFIG_TYPE. */
+  list(value: unknown, sub: Path, opts?: ListOptions): unknown[] | undefined;
+}
+
+/**
+ * What a filter type's `validate(raw, ctx)` is given: where the entry is, what the
+ * listener routes to, the typed checks, and ways to report. Paths (`sub`) are
+ * below the entry's, e.g. `['rules', 0, 'header']` under `listeners.cart.filters[1]`.
+ */
+export interface FilterValidateContext extends ValueChecks {
   /** Path of this filter entry, e.g. `listeners.cart.filters[1]`. */
   readonly path: Path;
   readonly listener: string;

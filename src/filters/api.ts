@@ -4,7 +4,7 @@ import type { FilterValidateContext } from '../config/plugin_api.js';
 import type { Protocol } from '../config/types.js';
 
 // Validation's half of the API lives with the validator (config/plugin_api.ts); plugins import it from here.
-export type { FilterValidateContext } from '../config/plugin_api.js';
+export type { CheckOptions, FilterValidateContext, ListOptions, RangeOptions, ValueChecks } from '../config/plugin_api.js';
 
 /**
  * The filter plugin API. A filter type is a descriptor: `validate` checks and

@@ -1,10 +1,11 @@
 /**
  * `listeners.<name>.filters`: each entry's type is looked up in the registry and
  * checked against the listener's protocol, then the type validates the rest of
- * the entry itself through its FilterValidateContext, which reports into the same
- * issue list at paths below the entry.
+ * the entry itself through its FilterValidateContext: the same typed checks as
+ * the core config's, reporting into the same issues at paths below the entry.
  */
-import { REQUIRED, type Checker } from '../checker.js';
+import type { ConfigCode } from '../../errors.js';
+import { Checks, REQUIRED, type Checker, type Issues } from '../checker.js';
 import type { Path } from '../load.js';
 import type { FilterValidateContext, TypeLookup } from '../plugin_api.js';
 import type { ComponentConfig, FilterConfig, Protocol, VsetConfig } from '../types.js';
@@ -42,7 +43,7 @@ export function checkFilters(c: Checker, value: unknown, path: Path, scope: Filt
     const before = c.issues.found.length;
     let config: unknown;
     try {
-      config = d.validate(o, filterContext(c, fp, type, roles, scope));
+      config = d.validate(o, new FilterContext(c.issues, fp, type, roles, scope));
     } catch (err) {
       c.report('SY_ERR_CONFIG_VALUE', fp, `filter ${type} failed to validate its config: ${(err as Error).message}`);
       return;
@@ -52,31 +53,54 @@ export function checkFilters(c: Checker, value: unknown, path: Path, scope: Filt
   return out;
 }
 
-function filterContext(c: Checker, fp: Path, type: string, roles: readonly string[], scope: FilterScope): FilterValidateContext {
-  const { vset, components } = scope;
-  return {
-    path: fp,
-    listener: scope.listener,
-    protocol: scope.protocol,
-    roles,
-    roleMeta: (r) => vset.roles[r]?.meta,
-    report: (code, sub, message) => c.report(code, [...fp, ...sub], message, code === 'SY_ERR_CONFIG_UNKNOWN_KEY'),
-    allowKeys: (r, allowed) => { c.obj(r, fp, ['type', ...allowed]); },
-    component: (name, sub, types) => {
-      if (typeof name !== 'string') {
-        c.report(name === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', [...fp, ...sub], `must name a component (${types.join(' or ')})`);
-        return undefined;
-      }
-      const comp = components[name];
-      if (!comp) {
-        c.report('SY_ERR_UNKNOWN_COMPONENT', [...fp, ...sub], `no component named "${name}" under components`);
-        return undefined;
-      }
-      if (!types.includes(comp.type)) {
-        c.report('SY_ERR_COMPONENT_TYPE_MISMATCH', [...fp, ...sub], `component ${name} is of type ${comp.type}; filter ${type} takes ${types.join(' or ')}`);
-        return undefined;
-      }
-      return name;
-    },
-  };
+/**
+ * A filter entry's validate context: the typed checks at the entry's path, and
+ * what the entry may refer to. One per entry, reporting into the config's issues.
+ */
+class FilterContext extends Checks implements FilterValidateContext {
+  readonly path: Path;
+  readonly listener: string;
+  readonly protocol: Protocol;
+  readonly roles: readonly string[];
+  readonly #type: string;
+  readonly #scope: FilterScope;
+
+  constructor(issues: Issues, path: Path, type: string, roles: readonly string[], scope: FilterScope) {
+    super(issues, path);
+    this.path = path;
+    this.listener = scope.listener;
+    this.protocol = scope.protocol;
+    this.roles = roles;
+    this.#type = type;
+    this.#scope = scope;
+  }
+
+  roleMeta(role: string): Readonly<Record<string, string>> | undefined {
+    return this.#scope.vset.roles[role]?.meta;
+  }
+
+  report(code: ConfigCode, sub: Path, message: string): void {
+    this.issues.report(code, [...this.path, ...sub], message, code === 'SY_ERR_CONFIG_UNKNOWN_KEY');
+  }
+
+  allowKeys(raw: Record<string, unknown>, allowed: readonly string[]): void {
+    this.obj(raw, [], ['type', ...allowed]);
+  }
+
+  component(name: unknown, sub: Path, types: readonly string[]): string | undefined {
+    if (typeof name !== 'string') {
+      this.report(name === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', sub, `must name a component (${types.join(' or ')})`);
+      return undefined;
+    }
+    const comp = this.#scope.components[name];
+    if (!comp) {
+      this.report('SY_ERR_UNKNOWN_COMPONENT', sub, `no component named "${name}" under components`);
+      return undefined;
+    }
+    if (!types.includes(comp.type)) {
+      this.report('SY_ERR_COMPONENT_TYPE_MISMATCH', sub, `component ${name} is of type ${comp.type}; filter ${this.#type} takes ${types.join(' or ')}`);
+      return undefined;
+    }
+    return name;
+  }
 }
