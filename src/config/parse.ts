@@ -1,9 +1,10 @@
 /**
  * The config's small value syntaxes: names, durations and addresses. Pure
- * functions of a string, no reporting: the checks (checker.ts) and the schemas
+ * functions, no reporting: the checks (checker.ts) and the schemas
  * (schema/) say what is wrong and where.
  */
 import { isIP } from 'node:net';
+import type { HostPort } from './types.js';
 
 /** Names of roles, vsets, channels, listeners and components (DESIGN). */
 export const NAME_RE = /^[A-Za-z0-9_-]+$/;
@@ -46,6 +47,15 @@ export function parseHostPort(s: string, defaultPort?: number): { host: string; 
   if (port !== undefined && port > 65535) return undefined;
   if (host !== '' && !isIP(host) && !/^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(host)) return undefined;
   return { host, port };
+}
+
+/**
+ * `host:port` as addresses are written (and parseHostPort reads them): an IPv6
+ * host in brackets (`[::1]:8080`, RFC 3986 §3.2.2), so the port is not read as
+ * part of the address. Also the authority of an `http://` URL.
+ */
+export function formatHostPort(hp: Readonly<HostPort>): string {
+  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
 }
 
 /** A host that only this machine can reach: `localhost`, `::1` or 127.0.0.0/8. */

@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import { REQUIRED, type Checker } from '../checker.js';
 import { DEFAULT_BUFFER_BODY_BYTES, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MIN_UPLOAD_RATE } from '../defaults.js';
 import type { Path } from '../load.js';
-import { isWildcard, parseHostPort } from '../parse.js';
+import { formatHostPort, isWildcard, parseHostPort } from '../parse.js';
 import type { TypeLookup } from '../plugin_api.js';
 import type { Slicer } from '../slicer.js';
 import { table } from '../../table.js';
@@ -116,8 +116,7 @@ function listenerAddress(c: Checker, value: unknown, path: Path, protocol: Proto
     // A wildcard host (0.0.0.0, ::) holds its port on every address, so it clashes
     // with any listener (or the admin API) on that port: caught here, not at bind time.
     const other = byAddress.clash(hp.host, hp.port);
-    const key = `${hp.host.includes(':') ? `[${hp.host}]` : hp.host}:${hp.port}`;
-    if (other) c.report('SY_ERR_ADDRESS_IN_USE', path, `${key} is already used by ${other.owner}${other.host === hp.host ? '' : ` (on ${other.host}:${other.port})`}`);
+    if (other) c.report('SY_ERR_ADDRESS_IN_USE', path, `${formatHostPort(addr)} is already used by ${other.owner}${other.host === hp.host ? '' : ` (on ${other.host}:${other.port})`}`);
     else byAddress.add({ host: hp.host, port: hp.port, owner: `listener ${name}` });
   }
   return addr;
