@@ -17,9 +17,9 @@ export async function checkConfig(raw: RawConfig, env: NodeJS.ProcessEnv = proce
   if (raw.issues.length) return { ok: false, issues: raw.issues };
   const registry = builtinRegistry();
   const plugins = (raw.value as { plugins?: unknown } | undefined)?.plugins;
-  // Fix: plugin paths are loaded before validation, and so were loaded without the
-  // ${VAR} expansion every other string gets (an unset VAR is reported by validation).
-  // A path with an unset VAR is not loaded (null is skipped by loadPlugins).
+  // Plugin paths are loaded before validation, so they are expanded here, as every
+  // other string is there (which reports an unset VAR). A path with an unset VAR is
+  // not loaded (null is skipped by loadPlugins).
   const pluginPaths = Array.isArray(plugins) ? plugins.map((p) => {
     if (typeof p !== 'string') return p;
     let unset = false;
