@@ -1,8 +1,8 @@
 /**
  * The typed checks every part of validation is written with: the core config's
- * schemas (schema/) and, through their validate context, filter and component
- * types, built-in or plugin. One implementation, so the same mistake reads and is
- * located the same way wherever it is made.
+ * schemas (schema/) and, through their validate context, filter types, built-in
+ * or plugin. One implementation, so the same mistake reads and is located the
+ * same way wherever it is made.
  */
 import type { ConfigCode, ConfigIssue } from '../errors.js';
 import { formatPath, type LocateQuery, type Path, type SourceOf } from './load.js';
@@ -12,9 +12,10 @@ import type { CheckOptions, ListOptions, RangeOptions, ValueChecks } from './plu
 import { table } from '../table.js';
 
 type Obj = Record<string, unknown>;
+/** A mapping: an object that is not a list (nor null). */
 export const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
 
-/** Options that make a missing value an error; most of the core config's keys are optional, these are not. */
+/** The options of a check whose value must be there: missing, it is SY_ERR_CONFIG_REQUIRED "is required". */
 export const REQUIRED = { required: true } as const;
 
 /** The issues of one validation, in the order found, each with the path to locate it by (at the end, in one batch). */

@@ -18,8 +18,10 @@ import { checkAccessLog, checkAdmin, checkLimits, checkPlugins } from './schema/
 import { Slicer } from './slicer.js';
 import type { Config } from './types.js';
 
+/** The normalized config, or every issue found (located when `locate` was given). */
 export type ValidateResult = { ok: true; config: Config } | { ok: false; issues: ConfigIssue[] };
 
+/** Where the config came from and how to pace the work; all optional. */
 export interface ValidateOptions {
   /** Where paths are in the text (asked once, with every issue's path, after validation). */
   locate?: Locator;

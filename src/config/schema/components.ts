@@ -6,6 +6,7 @@ import type { Slicer } from '../slicer.js';
 import { table } from '../../table.js';
 import type { ComponentConfig } from '../types.js';
 
+/** Every component, each checked by its type's validate (looked up in `types`); unknown types are reported. */
 export async function checkComponents(c: Checker, value: unknown, types: TypeLookup, slicer: Slicer): Promise<Record<string, ComponentConfig>> {
   const out = table<ComponentConfig>();
   for (const [name, raw] of c.named(value, ['components'])) {

@@ -19,7 +19,7 @@ export interface FilterScope {
   types: TypeLookup;
 }
 
-/** The normalized config of each entry that validated without an issue. */
+/** A listener's filter list: the normalized config of each entry that validated without an issue. */
 export function checkFilters(c: Checker, value: unknown, path: Path, scope: FilterScope): FilterConfig[] {
   const list = c.list(value, path, { message: 'must be a list of filters' });
   if (!list) return [];

@@ -26,6 +26,7 @@ export interface ListenerRefs {
   types: TypeLookup;
 }
 
+/** Every listener, normalized (defaults filled in); one without a valid target is left out (its issues are reported). */
 export async function checkListeners(c: Checker, value: unknown, refs: ListenerRefs, slicer: Slicer): Promise<Record<string, ListenerConfig>> {
   const out = table<ListenerConfig>();
   const byAddress = new AddressBook({ ...refs.admin.address, owner: 'the admin API' });
