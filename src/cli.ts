@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { readFile } from 'node:fs/promises';
-import { checkConfig } from './config/check.js';
+import { checkConfig } from './reload/check.js';
 import { loadConfigFiles } from './config/load.js';
 import { ConfigError, formatIssue, oneLine, type ConfigIssue } from './errors.js';
 import { assignAddresses } from './listeners/address.js';

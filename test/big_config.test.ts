@@ -6,7 +6,7 @@
 // blocks the event loop itself (sync parses to compare with), which would skew
 // the measurement of another.
 import test from 'ava';
-import { checkConfig } from '../src/config/check.js';
+import { checkConfig } from '../src/reload/check.js';
 import { INLINE_PARSE_MAX, parseConfigTexts, parseConfigTextsAsync } from '../src/config/load.js';
 import { formatIssue, type ConfigIssue } from '../src/errors.js';
 import { get, listenerUrl, putConfig, ROOT, startSidecar, startUpstream, uniqueHost } from './helpers.js';

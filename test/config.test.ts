@@ -4,7 +4,7 @@ import test, { type ExecutionContext } from 'ava';
 import { existsSync, readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { checkConfig } from '../src/config/check.js';
+import { checkConfig } from '../src/reload/check.js';
 import { loadConfigFiles, mergeConfig, parseConfigTexts } from '../src/config/load.js';
 import type { Config } from '../src/config/types.js';
 import { ConfigCodes, ControlCodes, formatIssue, RuntimeCodes, type ConfigCode, type ConfigIssue } from '../src/errors.js';

@@ -4,7 +4,7 @@
 // names the nearest key (every one said "(root)").
 import test from 'ava';
 import { spawn } from 'node:child_process';
-import { checkConfig } from '../src/config/check.js';
+import { checkConfig } from '../src/reload/check.js';
 import { parseConfigTexts, rawFromObject } from '../src/config/load.js';
 import { formatIssue, type ConfigIssue } from '../src/errors.js';
 import { CLI, putConfig, ROOT, startSidecar, startUpstream, tempFiles, uniqueHost } from './helpers.js';

@@ -4,7 +4,7 @@ import { request as httpRequest, type IncomingMessage, type RequestOptions } fro
 import { connect, createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { DEFAULT_TIMEOUTS } from '../src/config/validate.js';
+import { DEFAULT_TIMEOUTS } from '../src/config/defaults.js';
 import type { Sidecar } from '../src/sidecar.js';
 import { deadAddress, get, listenerUrl, once, startSidecar, startUpstream, uniqueHost, until } from './helpers.js';
 

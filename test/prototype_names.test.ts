@@ -6,7 +6,7 @@
 // config_last_reload_successful was 0), and POST /rollback took the same path.
 import test from 'ava';
 import { request } from 'undici';
-import { checkConfig } from '../src/config/check.js';
+import { checkConfig } from '../src/reload/check.js';
 import { parseConfigTexts } from '../src/config/load.js';
 import { formatIssue, type ConfigIssue } from '../src/errors.js';
 import { adminUrl, get, listenerUrl, putConfig, ROOT, startSidecar, startUpstream, uniqueHost, type Upstream } from './helpers.js';

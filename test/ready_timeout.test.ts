@@ -5,7 +5,7 @@
 import test from 'ava';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { checkConfig } from '../src/config/check.js';
+import { checkConfig } from '../src/reload/check.js';
 import { parseConfigTexts } from '../src/config/load.js';
 import { formatIssue } from '../src/errors.js';
 import { adminUrl, putConfig, ROOT, startSidecar, startUpstream, uniqueHost, type Upstream } from './helpers.js';

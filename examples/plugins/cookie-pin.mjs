@@ -68,12 +68,14 @@ export function register(registry) {
   registry.registerFilter({
     type: 'cookie_pin',
     scope: 'http',
-    // Once per config: check the filter's own keys and its component reference.
+    // Once per config: check the filter's own keys and its component reference, with
+    // the context's typed checks (the ones switchyard's own config and built-ins use).
     validate(raw, ctx) {
       ctx.allowKeys(raw, ['cookie', 'component']);
-      if (typeof raw.cookie !== 'string' || !raw.cookie) ctx.report('SY_ERR_CONFIG_REQUIRED', ['cookie'], 'must be a cookie name');
+      // A cookie name is a token (RFC 6265 §4.1.1), the syntax of a header name.
+      const cookie = ctx.headerName(raw.cookie, ['cookie'], { required: true, message: 'must be a cookie name' });
       const component = ctx.component(raw.component, ['component'], ['cookie_table']);
-      return { cookie: raw.cookie, component };
+      return { cookie, component };
     },
     // Once per generation: resolve the component and the role indexes.
     create(config, ctx) {

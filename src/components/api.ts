@@ -1,4 +1,7 @@
-import type { ConfigCode } from '../errors.js';
+import type { ComponentValidateContext } from '../config/plugin_api.js';
+
+// Validation's half of the API lives with the validator (config/plugin_api.ts); plugins import it from here.
+export type { ComponentValidateContext } from '../config/plugin_api.js';
 
 /**
  * The component lifecycle from the Layotto design. A component holds state that
@@ -18,11 +21,6 @@ export interface Component {
   applyConfig?(metadata: Record<string, string>): Promise<{ needReload: boolean }>;
   /** After its last generation drained. */
   close(): Promise<void>;
-}
-
-export interface ComponentValidateContext {
-  /** Reports an issue at `components.<name>.metadata.<key>` (or the metadata itself with key ''). */
-  report(code: ConfigCode, key: string, message: string): void;
 }
 
 /** A component type, registered like a filter type. */

@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { ComponentConfig } from '../config/types.js';
 import type { Registry } from '../registry.js';
 import type { Component } from './api.js';
-import { table } from '../config/table.js';
+import { table } from '../table.js';
 import { ComponentError, SwitchyardError } from '../errors.js';
 
 /**

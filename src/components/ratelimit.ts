@@ -1,4 +1,5 @@
 import type { Component, ComponentDescriptor } from './api.js';
+import { isToken } from '../http/token.js';
 
 interface Settings {
   ratePerMs: number;
@@ -13,7 +14,6 @@ interface Bucket { tokens: number; at: number }
 const DEFAULT_MAX_KEYS = 10_000;
 /** The most buckets one component may keep (about 100 MB of them). */
 export const MAX_KEYS = 1_000_000;
-const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 
 /** Parses and checks the metadata; `report` gets every problem. */
 function parse(m: Readonly<Record<string, string>>, report: (key: string, message: string) => void): Settings {
@@ -28,7 +28,7 @@ function parse(m: Readonly<Record<string, string>>, report: (key: string, messag
   let key: string | null = null;
   if (m.key !== undefined) {
     if (m.key === 'client') key = 'client';
-    else if (m.key.startsWith('header:') && HEADER_RE.test(m.key.slice(7))) key = m.key.slice(7).toLowerCase();
+    else if (m.key.startsWith('header:') && isToken(m.key.slice(7))) key = m.key.slice(7).toLowerCase();
     else report('key', `must be "client" or "header:<name>", got "${m.key}"`);
   }
   const maxKeys = m.maxKeys === undefined ? DEFAULT_MAX_KEYS : Number(m.maxKeys);

@@ -175,7 +175,7 @@ function parseText(src: Source, docMax: number): { value: unknown } | { errors: 
   }
   if (src.text.length > docMax) throw new NeedsWorker();
   const { doc, lines } = docOf(src);
-  // Each error names the nearest key it is under (before, every one said "(root)").
+  // Each error names the nearest key it is under, not just "(root)".
   const issue = (offset: number, message: string): ConfigIssue => {
     const pos = lines.linePos(offset);
     // An error at the indentation of a line is about what the line starts with.
@@ -283,27 +283,27 @@ export function parseInline(texts: readonly ConfigText[], docMax: number): Parse
       continue;
     }
     const value = parsed.value;
-    // Fix: an empty document (only comments, e.g. an override file with everything
-    // commented out) parses to null; merged as a value it replaced the whole config
-    // with null. It contributes nothing instead.
+    // An empty document (only comments, e.g. an override file with everything
+    // commented out) parses to null; merged as a value it would replace the whole
+    // config with null, so it contributes nothing.
     if (value === null || value === undefined) continue;
     src.value = value;
     sources.push(src);
     merged = mergeConfig(merged, value);
   }
-  // Fix: a config with no content at all (every file empty or only comments) was a
-  // valid config with nothing in it, so a truncated or emptied file, e.g. seen by the
-  // file watcher halfway through a save, removed every listener. It is an error;
-  // an explicit `{}` still means "nothing".
+  // A config with no content at all (every file empty or only comments) is an
+  // error, not a valid config with nothing in it: a truncated or emptied file, e.g.
+  // seen by the file watcher halfway through a save, would remove every listener.
+  // An explicit `{}` still means "nothing".
   if (merged === undefined && texts.length > 0 && issues.length === 0) {
     const last = texts[texts.length - 1]!.name;
     issues.push({ code: 'SY_ERR_CONFIG_REQUIRED', path: '', file: last, line: 1, column: 1,
       message: texts.length === 1 ? 'the config is empty' : 'the config is empty (every file is empty or only comments)' });
   }
-  // Fix: the file that set a path is the last one that has it *unless a later file
+  // The file that set a path is the last one that has it *unless a later file
   // replaced an ancestor* (a list or scalar replaces, null removes): then earlier
-  // files no longer count (before, an error under a replaced list was located in an
-  // earlier file that happened to have the path). And a path that no file has (a
+  // files no longer count, so an error under a replaced list is not located in an
+  // earlier file that happens to have the path. And a path that no file has (a
   // required key that is missing) is located at its nearest ancestor that a file has,
   // so every issue of a YAML config carries a line and column.
   const find = (path: Path): { src: Source; at: NodeAt } | undefined => {

@@ -37,6 +37,7 @@ export interface AccessLogConfig {
   path: string;
 }
 
+/** An address; written `host:port`, `[v6]:port` (config/parse.ts: parseHostPort, formatHostPort). */
 export interface HostPort { host: string; port: number }
 
 export interface AdminConfig {

@@ -2,10 +2,10 @@
  * What the `yaml` Document of a config text is used for: where a path is (error
  * locations), which key an error offset is under, aliases that cannot be
  * expanded, duplicate keys, and how numbers and booleans were written. Each of
- * these is one pass over the Document, or one lookup per path segment: a config
- * of 40,000 roles with one error used to rebuild the Document with yaml's own
- * duplicate-key check, which compares every key of a mapping with every other
- * (quadratic: 16 s with the event loop blocked; issue 11, item 7).
+ * these is one pass over the Document, or one lookup per path segment, not yaml's
+ * own duplicate-key check, which compares every key of a mapping with every other
+ * (quadratic: 16 s with the event loop blocked for a config of 40,000 roles with
+ * one error; issue 11, item 7).
  */
 import { Document, isAlias, isMap, isPair, isScalar, isSeq, type Node as YamlNode, type Pair, type YAMLMap, type YAMLSeq } from 'yaml';
 import type { Path } from './path.js';
@@ -99,8 +99,8 @@ export interface TextProblem { offset: number; message: string }
 
 /**
  * Aliases that cannot be expanded: one whose anchor is not set before it, and one
- * inside the node it names (a cycle: expanding it never ends, and a config with
- * one used to fail with a bare RangeError). Every cycle has such an alias, since
+ * inside the node it names (a cycle: expanding it never ends, and would fail with
+ * a bare RangeError). Every cycle has such an alias, since
  * an alias can only name an anchor set before it.
  */
 export function aliasProblems(doc: Document): TextProblem[] {

@@ -1,8 +1,10 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { ConfigCode } from '../errors.js';
-import type { Path } from '../config/load.js';
+import type { FilterValidateContext } from '../config/plugin_api.js';
 import type { Protocol } from '../config/types.js';
+
+// Validation's half of the API lives with the validator (config/plugin_api.ts); plugins import it from here.
+export type { CheckOptions, FilterValidateContext, ListOptions, RangeOptions, ValueChecks } from '../config/plugin_api.js';
 
 /**
  * The filter plugin API. A filter type is a descriptor: `validate` checks and
@@ -48,23 +50,6 @@ export interface Filter<E extends Exchange = Exchange> {
    * (SY_ERR_FILTER_CLOSE) and stops nothing else.
    */
   close?(): void | Promise<void>;
-}
-
-export interface FilterValidateContext {
-  /** Path of this filter entry, e.g. `listeners.cart.filters[1]`. */
-  readonly path: Path;
-  readonly listener: string;
-  readonly protocol: Protocol;
-  /** Roles of the listener's target vset, in declaration order. */
-  readonly roles: readonly string[];
-  /** The meta a role exposes in the target vset. */
-  roleMeta(role: string): Readonly<Record<string, string>> | undefined;
-  /** Reports an issue at `path + sub`. */
-  report(code: ConfigCode, sub: Path, message: string): void;
-  /** Reports every key of `raw` not in `allowed` (`type` is always allowed). */
-  allowKeys(raw: Record<string, unknown>, allowed: readonly string[]): void;
-  /** Checks that `name` names a declared component of one of `types`; returns the name when it does. */
-  component(name: unknown, sub: Path, types: readonly string[]): string | undefined;
 }
 
 /** A role as filters see it: its name, its meta in the target vset, and whether it can take work now. */

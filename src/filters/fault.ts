@@ -1,4 +1,3 @@
-import { parseDuration, unknownKeyMessage } from '../config/validate.js';
 import type { FilterDescriptor, HttpExchange } from './api.js';
 
 export interface FaultConfig {
@@ -19,35 +18,21 @@ export const fault: FilterDescriptor<FaultConfig, HttpExchange> = {
   validate(raw, ctx) {
     ctx.allowKeys(raw, ['abort', 'delay', 'role']);
     const config: FaultConfig = { abort: null, delay: null, role: null };
-    const percent = (v: unknown, at: (string | number)[]): number => {
-      if (typeof v !== 'number' || !(v >= 0 && v <= 100)) {
-        ctx.report('SY_ERR_CONFIG_VALUE', at, 'must be a percentage from 0 to 100');
-        return 0;
-      }
-      return v;
-    };
-    const obj = (v: unknown, key: string, allowed: string[]): Record<string, unknown> | null => {
-      if (v === undefined) return null;
-      if (typeof v !== 'object' || v === null || Array.isArray(v)) {
-        ctx.report('SY_ERR_CONFIG_TYPE', [key], 'must be a mapping');
-        return null;
-      }
-      for (const k of Object.keys(v)) if (!allowed.includes(k)) ctx.report('SY_ERR_CONFIG_UNKNOWN_KEY', [key, k], unknownKeyMessage(k, allowed));
-      return v as Record<string, unknown>;
-    };
-    const a = obj(raw.abort, 'abort', ['percent', 'status']);
+    // fault reports every wrong (or missing) percentage, status and duration as a value error.
+    const percent = { required: true, default: 0, min: 0, max: 100, code: 'SY_ERR_CONFIG_VALUE', message: 'must be a percentage from 0 to 100' } as const;
+    const a = ctx.obj(raw.abort, ['abort'], ['percent', 'status'], { message: 'must be a mapping' });
     if (a) {
-      const status = a.status;
-      if (typeof status !== 'number' || !Number.isInteger(status) || status < 200 || status > 599) {
-        ctx.report('SY_ERR_CONFIG_VALUE', ['abort', 'status'], 'must be an HTTP status from 200 to 599');
-      }
-      config.abort = { percent: percent(a.percent, ['abort', 'percent']), status: Number(status) };
+      const status = ctx.int(a.status, ['abort', 'status'], {
+        required: true, default: 0, min: 200, max: 599, code: 'SY_ERR_CONFIG_VALUE', message: 'must be an HTTP status from 200 to 599',
+      });
+      config.abort = { percent: ctx.number(a.percent, ['abort', 'percent'], percent), status };
     }
-    const d = obj(raw.delay, 'delay', ['percent', 'duration']);
+    const d = ctx.obj(raw.delay, ['delay'], ['percent', 'duration'], { message: 'must be a mapping' });
     if (d) {
-      const ms = typeof d.duration === 'string' ? parseDuration(d.duration) : undefined;
-      if (ms === undefined) ctx.report('SY_ERR_CONFIG_VALUE', ['delay', 'duration'], 'must be a duration such as 250ms or 2s');
-      config.delay = { percent: percent(d.percent, ['delay', 'percent']), ms: ms ?? 0 };
+      const ms = ctx.duration(d.duration, ['delay', 'duration'], {
+        required: true, default: 0, code: 'SY_ERR_CONFIG_VALUE', message: 'must be a duration such as 250ms or 2s',
+      });
+      config.delay = { percent: ctx.number(d.percent, ['delay', 'percent'], percent), ms };
     }
     if (!config.abort && !config.delay) ctx.report('SY_ERR_CONFIG_REQUIRED', [], 'a fault filter needs abort, delay, or both');
     if (raw.role !== undefined) {

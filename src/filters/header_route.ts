@@ -1,7 +1,6 @@
 import type { FilterDescriptor, HttpExchange } from './api.js';
 import { headerValues } from './header_values.js';
 import { BlockList, isIP } from 'node:net';
-import { unknownKeyMessage } from '../config/validate.js';
 import { RE2JS } from 're2js';
 
 type Match =
@@ -24,7 +23,6 @@ export interface HeaderRouteConfig {
 
 const MATCH_KINDS = ['equals', 'prefix', 'regex', 'present'] as const;
 const RULE_KEYS: readonly string[] = ['header', ...MATCH_KINDS, 'invert', 'role', 'meta', 'fallback'];
-const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 token
 
 /**
  * `header_route`: the first rule that matches picks the role, unless an earlier
@@ -46,41 +44,29 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig, HttpExchange> = {
     ctx.allowKeys(raw, ['rules', 'allowFrom']);
     const rules: Rule[] = [];
     let allowFrom: string[] | undefined;
-    if (raw.allowFrom !== undefined) {
-      if (!Array.isArray(raw.allowFrom) || raw.allowFrom.length === 0) {
-        ctx.report('SY_ERR_CONFIG_TYPE', ['allowFrom'], 'must be a non-empty list of client addresses or CIDR blocks (127.0.0.1, 10.0.0.0/8, ::1)');
-      } else {
-        allowFrom = [];
-        raw.allowFrom.forEach((a: unknown, i: number) => {
-          if (typeof a === 'string' && parseCidr(a)) allowFrom!.push(a);
-          else ctx.report('SY_ERR_CONFIG_VALUE', ['allowFrom', i], `${JSON.stringify(a)} is not an IP address or CIDR block`);
-        });
-      }
+    const from = ctx.list(raw.allowFrom, ['allowFrom'], {
+      nonEmpty: true, message: 'must be a non-empty list of client addresses or CIDR blocks (127.0.0.1, 10.0.0.0/8, ::1)',
+    });
+    if (from) {
+      allowFrom = [];
+      from.forEach((a, i) => {
+        if (typeof a === 'string' && parseCidr(a)) allowFrom!.push(a);
+        else ctx.report('SY_ERR_CONFIG_VALUE', ['allowFrom', i], `${JSON.stringify(a)} is not an IP address or CIDR block`);
+      });
     }
-    if (!Array.isArray(raw.rules) || raw.rules.length === 0) {
-      ctx.report(raw.rules === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', ['rules'], 'must be a non-empty list of rules');
-      return { rules };
-    }
-    raw.rules.forEach((r: unknown, i: number) => {
+    const list = ctx.list(raw.rules, ['rules'], { required: true, nonEmpty: true, message: 'must be a non-empty list of rules' });
+    if (!list) return { rules };
+    list.forEach((r, i) => {
       const p = ['rules', i];
-      if (typeof r !== 'object' || r === null || Array.isArray(r)) {
-        ctx.report('SY_ERR_CONFIG_TYPE', p, 'a rule must be a mapping');
-        return;
-      }
-      const o = r as Record<string, unknown>;
-      for (const k of Object.keys(o)) {
-        if (!RULE_KEYS.includes(k)) ctx.report('SY_ERR_CONFIG_UNKNOWN_KEY', [...p, k], unknownKeyMessage(k, RULE_KEYS));
-      }
-      if (typeof o.header !== 'string' || !HEADER_RE.test(o.header)) {
-        ctx.report(o.header === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_VALUE', [...p, 'header'], 'must be a header name');
-        return;
-      }
-      const header = o.header.toLowerCase();
-      if (o.fallback !== undefined && o.fallback !== 'weighted' && o.fallback !== 'strict') {
-        ctx.report('SY_ERR_CONFIG_VALUE', [...p, 'fallback'], `must be weighted or strict, got ${JSON.stringify(o.fallback)}`);
-        return;
-      }
-      const fallback = o.fallback === 'weighted';
+      // Anything but a mapping, a missing item too, is a wrong rule.
+      const o = ctx.obj(r, p, RULE_KEYS, { required: true, code: 'SY_ERR_CONFIG_TYPE', message: 'a rule must be a mapping' });
+      if (!o) return;
+      const name = ctx.headerName(o.header, [...p, 'header'], { required: true, message: 'must be a header name' });
+      if (name === undefined) return;
+      const header = name.toLowerCase();
+      const mode = ctx.oneOf(o.fallback, [...p, 'fallback'], ['weighted', 'strict']);
+      if (o.fallback !== undefined && mode === undefined) return;
+      const fallback = mode === 'weighted';
       if ((o.role === undefined) === (o.meta === undefined)) {
         ctx.report('SY_ERR_CONFIG_REQUIRED', p, 'a rule needs exactly one of role (pin a role) or meta (pick the role whose meta matches)');
         return;
@@ -104,22 +90,18 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig, HttpExchange> = {
         rules.push({ header, meta: key, fallback });
         return;
       }
-      if (typeof o.role !== 'string') {
-        ctx.report('SY_ERR_CONFIG_TYPE', [...p, 'role'], 'must be a role name');
-        return;
-      }
-      if (!ctx.roles.includes(o.role)) {
-        ctx.report('SY_ERR_ROLE_NOT_IN_VSET', [...p, 'role'], `role "${o.role}" is not in the listener's target vset (${ctx.roles.join(', ')})`);
+      const role = ctx.str(o.role, [...p, 'role'], { message: 'must be a role name' });
+      if (role === undefined) return;
+      if (!ctx.roles.includes(role)) {
+        ctx.report('SY_ERR_ROLE_NOT_IN_VSET', [...p, 'role'], `role "${role}" is not in the listener's target vset (${ctx.roles.join(', ')})`);
         return;
       }
       if (kinds.length !== 1) {
         ctx.report('SY_ERR_CONFIG_REQUIRED', p, `a role rule needs exactly one of ${MATCH_KINDS.join(', ')}`);
         return;
       }
-      if (o.invert !== undefined && typeof o.invert !== 'boolean') {
-        ctx.report('SY_ERR_CONFIG_TYPE', [...p, 'invert'], 'must be true or false');
-        return;
-      }
+      const invert = ctx.bool(o.invert, [...p, 'invert'], { message: 'must be true or false' });
+      if (o.invert !== undefined && invert === undefined) return;
       const kind = kinds[0]!;
       const value = o[kind];
       let match: Match;
@@ -129,18 +111,17 @@ export const headerRoute: FilterDescriptor<HeaderRouteConfig, HttpExchange> = {
           return;
         }
         match = { kind };
-      } else if (typeof value !== 'string') {
-        ctx.report('SY_ERR_CONFIG_TYPE', [...p, kind], 'must be a string');
-        return;
-      } else if (kind === 'regex') {
-        const re = compileRegex(value);
+      } else {
+        const text = ctx.str(value, [...p, kind], { message: 'must be a string' });
+        if (text === undefined) return;
+        const re = kind === 'regex' ? compileRegex(text) : null;
         if (typeof re === 'string') {
           ctx.report('SY_ERR_CONFIG_VALUE', [...p, kind], re);
           return;
         }
-        match = { kind, value };
-      } else match = { kind, value };
-      rules.push({ header, match, invert: o.invert === true, role: o.role, fallback });
+        match = { kind, value: text };
+      }
+      rules.push({ header, match, invert: invert === true, role, fallback });
     });
     return allowFrom ? { rules, allowFrom } : { rules };
   },

@@ -1,7 +1,5 @@
 import type { FilterDescriptor, FilterValidateContext, HeaderEdit, HttpExchange } from './api.js';
-import { unknownKeyMessage } from '../config/validate.js';
 
-const HEADER_RE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/; // RFC 9110 token
 const VARIABLES = ['role', 'vset', 'listener', 'generation'] as const;
 /**
  * Headers the proxy owns; editing them would break framing or the hop-by-hop rules
@@ -10,12 +8,11 @@ const VARIABLES = ['role', 'vset', 'listener', 'generation'] as const;
 const RESERVED = new Set(['connection', 'content-length', 'transfer-encoding', 'keep-alive', 'upgrade', 'te', 'trailer', 'host', 'expect']);
 /**
  * What a field value may not hold (RFC 9110 §5.5: field-vchar, SP, HTAB, obs-text),
- * exactly what Node and undici refuse to send. A value they refuse used to pass
- * validation and then break every request on the listener (issue 11).
+ * exactly what Node and undici refuse to send: a value they refuse, if it passed
+ * validation, would break every request on the listener (issue 11).
  */
 const BAD_VALUE_CHAR = /[^\t\x20-\x7e\x80-\xff]/u;
 
-interface Edits { remove: string[]; set: Record<string, string>; add: Record<string, string> }
 export interface HeadersConfig { request: HeaderEdit[]; response: HeaderEdit[] }
 
 /**
@@ -50,39 +47,25 @@ export const headers: FilterDescriptor<HeadersConfig, HttpExchange> = {
 };
 
 function compile(raw: unknown, side: 'request' | 'response', ctx: FilterValidateContext): HeaderEdit[] {
-  if (raw === undefined) return [];
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    ctx.report('SY_ERR_CONFIG_TYPE', [side], 'must be a mapping with set, add and/or remove');
-    return [];
-  }
-  const o = raw as Partial<Edits> & Record<string, unknown>;
-  for (const k of Object.keys(o)) if (!['set', 'add', 'remove'].includes(k)) ctx.report('SY_ERR_CONFIG_UNKNOWN_KEY', [side, k], unknownKeyMessage(k, ['set', 'add', 'remove']));
+  const o = ctx.obj(raw, [side], ['set', 'add', 'remove'], { message: 'must be a mapping with set, add and/or remove' });
+  if (!o) return [];
   const out: HeaderEdit[] = [];
   const name = (n: unknown, at: (string | number)[]): string | undefined => {
-    if (typeof n !== 'string' || !HEADER_RE.test(n)) {
-      ctx.report('SY_ERR_CONFIG_VALUE', at, `${JSON.stringify(n)} is not a header name`);
+    // Anything that is not a header name, a missing one too, is a value error here.
+    const ok = ctx.headerName(n, at, { required: true, code: 'SY_ERR_CONFIG_VALUE', message: `${JSON.stringify(n)} is not a header name` });
+    if (ok !== undefined && RESERVED.has(ok.toLowerCase())) {
+      ctx.report('SY_ERR_CONFIG_VALUE', at, `${ok} is managed by the proxy and cannot be edited`);
       return undefined;
     }
-    if (RESERVED.has(n.toLowerCase())) {
-      ctx.report('SY_ERR_CONFIG_VALUE', at, `${n} is managed by the proxy and cannot be edited`);
-      return undefined;
-    }
-    return n;
+    return ok;
   };
-  if (o.remove !== undefined) {
-    if (!Array.isArray(o.remove)) ctx.report('SY_ERR_CONFIG_TYPE', [side, 'remove'], 'must be a list of header names');
-    else o.remove.forEach((n, i) => {
-      const ok = name(n, [side, 'remove', i]);
-      if (ok) out.push({ op: 'remove', name: ok, lower: ok.toLowerCase(), value: [] });
-    });
-  }
+  ctx.list(o.remove, [side, 'remove'], { message: 'must be a list of header names' })?.forEach((n, i) => {
+    const ok = name(n, [side, 'remove', i]);
+    if (ok) out.push({ op: 'remove', name: ok, lower: ok.toLowerCase(), value: [] });
+  });
   for (const op of ['set', 'add'] as const) {
-    const m = o[op];
-    if (m === undefined) continue;
-    if (typeof m !== 'object' || m === null || Array.isArray(m)) {
-      ctx.report('SY_ERR_CONFIG_TYPE', [side, op], 'must map header names to values');
-      continue;
-    }
+    const m = ctx.obj(o[op], [side, op], null, { message: 'must map header names to values' });
+    if (!m) continue;
     for (const [n, v] of Object.entries(m)) {
       const ok = name(n, [side, op, n]);
       if (!ok) continue;

@@ -1,7 +1,7 @@
 import type { Exchange, FilterDescriptor } from './api.js';
 import { headerValues } from './header_values.js';
 import { fmix32, hashString } from './hash.js';
-import { table } from '../config/table.js';
+import { table } from '../table.js';
 
 export interface WeightedConfig {
   weights: Record<string, number>;
@@ -31,21 +31,21 @@ export const weighted: FilterDescriptor<WeightedConfig> = {
   validate(raw, ctx) {
     ctx.allowKeys(raw, ['weights', 'stickyHeader']);
     const weights = table<number>();
-    const w = raw.weights;
-    if (typeof w !== 'object' || w === null || Array.isArray(w)) {
-      ctx.report(w === undefined ? 'SY_ERR_CONFIG_REQUIRED' : 'SY_ERR_CONFIG_TYPE', ['weights'], 'must map role names to weights');
-      return { weights };
-    }
+    const w = ctx.obj(raw.weights, ['weights'], null, { required: true, message: 'must map role names to weights' });
+    if (!w) return { weights };
     let sum = 0;
-    for (const [role, n] of Object.entries(w as Record<string, unknown>)) {
+    for (const [role, n] of Object.entries(w)) {
       if (!ctx.roles.includes(role)) {
         ctx.report('SY_ERR_ROLE_NOT_IN_VSET', ['weights', role], `role "${role}" is not in the listener's target vset (${ctx.roles.join(', ')})`);
-      } else if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
-        ctx.report('SY_ERR_CONFIG_VALUE', ['weights', role], `must be a non-negative integer, got ${JSON.stringify(n)}`);
-      } else {
-        weights[role] = n;
-        sum += n;
+        continue;
       }
+      // Any wrong weight, whatever its type, is a value error.
+      const weight = ctx.int(n, ['weights', role], {
+        required: true, min: 0, max: Number.MAX_SAFE_INTEGER, code: 'SY_ERR_CONFIG_VALUE', message: `must be a non-negative integer, got ${JSON.stringify(n)}`,
+      });
+      if (weight === undefined) continue;
+      weights[role] = weight;
+      sum += weight;
     }
     if (sum <= 0 && Object.keys(weights).length === Object.keys(w).length) {
       ctx.report('SY_ERR_CONFIG_VALUE', ['weights'], 'the weights must have a positive sum');
@@ -54,9 +54,10 @@ export const weighted: FilterDescriptor<WeightedConfig> = {
     if (raw.stickyHeader !== undefined) {
       if (ctx.protocol !== 'http') {
         ctx.report('SY_ERR_FILTER_SCOPE', ['stickyHeader'], 'a tcp listener has no headers to stick by');
-      } else if (typeof raw.stickyHeader !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(raw.stickyHeader)) {
-        ctx.report('SY_ERR_CONFIG_VALUE', ['stickyHeader'], 'must be a header name');
-      } else config.stickyHeader = raw.stickyHeader.toLowerCase();
+      } else {
+        const header = ctx.headerName(raw.stickyHeader, ['stickyHeader'], { message: 'must be a header name' });
+        if (header !== undefined) config.stickyHeader = header.toLowerCase();
+      }
     }
     return config;
   },

@@ -15,7 +15,7 @@ import { Generation, type ConfigSource } from './generation.js';
 import { ListenerPlan } from '../listeners/plan.js';
 import { Disposer } from './disposer.js';
 import { listenerSplit, weightsByRole } from './split.js';
-import { tableCopy } from '../config/table.js';
+import { tableCopy } from '../table.js';
 import { Slicer } from '../config/slicer.js';
 
 /** The process-wide things a build leases from and counts into. */

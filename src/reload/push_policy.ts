@@ -1,6 +1,6 @@
 import { isAbsolute, resolve } from 'node:path';
 import { formatPath, type Path, type RawConfig } from '../config/load.js';
-import { expandEnv } from '../config/validate.js';
+import { expandEnv } from '../config/env.js';
 import type { ConfigIssue } from '../errors.js';
 
 /**

@@ -1,7 +1,7 @@
 import { ComponentError, formatIssue, oneLine, SwitchyardError, type ConfigIssue } from '../errors.js';
 import { pushIssues, type PushField } from './push_policy.js';
-import { checkConfig } from '../config/check.js';
-import { DEFAULT_READY_TIMEOUT_MS } from '../config/validate.js';
+import { checkConfig } from './check.js';
+import { DEFAULT_READY_TIMEOUT_MS } from '../config/defaults.js';
 import { rawFromObject, type RawConfig } from '../config/load.js';
 import { planChanges, type ChangePlan } from './changes.js';
 import type { HostPort } from '../config/types.js';

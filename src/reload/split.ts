@@ -1,6 +1,6 @@
 import type { FilterConfig } from '../config/types.js';
 import type { Registry } from '../registry.js';
-import { tableCopy } from '../config/table.js';
+import { tableCopy } from '../table.js';
 
 /**
  * How a listener splits its traffic between roles, read only through the

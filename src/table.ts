@@ -3,10 +3,10 @@
  * metadata keys, weights, outcomes) are objects without a prototype: looking up a
  * name that is not there finds nothing, also for names that Object.prototype has
  * (`toString`, `constructor`, `hasOwnProperty`, valid names all), and a key
- * `__proto__` is an entry like any other instead of the prototype. Before, a
- * listener named `toString` found Object.prototype.toString in the previous
- * config's listeners, and the apply that had just swapped in a generation threw
- * and answered 409 "nothing changed" (issue 11, item 8).
+ * `__proto__` is an entry like any other instead of the prototype. In a plain
+ * object, a listener named `toString` would find Object.prototype.toString in the
+ * previous config's listeners, and the apply that had just swapped in a generation
+ * would throw and answer 409 "nothing changed" (issue 11, item 8).
  */
 export type Table<T> = Record<string, T>;
 

@@ -2,9 +2,10 @@ import type { ConfigIssue } from '../errors.js';
 import { builtinRegistry } from '../builtins.js';
 import { loadPlugins } from '../filters/plugins.js';
 import type { Registry } from '../registry.js';
-import type { RawConfig } from './load.js';
-import type { Config } from './types.js';
-import { expandEnv, validateConfig } from './validate.js';
+import type { RawConfig } from '../config/load.js';
+import type { Config } from '../config/types.js';
+import { expandEnv } from '../config/env.js';
+import { validateConfig } from '../config/validate.js';
 
 export type CheckResult = { ok: true; config: Config; registry: Registry } | { ok: false; issues: ConfigIssue[] };
 
@@ -16,9 +17,9 @@ export async function checkConfig(raw: RawConfig, env: NodeJS.ProcessEnv = proce
   if (raw.issues.length) return { ok: false, issues: raw.issues };
   const registry = builtinRegistry();
   const plugins = (raw.value as { plugins?: unknown } | undefined)?.plugins;
-  // Plugin paths are loaded before validation, so they get here the ${VAR}
-  // expansion every other string gets there. A path with an unset VAR is not loaded
-  // (null is skipped by loadPlugins); validation reports the VAR.
+  // Plugin paths are loaded before validation, so they are expanded here, as every
+  // other string is there (which reports an unset VAR). A path with an unset VAR is
+  // not loaded (null is skipped by loadPlugins).
   const pluginPaths = Array.isArray(plugins) ? plugins.map((p) => {
     if (typeof p !== 'string') return p;
     let unset = false;

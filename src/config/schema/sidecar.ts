@@ -1,0 +1,88 @@
+/** The sections about the sidecar itself rather than its traffic: `admin`, `accessLog`, `limits`, `plugins`. */
+import { isIP } from 'node:net';
+import { describe, REQUIRED, type Checker } from '../checker.js';
+import { DEFAULT_ADMIN } from '../defaults.js';
+import { isLoopback, parseHostPort } from '../parse.js';
+import type { Path } from '../load.js';
+import type { AccessLogConfig, AdminConfig, LimitsConfig } from '../types.js';
+
+/** The largest connection limit one may write (far beyond any file-descriptor limit). */
+export const MAX_CONNECTIONS = 10_000_000;
+
+/** `admin`: address (default 127.0.0.1:9901), token (required off loopback), public routes, host names. */
+export function checkAdmin(c: Checker, value: unknown): AdminConfig {
+  const admin: AdminConfig = { address: DEFAULT_ADMIN, public: [], hosts: [] };
+  const o = c.obj(value, ['admin'], ['address', 'token', 'public', 'hosts']);
+  if (!o) return admin;
+  if (o.address !== undefined) {
+    const s = c.str(o.address, ['admin', 'address'], REQUIRED);
+    const hp = s === undefined ? undefined : parseHostPort(s);
+    if (s !== undefined && (!hp || hp.port === undefined || !isIP(hp.host))) {
+      c.report('SY_ERR_CONFIG_VALUE', ['admin', 'address'], `"${s}" is not an ip:port address`);
+    } else if (hp) admin.address = { host: hp.host, port: hp.port! };
+  }
+  if (o.token !== undefined) {
+    const t = c.str(o.token, ['admin', 'token'], REQUIRED);
+    if (t) admin.token = t;
+  }
+  if (o.public !== undefined) {
+    admin.public = items(c, o.public, ['admin', 'public'], (s, path) => {
+      if (s === 'ready' || s === 'metrics') return s;
+      c.report('SY_ERR_CONFIG_VALUE', path, `"${s}" is not a route that may be public; use ready or metrics`);
+      return undefined;
+    });
+  }
+  if (o.hosts !== undefined) {
+    admin.hosts = items(c, o.hosts, ['admin', 'hosts'], (s, path) => {
+      if (/^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$/.test(s)) return s.toLowerCase();
+      c.report('SY_ERR_CONFIG_VALUE', path, `${describe(s)} is not a host name`);
+      return undefined;
+    });
+  }
+  if (!admin.token && !isLoopback(admin.address.host)) {
+    c.report('SY_ERR_ADMIN_TOKEN_REQUIRED', ['admin', 'address'], `a non-loopback admin address (${admin.address.host}) needs admin.token`);
+  }
+  return admin;
+}
+
+/** A list of strings, each mapped by `item` (undefined: reported by it, left out). */
+function items<T>(c: Checker, value: unknown, path: Path, item: (s: string, path: Path) => T | undefined): T[] {
+  const out: T[] = [];
+  (c.list(value, path) ?? []).forEach((v, i) => {
+    const s = c.str(v, [...path, i], REQUIRED);
+    const x = s === undefined ? undefined : item(s, [...path, i]);
+    if (x !== undefined) out.push(x);
+  });
+  return out;
+}
+
+/** `accessLog: { path: stdout | FILE }`; whether FILE can be opened is found when a build opens it. */
+export function checkAccessLog(c: Checker, value: unknown): AccessLogConfig | undefined {
+  const o = c.obj(value, ['accessLog'], ['path']);
+  if (!o) return undefined;
+  const path = c.str(o.path, ['accessLog', 'path'], REQUIRED);
+  if (path === undefined) return undefined;
+  if (path.trim() === '') {
+    c.report('SY_ERR_CONFIG_VALUE', ['accessLog', 'path'], 'must be "stdout" or a file path');
+    return undefined;
+  }
+  return { path };
+}
+
+/** `limits: { maxConnections }`; absent keys take their defaults where the runtime knows them (the file-descriptor limit). */
+export function checkLimits(c: Checker, value: unknown): LimitsConfig {
+  const out: LimitsConfig = {};
+  const o = c.obj(value, ['limits'], ['maxConnections']);
+  if (!o) return out;
+  if (o.maxConnections !== undefined) out.maxConnections = c.int(o.maxConnections, ['limits', 'maxConnections'], { default: 1, min: 1, max: MAX_CONNECTIONS });
+  return out;
+}
+
+/** `plugins`: module paths (loaded before validation, by reload/check.ts). */
+export function checkPlugins(c: Checker, value: unknown): string[] {
+  const list = c.list(value, ['plugins'], { message: 'must be a list of module paths' }) ?? [];
+  return list.flatMap((p, i) => {
+    const s = c.str(p, ['plugins', i], REQUIRED);
+    return s === undefined ? [] : [s];
+  });
+}
