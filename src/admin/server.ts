@@ -1,3 +1,4 @@
+import { formatHostPort } from '../config/parse.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { timingSafeEqual } from 'node:crypto';
 import { parseConfigTextsAsync, type RawConfig } from '../config/load.js';
@@ -104,7 +105,7 @@ export class AdminServer {
           roles: Object.fromEntries(Object.entries(v.roles).map(([r, e]) => [r, { meta: e.meta }])),
         }]));
         const listeners = Object.fromEntries([...g.plans].map(([name, p]) => [name, {
-          address: fmt(addresses.get(name)!), protocol: p.protocol, target: `${p.config.vset}.${p.config.channel}`,
+          address: formatHostPort(addresses.get(name)!), protocol: p.protocol, target: `${p.config.vset}.${p.config.channel}`,
         }]));
         return { body: { generation: g.number, vsets, listeners } };
       },
@@ -216,9 +217,6 @@ function publicConfig(input: unknown): unknown {
   return c.admin?.token === undefined ? c : { ...c, admin: { ...c.admin, token: '***' } };
 }
 
-function fmt(hp: HostPort): string {
-  return hp.host.includes(':') ? `[${hp.host}]:${hp.port}` : `${hp.host}:${hp.port}`;
-}
 
 async function readBody(req: IncomingMessage): Promise<string> {
   const chunks: Buffer[] = [];

@@ -1,3 +1,4 @@
+import { formatHostPort } from '../config/parse.js';
 import type { Metrics } from '../metrics.js';
 import type { Runtime, GenerationRecord } from '../reload/runtime.js';
 import type { Generation } from '../reload/generation.js';
@@ -186,7 +187,7 @@ function listenerStatus(p: ListenerPlan, g: Generation, bound: HostPort | undefi
   return {
     name: p.name,
     protocol: p.protocol,
-    address: a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`,
+    address: formatHostPort(a),
     vset,
     channel,
     filters: filters.map((f) => f.type),

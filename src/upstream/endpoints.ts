@@ -1,3 +1,4 @@
+import { formatHostPort } from '../config/parse.js';
 import { connect as netConnect, type NetConnectOpts, type Socket } from 'node:net';
 import { Pool, errors, type buildConnector } from 'undici';
 import type { HostPort, OutlierConfig } from '../config/types.js';
@@ -26,8 +27,7 @@ export class Endpoint {
     this.host = hp.host;
     this.port = hp.port;
     this.connectTimeoutMs = connectTimeoutMs;
-    const host = hp.host.includes(':') ? `[${hp.host}]` : hp.host;
-    this.pool = new Pool(`http://${host}:${hp.port}`, {
+    this.pool = new Pool(`http://${formatHostPort(hp)}`, {
       pipelining: 1,
       // Shorter than Node's default server keepAliveTimeout (5 s), so we close an
       // idle connection before the upstream does and never write into a dying one.

@@ -1,3 +1,4 @@
+import { formatHostPort } from '../config/parse.js';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import type { HealthCheckConfig, OutlierConfig } from '../config/types.js';
@@ -26,7 +27,7 @@ export class EndpointHealth {
   readonly #log: HealthLog;
 
   constructor(host: string, port: number, log: HealthLog) {
-    this.address = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+    this.address = formatHostPort({ host, port });
     this.#log = log;
     this.#checker = new HealthChecker(this, host, port, log);
   }

@@ -1,3 +1,4 @@
+import { formatHostPort } from '../config/parse.js';
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import httpProxy from 'http-proxy';
@@ -163,7 +164,7 @@ export class UpgradeForwarder {
 
   #attempt(socket: Tracked, head: Buffer, state: UpgradeState): void {
     const e = state.picker.endpoint;
-    const target = `http://${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`;
+    const target = `http://${formatHostPort(e)}`;
     try {
       this.#proxy.ws(state.ex.req, socket, head, { target }, (err: Error) => this.#failed(socket, state, err));
     } catch (err) {
