@@ -4,9 +4,17 @@ import { isToken } from '../http/token.js';
 interface Settings {
   ratePerMs: number;
   burst: number;
-  /** null: one bucket for everything; 'client': per client address; else a lower-case header name. */
-  key: string | null;
+  key: KeyBy;
   maxKeys: number;
+}
+
+/** What a bucket is keyed by: null, one bucket for everything; the client's address; or a request header's first value. */
+export type KeyBy = null | { readonly by: 'client' } | { readonly by: 'header'; readonly name: string };
+
+const BY_CLIENT: KeyBy = Object.freeze({ by: 'client' });
+
+function sameKey(a: KeyBy, b: KeyBy): boolean {
+  return a === null || b === null ? a === b : a.by === b.by && (a.by === 'client' || a.name === (b as { name: string }).name);
 }
 
 interface Bucket { tokens: number; at: number }
@@ -25,10 +33,11 @@ function parse(m: Readonly<Record<string, string>>, report: (key: string, messag
   else if (!(rps > 0) || !Number.isFinite(rps)) report('requestsPerSecond', `must be a positive number, got "${m.requestsPerSecond}"`);
   const burst = m.burst === undefined ? Math.max(1, Math.ceil(rps)) : Number(m.burst);
   if (m.burst !== undefined && !(Number.isInteger(burst) && burst >= 1)) report('burst', `must be a whole number ≥ 1, got "${m.burst}"`);
-  let key: string | null = null;
+  let key: KeyBy = null;
   if (m.key !== undefined) {
-    if (m.key === 'client') key = 'client';
-    else if (m.key.startsWith('header:') && isToken(m.key.slice(7))) key = m.key.slice(7).toLowerCase();
+    if (m.key === 'client') key = BY_CLIENT;
+    // header:client is a header named "client", not the client's address.
+    else if (m.key.startsWith('header:') && isToken(m.key.slice(7))) key = Object.freeze({ by: 'header', name: m.key.slice(7).toLowerCase() });
     else report('key', `must be "client" or "header:<name>", got "${m.key}"`);
   }
   const maxKeys = m.maxKeys === undefined ? DEFAULT_MAX_KEYS : Number(m.maxKeys);
@@ -56,7 +65,7 @@ export class RateLimiter implements Component {
 
   async applyConfig(metadata: Record<string, string>): Promise<{ needReload: boolean }> {
     const next = parseOrThrow(metadata);
-    if (next.key !== this.#s.key) return { needReload: true };
+    if (!sameKey(next.key, this.#s.key)) return { needReload: true };
     this.#s = next;
     for (const b of this.#buckets.values()) b.tokens = Math.min(b.tokens, next.burst);
     while (this.#buckets.size > next.maxKeys) this.#buckets.delete(this.#buckets.keys().next().value!);
@@ -70,7 +79,7 @@ export class RateLimiter implements Component {
    */
   inherit(predecessor: Component): void {
     if (!(predecessor instanceof RateLimiter)) return;
-    const kind = (k: string | null) => (k === null ? 'one' : k === 'client' ? 'client' : 'header');
+    const kind = (k: KeyBy) => (k === null ? 'one' : k.by);
     if (kind(predecessor.#s.key) !== kind(this.#s.key)) return;
     for (const [k, b] of predecessor.#buckets) {
       if (this.#buckets.size >= this.#s.maxKeys) break;
@@ -82,8 +91,8 @@ export class RateLimiter implements Component {
     this.#buckets.clear();
   }
 
-  /** What a bucket is keyed by: 'client' (the client's address), a request header name (lower case), or null (one bucket). */
-  get keyBy(): string | null {
+  /** What a bucket is keyed by (the filter computes the key from the request or connection). */
+  get keyBy(): KeyBy {
     return this.#s.key;
   }
 

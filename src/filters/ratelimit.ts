@@ -1,4 +1,4 @@
-import type { RateLimiter } from '../components/ratelimit.js';
+import type { KeyBy, RateLimiter } from '../components/ratelimit.js';
 import type { Exchange, FilterDescriptor } from './api.js';
 
 /**
@@ -27,10 +27,10 @@ export const ratelimit: FilterDescriptor<{ component: string }> = {
 
 // hot path
 /** The bucket a request or connection takes from: the client's address, a request header's first value, or the one bucket (''). */
-function limitKey(by: string | null, ex: Exchange): string {
+function limitKey(by: KeyBy, ex: Exchange): string {
   if (by === null) return '';
-  if (by === 'client') return ex.remoteAddress;
+  if (by.by === 'client') return ex.remoteAddress;
   if (ex.protocol !== 'http') return '';
-  const v = ex.req.headers[by];
+  const v = ex.req.headers[by.name];
   return v === undefined ? '' : typeof v === 'string' ? v : v[0] ?? '';
 }
