@@ -271,7 +271,7 @@ test('client closes its WebSocket → the upstream connection closes', async (t)
   ws2.terminate();
   await serverClosed2;
   await until(() => up.open() === 0, 5_000, 'upstream connections to close');
-  t.pass();
+  t.is(up.open(), 0, 'no upstream connection is left open');
 });
 
 /** An upstream that accepts the upgrade and pushes "tick" forever, ignoring a FIN (as many servers do). */
@@ -295,7 +295,7 @@ test('client vanishes while the upstream keeps pushing → the upstream connecti
   c.socket.destroy();
   await upstreamClosed;
   await until(() => up.open() === 0, 5_000, 'upstream connections to close');
-  t.pass();
+  t.is(up.open(), 0, 'no upstream connection is left open');
 });
 
 test('client resets its connection (ECONNRESET) → no crash, the upstream connection is closed', async (t) => {
@@ -362,7 +362,7 @@ test('upstream goes away while the client keeps sending → the client connectio
   const timer = setInterval(() => { if (c.socket.writable) c.socket.write('tock'); }, 20);
   t.teardown(() => clearInterval(timer));
   await closed;
-  t.pass();
+  t.true(c.socket.destroyed, 'the client connection is closed');
 });
 
 test('upstream refuses the upgrade → the client gets its status, and the upstream connection is closed (#1510)', async (t) => {
