@@ -3,10 +3,10 @@ import { createServer as createTcpServer } from 'node:net';
 import { rawFromObject } from '../src/config/load.js';
 import { ConfigError } from '../src/errors.js';
 import { Sidecar } from '../src/sidecar.js';
-import { ROOT, startUpstream, uniqueHost, until, type Upstream } from './helpers.js';
 import {
-  PLUGIN, admin, eventsNamed, eventsOf, freePort, openGate, httpGet, httpListener, metric, newScope, refused, startFromObject, twoRoles, weights,
-} from './reload_support.js';
+  ROOT, freePort, metric, startUpstream, twoRoles, uniqueHost, until, weighted, type ConfigSpec, type ListenerSpec, type Upstream,
+} from './helpers.js';
+import { PLUGIN, admin, eventsNamed, eventsOf, openGate, httpGet, newScope, refused, startFromObject } from './reload_support.js';
 
 /*
  * The admin API contract (DESIGN.md "Admin API"): every route, the answer shapes,
@@ -17,16 +17,20 @@ import {
 type Components = Record<string, { type: 'reload-counter' | 'reload-plain'; metadata: Record<string, string> }>;
 
 function config(a: Upstream, b: Upstream, host: string, opts: { w?: [number, number]; components?: Components; use?: string } = {}) {
+  const [wa, wb] = opts.w ?? [1, 0];
   return {
     plugins: [PLUGIN],
     drainTimeout: '2s',
-    ...twoRoles(a, b),
     ...(opts.components ? { components: opts.components } : {}),
-    listeners: {
-      web: httpListener([...(opts.use ? [{ type: 'reload-use', component: opts.use }] : []), weights(...(opts.w ?? [1, 0]))], 'svc.http', `${host}:0`),
-    },
-  };
+    ...twoRoles(a, b, {
+      address: `${host}:0`, protocol: 'http',
+      filters: [...(opts.use ? [{ type: 'reload-use', component: opts.use }] : []), weighted({ a: wa, b: wb })],
+    }),
+  } satisfies ConfigSpec;
 }
+
+/** An http listener on svc.http (or `target`) with these filters. */
+const listener = (address: string, filters: ListenerSpec['filters'] = [], target = 'svc.http'): ListenerSpec => ({ address, protocol: 'http', target, filters });
 
 function webUrl(sc: Sidecar): string {
   const a = sc.addresses().get('web')!;
@@ -214,7 +218,7 @@ test('POST /rollback makes the previous config current again; 409 when there is 
   const extraHost = uniqueHost();
   const extraPort = await freePort(extraHost);
   const withExtra = config(a, b, host);
-  (withExtra.listeners as Record<string, unknown>).extra = httpListener([], 'svc.http', `${extraHost}:${extraPort}`);
+  withExtra.listeners.extra = listener(`${extraHost}:${extraPort}`);
   const { sc } = await startFromObject(t, withExtra);
   const none = await admin(sc, 'POST', '/rollback');
   t.is(none.status, 409, 'nothing to roll back to');
@@ -314,8 +318,8 @@ test('PUT /config?dryRun=1 answers what would change and builds nothing', async 
       del: { type: 'reload-plain', metadata: md('d') },
     },
   });
-  (before.listeners as Record<string, unknown>).gone = httpListener([weights(1, 1)], 'svc.http', `${gone}:0`);
-  (before.listeners as Record<string, unknown>).same = httpListener([], 'a', `${uniqueHost()}:0`);
+  before.listeners.gone = listener(`${gone}:0`, [weighted({ a: 1, b: 1 })]);
+  before.listeners.same = listener(`${uniqueHost()}:0`, [], 'a');
   const { sc } = await startFromObject(t, before);
   const after = config(a, b, host, {
     w: [1, 3],
@@ -327,8 +331,8 @@ test('PUT /config?dryRun=1 answers what would change and builds nothing', async 
       add: { type: 'reload-plain', metadata: md('new') },
     },
   });
-  (after.listeners as Record<string, unknown>).fresh = httpListener([weights(0, 1)], 'svc.http', `${fresh}:0`);
-  (after.listeners as Record<string, unknown>).same = (before.listeners as Record<string, unknown>).same;
+  after.listeners.fresh = listener(`${fresh}:0`, [weighted({ a: 0, b: 1 })]);
+  after.listeners.same = before.listeners.same!;
   const eventsBefore = eventsOf(scope).length;
   const reloadsBefore = await admin(sc, 'GET', '/metrics');
 

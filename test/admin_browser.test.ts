@@ -3,7 +3,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Browser, Page } from 'playwright-core';
 import type { ExecutionContext } from 'ava';
-import { startSidecar, startUpstream, twoRoleConfig } from './helpers.js';
+import { startSidecar, startUpstream, twoRoles } from './helpers.js';
 import { launchChromium } from './browser_support.js';
 import type { Sidecar } from '../src/sidecar.js';
 
@@ -26,11 +26,7 @@ test.after.always(async () => {
 
 async function sidecar(t: ExecutionContext): Promise<Sidecar> {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  return startSidecar(t, twoRoleConfig(a, b, `
-- { type: ratelimit, component: limit }`, `
-components:
-  limit: { type: ratelimit, metadata: { requestsPerSecond: "100", burst: "100" } }
-`));
+  return startSidecar(t, { components: { limit: { type: 'ratelimit', metadata: { requestsPerSecond: '100', burst: '100' } } }, ...twoRoles(a, b, { filters: [{ type: 'ratelimit', component: 'limit' }] }) });
 }
 
 /** A page served from another origin (the attacker's site), with `html` as its body. */

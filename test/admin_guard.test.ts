@@ -2,7 +2,7 @@ import test from 'ava';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
-import { ROOT, adminUrl, client, startSidecar, startUpstream, tempFiles, twoRoleConfig, type Upstream } from './helpers.js';
+import { ROOT, adminUrl, client, startSidecar, startUpstream, tempFiles, twoRoles, type ConfigSpec, type Upstream } from './helpers.js';
 import type { Sidecar } from '../src/sidecar.js';
 import { ConfigError } from '../src/errors.js';
 
@@ -12,14 +12,16 @@ import { ConfigError } from '../src/errors.js';
  * bodies, no CORS; admin.public; what a pushed config may not do.
  */
 
-const limited = (a: Upstream, b: Upstream, admin = 'admin: { address: "127.0.0.1:0" }') => `${admin}
-${twoRoleConfig(a, b, `
-- { type: ratelimit, component: limit }`, `
-components:
-  limit: { type: ratelimit, metadata: { requestsPerSecond: "100", burst: "100" } }
-`)}`;
+type Admin = ConfigSpec['admin'];
 
-async function sidecar(t: Parameters<typeof startSidecar>[0], admin?: string): Promise<Sidecar> {
+/** Roles a and b behind listener web, whose ratelimit filter uses component `limit`; `admin` as given (the test's own by default). */
+const limited = (a: Upstream, b: Upstream, admin: Admin = { address: '127.0.0.1:0' }): ConfigSpec => ({
+  admin,
+  components: { limit: { type: 'ratelimit', metadata: { requestsPerSecond: '100', burst: '100' } } },
+  ...twoRoles(a, b, { filters: [{ type: 'ratelimit', component: 'limit' }] }),
+});
+
+async function sidecar(t: Parameters<typeof startSidecar>[0], admin?: Admin): Promise<Sidecar> {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
   return startSidecar(t, limited(a, b, admin));
 }
@@ -32,7 +34,7 @@ async function call(sc: Sidecar, method: string, path: string, headers: Record<s
 const rate = (sc: Sidecar): string | undefined => sc.runtime.current!.config.components['limit']!.metadata['requestsPerSecond'];
 
 test('a Host that does not name the admin API is refused on every route (DNS rebinding)', async (t) => {
-  const sc = await sidecar(t, 'admin: { address: "127.0.0.1:0", hosts: [sidecar.internal] }');
+  const sc = await sidecar(t, { address: '127.0.0.1:0', hosts: ['sidecar.internal'] });
   const port = sc.adminAddress!.port;
   for (const host of ['rebind.attacker.example', `rebind.attacker.example:${port}`, `localhost.attacker.example:${port}`, 'evil.com.']) {
     for (const [method, path] of [['GET', '/config'], ['GET', '/'], ['GET', '/metrics'], ['POST', '/rollback']] as const) {
@@ -89,21 +91,21 @@ test('bodies must be typed JSON or YAML: form and text/plain bodies (all a form 
 });
 
 test('admin.public serves /ready and /metrics without the token; everything else still needs it', async (t) => {
-  const sc = await sidecar(t, 'admin: { address: "127.0.0.1:0", token: s3cret, public: [ready, metrics] }');
+  const sc = await sidecar(t, { address: '127.0.0.1:0', token: 's3cret', public: ['ready', 'metrics'] });
   t.is((await call(sc, 'GET', '/ready')).status, 200);
   t.regex((await call(sc, 'GET', '/metrics')).text, /switchyard_config_generation/);
   for (const path of ['/config', '/generations', '/vsets', '/status']) t.is((await call(sc, 'GET', path)).status, 401, path);
   t.is((await call(sc, 'POST', '/rollback')).status, 401);
   t.is((await call(sc, 'GET', '/config', { authorization: 'Bearer s3cret' })).status, 200);
 
-  const closed = await sidecar(t, 'admin: { address: "127.0.0.1:0", token: s3cret }');
+  const closed = await sidecar(t, { address: '127.0.0.1:0', token: 's3cret' });
   t.is((await call(closed, 'GET', '/ready')).status, 401);
   t.is((await call(closed, 'GET', '/metrics')).status, 401);
 });
 
 test('admin.public and admin.hosts take only what they name', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const err = await t.throwsAsync(startSidecar(t, limited(a, b, 'admin: { address: "127.0.0.1:0", public: [ready, config], hosts: ["a b"] }')), { instanceOf: ConfigError });
+  const err = await t.throwsAsync(startSidecar(t, limited(a, b, { address: '127.0.0.1:0', public: ['ready', 'config'], hosts: ['a b'] })), { instanceOf: ConfigError });
   t.deepEqual((err as ConfigError).issues.map((i) => [i.path, i.code]), [['admin.public[1]', 'SY_ERR_CONFIG_VALUE'], ['admin.hosts[0]', 'SY_ERR_CONFIG_VALUE']]);
 });
 
@@ -123,7 +125,7 @@ test('a pushed config may not load a new plugin module (its code does not run) n
   t.is(dry.status, 400, 'nor by a dry run');
   t.is(g[mark], before);
 
-  const { dir } = await tempFiles({});
+  const { dir } = await tempFiles(t, {});
   const file = join(dir, 'pushed.log');
   const log = await call(sc, 'PUT', '/config', { 'content-type': 'application/json' }, yaml({ accessLog: { path: file } }));
   t.is(log.status, 400);
@@ -138,7 +140,7 @@ test('with allowPush, a pushed config may load a plugin and name an access log f
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
   const sc = await startSidecar(t, limited(a, b), { allowPush: ['plugins', 'accessLog'] });
   const current = sc.runtime.current!.raw!.value as Record<string, unknown>;
-  const { dir } = await tempFiles({});
+  const { dir } = await tempFiles(t, {});
   const file = join(dir, 'pushed.log');
   const plugin = join(ROOT, 'test/fixtures/side-effect-plugin.mjs');
   const r = await call(sc, 'PUT', '/config', { 'content-type': 'application/json' }, JSON.stringify({ ...current, plugins: [plugin], accessLog: { path: file } }));

@@ -520,40 +520,40 @@ const PLUGIN = `export function register(registry) {
 }
 `;
 
-async function withPlugin(yaml: string) {
+async function withPlugin(t: ExecutionContext, yaml: string) {
   const text = `plugins: ["./counter-plugin.mjs"]\n${yaml}`;
-  const { paths } = await tempFiles({ 'counter-plugin.mjs': PLUGIN, 'switchyard.yaml': text });
+  const { paths } = await tempFiles(t, { 'counter-plugin.mjs': PLUGIN, 'switchyard.yaml': text });
   const file = paths['switchyard.yaml']!;
   const r = await checkConfig(await loadConfigFiles([file]), {});
   return { r, text, file, issues: r.ok ? [] : r.issues };
 }
 
 test('a plugin filter using a declared component of its type is valid', async (t) => {
-  const { r } = await withPlugin(`${BASE}components:\n  hits: { type: counter }\nlisteners:\n  cart:\n    target: cart\n    filters: [{ type: count, component: hits }]\n`);
+  const { r } = await withPlugin(t, `${BASE}components:\n  hits: { type: counter }\nlisteners:\n  cart:\n    target: cart\n    filters: [{ type: count, component: hits }]\n`);
   t.true(r.ok, r.ok ? '' : show(r.issues));
 });
 
 test('a filter naming an undeclared component is an error', async (t) => {
-  const { issues, text, file } = await withPlugin(`${BASE}components:\n  hits: { type: counter }\nlisteners:\n  cart:\n    target: cart\n    filters: [{ type: count, component: hitz }]\n`);
+  const { issues, text, file } = await withPlugin(t, `${BASE}components:\n  hits: { type: counter }\nlisteners:\n  cart:\n    target: cart\n    filters: [{ type: count, component: hitz }]\n`);
   t.is(issues.length, 1, show(issues));
   has(t, issues, { code: 'SY_ERR_UNKNOWN_COMPONENT', path: 'listeners.cart.filters[0].component', loc: at(text, 'hitz', { file }) });
 });
 
 test('a filter naming a component of another type is an error', async (t) => {
-  const { issues } = await withPlugin(`${BASE}components:\n  hits: { type: other }\nlisteners:\n  cart:\n    target: cart\n    filters: [{ type: count, component: hits }]\n`);
+  const { issues } = await withPlugin(t, `${BASE}components:\n  hits: { type: other }\nlisteners:\n  cart:\n    target: cart\n    filters: [{ type: count, component: hits }]\n`);
   t.is(issues.length, 1, show(issues));
   has(t, issues, { code: 'SY_ERR_COMPONENT_TYPE_MISMATCH', path: 'listeners.cart.filters[0].component' });
 });
 
 test('an unknown component type is an error', async (t) => {
-  const { issues, text, file } = await withPlugin(`${BASE}components:\n  limit: { type: ratelimitt, metadata: { burst: "1" } }\n`);
+  const { issues, text, file } = await withPlugin(t, `${BASE}components:\n  limit: { type: ratelimitt, metadata: { burst: "1" } }\n`);
   t.is(issues.length, 1, show(issues));
   has(t, issues, { code: 'SY_ERR_UNKNOWN_COMPONENT_TYPE', path: 'components.limit.type', loc: at(text, 'ratelimitt', { file }), message: /counter/ });
 });
 
 test('a plugin that cannot be loaded is an error at its plugins entry', async (t) => {
   const text = `plugins: ["./nope.mjs"]\n${BASE}`;
-  const { paths } = await tempFiles({ 'switchyard.yaml': text });
+  const { paths } = await tempFiles(t, { 'switchyard.yaml': text });
   const r = await checkConfig(await loadConfigFiles([paths['switchyard.yaml']!]), {});
   t.false(r.ok);
   if (!r.ok) has(t, r.issues, { code: 'SY_ERR_PLUGIN_LOAD', path: 'plugins[0]', loc: at(text, '"./nope.mjs"', { file: paths['switchyard.yaml']! }) });
@@ -744,7 +744,7 @@ test('a merged config: removing a role with null makes references to it errors, 
 
 test('loadConfigFiles merges real files in order and names them in errors', async (t) => {
   const over = 'listeners:\n  cart:\n    target: cart.grpc\n';
-  const { paths } = await tempFiles({ 'base.yaml': MERGE_BASE, 'over.yaml': over });
+  const { paths } = await tempFiles(t, { 'base.yaml': MERGE_BASE, 'over.yaml': over });
   const raw = await loadConfigFiles([paths['base.yaml']!, paths['over.yaml']!]);
   const r = await checkConfig(raw, {});
   t.false(r.ok);
@@ -766,7 +766,7 @@ test('every error code is documented in README.md', (t) => {
 });
 
 test('plugin paths get ${VAR} expansion like every other string', async (t) => {
-  const { dir } = await tempFiles({ 'counter-plugin.mjs': PLUGIN });
+  const { dir } = await tempFiles(t, { 'counter-plugin.mjs': PLUGIN });
   const text = `plugins: ["\${PLUGIN_DIR}/counter-plugin.mjs"]\n${BASE}components:\n  hits: { type: counter }\nlisteners:\n  cart:\n    target: cart\n    filters: [{ type: count, component: hits }]\n`;
   const cfg = join(dir, 'switchyard.yaml');
   await writeFile(cfg, text);
@@ -831,7 +831,7 @@ test('a duration longer than a Node timer can wait is rejected (it would fire af
 });
 
 test('a component type whose validate throws is an error at its metadata, not a crash', async (t) => {
-  const { paths } = await tempFiles({ 'throwing.mjs': `export function register(r) {
+  const { paths } = await tempFiles(t, { 'throwing.mjs': `export function register(r) {
   r.registerComponent({ type: 'boom', validate() { throw new Error('kaboom'); }, create() { return { async init() {}, async close() {} }; } });
 }` });
   const issues = await issuesOf(`plugins: ["${paths['throwing.mjs']}"]\ncomponents:\n  c: { type: boom, metadata: { a: "1" } }\n${ROLES}`);

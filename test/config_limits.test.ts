@@ -3,11 +3,10 @@
 // is a located config error (it was a bare RangeError), and a YAML syntax error
 // names the nearest key (every one said "(root)").
 import test from 'ava';
-import { spawn } from 'node:child_process';
 import { checkConfig } from '../src/config/check.js';
 import { parseConfigTexts, rawFromObject } from '../src/config/load.js';
 import { formatIssue, type ConfigIssue } from '../src/errors.js';
-import { CLI, putConfig, ROOT, startSidecar, startUpstream, tempFiles, uniqueHost } from './helpers.js';
+import { ROOT, putConfig, runCli, startSidecar, startUpstream, tempFiles, uniqueHost } from './helpers.js';
 
 async function issuesOf(text: string): Promise<ConfigIssue[]> {
   const r = await checkConfig(parseConfigTexts([{ name: 'test.yaml', text }], ROOT), {});
@@ -94,14 +93,10 @@ test('a config object that contains itself (embedding code) is refused with the 
 });
 
 test('switchyard validate: a recursive alias exits 1 with file:line:col and path, no stack trace', async (t) => {
-  const { dir } = await tempFiles({ 'loop.yaml': RECURSIVE });
-  const child = spawn(process.execPath, [CLI, 'validate', '--config', 'loop.yaml'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' } });
-  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
-  let out = '';
-  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
-  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
-  const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
-  t.is(code, 1, out);
+  const { dir } = await tempFiles(t, { 'loop.yaml': RECURSIVE });
+  const r = await runCli(t, ['validate', '--config', 'loop.yaml'], { cwd: dir });
+  const out = `${r.stdout}\n${r.stderr}`;
+  t.is(r.code, 1, out);
   const { line, column } = at(RECURSIVE, '*role');
   t.true(out.includes(`loop.yaml:${line}:${column}: roles.a.meta: alias *role is inside the node it names`), out);
   t.notRegex(out, /RangeError|Maximum call stack|\n\s+at /);

@@ -1,31 +1,16 @@
 // Connection limits (issue 11, item 5): 10,500 idle connections used up the sidecar's
 // file descriptors; the admin API became unreachable and HTTP answered 502.
 import test, { type ExecutionContext } from 'ava';
-import { spawn } from 'node:child_process';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { readFile, writeFile } from 'node:fs/promises';
-import { createInterface } from 'node:readline';
 import { request } from 'undici';
 import type { Sidecar } from '../src/sidecar.js';
-import { CLI, adminUrl, putConfig, startSidecar, startUpstream, tempFiles, uniqueHost, until } from './helpers.js';
+import {
+  adminUrl, oneRole, putConfig, role, scrape, spawnCli, startEcho, startSidecar, startUpstream, tempFiles, uniqueHost, until, yaml,
+} from './helpers.js';
 import { toolPath } from './setup/requirements.js';
 
 // ---------------------------------------------------------------- local helpers
-
-/** A TCP echo upstream on this process's own 127.x.y.z; `open()` counts its live connections. */
-async function echoUpstream(t: ExecutionContext): Promise<{ address: string; open: () => number }> {
-  const live = new Set<Socket>();
-  const server = createServer((s) => {
-    live.add(s);
-    s.on('close', () => live.delete(s));
-    s.on('error', () => {});
-    s.pipe(s);
-  });
-  const host = uniqueHost();
-  await new Promise<void>((r) => server.listen(0, host, r));
-  t.teardown(() => new Promise<void>((r) => { for (const s of live) s.destroy(); server.close(() => r()); }));
-  return { address: `${host}:${(server.address() as AddressInfo).port}`, open: () => live.size };
-}
 
 /** A raw client connection, destroyed at teardown. */
 function dial(t: ExecutionContext, host: string, port: number): Socket {
@@ -101,16 +86,6 @@ function closedOrEchoing(s: Socket): Promise<'closed' | 'open'> {
   });
 }
 
-async function metrics(admin: string): Promise<string> {
-  const res = await request(`${admin}/metrics`, { headersTimeout: 5_000, bodyTimeout: 5_000 });
-  return res.body.text();
-}
-
-function value(text: string, series: string): number | undefined {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line === undefined ? undefined : Number(line.slice(series.length + 1));
-}
-
 async function ready(admin: string): Promise<number> {
   const res = await request(`${admin}/ready`, { headersTimeout: 5_000, bodyTimeout: 5_000 });
   await res.body.text();
@@ -120,7 +95,7 @@ async function ready(admin: string): Promise<number> {
 // ---------------------------------------------------------------- per listener
 
 test('a tcp listener closes connections beyond its maxConnections at once, counted; those within keep working, and a freed place is taken again', async (t) => {
-  const up = await echoUpstream(t);
+  const up = await startEcho(t);
   const sc = await startSidecar(t, `
 roles:
   db: { channels: { raw: { endpoints: ["${up.address}"] } } }
@@ -131,10 +106,10 @@ listeners:
   for (const s of admitted) t.true(await echoes(s));
   const over = Array.from({ length: 3 }, () => dialListener(t, sc, 'pipe'));
   t.deepEqual(await Promise.all(over.map(closedBySidecar)), [0, 0, 0], 'closed without a byte');
-  const m = await metrics(adminUrl(sc));
-  t.is(value(m, 'switchyard_connections_refused_total{listener="pipe",reason="listener"}'), 3);
-  t.is(value(m, 'switchyard_connections_refused_total{listener="pipe",reason="global"}'), 0);
-  t.is(value(m, 'switchyard_connections_active{listener="pipe"}'), 5);
+  const m = await scrape(sc);
+  t.is(m.value('switchyard_connections_refused_total', { listener: 'pipe', reason: 'listener' }), 3);
+  t.is(m.value('switchyard_connections_refused_total', { listener: 'pipe', reason: 'global' }), 0);
+  t.is(m.value('switchyard_connections_active', { listener: 'pipe' }), 5);
   // The admin API answers while the listener is at its limit.
   t.is(await ready(adminUrl(sc)), 200);
   for (const s of admitted) t.true(await echoes(s), 'the connections within the limit still work');
@@ -159,15 +134,15 @@ listeners:
   t.is(await closedBySidecar(dialListener(t, sc, 'web')), 0);
   t.is(await ready(adminUrl(sc)), 200);
   for (const s of admitted) t.is(await getOn(s), 200, 'a second request on each admitted connection');
-  const m = await metrics(adminUrl(sc));
-  t.is(value(m, 'switchyard_connections_refused_total{listener="web",reason="listener"}'), 1);
-  t.is(value(m, 'switchyard_requests_total{listener="web",vset="a",role="a",code="200"}'), 6);
+  const m = await scrape(sc);
+  t.is(m.value('switchyard_connections_refused_total', { listener: 'web', reason: 'listener' }), 1);
+  t.is(m.value('switchyard_requests_total', { listener: 'web', vset: 'a', role: 'a', code: '200' }), 6);
 });
 
 // ---------------------------------------------------------------- global
 
 test('limits.maxConnections counts connections across listeners: beyond it any listener refuses (reason "global"), and the admin API still answers', async (t) => {
-  const tcpUp = await echoUpstream(t);
+  const tcpUp = await startEcho(t);
   const httpUp = await startUpstream(t, 'a');
   const sc = await startSidecar(t, `
 limits: { maxConnections: 4 }
@@ -187,10 +162,10 @@ listeners:
   t.is(await closedBySidecar(dialListener(t, sc, 'web')), 0);
   t.is(await closedBySidecar(dialListener(t, sc, 'web')), 0);
   t.is(await ready(adminUrl(sc)), 200);
-  const m = await metrics(adminUrl(sc));
-  t.is(value(m, 'switchyard_connections_refused_total{listener="pipe",reason="global"}'), 1);
-  t.is(value(m, 'switchyard_connections_refused_total{listener="web",reason="global"}'), 2);
-  t.is(value(m, 'switchyard_connections_refused_total{listener="web",reason="listener"}'), 0);
+  const m = await scrape(sc);
+  t.is(m.value('switchyard_connections_refused_total', { listener: 'pipe', reason: 'global' }), 1);
+  t.is(m.value('switchyard_connections_refused_total', { listener: 'web', reason: 'global' }), 2);
+  t.is(m.value('switchyard_connections_refused_total', { listener: 'web', reason: 'listener' }), 0);
   for (const s of pipes) t.true(await echoes(s));
   for (const s of webs) t.is(await getOn(s), 200);
   // A place freed on one listener is taken on another.
@@ -241,36 +216,18 @@ roles:
 // ---------------------------------------------------------------- file descriptors, for real
 
 test.serial('a sidecar with 256 file descriptors takes 300 idle connections: it keeps 63 (the default limit), refuses the rest, and its admin API answers', async (t) => {
-  const up = await echoUpstream(t);
+  const up = await startEcho(t);
   const host = uniqueHost();
-  const { paths } = await tempFiles({ 'fd.yaml': `
-admin: { address: "127.0.0.1:0" }
-roles:
-  db: { channels: { raw: { endpoints: ["${up.address}"] } } }
-listeners:
-  raw: { address: "${host}:0", protocol: tcp, target: db.raw }
-` });
+  const { paths } = await tempFiles(t, {
+    'fd.yaml': yaml({ admin: { address: '127.0.0.1:0' }, ...oneRole(up, { address: `${host}:0`, protocol: 'tcp' }, { role: 'db', channel: 'raw', listener: 'raw' }) }),
+  });
   // 256 soft and hard: Node cannot raise it, nor can switchyard run.
-  const child = spawn(toolPath('prlimit'), ['--nofile=256:256', process.execPath, CLI, 'run', '--config', paths['fd.yaml']!], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' },
-  });
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
-  const lines: string[] = [];
-  const seen = new Map<RegExp, (m: RegExpMatchArray) => void>();
-  createInterface({ input: child.stdout! }).on('line', (l) => {
-    lines.push(l);
-    for (const [re, f] of seen) { const m = re.exec(l); if (m) { seen.delete(re); f(m); } }
-  });
-  child.stderr!.on('data', (d: Buffer) => lines.push(d.toString()));
-  const line = (re: RegExp): Promise<RegExpMatchArray> => new Promise((resolve, reject) => {
-    for (const l of lines) { const m = re.exec(l); if (m) return resolve(m); }
-    const timer = setTimeout(() => reject(new Error(`no line ${re} within 15 s:\n${lines.join('\n')}`)), 15_000);
-    seen.set(re, (m) => { clearTimeout(timer); resolve(m); });
-  });
-  const [, port] = await line(/listener raw: tcp:\/\/[\d.]+:(\d+)/);
-  const [, admin] = await line(/admin API on (http:\/\/[\d.]+:\d+)/);
-  await line(/file descriptors: soft limit 256, hard limit 256$/);
-  await line(/client connections: at most 63 at once across listeners \(limits\.maxConnections default: \(soft limit 256 - 128 in reserve - 1 listening\) \/ 2\)/);
+  const cli = spawnCli(t, ['run', '--config', paths['fd.yaml']!], { via: [toolPath('prlimit'), '--nofile=256:256'] });
+  const lines = (): string[] => [...cli.stdout, ...cli.stderr];
+  const [, port] = await cli.line(/listener raw: tcp:\/\/[\d.]+:(\d+)/);
+  const [, admin] = await cli.line(/admin API on (http:\/\/[\d.]+:\d+)/);
+  await cli.line(/file descriptors: soft limit 256, hard limit 256$/);
+  await cli.line(/client connections: at most 63 at once across listeners \(limits\.maxConnections default: \(soft limit 256 - 128 in reserve - 1 listening\) \/ 2\)/);
 
   let closed = 0;
   const sockets = Array.from({ length: 300 }, () => {
@@ -281,15 +238,15 @@ listeners:
   // Without limits the sidecar ran out of descriptors here: it kept about 117, dropped
   // the rest as it could, and its admin API no longer accepted.
   await until(() => closed === 300 - 63 && up.open() === 63, 15_000, '237 refused and 63 forwarded')
-    .catch((err: Error) => { throw new Error(`${err.message}: closed ${closed}, upstream ${up.open()}\n${lines.join('\n')}`); });
+    .catch((err: Error) => { throw new Error(`${err.message}: closed ${closed}, upstream ${up.open()}\n${lines().join('\n')}`); });
   t.is(await ready(admin!), 200);
-  const m = await metrics(admin!);
-  t.is(value(m, 'switchyard_connections_refused_total{listener="raw",reason="global"}'), 237);
-  t.is(value(m, 'switchyard_connections_active{listener="raw"}'), 63);
+  const m = await scrape(admin!);
+  t.is(m.value('switchyard_connections_refused_total', { listener: 'raw', reason: 'global' }), 237);
+  t.is(m.value('switchyard_connections_active', { listener: 'raw' }), 63);
   const open = sockets.filter((s) => !s.destroyed);
   t.is(open.length, 63);
   for (const s of open.slice(0, 5)) t.true(await echoes(s), 'the connections within the limit work');
-  t.true(lines.some((l) => /the global limit \(limits\.maxConnections 63\): new connections on every listener are closed at once/.test(l)), lines.join('\n'));
+  t.true(lines().some((l) => /the global limit \(limits\.maxConnections 63\): new connections on every listener are closed at once/.test(l)), lines().join('\n'));
 });
 
 test('the admin API takes at most 64 connections at once, beyond which it closes them as accepted; they do not count against limits.maxConnections', async (t) => {
@@ -316,39 +273,36 @@ listeners:
 test.serial('out of file descriptors (limits.maxConnections set above what they allow), a request or WebSocket upgrade gets 503, never blamed on the upstream; a tcp connection likewise', async (t) => {
   // Each answer closes its upstream connection, so every request needs a new one.
   const up = await startUpstream(t, 'a', (req, res) => { req.resume(); res.setHeader('connection', 'close'); res.end('ok'); });
-  const echo = await echoUpstream(t);
+  const echo = await startEcho(t);
   const web = uniqueHost();
   const raw = uniqueHost();
-  const { paths } = await tempFiles({ 'fd.yaml': `
-admin: { address: "127.0.0.1:0" }
-limits: { maxConnections: 1000 }
-roles:
-  a:
-    channels:
-      http: { endpoints: ["${up.address}"], outlierDetection: { consecutiveErrors: 1 } }
-  db: { channels: { raw: { endpoints: ["${echo.address}"] } } }
-listeners:
-  web: { address: "${web}:0", target: a, retries: { attempts: 2 } }
-  raw: { address: "${raw}:0", protocol: tcp, target: db.raw }
-` });
-  const child = spawn(toolPath('prlimit'), ['--nofile=200:200', process.execPath, CLI, 'run', '--config', paths['fd.yaml']!], {
-    stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' },
+  const { paths } = await tempFiles(t, {
+    'fd.yaml': yaml({
+      admin: { address: '127.0.0.1:0' },
+      limits: { maxConnections: 1000 },
+      roles: {
+        a: { channels: { http: { endpoints: [up.address], outlierDetection: { consecutiveErrors: 1 } } } },
+        db: role(echo, { channel: 'raw' }),
+      },
+      listeners: {
+        web: { address: `${web}:0`, target: 'a', retries: { attempts: 2 } },
+        raw: { address: `${raw}:0`, protocol: 'tcp', target: 'db.raw' },
+      },
+    }),
   });
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
-  const lines: string[] = [];
-  createInterface({ input: child.stdout! }).on('line', (l) => lines.push(l));
-  child.stderr!.on('data', (d: Buffer) => lines.push(d.toString()));
-  const find = (re: RegExp): RegExpMatchArray | null => { for (const l of lines) { const m = re.exec(l); if (m) return m; } return null; };
-  await until(() => find(/client connections: at most/) !== null, 15_000, 'the start lines').catch((e: Error) => { throw new Error(`${e.message}\n${lines.join('\n')}`); });
-  const webPort = Number(find(/listener web: http:\/\/[\d.]+:(\d+)/)![1]);
-  const rawPort = Number(find(/listener raw: tcp:\/\/[\d.]+:(\d+)/)![1]);
-  const admin = find(/admin API on (http:\/\/[\d.]+:\d+)/)![1]!;
-  t.truthy(find(/limits\.maxConnections 1000 is more than the file descriptors allow \(soft limit 200: about 35 client connections/), lines.join('\n'));
+  const cli = spawnCli(t, ['run', '--config', paths['fd.yaml']!], { via: [toolPath('prlimit'), '--nofile=200:200'] });
+  const lines = (): string[] => [...cli.stdout, ...cli.stderr];
+  const find = (re: RegExp): RegExpMatchArray | null => { for (const l of lines()) { const m = re.exec(l); if (m) return m; } return null; };
+  await cli.line(/client connections: at most/);
+  const webPort = Number((await cli.line(/listener web: http:\/\/[\d.]+:(\d+)/))[1]);
+  const rawPort = Number((await cli.line(/listener raw: tcp:\/\/[\d.]+:(\d+)/))[1]);
+  const admin = (await cli.line(/admin API on (http:\/\/[\d.]+:\d+)/))[1]!;
+  t.truthy(find(/limits\.maxConnections 1000 is more than the file descriptors allow \(soft limit 200: about 35 client connections/), lines().join('\n'));
   // The file watcher reads the config once after the start; a read while descriptors run
   // out can take the one libuv keeps to shed connections with. Let it finish first: a
   // change it reloads is logged, and then it reads nothing more.
   await writeFile(paths['fd.yaml']!, `# touched\n${await readFile(paths['fd.yaml']!, 'utf8')}`);
-  await until(() => find(/generation 2 applied from file/) !== null, 10_000, 'the reload of the touched file').catch((e: Error) => { throw new Error(`${e.message}\n${lines.join('\n')}`); });
+  await cli.line(/generation 2 applied from file/, { ms: 10_000 });
 
   const client = dial(t, web, webPort);
   t.is(await getOn(client), 200);
@@ -382,11 +336,11 @@ listeners:
   for (const s of fillers) s.destroy();
   await until(async () => (await ready(admin).catch(() => 0)) === 200, 10_000, 'the admin API answers again');
   t.is(await getOn(client), 200, 'the endpoint serves again');
-  const m = await metrics(admin);
-  t.is(value(m, 'switchyard_requests_total{listener="web",vset="a",role="",code="503"}'), 2);
-  t.notRegex(m, /^switchyard_upstream_errors_total\{/m, 'never an upstream error');
-  t.notRegex(m, /^switchyard_retries_total\{/m, 'never retried');
-  t.is(value(m, 'switchyard_endpoints_healthy{role="a",channel="http"}'), 1, 'not ejected');
-  t.true((value(m, 'switchyard_tcp_connections_total{listener="raw",vset="db",role="",result="error"}') ?? 0) >= 1, m);
-  t.is(value(m, 'switchyard_tcp_connections_total{listener="raw",vset="db",role="db",result="error"}'), undefined);
+  const m = await scrape(admin);
+  t.is(m.value('switchyard_requests_total', { listener: 'web', vset: 'a', role: '', code: '503' }), 2);
+  t.deepEqual(m.series('switchyard_upstream_errors_total'), [], 'never an upstream error');
+  t.deepEqual(m.series('switchyard_retries_total'), [], 'never retried');
+  t.is(m.value('switchyard_endpoints_healthy', { role: 'a', channel: 'http' }), 1, 'not ejected');
+  t.true(m.value('switchyard_tcp_connections_total', { listener: 'raw', vset: 'db', role: '', result: 'error' }) >= 1, m.text);
+  t.is(m.find('switchyard_tcp_connections_total', { listener: 'raw', vset: 'db', role: 'db', result: 'error' }), undefined);
 });

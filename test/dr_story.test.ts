@@ -8,7 +8,7 @@ import test from 'ava';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import { request } from 'undici';
-import { adminUrl, startSidecar, uniqueHost, until } from './helpers.js';
+import { adminUrl, oneRole, startSidecar, uniqueHost, until, yaml, type ConfigSpec } from './helpers.js';
 
 /** A tiny line server: answers "PING" with "+PONG <name>". */
 async function redisLike(t: { teardown(fn: () => void): void }, name: string): Promise<{ server: Server; address: string }> {
@@ -42,17 +42,8 @@ async function client(host: string, port: number): Promise<{ ping(): Promise<str
   };
 }
 
-const config = (endpoint: string, address: string) => `
-drainTimeout: 20s
-roles:
-  cache:
-    channels: { redis: { endpoints: ["${endpoint}"] } }
-listeners:
-  cache:
-    address: "${address}"
-    protocol: tcp
-    target: cache
-`;
+const config = (endpoint: string, address: string): ConfigSpec =>
+  ({ drainTimeout: '20s', ...oneRole(endpoint, { address, protocol: 'tcp', target: 'cache' }, { role: 'cache', channel: 'redis', listener: 'cache' }) });
 
 test('moving a TCP role to its DR endpoints: new connections go to DR, open ones drain, nothing is refused', async (t) => {
   const primary = await redisLike(t, 'primary');
@@ -81,7 +72,7 @@ test('moving a TCP role to its DR endpoints: new connections go to DR, open ones
   })();
   await until(() => answered >= 5, 5000, 'traffic before the change');
 
-  const res = await request(`${adminUrl(sc)}/config`, { method: 'PUT', headers: { 'content-type': 'application/yaml' }, body: config(dr.address, `${host}:0`) }); // port 0 keeps the same socket for the listener name
+  const res = await request(`${adminUrl(sc)}/config`, { method: 'PUT', headers: { 'content-type': 'application/yaml' }, body: yaml(config(dr.address, `${host}:0`)) }); // port 0 keeps the same socket for the listener name
   t.is(res.statusCode, 200, await res.body.text());
 
   const after = await client(host, port);

@@ -1,26 +1,33 @@
 import test from 'ava';
 import { connect } from 'node:net';
 import { Agent, request } from 'undici';
-import { deadAddress, get, listenerUrl, startSidecar, uniqueHost, until } from './helpers.js';
-import { channel, controlled, metricSum, resilienceConfig } from './resilience_support.js';
+import {
+  channel, deadAddress, findMetric, get, listenerUrl, metric, role, startSidecar, twoRoles, uniqueHost, untilMetric, vsetOf, weighted,
+} from './helpers.js';
+import { controlled } from './resilience_support.js';
 
-const CHECK = 'healthCheck: { interval: 100ms, timeout: 100ms, unhealthyThreshold: 1 }';
-const HTTP_CHECK = 'healthCheck: { path: /healthz, interval: 100ms, timeout: 100ms, unhealthyThreshold: 1 }';
+const CHECK = { healthCheck: { interval: '100ms', timeout: '100ms', unhealthyThreshold: 1 } };
+const HTTP_CHECK = { healthCheck: { path: '/healthz', interval: '100ms', timeout: '100ms', unhealthyThreshold: 1 } };
 
 test('a pinned role with no healthy endpoint: fallback weighted serves from the split and says so; strict does not', async (t) => {
   const a = await controlled(t, 'a');
   const b = await controlled(t, 'b');
   await b.kill();
-  const sc = await startSidecar(t, resilienceConfig(channel([a], CHECK), channel([b], CHECK), `
-filters:
-  - type: header_route
-    rules:
-      - { header: x-canary, equals: "soft", role: b, fallback: weighted }
-      - { header: x-canary, equals: "hard", role: b, fallback: strict }
-      - { header: x-canary, equals: "default", role: b }
-  - { type: weighted, weights: { a: 90, b: 10 } }`));
+  const sc = await startSidecar(t, twoRoles(channel([a], CHECK), channel([b], CHECK), {
+    filters: [
+      {
+        type: 'header_route',
+        rules: [
+          { header: 'x-canary', equals: 'soft', role: 'b', fallback: 'weighted' },
+          { header: 'x-canary', equals: 'hard', role: 'b', fallback: 'strict' },
+          { header: 'x-canary', equals: 'default', role: 'b' },
+        ],
+      },
+      weighted({ a: 90, b: 10 }),
+    ],
+  }));
   const url = listenerUrl(sc, 'web');
-  await until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{role="b"/)) === 0, 5000, 'b unhealthy');
+  await untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'b' }, 0, 5000, 'b unhealthy');
   const soft = await get(url, { 'x-canary': 'soft' });
   t.is(soft.status, 200);
   t.is(soft.body, 'a');
@@ -43,30 +50,31 @@ test('a pin with fallback weighted whose role fails while serving moves to the s
   const a = await controlled(t, 'a');
   const b = await controlled(t, 'b');
   await b.kill();
-  const sc = await startSidecar(t, resilienceConfig(channel([a]), channel([b]), `
-filters:
-  - type: header_route
-    rules: [{ header: x-canary, equals: "1", role: b, fallback: weighted }]
-  - { type: weighted, weights: { a: 1, b: 1 } }`));
+  const sc = await startSidecar(t, twoRoles(channel([a]), channel([b]), {
+    filters: [
+      { type: 'header_route', rules: [{ header: 'x-canary', equals: '1', role: 'b', fallback: 'weighted' }] },
+      weighted({ a: 1, b: 1 }),
+    ],
+  }));
   const r = await get(listenerUrl(sc, 'web'), { 'x-canary': '1' });
   t.is(r.status, 200);
   t.is(r.body, 'a');
   t.is(r.headers['x-switchyard-fallback'], 'b');
   // Counted once, under the role that served it; the failed try under the role it tried.
-  await until(async () => (await metricSum(sc, /^switchyard_requests_total\{listener="web",vset="svc",role="a",code="200"\}/)) === 1, 5000, 'the request counted');
-  t.is(await metricSum(sc, /^switchyard_requests_total\{.*role="b"/), 0);
-  t.is(await metricSum(sc, /^switchyard_upstream_errors_total\{listener="web",role="b",reason="connect-failure"\}/), 1);
+  await untilMetric(sc, 'switchyard_requests_total', { listener: 'web', vset: 'svc', role: 'a', code: '200' }, 1, 5000, 'the request counted');
+  t.is(await findMetric(sc, 'switchyard_requests_total', { role: 'b' }), undefined, 'no request counted under role b');
+  t.is(await metric(sc, 'switchyard_upstream_errors_total', { listener: 'web', role: 'b', reason: 'connect-failure' }), 1);
 });
 
 test('allowFrom: only listed client addresses may pin a role', async (t) => {
   const a = await controlled(t, 'a');
   const b = await controlled(t, 'b');
-  const sc = await startSidecar(t, resilienceConfig(channel([a]), channel([b]), `
-filters:
-  - type: header_route
-    allowFrom: ["127.0.0.1/32"]
-    rules: [{ header: x-canary, equals: "1", role: b }]
-  - { type: weighted, weights: { a: 1 } }`));
+  const sc = await startSidecar(t, twoRoles(channel([a]), channel([b]), {
+    filters: [
+      { type: 'header_route', allowFrom: ['127.0.0.1/32'], rules: [{ header: 'x-canary', equals: '1', role: 'b' }] },
+      weighted({ a: 1 }),
+    ],
+  }));
   const url = listenerUrl(sc, 'web');
   t.is((await get(url, { 'x-canary': '1' })).body, 'b', 'from 127.0.0.1: pinned');
   const other = uniqueHost();
@@ -102,17 +110,14 @@ test('a role whose endpoints die mid-load: no client request fails while another
   const b1 = await controlled(t, 'b1');
   const b2 = await controlled(t, 'b2');
   for (const c of [a1, a2, b1, b2]) c.up.server.keepAliveTimeout = 60_000;
-  const sc = await startSidecar(t, resilienceConfig(channel([a1, a2], CHECK), channel([b1, b2], CHECK), `
-retries: { attempts: 2 }
-filters:
-  - { type: weighted, weights: { a: 50, b: 50 } }`));
+  const sc = await startSidecar(t, twoRoles(channel([a1, a2], CHECK), channel([b1, b2], CHECK), { retries: { attempts: 2 }, filters: [weighted({ a: 50, b: 50 })] }));
   const statuses = await loadWithKill(listenerUrl(sc, 'web'), { total: 2000, workers: 8, killAt: 500 }, () => {
     void b1.kill();
     void b2.kill();
   });
   t.deepEqual([...statuses.entries()], [[200, 2000]], `every request succeeded (${statuses.failures})`);
   t.true(b1.hits + b2.hits > 100, 'b served its share before it died');
-  t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="b"/), 0);
+  t.is(await metric(sc, 'switchyard_endpoints_healthy', { role: 'b' }), 0);
 });
 
 test('a one-endpoint canary dies under 32 concurrent requests with the default budget: none of its requests in flight fails', async (t) => {
@@ -120,14 +125,11 @@ test('a one-endpoint canary dies under 32 concurrent requests with the default b
   const a2 = await controlled(t, 'a2');
   const canary = await controlled(t, 'canary');
   for (const c of [a1, a2, canary]) c.up.server.keepAliveTimeout = 60_000;
-  const sc = await startSidecar(t, resilienceConfig(channel([a1, a2], CHECK), channel([canary], CHECK), `
-retries: { attempts: 1 }
-filters:
-  - { type: weighted, weights: { a: 50, b: 50 } }`));
+  const sc = await startSidecar(t, twoRoles(channel([a1, a2], CHECK), channel([canary], CHECK), { retries: { attempts: 1 }, filters: [weighted({ a: 50, b: 50 })] }));
   // Every connection at once, with ~16 requests on them (the demo's step 5).
   const statuses = await loadWithKill(listenerUrl(sc, 'web'), { total: 1500, workers: 32, killAt: 400 }, () => void canary.kill());
   t.deepEqual([...statuses.entries()], [[200, 1500]], `every request succeeded (${statuses.failures})`);
-  t.is(await metricSum(sc, /^switchyard_retry_budget_exhausted_total/), 0);
+  t.is(await findMetric(sc, 'switchyard_retry_budget_exhausted_total'), undefined, 'the budget never ran out');
 });
 
 test('tcp: a connection whose role cannot connect goes to another role of the split', async (t) => {
@@ -139,20 +141,10 @@ test('tcp: a connection whose role cannot connect goes to another role of the sp
   // test process's HTTP server, which answered "hello 0" with a 400.
   const deadAddr = await deadAddress();
   const host = uniqueHost();
-  const sc = await startSidecar(t, `
-roles:
-  a: { channels: { raw: { endpoints: ["127.0.0.1:${(echo.address() as { port: number }).port}"] } } }
-  b: { channels: { raw: { endpoints: ["${deadAddr}"] } } }
-vsets:
-  svc: { channels: [raw], roles: { a: {}, b: {} } }
-listeners:
-  raw:
-    address: "${host}:0"
-    protocol: tcp
-    target: svc
-    filters:
-      - { type: weighted, weights: { a: 1, b: 1000 } }
-`);
+  const sc = await startSidecar(t, vsetOf({
+    a: role(`127.0.0.1:${(echo.address() as { port: number }).port}`, { channel: 'raw' }),
+    b: role(deadAddr, { channel: 'raw' }),
+  }, { address: `${host}:0`, protocol: 'tcp', target: 'svc', filters: [weighted({ a: 1, b: 1000 })] }, { channel: 'raw', listener: 'raw' }));
   const addr = sc.addresses().get('raw')!;
   for (let i = 0; i < 5; i++) {
     const s = connect({ host: addr.host, port: addr.port });
@@ -164,10 +156,10 @@ listeners:
     s.destroy();
     t.is(got, `hello ${i}`);
   }
-  const fails = await metricSum(sc, /^switchyard_upstream_errors_total\{listener="raw",role="b",reason="connect-failure"/);
+  const fails = await metric(sc, 'switchyard_upstream_errors_total', { listener: 'raw', role: 'b', reason: 'connect-failure' });
   t.true(fails >= 4, `${fails} connect failures on b`);
   // Counted at close, under the role that served.
-  await until(async () => (await metricSum(sc, /^switchyard_tcp_connections_total\{listener="raw",vset="svc",role="a",result="ok"/)) === 5, 5000, 'five connections served by a');
+  await untilMetric(sc, 'switchyard_tcp_connections_total', { listener: 'raw', vset: 'svc', role: 'a', result: 'ok' }, 5, 5000, 'five connections served by a');
 });
 
 // The mid-load test above failed 1 run in 3 of the whole suite with one 502: under load, the
@@ -182,10 +174,8 @@ test('every role marked unhealthy and one of them dead: a request that cannot co
   a1.health = a2.health = 503;
   await b1.kill();
   await b2.kill();
-  const sc = await startSidecar(t, resilienceConfig(channel([a1, a2], HTTP_CHECK), channel([b1, b2], HTTP_CHECK), `
-filters:
-  - { type: weighted, weights: { a: 50, b: 50 } }`));
-  await until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{/)) === 0, 5000, 'every endpoint unhealthy');
+  const sc = await startSidecar(t, twoRoles(channel([a1, a2], HTTP_CHECK), channel([b1, b2], HTTP_CHECK), { filters: [weighted({ a: 50, b: 50 })] }));
+  await untilMetric(sc, 'switchyard_endpoints_healthy', {}, 0, 5000, 'every endpoint unhealthy');
   const url = listenerUrl(sc, 'web');
   for (let i = 0; i < 40; i++) {
     const r = await get(url);
@@ -200,10 +190,8 @@ test('a role left by its own pick because it looked unavailable is still tried w
   a1.health = 503;
   await b1.kill();
   // b has no health check: it looks available, though it is dead.
-  const sc = await startSidecar(t, resilienceConfig(channel([a1], HTTP_CHECK), channel([b1]), `
-filters:
-  - { type: weighted, weights: { a: 50, b: 50 } }`));
-  await until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{role="a"/)) === 0, 5000, 'a unhealthy');
+  const sc = await startSidecar(t, twoRoles(channel([a1], HTTP_CHECK), channel([b1]), { filters: [weighted({ a: 50, b: 50 })] }));
+  await untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'a' }, 0, 5000, 'a unhealthy');
   const url = listenerUrl(sc, 'web');
   for (let i = 0; i < 40; i++) {
     const r = await get(url);
@@ -220,12 +208,13 @@ test('a retry the budget refuses on a failing role moves the request to another 
   const b1 = await controlled(t, 'b1');
   const b2 = await controlled(t, 'b2');
   b1.mode = b2.mode = 'reset';
-  const sc = await startSidecar(t, resilienceConfig(channel([a1]), channel([b1, b2]), `
-retries: { attempts: 2, budgetPercent: 0, minRetryConcurrency: 0 }
-filters:
-  - type: header_route
-    rules: [{ header: x-pin, equals: b, role: b, fallback: weighted }]
-  - { type: weighted, weights: { a: 1, b: 1 } }`));
+  const sc = await startSidecar(t, twoRoles(channel([a1]), channel([b1, b2]), {
+    retries: { attempts: 2, budgetPercent: 0, minRetryConcurrency: 0 },
+    filters: [
+      { type: 'header_route', rules: [{ header: 'x-pin', equals: 'b', role: 'b', fallback: 'weighted' }] },
+      weighted({ a: 1, b: 1 }),
+    ],
+  }));
   const url = listenerUrl(sc, 'web');
   for (let i = 0; i < 10; i++) {
     const r = await get(url, { 'x-pin': 'b' });
@@ -234,5 +223,5 @@ filters:
     t.is(r.headers['x-switchyard-fallback'], 'b');
   }
   t.is(b1.hits + b2.hits, 10, 'one try on b per request, no retry on b without a share');
-  t.true(await metricSum(sc, /^switchyard_retry_budget_exhausted_total/) >= 10);
+  t.true(await metric(sc, 'switchyard_retry_budget_exhausted_total') >= 10);
 });

@@ -1,23 +1,21 @@
 import test from 'ava';
-import { get, listenerUrl, startSidecar, startUpstream, twoRoleConfig } from './helpers.js';
+import { get, listenerUrl, startSidecar, startUpstream, twoRoles } from './helpers.js';
 
 test('fault aborts every request at 100 % with the status, and none reach a role', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, twoRoleConfig(a, b, `
-- type: fault
-  abort: { percent: 100, status: 503 }`));
+  const sc = await startSidecar(t, twoRoles(a, b, { filters: [{ type: 'fault', abort: { percent: 100, status: 503 } }] }));
   for (let i = 0; i < 5; i++) t.is((await get(listenerUrl(sc, 'web'))).status, 503);
   t.is(a.requests.length + b.requests.length, 0);
 });
 
 test('fault limited to one role aborts only requests routed there', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, twoRoleConfig(a, b, `
-- type: header_route
-  rules: [ { header: x-to, equals: b, role: b }, { header: x-to, equals: a, role: a } ]
-- type: fault
-  role: b
-  abort: { percent: 100, status: 500 }`));
+  const sc = await startSidecar(t, twoRoles(a, b, {
+    filters: [
+      { type: 'header_route', rules: [{ header: 'x-to', equals: 'b', role: 'b' }, { header: 'x-to', equals: 'a', role: 'a' }] },
+      { type: 'fault', role: 'b', abort: { percent: 100, status: 500 } },
+    ],
+  }));
   const url = listenerUrl(sc, 'web');
   t.is((await get(url, { 'x-to': 'b' })).status, 500);
   t.is((await get(url, { 'x-to': 'a' })).status, 200);
@@ -25,9 +23,7 @@ test('fault limited to one role aborts only requests routed there', async (t) =>
 
 test('fault delays requests by the duration', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, twoRoleConfig(a, b, `
-- type: fault
-  delay: { percent: 100, duration: 300ms }`));
+  const sc = await startSidecar(t, twoRoles(a, b, { filters: [{ type: 'fault', delay: { percent: 100, duration: '300ms' } }] }));
   const t0 = performance.now();
   t.is((await get(listenerUrl(sc, 'web'))).status, 200);
   t.true(performance.now() - t0 >= 290);
@@ -35,9 +31,7 @@ test('fault delays requests by the duration', async (t) => {
 
 test('fault at a partial percentage aborts about that share', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, twoRoleConfig(a, b, `
-- type: fault
-  abort: { percent: 25, status: 503 }`));
+  const sc = await startSidecar(t, twoRoles(a, b, { filters: [{ type: 'fault', abort: { percent: 25, status: 503 } }] }));
   const url = listenerUrl(sc, 'web');
   let aborted = 0;
   const n = 800;

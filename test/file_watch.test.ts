@@ -1,10 +1,12 @@
 import test, { type ExecutionContext } from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Sidecar } from '../src/sidecar.js';
-import { CLI, startUpstream, tempFiles, uniqueHost, until, type Upstream } from './helpers.js';
-import { PLUGIN, eventsNamed, heldUpstream, httpGet, metric, newScope, openGate, refused, within } from './reload_support.js';
+import {
+  metric, spawnCli, startUpstream, tempFiles, twoRoles, uniqueHost, until, untilMetric, weighted, within, yaml, type ConfigSpec,
+  type ListenerSpec, type Upstream,
+} from './helpers.js';
+import { PLUGIN, eventsNamed, heldUpstream, httpGet, newScope, openGate, refused } from './reload_support.js';
 
 /*
  * Config files as a reload source (DESIGN.md "Data flow" 1): the watcher sees an
@@ -13,21 +15,15 @@ import { PLUGIN, eventsNamed, heldUpstream, httpGet, metric, newScope, openGate,
  * the real CLI: SIGHUP, `switchyard apply`, and SIGTERM.
  */
 
-function yamlConfig(a: Upstream, b: Upstream, host: string, w: [number, number], extra = ''): string {
-  return `admin: { address: "127.0.0.1:0" }
-drainTimeout: 5s
-roles:
-  a: { channels: { http: { endpoints: ["${a.address}"] } } }
-  b: { channels: { http: { endpoints: ["${b.address}"] } } }
-vsets:
-  svc: { channels: [http], roles: { a: {}, b: {} } }
-listeners:
-  web:
-    address: "${host}:0"
-    target: svc
-    filters:
-      - { type: weighted, weights: { a: ${w[0]}, b: ${w[1]} } }
-${extra}`;
+/** A whole config file: the admin API on port 0, roles a and b, listener `web` on `host` splitting `w`; `more` and `listener` added. */
+function fileConfig(a: Upstream, b: Upstream, host: string, w: [number, number],
+  more: ConfigSpec = {}, listener: Partial<ListenerSpec> = {}): string {
+  return yaml({
+    admin: { address: '127.0.0.1:0' },
+    drainTimeout: '5s',
+    ...twoRoles(a, b, { address: `${host}:0`, target: 'svc', filters: [weighted({ a: w[0], b: w[1] })], ...listener }),
+    ...more,
+  });
 }
 
 async function startWatching(t: ExecutionContext, files: string[]): Promise<{ sc: Sidecar; log: string[] }> {
@@ -50,10 +46,10 @@ test('an editor\'s in-place write of a --config file is picked up', async (t) =>
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const host = uniqueHost();
-  const { paths } = await tempFiles({ 'config.yaml': yamlConfig(a, b, host, [1, 0]) });
+  const { paths } = await tempFiles(t, { 'config.yaml': fileConfig(a, b, host, [1, 0]) });
   const { sc } = await startWatching(t, [paths['config.yaml']!]);
   t.is(await roleOf(sc), 'a');
-  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1]));
+  await writeFile(paths['config.yaml']!, fileConfig(a, b, host, [0, 1]));
   await waitForGeneration(sc, 2);
   t.is(sc.runtime.current!.source, 'file');
   t.is(await roleOf(sc), 'b');
@@ -64,8 +60,8 @@ test('an atomic rename over a --config file is picked up, and so is a change of 
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const host = uniqueHost();
-  const { dir, paths } = await tempFiles({
-    'base.yaml': yamlConfig(a, b, host, [1, 0]),
+  const { dir, paths } = await tempFiles(t, {
+    'base.yaml': fileConfig(a, b, host, [1, 0]),
     'override.yaml': 'drainTimeout: 4s\n',
   });
   const { sc } = await startWatching(t, [paths['base.yaml']!, paths['override.yaml']!]);
@@ -73,7 +69,7 @@ test('an atomic rename over a --config file is picked up, and so is a change of 
 
   // Write elsewhere, then rename over the file (what most editors and config tools do).
   const tmp = join(dir, '.base.yaml.swp');
-  await writeFile(tmp, yamlConfig(a, b, host, [0, 1]));
+  await writeFile(tmp, fileConfig(a, b, host, [0, 1]));
   await rename(tmp, paths['base.yaml']!);
   await waitForGeneration(sc, 2);
   t.is(await roleOf(sc), 'b');
@@ -91,9 +87,9 @@ test('a Kubernetes ConfigMap update (..data symlink swap) is picked up', async (
   const b = await startUpstream(t, 'b');
   const host = uniqueHost();
   // The kubelet's layout: config.yaml → ..data/config.yaml, ..data → ..<timestamp>/.
-  const { dir } = await tempFiles({});
+  const { dir } = await tempFiles(t, {});
   await mkdir(join(dir, '..2026_01_01_00_00_00.1'));
-  await writeFile(join(dir, '..2026_01_01_00_00_00.1', 'config.yaml'), yamlConfig(a, b, host, [1, 0]));
+  await writeFile(join(dir, '..2026_01_01_00_00_00.1', 'config.yaml'), fileConfig(a, b, host, [1, 0]));
   await symlink('..2026_01_01_00_00_00.1', join(dir, '..data'));
   await symlink('..data/config.yaml', join(dir, 'config.yaml'));
   const { sc } = await startWatching(t, [join(dir, 'config.yaml')]);
@@ -101,7 +97,7 @@ test('a Kubernetes ConfigMap update (..data symlink swap) is picked up', async (
 
   // An update: a new timestamped directory, a new ..data_tmp link renamed over ..data, the old directory removed.
   await mkdir(join(dir, '..2026_01_01_00_05_00.2'));
-  await writeFile(join(dir, '..2026_01_01_00_05_00.2', 'config.yaml'), yamlConfig(a, b, host, [0, 1]));
+  await writeFile(join(dir, '..2026_01_01_00_05_00.2', 'config.yaml'), fileConfig(a, b, host, [0, 1]));
   await symlink('..2026_01_01_00_05_00.2', join(dir, '..data_tmp'));
   await rename(join(dir, '..data_tmp'), join(dir, '..data'));
   await rm(join(dir, '..2026_01_01_00_00_00.1'), { recursive: true });
@@ -114,33 +110,21 @@ test('a bad config file is rejected while the old config serves; fixing it appli
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const host = uniqueHost();
-  const { paths } = await tempFiles({ 'config.yaml': yamlConfig(a, b, host, [1, 0]) });
+  const { paths } = await tempFiles(t, { 'config.yaml': fileConfig(a, b, host, [1, 0]) });
   const { sc, log } = await startWatching(t, [paths['config.yaml']!]);
 
-  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1]).replace('weights:', 'wieghts:'));
-  await until(async () => (await metric(sc, 'switchyard_config_reloads_total', { source: 'file', result: 'invalid' })) === 1, 10_000, 'the rejection');
+  await writeFile(paths['config.yaml']!, fileConfig(a, b, host, [0, 1], {}, { filters: [{ type: 'weighted', wieghts: { a: 0, b: 1 } }] }));
+  await untilMetric(sc, 'switchyard_config_reloads_total', { source: 'file', result: 'invalid' }, 1, 10_000, 'the rejection');
   t.is(sc.runtime.current!.number, 1);
   t.is(await roleOf(sc), 'a', 'the old config keeps serving');
   t.true(log.some((l) => /reload from file rejected \(invalid\).*generation 1 keeps serving/.test(l)), log.join('\n'));
   t.true(log.some((l) => l.includes('wieghts')), 'the log names the error');
 
-  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1]));
+  await writeFile(paths['config.yaml']!, fileConfig(a, b, host, [0, 1]));
   await waitForGeneration(sc, 2);
   t.is(await roleOf(sc), 'b');
   t.is(await metric(sc, 'switchyard_config_reloads_total', { source: 'file', result: 'success' }), 2);
 });
-
-/** The real CLI as a child process; its stdout lines collected. */
-function runCli(t: ExecutionContext, args: string[]): { child: ChildProcess; out: string[]; err: string[]; exit: Promise<number | null> } {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const out: string[] = [];
-  const err: string[] = [];
-  child.stdout!.setEncoding('utf8').on('data', (d: string) => out.push(...d.split('\n').filter(Boolean)));
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => err.push(...d.split('\n').filter(Boolean)));
-  const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  t.teardown(() => { if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL'); });
-  return { child, out, err, exit };
-}
 
 async function adminJson(base: string, path: string): Promise<{ status: number; json: any; text: string }> {
   const res = await httpGet(`${base}${path}`, { agent: false });
@@ -153,15 +137,14 @@ test('the CLI: SIGHUP reloads, a bad file is rejected, `switchyard apply` pushes
   const a = await heldUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const host = uniqueHost();
-  const { paths } = await tempFiles({
-    'config.yaml': yamlConfig(a, b, host, [1, 0]),
-    'push.yaml': yamlConfig(a, b, host, [0, 1]),
-    'bad.yaml': yamlConfig(a, b, host, [0, 0]),
+  const { paths } = await tempFiles(t, {
+    'config.yaml': fileConfig(a, b, host, [1, 0]),
+    'push.yaml': fileConfig(a, b, host, [0, 1]),
+    'bad.yaml': fileConfig(a, b, host, [0, 0]),
   });
-  const run = runCli(t, ['run', '--config', paths['config.yaml']!]);
-  await until(() => run.out.some((l) => l.includes('admin API on http://')) || run.child.exitCode !== null, 10_000, 'the CLI to start');
-  const adminBase = /admin API on (http:\/\/\S+)/.exec(run.out.join('\n'))![1]!;
-  const listener = /listener web: http:\/\/(\S+) /.exec(run.out.join('\n'))![1]!;
+  const run = spawnCli(t, ['run', '--config', paths['config.yaml']!]);
+  const [, listener] = await run.line(/listener web: http:\/\/(\S+) /, { ms: 10_000 });
+  const [, adminBase] = await run.line(/admin API on (http:\/\/\S+)/, { ms: 10_000 });
   const role = async () => String((await httpGet(`http://${listener}/`, { agent: false })).headers['x-role']);
   t.is(await role(), 'a');
   t.like((await adminJson(adminBase, '/config')).json, { generation: 1, source: 'file' });
@@ -170,31 +153,30 @@ test('the CLI: SIGHUP reloads, a bad file is rejected, `switchyard apply` pushes
   run.child.kill('SIGHUP');
   await until(async () => (await adminJson(adminBase, '/config')).json.generation === 2, 10_000, 'the SIGHUP reload');
   t.is((await adminJson(adminBase, '/config')).json.source, 'sighup');
-  t.true(run.out.some((l) => /generation 2 applied from sighup/.test(l)), 'one log line per reload');
+  t.true(run.stdout.some((l) => /generation 2 applied from sighup/.test(l)), 'one log line per reload');
 
   // A bad file: the watcher rejects it, and so does SIGHUP; generation 2 serves on.
-  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1]).replace('target: svc', 'target: nosuch'));
-  const metrics = async () => (await adminJson(adminBase, '/metrics')).text;
-  await until(async () => /switchyard_config_reloads_total\{source="file",result="invalid"\} 1/.test(await metrics()), 10_000, 'the file rejection');
+  await writeFile(paths['config.yaml']!, fileConfig(a, b, host, [0, 1], {}, { target: 'nosuch' }));
+  await untilMetric(adminBase!, 'switchyard_config_reloads_total', { source: 'file', result: 'invalid' }, 1, 10_000, 'the file rejection');
   run.child.kill('SIGHUP');
-  await until(async () => /switchyard_config_reloads_total\{source="sighup",result="invalid"\} 1/.test(await metrics()), 10_000, 'the SIGHUP rejection');
+  await untilMetric(adminBase!, 'switchyard_config_reloads_total', { source: 'sighup', result: 'invalid' }, 1, 10_000, 'the SIGHUP rejection');
   t.is((await adminJson(adminBase, '/config')).json.generation, 2);
   t.is(await role(), 'a');
-  t.true(run.out.some((l) => /reload from sighup rejected/.test(l)));
+  t.true(run.stdout.some((l) => /reload from sighup rejected/.test(l)));
 
   // switchyard apply: a bad config is refused with its errors (exit 1), a good one applied (exit 0).
-  const bad = runCli(t, ['apply', '--config', paths['bad.yaml']!, '--admin', adminBase]);
-  t.is(await within(bad.exit, 10_000, 'apply (bad)'), 1);
-  t.true(bad.err.some((l) => l.includes('listeners.web.filters[0].weights')), bad.err.join('\n'));
-  t.true(bad.err.some((l) => /rejected \(HTTP 400\)/.test(l)));
-  const good = runCli(t, ['apply', '--config', paths['push.yaml']!, '--admin', adminBase]);
-  t.is(await within(good.exit, 10_000, 'apply (good)'), 0, good.err.join('\n'));
-  t.true(good.out.some((l) => /applied: generation 3/.test(l)), good.out.join('\n'));
+  const bad = spawnCli(t, ['apply', '--config', paths['bad.yaml']!, '--admin', adminBase!]);
+  t.is(await bad.exit(10_000), 1);
+  t.true(bad.stderr.some((l) => l.includes('listeners.web.filters[0].weights')), bad.stderr.join('\n'));
+  t.true(bad.stderr.some((l) => /rejected \(HTTP 400\)/.test(l)));
+  const good = spawnCli(t, ['apply', '--config', paths['push.yaml']!, '--admin', adminBase!]);
+  t.is(await good.exit(10_000), 0, good.stderr.join('\n'));
+  t.true(good.stdout.some((l) => /applied: generation 3/.test(l)), good.stdout.join('\n'));
   t.is(await role(), 'b');
   t.like((await adminJson(adminBase, '/config')).json, { generation: 3, source: 'api' });
 
   // SIGTERM with a request in flight: /ready turns 503, the request finishes, exit 0.
-  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [1, 0]));
+  await writeFile(paths['config.yaml']!, fileConfig(a, b, host, [1, 0]));
   await until(async () => (await adminJson(adminBase, '/config')).json.generation === 4, 10_000, 'the fixed file to apply');
   const held = httpGet(`http://${listener}/`, { agent: false, headers: { 'x-hold': '1' } });
   held.catch(() => {});
@@ -204,17 +186,17 @@ test('the CLI: SIGHUP reloads, a bad file is rejected, `switchyard apply` pushes
   a.releaseAll();
   const r = await within(held, 10_000, 'the held request');
   t.is(r.status, 200, 'the request in flight finished');
-  t.is(await within(run.exit, 10_000, 'the CLI to exit'), 0);
+  t.is(await run.exit(10_000), 0);
 });
 
 test('the CLI on SIGINT: stops accepting, drains up to drainTimeout, cuts what is left, exits 0', async (t) => {
   const a = await heldUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const host = uniqueHost();
-  const { paths } = await tempFiles({ 'config.yaml': yamlConfig(a, b, host, [1, 0]).replace('drainTimeout: 5s', 'drainTimeout: 800ms') });
-  const run = runCli(t, ['run', '--config', paths['config.yaml']!]);
-  await until(() => run.out.some((l) => l.includes('admin API on http://')) || run.child.exitCode !== null, 10_000, 'the CLI to start');
-  const listener = /listener web: http:\/\/(\S+) /.exec(run.out.join('\n'))![1]!;
+  const { paths } = await tempFiles(t, { 'config.yaml': fileConfig(a, b, host, [1, 0], { drainTimeout: '800ms' }) });
+  const run = spawnCli(t, ['run', '--config', paths['config.yaml']!]);
+  const [, listener] = await run.line(/listener web: http:\/\/(\S+) /, { ms: 10_000 });
+  await run.line(/admin API on http:\/\//, { ms: 10_000 });
   const [lhost, lport] = [listener.slice(0, listener.lastIndexOf(':')), Number(listener.slice(listener.lastIndexOf(':') + 1))];
   // A request that never gets its answer.
   const held = httpGet(`http://${listener}/`, { agent: false, headers: { 'x-hold': '1' } });
@@ -224,11 +206,11 @@ test('the CLI on SIGINT: stops accepting, drains up to drainTimeout, cuts what i
   const t0 = performance.now();
   run.child.kill('SIGINT');
   await until(async () => refused(lhost, lport), 10_000, 'the listener to stop accepting');
-  t.is(await within(run.exit, 10_000, 'the CLI to exit'), 0);
+  t.is(await run.exit(10_000), 0);
   const took = performance.now() - t0;
   t.true(took >= 700, `exited after ${took.toFixed(0)} ms: it waited for the drain`);
   await t.throwsAsync(within(held, 10_000, 'the held request'), undefined, 'the request still running at drainTimeout was cut');
-  t.true(run.out.some((l) => /SIGINT: draining/.test(l)));
+  t.true(run.stdout.some((l) => /SIGINT: draining/.test(l)));
 });
 
 test('a change written while the sidecar is still starting is applied once it runs', async (t) => {
@@ -237,16 +219,13 @@ test('a change written while the sidecar is still starting is applied once it ru
   const host = uniqueHost();
   const scope = newScope('startwatch');
   // The first generation waits at a component's readiness gate, so the start takes as long as the test wants.
-  const component = `plugins: ["${PLUGIN}"]
-components:
-  c: { type: reload-plain, metadata: { scope: ${scope}, ready: gate } }
-`;
-  const { paths } = await tempFiles({ 'config.yaml': yamlConfig(a, b, host, [1, 0], component) });
+  const component: ConfigSpec = { plugins: [PLUGIN], components: { c: { type: 'reload-plain', metadata: { scope, ready: 'gate' } } } };
+  const { paths } = await tempFiles(t, { 'config.yaml': fileConfig(a, b, host, [1, 0], component) });
   const log: string[] = [];
   const starting = Sidecar.start({ files: [paths['config.yaml']!], watch: true, log: (l) => log.push(l) });
   t.teardown(async () => (await starting).stop());
   await until(() => eventsNamed(scope, 'ready').length === 1, 10_000, 'the start to wait for readiness');
-  await writeFile(paths['config.yaml']!, yamlConfig(a, b, host, [0, 1], component));
+  await writeFile(paths['config.yaml']!, fileConfig(a, b, host, [0, 1], component));
   t.true(openGate(scope));
   const sc = await within(starting, 10_000, 'the start');
   await waitForGeneration(sc, 2);

@@ -1,7 +1,9 @@
 import test, { type ExecutionContext } from 'ava';
 import { connect } from 'node:net';
 import { ConfigError } from '../src/errors.js';
-import { get, listenerUrl, startSidecar, startUpstream, uniqueHost, type Upstream } from './helpers.js';
+import {
+  get, listenerUrl, role, startSidecar, startUpstream, vsetOf, weighted, type ConfigSpec, type FilterSpec, type Upstream,
+} from './helpers.js';
 
 /*
  * `header_route` end to end: a real sidecar in front of three upstreams that answer
@@ -19,44 +21,21 @@ async function roles(t: ExecutionContext): Promise<Roles> {
   return { a: await startUpstream(t, 'a'), b: await startUpstream(t, 'b'), c: await startUpstream(t, 'c') };
 }
 
-function config(u: Roles, filters: string): string {
-  const indented = filters.split('\n').filter((l) => l.trim()).map((l) => '      ' + l).join('\n');
-  return `
-roles:
-  a:
-    meta: { version: "1.0.0", track: stable }
-    channels: { http: { endpoints: ["${u.a.address}"] } }
-  b:
-    meta: { version: "2.0.0", track: canary }
-    channels: { http: { endpoints: ["${u.b.address}"] } }
-  c:
-    meta: { version: "2.1.0", track: canary }
-    channels: { http: { endpoints: ["${u.c.address}"] } }
-vsets:
-  svc:
-    channels: [http]
-    roles: { a: {}, b: {}, c: {} }
-listeners:
-  web:
-    address: "${uniqueHost()}:0"
-    target: svc.http
-    filters:
-${indented}
-`;
+/** Roles a, b and c (meta as above) in vset svc, and listener web running `filters`. */
+function config(u: Roles, filters: FilterSpec[]): ConfigSpec {
+  return vsetOf({
+    a: role(u.a, { meta: { version: '1.0.0', track: 'stable' } }),
+    b: role(u.b, { meta: { version: '2.0.0', track: 'canary' } }),
+    c: role(u.c, { meta: { version: '2.1.0', track: 'canary' } }),
+  }, { filters });
 }
 
-const FALLBACK_A = `
-- type: weighted
-  weights: { a: 1 }`;
+const FALLBACK_A = weighted({ a: 1 });
 
-/** A sidecar with `rules` (YAML list items) in a header_route, then the fallback to a. */
-async function routed(t: ExecutionContext, rules: string, after = FALLBACK_A): Promise<string> {
+/** A sidecar with `rules` in a header_route, then the fallback to a (or `after`). */
+async function routed(t: ExecutionContext, rules: Record<string, unknown>[], after = FALLBACK_A): Promise<string> {
   const u = await roles(t);
-  const sc = await startSidecar(t, config(u, `
-- type: header_route
-  rules:
-${rules.split('\n').filter((l) => l.trim()).map((l) => '    ' + l.trim()).join('\n')}
-${after}`));
+  const sc = await startSidecar(t, config(u, [{ type: 'header_route', rules }, after]));
   return listenerUrl(sc, 'web');
 }
 
@@ -96,7 +75,7 @@ async function roleFor(url: string, headers: readonly (readonly [string, string]
 // ---- each match kind, with and without invert ----
 
 interface KindCase {
-  rule: string;
+  rule: Record<string, unknown>;
   /** Values (one header line each request) the plain rule matches. */
   hit: string[];
   /** Values it does not match (absent is always tested as well). */
@@ -104,17 +83,17 @@ interface KindCase {
 }
 
 const KINDS: Record<string, KindCase> = {
-  equals: { rule: 'equals: "yes"', hit: ['yes'], miss: ['Yes', 'yes please', 'no', ''] },
-  prefix: { rule: 'prefix: "beta"', hit: ['beta', 'beta-7'], miss: ['xbeta', 'Beta', 'bet', ''] },
+  equals: { rule: { equals: 'yes' }, hit: ['yes'], miss: ['Yes', 'yes please', 'no', ''] },
+  prefix: { rule: { prefix: 'beta' }, hit: ['beta', 'beta-7'], miss: ['xbeta', 'Beta', 'bet', ''] },
   // Unanchored, as the README says: `cat` matches inside a value.
-  regex: { rule: 'regex: "cat|^v[0-9]+$"', hit: ['v12', 'concatenate'], miss: ['v1x', 'dog', ''] },
-  present: { rule: 'present: true', hit: ['anything', ''], miss: [] },
+  regex: { rule: { regex: 'cat|^v[0-9]+$' }, hit: ['v12', 'concatenate'], miss: ['v1x', 'dog', ''] },
+  present: { rule: { present: true }, hit: ['anything', ''], miss: [] },
 };
 
 for (const [kind, c] of Object.entries(KINDS)) {
   for (const invert of [false, true]) {
     test(`header_route ${kind}${invert ? ' with invert: true' : ''} pins the role exactly when the header ${invert ? 'does not match' : 'matches'}`, async (t) => {
-      const url = await routed(t, `- { header: x-sel, ${c.rule}, ${invert ? 'invert: true, ' : ''}role: b }`);
+      const url = await routed(t, [{ header: 'x-sel', ...c.rule, ...(invert ? { invert: true } : {}), role: 'b' }]);
       const pinned = invert ? 'a' : 'b';
       const other = invert ? 'b' : 'a';
       for (const v of c.hit) t.is(await roleFor(url, [['x-sel', v]]), pinned, `x-sel: ${JSON.stringify(v)}`);
@@ -128,10 +107,11 @@ for (const [kind, c] of Object.entries(KINDS)) {
 }
 
 test('header_route: the first matching rule wins, and a later rule still matches when earlier ones do not', async (t) => {
-  const url = await routed(t, `
-- { header: x-t, equals: "1", role: b }
-- { header: x-t, prefix: "1", role: c }
-- { header: x-u, present: true, role: b }`);
+  const url = await routed(t, [
+    { header: 'x-t', equals: '1', role: 'b' },
+    { header: 'x-t', prefix: '1', role: 'c' },
+    { header: 'x-u', present: true, role: 'b' },
+  ]);
   t.is(await roleFor(url, [['x-t', '1']]), 'b');
   t.is(await roleFor(url, [['x-t', '12']]), 'c');
   // Both the second and third rules match: the second (c) is first.
@@ -141,10 +121,7 @@ test('header_route: the first matching rule wins, and a later rule still matches
 });
 
 test('header_route before weighted takes precedence; weighted fills in when no rule matched', async (t) => {
-  const url = await routed(t, `
-- { header: x-canary, equals: "true", role: b }`, `
-- type: weighted
-  weights: { a: 1, c: 1 }`);
+  const url = await routed(t, [{ header: 'x-canary', equals: 'true', role: 'b' }], weighted({ a: 1, c: 1 }));
   // b has weight 0: only the rule can send there. 200 requests each way; without
   // the header the weighted split must show both a and c (P(one missing) = 2^-199).
   const pinned = await Promise.all(Array.from({ length: 200 }, () => get(url, { 'x-canary': 'true' })));
@@ -156,12 +133,10 @@ test('header_route before weighted takes precedence; weighted fills in when no r
 
 test('header_route after weighted does not override the role weighted picked', async (t) => {
   const u = await roles(t);
-  const sc = await startSidecar(t, config(u, `
-- type: weighted
-  weights: { a: 1 }
-- type: header_route
-  rules:
-    - { header: x-canary, present: true, role: b }`));
+  const sc = await startSidecar(t, config(u, [
+    weighted({ a: 1 }),
+    { type: 'header_route', rules: [{ header: 'x-canary', present: true, role: 'b' }] },
+  ]));
   const url = listenerUrl(sc, 'web');
   for (let i = 0; i < 20; i++) t.is((await get(url, { 'x-canary': 'true' })).headers['x-role'], 'a');
 });
@@ -169,11 +144,7 @@ test('header_route after weighted does not override the role weighted picked', a
 // ---- meta rules ----
 
 test('header_route meta: the header value picks the role whose meta has it; unknown values fall through', async (t) => {
-  const url = await routed(t, `
-- { header: x-version, meta: version }
-- { header: x-version, prefix: "9.", role: c }`, `
-- type: weighted
-  weights: { b: 1 }`);
+  const url = await routed(t, [{ header: 'x-version', meta: 'version' }, { header: 'x-version', prefix: '9.', role: 'c' }], weighted({ b: 1 }));
   t.is(await roleFor(url, [['x-version', '2.0.0']]), 'b');
   t.is(await roleFor(url, [['x-version', '1.0.0']]), 'a');
   t.is(await roleFor(url, [['x-version', '2.1.0']]), 'c');
@@ -188,7 +159,7 @@ test('header_route meta: the header value picks the role whose meta has it; unkn
 });
 
 test('header_route meta: roles sharing a meta value split the requests between them', async (t) => {
-  const url = await routed(t, '- { header: x-track, meta: track }');
+  const url = await routed(t, [{ header: 'x-track', meta: 'track' }]);
   // b and c are both track: canary. n = 400 at p = 0.5: sd = 10, so 200 ± 80 is 8 sd.
   const n = 400;
   const got = await Promise.all(Array.from({ length: n }, () => get(url, { 'x-track': 'canary' })));
@@ -203,9 +174,7 @@ test('header_route meta: roles sharing a meta value split the requests between t
 // ---- header names ----
 
 test('header_route: header names are case-insensitive, in the config and on the wire', async (t) => {
-  const url = await routed(t, `
-- { header: X-Canary, equals: "on", role: b }
-- { header: X-VERSION, meta: version }`);
+  const url = await routed(t, [{ header: 'X-Canary', equals: 'on', role: 'b' }, { header: 'X-VERSION', meta: 'version' }]);
   t.is(await roleFor(url, [['x-canary', 'on']]), 'b');
   t.is(await roleFor(url, [['X-CANARY', 'on']]), 'b');
   t.is(await roleFor(url, [['x-CaNaRy', 'on']]), 'b');
@@ -218,9 +187,7 @@ test('header_route: header names are case-insensitive, in the config and on the 
 // ---- repeated headers ----
 
 test('header_route: a repeated header matches when any occurrence matches; invert when none does', async (t) => {
-  const url = await routed(t, `
-- { header: x-sel, equals: "yes", role: b }
-- { header: x-ver, regex: "^v2$", role: c }`);
+  const url = await routed(t, [{ header: 'x-sel', equals: 'yes', role: 'b' }, { header: 'x-ver', regex: '^v2$', role: 'c' }]);
   // Node joins these into "no, yes": equals on the joined text would miss.
   t.is(await roleFor(url, [['x-sel', 'no'], ['x-sel', 'yes']]), 'b');
   t.is(await roleFor(url, [['x-sel', 'yes'], ['x-sel', 'no']]), 'b');
@@ -230,15 +197,13 @@ test('header_route: a repeated header matches when any occurrence matches; inver
   // One occurrence whose value has a comma is one value, not two.
   t.is(await roleFor(url, [['x-sel', 'no, yes']]), 'a');
 
-  const inv = await routed(t, '- { header: x-sel, equals: "yes", invert: true, role: b }');
+  const inv = await routed(t, [{ header: 'x-sel', equals: 'yes', invert: true, role: 'b' }]);
   t.is(await roleFor(inv, [['x-sel', 'no'], ['x-sel', 'yes']]), 'a', 'one occurrence matches: invert does not pin');
   t.is(await roleFor(inv, [['x-sel', 'no'], ['x-sel', 'nope']]), 'b', 'no occurrence matches: invert pins');
 });
 
 test('header_route meta: repeated occurrences pick only when they agree', async (t) => {
-  const url = await routed(t, '- { header: x-version, meta: version }', `
-- type: weighted
-  weights: { c: 1 }`);
+  const url = await routed(t, [{ header: 'x-version', meta: 'version' }], weighted({ c: 1 }));
   t.is(await roleFor(url, [['x-version', '2.0.0'], ['x-version', '2.0.0']]), 'b');
   t.is(await roleFor(url, [['x-version', '1.0.0'], ['X-Version', '1.0.0'], ['x-version', '1.0.0']]), 'a');
   // Disagreeing occurrences: no pick, the fallback (c) takes it.
@@ -249,7 +214,7 @@ test('header_route meta: repeated occurrences pick only when they agree', async 
 });
 
 test('header_route: headers Node keeps once (User-Agent) count with their first occurrence only', async (t) => {
-  const url = await routed(t, '- { header: user-agent, equals: "bot", role: b }');
+  const url = await routed(t, [{ header: 'user-agent', equals: 'bot', role: 'b' }]);
   t.is(await roleFor(url, [['User-Agent', 'bot'], ['User-Agent', 'Mozilla/5.0']]), 'b');
   t.is(await roleFor(url, [['User-Agent', 'Mozilla/5.0'], ['User-Agent', 'bot']]), 'a');
   // Regression: when the first occurrence had a comma (as real User-Agents do:
@@ -262,10 +227,7 @@ test('header_route meta: a meta key no role has is a config error, even one name
   // found Object.prototype.constructor and passed as if some role had that key.
   const u = await roles(t);
   for (const key of ['nosuchkey', 'constructor', 'toString']) {
-    const err = await t.throwsAsync(startSidecar(t, config(u, `
-- type: header_route
-  rules:
-    - { header: x-k, meta: ${key} }`)), { instanceOf: ConfigError }, key);
+    const err = await t.throwsAsync(startSidecar(t, config(u, [{ type: 'header_route', rules: [{ header: 'x-k', meta: key }] }])), { instanceOf: ConfigError }, key);
     t.deepEqual((err as ConfigError).issues.map((i) => [i.path, i.code]), [['listeners.web.filters[0].rules[0].meta', 'SY_ERR_CONFIG_VALUE']], key);
   }
 });
@@ -277,7 +239,7 @@ test.serial('header_route: a catastrophic regex such as ^(a+)+$ answers at once 
   // On JavaScript's backtracking engine a 30-character miss took 3.6 s (4.6 s here), doubling
   // per character, and froze the whole process meanwhile. The bound leaves room for a loaded
   // machine (the whole suite runs beside it).
-  const url = await routed(t, '- { header: x-sel, regex: "^(a+)+$", role: b }');
+  const url = await routed(t, [{ header: 'x-sel', regex: '^(a+)+$', role: 'b' }]);
   const long = 'a'.repeat(30);
   const t0 = performance.now();
   t.is(await roleFor(url, [['x-sel', `${long}!`]]), 'a', 'a miss falls through to the split');
@@ -287,11 +249,12 @@ test.serial('header_route: a catastrophic regex such as ^(a+)+$ answers at once 
 });
 
 test('header_route: ordinary regexes keep their JavaScript meaning on RE2 (unanchored, escapes, classes, groups)', async (t) => {
-  const url = await routed(t, `
-- { header: x-a, regex: "^v\\\\d+\\\\.\\\\d+$", role: b }
-- { header: x-b, regex: "(?<major>[0-9]+)-beta", role: c }
-- { header: x-c, regex: "\\\\bcanary\\\\b|[^]z$", role: b }
-- { header: x-d, regex: "caf\\\\u00e9|a/b", role: c }`);
+  const url = await routed(t, [
+    { header: 'x-a', regex: '^v\\d+\\.\\d+$', role: 'b' },
+    { header: 'x-b', regex: '(?<major>[0-9]+)-beta', role: 'c' },
+    { header: 'x-c', regex: '\\bcanary\\b|[^]z$', role: 'b' },
+    { header: 'x-d', regex: 'caf\\u00e9|a/b', role: 'c' },
+  ]);
   t.is(await roleFor(url, [['x-a', 'v12.3']]), 'b');
   t.is(await roleFor(url, [['x-a', 'v12.3x']]), 'a');
   t.is(await roleFor(url, [['x-b', 'build 7-beta2']]), 'c', 'unanchored, named group');
@@ -304,16 +267,18 @@ test('header_route: ordinary regexes keep their JavaScript meaning on RE2 (unanc
 
 test('header_route: backreferences and lookaround are rejected at validation with their path', async (t) => {
   const u = await roles(t);
-  const err = await t.throwsAsync(startSidecar(t, config(u, `
-- type: header_route
-  rules:
-    - { header: x-a, regex: "(a)\\\\1", role: b }
-    - { header: x-a, regex: "(?<n>a)\\\\k<n>", role: b }
-    - { header: x-a, regex: "v(?=2)", role: b }
-    - { header: x-a, regex: "(?<!x)v", role: b }
-    - { header: x-a, regex: "a{2000}", role: b }
-    - { header: x-a, regex: "[(?=]\\\\\\\\1", role: b }
-    - { header: x-a, regex: "(", role: b }`)), { instanceOf: ConfigError });
+  const err = await t.throwsAsync(startSidecar(t, config(u, [{
+    type: 'header_route',
+    rules: [
+      { header: 'x-a', regex: '(a)\\1', role: 'b' },
+      { header: 'x-a', regex: '(?<n>a)\\k<n>', role: 'b' },
+      { header: 'x-a', regex: 'v(?=2)', role: 'b' },
+      { header: 'x-a', regex: '(?<!x)v', role: 'b' },
+      { header: 'x-a', regex: 'a{2000}', role: 'b' },
+      { header: 'x-a', regex: '[(?=]\\\\1', role: 'b' },
+      { header: 'x-a', regex: '(', role: 'b' },
+    ],
+  }])), { instanceOf: ConfigError });
   const issues = (err as ConfigError).issues;
   t.deepEqual(issues.map((i) => `${i.path}: ${i.code}`), [0, 1, 2, 3, 4, 6].map((i) => `listeners.web.filters[0].rules[${i}].regex: SY_ERR_CONFIG_VALUE`),
     'a class holding "(?=" and an escaped backslash before 1 are fine');

@@ -2,20 +2,22 @@ import test from 'ava';
 import { connect } from 'node:net';
 import { request } from 'undici';
 import { ConfigError } from '../src/errors.js';
-import { adminUrl, client, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig } from './helpers.js';
+import { client, get, listenerUrl, putConfig, startSidecar, startUpstream, twoRoles, weighted, type FilterSpec } from './helpers.js';
 
-const PIN = `
-- type: header_route
-  rules: [ { header: x-to, equals: b, role: b } ]`;
+/** `x-to: b` pins role b. */
+const PIN: FilterSpec = { type: 'header_route', rules: [{ header: 'x-to', equals: 'b', role: 'b' }] };
 
 test('headers: request set, add and remove reach the upstream', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, twoRoleConfig(a, b, `${PIN}
-- type: headers
-  request:
-    set: { X-Env: prod, x-served-role: "%role%" }
-    add: { x-tag: added }
-    remove: [x-secret]`));
+  const sc = await startSidecar(t, twoRoles(a, b, {
+    filters: [
+      PIN,
+      {
+        type: 'headers',
+        request: { set: { 'X-Env': 'prod', 'x-served-role': '%role%' }, add: { 'x-tag': 'added' }, remove: ['x-secret'] },
+      },
+    ],
+  }));
   const res = await request(listenerUrl(sc, 'web'), { dispatcher: client, headers: ['x-to', 'b', 'x-env', 'dev', 'x-tag', 'client', 'X-Secret', 's3cr3t'] });
   t.is(res.statusCode, 200);
   await res.body.text();
@@ -31,22 +33,26 @@ test('headers: request set, add and remove reach the upstream', async (t) => {
 
 test('headers: a response header naming the role and generation is one line of config', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const yaml = (weights: string) => twoRoleConfig(a, b, `${PIN}
-- type: headers
-  response:
-    set: { x-served-by: "%role%@%vset%/%listener% gen %generation% 100%%" }
-    remove: [x-role]
-- type: weighted
-  weights: ${weights}`);
-  const sc = await startSidecar(t, yaml('{ a: 1, b: 0 }'));
+  const config = (weights: Record<string, number>, address?: string) => twoRoles(a, b, {
+    address,
+    filters: [
+      PIN,
+      {
+        type: 'headers',
+        response: { set: { 'x-served-by': '%role%@%vset%/%listener% gen %generation% 100%%' }, remove: ['x-role'] },
+      },
+      weighted(weights),
+    ],
+  });
+  const sc = await startSidecar(t, config({ a: 1, b: 0 }));
   const url = listenerUrl(sc, 'web');
   let r = await get(url, { 'x-to': 'b' });
   t.is(r.headers['x-served-by'], 'b@svc/web gen 1 100%');
   t.is(r.headers['x-role'], undefined, 'the upstream header was removed');
   r = await get(url);
   t.is(r.headers['x-served-by'], 'a@svc/web gen 1 100%', 'the role picked by weighted after the headers filter ran');
-  const put = await request(`${adminUrl(sc)}/config`, { method: 'PUT', headers: { 'content-type': 'application/yaml' }, body: `admin: { address: "127.0.0.1:0" }\n${yaml('{ a: 0, b: 1 }').replace(/address: "([^"]+)"/, `address: "${new URL(url).host}"`)}` });
-  t.is(put.statusCode, 200, await put.body.text());
+  const put = await putConfig(sc, config({ a: 0, b: 1 }, new URL(url).host));
+  t.is(put.status, 200, put.body);
   r = await get(url);
   t.is(r.headers['x-served-by'], 'b@svc/web gen 2 100%');
 });
@@ -54,15 +60,14 @@ test('headers: a response header naming the role and generation is one line of c
 test("headers: response edits apply to switchyard's own answers too", async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
   await b.close(); // b is dead: its requests get the proxy's 502
-  const sc = await startSidecar(t, twoRoleConfig(a, b, `${PIN}
-- type: headers
-  response:
-    set: { x-env: prod, x-served-by: "[%role%]" }
-- type: weighted
-  weights: { a: 1, b: 0 }
-- type: fault
-  abort: { percent: 100, status: 503 }
-  role: a`));
+  const sc = await startSidecar(t, twoRoles(a, b, {
+    filters: [
+      PIN,
+      { type: 'headers', response: { set: { 'x-env': 'prod', 'x-served-by': '[%role%]' } } },
+      weighted({ a: 1, b: 0 }),
+      { type: 'fault', abort: { percent: 100, status: 503 }, role: 'a' },
+    ],
+  }));
   const url = listenerUrl(sc, 'web');
   const aborted = await get(url);
   t.is(aborted.status, 503);
@@ -76,14 +81,13 @@ test("headers: response edits apply to switchyard's own answers too", async (t) 
 
 test('headers: bad edits are rejected with their paths', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const err = await t.throwsAsync(startSidecar(t, twoRoleConfig(a, b, `
-- type: headers
-  request:
-    set: { content-length: "1", x-ok: "%rolee%" }
-    remove: ["bad header"]
-    sett: {}
-  response:
-    add: { x-crlf: "a\\r\\nb" }`)), { instanceOf: ConfigError });
+  const err = await t.throwsAsync(startSidecar(t, twoRoles(a, b, {
+    filters: [{
+      type: 'headers',
+      request: { set: { 'content-length': '1', 'x-ok': '%rolee%' }, remove: ['bad header'], sett: {} },
+      response: { add: { 'x-crlf': 'a\r\nb' } },
+    }],
+  })), { instanceOf: ConfigError });
   const got = (err as ConfigError).issues.map((i) => `${i.path}: ${i.code}`).sort();
   t.deepEqual(got, [
     'listeners.web.filters[0].request.remove[0]: SY_ERR_CONFIG_VALUE',
@@ -96,13 +100,16 @@ test('headers: bad edits are rejected with their paths', async (t) => {
 
 test('headers: values Node or undici would refuse to send are rejected at validation with their paths (issue 11)', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const err = await t.throwsAsync(startSidecar(t, twoRoleConfig(a, b, `
-- type: headers
-  request:
-    set: { x-check: "naïve ✓", x-ctl: "a\\u0001b", expect: 100-continue }
-    add: { x-emoji: "hi 👋", x-del: "a\\u007fb" }
-  response:
-    set: { x-nul: "a\\u0000b", x-ok: "café\\tau lait" }`)), { instanceOf: ConfigError });
+  const err = await t.throwsAsync(startSidecar(t, twoRoles(a, b, {
+    filters: [{
+      type: 'headers',
+      request: {
+        set: { 'x-check': 'naïve ✓', 'x-ctl': 'a\u0001b', expect: '100-continue' },
+        add: { 'x-emoji': 'hi 👋', 'x-del': 'a\u007fb' },
+      },
+      response: { set: { 'x-nul': 'a\u0000b', 'x-ok': 'café\tau lait' } },
+    }],
+  })), { instanceOf: ConfigError });
   const issues = (err as ConfigError).issues;
   t.deepEqual(issues.map((i) => `${i.path}: ${i.code}`).sort(), [
     'listeners.web.filters[0].request.add.x-del: SY_ERR_CONFIG_VALUE',
@@ -119,10 +126,7 @@ test('headers: values Node or undici would refuse to send are rejected at valida
 
 test('headers: a Latin-1 value reaches the upstream and the client as its Latin-1 bytes', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, twoRoleConfig(a, b, `
-- type: headers
-  request: { set: { x-drink: "café" } }
-  response: { set: { x-drink: "crème" } }`));
+  const sc = await startSidecar(t, twoRoles(a, b, { filters: [{ type: 'headers', request: { set: { 'x-drink': 'café' } }, response: { set: { 'x-drink': 'crème' } } }] }));
   const r = await get(listenerUrl(sc, 'web'));
   t.is(r.status, 200);
   t.is(r.headers['x-drink'], 'crème');
@@ -132,15 +136,14 @@ test('headers: a Latin-1 value reaches the upstream and the client as its Latin-
 test('headers: response edits reach every answer switchyard makes on the listener, whatever the filter order (issue 11)', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
   // The fault answers before the headers filter runs: its 503 used to go without the edits.
-  const sc = await startSidecar(t, twoRoleConfig(a, b, `${PIN}
-- type: fault
-  abort: { percent: 100, status: 503 }
-  role: b
-- type: headers
-  response:
-    set: { x-env: prod, x-served-by: "[%role%]" }
-- type: weighted
-  weights: { a: 1 }`));
+  const sc = await startSidecar(t, twoRoles(a, b, {
+    filters: [
+      PIN,
+      { type: 'fault', abort: { percent: 100, status: 503 }, role: 'b' },
+      { type: 'headers', response: { set: { 'x-env': 'prod', 'x-served-by': '[%role%]' } } },
+      weighted({ a: 1 }),
+    ],
+  }));
   const url = listenerUrl(sc, 'web');
   const ok = await get(url);
   t.is(ok.status, 200);

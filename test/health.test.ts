@@ -1,28 +1,29 @@
 import test from 'ava';
-import { adminUrl, get, listenerUrl, putConfig, startSidecar, until } from './helpers.js';
-import { channel, controlled, metricSum, resilienceConfig } from './resilience_support.js';
+import {
+  adminUrl, channel, findMetric, get, listenerUrl, metric, putConfig, startSidecar, twoRoles, until, untilMetric, weighted, yaml,
+} from './helpers.js';
+import { controlled } from './resilience_support.js';
 
 // 300 ms and two failures in a row: on a loaded machine a healthy endpoint's 100 ms check
 // timed out now and then, and with one failure enough it went out (with traffic) mid-test.
-const FAST_CHECK = 'healthCheck: { path: /healthz, interval: 300ms, timeout: 300ms, healthyThreshold: 1, unhealthyThreshold: 2 }';
+const FAST_CHECK = { healthCheck: { path: '/healthz', interval: '300ms', timeout: '300ms', healthyThreshold: 1, unhealthyThreshold: 2 } };
+const ONLY_A = { filters: [weighted({ a: 1 })] };
 
 test('an endpoint failing its HTTP health check gets no new traffic, and gets it back once it passes', async (t) => {
   const a1 = await controlled(t, 'a1');
   const a2 = await controlled(t, 'a2');
   const b = await controlled(t, 'b');
   a2.health = 500;
-  const sc = await startSidecar(t, resilienceConfig(channel([a1, a2], FAST_CHECK), channel([b]), `
-filters:
-  - { type: weighted, weights: { a: 1 } }`));
+  const sc = await startSidecar(t, twoRoles(channel([a1, a2], FAST_CHECK), channel([b]), ONLY_A));
   const url = listenerUrl(sc, 'web');
-  await until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{role="a",channel="http"\}/)) === 1, 5000, 'a2 unhealthy');
-  t.is(await metricSum(sc, /^switchyard_endpoints\{role="a",channel="http"\}/), 2);
+  await untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'a', channel: 'http' }, 1, 5000, 'a2 unhealthy');
+  t.is(await metric(sc, 'switchyard_endpoints', { role: 'a', channel: 'http' }), 2);
   a2.hits = 0;
   for (let i = 0; i < 20; i++) t.is((await get(url)).body, 'a1');
   t.is(a2.hits, 0, 'no request reached the unhealthy endpoint');
 
   a2.health = 200;
-  await until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{role="a",channel="http"\}/)) === 2, 5000, 'a2 healthy again');
+  await untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'a', channel: 'http' }, 2, 5000, 'a2 healthy again');
   for (let i = 0; i < 20; i++) await get(url);
   t.true(a2.hits >= 9, `round robin includes a2 again (${a2.hits} of 20)`);
 });
@@ -32,30 +33,26 @@ test('a TCP connect check marks an endpoint that refuses connections unhealthy',
   const dead = await controlled(t, 'dead');
   await dead.kill();
   const b = await controlled(t, 'b');
-  const sc = await startSidecar(t, resilienceConfig(
-    channel([a1, dead], 'healthCheck: { interval: 100ms, timeout: 100ms, unhealthyThreshold: 1 }'), channel([b]), `
-filters:
-  - { type: weighted, weights: { a: 1 } }`));
-  await until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{role="a"/)) === 1, 5000, 'dead endpoint unhealthy');
-  const before = await metricSum(sc, /^switchyard_upstream_errors_total\{.*reason="connect-failure"/);
+  const sc = await startSidecar(t, twoRoles(
+    channel([a1, dead], { healthCheck: { interval: '100ms', timeout: '100ms', unhealthyThreshold: 1 } }), channel([b]), ONLY_A));
+  await untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'a' }, 1, 5000, 'dead endpoint unhealthy');
+  const before = await findMetric(sc, 'switchyard_upstream_errors_total', { reason: 'connect-failure' });
   for (let i = 0; i < 10; i++) t.is((await get(listenerUrl(sc, 'web'))).status, 200);
-  t.is(await metricSum(sc, /^switchyard_upstream_errors_total\{.*reason="connect-failure"/), before, 'no request tried the dead endpoint');
+  t.is(await findMetric(sc, 'switchyard_upstream_errors_total', { reason: 'connect-failure' }), before, 'no request tried the dead endpoint');
 });
 
 test('weighted spreads the share of a role with no healthy endpoint over the others, and gives it back on recovery', async (t) => {
   const a = await controlled(t, 'a');
   const b = await controlled(t, 'b');
-  const sc = await startSidecar(t, resilienceConfig(channel([a], FAST_CHECK), channel([b], FAST_CHECK), `
-filters:
-  - { type: weighted, weights: { a: 50, b: 50 } }`));
+  const sc = await startSidecar(t, twoRoles(channel([a], FAST_CHECK), channel([b], FAST_CHECK), { filters: [weighted({ a: 50, b: 50 })] }));
   const url = listenerUrl(sc, 'web');
   b.health = 503;
-  await until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{role="b"/)) === 0, 5000, 'b unhealthy');
+  await untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'b' }, 0, 5000, 'b unhealthy');
   b.hits = 0;
   for (let i = 0; i < 100; i++) t.is((await get(url)).status, 200);
   t.is(b.hits, 0, 'b got none of its share while unhealthy');
   b.health = 200;
-  await until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{role="b"/)) === 1, 5000, 'b healthy');
+  await untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'b' }, 1, 5000, 'b healthy');
   for (let i = 0; i < 100; i++) await get(url);
   t.true(b.hits > 25 && b.hits < 75, `b has its share back (${b.hits} of 100)`);
 });
@@ -65,19 +62,17 @@ test('health state survives a reload for endpoints that stay', async (t) => {
   const b = await controlled(t, 'b');
   // A long interval and two failures to go unhealthy: a fresh health state would need a
   // second before it kept b out, so the requests right after the reload show what was carried over.
-  const slow = 'healthCheck: { path: /healthz, interval: 1s, timeout: 500ms, healthyThreshold: 1, unhealthyThreshold: 2 }';
-  const cfg = (wb: number) => resilienceConfig(channel([a], slow), channel([b], slow), `
-filters:
-  - { type: weighted, weights: { a: 50, b: ${wb} } }`);
+  const slow = { healthCheck: { path: '/healthz', interval: '1s', timeout: '500ms', healthyThreshold: 1, unhealthyThreshold: 2 } };
+  const cfg = (wb: number) => twoRoles(channel([a], slow), channel([b], slow), { filters: [weighted({ a: 50, b: wb })] });
   b.health = 500;
   const sc = await startSidecar(t, cfg(50));
-  await until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{role="b"/)) === 0, 5000, 'b unhealthy');
-  const r = await get(`${adminUrl(sc)}/config`, { 'content-type': 'application/yaml' }, { method: 'PUT', body: cfg(60) });
+  await untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'b' }, 0, 5000, 'b unhealthy');
+  const r = await get(`${adminUrl(sc)}/config`, { 'content-type': 'application/yaml' }, { method: 'PUT', body: yaml(cfg(60)) });
   t.is(r.status, 200, r.body);
   b.hits = 0;
   for (let i = 0; i < 50; i++) t.is((await get(listenerUrl(sc, 'web'))).body, 'a');
   t.is(b.hits, 0, 'the new generation knew b was unhealthy');
-  t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="b"/), 0);
+  t.is(await metric(sc, 'switchyard_endpoints_healthy', { role: 'b' }), 0);
 });
 
 test('outlier detection ejects an endpoint that answers 500s, readmits it after the ejection time, and ejects longer the next time', async (t) => {
@@ -86,27 +81,25 @@ test('outlier detection ejects an endpoint that answers 500s, readmits it after 
   const b = await controlled(t, 'b');
   bad.mode = '500';
   const log: string[] = [];
-  const sc = await startSidecar(t, resilienceConfig(
-    channel([good, bad], 'outlierDetection: { consecutiveErrors: 3, baseEjectionTime: 1500ms, maxEjectionTime: 10s }'), channel([b]), `
-filters:
-  - { type: weighted, weights: { a: 1 } }`), { log });
+  const sc = await startSidecar(t, twoRoles(
+    channel([good, bad], { outlierDetection: { consecutiveErrors: 3, baseEjectionTime: '1500ms', maxEjectionTime: '10s' } }), channel([b]), ONLY_A), { log });
   const url = listenerUrl(sc, 'web');
   // Round robin: every other request reaches `bad` until its third 500 ejects it.
   let fivexx = 0;
   for (let i = 0; i < 6; i++) if ((await get(url)).status === 500) fivexx++;
   t.is(fivexx, 3);
-  t.is(await metricSum(sc, /^switchyard_upstream_errors_total\{.*role="a",reason="ejected"/), 1);
-  t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="a"/), 1);
+  t.is(await metric(sc, 'switchyard_upstream_errors_total', { role: 'a', reason: 'ejected' }), 1);
+  t.is(await metric(sc, 'switchyard_endpoints_healthy', { role: 'a' }), 1);
   // 1.5 s of ejection: long enough for these ten requests on a loaded CI machine.
   bad.hits = 0;
   for (let i = 0; i < 10; i++) t.is((await get(url)).status, 200);
   t.is(bad.hits, 0, 'the ejected endpoint got no traffic');
 
   await until(() => log.some((l) => l.includes(`${bad.address} readmitted`)), 5000, 'readmission');
-  t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="a"/), 2);
+  t.is(await metric(sc, 'switchyard_endpoints_healthy', { role: 'a' }), 2);
   for (let i = 0; i < 6; i++) await get(url);
   t.true(bad.hits >= 3, 'the readmitted endpoint gets traffic again');
-  await until(async () => (await metricSum(sc, /^switchyard_upstream_errors_total\{.*role="a",reason="ejected"/)) === 2, 5000, 'second ejection');
+  await untilMetric(sc, 'switchyard_upstream_errors_total', { role: 'a', reason: 'ejected' }, 2, 5000, 'second ejection');
   t.true(log.some((l) => l.includes(`${bad.address} ejected for 3000 ms`) && l.includes('ejection 2')), log.join('\n'));
 });
 
@@ -115,19 +108,17 @@ test('an ejection survives a reload for an endpoint that stays', async (t) => {
   const bad = await controlled(t, 'bad');
   const b = await controlled(t, 'b');
   bad.mode = '500';
-  const cfg = (wb: number) => resilienceConfig(
-    channel([good, bad], 'outlierDetection: { consecutiveErrors: 2, baseEjectionTime: 30s }'), channel([b]), `
-filters:
-  - { type: weighted, weights: { a: 1, b: ${wb} } }`);
+  const cfg = (wb: number) => twoRoles(
+    channel([good, bad], { outlierDetection: { consecutiveErrors: 2, baseEjectionTime: '30s' } }), channel([b]), { filters: [weighted({ a: 1, b: wb })] });
   const sc = await startSidecar(t, cfg(0));
   const url = listenerUrl(sc, 'web');
   for (let i = 0; i < 4; i++) await get(url);
-  t.is(await metricSum(sc, /^switchyard_upstream_errors_total\{.*role="a",reason="ejected"/), 1);
+  t.is(await metric(sc, 'switchyard_upstream_errors_total', { role: 'a', reason: 'ejected' }), 1);
   t.is((await putConfig(sc, cfg(1))).status, 200);
   bad.hits = 0;
   for (let i = 0; i < 20; i++) await get(listenerUrl(sc, 'web'));
   t.is(bad.hits, 0, 'the new generation kept the ejected endpoint out');
-  t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="a"/), 1);
+  t.is(await metric(sc, 'switchyard_endpoints_healthy', { role: 'a' }), 1);
 });
 
 test('outlier detection never ejects more than maxEjectedPercent of a channel (at least one)', async (t) => {
@@ -135,13 +126,11 @@ test('outlier detection never ejects more than maxEjectedPercent of a channel (a
   const e2 = await controlled(t, 'e2');
   const b = await controlled(t, 'b');
   e1.mode = e2.mode = '500';
-  const sc = await startSidecar(t, resilienceConfig(
-    channel([e1, e2], 'outlierDetection: { consecutiveErrors: 1, baseEjectionTime: 30s, maxEjectedPercent: 50 }'), channel([b]), `
-filters:
-  - { type: weighted, weights: { a: 1 } }`));
+  const sc = await startSidecar(t, twoRoles(
+    channel([e1, e2], { outlierDetection: { consecutiveErrors: 1, baseEjectionTime: '30s', maxEjectedPercent: 50 } }), channel([b]), ONLY_A));
   for (let i = 0; i < 10; i++) t.is((await get(listenerUrl(sc, 'web'))).status, 500);
-  t.is(await metricSum(sc, /^switchyard_upstream_errors_total\{.*reason="ejected"/), 1);
-  t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="a"/), 1);
+  t.is(await metric(sc, 'switchyard_upstream_errors_total', { reason: 'ejected' }), 1);
+  t.is(await metric(sc, 'switchyard_endpoints_healthy', { role: 'a' }), 1);
 });
 
 // Serial: it blocks this process's event loop for 1.5 s.
@@ -162,11 +151,9 @@ test.serial('a check answered in time is not failed by its timeout when the even
   });
   const log: string[] = [];
   // A timeout a loaded machine does not miss by itself (100 ms once did), blocked for 3 of them.
-  const check = 'healthCheck: { path: /healthz, interval: 500ms, timeout: 500ms, healthyThreshold: 1, unhealthyThreshold: 1 }';
-  const sc = await startSidecar(t, resilienceConfig(channel([a1], check), channel([b]), `
-filters:
-  - { type: weighted, weights: { a: 1 } }`), { log });
+  const check = { healthCheck: { path: '/healthz', interval: '500ms', timeout: '500ms', healthyThreshold: 1, unhealthyThreshold: 1 } };
+  const sc = await startSidecar(t, twoRoles(channel([a1], check), channel([b]), ONLY_A), { log });
   await until(() => blocked > 0 && a1.checks >= 4, 8000, 'the blocking check and one more');
   t.deepEqual(log.filter((l) => /unhealthy/.test(l)), []);
-  t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="a"/), 1);
+  t.is(await metric(sc, 'switchyard_endpoints_healthy', { role: 'a' }), 1);
 });

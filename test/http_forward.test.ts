@@ -6,7 +6,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { DEFAULT_TIMEOUTS } from '../src/config/validate.js';
 import type { Sidecar } from '../src/sidecar.js';
-import { deadAddress, get, listenerUrl, once, startSidecar, startUpstream, uniqueHost, until } from './helpers.js';
+import { deadAddress, get, listenerUrl, once, oneRole, startSidecar, startUpstream, until, within, type ConfigSpec, type ListenerSpec } from './helpers.js';
 
 // Tests that measure a timeout run serially (ava runs them first, before the concurrent
 // ones): dozens of sidecars starting at once can block this process's event loop for a
@@ -14,19 +14,9 @@ import { deadAddress, get, listenerUrl, once, startSidecar, startUpstream, uniqu
 
 // ---------------------------------------------------------------- local helpers
 
-/** A one-role config with an http listener `web` on a fresh 127.x address; `extra` goes under the listener. */
-function oneRole(endpoints: string[], extra = '', role = 'r'): string {
-  return `
-drainTimeout: 2s
-roles:
-  ${role}:
-    channels: { http: { endpoints: [${endpoints.map((e) => `"${e}"`).join(', ')}] } }
-listeners:
-  web:
-    address: "${uniqueHost()}:0"
-    target: ${role}.http
-${extra.split('\n').filter((l) => l.trim()).map((l) => '    ' + l).join('\n')}
-`;
+/** Role `r` (or `role`) on `endpoints` behind listener `web`, which `listener` adds to; drainTimeout 2s. */
+function config(endpoints: string[], listener: Partial<ListenerSpec> = {}, role = 'r'): ConfigSpec {
+  return { drainTimeout: '2s', ...oneRole(endpoints, listener, { role }) };
 }
 
 function addr(sc: Sidecar): { host: string; port: number } {
@@ -116,20 +106,11 @@ function randomStream(total: number, hash?: ReturnType<typeof createHash>): Read
 
 const sha = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
 
-/** `p`, or a rejection after `ms`: a proxy that never answers fails the test instead of hanging it. */
-function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p.finally(() => clearTimeout(timer)),
-    new Promise<never>((_r, reject) => { timer = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms); }),
-  ]);
-}
-
 // ---------------------------------------------------------------- request line and headers
 
 test('method, path and query reach the upstream unchanged', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const r = await get(`${listenerUrl(sc, 'web')}/a/b%20c/?x=1&y=%2F&x=2`, {}, { method: 'PATCH', body: 'hi' });
   t.is(r.status, 200);
   const seen = JSON.parse(r.body);
@@ -142,7 +123,7 @@ test('method, path and query reach the upstream unchanged', async (t) => {
 
 test('request headers keep their case and repeats; x-forwarded-* are appended and set', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const a = addr(sc);
   const c = await rawClient(t, a);
   const local = c.socket.localAddress;
@@ -179,7 +160,7 @@ test('request headers keep their case and repeats; x-forwarded-* are appended an
 
 test('x-forwarded-for is set when the client sent none', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const r = await nodeRequest(t, `${listenerUrl(sc, 'web')}/`);
   t.is(r.res.statusCode, 200);
   t.is(up.requests[0]!.headers['x-forwarded-for'], r.socket.localAddress);
@@ -187,7 +168,7 @@ test('x-forwarded-for is set when the client sent none', async (t) => {
 
 test('hop-by-hop request headers (and those named in Connection) are not forwarded', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const text = await rawExchange(t, addr(sc), [
     'GET /hop HTTP/1.1',
     'Host: h',
@@ -229,7 +210,7 @@ test('hop-by-hop response headers (and those named in Connection) are not forwar
     ]);
     res.end('ok');
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   // keep-alive client, so the proxy's own Connection/Keep-Alive are the keep-alive ones
   const r = await nodeRequest(t, `${listenerUrl(sc, 'web')}/`);
   t.is(r.res.statusCode, 200);
@@ -253,7 +234,7 @@ test('a 20 MB upload streams through intact (sha256), with content-length', asyn
     req.on('data', (c: Buffer) => { h.update(c); n += c.length; });
     req.on('end', () => res.end(JSON.stringify({ sha: h.digest('hex'), n, cl: req.headers['content-length'] ?? null })));
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const size = 20 * 1024 * 1024;
   const h = createHash('sha256');
   const r = await nodeRequest(t, `${listenerUrl(sc, 'web')}/up`, {
@@ -273,7 +254,7 @@ test('a chunked request body streams through intact', async (t) => {
     req.on('data', (c: Buffer) => { h.update(c); n += c.length; });
     req.on('end', () => res.end(JSON.stringify({ sha: h.digest('hex'), n })));
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const size = 3 * 1024 * 1024 + 17;
   const h = createHash('sha256');
   // no content-length: node:http sends transfer-encoding: chunked
@@ -292,7 +273,7 @@ test('a 20 MB download streams through intact (sha256)', async (t) => {
     res.writeHead(200, { 'content-length': String(size) });
     void pipeline(Readable.from((function* () { for (let i = 0; i < size; i += 65536) yield data.subarray(i, i + 65536); })()), res).catch(() => {});
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const r = await nodeRequest(t, `${listenerUrl(sc, 'web')}/down`);
   t.is(r.res.statusCode, 200);
   t.is(r.body.length, size);
@@ -322,7 +303,7 @@ test('backpressure: a client that does not read stalls the upstream instead of f
     };
     pump();
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const req = httpRequest(`${listenerUrl(sc, 'web')}/big`, { agent: false });
   t.teardown(() => { req.destroy(); });
   req.on('error', () => {});
@@ -337,7 +318,7 @@ test('backpressure: a client that does not read stalls the upstream instead of f
 
 test('backpressure: an upstream that does not read stalls the uploading client', async (t) => {
   const up = await startUpstream(t, 'r', (req) => { req.pause(); /* never reads, never answers */ });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const total = 256 * 1024 * 1024;
   const req = httpRequest(`${listenerUrl(sc, 'web')}/slow-reader`, {
     agent: false, method: 'POST', headers: { 'content-length': String(total) },
@@ -368,7 +349,7 @@ test('sequential requests reuse upstream keep-alive connections', async (t) => {
   const up = await startUpstream(t, 'r');
   let connections = 0;
   up.server.on('connection', () => connections++);
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   for (let i = 0; i < 50; i++) {
     const r = await get(`${listenerUrl(sc, 'web')}/k${i}`);
     t.is(r.status, 200);
@@ -380,7 +361,7 @@ test('sequential requests reuse upstream keep-alive connections', async (t) => {
 test('failover: a dead endpoint is skipped, every request succeeds', async (t) => {
   const up = await startUpstream(t, 'r');
   const dead = await deadAddress();
-  const sc = await startSidecar(t, oneRole([dead, up.address]));
+  const sc = await startSidecar(t, config([dead, up.address]));
   for (let i = 0; i < 10; i++) {
     const r = await get(`${listenerUrl(sc, 'web')}/f${i}`);
     t.is(r.status, 200, r.body);
@@ -395,7 +376,7 @@ test('failover: a request with a body is retried on the next endpoint when the c
     req.on('end', () => res.end(Buffer.concat(chunks)));
   });
   const dead = await deadAddress();
-  const sc = await startSidecar(t, oneRole([dead, up.address]));
+  const sc = await startSidecar(t, config([dead, up.address]));
   // Round robin starts on each endpoint in turn: four requests start twice on the dead one.
   for (let i = 0; i < 4; i++) {
     const body = `payload-${i}-${'x'.repeat(1000 * i)}`;
@@ -411,7 +392,7 @@ test('failover: a request with a body is retried on the next endpoint when the c
 
 test('failover: a first endpoint whose name does not resolve is skipped', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole(['no-such-host.invalid:80', up.address]));
+  const sc = await startSidecar(t, config(['no-such-host.invalid:80', up.address]));
   for (let i = 0; i < 4; i++) {
     const r = await get(`${listenerUrl(sc, 'web')}/d${i}`);
     t.is(r.status, 200, r.body);
@@ -419,7 +400,7 @@ test('failover: a first endpoint whose name does not resolve is skipped', async 
 });
 
 test('all endpoints dead → 502 with a text body naming the role', async (t) => {
-  const sc = await startSidecar(t, oneRole([await deadAddress(), await deadAddress()], '', 'orders-v1'));
+  const sc = await startSidecar(t, config([await deadAddress(), await deadAddress()], {}, 'orders-v1'));
   const r = await within(get(`${listenerUrl(sc, 'web')}/`), 5_000, 'answer');
   t.is(r.status, 502);
   t.regex(String(r.headers['content-type']), /^text\/plain/);
@@ -432,7 +413,7 @@ test('all endpoints dead → 502 with a text body naming the role', async (t) =>
 
 test.serial('upstream timeout: no answer within timeouts.upstream → 504', async (t) => {
   const up = await startUpstream(t, 'r', () => { /* never answers */ });
-  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { upstream: 300ms }'));
+  const sc = await startSidecar(t, config([up.address], { timeouts: { upstream: '300ms' } }));
   const t0 = Date.now();
   const r = await within(get(`${listenerUrl(sc, 'web')}/`), 6_000, 'answer');
   const took = Date.now() - t0;
@@ -447,7 +428,7 @@ test.serial('upstream timeout: a body that stalls mid-way cuts the client connec
     res.writeHead(200, { 'content-length': '1000' });
     res.write('x'.repeat(100)); // …and never the rest
   });
-  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { upstream: 300ms }'));
+  const sc = await startSidecar(t, config([up.address], { timeouts: { upstream: '300ms' } }));
   const req = httpRequest(`${listenerUrl(sc, 'web')}/`, { agent: false });
   t.teardown(() => { req.destroy(); });
   req.on('error', () => {});
@@ -467,7 +448,7 @@ test.serial('upstream timeout: a client that reads slowly is not mistaken for a 
     res.writeHead(200, { 'content-length': String(size) });
     res.end(data); // all of it at once: only the client's pace holds it back
   });
-  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { upstream: 300ms }'));
+  const sc = await startSidecar(t, config([up.address], { timeouts: { upstream: '300ms' } }));
   const req = httpRequest(`${listenerUrl(sc, 'web')}/slow-reader`, { agent: false });
   t.teardown(() => { req.destroy(); });
   req.end();
@@ -486,7 +467,7 @@ test.serial('upstream timeout: a client that reads slowly is not mistaken for a 
 test('the default upstream timeout is 30 s', async (t) => {
   t.is(DEFAULT_TIMEOUTS.upstreamMs, 30_000);
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   t.is(sc.runtime.current!.config.listeners.web!.timeouts.upstreamMs, 30_000);
 });
 
@@ -506,7 +487,7 @@ test('a client that goes away mid-request aborts the upstream request; the proxy
     req.resume();
     res.end('fine');
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const req = httpRequest(`${listenerUrl(sc, 'web')}/hold`, { agent: false });
   req.on('error', () => {});
   req.end();
@@ -528,7 +509,7 @@ test('a client that goes away mid-upload aborts the upstream request', async (t)
     aborted = once(req, 'close', 5_000);
     req.on('data', () => signal());
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const req = httpRequest(`${listenerUrl(sc, 'web')}/upload`, { agent: false, method: 'POST', headers: { 'content-length': '100000' } });
   req.on('error', () => {});
   req.write(Buffer.alloc(1000, 1));
@@ -546,7 +527,7 @@ test('an upstream reset mid-response cuts the client connection (no hang)', asyn
     res.writeHead(200, { 'content-length': '100000' });
     res.write('x'.repeat(1000), () => req.socket.destroy());
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const req = httpRequest(`${listenerUrl(sc, 'web')}/`, { agent: false });
   t.teardown(() => { req.destroy(); });
   req.on('error', () => {});
@@ -560,22 +541,22 @@ test('an upstream reset mid-response cuts the client connection (no hang)', asyn
 
 test('an upstream reset before any response → 502', async (t) => {
   const up = await startUpstream(t, 'r', (req) => { req.socket.destroy(); });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const r = await within(get(`${listenerUrl(sc, 'web')}/`), 5_000, 'answer');
   t.is(r.status, 502);
   const raw = await rawServer(t, (s) => { s.once('data', () => s.resetAndDestroy()); });
-  const sc2 = await startSidecar(t, oneRole([raw.address]));
+  const sc2 = await startSidecar(t, config([raw.address]));
   const r2 = await within(get(`${listenerUrl(sc2, 'web')}/`), 5_000, 'answer');
   t.is(r2.status, 502);
 });
 
 test('an upstream that answers garbage → 502', async (t) => {
   const raw = await rawServer(t, (s) => { s.once('data', () => s.end('this is not http\r\n\r\n')); });
-  const sc = await startSidecar(t, oneRole([raw.address]));
+  const sc = await startSidecar(t, config([raw.address]));
   const r = await within(get(`${listenerUrl(sc, 'web')}/`), 5_000, 'answer');
   t.is(r.status, 502);
   const bad = await rawServer(t, (s) => { s.once('data', () => s.write('HTTP/1.1 200 OK\r\nContent-Length: nope\r\n\r\nabc')); });
-  const sc2 = await startSidecar(t, oneRole([bad.address]));
+  const sc2 = await startSidecar(t, config([bad.address]));
   const r2 = await within(get(`${listenerUrl(sc2, 'web')}/`), 5_000, 'answer');
   t.is(r2.status, 502);
 });
@@ -584,7 +565,7 @@ test('an upstream that answers garbage → 502', async (t) => {
 
 test('a malformed request gets 400 and never reaches the upstream', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const a = addr(sc);
   t.is(parseHead(await rawExchange(t, a, 'THIS IS NOT HTTP\r\n\r\n')).status, 400);
   t.is(parseHead(await rawExchange(t, a, 'GET / HTTP/1.1\r\nHost: h\r\nBad Header: y\r\n\r\n')).status, 400);
@@ -594,7 +575,7 @@ test('a malformed request gets 400 and never reaches the upstream', async (t) =>
 
 test('headers beyond maxHeaderSize → 431, never reaching the upstream', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address], 'maxHeaderSize: 2048'));
+  const sc = await startSidecar(t, config([up.address], { maxHeaderSize: 2048 }));
   const text = await rawExchange(t, addr(sc), `GET / HTTP/1.1\r\nHost: h\r\nX-Big: ${'a'.repeat(4096)}\r\n\r\n`);
   t.is(parseHead(text).status, 431);
   t.is(up.requests.length, 0);
@@ -605,7 +586,7 @@ test('headers beyond maxHeaderSize → 431, never reaching the upstream', async 
 
 test.serial('a client that never finishes its headers is closed after timeouts.headers', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { headers: 500ms }'));
+  const sc = await startSidecar(t, config([up.address], { timeouts: { headers: '500ms' } }));
   const c = await rawClient(t, addr(sc));
   c.socket.on('error', () => {});
   const t0 = Date.now();
@@ -619,7 +600,7 @@ test.serial('a client that never finishes its headers is closed after timeouts.h
 
 test.serial('an idle keep-alive client connection is closed after timeouts.keepAlive', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { keepAlive: 400ms }'));
+  const sc = await startSidecar(t, config([up.address], { timeouts: { keepAlive: '400ms' } }));
   const c = await rawClient(t, addr(sc));
   c.socket.on('error', () => {});
   const closed = once(c.socket, 'close', 5_000);
@@ -634,7 +615,7 @@ test.serial('an idle keep-alive client connection is closed after timeouts.keepA
 
 test('CONNECT → 405', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const text = await rawExchange(t, addr(sc), 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
   t.is(parseHead(text).status, 405);
   t.is(up.requests.length, 0);
@@ -644,7 +625,7 @@ test('CONNECT → 405', async (t) => {
 
 test('an absolute-form request target is forwarded in origin form', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const text = await rawExchange(t, addr(sc), 'GET http://svc.example/abs/path?x=1 HTTP/1.1\r\nHost: svc.example\r\nConnection: close\r\n\r\n');
   t.is(parseHead(text).status, 200);
   t.is(up.requests[0]!.url, '/abs/path?x=1');
@@ -656,7 +637,7 @@ test.serial('a slow but steady upload longer than timeouts.upstream is not cut (
     req.on('data', (c: Buffer) => { n += c.length; });
     req.on('end', () => res.end(String(n)));
   });
-  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { upstream: 300ms }'));
+  const sc = await startSidecar(t, config([up.address], { timeouts: { upstream: '300ms' } }));
   let i = 0;
   const body = new Readable({
     read() {
@@ -678,7 +659,7 @@ test('an upstream that answers before reading the whole upload: the client gets 
     res.writeHead(413, { 'content-type': 'text/plain' });
     res.end('too big');
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const total = 32 * 1024 * 1024;
   const req = httpRequest(`${listenerUrl(sc, 'web')}/upload`, { agent: false, method: 'POST', headers: { 'content-length': String(total) } });
   t.teardown(() => { req.destroy(); });
@@ -708,7 +689,7 @@ test('HEAD and 304 answers pass through without a body', async (t) => {
     res.writeHead(200, { 'content-length': '12345', 'content-type': 'application/octet-stream' });
     res.end(req.method === 'HEAD' ? undefined : Buffer.alloc(12345));
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const h = await get(`${listenerUrl(sc, 'web')}/file`, {}, { method: 'HEAD' });
   t.is(h.status, 200);
   t.is(h.headers['content-length'], '12345');
@@ -728,7 +709,7 @@ test('Expect: 100-continue uploads go through', async (t) => {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => res.end(Buffer.concat(chunks)));
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const req = httpRequest(`${listenerUrl(sc, 'web')}/expect`, {
     agent: false, method: 'POST', headers: { expect: '100-continue', 'content-length': '5' },
   });
@@ -750,7 +731,7 @@ test.serial('a client that never finishes its body is cut after timeouts.request
     req.resume();
   });
   // bufferBodyBytes 0: a body this small is otherwise read whole before the upstream request opens (slow_upload.test).
-  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { headers: 1s, request: 2s }\nbufferBodyBytes: 0'));
+  const sc = await startSidecar(t, config([up.address], { timeouts: { headers: '1s', request: '2s' }, bufferBodyBytes: 0 }));
   const c = await rawClient(t, addr(sc));
   c.socket.on('error', () => {});
   const closed = once(c.socket, 'close', 8_000); // 2 s + Node's 1 s checking interval (+ slack for a loaded machine)

@@ -1,37 +1,17 @@
 import test, { type ExecutionContext } from 'ava';
 import { execFileSync } from 'node:child_process';
-import { closeSync, constants, existsSync, openSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
-import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
+import { closeSync, constants, openSync } from 'node:fs';
+import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { request } from 'undici';
 import { WebSocket, WebSocketServer } from 'ws';
-import { ROOT, adminUrl, get, listenerUrl, putConfig, startSidecar, startUpstream, tempFiles, uniqueHost, until } from './helpers.js';
-import type { Sidecar } from '../src/sidecar.js';
+import {
+  ROOT, configOf, get, listenerUrl, logLines, metric, oneRole, putConfig, role, scrape, startEcho, startSidecar, startUpstream, tempFiles,
+  until, untilMetric, type ConfigSpec,
+} from './helpers.js';
 import { toolPath } from './setup/requirements.js';
 
 /* Edge cases of counting and the access log, each found in review (and failing before its fix). */
 
-type Line = Record<string, unknown>;
-
-async function readLines(file: string): Promise<Line[]> {
-  if (!existsSync(file)) return [];
-  return (await readFile(file, 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l) as Line);
-}
-
-async function metricsText(sc: Sidecar): Promise<string> {
-  return (await request(`${adminUrl(sc)}/metrics`)).body.text();
-}
-
-/** Sum of a metric's samples whose label text contains every `has` fragment. */
-function sample(text: string, name: string, has: string[]): number {
-  let sum = 0;
-  for (const l of text.split('\n')) {
-    if (!l.startsWith(name + '{') && !l.startsWith(name + ' ')) continue;
-    if (has.every((h) => l.includes(h))) sum += Number(l.slice(l.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
 
 /** Resolves to 'timeout' if `p` has not settled within `ms`. */
 function within<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
@@ -52,22 +32,15 @@ function raw(url: string, text: string): Promise<string> {
   });
 }
 
-async function mkfifo(): Promise<string> {
-  const { dir } = await tempFiles({});
+async function mkfifo(t: ExecutionContext): Promise<string> {
+  const { dir } = await tempFiles(t, {});
   const path = join(dir, 'access.fifo');
   execFileSync(toolPath('mkfifo'), [path]);
   return path;
 }
 
-function httpConfig(up: string, extra = ''): string {
-  return `
-drainTimeout: 1s
-${extra}
-roles:
-  ok: { channels: { http: { endpoints: ["${up}"] } } }
-listeners:
-  web: { address: "${uniqueHost()}:0", target: ok }
-`;
+function httpConfig(up: string, more: ConfigSpec = {}): ConfigSpec {
+  return { drainTimeout: '1s', ...more, ...oneRole(up, { target: 'ok' }, { role: 'ok' }) };
 }
 
 // ---------------------------------------------------------------- access log sink
@@ -75,8 +48,8 @@ listeners:
 test.serial('an accessLog path that is a FIFO with no reader does not hang PUT /config (and every reload after it)', async (t) => {
   const up = await startUpstream(t, 'ok');
   const sc = await startSidecar(t, httpConfig(up.address));
-  const fifo = await mkfifo();
-  const pending = putConfig(sc, httpConfig(up.address, `accessLog: { path: "${fifo}" }`));
+  const fifo = await mkfifo(t);
+  const pending = putConfig(sc, httpConfig(up.address, { accessLog: { path: fifo } }));
   const got = await within(pending, 3_000);
   // Unblock the thread-pool open() so the process can end: a reader that reads nothing.
   const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
@@ -87,12 +60,12 @@ test.serial('an accessLog path that is a FIFO with no reader does not hang PUT /
 
 test.serial('a clean stop finishes when the access log sink is stuck (reader that does not read)', async (t) => {
   const up = await startUpstream(t, 'ok');
-  const fifo = await mkfifo();
+  const fifo = await mkfifo(t);
   const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK); // never read
   let readerOpen = true;
   const closeReader = (): void => { if (readerOpen) { readerOpen = false; closeSync(reader); } };
   t.teardown(closeReader);
-  const sc = await startSidecar(t, httpConfig(up.address, `accessLog: { path: "${fifo}" }`));
+  const sc = await startSidecar(t, httpConfig(up.address, { accessLog: { path: fifo } }));
   const long = '/' + 'x'.repeat(2_000);
   // 160 KB of lines: past 64 KiB a batch goes to fs.write at once, and the pipe (64 KiB) fills.
   for (let i = 0; i < 80; i++) t.is((await get(listenerUrl(sc, 'web') + long)).status, 200);
@@ -103,17 +76,17 @@ test.serial('a clean stop finishes when the access log sink is stuck (reader tha
 
 test.serial('a reload that turns a stuck access log off lets the old generation close (generations_draining back to 0)', async (t) => {
   const up = await startUpstream(t, 'ok');
-  const fifo = await mkfifo();
+  const fifo = await mkfifo(t);
   const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
   let readerOpen = true;
   const closeReader = (): void => { if (readerOpen) { readerOpen = false; closeSync(reader); } };
   t.teardown(closeReader);
-  const sc = await startSidecar(t, httpConfig(up.address, `accessLog: { path: "${fifo}" }`));
+  const sc = await startSidecar(t, httpConfig(up.address, { accessLog: { path: fifo } }));
   const long = '/' + 'x'.repeat(2_000);
   for (let i = 0; i < 80; i++) await get(listenerUrl(sc, 'web') + long); // fills the pipe (see above)
   t.is((await putConfig(sc, httpConfig(up.address))).status, 200);
   let draining = -1;
-  const ok = await until(async () => (draining = sample(await metricsText(sc), 'switchyard_generations_draining', [])) === 0 || false, 4_000)
+  const ok = await until(async () => (draining = await metric(sc, 'switchyard_generations_draining')) === 0, 4_000)
     .then(() => true, () => false);
   closeReader();
   t.true(ok, `generation 1 has no work left but is still "draining" (gauge ${draining}): its close awaits the stuck sink`);
@@ -123,18 +96,18 @@ test.serial('a reload that turns a stuck access log off lets the old generation 
 
 test('a request Node answers itself (431 head too large) is counted in requests_total and logged', async (t) => {
   const up = await startUpstream(t, 'ok');
-  const { dir } = await tempFiles({});
+  const { dir } = await tempFiles(t, {});
   const file = join(dir, 'access.log');
-  const sc = await startSidecar(t, httpConfig(up.address, `accessLog: { path: "${file}" }`));
+  const sc = await startSidecar(t, httpConfig(up.address, { accessLog: { path: file } }));
   const answer = await raw(listenerUrl(sc, 'web'), `GET /big HTTP/1.1\r\nHost: x\r\nx-big: ${'a'.repeat(70_000)}\r\n\r\n`);
   t.regex(answer, /^HTTP\/1\.1 431/, 'the client got 431');
   const bad = await raw(listenerUrl(sc, 'web'), 'GARBAGE\r\n\r\n');
   t.regex(bad, /^HTTP\/1\.1 400/, 'the client got 400');
-  await until(async () => (await readLines(file)).filter((l) => l.type === 'http').length >= 2, 5_000, 'the log lines');
-  const text = await metricsText(sc);
-  t.is(sample(text, 'switchyard_requests_total', ['listener="web"', 'code="431"']), 1, '431 counted');
-  t.is(sample(text, 'switchyard_requests_total', ['listener="web"', 'code="400"']), 1, '400 counted');
-  t.is((await readLines(file)).filter((l) => l.type === 'http').length, 2, 'one access log line each');
+  await until(async () => (await logLines(file)).filter((l) => l.type === 'http').length >= 2, 5_000, 'the log lines');
+  const m = await scrape(sc);
+  t.is(m.value('switchyard_requests_total', { listener: 'web', code: '431' }), 1, '431 counted');
+  t.is(m.value('switchyard_requests_total', { listener: 'web', code: '400' }), 1, '400 counted');
+  t.is((await logLines(file)).filter((l) => l.type === 'http').length, 2, 'one access log line each');
 });
 
 test('CONNECT (405) is counted in requests_total', async (t) => {
@@ -142,33 +115,26 @@ test('CONNECT (405) is counted in requests_total', async (t) => {
   const sc = await startSidecar(t, httpConfig(up.address));
   const answer = await raw(listenerUrl(sc, 'web'), 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
   t.regex(answer, /^HTTP\/1\.1 405/);
-  t.is(sample(await metricsText(sc), 'switchyard_requests_total', ['listener="web"', 'code="405"']), 1);
+  t.is(await metric(sc, 'switchyard_requests_total', { listener: 'web', code: '405' }), 1);
 });
 
 /** slow_tcp (300 ms) and boom_tcp (throws). */
 const TCP_PLUGIN = join(ROOT, 'test/fixtures/tcp-filters-plugin.mjs');
 
-async function echoServer(t: ExecutionContext): Promise<string> {
-  const server = createNetServer((s) => { s.on('error', () => {}); s.pipe(s); });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
-  return `127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
-
 test('every TCP connection is counted in tcp_connections_total (client reset during an async filter; a failing filter)', async (t) => {
   const plugin = TCP_PLUGIN;
-  const echo = await echoServer(t);
-  const { dir } = await tempFiles({});
+  const { address: echo } = await startEcho(t);
+  const { dir } = await tempFiles(t, {});
   const file = join(dir, 'access.log');
-  const sc = await startSidecar(t, `
-accessLog: { path: "${file}" }
-plugins: ["${plugin}"]
-roles:
-  db: { channels: { raw: { endpoints: ["${echo}"] } } }
-listeners:
-  slow: { address: "${uniqueHost()}:0", protocol: tcp, target: db, filters: [{ type: slow_tcp }] }
-  boom: { address: "${uniqueHost()}:0", protocol: tcp, target: db, filters: [{ type: boom_tcp }] }
-`);
+  const sc = await startSidecar(t, configOf({
+    accessLog: { path: file },
+    plugins: [plugin],
+    roles: { db: role(echo, { channel: 'raw' }) },
+    listeners: {
+      slow: { protocol: 'tcp', target: 'db', filters: [{ type: 'slow_tcp' }] },
+      boom: { protocol: 'tcp', target: 'db', filters: [{ type: 'boom_tcp' }] },
+    },
+  }));
   process.removeAllListeners('warning'); // the filter failure warning
   for (const name of ['slow', 'boom']) {
     const a = sc.addresses().get(name)!;
@@ -178,13 +144,13 @@ listeners:
       s.on('close', () => resolve());
     });
   }
-  await until(async () => (await readLines(file)).filter((l) => l.type === 'tcp').length >= 2, 5_000, 'two tcp lines');
-  await until(async () => sample(await metricsText(sc), 'switchyard_tcp_connections_total', ['listener="slow"']) >= 1, 5_000, 'the slow connection counted');
-  const text = await metricsText(sc);
-  const lines = (await readLines(file)).filter((l) => l.type === 'tcp');
+  await until(async () => (await logLines(file)).filter((l) => l.type === 'tcp').length >= 2, 5_000, 'two tcp lines');
+  await untilMetric(sc, 'switchyard_tcp_connections_total', { listener: 'slow' }, (n) => n >= 1, 5_000, 'the slow connection counted');
+  const m = await scrape(sc);
+  const lines = (await logLines(file)).filter((l) => l.type === 'tcp');
   t.deepEqual(lines.map((l) => [l.listener, l.result]).sort(), [['boom', 'error'], ['slow', 'error']], 'the access log has both');
-  t.is(sample(text, 'switchyard_tcp_connections_total', ['listener="slow"']), 1, 'slow: the connection the access log shows is counted');
-  t.is(sample(text, 'switchyard_tcp_connections_total', ['listener="boom"']), 1, 'boom: the connection the access log shows is counted');
+  t.is(m.value('switchyard_tcp_connections_total', { listener: 'slow' }), 1, 'slow: the connection the access log shows is counted');
+  t.is(m.value('switchyard_tcp_connections_total', { listener: 'boom' }), 1, 'boom: the connection the access log shows is counted');
 });
 
 // ---------------------------------------------------------------- latency histogram
@@ -195,21 +161,16 @@ test('a WebSocket tunnel\'s lifetime does not enter request_duration_seconds (p9
   wss.on('connection', (ws) => ws.on('message', (m) => ws.send(m)));
   t.teardown(() => wss.close());
   const { address, port } = server.address() as AddressInfo;
-  const sc = await startSidecar(t, `
-roles:
-  ws: { channels: { http: { endpoints: ["${address}:${port}"] } } }
-listeners:
-  web: { address: "${uniqueHost()}:0", target: ws }
-`);
+  const sc = await startSidecar(t, oneRole(`${address}:${port}`, { target: 'ws' }, { role: 'ws' }));
   const ws = new WebSocket(`${listenerUrl(sc, 'web').replace('http', 'ws')}/chat`);
   t.teardown(() => ws.terminate());
   await new Promise((r, j) => { ws.once('open', r); ws.once('error', j); });
   await new Promise((r) => setTimeout(r, 1_200)); // a short-lived tunnel; real ones last minutes
   ws.close();
-  await until(async () => sample(await metricsText(sc), 'switchyard_requests_total', ['code="101"']) === 1, 5_000, '101 counted');
-  const text = await metricsText(sc);
-  const total = sample(text, 'switchyard_request_duration_seconds_count', ['role="ws"']);
-  const fast = sample(text, 'switchyard_request_duration_seconds_bucket', ['role="ws"', 'le="1"']);
+  await untilMetric(sc, 'switchyard_requests_total', { code: '101' }, 1, 5_000, '101 counted');
+  const m = await scrape(sc);
+  const total = m.value('switchyard_request_duration_seconds_count', { role: 'ws' });
+  const fast = m.value('switchyard_request_duration_seconds_bucket', { role: 'ws', le: '1' });
   t.is(fast, total, `${total - fast} observation(s) over 1 s from a request whose handshake took milliseconds`);
 });
 

@@ -2,7 +2,9 @@ import test, { type ExecutionContext } from 'ava';
 import { join } from 'node:path';
 import { ConfigError, type ConfigIssue } from '../src/errors.js';
 import { request } from 'undici';
-import { ROOT, adminUrl, client, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, until } from './helpers.js';
+import {
+  ROOT, adminUrl, client, get, listenerUrl, startSidecar, startUpstream, twoRoles, until, weighted, yaml, type ConfigSpec, type FilterSpec,
+} from './helpers.js';
 
 /*
  * Plugins end to end: modules under test/fixtures (plain .mjs, so tsc does not
@@ -14,13 +16,13 @@ const COOKIE_PLUGIN = join(ROOT, 'test/fixtures/routing-cookie-plugin.mjs');
 const DUP_PLUGIN = join(ROOT, 'test/fixtures/routing-dup-weighted-plugin.mjs');
 
 /** A two-role sidecar (a, b) whose `web` listener runs `filters`, with `plugins` loaded. */
-async function withPlugins(t: ExecutionContext, plugins: string[], filters: string) {
+async function withPlugins(t: ExecutionContext, plugins: string[], filters: FilterSpec[]) {
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
-  const yaml = `plugins: ${JSON.stringify(plugins)}\n${twoRoleConfig(a, b, filters)}`;
+  const config: ConfigSpec = { plugins, ...twoRoles(a, b, { filters }) };
   // Some tests push configs that name other plugin modules.
-  const sc = await startSidecar(t, yaml, { allowPush: ['plugins'] });
-  return { sc, url: listenerUrl(sc, 'web'), a, b, yaml };
+  const sc = await startSidecar(t, config, { allowPush: ['plugins'] });
+  return { sc, url: listenerUrl(sc, 'web'), a, b, config };
 }
 
 const role = async (url: string, headers: Record<string, string> = {}): Promise<unknown> => {
@@ -30,9 +32,7 @@ const role = async (url: string, headers: Record<string, string> = {}): Promise<
 };
 
 test('a plugin filter type picks a role by cookie, end to end, before weighted', async (t) => {
-  const { url } = await withPlugins(t, [COOKIE_PLUGIN], `
-- { type: cookie_role, cookie: pin }
-- { type: weighted, weights: { a: 1 } }`);
+  const { url } = await withPlugins(t, [COOKIE_PLUGIN], [{ type: 'cookie_role', cookie: 'pin' }, weighted({ a: 1 })]);
   t.is(await role(url, { cookie: 'pin=b' }), 'b');
   t.is(await role(url, { cookie: 'theme=dark; pin=b; x=1' }), 'b');
   t.is(await role(url, { cookie: 'pin=a' }), 'a');
@@ -44,29 +44,24 @@ test('a plugin filter type picks a role by cookie, end to end, before weighted',
 
 test('a plugin path relative to the config directory loads too', async (t) => {
   // startSidecar parses with baseDir = ROOT.
-  const { url } = await withPlugins(t, ['./test/fixtures/routing-cookie-plugin.mjs'], `
-- { type: cookie_role, cookie: pin }
-- { type: weighted, weights: { a: 1 } }`);
+  const { url } = await withPlugins(t, ['./test/fixtures/routing-cookie-plugin.mjs'], [{ type: 'cookie_role', cookie: 'pin' }, weighted({ a: 1 })]);
   t.is(await role(url, { cookie: 'pin=b' }), 'b');
 });
 
 test('a plugin filter validates its config through the same context as the built-ins', async (t) => {
-  const err = await t.throwsAsync(withPlugins(t, [COOKIE_PLUGIN], `
-- { type: cookie_role, cookei: pin }`), { instanceOf: ConfigError });
+  const err = await t.throwsAsync(withPlugins(t, [COOKIE_PLUGIN], [{ type: 'cookie_role', cookei: 'pin' }]), { instanceOf: ConfigError });
   const paths = (err as ConfigError).issues.map((i) => `${i.path} ${i.code}`);
   t.true(paths.includes('listeners.web.filters[0].cookei SY_ERR_CONFIG_UNKNOWN_KEY'), paths.join('\n'));
   t.true(paths.includes('listeners.web.filters[0].cookie SY_ERR_CONFIG_REQUIRED'), paths.join('\n'));
 });
 
 test('a filter type of a plugin that is not listed is unknown', async (t) => {
-  const err = await t.throwsAsync(withPlugins(t, [], `
-- { type: cookie_role, cookie: pin }`), { instanceOf: ConfigError });
+  const err = await t.throwsAsync(withPlugins(t, [], [{ type: 'cookie_role', cookie: 'pin' }]), { instanceOf: ConfigError });
   t.deepEqual((err as ConfigError).issues.map((i) => [i.path, i.code]), [['listeners.web.filters[0].type', 'SY_ERR_UNKNOWN_FILTER']]);
 });
 
 test('a plugin that registers a type already registered (weighted) is rejected', async (t) => {
-  const err = await t.throwsAsync(withPlugins(t, [DUP_PLUGIN], `
-- { type: weighted, weights: { a: 1 } }`), { instanceOf: ConfigError });
+  const err = await t.throwsAsync(withPlugins(t, [DUP_PLUGIN], [weighted({ a: 1 })]), { instanceOf: ConfigError });
   const issues = (err as ConfigError).issues;
   t.is(issues.length, 1, JSON.stringify(issues));
   t.is(issues[0]!.code, 'SY_ERR_DUPLICATE_TYPE');
@@ -78,18 +73,16 @@ test('a plugin that registers a type already registered (weighted) is rejected',
 test('a plugin path that does not exist is rejected at plugins[i]; a push of it changes nothing', async (t) => {
   const missing = join(ROOT, 'test/fixtures/no-such-plugin.mjs');
   // At start.
-  const err = await t.throwsAsync(withPlugins(t, [missing], '- { type: weighted, weights: { a: 1 } }'), { instanceOf: ConfigError });
+  const err = await t.throwsAsync(withPlugins(t, [missing], [weighted({ a: 1 })]), { instanceOf: ConfigError });
   t.deepEqual((err as ConfigError).issues.map((i) => [i.path, i.code]), [['plugins[0]', 'SY_ERR_PLUGIN_LOAD']]);
   t.regex((err as ConfigError).issues[0]!.message, /no-such-plugin\.mjs/);
 
   // Pushed to a running sidecar: 400, same generation, traffic as before. The
   // second entry is the missing one, so the path names its index.
-  const { sc, url, yaml } = await withPlugins(t, [COOKIE_PLUGIN], `
-- { type: cookie_role, cookie: pin }
-- { type: weighted, weights: { a: 1 } }`);
-  const pushed = yaml.replace(`plugins: ${JSON.stringify([COOKIE_PLUGIN])}`, `plugins: ${JSON.stringify([COOKIE_PLUGIN, missing])}`);
-  t.not(pushed, yaml);
-  const res = await get(`${adminUrl(sc)}/config`, { 'content-type': 'application/yaml' }, { method: 'PUT', body: pushed });
+  const { sc, url, config } = await withPlugins(t, [COOKIE_PLUGIN], [{ type: 'cookie_role', cookie: 'pin' }, weighted({ a: 1 })]);
+  const pushed = { ...config, plugins: [COOKIE_PLUGIN, missing] };
+  t.notDeepEqual(pushed.plugins, config.plugins);
+  const res = await get(`${adminUrl(sc)}/config`, { 'content-type': 'application/yaml' }, { method: 'PUT', body: yaml(pushed) });
   t.is(res.status, 400, res.body);
   const errors = (JSON.parse(res.body) as { errors: ConfigIssue[] }).errors;
   t.deepEqual(errors.map((i) => [i.path, i.code]), [['plugins[1]', 'SY_ERR_PLUGIN_LOAD']]);
@@ -106,10 +99,7 @@ function filterWarnings(t: ExecutionContext): string[] {
   return seen;
 }
 
-const MISBEHAVING = `
-- { type: async_pick }
-- { type: misbehave }
-- { type: weighted, weights: { a: 1 } }`;
+const MISBEHAVING: FilterSpec[] = [{ type: 'async_pick' }, { type: 'misbehave' }, weighted({ a: 1 })];
 
 test('a filter that throws answers 500 for that request, and the proxy keeps serving', async (t) => {
   const warnings = filterWarnings(t);
@@ -173,8 +163,7 @@ test('a filter that breaks the verdict contract answers 500 instead of leaving t
 test('an async register() is awaited: its types exist when the config is validated', async (t) => {
   // Regression: register() was not awaited, so types it registered after an await
   // were "unknown filter type" (and a rejection went unhandled).
-  const { url } = await withPlugins(t, [join(ROOT, 'test/fixtures/routing-async-register-plugin.mjs')], `
-- { type: async_registered }`);
+  const { url } = await withPlugins(t, [join(ROOT, 'test/fixtures/routing-async-register-plugin.mjs')], [{ type: 'async_registered' }]);
   t.is(await role(url), 'b');
 });
 
@@ -182,8 +171,7 @@ test.serial('an async register() that rejects is a plugin load error, not an unh
   // Serial: the fixture reads a process-wide flag.
   (globalThis as { __routingAsyncRegisterFail?: boolean }).__routingAsyncRegisterFail = true;
   t.teardown(() => { delete (globalThis as { __routingAsyncRegisterFail?: boolean }).__routingAsyncRegisterFail; });
-  const err = await t.throwsAsync(withPlugins(t, [join(ROOT, 'test/fixtures/routing-async-register-plugin.mjs')], `
-- { type: weighted, weights: { a: 1 } }`), { instanceOf: ConfigError });
+  const err = await t.throwsAsync(withPlugins(t, [join(ROOT, 'test/fixtures/routing-async-register-plugin.mjs')], [weighted({ a: 1 })]), { instanceOf: ConfigError });
   const issues = (err as ConfigError).issues;
   t.deepEqual(issues.map((i) => [i.path, i.code]), [['plugins[0]', 'SY_ERR_PLUGIN_LOAD']]);
   t.regex(issues[0]!.message, /async register failed on purpose/);
@@ -192,8 +180,7 @@ test.serial('an async register() that rejects is a plugin load error, not an unh
 test('a plugin that registers a malformed filter descriptor is rejected when it loads', async (t) => {
   // Without a check at registration, the descriptor failed later and elsewhere: a
   // "scope" error on the listener, or a TypeError from create() in the build.
-  const err = await t.throwsAsync(withPlugins(t, [join(ROOT, 'test/fixtures/routing-malformed-plugin.mjs')], `
-- { type: weighted, weights: { a: 1 } }`), { instanceOf: ConfigError });
+  const err = await t.throwsAsync(withPlugins(t, [join(ROOT, 'test/fixtures/routing-malformed-plugin.mjs')], [weighted({ a: 1 })]), { instanceOf: ConfigError });
   const issues = (err as ConfigError).issues;
   t.deepEqual(issues.map((i) => [i.path, i.code]), [['plugins[0]', 'SY_ERR_PLUGIN_LOAD']]);
   t.regex(issues[0]!.message, /malformed/);
@@ -225,8 +212,7 @@ test('a filter that picks a role index out of range answers 500; the process sur
   // Regression: the index reached the forwarder as `undefined` and threw inside the
   // server's request handler (sync) or an unhandled rejection (async): both end Node.
   const warnings = filterWarnings(t);
-  const { url, a, b } = await withPlugins(t, [COOKIE_PLUGIN], `
-- { type: misbehave }`);
+  const { url, a, b } = await withPlugins(t, [COOKIE_PLUGIN], [{ type: 'misbehave' }]);
   for (const how of ['bad-role', 'fraction-role', 'async-bad-role']) {
     const res = await request(url, { dispatcher: client, headers: { 'x-misbehave': how }, signal: AbortSignal.timeout(3000) });
     t.is(res.statusCode, 500, how);

@@ -1,18 +1,15 @@
 import test from 'ava';
 import { request, Agent } from 'undici';
-import { adminUrl, listenerUrl, startSidecar, startUpstream, uniqueHost } from './helpers.js';
+import { listenerUrl, putConfig, role, startSidecar, startUpstream, uniqueHost, type ConfigSpec } from './helpers.js';
 
 test('after an http → tcp switch, a request on an old keep-alive connection is served, then that connection closes', async (t) => {
   const web = await startUpstream(t, 'web');
   const db = await startUpstream(t, 'db'); // the tcp role (speaks HTTP here, so the test can see where bytes go)
   const host = uniqueHost();
-  const config = (protocol: string, port: number) => `
-roles:
-  web: { channels: { http: { endpoints: ["${web.address}"] } } }
-  db: { channels: { tcp: { endpoints: ["${db.address}"] } } }
-listeners:
-  l: { address: "${host}:${port}", protocol: ${protocol}, target: ${protocol === 'http' ? 'web' : 'db'} }
-`;
+  const config = (protocol: 'http' | 'tcp', port: number): ConfigSpec => ({
+    roles: { web: role(web), db: role(db, { channel: 'tcp' }) },
+    listeners: { l: { address: `${host}:${port}`, protocol, target: protocol === 'http' ? 'web' : 'db' } },
+  });
   const sc = await startSidecar(t, config('http', 0));
   const url = listenerUrl(sc, 'l');
   const port = Number(new URL(url).port);
@@ -22,8 +19,8 @@ listeners:
   t.is(first.headers['x-role'], 'web');
   await first.body.text();
 
-  const put = await request(`${adminUrl(sc)}/config`, { method: 'PUT', headers: { 'content-type': 'application/yaml' }, body: `admin: { address: "127.0.0.1:0" }\n${config('tcp', port)}` });
-  t.is(put.statusCode, 200, await put.body.text());
+  const put = await putConfig(sc, config('tcp', port));
+  t.is(put.status, 200, put.body);
 
   // Same agent, one connection: this request rides the keep-alive connection opened before the switch.
   const second = await request(url, { dispatcher: one, signal: AbortSignal.timeout(5000) });

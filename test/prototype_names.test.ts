@@ -9,7 +9,9 @@ import { request } from 'undici';
 import { checkConfig } from '../src/config/check.js';
 import { parseConfigTexts } from '../src/config/load.js';
 import { formatIssue, type ConfigIssue } from '../src/errors.js';
-import { adminUrl, get, listenerUrl, putConfig, ROOT, startSidecar, startUpstream, uniqueHost, type Upstream } from './helpers.js';
+import {
+  ROOT, adminUrl, get, listenerUrl, metric, oneRole, putConfig, startSidecar, startUpstream, uniqueHost, type ConfigSpec, type Upstream,
+} from './helpers.js';
 
 async function issuesOf(text: string): Promise<ConfigIssue[]> {
   const r = await checkConfig(parseConfigTexts([{ name: 'test.yaml', text }], ROOT), {});
@@ -52,13 +54,8 @@ listeners:
 `;
 }
 
-function baseConfig(a: Upstream, host: string): string {
-  return `
-roles:
-  a: { channels: { http: { endpoints: ["${a.address}"] } } }
-listeners:
-  web: { address: "${host}:0", target: a }
-`;
+function baseConfig(a: Upstream, host: string): ConfigSpec {
+  return oneRole(a, { address: `${host}:0`, target: 'a' }, { role: 'a' });
 }
 
 async function admin(sc: Parameters<typeof adminUrl>[0], method: 'GET' | 'POST', path: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {
@@ -68,11 +65,6 @@ async function admin(sc: Parameters<typeof adminUrl>[0], method: 'GET' | 'POST',
   let json: unknown;
   try { json = JSON.parse(text); } catch { json = undefined; }
   return { status: res.statusCode, json, text };
-}
-
-async function lastReloadSuccessful(sc: Parameters<typeof adminUrl>[0]): Promise<string | undefined> {
-  const m = await admin(sc, 'GET', '/metrics');
-  return /^switchyard_config_last_reload_successful (\S+)$/m.exec(m.text)?.[1];
 }
 
 test('PUT /config and POST /rollback with names like toString, constructor, hasOwnProperty in every table apply and serve', async (t) => {
@@ -87,7 +79,7 @@ test('PUT /config and POST /rollback with names like toString, constructor, hasO
   t.deepEqual(JSON.parse(put.body), { generation: 2, components: { toString: 'added' } });
   const gens = await admin(sc, 'GET', '/generations');
   t.deepEqual(gens.json.history.map((h: { generation: number | null; outcome: string }) => [h.generation, h.outcome]), [[1, 'applied'], [2, 'applied']]);
-  t.is(await lastReloadSuccessful(sc), '1');
+  t.is(await metric(sc, 'switchyard_config_last_reload_successful'), 1);
 
   const serves = async (): Promise<void> => {
     t.is((await get(listenerUrl(sc, 'toString'))).headers['x-role'], 'B', 'weights: constructor 1, toString 0');
@@ -121,7 +113,7 @@ test('PUT /config and POST /rollback with names like toString, constructor, hasO
   const after = await admin(sc, 'GET', '/generations');
   t.deepEqual(after.json.history.map((h: { outcome: string }) => h.outcome), ['applied', 'applied', 'applied', 'applied', 'applied', 'applied']);
   t.is(after.json.current, 6);
-  t.is(await lastReloadSuccessful(sc), '1');
+  t.is(await metric(sc, 'switchyard_config_last_reload_successful'), 1);
 });
 
 test('PUT /config with a name __proto__ in any section is refused with its path, and nothing changes', async (t) => {

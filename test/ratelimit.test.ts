@@ -1,21 +1,17 @@
 import test from 'ava';
 import { connect } from 'node:net';
-import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, uniqueHost, once } from './helpers.js';
+import { adminUrl, configOf, get, listenerUrl, once, role, startSidecar, startUpstream, twoRoles, type ConfigSpec } from './helpers.js';
 import { request } from 'undici';
 
-const limited = (a: { address: string }, b: { address: string }, metadata: string, filters = '') => twoRoleConfig(a, b, `
-- type: ratelimit
-  component: limit
-${filters}`, `
-components:
-  limit:
-    type: ratelimit
-    metadata: ${metadata}
-`);
+/** Roles a and b behind listener web, whose ratelimit filter uses component `limit` of this metadata. */
+const limited = (a: { address: string }, b: { address: string }, metadata: Record<string, string>): ConfigSpec => ({
+  components: { limit: { type: 'ratelimit', metadata } },
+  ...twoRoles(a, b, { filters: [{ type: 'ratelimit', component: 'limit' }] }),
+});
 
 test('ratelimit answers 429 with retry-after once the burst is spent', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, limited(a, b, '{ requestsPerSecond: "1", burst: "3" }'));
+  const sc = await startSidecar(t, limited(a, b, { requestsPerSecond: '1', burst: '3' }));
   const url = listenerUrl(sc, 'web');
   const codes = [];
   for (let i = 0; i < 4; i++) codes.push((await get(url)).status);
@@ -28,7 +24,7 @@ test('ratelimit answers 429 with retry-after once the burst is spent', async (t)
 
 test('ratelimit with key header:x-user keeps one bucket per user', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, limited(a, b, '{ requestsPerSecond: "1", burst: "1", key: "header:x-user" }'));
+  const sc = await startSidecar(t, limited(a, b, { requestsPerSecond: '1', burst: '1', key: 'header:x-user' }));
   const url = listenerUrl(sc, 'web');
   t.is((await get(url, { 'x-user': 'alice' })).status, 200);
   t.is((await get(url, { 'x-user': 'alice' })).status, 429);
@@ -37,7 +33,7 @@ test('ratelimit with key header:x-user keeps one bucket per user', async (t) => 
 
 test('POST /components changes the rate in place and keeps the buckets', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, limited(a, b, '{ requestsPerSecond: "0.5", burst: "2" }'));
+  const sc = await startSidecar(t, limited(a, b, { requestsPerSecond: '0.5', burst: '2' }));
   const url = listenerUrl(sc, 'web');
   t.is((await get(url)).status, 200);
   t.is((await get(url)).status, 200);
@@ -55,7 +51,7 @@ test('POST /components changes the rate in place and keeps the buckets', async (
 
 test('changing the bucket key re-creates the component (Layotto body shape)', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, limited(a, b, '{ requestsPerSecond: "1", burst: "1" }'));
+  const sc = await startSidecar(t, limited(a, b, { requestsPerSecond: '1', burst: '1' }));
   const res = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ kind: 'ratelimit', name: 'limit', metadata: { requestsPerSecond: '1', burst: '1', key: 'client' } }) });
   t.is(res.statusCode, 200);
   t.deepEqual(((await res.body.json()) as { components: unknown }).components, { limit: 'reinitialized' });
@@ -63,7 +59,7 @@ test('changing the bucket key re-creates the component (Layotto body shape)', as
 
 test('invalid ratelimit metadata is rejected with the metadata path', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, limited(a, b, '{ requestsPerSecond: "1" }'));
+  const sc = await startSidecar(t, limited(a, b, { requestsPerSecond: '1' }));
   const res = await request(`${adminUrl(sc)}/components/limit`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ metadata: { requestsPerSecond: 'fast', burst: '0', colour: 'red' } }) });
   t.is(res.statusCode, 400);
   const paths = ((await res.body.json()) as { errors: { path: string }[] }).errors.map((e) => e.path).sort();
@@ -72,18 +68,11 @@ test('invalid ratelimit metadata is rejected with the metadata path', async (t) 
 
 test('ratelimit on a tcp listener refuses connections over the rate', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, `
-roles:
-  a: { channels: { http: { endpoints: ["${a.address}"] } } }
-components:
-  limit: { type: ratelimit, metadata: { requestsPerSecond: "1", burst: "2" } }
-listeners:
-  raw:
-    address: "${uniqueHost()}:0"
-    protocol: tcp
-    target: a
-    filters: [ { type: ratelimit, component: limit } ]
-`);
+  const sc = await startSidecar(t, configOf({
+    roles: { a: role(a) },
+    components: { limit: { type: 'ratelimit', metadata: { requestsPerSecond: '1', burst: '2' } } },
+    listeners: { raw: { protocol: 'tcp', target: 'a', filters: [{ type: 'ratelimit', component: 'limit' }] } },
+  }));
   const addr = sc.addresses().get('raw')!;
   const roundTrip = async (): Promise<string> => {
     const s = connect(addr.port, addr.host);
@@ -101,7 +90,7 @@ listeners:
 
 test('a re-created ratelimit inherits its buckets when the key is renamed (header → header)', async (t) => {
   const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
-  const sc = await startSidecar(t, limited(a, b, '{ requestsPerSecond: "0.1", burst: "1", key: "header:x-user" }'));
+  const sc = await startSidecar(t, limited(a, b, { requestsPerSecond: '0.1', burst: '1', key: 'header:x-user' }));
   const url = listenerUrl(sc, 'web');
   t.is((await get(url, { 'x-user': 'alice' })).status, 200);
   t.is((await get(url, { 'x-user': 'alice' })).status, 429);

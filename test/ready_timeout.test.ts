@@ -8,22 +8,22 @@ import { request } from 'undici';
 import { checkConfig } from '../src/config/check.js';
 import { parseConfigTexts } from '../src/config/load.js';
 import { formatIssue } from '../src/errors.js';
-import { adminUrl, putConfig, ROOT, startSidecar, startUpstream, uniqueHost, type Upstream } from './helpers.js';
+import {
+  ROOT, adminUrl, oneRole, putConfig, startSidecar, startUpstream, uniqueHost, type ComponentSpec, type ConfigSpec, type Upstream,
+} from './helpers.js';
 
 const PLUGIN = join(ROOT, 'test/fixtures/slow-ready-plugin.mjs');
 
 /** The components' default readyTimeout in these sidecars: shorter than every ready below. */
 const DEFAULT_MS = 100;
 
-function config(up: Upstream, host: string, components = ''): string {
-  return `
-plugins: ["${PLUGIN}"]
-roles:
-  a: { channels: { http: { endpoints: ["${up.address}"] } } }
-listeners:
-  web: { address: "${host}:0", target: a }
-${components ? `components:\n${components}` : ''}`;
+function config(up: Upstream, host: string, components?: Record<string, ComponentSpec>): ConfigSpec {
+  return { plugins: [PLUGIN], components, ...oneRole(up, { address: `${host}:0`, target: 'a' }, { role: 'a' }) };
 }
+
+/** A slow_ready component: ready after `readyAfterMs`, with `readyTimeout` when given. */
+const slowReady = (readyAfterMs: number, readyTimeout?: string): ComponentSpec =>
+  ({ type: 'slow_ready', ...(readyTimeout ? { readyTimeout } : {}), metadata: { readyAfterMs: String(readyAfterMs) } });
 
 async function generations(sc: Parameters<typeof adminUrl>[0]): Promise<{ current: number; history: { generation: number | null; outcome: string; error?: string }[] }> {
   const res = await request(`${adminUrl(sc)}/generations`);
@@ -36,7 +36,7 @@ test('a component that gets ready within its readyTimeout is accepted, beyond it
   const sc = await startSidecar(t, config(up, host), { readyTimeoutMs: DEFAULT_MS });
 
   // Ready after 400 ms, with 2 s to get there: accepted (the default 100 ms would not have done).
-  const slow = '  slow: { type: slow_ready, readyTimeout: 2s, metadata: { readyAfterMs: "400" } }\n';
+  const slow = { slow: slowReady(400, '2s') };
   const t0 = performance.now();
   const ok = await putConfig(sc, config(up, host, slow));
   t.is(ok.status, 200, ok.body);
@@ -44,7 +44,7 @@ test('a component that gets ready within its readyTimeout is accepted, beyond it
   t.true(performance.now() - t0 >= 390, 'the PUT waited for ready');
 
   // Ready after 3 s, with 150 ms: rejected, generation 2 keeps serving.
-  const late = slow + '  late: { type: slow_ready, readyTimeout: 150ms, metadata: { readyAfterMs: "3000" } }\n';
+  const late = { ...slow, late: slowReady(3000, '150ms') };
   const t1 = performance.now();
   const no = await putConfig(sc, config(up, host, late));
   t.is(no.status, 409, no.body);
@@ -57,13 +57,13 @@ test('a component that gets ready within its readyTimeout is accepted, beyond it
   t.deepEqual([...sc.runtime.current!.components.keys()], ['slow']);
 
   // Without readyTimeout, the default applies.
-  const plain = slow + '  plain: { type: slow_ready, metadata: { readyAfterMs: "400" } }\n';
+  const plain = { ...slow, plain: slowReady(400) };
   const dflt = await putConfig(sc, config(up, host, plain));
   t.is(dflt.status, 409, dflt.body);
   t.regex(JSON.parse(dflt.body).errors[0].message, new RegExp(`^component plain: ready: timed out after ${DEFAULT_MS} ms`));
 
   // A new readyTimeout alone does not re-create a ready instance.
-  const longer = '  slow: { type: slow_ready, readyTimeout: 3s, metadata: { readyAfterMs: "400" } }\n';
+  const longer = { slow: slowReady(400, '3s') };
   const same = await putConfig(sc, config(up, host, longer));
   t.is(same.status, 200, same.body);
   t.deepEqual(JSON.parse(same.body).components, { slow: 'unchanged' });

@@ -1,10 +1,9 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { Agent as HttpAgent } from 'node:http';
 import { createServer as createTcpServer } from 'node:net';
-import { startUpstream, uniqueHost, until } from './helpers.js';
+import { freePort, metric, startUpstream, twoRoles, uniqueHost, until, weighted, within, type ConfigSpec } from './helpers.js';
 import {
-  PLUGIN, admin, eventsNamed, eventsOf, freePort, heldUpstream, httpGet, httpListener, metric, newScope, openGate,
-  refused, startFromObject, startTcpEcho, tcpClient, twoRoles, weights, within,
+  PLUGIN, admin, eventsNamed, eventsOf, heldUpstream, httpGet, newScope, openGate, refused, startFromObject, startTcpEcho, tcpClient,
 } from './reload_support.js';
 
 /*
@@ -16,16 +15,33 @@ import {
 
 /** Sidecar, host and a config builder for tests whose listener `web` uses component `c`. */
 function componentConfig(a: { address: string }, b: { address: string }, host: string, scope: string,
-  component: { type: 'reload-counter' | 'reload-plain'; metadata?: Record<string, string> } | null, w: [number, number] = [1, 0]) {
+  component: { type: 'reload-counter' | 'reload-plain'; metadata?: Record<string, string> } | null, w: [number, number] = [1, 0]): ConfigSpec {
   return {
     plugins: [PLUGIN],
     drainTimeout: '5s',
-    ...twoRoles([a.address], [b.address]),
     ...(component ? { components: { c: { type: component.type, metadata: { scope, ...component.metadata } } } } : {}),
-    listeners: {
-      web: httpListener([...(component ? [{ type: 'reload-use', component: 'c' }] : []), weights(...w)], 'svc.http', `${host}:0`),
-    },
+    ...twoRoles(a, b, {
+      address: `${host}:0`, protocol: 'http',
+      filters: [...(component ? [{ type: 'reload-use', component: 'c' }] : []), weighted({ a: w[0], b: w[1] })],
+    }),
   };
+}
+
+type Component = Parameters<typeof componentConfig>[4];
+
+/**
+ * Upstreams a (which holds requests with x-hold: 1, see heldUpstream) and b, a fresh
+ * scope, and a sidecar whose listener web uses `first` as component c; `configWith(c, w)`
+ * is the config for the same listener with another component (or none) and weights.
+ */
+async function withComponent(t: ExecutionContext, name: string, first: Component, opts: { readyTimeoutMs?: number } = {}) {
+  const a = await heldUpstream(t, 'a');
+  const b = await startUpstream(t, 'b');
+  const scope = newScope(name);
+  const host = uniqueHost();
+  const configWith = (component: Component, w?: [number, number]): ConfigSpec => componentConfig(a, b, host, scope, component, w);
+  const { sc } = await startFromObject(t, configWith(first), { readyTimeoutMs: opts.readyTimeoutMs });
+  return { a, sc, scope, configWith };
 }
 
 function url(sc: { addresses(): Map<string, { host: string; port: number }> }, name = 'web'): string {
@@ -74,7 +90,7 @@ test('a TCP connection opened before a reload stays on its generation, and is cl
   const two = await startTcpEcho(t, 'two');
   const scope = newScope('tcp');
   const host = uniqueHost();
-  const config = (endpoint: string, bump: string) => ({
+  const config = (endpoint: string, bump: string): ConfigSpec => ({
     plugins: [PLUGIN],
     // Long enough for the steps below even on a busy machine; the test waits it out once.
     drainTimeout: '2500ms',
@@ -121,11 +137,13 @@ test('an added listener serves as soon as the reload answers; a removed one refu
   const a = await heldUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const hosts = { web: uniqueHost(), old: uniqueHost(), fresh: uniqueHost() };
-  const config = (names: (keyof typeof hosts)[]) => ({
+  const { roles, vsets } = twoRoles(a, b);
+  const config = (names: (keyof typeof hosts)[]): ConfigSpec => ({
     drainTimeout: '5s',
-    ...twoRoles(a, b),
+    roles,
+    vsets,
     listeners: Object.fromEntries(names.map((n) => [n, {
-      ...httpListener([weights(1, 0)], 'svc.http', `${hosts[n]}:0`),
+      address: `${hosts[n]}:0`, protocol: 'http', target: 'svc.http', filters: [weighted({ a: 1, b: 0 })],
       // Long enough that only the drain can close an idle connection within the test.
       timeouts: { keepAlive: '30s' },
     }])),
@@ -160,7 +178,7 @@ test('an added listener serves as soon as the reload answers; a removed one refu
 test('a protocol change (tcp ↔ http) on the same address refuses no connection', async (t) => {
   const up = await startUpstream(t, 'a');
   const host = uniqueHost();
-  const config = (protocol: 'http' | 'tcp') => ({
+  const config = (protocol: 'http' | 'tcp'): ConfigSpec => ({
     roles: { a: { channels: { web: { endpoints: [up.address] } } } },
     listeners: { flip: { address: `${host}:0`, protocol, target: 'a' } },
   });
@@ -196,15 +214,11 @@ test('a protocol change (tcp ↔ http) on the same address refuses no connection
 });
 
 test('an unchanged component is reused with its state', async (t) => {
-  const a = await startUpstream(t, 'a');
-  const b = await startUpstream(t, 'b');
-  const scope = newScope('keep');
-  const host = uniqueHost();
-  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } }));
+  const { sc, scope, configWith } = await withComponent(t, 'keep', { type: 'reload-plain', metadata: { label: 'one' } });
   for (let i = 1; i <= 3; i++) t.is(componentOf(await httpGet(url(sc), { agent: false })).hits, i);
   const id = componentOf(await httpGet(url(sc), { agent: false })).id;
 
-  const res = await admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } }, [0, 1]));
+  const res = await admin(sc, 'PUT', '/config', configWith({ type: 'reload-plain', metadata: { label: 'one' } }, [0, 1]));
   t.is(res.status, 200, res.text);
   t.deepEqual(res.json.components, { c: 'unchanged' });
   const r = await httpGet(url(sc), { agent: false });
@@ -216,14 +230,10 @@ test('an unchanged component is reused with its state', async (t) => {
 });
 
 test('a changed component with applyConfig is updated in place', async (t) => {
-  const a = await startUpstream(t, 'a');
-  const b = await startUpstream(t, 'b');
-  const scope = newScope('inplace');
-  const host = uniqueHost();
-  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-counter', metadata: { label: 'one' } }));
+  const { sc, scope, configWith } = await withComponent(t, 'inplace', { type: 'reload-counter', metadata: { label: 'one' } });
   const before = componentOf(await httpGet(url(sc), { agent: false }));
 
-  const res = await admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, { type: 'reload-counter', metadata: { label: 'two' } }));
+  const res = await admin(sc, 'PUT', '/config', configWith({ type: 'reload-counter', metadata: { label: 'two' } }));
   t.is(res.status, 200, res.text);
   t.deepEqual(res.json.components, { c: 'updated' });
   const after = componentOf(await httpGet(url(sc), { agent: false }));
@@ -236,14 +246,10 @@ test('a changed component with applyConfig is updated in place', async (t) => {
 });
 
 test('a component that answers needReload is re-created, and the new generation uses the new instance', async (t) => {
-  const a = await startUpstream(t, 'a');
-  const b = await startUpstream(t, 'b');
-  const scope = newScope('needreload');
-  const host = uniqueHost();
-  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-counter', metadata: { label: 'one' } }));
+  const { sc, scope, configWith } = await withComponent(t, 'needreload', { type: 'reload-counter', metadata: { label: 'one' } });
   const oldId = componentOf(await httpGet(url(sc), { agent: false })).id;
 
-  const res = await admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, { type: 'reload-counter', metadata: { label: 'two', needReload: 'true' } }));
+  const res = await admin(sc, 'PUT', '/config', configWith({ type: 'reload-counter', metadata: { label: 'two', needReload: 'true' } }));
   t.is(res.status, 200, res.text);
   t.deepEqual(res.json.components, { c: 'reinitialized' });
   const inits = eventsNamed(scope, 'init');
@@ -259,14 +265,10 @@ test('a component that answers needReload is re-created, and the new generation 
 });
 
 test('a re-created component takes over only once it is ready (make before break)', async (t) => {
-  const a = await startUpstream(t, 'a');
-  const b = await startUpstream(t, 'b');
-  const scope = newScope('mbb');
-  const host = uniqueHost();
-  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } }));
+  const { sc, scope, configWith } = await withComponent(t, 'mbb', { type: 'reload-plain', metadata: { label: 'one' } });
   const oldId = componentOf(await httpGet(url(sc), { agent: false })).id;
 
-  const pending = admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'two', ready: 'gate' } }));
+  const pending = admin(sc, 'PUT', '/config', configWith({ type: 'reload-plain', metadata: { label: 'two', ready: 'gate' } }));
   await until(() => eventsNamed(scope, 'ready').some((e) => e.id !== oldId), 10_000, 'the new instance to be asked for readiness');
   // Not ready yet: the old instance and generation 1 keep serving.
   for (let i = 0; i < 3; i++) {
@@ -289,18 +291,14 @@ test('a re-created component takes over only once it is ready (make before break
 });
 
 test('a component\'s close is called exactly once, after the drain, never while a request uses it', async (t) => {
-  const a = await heldUpstream(t, 'a');
-  const b = await startUpstream(t, 'b');
-  const scope = newScope('close');
-  const host = uniqueHost();
-  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } }));
+  const { a, sc, scope, configWith } = await withComponent(t, 'close', { type: 'reload-plain', metadata: { label: 'one' } });
   const held = httpGet(url(sc), { agent: false, headers: { 'x-hold': '1' } });
   held.catch(() => {});
   await until(() => a.held.length === 1, 10_000, 'the held request to arrive');
   const [id] = eventsNamed(scope, 'init').map((e) => e.id);
 
   // The next generation no longer has the component.
-  const res = await admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, null));
+  const res = await admin(sc, 'PUT', '/config', configWith(null));
   t.is(res.status, 200, res.text);
   t.deepEqual(res.json.components, { c: 'removed' });
   t.is((await httpGet(url(sc), { agent: false })).status, 200);
@@ -319,21 +317,17 @@ test('a component\'s close is called exactly once, after the drain, never while 
   t.true(close.at <= doneAt + 1_000);
   // More reloads and the shutdown do not close it again.
   for (const w of [[1, 1], [0, 1], [1, 0]] as [number, number][]) {
-    t.is((await admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, null, w))).status, 200);
+    t.is((await admin(sc, 'PUT', '/config', configWith(null, w))).status, 200);
   }
   await sc.stop();
   t.is(eventsNamed(scope, 'close').length, 1, 'closed exactly once');
 });
 
 test('a failing readiness check rejects the change (409) and leaves the old instance serving', async (t) => {
-  const a = await startUpstream(t, 'a');
-  const b = await startUpstream(t, 'b');
-  const scope = newScope('notready');
-  const host = uniqueHost();
-  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } }));
+  const { sc, scope, configWith } = await withComponent(t, 'notready', { type: 'reload-plain', metadata: { label: 'one' } });
   const oldId = componentOf(await httpGet(url(sc), { agent: false })).id;
 
-  const res = await admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'two', ready: 'false' } }, [0, 1]));
+  const res = await admin(sc, 'PUT', '/config', configWith({ type: 'reload-plain', metadata: { label: 'two', ready: 'false' } }, [0, 1]));
   t.is(res.status, 409, res.text);
   t.regex(res.json.errors[0].message, /component c: ready/);
   t.is(sc.runtime.current!.number, 1, 'generation 1 keeps serving');
@@ -350,13 +344,9 @@ test('a failing readiness check rejects the change (409) and leaves the old inst
 });
 
 test('a readiness check that never answers times out and rejects the change', async (t) => {
-  const a = await startUpstream(t, 'a');
-  const b = await startUpstream(t, 'b');
-  const scope = newScope('hang');
-  const host = uniqueHost();
-  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } }), { readyTimeoutMs: 300 });
+  const { sc, configWith } = await withComponent(t, 'hang', { type: 'reload-plain', metadata: { label: 'one' } }, { readyTimeoutMs: 300 });
   const t0 = performance.now();
-  const res = await admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'two', ready: 'hang' } }));
+  const res = await admin(sc, 'PUT', '/config', configWith({ type: 'reload-plain', metadata: { label: 'two', ready: 'hang' } }));
   t.is(res.status, 409, res.text);
   t.regex(res.json.errors[0].message, /timed out after 300 ms/);
   t.true(performance.now() - t0 < 3_000);
@@ -365,12 +355,8 @@ test('a readiness check that never answers times out and rejects the change', as
 });
 
 test('a component whose init fails rejects the change and leaves the old one serving', async (t) => {
-  const a = await startUpstream(t, 'a');
-  const b = await startUpstream(t, 'b');
-  const scope = newScope('initfail');
-  const host = uniqueHost();
-  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } }));
-  const res = await admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'two', failInit: 'true' } }));
+  const { sc, configWith } = await withComponent(t, 'initfail', { type: 'reload-plain', metadata: { label: 'one' } });
+  const res = await admin(sc, 'PUT', '/config', configWith({ type: 'reload-plain', metadata: { label: 'two', failInit: 'true' } }));
   t.is(res.status, 409, res.text);
   t.regex(res.json.errors[0].message, /init failed on purpose/);
   t.is(componentOf(await httpGet(url(sc), { agent: false })).label, 'one');
@@ -378,13 +364,9 @@ test('a component whose init fails rejects the change and leaves the old one ser
 });
 
 test('a component whose init never settles times out and rejects the change', async (t) => {
-  const a = await startUpstream(t, 'a');
-  const b = await startUpstream(t, 'b');
-  const scope = newScope('inithang');
-  const host = uniqueHost();
-  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } }), { readyTimeoutMs: 300 });
+  const { sc, configWith } = await withComponent(t, 'inithang', { type: 'reload-plain', metadata: { label: 'one' } }, { readyTimeoutMs: 300 });
   const t0 = performance.now();
-  const res = await admin(sc, 'PUT', '/config', componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'two', failInit: 'hang' } }));
+  const res = await admin(sc, 'PUT', '/config', configWith({ type: 'reload-plain', metadata: { label: 'two', failInit: 'hang' } }));
   t.is(res.status, 409, res.text);
   t.regex(res.json.errors[0].message, /init: timed out after 300 ms/);
   t.true(performance.now() - t0 < 3_000);
@@ -393,12 +375,8 @@ test('a component whose init never settles times out and rejects the change', as
 });
 
 test('when one new component fails, another still coming up is closed too, once it settles', async (t) => {
-  const a = await startUpstream(t, 'a');
-  const b = await startUpstream(t, 'b');
-  const scope = newScope('twonew');
-  const host = uniqueHost();
-  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, null));
-  const next = componentConfig(a, b, host, scope, null, [0, 1]) as Record<string, unknown>;
+  const { sc, scope, configWith } = await withComponent(t, 'twonew', null);
+  const next = configWith(null, [0, 1]);
   next.components = {
     fails: { type: 'reload-plain', metadata: { scope, label: 'fails', failInit: 'true' } },
     slow: { type: 'reload-plain', metadata: { scope, label: 'slow', ready: 'gate' } },
@@ -432,8 +410,8 @@ test('a bind error on a new address rejects the whole change and leaves nothing 
   const base = componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } });
   const { sc } = await startFromObject(t, base);
   const next = componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'two' } }, [0, 1]);
-  (next.listeners as Record<string, unknown>).other = httpListener([], 'svc.http', `${otherHost}:${otherPort}`);
-  (next.listeners as Record<string, unknown>).clash = httpListener([], 'svc.http', `${squatHost}:${squatPort}`);
+  next.listeners!.other = { address: `${otherHost}:${otherPort}`, protocol: 'http', target: 'svc.http', filters: [] };
+  next.listeners!.clash = { address: `${squatHost}:${squatPort}`, protocol: 'http', target: 'svc.http', filters: [] };
   const res = await admin(sc, 'PUT', '/config', next);
   t.is(res.status, 409, res.text);
   t.regex(res.json.errors[0].message, /cannot listen on/);
@@ -458,7 +436,7 @@ test('drainTimeout cuts an HTTP request that outlives it; the old generation the
   const b = await startUpstream(t, 'b');
   const scope = newScope('httpdrain');
   const host = uniqueHost();
-  const config = (label: string) => ({ ...componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label } }), drainTimeout: '300ms' });
+  const config = (label: string): ConfigSpec => ({ ...componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label } }), drainTimeout: '300ms' });
   const { sc } = await startFromObject(t, config('one'));
   const held = httpGet(url(sc), { agent: false, headers: { 'x-hold': '1' } });
   held.catch(() => {});
@@ -472,11 +450,7 @@ test('drainTimeout cuts an HTTP request that outlives it; the old generation the
 });
 
 test('shutdown: /ready answers 503, listeners stop accepting, running requests finish, components close once', async (t) => {
-  const a = await heldUpstream(t, 'a');
-  const b = await startUpstream(t, 'b');
-  const scope = newScope('shutdown');
-  const host = uniqueHost();
-  const { sc } = await startFromObject(t, componentConfig(a, b, host, scope, { type: 'reload-plain', metadata: { label: 'one' } }));
+  const { a, sc, scope } = await withComponent(t, 'shutdown', { type: 'reload-plain', metadata: { label: 'one' } });
   const addr = sc.addresses().get('web')!;
   t.is((await admin(sc, 'GET', '/ready')).status, 200);
   const held = httpGet(url(sc), { agent: false, headers: { 'x-hold': '1' } });

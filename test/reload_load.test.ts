@@ -1,6 +1,6 @@
 import test from 'ava';
-import { get, startUpstream, uniqueHost, until } from './helpers.js';
-import { PLUGIN, admin, eventsOf, httpGet, metric, newScope, startFromObject, within } from './reload_support.js';
+import { get, metric, startUpstream, uniqueHost, until, weighted, within, type ConfigSpec } from './helpers.js';
+import { PLUGIN, admin, eventsOf, httpGet, newScope, startFromObject } from './reload_support.js';
 
 /*
  * The zero-loss promise (DESIGN.md "Data flow" 4–5): 100 reloads under steady
@@ -22,7 +22,7 @@ test('100 reloads under steady concurrent load: zero failed requests', async (t)
   const scope = newScope('load');
   const hosts = { web: uniqueHost(), flip: uniqueHost(), extra: uniqueHost() };
 
-  const config = (i: number) => ({
+  const config = (i: number): ConfigSpec => ({
     plugins: [PLUGIN],
     drainTimeout: '5s',
     roles: {
@@ -42,14 +42,14 @@ test('100 reloads under steady concurrent load: zero failed requests', async (t)
         target: 'svc',
         filters: [
           { type: 'reload-use', component: i % 2 === 0 ? 'counter' : 'plain' },
-          { type: 'weighted', weights: i % 2 === 0 ? { a: 9, b: 1 } : { a: 1, b: 9 } },
+          weighted(i % 2 === 0 ? { a: 9, b: 1 } : { a: 1, b: 9 }),
         ],
       },
       flip: {
         address: `${hosts.flip}:0`,
         protocol: Math.floor(i / 10) % 2 === 0 ? 'tcp' : 'http',
         target: 'svc',
-        filters: [{ type: 'weighted', weights: { a: 1, b: 1 } }],
+        filters: [weighted({ a: 1, b: 1 })],
       },
       ...(i % 4 < 2 ? { extra: { address: `${hosts.extra}:0`, target: 'b' } } : {}),
     },
@@ -145,7 +145,7 @@ test('100 reloads under steady concurrent load: zero failed requests', async (t)
 
   // Everything the old generations held is let go: sockets, endpoint pools, components.
   await until(() => sc.runtime.draining.size === 0, 10_000, 'every old generation to drain');
-  t.is(sc.runtime.sockets.all().length, Object.keys(config(RELOADS).listeners).length, 'only the current listeners are bound');
+  t.is(sc.runtime.sockets.all().length, Object.keys(config(RELOADS).listeners!).length, 'only the current listeners are bound');
   t.is(sc.runtime.endpoints.size, 2, 'only the current endpoints have pools');
   const events = eventsOf(scope);
   t.deepEqual(events.filter((e) => e.event === 'usedAfterClose'), [], 'no request used a closed component');

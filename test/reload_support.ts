@@ -1,7 +1,7 @@
 /*
- * Helpers shared by the reload tests (reload, reload_load, admin, file_watch).
- * test/helpers.ts is shared by everyone and not edited; what only these tests
- * need lives here.
+ * What only the reload tests (reload, reload_load, admin, file_watch) share: the
+ * lifecycle-recording plugin's events, sidecars started from an object, admin calls,
+ * and peers whose connections a test controls.
  */
 import { createServer as createTcpServer, connect, type Server as TcpServer, type Socket } from 'node:net';
 import { request as httpRequest } from 'node:http';
@@ -10,7 +10,7 @@ import type { ExecutionContext } from 'ava';
 import { request as undiciRequest } from 'undici';
 import { rawFromObject } from '../src/config/load.js';
 import { Sidecar } from '../src/sidecar.js';
-import { client, ROOT, startUpstream, uniqueHost, type Upstream } from './helpers.js';
+import { ROOT, client, startUpstream, type ConfigSpec, type Upstream } from './helpers.js';
 
 /** The lifecycle-recording plugin (component types reload-counter, reload-plain; filter reload-use). */
 export const PLUGIN = join(ROOT, 'test/fixtures/reload-lifecycle-plugin.mjs');
@@ -65,35 +65,13 @@ export interface Started {
  * Starts an in-process sidecar from a config object (admin on 127.0.0.1:0 unless
  * the object says otherwise); stopped at the test's end.
  */
-export async function startFromObject(t: ExecutionContext, config: Record<string, unknown>,
+export async function startFromObject(t: ExecutionContext, config: ConfigSpec,
   opts: { readyTimeoutMs?: number } = {}): Promise<Started> {
   const value = { admin: { address: '127.0.0.1:0' }, ...config };
   const log: string[] = [];
   const sc = await Sidecar.start({ raw: rawFromObject(value, ROOT), log: (l) => log.push(l), readyTimeoutMs: opts.readyTimeoutMs });
   t.teardown(() => sc.stop());
   return { sc, log };
-}
-
-/** Roles a and b (meta version 1/2), one http channel each, and a vset `svc` of both. */
-export function twoRoles(a: Upstream | string[], b: Upstream | string[]): Record<string, unknown> {
-  const eps = (u: Upstream | string[]) => (Array.isArray(u) ? u : [u.address]);
-  return {
-    roles: {
-      a: { meta: { version: '1.0.0' }, channels: { http: { endpoints: eps(a) } } },
-      b: { meta: { version: '2.0.0' }, channels: { http: { endpoints: eps(b) } } },
-    },
-    vsets: { svc: { channels: ['http'], roles: { a: {}, b: {} } } },
-  };
-}
-
-/** A `weighted` filter entry. */
-export function weights(a: number, b: number): Record<string, unknown> {
-  return { type: 'weighted', weights: { a, b } };
-}
-
-/** An http listener on a fresh loopback host, port 0. */
-export function httpListener(filters: unknown[], target = 'svc.http', address = `${uniqueHost()}:0`): Record<string, unknown> {
-  return { address, protocol: 'http', target, filters };
 }
 
 export interface Answer { status: number; json: any; text: string; headers: Record<string, string | string[] | undefined> }
@@ -113,15 +91,6 @@ export async function admin(sc: Sidecar, method: string, path: string, body?: un
   let json: unknown;
   try { json = JSON.parse(text); } catch { json = undefined; }
   return { status: res.statusCode, json, text, headers: res.headers };
-}
-
-/** The current value of a metric sample (0 when it has none yet). */
-export async function metric(sc: Sidecar, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const m = sc.runtime.metrics.registry.getSingleMetric(name);
-  if (!m) throw new Error(`no metric ${name}`);
-  const data = await m.get();
-  const hit = data.values.find((v) => Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val));
-  return hit?.value ?? 0;
 }
 
 /** A TCP echo server that prefixes every answer with its name: "name:<data>". */
@@ -153,15 +122,6 @@ export async function tcpClient(host: string, port: number): Promise<{ socket: S
     socket.once('error', reject);
   });
   return { socket, received: () => data, closed, send: (s) => socket.write(s) };
-}
-
-/** Rejects after `ms` unless `p` settles first. For bounding waits on promises. */
-export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms); }),
-  ]).finally(() => clearTimeout(timer));
 }
 
 /** A manual latch: `wait()` resolves after `open()`. */
@@ -225,13 +185,4 @@ export function refused(host: string, port: number): Promise<boolean> {
       else reject(err);
     });
   });
-}
-
-/** A port that was free on `host` a moment ago. */
-export async function freePort(host: string): Promise<number> {
-  const s = createTcpServer();
-  await new Promise<void>((r) => s.listen(0, host, r));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }

@@ -1,13 +1,14 @@
 import test from 'ava';
 import { createServer, request as httpRequest } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
-import { get, listenerUrl, putConfig, startSidecar, until } from './helpers.js';
-import { channel, controlled, metricSum, resilienceConfig } from './resilience_support.js';
+import {
+  channel, get, listenerUrl, metric, putConfig, startSidecar, twoRoles, uniqueHost, until, untilMetric, weighted, type HealthCheckSpec,
+} from './helpers.js';
+import { controlled } from './resilience_support.js';
 
 // Edge cases of the resilience features, each found in review (and failing before its fix).
 
-const ONLY_A = `filters:
-  - { type: weighted, weights: { a: 1 } }`;
+const ONLY_A = { filters: [weighted({ a: 1 })] };
 
 /** A chunked POST whose body is written in `chunks` pieces, `gapMs` apart; status 0 when the connection broke first. */
 function slowPost(url: string, chunks: number, gapMs: number): Promise<{ status: number; body: string }> {
@@ -40,15 +41,13 @@ test.serial('with retries, a streamed upload that takes longer than perTryTimeou
   const a = await controlled(t, 'a');
   const b = await controlled(t, 'b');
   // Control: without retries, timeouts.upstream (undici's headersTimeout) lets a slow upload finish.
-  const plain = await startSidecar(t, resilienceConfig(channel([a]), channel([b]), `${ONLY_A}
-timeouts: { upstream: 300ms }`));
+  const plain = await startSidecar(t, twoRoles(channel([a]), channel([b]), { ...ONLY_A, timeouts: { upstream: '300ms' } }));
   const r0 = await slowPost(listenerUrl(plain, 'web'), 8, 100);
   t.is(r0.status, 200, 'no retries: the 800 ms upload is served');
 
   // With retries, our own per-try timer starts at dispatch and aborts the try while
   // the client is still sending its body: 504 (and the body is destroyed).
-  const sc = await startSidecar(t, resilienceConfig(channel([a]), channel([b]), `${ONLY_A}
-retries: { attempts: 1, perTryTimeout: 300ms }`));
+  const sc = await startSidecar(t, twoRoles(channel([a]), channel([b]), { ...ONLY_A, retries: { attempts: 1, perTryTimeout: '300ms' } }));
   const r = await slowPost(listenerUrl(sc, 'web'), 8, 100);
   t.is(r.status, 200, `retries: the same upload got ${r.status} ${JSON.stringify(r.body)}`);
 });
@@ -57,28 +56,28 @@ test.serial('a try cut by timeouts.total counts as an upstream timeout and feeds
   const hung = await controlled(t, 'hung');
   hung.mode = 'hang';
   const b = await controlled(t, 'b');
-  const sc = await startSidecar(t, resilienceConfig(channel([hung], 'outlierDetection: { consecutiveErrors: 1 }'), channel([b]), `${ONLY_A}
-timeouts: { total: 200ms }`));
+  const sc = await startSidecar(t, twoRoles(channel([hung], { outlierDetection: { consecutiveErrors: 1 } }), channel([b]), { ...ONLY_A, timeouts: { total: '200ms' } }));
   const r = await get(listenerUrl(sc, 'web'));
   t.is(r.status, 504);
-  t.is(await metricSum(sc, /^switchyard_upstream_errors_total\{.*role="a",reason="timeout"/), 1,
+  t.is(await metric(sc, 'switchyard_upstream_errors_total', { role: 'a', reason: 'timeout' }), 1,
     'the 504 sent for a hung endpoint shows in upstream_errors_total{reason="timeout"}');
-  t.is(await metricSum(sc, /^switchyard_endpoints_healthy\{role="a"/), 0,
+  t.is(await metric(sc, 'switchyard_endpoints_healthy', { role: 'a' }), 0,
     'a hung endpoint that timed out consecutiveErrors times is ejected');
 });
 
 test.serial('a reload that shortens healthCheck.interval takes over at once (README: "a changed healthCheck takes over at once")', async (t) => {
   const a = await controlled(t, 'a');
   const b = await controlled(t, 'b');
-  const check = (interval: string) => `healthCheck: { path: /healthz, interval: ${interval}, timeout: 100ms, unhealthyThreshold: 1 }`;
-  const base = resilienceConfig(channel([a]), channel([b], 'HEALTH_CHECK'), ONLY_A);
-  const sc = await startSidecar(t, base.replace('HEALTH_CHECK', check('60s')));
+  const host = uniqueHost();
+  const check = (interval: string): HealthCheckSpec => ({ path: '/healthz', interval, timeout: '100ms', unhealthyThreshold: 1 });
+  const config = (interval: string) => twoRoles(channel([a]), channel([b], { healthCheck: check(interval) }), { ...ONLY_A, address: `${host}:0` });
+  const sc = await startSidecar(t, config('60s'));
   await until(() => b.checks >= 1, 5000, 'the first check (at once)');
-  const put = await putConfig(sc, base.replace('HEALTH_CHECK', check('100ms')));
+  const put = await putConfig(sc, config('100ms'));
   t.is(put.status, 200, put.body);
   b.health = 503;
   const start = Date.now();
-  await t.notThrowsAsync(until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{role="b"/)) === 0, 3000, 'b unhealthy'),
+  await t.notThrowsAsync(untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'b' }, 0, 3000, 'b unhealthy'),
     'with a 100ms interval, b is found unhealthy within 3 s (the old 60 s timer still runs)');
   t.log(`waited ${Date.now() - start} ms`);
 });
@@ -99,11 +98,12 @@ test('a WebSocket upgrade pinned with fallback: weighted that falls back says so
   const dead = await controlled(t, 'dead');
   await dead.kill();
 
-  const sc = await startSidecar(t, resilienceConfig(channel([aAddr]), channel([dead.address]), `
-filters:
-  - type: header_route
-    rules: [{ header: x-canary, equals: "1", role: b, fallback: weighted }]
-  - { type: weighted, weights: { a: 1, b: 1 } }`));
+  const sc = await startSidecar(t, twoRoles(channel([aAddr]), channel([dead.address]), {
+    filters: [
+      { type: 'header_route', rules: [{ header: 'x-canary', equals: '1', role: 'b', fallback: 'weighted' }] },
+      weighted({ a: 1, b: 1 }),
+    ],
+  }));
   const url = new URL(listenerUrl(sc, 'web'));
 
   // The HTTP request is answered by a with the header (as in fallback.test.ts).
@@ -132,16 +132,17 @@ filters:
 test('when every role is down, a request pinned (fallback: weighted) that its own role serves is not said to have fallen back from it', async (t) => {
   const a = await controlled(t, 'a');
   const b = await controlled(t, 'b');
-  const CHECK = 'healthCheck: { path: /healthz, interval: 100ms, timeout: 100ms, unhealthyThreshold: 1 }';
+  const CHECK = { healthCheck: { path: '/healthz', interval: '100ms', timeout: '100ms', unhealthyThreshold: 1 } };
   // Both roles fail their health check but still serve (panic mode tries them anyway).
   a.health = 503;
   b.health = 503;
-  const sc = await startSidecar(t, resilienceConfig(channel([a], CHECK), channel([b], CHECK), `
-filters:
-  - type: header_route
-    rules: [{ header: x-canary, equals: "1", role: b, fallback: weighted }]
-  - { type: weighted, weights: { a: 1, b: 1 } }`));
-  await until(async () => (await metricSum(sc, /^switchyard_endpoints_healthy\{/)) === 0, 5000, 'every endpoint unhealthy');
+  const sc = await startSidecar(t, twoRoles(channel([a], CHECK), channel([b], CHECK), {
+    filters: [
+      { type: 'header_route', rules: [{ header: 'x-canary', equals: '1', role: 'b', fallback: 'weighted' }] },
+      weighted({ a: 1, b: 1 }),
+    ],
+  }));
+  await untilMetric(sc, 'switchyard_endpoints_healthy', {}, 0, 5000, 'every endpoint unhealthy');
   const url = listenerUrl(sc, 'web');
   let servedByB = 0;
   let wrong = 0;

@@ -1,6 +1,5 @@
 import type { ExecutionContext } from 'ava';
-import { adminUrl, get, startUpstream, uniqueHost, type Upstream } from './helpers.js';
-import type { Sidecar } from '../src/sidecar.js';
+import { startUpstream, type Upstream } from './helpers.js';
 
 /** How a test upstream answers requests other than its health check. */
 /** `flap`: 503 and 200 in turn, starting with 503. */
@@ -60,43 +59,4 @@ export async function controlled(t: ExecutionContext, name: string): Promise<Con
   c.address = c.up.address;
   c.kill = () => c.up.close();
   return c;
-}
-
-/** A channel's YAML: endpoints plus optional healthCheck / outlierDetection flow mappings. */
-export function channel(eps: Controlled[] | string[], extra = ''): string {
-  const list = eps.map((e) => `"${typeof e === 'string' ? e : e.address}"`).join(', ');
-  return `{ endpoints: [${list}]${extra ? `, ${extra}` : ''} }`;
-}
-
-/** Roles a and b (each with the given channel YAML), vset svc, one http listener `web`. */
-export function resilienceConfig(a: string, b: string, listener: string): string {
-  return `
-roles:
-  a:
-    meta: { version: "1" }
-    channels: { http: ${a} }
-  b:
-    meta: { version: "2" }
-    channels: { http: ${b} }
-vsets:
-  svc:
-    channels: [http]
-    roles: { a: {}, b: {} }
-listeners:
-  web:
-    address: "${uniqueHost()}:0"
-    target: svc.http
-${listener.split('\n').filter((l) => l.trim()).map((l) => '    ' + l).join('\n')}
-`;
-}
-
-/** One sample of a metric from the admin API (the sum over every series matching `re`), or 0. */
-export async function metricSum(sc: Sidecar, re: RegExp): Promise<number> {
-  const r = await get(`${adminUrl(sc)}/metrics`);
-  let sum = 0;
-  for (const line of r.body.split('\n')) {
-    if (line.startsWith('#') || !re.test(line)) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
 }

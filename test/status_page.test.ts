@@ -2,7 +2,10 @@ import test from 'ava';
 import type { Browser, Page } from 'playwright-core';
 import type { ExecutionContext } from 'ava';
 import { TrafficWindow, buildStatus, type Status } from '../src/admin/status.js';
-import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, uniqueHost, until, type Upstream } from './helpers.js';
+import {
+  adminUrl, channel, get, listenerUrl, startSidecar, startUpstream, twoRoles, uniqueHost, until, vsetOf, weighted, yaml, role as roleOf,
+  type ConfigSpec, type FilterSpec, type Upstream,
+} from './helpers.js';
 import { launchChromium } from './browser_support.js';
 
 /*
@@ -62,26 +65,20 @@ async function send(url: string, n: number, headers: Record<string, string> = {}
 
 const role = (vset: string, r: string, cell: string): string => `[data-vset="${vset}"] tr[data-role="${r}"] td.${cell}`;
 
-function threeRoleConfig(a: Upstream, b: Upstream, c: Upstream, webAddress: string): string {
-  return `
-roles:
-  a: { meta: { version: "1.0.0" }, channels: { http: { endpoints: ["${a.address}"] } } }
-  b: { meta: { version: "2.0.0" }, channels: { http: { endpoints: ["${b.address}"] } } }
-  c: { meta: { version: "3.0.0-rc.1" }, channels: { http: { endpoints: ["${c.address}"] } } }
-vsets:
-  svc: { channels: [http], roles: { a: {}, b: {}, c: {} } }
-listeners:
-  web:
-    address: "${webAddress}"
-    target: svc.http
-    filters:
-      - type: header_route
-        rules: [{ header: x-pin, equals: a, role: a }, { header: x-pin, equals: c, role: c }]
-      - { type: weighted, weights: { a: 1, b: 1, c: 2 } }
-  api:
-    address: "${webAddress.replace(/:\d+$/, ':0')}"
-    target: svc.http
-`;
+/** Roles a, b and c (versions 1.0.0, 2.0.0, 3.0.0-rc.1) in vset svc; listener web on `webAddress` pins by x-pin, else 1:1:2; listener api (filters `api`) on its host, port 0. */
+function threeRoleConfig(a: Upstream, b: Upstream, c: Upstream, webAddress: string, api: FilterSpec[] = []): ConfigSpec {
+  const { roles, vsets, listeners } = vsetOf({
+    a: roleOf(a, { meta: { version: '1.0.0' } }),
+    b: roleOf(b, { meta: { version: '2.0.0' } }),
+    c: roleOf(c, { meta: { version: '3.0.0-rc.1' } }),
+  }, {
+    address: webAddress,
+    filters: [
+      { type: 'header_route', rules: [{ header: 'x-pin', equals: 'a', role: 'a' }, { header: 'x-pin', equals: 'c', role: 'c' }] },
+      weighted({ a: 1, b: 1, c: 2 }),
+    ],
+  });
+  return { roles, vsets, listeners: { ...listeners, api: { address: webAddress.replace(/:\d+$/, ':0'), target: 'svc.http', ...(api.length ? { filters: api } : {}) } } };
 }
 
 test('the page shows listeners, roles, weights and live shares, and follows a reload without navigating', async (t) => {
@@ -91,10 +88,12 @@ test('the page shows listeners, roles, weights and live shares, and follows a re
     res.writeHead(req.url === '/fail' ? 500 : 200);
     res.end('c');
   });
-  const sc = await startSidecar(t, twoRoleConfig(a, b, `
-- type: header_route
-  rules: [{ header: x-pin, equals: a, role: a }]
-- { type: weighted, weights: { a: 3, b: 1 } }`));
+  const sc = await startSidecar(t, twoRoles(a, b, {
+    filters: [
+      { type: 'header_route', rules: [{ header: 'x-pin', equals: 'a', role: 'a' }] },
+      weighted({ a: 3, b: 1 }),
+    ],
+  }));
   const web = sc.addresses().get('web')!;
   await send(listenerUrl(sc, 'web'), 20, { 'x-pin': 'a' });
 
@@ -114,7 +113,7 @@ test('the page shows listeners, roles, weights and live shares, and follows a re
   // A marker in the page's own state: it survives only if the page is never reloaded.
   await page.evaluate(() => { (window as unknown as { marker: number }).marker = 42; });
   const put = await get(`${adminUrl(sc)}/config`, { 'content-type': 'application/yaml' },
-    { method: 'PUT', body: `admin: { address: "127.0.0.1:0" }\n${threeRoleConfig(a, b, c, `${web.host}:${web.port}`)}` });
+    { method: 'PUT', body: yaml({ admin: { address: '127.0.0.1:0' }, ...threeRoleConfig(a, b, c, `${web.host}:${web.port}`) }) });
   t.is(put.status, 200, put.body);
 
   await waitText(page, '#generation', '#2');
@@ -140,7 +139,7 @@ test('the page shows listeners, roles, weights and live shares, and follows a re
 test('with an admin token, the page asks for it (or takes it from #token=) and sends it; the HTML carries no data', async (t) => {
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
-  const sc = await startSidecar(t, `admin: { address: "127.0.0.1:0", token: s3cret-token }\n${twoRoleConfig(a, b, '- { type: weighted, weights: { a: 1, b: 1 } }')}`);
+  const sc = await startSidecar(t, { admin: { address: '127.0.0.1:0', token: 's3cret-token' }, ...twoRoles(a, b, { filters: [weighted({ a: 1, b: 1 })] }) });
   const web = sc.addresses().get('web')!;
 
   const shell = await get(`${adminUrl(sc)}/`);
@@ -168,14 +167,7 @@ test('with an admin token, the page asks for it (or takes it from #token=) and s
 test('config text reaches the page as text, never as markup or script', async (t) => {
   const a = await startUpstream(t, 'a');
   const hostile = `<img src=x onerror="window.pwned=1"></script><script>window.pwned=2</script>`;
-  const sc = await startSidecar(t, `
-roles:
-  a: { meta: { version: ${JSON.stringify(hostile)} }, channels: { http: { endpoints: ["${a.address}"] } } }
-vsets:
-  svc: { channels: [http], roles: { a: {} } }
-listeners:
-  web: { address: "127.0.0.1:0", target: svc.http }
-`);
+  const sc = await startSidecar(t, vsetOf({ a: roleOf(a, { meta: { version: hostile } }) }, { address: '127.0.0.1:0' }));
   const page = await openPage(t, `${adminUrl(sc)}/`);
   await waitText(page, role('svc', 'a', 'meta'), `version ${hostile}`);
   t.is(await page.locator('#content img, #content script').count(), 0);
@@ -186,10 +178,12 @@ listeners:
 test('GET /status counts traffic over a recent window, not since start', async (t) => {
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
-  const sc = await startSidecar(t, twoRoleConfig(a, b, `
-- type: header_route
-  rules: [{ header: x-pin, equals: a, role: a }, { header: x-pin, equals: b, role: b }]
-- { type: weighted, weights: { a: 9, b: 1 } }`));
+  const sc = await startSidecar(t, twoRoles(a, b, {
+    filters: [
+      { type: 'header_route', rules: [{ header: 'x-pin', equals: 'a', role: 'a' }, { header: 'x-pin', equals: 'b', role: 'b' }] },
+      weighted({ a: 9, b: 1 }),
+    ],
+  }));
   const url = listenerUrl(sc, 'web');
 
   const status = async (): Promise<Status> => JSON.parse((await get(`${adminUrl(sc)}/status`)).body) as Status;
@@ -228,10 +222,8 @@ test('the page shows each role\'s endpoints that take work, and follows their he
     res.writeHead(req.url === '/healthz' ? bHealth : 200, { 'content-length': '0' });
     res.end();
   });
-  const check = 'healthCheck: { path: /healthz, interval: 100ms, timeout: 100ms, healthyThreshold: 1, unhealthyThreshold: 1 }';
-  const yaml = twoRoleConfig(a, b, '- { type: weighted, weights: { a: 1, b: 1 } }')
-    .replace(`endpoints: ["${b.address}"] }`, `endpoints: ["${b.address}"], ${check} }`);
-  const sc = await startSidecar(t, yaml);
+  const healthCheck = { path: '/healthz', interval: '100ms', timeout: '100ms', healthyThreshold: 1, unhealthyThreshold: 1 };
+  const sc = await startSidecar(t, twoRoles(a, channel(b, { healthCheck }), { filters: [weighted({ a: 1, b: 1 })] }));
   const page = await openPage(t, adminUrl(sc) + '/');
   await waitText(page, role('svc', 'a', 'health'), '1 of 1');
   await waitText(page, role('svc', 'b', 'health'), '1 of 1');
@@ -246,13 +238,10 @@ test('the page shows each role\'s endpoints that take work, and follows their he
 test('with two listeners the page fits a 1,200 px laptop window: no column is cut off', async (t) => {
   const [a, b, c] = [await startUpstream(t, 'a'), await startUpstream(t, 'b'), await startUpstream(t, 'c')];
   const host = uniqueHost();
-  const sc = await startSidecar(t, threeRoleConfig(a, b, c, `${host}:0`).replace(`  api:
-    address:`, `  api:
-    filters:
-      - type: header_route
-        rules: [{ header: x-canary-cohort, equals: internal-testers, role: c }]
-      - { type: weighted, weights: { a: 90, b: 5, c: 5 }, stickyHeader: x-user-id }
-    address:`));
+  const sc = await startSidecar(t, threeRoleConfig(a, b, c, `${host}:0`, [
+    { type: 'header_route', rules: [{ header: 'x-canary-cohort', equals: 'internal-testers', role: 'c' }] },
+    weighted({ a: 90, b: 5, c: 5 }, { stickyHeader: 'x-user-id' }),
+  ]));
   const page = await openPage(t, `${adminUrl(sc)}/`);
   await waitText(page, 'tr[data-listener="api"] td.rate', /\/s$/);
   const fit = await page.evaluate(() => {

@@ -3,7 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import type { Sidecar } from '../src/sidecar.js';
 import { join } from 'node:path';
-import { ROOT, deadAddress, once, startSidecar, uniqueHost, until } from './helpers.js';
+import { ROOT, deadAddress, once, oneRole, startSidecar, until, type ConfigSpec, type ListenerSpec } from './helpers.js';
 
 // Tests that measure a timeout run serially (ava runs them first, before the concurrent
 // ones): dozens of sidecars starting at once can block this process's event loop for a
@@ -37,19 +37,9 @@ async function tcpUpstream(t: ExecutionContext, onSocket: (s: Socket) => void): 
 /** Echoes everything, and ends its side when the client ends its own. */
 const echo = (s: Socket): void => { s.pipe(s); };
 
-function tcpConfig(endpoints: string[], extra = ''): string {
-  return `
-drainTimeout: 2s
-roles:
-  db:
-    channels: { raw: { endpoints: [${endpoints.map((e) => `"${e}"`).join(', ')}] } }
-listeners:
-  pipe:
-    address: "${uniqueHost()}:0"
-    protocol: tcp
-    target: db.raw
-${extra.split('\n').filter((l) => l.trim()).map((l) => '    ' + l).join('\n')}
-`;
+/** Role db (channel raw) on `endpoints` behind tcp listener `pipe`, which `listener` adds to; drainTimeout 2s. */
+function tcpConfig(endpoints: string[], listener: Partial<ListenerSpec> = {}): ConfigSpec {
+  return { drainTimeout: '2s', ...oneRole(endpoints, { protocol: 'tcp', ...listener }, { role: 'db', channel: 'raw', listener: 'pipe' }) };
 }
 
 /** A client connection to the sidecar's tcp listener (half-open capable), destroyed at teardown. */
@@ -262,7 +252,7 @@ test('the client closing closes the upstream connection, and the upstream closin
 
 test.serial('timeouts.idle closes a connection with no traffic either way', async (t) => {
   const up = await tcpUpstream(t, echo);
-  const sc = await startSidecar(t, tcpConfig([up.address], 'timeouts: { idle: 300ms }'));
+  const sc = await startSidecar(t, tcpConfig([up.address], { timeouts: { idle: '300ms' } }));
   const c = await dial(t, sc, false);
   const got = readAll(c);
   const closed = once(c, 'close', 5_000); // listening before the first byte: 300 ms is short
@@ -282,7 +272,7 @@ test('what a client sends, and its end, while an async filter still decides reac
     s.on('data', (c: Buffer) => { h.update(c); n += c.length; });
     s.on('end', () => s.end(`${n} ${h.digest('hex')}`));
   });
-  const sc = await startSidecar(t, `plugins: ["${join(ROOT, 'test/fixtures/tcp-filters-plugin.mjs')}"]\n${tcpConfig([up.address], 'filters: [{ type: slow_tcp }]')}`);
+  const sc = await startSidecar(t, { plugins: [join(ROOT, 'test/fixtures/tcp-filters-plugin.mjs')], ...tcpConfig([up.address], { filters: [{ type: 'slow_tcp' }] }) });
   // More than the proxy keeps for a client before its upstream is there (64 KiB): reads wait, nothing is lost.
   const request = randomBytes(300 * 1024);
   const c = await dial(t, sc);

@@ -1,7 +1,9 @@
 import test, { type ExecutionContext } from 'ava';
 import { connect, createServer, type Socket } from 'node:net';
 import { request as httpRequest } from 'node:http';
-import { StallProbe, blackhole, listenerUrl, startSidecar, startUpstream, uniqueHost } from './helpers.js';
+import {
+  StallProbe, blackhole, listenerUrl, oneRole, startSidecar, startUpstream, uniqueHost, type ConfigSpec, type ListenerSpec,
+} from './helpers.js';
 
 /*
  * Every listener timeout fires when its value says (README: within 50 ms on an idle
@@ -38,17 +40,8 @@ async function measured(started: Promise<number>, ref: Promise<number>): Promise
   return { ms, late: stall(t0 + ONE_S - 50, performance.now()) };
 }
 
-function config(endpoint: string, timeouts: string, protocol = 'http'): string {
-  return `
-roles:
-  r: { channels: { c: { endpoints: ["${endpoint}"] } } }
-listeners:
-  web:
-    address: "${uniqueHost()}:${protocol === 'tcp' ? 9 : 0}"
-    protocol: ${protocol}
-    target: r
-    timeouts: { ${timeouts} }
-`;
+function config(endpoint: string, timeouts: ListenerSpec['timeouts'], protocol: 'http' | 'tcp' = 'http'): ConfigSpec {
+  return oneRole(endpoint, { address: `${uniqueHost()}:${protocol === 'tcp' ? 9 : 0}`, protocol, target: 'r', timeouts }, { channel: 'c' });
 }
 
 /** Runs `one` five times, 97 ms apart (so the starts fall on different phases of a coarse clock's tick). */
@@ -131,7 +124,7 @@ function idleUntilClose(s: NodeJS.EventEmitter, closer: NodeJS.EventEmitter = s)
 
 test.serial('timeouts.upstream: 1s answers 504 after 1 s, not on a coarse clock', async (t) => {
   const up = await startUpstream(t, 'hang', (req) => { req.resume(); });
-  const sc = await startSidecar(t, config(up.address, 'upstream: 1s'));
+  const sc = await startSidecar(t, config(up.address, { upstream: '1s' }));
   within(t, await five(() => getRun(t, listenerUrl(sc, 'web'), 504)), ONE_S, 'upstream');
 });
 
@@ -145,7 +138,7 @@ test.serial('timeouts.upstream between body chunks: a stalled response is cut 1 
     res.write('first chunk', () => { late[sent] = reference(); sentAt[sent++] = performance.now(); });
   });
   const sentAt: number[] = [];
-  const sc = await startSidecar(t, config(up.address, 'upstream: 1s'));
+  const sc = await startSidecar(t, config(up.address, { upstream: '1s' }));
   const took = await five(() => new Promise<Run>((resolve, reject) => {
     const req = httpRequest(listenerUrl(sc, 'web'), { agent: false }, (res) => {
       const n = sent - 1;
@@ -161,31 +154,31 @@ test.serial('timeouts.upstream between body chunks: a stalled response is cut 1 
 
 test.serial('timeouts.connect: 1s gives up on a blackholed endpoint after 1 s', async (t) => {
   const port = await blackhole(t);
-  const sc = await startSidecar(t, config(`127.0.0.1:${port}`, 'connect: 1s'));
+  const sc = await startSidecar(t, config(`127.0.0.1:${port}`, { connect: '1s' }));
   within(t, await five(() => getRun(t, listenerUrl(sc, 'web'), 502)), ONE_S, 'connect');
 });
 
 test.serial('timeouts.total: 1s answers 504 after 1 s', async (t) => {
   const up = await startUpstream(t, 'hang', (req) => { req.resume(); });
-  const sc = await startSidecar(t, config(up.address, 'total: 1s'));
+  const sc = await startSidecar(t, config(up.address, { total: '1s' }));
   within(t, await five(() => getRun(t, listenerUrl(sc, 'web'), 504)), ONE_S, 'total');
 });
 
 test.serial('timeouts.headers: 1s answers 408 to a request head that never ends, after 1 s', async (t) => {
   const up = await startUpstream(t, 'ok');
-  const sc = await startSidecar(t, config(up.address, 'headers: 1s'));
+  const sc = await startSidecar(t, config(up.address, { headers: '1s' }));
   within(t, await five(() => rawRun(t, listenerUrl(sc, 'web'), 'GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ', /^HTTP\/1\.1 408/)), ONE_S, 'headers');
 });
 
 test.serial('timeouts.request: 1s answers 408 to a body that never ends, 1 s after the request began', async (t) => {
   const up = await startUpstream(t, 'ok', (req) => { req.resume(); });
-  const sc = await startSidecar(t, config(up.address, 'request: 1s, headers: 500ms, upstream: 30s'));
+  const sc = await startSidecar(t, config(up.address, { request: '1s', headers: '500ms', upstream: '30s' }));
   within(t, await five(() => rawRun(t, listenerUrl(sc, 'web'), 'POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nsome', /^HTTP\/1\.1 408/)), ONE_S, 'request');
 });
 
 test.serial('timeouts.keepAlive: 1s closes an idle keep-alive connection 1 s after its last response', async (t) => {
   const up = await startUpstream(t, 'ok');
-  const sc = await startSidecar(t, config(up.address, 'keepAlive: 1s'));
+  const sc = await startSidecar(t, config(up.address, { keepAlive: '1s' }));
   const u = new URL(listenerUrl(sc, 'web'));
   const took = await five(() => {
     const s = connect({ host: u.hostname, port: Number(u.port) }, () => s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
@@ -198,7 +191,7 @@ test.serial('timeouts.idle (tcp): 1s closes a connection with no bytes either wa
   const echo = createServer((s) => s.pipe(s));
   await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
   t.teardown(() => echo.close());
-  const sc = await startSidecar(t, config(`127.0.0.1:${(echo.address() as { port: number }).port}`, 'idle: 1s', 'tcp'));
+  const sc = await startSidecar(t, config(`127.0.0.1:${(echo.address() as { port: number }).port}`, { idle: '1s' }, 'tcp'));
   const a = sc.addresses().get('web')!;
   const took = await five(() => {
     const s = connect({ host: a.host, port: a.port }, () => s.write('x'));
@@ -224,7 +217,7 @@ test.serial('timeouts.upstream does not cut a response whose next chunk came in 
       });
     }, 200);
   });
-  const sc = await startSidecar(t, config(up.address, 'upstream: 300ms'));
+  const sc = await startSidecar(t, config(up.address, { upstream: '300ms' }));
   const body = await new Promise<string>((resolve, reject) => {
     const req = httpRequest(listenerUrl(sc, 'web'), { agent: false }, (res) => {
       let text = '';

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { createServer } from 'node:http';
 import WebSocket, { WebSocketServer } from 'ws';
-import { blackhole, startSidecar, uniqueHost } from './helpers.js';
+import { blackhole, oneRole, startSidecar } from './helpers.js';
 
 test('a WebSocket upgrade to a blackholed endpoint fails over after timeouts.connect', async (t) => {
   const dead = await blackhole(t);
@@ -9,12 +9,8 @@ test('a WebSocket upgrade to a blackholed endpoint fails over after timeouts.con
   new WebSocketServer({ server: good }).on('connection', (ws) => ws.on('message', (m) => ws.send(m)));
   await new Promise<void>((r) => good.listen(0, '127.0.0.1', r));
   t.teardown(() => { good.closeAllConnections(); good.close(); });
-  const sc = await startSidecar(t, `
-roles:
-  r: { channels: { http: { endpoints: ["127.0.0.1:${dead}", "127.0.0.1:${(good.address() as { port: number }).port}"] } } }
-listeners:
-  l: { address: "${uniqueHost()}:0", target: r, timeouts: { connect: 400ms } }
-`);
+  const sc = await startSidecar(t, oneRole([`127.0.0.1:${dead}`, `127.0.0.1:${(good.address() as { port: number }).port}`],
+    { target: 'r', timeouts: { connect: '400ms' } }, { listener: 'l' }));
   const a = sc.addresses().get('l')!;
   const t0 = performance.now();
   // The first upgrade goes to the first endpoint (round robin starts there): the blackhole.

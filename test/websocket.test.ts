@@ -3,7 +3,10 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { connect, type AddressInfo, type Socket } from 'node:net';
 import { WebSocket, WebSocketServer, type RawData } from 'ws';
 import type { Sidecar } from '../src/sidecar.js';
-import { adminUrl, deadAddress, get, listenerUrl, once, startSidecar, startUpstream, twoRoleConfig, uniqueHost, until } from './helpers.js';
+import {
+  deadAddress, get, listenerUrl, once, oneRole, role, startSidecar, startUpstream, twoRoles, until, untilMetric, vsetOf, weighted,
+  type ConfigSpec, type ListenerSpec,
+} from './helpers.js';
 
 // Tests that measure a timeout run serially (ava runs them first, before the concurrent
 // ones): dozens of sidecars starting at once can block this process's event loop for a
@@ -67,18 +70,8 @@ async function upgradeUpstream(t: ExecutionContext, onUpgrade: (req: IncomingMes
 const ACCEPT_101 = 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
   + 'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n';
 
-function oneRole(endpoints: string[], extra = '', role = 'r'): string {
-  return `
-drainTimeout: 2s
-roles:
-  ${role}:
-    channels: { http: { endpoints: [${endpoints.map((e) => `"${e}"`).join(', ')}] } }
-listeners:
-  web:
-    address: "${uniqueHost()}:0"
-    target: ${role}.http
-${extra.split('\n').filter((l) => l.trim()).map((l) => '    ' + l).join('\n')}
-`;
+function config(endpoints: string[], listener: Partial<ListenerSpec> = {}, role = 'r'): ConfigSpec {
+  return { drainTimeout: '2s', ...oneRole(endpoints, listener, { role }) };
 }
 
 function wsUrl(sc: Sidecar, path = '/'): string {
@@ -156,7 +149,7 @@ async function rawUpgrade(t: ExecutionContext, sc: Sidecar, path = '/raw', extra
 
 test('text and binary messages echo through the proxy', async (t) => {
   const up = await wsUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const ws = await openWs(t, wsUrl(sc, '/chat?room=1'));
   const m1 = nextMessage(ws);
   ws.send('hello');
@@ -182,12 +175,10 @@ test('text and binary messages echo through the proxy', async (t) => {
 test('header_route picks the role for upgrades too', async (t) => {
   const a = await wsUpstream(t, 'a');
   const b = await wsUpstream(t, 'b');
-  const sc = await startSidecar(t, twoRoleConfig(a, b, `
-- type: header_route
-  rules:
-    - { header: x-pin, equals: b, role: b }
-- type: weighted
-  weights: { a: 1, b: 0 }`, 'drainTimeout: 2s'));
+  const sc = await startSidecar(t, {
+    drainTimeout: '2s',
+    ...twoRoles(a, b, { filters: [{ type: 'header_route', rules: [{ header: 'x-pin', equals: 'b', role: 'b' }] }, weighted({ a: 1, b: 0 })] }),
+  });
   for (let i = 0; i < 3; i++) {
     const wb = await openWs(t, wsUrl(sc, '/x'), { 'x-pin': 'b' });
     const m = nextMessage(wb);
@@ -207,7 +198,7 @@ test('header_route picks the role for upgrades too', async (t) => {
 test('x-forwarded-* on an upgrade are set as on plain requests', async (t) => {
   const seen: IncomingMessage[] = [];
   const up = await upgradeUpstream(t, (req, socket) => { seen.push(req); socket.write(ACCEPT_101); });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const c = await rawUpgrade(t, sc, '/raw', 'X-Forwarded-For: 10.1.2.3\r\nX-Forwarded-Proto: spoofed\r\n');
   t.regex(c.head, /^HTTP\/1\.1 101/);
   t.is(seen.length, 1);
@@ -223,7 +214,7 @@ test('x-forwarded-* on an upgrade are set as on plain requests', async (t) => {
 
 test('failover: a dead first endpoint does not fail the upgrade', async (t) => {
   const up = await wsUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([await deadAddress(), up.address]));
+  const sc = await startSidecar(t, config([await deadAddress(), up.address]));
   // round robin: two attempts start on the dead endpoint
   for (let i = 0; i < 4; i++) {
     const ws = await openWs(t, wsUrl(sc, `/f${i}`));
@@ -236,7 +227,7 @@ test('failover: a dead first endpoint does not fail the upgrade', async (t) => {
 
 test('failover: a first endpoint whose name does not resolve does not fail the upgrade', async (t) => {
   const up = await wsUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole(['no-such-host.invalid:80', up.address]));
+  const sc = await startSidecar(t, config(['no-such-host.invalid:80', up.address]));
   for (let i = 0; i < 2; i++) {
     const ws = await openWs(t, wsUrl(sc, `/d${i}`));
     const m = nextMessage(ws);
@@ -247,7 +238,7 @@ test('failover: a first endpoint whose name does not resolve does not fail the u
 });
 
 test('all endpoints dead → the upgrade gets 502 naming the role', async (t) => {
-  const sc = await startSidecar(t, oneRole([await deadAddress(), await deadAddress()], '', 'chat-v2'));
+  const sc = await startSidecar(t, config([await deadAddress(), await deadAddress()], {}, 'chat-v2'));
   const r = await refusedWs(t, wsUrl(sc));
   t.is(r.status, 502);
   t.true(r.body.includes('chat-v2'), r.body);
@@ -257,7 +248,7 @@ test('all endpoints dead → the upgrade gets 502 naming the role', async (t) =>
 
 test('client closes its WebSocket → the upstream connection closes', async (t) => {
   const up = await wsUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const ws = await openWs(t, wsUrl(sc));
   await until(() => up.clients.length === 1, 5_000);
   const serverClosed = once(up.clients[0]!, 'close', 5_000);
@@ -288,7 +279,7 @@ async function pushingUpstream(t: ExecutionContext) {
 
 test('client vanishes while the upstream keeps pushing → the upstream connection is closed, not left half-open (#559)', async (t) => {
   const up = await pushingUpstream(t);
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const c = await rawUpgrade(t, sc);
   await until(() => c.received() > 0, 5_000, 'first push');
   const upstreamClosed = once(up.upgrades[0]!, 'close', 5_000);
@@ -300,7 +291,7 @@ test('client vanishes while the upstream keeps pushing → the upstream connecti
 
 test('client resets its connection (ECONNRESET) → no crash, the upstream connection is closed', async (t) => {
   const up = await pushingUpstream(t);
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const c = await rawUpgrade(t, sc);
   await until(() => c.received() > 0, 5_000, 'first push');
   const upstreamClosed = once(up.upgrades[0]!, 'close', 5_000);
@@ -321,7 +312,7 @@ test('a client that resets while its upgrade is still pending does not crash the
     socket.on('end', () => socket.end()); // closes when its peer does
     void pending.then(() => { if (socket.writable) socket.write(ACCEPT_101); });
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const a = sc.addresses().get('web')!;
   const s = connect({ host: a.host, port: a.port });
   s.on('error', () => {});
@@ -337,7 +328,7 @@ test('a client that resets while its upgrade is still pending does not crash the
 
 test('upstream closes → the client connection closes', async (t) => {
   const up = await wsUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const ws = await openWs(t, wsUrl(sc));
   await until(() => up.clients.length === 1, 5_000);
   const closed = once<number>(ws, 'close', 5_000);
@@ -355,7 +346,7 @@ test('upstream goes away while the client keeps sending → the client connectio
     socket.write(ACCEPT_101);
     socket.once('data', () => socket.destroy());
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const c = await rawUpgrade(t, sc);
   const closed = once(c.socket, 'close', 5_000);
   // a client that keeps sending and does not react to a FIN
@@ -371,14 +362,13 @@ test('upstream refuses the upgrade → the client gets its status, and the upstr
     socket.write('HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 9\r\n\r\nforbidden');
     socket.on('end', () => socket.end());
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const gen = sc.runtime.current!;
   const r = await refusedWs(t, wsUrl(sc));
   t.is(r.status, 403);
   t.is(r.body, 'forbidden');
   await until(() => up.open() === 0, 5_000, 'upstream connection to close');
-  await until(async () => /switchyard_requests_total\{[^}]*listener="web"[^}]*code="403"\} 1/.test((await get(`${adminUrl(sc)}/metrics`)).body),
-    5_000, 'the 403 in switchyard_requests_total');
+  await untilMetric(sc, 'switchyard_requests_total', { listener: 'web', code: '403' }, 1, 5_000, 'the 403 in switchyard_requests_total');
   // A client that keeps its side open after the answer: the proxy still closes its side
   // (it cannot go back to HTTP on a socket handed over for an upgrade), so nothing stays
   // half-open holding the generation.
@@ -388,7 +378,7 @@ test('upstream refuses the upgrade → the client gets its status, and the upstr
   await until(() => gen.inFlight === 0, 5_000, 'the refused upgrade to let the generation go');
   // A ws server's own refusal (400 for a bad handshake) is relayed as well.
   const wsUp = await wsUpstream(t, 'w');
-  const sc2 = await startSidecar(t, oneRole([wsUp.address]));
+  const sc2 = await startSidecar(t, config([wsUp.address]));
   const a = sc2.addresses().get('web')!;
   const raw = connect({ host: a.host, port: a.port });
   raw.on('error', () => {});
@@ -405,24 +395,12 @@ test('upstream refuses the upgrade → the client gets its status, and the upstr
 test('upstream accepts and hangs up without answering (#527) → 502, no crash, the proxy keeps serving', async (t) => {
   const up = await upgradeUpstream(t, (_req, socket) => { socket.destroy(); });
   const ok = await startUpstream(t, 'plain');
-  const sc = await startSidecar(t, `
-drainTimeout: 2s
-roles:
-  r: { channels: { http: { endpoints: ["${up.address}"] } } }
-  p: { channels: { http: { endpoints: ["${ok.address}"] } } }
-vsets:
-  svc: { channels: [http], roles: { r: {}, p: {} } }
-listeners:
-  web:
-    address: "${uniqueHost()}:0"
-    target: svc.http
-    filters:
-      - type: header_route
-        rules:
-          - { header: x-plain, equals: "1", role: p }
-      - type: weighted
-        weights: { r: 1, p: 0 }
-`);
+  const sc = await startSidecar(t, {
+    drainTimeout: '2s',
+    ...vsetOf({ r: role(up), p: role(ok) }, {
+      filters: [{ type: 'header_route', rules: [{ header: 'x-plain', equals: '1', role: 'p' }] }, weighted({ r: 1, p: 0 })],
+    }),
+  });
   for (let i = 0; i < 3; i++) {
     const r = await refusedWs(t, wsUrl(sc));
     t.is(r.status, 502);
@@ -434,20 +412,19 @@ listeners:
 
 test.serial('an upgrade the upstream never answers gets 504 after timeouts.upstream', async (t) => {
   const up = await upgradeUpstream(t, (_req, socket) => { socket.on('end', () => socket.end()); /* otherwise silent */ });
-  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { upstream: 300ms }'));
+  const sc = await startSidecar(t, config([up.address], { timeouts: { upstream: '300ms' } }));
   const t0 = Date.now();
   const r = await refusedWs(t, wsUrl(sc));
   t.is(r.status, 504);
   t.true(Date.now() - t0 < 5_000);
   await until(() => up.open() === 0, 5_000, 'upstream connection to close');
   // counted with the status the client got
-  await until(async () => /switchyard_requests_total\{[^}]*listener="web"[^}]*code="504"\} 1/.test((await get(`${adminUrl(sc)}/metrics`)).body),
-    5_000, 'the 504 in switchyard_requests_total');
+  await untilMetric(sc, 'switchyard_requests_total', { listener: 'web', code: '504' }, 1, 5_000, 'the 504 in switchyard_requests_total');
 });
 
 test.serial('an established WebSocket is not cut by timeouts.upstream', async (t) => {
   const up = await wsUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address], 'timeouts: { upstream: 500ms }'));
+  const sc = await startSidecar(t, config([up.address], { timeouts: { upstream: '500ms' } }));
   const ws = await openWs(t, wsUrl(sc));
   let closed = false;
   ws.on('close', () => { closed = true; });
@@ -466,7 +443,7 @@ test('a tunnel the client half-closes is closed on both sides, even when the ups
     socket.write(ACCEPT_101);
     socket.on('end', () => { upstreamEnded = true; }); // never ends its own side
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const gen = sc.runtime.current!;
   const c = await rawUpgrade(t, sc);
   t.regex(c.head, /^HTTP\/1\.1 101/);
@@ -486,7 +463,7 @@ test('a tunnel the client half-closes is closed on both sides, even when the ups
 
 test('a non-WebSocket upgrade (curl --http2 sends Upgrade: h2c) is served as a plain request, not dropped', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const a = sc.addresses().get('web')!;
   const exchange = async (text: string): Promise<string> => {
     const s = connect({ host: a.host, port: a.port });
@@ -524,7 +501,7 @@ test('bytes the client sends right behind the upgrade request reach the upstream
     socket.on('data', (c: Buffer) => { data += c.toString('latin1'); got[i] = data; });
     socket.write(ACCEPT_101);
   });
-  const sc = await startSidecar(t, oneRole([await deadAddress(), up.address]));
+  const sc = await startSidecar(t, config([await deadAddress(), up.address]));
   const a = sc.addresses().get('web')!;
   for (let n = 0; n < 2; n++) { // round robin: one of the two starts on the dead endpoint
     const s = connect({ host: a.host, port: a.port });
@@ -553,7 +530,7 @@ test('a client that floods before the upstream answered is not read without boun
     socket.on('data', (c: Buffer) => { upstreamGot += c.length; });
     void answer.then(() => { if (socket.writable) socket.write(ACCEPT_101); });
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const a = sc.addresses().get('web')!;
   const s = connect({ host: a.host, port: a.port });
   t.teardown(() => { s.destroy(); });
@@ -604,7 +581,7 @@ test('backpressure through a tunnel: a client that does not read stalls the upst
     };
     pump();
   });
-  const sc = await startSidecar(t, oneRole([up.address]));
+  const sc = await startSidecar(t, config([up.address]));
   const c = await rawUpgrade(t, sc);
   c.socket.pause();
   await until(() => finished || (blockedSince > 0 && Date.now() - blockedSince > 500), 8_000, 'upstream to stall or finish');

@@ -1,6 +1,9 @@
 import test, { type ExecutionContext } from 'ava';
 import { request as undiciRequest } from 'undici';
-import { adminUrl, client, get, listenerUrl, startSidecar, startUpstream, uniqueHost, type Upstream } from './helpers.js';
+import {
+  client, get, listenerUrl, putConfig, role, startSidecar, startUpstream, uniqueHost, vsetOf, weighted, type ConfigSpec, type FilterSpec,
+  type Upstream,
+} from './helpers.js';
 
 /*
  * The `weighted` filter end to end: a real sidecar in front of real upstreams,
@@ -16,24 +19,10 @@ import { adminUrl, client, get, listenerUrl, startSidecar, startUpstream, unique
  * figures on every run; their tolerances are about what any sound hash must meet.
  */
 
-/** A config with one upstream per role, a vset `svc` of `inVset` (default: all), and one http listener `web`. */
-function rolesConfig(ups: Record<string, Upstream>, filters: string, inVset = Object.keys(ups)): string {
-  const roles = Object.entries(ups).map(([name, u], i) =>
-    `  ${name}:\n    meta: { version: "${i + 1}.0.0" }\n    channels: { http: { endpoints: ["${u.address}"] } }`).join('\n');
-  const indented = filters.split('\n').filter((l) => l.trim()).map((l) => '      ' + l).join('\n');
-  return `
-roles:
-${roles}
-vsets:
-  svc:
-    channels: [http]
-    roles: { ${inVset.map((r) => `${r}: {}`).join(', ')} }
-listeners:
-  web:
-    address: "${uniqueHost()}:0"
-    target: svc.http
-    filters:${indented ? '\n' + indented : ' []'}
-`;
+/** One upstream per role (meta version 1.0.0, 2.0.0, …), a vset `svc` of `inVset` (default: all), and listener `web` running `filters`. */
+function rolesConfig(ups: Record<string, Upstream>, filters: FilterSpec[], inVset = Object.keys(ups), address?: string): ConfigSpec {
+  const roles = Object.fromEntries(Object.entries(ups).map(([name, u], i) => [name, role(u, { meta: { version: `${i + 1}.0.0` } })]));
+  return vsetOf(roles, { address, filters }, { inVset });
 }
 
 async function upstreams(t: ExecutionContext, ...names: string[]): Promise<Record<string, Upstream>> {
@@ -72,9 +61,7 @@ function share(t: ExecutionContext, count: number | undefined, n: number, p: num
 
 test('weighted 80/20 over 4,000 requests lands within ±3 points', async (t) => {
   const ups = await upstreams(t, 'a', 'b');
-  const sc = await startSidecar(t, rolesConfig(ups, `
-- type: weighted
-  weights: { a: 80, b: 20 }`));
+  const sc = await startSidecar(t, rolesConfig(ups, [weighted({ a: 80, b: 20 })]));
   // n = 4000, p = 0.2: sd = 0.63 pts, so ±3 pts is 4.7 sd (two-sided false failure
   // ≈ 2.6e-6); an equal split (50 %) or inverted weights (80 %) miss by ≥ 47 sd.
   const n = 4000;
@@ -85,9 +72,7 @@ test('weighted 80/20 over 4,000 requests lands within ±3 points', async (t) => 
 
 test('weighted 1/999 sends a small but non-zero share to the 1-weight role', async (t) => {
   const ups = await upstreams(t, 'big', 'tiny');
-  const sc = await startSidecar(t, rolesConfig(ups, `
-- type: weighted
-  weights: { big: 999, tiny: 1 }`));
+  const sc = await startSidecar(t, rolesConfig(ups, [weighted({ big: 999, tiny: 1 })]));
   // n = 20,000 at p = 1/1000: the count on `tiny` is ~Poisson(20). P(0) = e^-20 ≈ 2e-9,
   // P(≥ 60) < 1e-11. A filter that drops the small weight (0) or rounds it up to
   // a visible share (≥ 60 ≈ 0.3 %) fails; the role order in the vset puts `tiny`
@@ -102,9 +87,7 @@ test('weighted 1/999 sends a small but non-zero share to the 1-weight role', asy
 
 test('a role left out of weights, or weighted 0, gets nothing', async (t) => {
   const ups = await upstreams(t, 'a', 'b', 'c', 'd');
-  const sc = await startSidecar(t, rolesConfig(ups, `
-- type: weighted
-  weights: { a: 1, c: 1, d: 0 }`));
+  const sc = await startSidecar(t, rolesConfig(ups, [weighted({ a: 1, c: 1, d: 0 })]));
   // b (left out) and d (0) must get exactly 0 of 2,000; a and c share the rest
   // (p = 0.5, sd = 1.1 pts, ±8 pts is 7 sd).
   const n = 2000;
@@ -118,7 +101,7 @@ test('a role left out of weights, or weighted 0, gets nothing', async (t) => {
 test('no filter splits equally over the vset roles, and only those', async (t) => {
   // `outside` is a role of the config but not of the listener's vset.
   const ups = await upstreams(t, 'r1', 'r2', 'r3', 'outside');
-  const sc = await startSidecar(t, rolesConfig(ups, '', ['r1', 'r2', 'r3']));
+  const sc = await startSidecar(t, rolesConfig(ups, [], ['r1', 'r2', 'r3']));
   // n = 6000, p = 1/3: sd = 0.61 pts; ±4 pts is 6.6 sd (< 1e-10 per role).
   const n = 6000;
   const c = tally(await send(listenerUrl(sc, 'web'), n));
@@ -139,10 +122,7 @@ async function rolesOfUsers(url: string, header = 'x-user-id'): Promise<string[]
 
 test('stickyHeader: the same value always lands on the same role', async (t) => {
   const ups = await upstreams(t, 'a', 'b');
-  const filters = `
-- type: weighted
-  weights: { a: 50, b: 50 }
-  stickyHeader: X-User-Id`;
+  const filters = [weighted({ a: 50, b: 50 }, { stickyHeader: 'X-User-Id' })];
   const sc = await startSidecar(t, rolesConfig(ups, filters));
   const url = listenerUrl(sc, 'web');
   // 300 users, each asked 5 times (interleaved, concurrently): at 50/50 a random
@@ -164,10 +144,9 @@ test('stickyHeader: the same value always lands on the same role', async (t) => 
 
 test('stickyHeader: over 5,000 users the canary share matches the weight; a ramp 90/10 → 80/20 keeps every canary user and moves only 10 % of users', async (t) => {
   const ups = await upstreams(t, 'stable', 'canary');
-  const config = (s: number, c: number): string => rolesConfig(ups, `
-- type: weighted
-  weights: { stable: ${s}, canary: ${c} }
-  stickyHeader: x-user-id`);
+  // One listener address for both: the ramp changes nothing else.
+  const host = uniqueHost();
+  const config = (s: number, c: number): ConfigSpec => rolesConfig(ups, [weighted({ stable: s, canary: c }, { stickyHeader: 'x-user-id' })], undefined, `${host}:0`);
   const first = config(90, 10);
   const sc = await startSidecar(t, first);
   const url = listenerUrl(sc, 'web');
@@ -177,10 +156,10 @@ test('stickyHeader: over 5,000 users the canary share matches the weight; a ramp
   share(t, before.filter((r) => r === 'canary').length, USERS, 0.1, 0.03, 'canary at 90/10');
 
   // Apply the ramp through the admin API, as an operator would. The listener keeps
-  // its address (same YAML apart from the weights, same uniqueHost).
-  const second = first.replace('stable: 90, canary: 10', 'stable: 80, canary: 20');
-  t.not(second, first);
-  const res = await get(`${adminUrl(sc)}/config`, { 'content-type': 'application/yaml' }, { method: 'PUT', body: second });
+  // its address (the same config apart from the weights, the same host).
+  const second = config(80, 20);
+  t.notDeepEqual(second, first);
+  const res = await putConfig(sc, second);
   t.is(res.status, 200, res.body);
   t.is(JSON.parse(res.body).generation, 2);
   t.is(listenerUrl(sc, 'web'), url);
@@ -207,15 +186,9 @@ test('stickyHeader: over 5,000 users the canary share matches the weight; a ramp
 
 test('stickyHeader: removing one of three roles does not move users between the two that stay', async (t) => {
   const ups = await upstreams(t, 'a', 'b', 'c');
-  const three = await startSidecar(t, rolesConfig(ups, `
-- type: weighted
-  weights: { a: 1, b: 1, c: 1 }
-  stickyHeader: x-user-id`));
+  const three = await startSidecar(t, rolesConfig(ups, [weighted({ a: 1, b: 1, c: 1 }, { stickyHeader: 'x-user-id' })]));
   // The same weights for a and b, c gone from the weights (and so from the split).
-  const two = await startSidecar(t, rolesConfig(ups, `
-- type: weighted
-  weights: { a: 1, b: 1 }
-  stickyHeader: x-user-id`));
+  const two = await startSidecar(t, rolesConfig(ups, [weighted({ a: 1, b: 1 }, { stickyHeader: 'x-user-id' })]));
   const before = await rolesOfUsers(listenerUrl(three, 'web'));
   const after = await rolesOfUsers(listenerUrl(two, 'web'));
   let stayed = 0;
@@ -235,10 +208,7 @@ test('stickyHeader: removing one of three roles does not move users between the 
 
 test('stickyHeader: a request without the header still gets a weighted random role', async (t) => {
   const ups = await upstreams(t, 'stable', 'canary');
-  const sc = await startSidecar(t, rolesConfig(ups, `
-- type: weighted
-  weights: { stable: 90, canary: 10 }
-  stickyHeader: x-user-id`));
+  const sc = await startSidecar(t, rolesConfig(ups, [weighted({ stable: 90, canary: 10 }, { stickyHeader: 'x-user-id' })]));
   // n = 3000 at p = 0.1: sd = 0.55 pts, ±4 pts is 7 sd. Hashing "no header" as one
   // key would send all 3000 to one role.
   const n = 3000;
@@ -251,19 +221,14 @@ test('a role named like an Object.prototype member (constructor) and left out of
   // `constructor` (a valid name) found Object's constructor function there, and the
   // NaN it made of the cumulative weights sent every request to that role.
   const ups = await upstreams(t, 'a', 'constructor');
-  const sc = await startSidecar(t, rolesConfig(ups, `
-- type: weighted
-  weights: { a: 1 }`));
+  const sc = await startSidecar(t, rolesConfig(ups, [weighted({ a: 1 })]));
   const c = tally(await send(listenerUrl(sc, 'web'), 200));
   t.deepEqual(c, { a: 200 });
 });
 
 test('stickyHeader: a repeated sticky header sticks by its first occurrence', async (t) => {
   const ups = await upstreams(t, 'a', 'b');
-  const sc = await startSidecar(t, rolesConfig(ups, `
-- type: weighted
-  weights: { a: 1, b: 1 }
-  stickyHeader: x-user-id`));
+  const sc = await startSidecar(t, rolesConfig(ups, [weighted({ a: 1, b: 1 }, { stickyHeader: 'x-user-id' })]));
   const url = listenerUrl(sc, 'web');
   // Find two users on different roles, then send both, in either order.
   const users = await send(url, 50, (i) => ({ 'x-user-id': userId(i) }));
