@@ -1,5 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { closeSync, constants, existsSync, openSync } from 'node:fs';
 import { rename } from 'node:fs/promises';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -8,6 +9,7 @@ import {
   deadAddress, findMetric, get, listenerUrl, logLines, metric, oneRole, putConfig, role, spawnCli, startEcho, startSidecar, startUpstream,
   tempFiles, uniqueHost, until, untilLogLines, weighted, yaml, type ConfigSpec, type LogLine,
 } from './helpers.js';
+import { toolPath } from './setup/requirements.js';
 
 type AccessLog = ConfigSpec['accessLog'];
 
@@ -184,4 +186,71 @@ test('the CLI writes the access log to stdout, and then its own lines to stderr 
   t.is(await cli.exit(10_000), 0);
   t.true(err.some((l) => /generation 1 applied from file/.test(l)), err.join('\n'));
   t.deepEqual(out.filter((l) => !l.startsWith('{')), [], 'nothing but JSON lines on stdout');
+});
+
+// ---------------------------------------------------------------- a stuck sink
+
+/** Resolves to 'timeout' if `p` has not settled within `ms`. */
+function settled<T>(p: Promise<T>, ms: number): Promise<T | 'timeout'> {
+  return Promise.race([p, new Promise<'timeout'>((r) => { const x = setTimeout(() => r('timeout'), ms); x.unref(); })]);
+}
+
+/** A FIFO in a fresh temp directory: an access log whose reader the test controls. */
+async function mkfifo(t: ExecutionContext): Promise<string> {
+  const { dir } = await tempFiles(t, {});
+  const path = join(dir, 'access.fifo');
+  execFileSync(toolPath('mkfifo'), [path]);
+  return path;
+}
+
+/** Role ok behind listener web, drainTimeout 1s; `more` added. */
+function okConfig(up: string, more: ConfigSpec = {}): ConfigSpec {
+  return { drainTimeout: '1s', ...more, ...oneRole(up, { target: 'ok' }, { role: 'ok' }) };
+}
+
+test.serial('an accessLog path that is a FIFO with no reader does not hang PUT /config (and every reload after it)', async (t) => {
+  const up = await startUpstream(t, 'ok');
+  const sc = await startSidecar(t, okConfig(up.address));
+  const fifo = await mkfifo(t);
+  const pending = putConfig(sc, okConfig(up.address, { accessLog: { path: fifo } }));
+  const got = await settled(pending, 3_000);
+  // Unblock the thread-pool open() so the process can end: a reader that reads nothing.
+  const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  t.teardown(() => { try { closeSync(reader); } catch { /* closed */ } });
+  await pending;
+  t.not(got, 'timeout', 'PUT /config should answer (reject or apply) instead of waiting forever for a FIFO reader');
+});
+
+test.serial('a clean stop finishes when the access log sink is stuck (reader that does not read)', async (t) => {
+  const up = await startUpstream(t, 'ok');
+  const fifo = await mkfifo(t);
+  const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK); // never read
+  let readerOpen = true;
+  const closeReader = (): void => { if (readerOpen) { readerOpen = false; closeSync(reader); } };
+  t.teardown(closeReader);
+  const sc = await startSidecar(t, okConfig(up.address, { accessLog: { path: fifo } }));
+  const long = '/' + 'x'.repeat(2_000);
+  // 160 KB of lines: past 64 KiB a batch goes to fs.write at once, and the pipe (64 KiB) fills.
+  for (let i = 0; i < 80; i++) t.is((await get(listenerUrl(sc, 'web') + long)).status, 200);
+  const stopped = await settled(sc.stop(), 5_000);
+  closeReader(); // the blocked write fails with EPIPE; the stop can then finish
+  t.not(stopped, 'timeout', 'SIGTERM must end the process even if the log reader stalls (drainTimeout is 1s)');
+});
+
+test.serial('a reload that turns a stuck access log off lets the old generation close (generations_draining back to 0)', async (t) => {
+  const up = await startUpstream(t, 'ok');
+  const fifo = await mkfifo(t);
+  const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+  let readerOpen = true;
+  const closeReader = (): void => { if (readerOpen) { readerOpen = false; closeSync(reader); } };
+  t.teardown(closeReader);
+  const sc = await startSidecar(t, okConfig(up.address, { accessLog: { path: fifo } }));
+  const long = '/' + 'x'.repeat(2_000);
+  for (let i = 0; i < 80; i++) await get(listenerUrl(sc, 'web') + long); // fills the pipe (see above)
+  t.is((await putConfig(sc, okConfig(up.address))).status, 200);
+  let draining = -1;
+  const ok = await until(async () => (draining = await metric(sc, 'switchyard_generations_draining')) === 0, 4_000)
+    .then(() => true, () => false);
+  closeReader();
+  t.true(ok, `generation 1 has no work left but is still "draining" (gauge ${draining}): its close awaits the stuck sink`);
 });

@@ -1,5 +1,6 @@
 import test from 'ava';
-import { connect } from 'node:net';
+import { createServer } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
 import { Agent, request } from 'undici';
 import {
   channel, deadAddress, findMetric, get, listenerUrl, metric, role, startSidecar, twoRoles, uniqueHost, untilMetric, vsetOf, weighted,
@@ -224,4 +225,80 @@ test('a retry the budget refuses on a failing role moves the request to another 
   }
   t.is(b1.hits + b2.hits, 10, 'one try on b per request, no retry on b without a share');
   t.true(await metric(sc, 'switchyard_retry_budget_exhausted_total') >= 10);
+});
+
+test('a WebSocket upgrade pinned with fallback: weighted that falls back says so in x-switchyard-fallback, as HTTP does', async (t) => {
+  // a: answers every upgrade with 101; b: nothing listens.
+  const server = createServer((_req, res) => { res.end('plain'); });
+  const sockets = new Set<Socket>();
+  server.on('connection', (s: Socket) => { sockets.add(s); s.on('close', () => sockets.delete(s)); });
+  server.on('upgrade', (_req, socket: Socket) => {
+    socket.on('error', () => {});
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+      + 'Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }));
+  const aAddr = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const dead = await controlled(t, 'dead');
+  await dead.kill();
+
+  const sc = await startSidecar(t, twoRoles(channel([aAddr]), channel([dead.address]), {
+    filters: [
+      { type: 'header_route', rules: [{ header: 'x-canary', equals: '1', role: 'b', fallback: 'weighted' }] },
+      weighted({ a: 1, b: 1 }),
+    ],
+  }));
+  const url = new URL(listenerUrl(sc, 'web'));
+
+  // The HTTP request is answered by a with the header (as in the tests above).
+  // (a is not an HTTP upstream of the controlled kind: its plain answer is "plain".)
+  const http = await get(url.href, { 'x-canary': '1' });
+  t.is(http.body, 'plain');
+  t.is(http.headers['x-switchyard-fallback'], 'b', 'HTTP: the response names the pinned role');
+
+  const head = await new Promise<string>((resolve, reject) => {
+    const s = connect({ host: url.hostname, port: Number(url.port) });
+    let buf = '';
+    const timer = setTimeout(() => { s.destroy(); reject(new Error('no upgrade answer')); }, 5000);
+    s.on('data', (d: Buffer) => {
+      buf += d.toString('latin1');
+      const end = buf.indexOf('\r\n\r\n');
+      if (end >= 0) { clearTimeout(timer); s.destroy(); resolve(buf.slice(0, end)); }
+    });
+    s.on('error', (err) => { clearTimeout(timer); reject(err); });
+    s.write(`GET /ws HTTP/1.1\r\nHost: ${url.host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n`
+      + 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nx-canary: 1\r\n\r\n');
+  });
+  t.regex(head, /^HTTP\/1\.1 101/);
+  t.regex(head, /\r\nx-switchyard-fallback: b(\r\n|$)/i, `WebSocket: the 101 names the pinned role; got:\n${head}`);
+});
+
+test('when every role is down, a request pinned (fallback: weighted) that its own role serves is not said to have fallen back from it', async (t) => {
+  const a = await controlled(t, 'a');
+  const b = await controlled(t, 'b');
+  const CHECK = { healthCheck: { path: '/healthz', interval: '100ms', timeout: '100ms', unhealthyThreshold: 1 } };
+  // Both roles fail their health check but still serve (panic mode tries them anyway).
+  a.health = 503;
+  b.health = 503;
+  const sc = await startSidecar(t, twoRoles(channel([a], CHECK), channel([b], CHECK), {
+    filters: [
+      { type: 'header_route', rules: [{ header: 'x-canary', equals: '1', role: 'b', fallback: 'weighted' }] },
+      weighted({ a: 1, b: 1 }),
+    ],
+  }));
+  await untilMetric(sc, 'switchyard_endpoints_healthy', {}, 0, 5000, 'every endpoint unhealthy');
+  const url = listenerUrl(sc, 'web');
+  let servedByB = 0;
+  let wrong = 0;
+  for (let i = 0; i < 20; i++) {
+    const r = await get(url, { 'x-canary': '1' });
+    t.is(r.status, 200);
+    if (r.headers['x-served-by'] === 'b') {
+      servedByB++;
+      if (r.headers['x-switchyard-fallback'] === 'b') wrong++;
+    }
+  }
+  t.log(`${servedByB} of 20 served by the pinned role b`);
+  t.is(wrong, 0, `${wrong} responses served by b say x-switchyard-fallback: b`);
 });

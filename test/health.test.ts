@@ -1,6 +1,7 @@
 import test from 'ava';
 import {
-  adminUrl, channel, findMetric, get, listenerUrl, metric, putConfig, startSidecar, twoRoles, until, untilMetric, weighted, yaml,
+  adminUrl, channel, findMetric, get, listenerUrl, metric, putConfig, startSidecar, twoRoles, uniqueHost, until, untilMetric, weighted, yaml,
+  type HealthCheckSpec,
 } from './helpers.js';
 import { controlled } from './resilience_support.js';
 
@@ -156,4 +157,21 @@ test.serial('a check answered in time is not failed by its timeout when the even
   await until(() => blocked > 0 && a1.checks >= 4, 8000, 'the blocking check and one more');
   t.deepEqual(log.filter((l) => /unhealthy/.test(l)), []);
   t.is(await metric(sc, 'switchyard_endpoints_healthy', { role: 'a' }), 1);
+});
+
+test.serial('a reload that shortens healthCheck.interval takes over at once (README: "a changed healthCheck takes over at once")', async (t) => {
+  const a = await controlled(t, 'a');
+  const b = await controlled(t, 'b');
+  const host = uniqueHost();
+  const check = (interval: string): HealthCheckSpec => ({ path: '/healthz', interval, timeout: '100ms', unhealthyThreshold: 1 });
+  const config = (interval: string) => twoRoles(channel([a]), channel([b], { healthCheck: check(interval) }), { ...ONLY_A, address: `${host}:0` });
+  const sc = await startSidecar(t, config('60s'));
+  await until(() => b.checks >= 1, 5000, 'the first check (at once)');
+  const put = await putConfig(sc, config('100ms'));
+  t.is(put.status, 200, put.body);
+  b.health = 503;
+  const start = Date.now();
+  await t.notThrowsAsync(untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'b' }, 0, 3000, 'b unhealthy'),
+    'with a 100ms interval, b is found unhealthy within 3 s (the old 60 s timer still runs)');
+  t.log(`waited ${Date.now() - start} ms`);
 });

@@ -1,12 +1,14 @@
 import test from 'ava';
-import { connect } from 'node:net';
 import { writeFile } from 'node:fs/promises';
+import { connect, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { WebSocket, WebSocketServer } from 'ws';
 import { Metrics } from '../src/metrics.js';
 import { Sidecar } from '../src/sidecar.js';
 import { parseConfigTexts } from '../src/config/load.js';
 import {
-  ROOT, configOf, findMetric, get, listenerUrl, metric, once, oneRole, putConfig, role, scrape, startSidecar, startUpstream, tempFiles, until,
-  untilMetric, vsetOf, weighted, yaml, type ListenerSpec,
+  ROOT, configOf, findMetric, get, listenerUrl, logLines, metric, once, oneRole, putConfig, role, scrape, startEcho, startSidecar,
+  startUpstream, tempFiles, until, untilMetric, vsetOf, weighted, yaml, type ConfigSpec, type ListenerSpec,
 } from './helpers.js';
 
 /** Role r and listener web (target: the role's own vset); the listener keeps its address across calls with the same `host`. */
@@ -227,3 +229,104 @@ async function until2<T>(f: () => Promise<T | null>): Promise<T> {
   await until(async () => (v = await f()) !== null, 5000, 'the removed series to go');
   return v!;
 }
+
+// ---------------------------------------------------------------- requests counted not at all
+
+/** A raw HTTP exchange on a fresh connection: what the server sent until it closed (or 3 s). */
+function raw(url: string, text: string): Promise<string> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const s = connect(Number(u.port), u.hostname);
+    let got = '';
+    s.on('data', (c) => { got += c.toString('latin1'); });
+    s.on('error', () => {});
+    s.on('close', () => resolve(got));
+    s.setTimeout(3_000, () => s.destroy());
+    s.write(text);
+  });
+}
+
+/** Role ok behind listener web, drainTimeout 1s; `more` added. */
+function okConfig(up: string, more: ConfigSpec = {}): ConfigSpec {
+  return { drainTimeout: '1s', ...more, ...oneRole(up, { target: 'ok' }, { role: 'ok' }) };
+}
+
+test('a request Node answers itself (431 head too large) is counted in requests_total and logged', async (t) => {
+  const up = await startUpstream(t, 'ok');
+  const { dir } = await tempFiles(t, {});
+  const file = join(dir, 'access.log');
+  const sc = await startSidecar(t, okConfig(up.address, { accessLog: { path: file } }));
+  const answer = await raw(listenerUrl(sc, 'web'), `GET /big HTTP/1.1\r\nHost: x\r\nx-big: ${'a'.repeat(70_000)}\r\n\r\n`);
+  t.regex(answer, /^HTTP\/1\.1 431/, 'the client got 431');
+  const bad = await raw(listenerUrl(sc, 'web'), 'GARBAGE\r\n\r\n');
+  t.regex(bad, /^HTTP\/1\.1 400/, 'the client got 400');
+  await until(async () => (await logLines(file)).filter((l) => l.type === 'http').length >= 2, 5_000, 'the log lines');
+  const m = await scrape(sc);
+  t.is(m.value('switchyard_requests_total', { listener: 'web', code: '431' }), 1, '431 counted');
+  t.is(m.value('switchyard_requests_total', { listener: 'web', code: '400' }), 1, '400 counted');
+  t.is((await logLines(file)).filter((l) => l.type === 'http').length, 2, 'one access log line each');
+});
+
+test('CONNECT (405) is counted in requests_total', async (t) => {
+  const up = await startUpstream(t, 'ok');
+  const sc = await startSidecar(t, okConfig(up.address));
+  const answer = await raw(listenerUrl(sc, 'web'), 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+  t.regex(answer, /^HTTP\/1\.1 405/);
+  t.is(await metric(sc, 'switchyard_requests_total', { listener: 'web', code: '405' }), 1);
+});
+
+/** slow_tcp (300 ms) and boom_tcp (throws). */
+const TCP_PLUGIN = join(ROOT, 'test/fixtures/tcp-filters-plugin.mjs');
+
+test('every TCP connection is counted in tcp_connections_total (client reset during an async filter; a failing filter)', async (t) => {
+  const plugin = TCP_PLUGIN;
+  const { address: echo } = await startEcho(t);
+  const { dir } = await tempFiles(t, {});
+  const file = join(dir, 'access.log');
+  const sc = await startSidecar(t, configOf({
+    accessLog: { path: file },
+    plugins: [plugin],
+    roles: { db: role(echo, { channel: 'raw' }) },
+    listeners: {
+      slow: { protocol: 'tcp', target: 'db', filters: [{ type: 'slow_tcp' }] },
+      boom: { protocol: 'tcp', target: 'db', filters: [{ type: 'boom_tcp' }] },
+    },
+  }));
+  process.removeAllListeners('warning'); // the filter failure warning
+  for (const name of ['slow', 'boom']) {
+    const a = sc.addresses().get(name)!;
+    await new Promise<void>((resolve) => {
+      const s = connect(a.port, a.host, () => { if (name === 'slow') s.resetAndDestroy(); });
+      s.on('error', () => {});
+      s.on('close', () => resolve());
+    });
+  }
+  await until(async () => (await logLines(file)).filter((l) => l.type === 'tcp').length >= 2, 5_000, 'two tcp lines');
+  await untilMetric(sc, 'switchyard_tcp_connections_total', { listener: 'slow' }, (n) => n >= 1, 5_000, 'the slow connection counted');
+  const m = await scrape(sc);
+  const lines = (await logLines(file)).filter((l) => l.type === 'tcp');
+  t.deepEqual(lines.map((l) => [l.listener, l.result]).sort(), [['boom', 'error'], ['slow', 'error']], 'the access log has both');
+  t.is(m.value('switchyard_tcp_connections_total', { listener: 'slow' }), 1, 'slow: the connection the access log shows is counted');
+  t.is(m.value('switchyard_tcp_connections_total', { listener: 'boom' }), 1, 'boom: the connection the access log shows is counted');
+});
+
+// ---------------------------------------------------------------- latency histogram
+
+test('a WebSocket tunnel\'s lifetime does not enter request_duration_seconds (p99 latency by role)', async (t) => {
+  const server = (await startUpstream(t, 'ok')).server;
+  const wss = new WebSocketServer({ server });
+  wss.on('connection', (ws) => ws.on('message', (m) => ws.send(m)));
+  t.teardown(() => wss.close());
+  const { address, port } = server.address() as AddressInfo;
+  const sc = await startSidecar(t, oneRole(`${address}:${port}`, { target: 'ws' }, { role: 'ws' }));
+  const ws = new WebSocket(`${listenerUrl(sc, 'web').replace('http', 'ws')}/chat`);
+  t.teardown(() => ws.terminate());
+  await new Promise((r, j) => { ws.once('open', r); ws.once('error', j); });
+  await new Promise((r) => setTimeout(r, 1_200)); // a short-lived tunnel; real ones last minutes
+  ws.close();
+  await untilMetric(sc, 'switchyard_requests_total', { code: '101' }, 1, 5_000, '101 counted');
+  const m = await scrape(sc);
+  const total = m.value('switchyard_request_duration_seconds_count', { role: 'ws' });
+  const fast = m.value('switchyard_request_duration_seconds_bucket', { role: 'ws', le: '1' });
+  t.is(fast, total, `${total - fast} observation(s) over 1 s from a request whose handshake took milliseconds`);
+});

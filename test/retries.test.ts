@@ -1,4 +1,5 @@
 import test from 'ava';
+import { request as httpRequest } from 'node:http';
 import { request } from 'undici';
 import { StallProbe, blackhole, channel, client, findMetric, get, listenerUrl, metric, startSidecar, twoRoles, until, weighted } from './helpers.js';
 import { controlled } from './resilience_support.js';
@@ -224,4 +225,59 @@ test('a retry that moves the request to another role of the split does not need 
   t.true(flaky.hits >= 5, `${flaky.hits} requests reached the resetting role a first`);
   t.is(await metric(sc, 'switchyard_retries_total', { role: 'a', reason: 'reset' }), flaky.hits);
   t.is(await findMetric(sc, 'switchyard_retry_budget_exhausted_total'), undefined, 'the budget was never in the way');
+});
+
+/** A chunked POST whose body is written in `chunks` pieces, `gapMs` apart; status 0 when the connection broke first. */
+function slowPost(url: string, chunks: number, gapMs: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve) => {
+    const u = new URL(url);
+    const req = httpRequest({
+      host: u.hostname, port: Number(u.port), method: 'POST', path: '/', agent: false,
+      headers: { 'transfer-encoding': 'chunked', 'content-type': 'text/plain' },
+    }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => { body += d; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', () => resolve({ status: 0, body: '' }));
+    let i = 0;
+    const tick = (): void => {
+      if (req.destroyed) return;
+      if (i++ < chunks) {
+        req.write('0123456789');
+        setTimeout(tick, gapMs);
+      } else req.end();
+    };
+    tick();
+  });
+}
+
+test.serial('with retries, a streamed upload that takes longer than perTryTimeout is not cut off (undici\'s headersTimeout waits for the body)', async (t) => {
+  const a = await controlled(t, 'a');
+  const b = await controlled(t, 'b');
+  // Control: without retries, timeouts.upstream (undici's headersTimeout) lets a slow upload finish.
+  const plain = await startSidecar(t, twoRoles(channel([a]), channel([b]), { ...ONLY_A, timeouts: { upstream: '300ms' } }));
+  const r0 = await slowPost(listenerUrl(plain, 'web'), 8, 100);
+  t.is(r0.status, 200, 'no retries: the 800 ms upload is served');
+
+  // With retries, our own per-try timer starts at dispatch and aborts the try while
+  // the client is still sending its body: 504 (and the body is destroyed).
+  const sc = await startSidecar(t, twoRoles(channel([a]), channel([b]), { ...ONLY_A, retries: { attempts: 1, perTryTimeout: '300ms' } }));
+  const r = await slowPost(listenerUrl(sc, 'web'), 8, 100);
+  t.is(r.status, 200, `retries: the same upload got ${r.status} ${JSON.stringify(r.body)}`);
+});
+
+test.serial('a try cut by timeouts.total counts as an upstream timeout and feeds outlier detection', async (t) => {
+  const hung = await controlled(t, 'hung');
+  hung.mode = 'hang';
+  const b = await controlled(t, 'b');
+  const sc = await startSidecar(t, twoRoles(channel([hung], { outlierDetection: { consecutiveErrors: 1 } }), channel([b]), { ...ONLY_A, timeouts: { total: '200ms' } }));
+  const r = await get(listenerUrl(sc, 'web'));
+  t.is(r.status, 504);
+  t.is(await metric(sc, 'switchyard_upstream_errors_total', { role: 'a', reason: 'timeout' }), 1,
+    'the 504 sent for a hung endpoint shows in upstream_errors_total{reason="timeout"}');
+  t.is(await metric(sc, 'switchyard_endpoints_healthy', { role: 'a' }), 0,
+    'a hung endpoint that timed out consecutiveErrors times is ejected');
 });
