@@ -1,66 +1,12 @@
 // CLI (contract): `node bin/switchyard.js …` run as a user runs it, on real temp files.
 import test, { type ExecutionContext } from 'ava';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { CLI, get, startUpstream, tempFiles, uniqueHost, type Upstream } from './helpers.js';
+import {
+  deadAddress, get, runCli, spawnCli, startUpstream, tempFiles, twoRoles, uniqueHost, yaml, type FilterSpec, type Upstream,
+} from './helpers.js';
 
 // ---------------------------------------------------------------- helpers (this file's own)
-
-interface Proc {
-  child: ChildProcess;
-  stdout: string[];
-  stderr: string[];
-  /** Resolves with the match of the first stdout line (from line `from` on) matching `re`. */
-  line(re: RegExp, opts?: { from?: number; ms?: number }): Promise<RegExpMatchArray>;
-  /** Resolves with the exit code (null when killed by a signal). */
-  exited: Promise<number | null>;
-}
-
-/** Spawns the CLI; the child is killed when the test ends, however it ends. */
-function spawnCli(t: ExecutionContext, args: string[], opts: { cwd?: string } = {}): Proc {
-  const child = spawn(process.execPath, [CLI, ...args], {
-    cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NODE_OPTIONS: '' },
-  });
-  t.teardown(() => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  });
-  const stdout: string[] = [];
-  const stderr: string[] = [];
-  const waiters = new Set<() => void>();
-  const wake = (): void => { for (const w of [...waiters]) w(); };
-  createInterface({ input: child.stdout! }).on('line', (l) => { stdout.push(l); wake(); });
-  createInterface({ input: child.stderr! }).on('line', (l) => { stderr.push(l); wake(); });
-  let done = false;
-  const exited = new Promise<number | null>((resolve) => child.on('close', (code) => { done = true; wake(); resolve(code); }));
-  const dump = (): string => `\n--- stdout:\n${stdout.join('\n')}\n--- stderr:\n${stderr.join('\n')}`;
-  const line = (re: RegExp, { from = 0, ms = 15_000 } = {}): Promise<RegExpMatchArray> => new Promise((resolve, reject) => {
-    const check = (): void => {
-      for (let i = from; i < stdout.length; i++) {
-        const m = re.exec(stdout[i]!);
-        if (m) { finish(); resolve(m); return; }
-      }
-      if (done) { finish(); reject(new Error(`the CLI exited (${child.exitCode}) before printing ${re}${dump()}`)); }
-    };
-    const timer = setTimeout(() => { finish(); reject(new Error(`timed out waiting for ${re}${dump()}`)); }, ms);
-    const finish = (): void => { clearTimeout(timer); waiters.delete(check); };
-    waiters.add(check);
-    check();
-  });
-  return { child, stdout, stderr, line, exited };
-}
-
-interface Done { code: number | null; stdout: string; stderr: string }
-
-/** Runs a CLI command to its end (bounded: killed after `ms`). */
-async function cli(t: ExecutionContext, args: string[], opts: { cwd?: string; ms?: number } = {}): Promise<Done> {
-  const p = spawnCli(t, args, opts);
-  const timer = setTimeout(() => p.child.kill('SIGKILL'), opts.ms ?? 20_000);
-  const code = await p.exited;
-  clearTimeout(timer);
-  return { code, stdout: p.stdout.join('\n'), stderr: p.stderr.join('\n') };
-}
 
 /** 1-based `line:column` of the first occurrence of `needle` in `text` (plus `skip` characters). */
 function lc(text: string, needle: string, skip = 0): string {
@@ -71,26 +17,15 @@ function lc(text: string, needle: string, skip = 0): string {
   return `${before.split('\n').length}:${i - before.lastIndexOf('\n')}`;
 }
 
-/** Two roles a and b (each its own upstream), vset svc, listener web on a unique host, admin on port 0. */
-function runConfig(a: Upstream, b: Upstream, host: string, weights: string): string {
-  return `version: 1
-admin: { address: "127.0.0.1:0" }
-drainTimeout: 2s
-roles:
-  a: { channels: { http: { endpoints: ["${a.address}"] } } }
-  b: { channels: { http: { endpoints: ["${b.address}"] } } }
-vsets:
-  svc: { channels: [http], roles: { a: {}, b: {} } }
-listeners:
-  web:
-    address: "${host}:0"
-    target: svc.http
-    filters:
-      - type: header_route
-        rules: [{ header: x-pin, equals: b, role: b }]
-      - type: weighted
-        weights: ${weights}
-`;
+/** A whole config file: roles a and b, listener web on `host` (x-pin: b pins b, else `weights`), admin on port 0. */
+function runConfig(a: Upstream, b: Upstream, host: string, weights: Record<string, number>): string {
+  const pin: FilterSpec = { type: 'header_route', rules: [{ header: 'x-pin', equals: 'b', role: 'b' }] };
+  return yaml({
+    version: 1,
+    admin: { address: '127.0.0.1:0' },
+    drainTimeout: '2s',
+    ...twoRoles(a, b, { address: `${host}:0`, filters: [pin, { type: 'weighted', weights }] }),
+  });
 }
 
 /**
@@ -98,8 +33,8 @@ listeners:
  * does not wake `run`'s file watcher (it watches the link's directory), so only
  * SIGHUP reloads it.
  */
-async function configBehindSymlink(text: string): Promise<{ real: string; link: string }> {
-  const { dir } = await tempFiles({});
+async function configBehindSymlink(t: ExecutionContext, text: string): Promise<{ real: string; link: string }> {
+  const { dir } = await tempFiles(t, {});
   await mkdir(join(dir, 'real'));
   await mkdir(join(dir, 'etc'));
   const real = join(dir, 'real', 'switchyard.yaml');
@@ -144,8 +79,8 @@ listeners:
 // ---------------------------------------------------------------- validate
 
 test('validate: a good file exits 0 with a summary', async (t) => {
-  const { dir } = await tempFiles({ 'good.yaml': GOOD });
-  const r = await cli(t, ['validate', '--config', 'good.yaml'], { cwd: dir });
+  const { dir } = await tempFiles(t, { 'good.yaml': GOOD });
+  const r = await runCli(t, ['validate', '--config', 'good.yaml'], { cwd: dir });
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /^ok: 1 listener\(s\), 2 role\(s\), 1 vset\(s\), 0 component\(s\)$/m);
   t.is(r.stderr, '');
@@ -156,8 +91,8 @@ test('validate: a bad file exits 1 listing every error with file:line:col', asyn
     .replace('version: "1.4.2"', 'version: 1.10')
     .replace('cart-v2: 10', 'cart-v3: 10')
     .replace('    target: cart.http\n', '    target: cart.http\n    adress: 127.0.0.2:80\n');
-  const { dir } = await tempFiles({ 'bad.yaml': bad });
-  const r = await cli(t, ['validate', '--config', 'bad.yaml'], { cwd: dir });
+  const { dir } = await tempFiles(t, { 'bad.yaml': bad });
+  const r = await runCli(t, ['validate', '--config', 'bad.yaml'], { cwd: dir });
   t.is(r.code, 1);
   t.is(r.stdout, '');
   const lines = r.stderr.split('\n');
@@ -174,27 +109,27 @@ test('validate: a bad file exits 1 listing every error with file:line:col', asyn
 
 test('validate: a YAML syntax error exits 1 with file:line:col', async (t) => {
   const text = 'roles:\n  a: { channels: [ }\n';
-  const { dir } = await tempFiles({ 'broken.yaml': text });
-  const r = await cli(t, ['validate', '--config', 'broken.yaml'], { cwd: dir });
+  const { dir } = await tempFiles(t, { 'broken.yaml': text });
+  const r = await runCli(t, ['validate', '--config', 'broken.yaml'], { cwd: dir });
   t.is(r.code, 1);
   // Issue 11, item 9: the error names the nearest key (it said "(root)").
   t.regex(r.stderr, /^broken\.yaml:2:\d+: roles\.a\.channels: .*\(SY_ERR_CONFIG_YAML\)$/m);
 });
 
 test('validate: a missing file exits 1 with SY_ERR_CONFIG_FILE', async (t) => {
-  const { dir } = await tempFiles({});
-  const r = await cli(t, ['validate', '--config', 'nope.yaml'], { cwd: dir });
+  const { dir } = await tempFiles(t, {});
+  const r = await runCli(t, ['validate', '--config', 'nope.yaml'], { cwd: dir });
   t.is(r.code, 1);
   t.regex(r.stderr, /^nope\.yaml: .*cannot read.*\(SY_ERR_CONFIG_FILE\)$/m);
 });
 
 test('validate: several --config files merge, and an error names the file that set the bad value', async (t) => {
   const over = 'listeners:\n  cart:\n    target: cart.grpc\n';
-  const { dir } = await tempFiles({ 'base.yaml': GOOD, 'over.yaml': over, 'ok.yaml': 'listeners:\n  cart:\n    address: 127.0.0.9:8080\n' });
-  const bad = await cli(t, ['validate', '--config', 'base.yaml', '--config', 'over.yaml'], { cwd: dir });
+  const { dir } = await tempFiles(t, { 'base.yaml': GOOD, 'over.yaml': over, 'ok.yaml': 'listeners:\n  cart:\n    address: 127.0.0.9:8080\n' });
+  const bad = await runCli(t, ['validate', '--config', 'base.yaml', '--config', 'over.yaml'], { cwd: dir });
   t.is(bad.code, 1);
   t.regex(bad.stderr, new RegExp(`^over\\.yaml:${lc(over, 'cart.grpc')}: listeners\\.cart\\.target: .*\\(SY_ERR_UNKNOWN_CHANNEL\\)$`, 'm'));
-  const good = await cli(t, ['validate', '-c', 'base.yaml', '-c', 'ok.yaml'], { cwd: dir });
+  const good = await runCli(t, ['validate', '-c', 'base.yaml', '-c', 'ok.yaml'], { cwd: dir });
   t.is(good.code, 0, good.stderr);
 });
 
@@ -209,8 +144,8 @@ test('hosts: prints 127.0.0.x<TAB>name, the lowest free x ≥ 2 for listeners wi
   db: { target: cart-v2, protocol: tcp, address: ":5432" }
   third: { target: cart-v1 }
 `;
-  const { dir } = await tempFiles({ 'hosts.yaml': text });
-  const r = await cli(t, ['hosts', '--config', 'hosts.yaml'], { cwd: dir });
+  const { dir } = await tempFiles(t, { 'hosts.yaml': text });
+  const r = await runCli(t, ['hosts', '--config', 'hosts.yaml'], { cwd: dir });
   t.is(r.code, 0, r.stderr);
   t.deepEqual(r.stdout.split('\n').sort(), [
     '127.0.0.2\tfixed',
@@ -223,15 +158,15 @@ test('hosts: prints 127.0.0.x<TAB>name, the lowest free x ≥ 2 for listeners wi
 });
 
 test('hosts: with no explicit addresses the first listener gets 127.0.0.2', async (t) => {
-  const { dir } = await tempFiles({ 'hosts.yaml': `${GOOD.replace(/listeners:[\s\S]*$/, '')}listeners:\n  one: { target: cart }\n  two: { target: cart-v1 }\n` });
-  const r = await cli(t, ['hosts', '--config', 'hosts.yaml'], { cwd: dir });
+  const { dir } = await tempFiles(t, { 'hosts.yaml': `${GOOD.replace(/listeners:[\s\S]*$/, '')}listeners:\n  one: { target: cart }\n  two: { target: cart-v1 }\n` });
+  const r = await runCli(t, ['hosts', '--config', 'hosts.yaml'], { cwd: dir });
   t.is(r.code, 0, r.stderr);
   t.is(r.stdout, '127.0.0.2\tone\n127.0.0.3\ttwo');
 });
 
 test('hosts: an invalid config exits 1 with its errors', async (t) => {
-  const { dir } = await tempFiles({ 'bad.yaml': 'listeners:\n  x: { target: nowhere }\n' });
-  const r = await cli(t, ['hosts', '--config', 'bad.yaml'], { cwd: dir });
+  const { dir } = await tempFiles(t, { 'bad.yaml': 'listeners:\n  x: { target: nowhere }\n' });
+  const r = await runCli(t, ['hosts', '--config', 'bad.yaml'], { cwd: dir });
   t.is(r.code, 1);
   t.is(r.stdout, '');
   t.regex(r.stderr, /^bad\.yaml:2:\d+: listeners\.x\.target: .*\(SY_ERR_UNKNOWN_VSET\)$/m);
@@ -240,18 +175,18 @@ test('hosts: an invalid config exits 1 with its errors', async (t) => {
 // ---------------------------------------------------------------- usage
 
 test('an unknown command exits 2 with usage', async (t) => {
-  const r = await cli(t, ['frobnicate', '--config', 'x.yaml']);
+  const r = await runCli(t, ['frobnicate', '--config', 'x.yaml']);
   t.is(r.code, 2);
   t.regex(r.stderr, /unknown command "frobnicate"/);
   t.regex(r.stderr, /usage:/);
-  const bare = await cli(t, ['frobnicate']);
+  const bare = await runCli(t, ['frobnicate']);
   t.is(bare.code, 2);
   t.regex(bare.stderr, /unknown command "frobnicate"/, 'an unknown command is called so, not "--config is required"');
 });
 
 test('a missing --config exits 2 with usage, for every command', async (t) => {
   for (const cmd of ['run', 'validate', 'hosts', 'apply']) {
-    const r = await cli(t, [cmd]);
+    const r = await runCli(t, [cmd]);
     t.is(r.code, 2, cmd);
     t.regex(r.stderr, /--config FILE is required/, cmd);
     t.regex(r.stderr, /usage:/, cmd);
@@ -259,10 +194,10 @@ test('a missing --config exits 2 with usage, for every command', async (t) => {
 });
 
 test('no command, or an unknown option, exits 2 with usage', async (t) => {
-  const none = await cli(t, []);
+  const none = await runCli(t, []);
   t.is(none.code, 2);
   t.regex(none.stdout + none.stderr, /usage:/);
-  const opt = await cli(t, ['validate', '--config', 'x.yaml', '--frob']);
+  const opt = await runCli(t, ['validate', '--config', 'x.yaml', '--frob']);
   t.is(opt.code, 2);
   t.regex(opt.stderr, /usage:/);
 });
@@ -273,13 +208,13 @@ test('run: serves, reloads on SIGHUP, exits 0 on SIGTERM', async (t) => {
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const host = uniqueHost();
-  const { real, link } = await configBehindSymlink(runConfig(a, b, host, '{ a: 1, b: 0 }'));
+  const { real, link } = await configBehindSymlink(t, runConfig(a, b, host, { a: 1, b: 0 }));
   const { p, web } = await startRun(t, [link]);
   t.true(web.startsWith(`http://${host}:`));
   t.is(await roleOf(web), 'a');
   t.is(await roleOf(web, { 'x-pin': 'b' }), 'b');
 
-  await writeFile(real, runConfig(a, b, host, '{ a: 0, b: 1 }'));
+  await writeFile(real, runConfig(a, b, host, { a: 0, b: 1 }));
   const from = p.stdout.length;
   p.child.kill('SIGHUP');
   // generation 2, or 3 when the file watcher applied the write first
@@ -288,7 +223,7 @@ test('run: serves, reloads on SIGHUP, exits 0 on SIGTERM', async (t) => {
   t.is(await roleOf(web), 'b');
 
   p.child.kill('SIGTERM');
-  t.is(await p.exited, 0);
+  t.is(await p.exit(), 0);
   t.true(p.stdout.some((l) => /SIGTERM: draining/.test(l)));
 });
 
@@ -296,16 +231,16 @@ test('run: a SIGHUP with an invalid file keeps the running generation', async (t
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const host = uniqueHost();
-  const { real, link } = await configBehindSymlink(runConfig(a, b, host, '{ a: 1, b: 0 }'));
+  const { real, link } = await configBehindSymlink(t, runConfig(a, b, host, { a: 1, b: 0 }));
   const { p, web } = await startRun(t, [link]);
-  await writeFile(real, runConfig(a, b, host, '{ a: 0, c: 1 }'));
+  await writeFile(real, runConfig(a, b, host, { a: 0, c: 1 }));
   p.child.kill('SIGHUP');
   await p.line(/reload from sighup rejected \(invalid\).*generation 1 keeps serving/);
   await p.line(/switchyard\.yaml:\d+:\d+: listeners\.web\.filters\[1\]\.weights\.c: .*SY_ERR_ROLE_NOT_IN_VSET/);
   t.is(await roleOf(web), 'a');
   // And a later good SIGHUP applies. The file watcher runs too and may see the write
   // first (then it applies generation 2 and the SIGHUP a generation 3 with no change).
-  await writeFile(real, runConfig(a, b, host, '{ a: 0, b: 1 }'));
+  await writeFile(real, runConfig(a, b, host, { a: 0, b: 1 }));
   p.child.kill('SIGHUP');
   await p.line(/generation \d+ applied from sighup/);
   t.is(await roleOf(web), 'b');
@@ -315,10 +250,10 @@ test('run: reloads when its config file changes', async (t) => {
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const host = uniqueHost();
-  const { paths } = await tempFiles({ 'sy.yaml': runConfig(a, b, host, '{ a: 1, b: 0 }') });
+  const { paths } = await tempFiles(t, { 'sy.yaml': runConfig(a, b, host, { a: 1, b: 0 }) });
   const { p, web } = await startRun(t, [paths['sy.yaml']!]);
   t.is(await roleOf(web), 'a');
-  await writeFile(paths['sy.yaml']!, runConfig(a, b, host, '{ a: 0, b: 1 }'));
+  await writeFile(paths['sy.yaml']!, runConfig(a, b, host, { a: 0, b: 1 }));
   await p.line(/generation 2 applied from file/);
   t.is(await roleOf(web), 'b');
 });
@@ -326,8 +261,8 @@ test('run: reloads when its config file changes', async (t) => {
 test('run: a later --config file overrides the first', async (t) => {
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
-  const { dir } = await tempFiles({
-    'base.yaml': runConfig(a, b, uniqueHost(), '{ a: 1, b: 0 }'),
+  const { dir } = await tempFiles(t, {
+    'base.yaml': runConfig(a, b, uniqueHost(), { a: 1, b: 0 }),
     'over.yaml': 'listeners:\n  web:\n    filters:\n      - type: weighted\n        weights: { b: 1 }\n',
   });
   const { web } = await startRun(t, ['base.yaml', 'over.yaml'], dir);
@@ -337,8 +272,8 @@ test('run: a later --config file overrides the first', async (t) => {
 
 test('run: a bad config exits 1 listing every error', async (t) => {
   const bad = GOOD.replace('cart-v2: 10', 'cart-v3: 10').replace('target: cart.http', 'target: cart.http\n    protocol: udp');
-  const { dir } = await tempFiles({ 'bad.yaml': bad });
-  const r = await cli(t, ['run', '--config', 'bad.yaml'], { cwd: dir });
+  const { dir } = await tempFiles(t, { 'bad.yaml': bad });
+  const r = await runCli(t, ['run', '--config', 'bad.yaml'], { cwd: dir });
   t.is(r.code, 1);
   t.regex(r.stderr, new RegExp(`^bad\\.yaml:${lc(bad, 'udp')}: listeners\\.cart\\.protocol: .*\\(SY_ERR_CONFIG_VALUE\\)$`, 'm'));
   t.regex(r.stderr, /^bad\.yaml:\d+:\d+: listeners\.cart\.filters\[0\]\.weights\.cart-v3: .*\(SY_ERR_ROLE_NOT_IN_VSET\)$/m);
@@ -351,13 +286,13 @@ test('apply: pushes a config to a running sidecar (exit 0, the change takes effe
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const host = uniqueHost();
-  const { dir } = await tempFiles({
-    'run.yaml': runConfig(a, b, host, '{ a: 1, b: 0 }'),
-    'new.yaml': runConfig(a, b, host, '{ a: 0, b: 1 }'),
+  const { dir } = await tempFiles(t, {
+    'run.yaml': runConfig(a, b, host, { a: 1, b: 0 }),
+    'new.yaml': runConfig(a, b, host, { a: 0, b: 1 }),
   });
   const { web, admin } = await startRun(t, ['run.yaml'], dir);
   t.is(await roleOf(web), 'a');
-  const r = await cli(t, ['apply', '--config', 'new.yaml', '--admin', admin], { cwd: dir });
+  const r = await runCli(t, ['apply', '--config', 'new.yaml', '--admin', admin], { cwd: dir });
   t.is(r.code, 0, r.stderr);
   t.regex(r.stdout, /applied: generation 2/);
   t.is(await roleOf(web), 'b');
@@ -369,12 +304,13 @@ test('apply: an invalid config exits 1 with its errors and leaves the running co
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
   const host = uniqueHost();
-  const bad = runConfig(a, b, host, '{ a: 0, b: 1, c: 1 }').replace('drainTimeout: 2s', 'drainTimeout: 2');
-  const { dir } = await tempFiles({ 'run.yaml': runConfig(a, b, host, '{ a: 1, b: 0 }'), 'bad.yaml': bad });
+  const bad = runConfig(a, b, host, { a: 0, b: 1, c: 1 }).replace('drainTimeout: 2s', 'drainTimeout: 2');
+  t.not(bad, runConfig(a, b, host, { a: 0, b: 1, c: 1 }));
+  const { dir } = await tempFiles(t, { 'run.yaml': runConfig(a, b, host, { a: 1, b: 0 }), 'bad.yaml': bad });
   const { web, admin } = await startRun(t, ['run.yaml'], dir);
-  const r = await cli(t, ['apply', '--config', 'bad.yaml', '--admin', admin], { cwd: dir });
+  const r = await runCli(t, ['apply', '--config', 'bad.yaml', '--admin', admin], { cwd: dir });
   t.is(r.code, 1);
-  t.regex(r.stderr, new RegExp(`^bad\\.yaml:${lc(bad, '2\n')}: drainTimeout: .*\\(SY_ERR_CONFIG_TYPE\\)$`, 'm'));
+  t.regex(r.stderr, new RegExp(`^bad\\.yaml:${lc(bad, 'drainTimeout: 2\n', 'drainTimeout: '.length)}: drainTimeout: .*\\(SY_ERR_CONFIG_TYPE\\)$`, 'm'));
   t.regex(r.stderr, /^bad\.yaml:\d+:\d+: listeners\.web\.filters\[1\]\.weights\.c: .*\(SY_ERR_ROLE_NOT_IN_VSET\)$/m);
   t.regex(r.stderr, /rejected \(HTTP 400\); the running config is unchanged/);
   t.is(await roleOf(web), 'a');
@@ -383,12 +319,10 @@ test('apply: an invalid config exits 1 with its errors and leaves the running co
 });
 
 test('apply: an unreachable admin API exits 1', async (t) => {
-  const { dir } = await tempFiles({ 'good.yaml': GOOD });
-  // A port nothing listens on: bind one, close it.
-  const up = await startUpstream(t, 'x');
-  const url = `http://${up.address}`;
-  await up.close();
-  const r = await cli(t, ['apply', '--config', 'good.yaml', '--admin', url], { cwd: dir });
+  const { dir } = await tempFiles(t, { 'good.yaml': GOOD });
+  // A port nothing listens on.
+  const url = `http://${await deadAddress()}`;
+  const r = await runCli(t, ['apply', '--config', 'good.yaml', '--admin', url], { cwd: dir });
   t.is(r.code, 1);
   t.regex(r.stderr, /cannot reach/);
 });

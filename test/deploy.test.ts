@@ -1,4 +1,4 @@
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
@@ -66,9 +66,9 @@ function withLiterals(expr: string): string {
 }
 
 /** `promtool check rules` on the expressions, each written as a recording rule. */
-async function checkParses(exprs: Expr[]): Promise<{ ok: boolean; output: string }> {
+async function checkParses(t: ExecutionContext, exprs: Expr[]): Promise<{ ok: boolean; output: string }> {
   const rules = exprs.map((e, i) => ({ record: `dashboard:expr_${i}`, expr: withLiterals(e.expr) }));
-  const { paths } = await tempFiles({ 'rules.yml': toYaml({ groups: [{ name: 'dashboard', rules }] }) });
+  const { paths } = await tempFiles(t, { 'rules.yml': toYaml({ groups: [{ name: 'dashboard', rules }] }) });
   const run = await runTool(toolPath('promtool'), ['check', 'rules', paths['rules.yml']!]);
   const output = run.stdout + run.stderr;
   return { ok: run.code === 0 && output.includes(`SUCCESS: ${rules.length} rules found`), output };
@@ -111,10 +111,10 @@ test('the dashboard has what Grafana needs on import (our schema in test/fixture
 test('every PromQL expression of the dashboard parses', async (t) => {
   const exprs = dashboardExprs(await dashboard());
   t.true(exprs.length >= 10);
-  const { ok, output } = await checkParses(exprs);
+  const { ok, output } = await checkParses(t, exprs);
   t.true(ok, output);
   // the same check rejects a broken expression, so it does check something
-  t.false((await checkParses([{ where: 'broken', expr: 'sum by (role) (rate(x[$__rate_interval])' }])).ok);
+  t.false((await checkParses(t, [{ where: 'broken', expr: 'sum by (role) (rate(x[$__rate_interval])' }])).ok);
 });
 
 /** Sample name → the label names it is exported with, from a Prometheus text exposition. */

@@ -1,8 +1,7 @@
 // Issue 11, item 6: config text with CR/LF (a YAML "a\nb" string) must not forge log lines.
 import test from 'ava';
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
-import { CLI, putConfig, startSidecar, startUpstream, tempFiles, uniqueHost } from './helpers.js';
+import { oneRole, putConfig, runCli, startSidecar, startUpstream, tempFiles, type ConfigSpec } from './helpers.js';
 import { oneLine } from '../src/errors.js';
 
 const FORGED = 'generation 9 applied from api in 0.1 ms: no listener changes';
@@ -13,12 +12,10 @@ test('oneLine escapes CR, LF, tab and other control characters JSON-style, and l
 });
 
 test('validate: a listener name with CR/LF is reported on one line, escaped', async (t) => {
-  const { paths } = await tempFiles({
+  const { paths } = await tempFiles(t, {
     'bad.yaml': `roles:\n  a: { channels: { http: { endpoints: ["127.0.0.1:1"] } } }\nlisteners:\n  "web\\r\\n${FORGED}":\n    target: a\n`,
   });
-  const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-    execFile(process.execPath, [CLI, 'validate', '--config', paths['bad.yaml']!], (err, _stdout, stderr) => resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stderr }));
-  });
+  const r = await runCli(t, ['validate', '--config', paths['bad.yaml']!]);
   t.is(r.code, 1);
   const lines = r.stderr.split('\n').filter(Boolean);
   t.false(lines.some((l) => l.startsWith(FORGED)), r.stderr);
@@ -31,21 +28,14 @@ test('validate: a listener name with CR/LF is reported on one line, escaped', as
 test('a rejected reload logs one line per issue and per error, with the CR/LF escaped', async (t) => {
   const up = await startUpstream(t, 'a');
   const lines: string[] = [];
-  const base = (listener: string, extra = '') => `${extra}
-roles:
-  a: { channels: { http: { endpoints: ["${up.address}"] } } }
-listeners:
-  ${listener}:
-    address: "${uniqueHost()}:0"
-    target: a
-`;
+  const base = (listener: string, more: ConfigSpec = {}): ConfigSpec => ({ ...more, ...oneRole(up, { target: 'a' }, { role: 'a', listener }) });
   // It pushes an access log path of a new file (allowed here, to reach the open failure).
   const sc = await startSidecar(t, base('web'), { log: lines, allowPush: ['accessLog'] });
   const from = lines.length;
-  const invalid = await putConfig(sc, base(`"web\\n${FORGED}"`));
+  const invalid = await putConfig(sc, base(`web\n${FORGED}`));
   t.is(invalid.status, 400);
-  const { dir } = await tempFiles({});
-  const failed = await putConfig(sc, base('web', `accessLog: { path: "${join(dir, `no\\n${FORGED}`, 'access.log')}" }`));
+  const { dir } = await tempFiles(t, {});
+  const failed = await putConfig(sc, base('web', { accessLog: { path: join(dir, `no\n${FORGED}`, 'access.log') } }));
   t.is(failed.status, 409, failed.body);
   const logged = lines.slice(from);
   t.true(logged.length >= 3, logged.join('\n'));

@@ -1,24 +1,19 @@
 import test from 'ava';
-import { connect } from 'node:net';
-import { request } from 'undici';
 import { writeFile } from 'node:fs/promises';
+import { connect, type AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { WebSocket, WebSocketServer } from 'ws';
 import { Metrics } from '../src/metrics.js';
 import { Sidecar } from '../src/sidecar.js';
 import { parseConfigTexts } from '../src/config/load.js';
-import { ROOT, adminUrl, get, listenerUrl, once, putConfig, startSidecar, startUpstream, tempFiles, until } from './helpers.js';
+import {
+  ROOT, configOf, findMetric, get, listenerUrl, logLines, metric, once, oneRole, putConfig, role, scrape, startEcho, startSidecar,
+  startUpstream, tempFiles, until, untilMetric, vsetOf, weighted, yaml, type ConfigSpec, type ListenerSpec,
+} from './helpers.js';
 
-async function metric(sc: Parameters<typeof adminUrl>[0], pattern: RegExp): Promise<number> {
-  const text = await (await request(`${adminUrl(sc)}/metrics`)).body.text();
-  const line = text.split('\n').find((l) => pattern.test(l));
-  return line ? Number(line.split(' ').at(-1)) : 0;
-}
-
-const oneRole = (address: string) => `
-roles:
-  r: { channels: { http: { endpoints: ["${address}"] } } }
-listeners:
-  web: { address: "127.0.0.1:0", target: r }
-`;
+/** Role r and listener web (target: the role's own vset); the listener keeps its address across calls with the same `host`. */
+const config = (address: string, listener: Partial<ListenerSpec> = {}, host = '127.0.0.1') =>
+  configOf(oneRole(address, { address: `${host}:0`, target: 'r', ...listener }));
 
 test('requests_total counts the status sent; 499 only when the client left before the response started', async (t) => {
   let hold: (() => void) | null = null;
@@ -32,13 +27,13 @@ test('requests_total counts the status sent; 499 only when the client left befor
       hold = () => res.end('late');
     } else res.end('ok');
   });
-  const sc = await startSidecar(t, oneRole(up.address));
+  const sc = await startSidecar(t, config(up.address));
   const url = listenerUrl(sc, 'web');
   t.is((await get(url)).status, 200);
 
   // the upstream cuts the body after its headers: counted as the 200 it was sent, plus an upstream error
   await t.throwsAsync(get(`${url}/cut`));
-  await until(async () => (await metric(sc, /^switchyard_upstream_errors_total\{.*role="r"/)) === 1, 5000, 'the upstream error');
+  await untilMetric(sc, 'switchyard_upstream_errors_total', { role: 'r' }, 1, 5000, 'the upstream error');
 
   // the client leaves before any response: 499
   const { hostname, port } = new URL(url);
@@ -46,44 +41,45 @@ test('requests_total counts the status sent; 499 only when the client left befor
   s.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n');
   await until(() => hold !== null, 5000, 'the slow request to arrive');
   s.destroy();
-  await until(async () => (await metric(sc, /^switchyard_requests_total\{.*code="499"\}/)) === 1, 5000, 'the 499');
-  t.is(await metric(sc, /^switchyard_requests_total\{listener="web",vset="r",role="r",code="200"\}/), 2);
+  await untilMetric(sc, 'switchyard_requests_total', { code: '499' }, 1, 5000, 'the 499');
+  t.is(await metric(sc, 'switchyard_requests_total', { listener: 'web', vset: 'r', role: 'r', code: '200' }), 2);
 });
 
-const lastOk = /^switchyard_config_last_reload_successful /;
-const lastOkTime = /^switchyard_config_last_reload_success_timestamp_seconds /;
+const lastOk = 'switchyard_config_last_reload_successful';
+const lastOkTime = 'switchyard_config_last_reload_success_timestamp_seconds';
 
 test('config_last_reload_successful and its timestamp follow real reloads: PUT /config and the config file', async (t) => {
   const up = await startUpstream(t, 'r');
   const before = Date.now() / 1000;
-  const sc = await startSidecar(t, oneRole(up.address), { allowPush: ['accessLog'] });
+  const sc = await startSidecar(t, config(up.address), { allowPush: ['accessLog'] });
   t.is(await metric(sc, lastOk), 1, 'the first generation counts as a successful load');
   const started = await metric(sc, lastOkTime);
   t.true(started >= Math.floor(before) && started <= Date.now() / 1000, `set at start: ${started}`);
 
   // PUT /config: invalid → 0, timestamp kept; valid → 1, timestamp moves on.
-  t.is((await putConfig(sc, oneRole(up.address).replace('target: r', 'target: nosuch'))).status, 400);
+  t.is((await putConfig(sc, config(up.address, { target: 'nosuch' }))).status, 400);
   t.is(await metric(sc, lastOk), 0);
   t.is(await metric(sc, lastOkTime), started);
   await new Promise((r) => setTimeout(r, 20)); // the timestamp has ms resolution
-  t.is((await putConfig(sc, oneRole(up.address))).status, 200);
+  t.is((await putConfig(sc, config(up.address))).status, 200);
   t.is(await metric(sc, lastOk), 1);
   t.true((await metric(sc, lastOkTime)) > started);
 
   // A build failure (the access log file cannot be opened) is a rejected change too.
-  t.is((await putConfig(sc, `${oneRole(up.address)}accessLog: { path: /nonexistent-dir-${process.pid}/access.log }\n`)).status, 409);
+  t.is((await putConfig(sc, { ...config(up.address), accessLog: { path: `/nonexistent-dir-${process.pid}/access.log` } })).status, 409);
   t.is(await metric(sc, lastOk), 0);
 });
 
 test('config_last_reload_successful through the config file: a bad file → 0, the fixed file → 1', async (t) => {
   const up = await startUpstream(t, 'r');
-  const good = `admin: { address: "127.0.0.1:0" }\n${oneRole(up.address)}`;
-  const { paths } = await tempFiles({ 'c.yaml': good });
+  const { listeners, ...rest } = config(up.address);
+  const good = yaml({ admin: { address: '127.0.0.1:0' }, ...rest, listeners });
+  const { paths } = await tempFiles(t, { 'c.yaml': good });
   const sc = await Sidecar.start({ files: [paths['c.yaml']!] });
   t.teardown(() => sc.stop());
   t.is(await metric(sc, lastOk), 1);
   const started = await metric(sc, lastOkTime);
-  await writeFile(paths['c.yaml']!, good.replace('listeners:', 'listenrs:'));
+  await writeFile(paths['c.yaml']!, yaml({ admin: { address: '127.0.0.1:0' }, ...rest, listenrs: listeners }));
   t.false((await sc.reload('file')).ok);
   t.is(await metric(sc, lastOk), 0);
   t.is(await metric(sc, lastOkTime), started);
@@ -100,71 +96,63 @@ test('generations_draining counts a replaced generation while a request still ho
     if (req.url === '/hold') release = () => res.end('held');
     else res.end('ok');
   });
-  const sc = await startSidecar(t, oneRole(up.address));
+  const sc = await startSidecar(t, config(up.address));
   const url = listenerUrl(sc, 'web');
-  const draining = /^switchyard_generations_draining /;
+  const draining = 'switchyard_generations_draining';
   t.is(await metric(sc, draining), 0);
   const held = get(`${url}/hold`);
   await until(() => release !== null, 5000, 'the held request');
-  t.is((await putConfig(sc, oneRole(up.address).replace('web: {', 'web: { timeouts: { connect: 2s },'))).status, 200);
+  t.is((await putConfig(sc, config(up.address, { timeouts: { connect: '2s' } }))).status, 200);
   t.is(await metric(sc, draining), 1, 'generation 1 drains while its request runs');
   t.is((await get(url)).status, 200, 'new requests are served by generation 2');
   release!();
   t.is((await held).body, 'held');
-  await until(async () => (await metric(sc, draining)) === 0, 5000, 'the drained generation to close');
+  await untilMetric(sc, draining, {}, 0, 5000, 'the drained generation to close');
 });
 
 test('a request a filter answered counts under role "", even when a routing filter had picked a role first', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, `
-roles:
-  r: { channels: { http: { endpoints: ["${up.address}"] } } }
-components:
-  limit: { type: ratelimit, metadata: { requestsPerSecond: "0.001", burst: "1" } }
-listeners:
-  web:
-    address: "127.0.0.1:0"
-    target: r
-    filters:
-      - { type: weighted, weights: { r: 1 } }
-      - { type: ratelimit, component: limit }
-`);
+  const sc = await startSidecar(t, configOf({
+    components: { limit: { type: 'ratelimit', metadata: { requestsPerSecond: '0.001', burst: '1' } } },
+    ...oneRole(up.address, { target: 'r', filters: [weighted({ r: 1 }), { type: 'ratelimit', component: 'limit' }] }),
+  }));
   const url = listenerUrl(sc, 'web');
   t.is((await get(url)).status, 200);
   t.is((await get(url)).status, 429);
-  await until(async () => (await metric(sc, /^switchyard_requests_total\{listener="web",vset="r",role="",code="429"\}/)) === 1, 5000, 'the 429 under role ""');
-  t.is(await metric(sc, /^switchyard_requests_total\{listener="web",vset="r",role="r",code="429"\}/), 0);
-  t.is(await metric(sc, /^switchyard_requests_total\{listener="web",vset="r",role="r",code="200"\}/), 1);
+  await untilMetric(sc, 'switchyard_requests_total', { listener: 'web', vset: 'r', role: '', code: '429' }, 1, 5000, 'the 429 under role ""');
+  t.is(await findMetric(sc, 'switchyard_requests_total', { listener: 'web', vset: 'r', role: 'r', code: '429' }), undefined, 'no 429 under role r');
+  t.is(await metric(sc, 'switchyard_requests_total', { listener: 'web', vset: 'r', role: 'r', code: '200' }), 1);
 });
 
 test('default process metrics are exported', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole(up.address));
-  t.true((await metric(sc, /^process_cpu_seconds_total /)) > 0);
-  t.true((await metric(sc, /^nodejs_eventloop_lag_seconds /)) >= 0);
-  t.true((await metric(sc, /^process_resident_memory_bytes /)) > 0);
+  const sc = await startSidecar(t, config(up.address));
+  const m = await scrape(sc);
+  t.true(m.value('process_cpu_seconds_total') > 0);
+  t.true(m.value('nodejs_eventloop_lag_seconds') >= 0);
+  t.true(m.value('process_resident_memory_bytes') > 0);
 });
 
 test('Metrics({countRequests: false}) counts no requests (the benchmark\'s "metrics off")', async (t) => {
   const up = await startUpstream(t, 'r');
   const metrics = new Metrics({ countRequests: false });
-  const sc = await Sidecar.start({ raw: parseConfigTexts([{ name: 't.yaml', text: `admin: { address: "127.0.0.1:0" }\n${oneRole(up.address)}` }], ROOT), metrics });
+  const sc = await Sidecar.start({ raw: parseConfigTexts([{ name: 't.yaml', text: yaml({ admin: { address: '127.0.0.1:0' }, ...config(up.address) }) }], ROOT), metrics });
   t.teardown(() => sc.stop());
   t.is((await get(listenerUrl(sc, 'web'))).status, 200);
-  t.is(await metric(sc, /^switchyard_requests_total\{/), 0);
-  t.is(await metric(sc, /^switchyard_config_generation /), 1, 'the rest is counted');
+  t.deepEqual((await scrape(sc)).series('switchyard_requests_total'), [], 'requests_total has no series');
+  t.is(await metric(sc, 'switchyard_config_generation'), 1, 'the rest is counted');
 });
 
 test('config_reloads_total has every source and result at 0 from the start, so a first failure shows as an increase', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole(up.address));
-  const text = await (await request(`${adminUrl(sc)}/metrics`)).body.text();
+  const sc = await startSidecar(t, config(up.address));
+  const m = await scrape(sc);
   for (const source of ['file', 'sighup', 'api', 'component', 'rollback']) {
     for (const result of ['success', 'invalid', 'failed']) {
-      t.regex(text, new RegExp(`^switchyard_config_reloads_total\\{source="${source}",result="${result}"\\} \\d+$`, 'm'), `${source}/${result}`);
+      t.is(m.series('switchyard_config_reloads_total', { source, result }).length, 1, `${source}/${result}`);
     }
   }
-  t.is(await metric(sc, /^switchyard_config_reloads_total\{source="api",result="invalid"\}/), 0);
+  t.is(m.value('switchyard_config_reloads_total', { source: 'api', result: 'invalid' }), 0);
 });
 
 test('tcp_bytes_total follows an open connection at each scrape (not only at its close), and connections_active counts it', async (t) => {
@@ -174,14 +162,9 @@ test('tcp_bytes_total follows an open connection at each scrape (not only at its
   await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
   t.teardown(() => { echo.close(); });
   const port = (echo.address() as { port: number }).port;
-  const sc = await startSidecar(t, `
-roles:
-  db: { channels: { raw: { endpoints: ["127.0.0.1:${port}"] } } }
-listeners:
-  raw: { address: "127.0.0.1:0", protocol: tcp, target: db }
-`);
+  const sc = await startSidecar(t, configOf(oneRole(`127.0.0.1:${port}`, { address: '127.0.0.1:0', protocol: 'tcp', target: 'db' }, { role: 'db', channel: 'raw', listener: 'raw' })));
   const a = sc.addresses().get('raw')!;
-  const bytes = (dir: string) => metric(sc, new RegExp(`^switchyard_tcp_bytes_total\\{listener="raw",direction="${dir}"\\}`));
+  const bytes = (direction: string) => findMetric(sc, 'switchyard_tcp_bytes_total', { listener: 'raw', direction });
   const s = connect(a.port, a.host);
   t.teardown(() => s.destroy());
   let got = '';
@@ -192,53 +175,52 @@ listeners:
   // Still open: the scrape shows what went through so far.
   await until(async () => (await bytes('in')) === 3000, 5000, 'bytes in while open');
   t.is(await bytes('out'), 3006);
-  t.is(await metric(sc, /^switchyard_connections_active\{listener="raw"\}/), 1);
+  t.is(await metric(sc, 'switchyard_connections_active', { listener: 'raw' }), 1);
   s.write('yz');
   await until(() => got.length === 3008, 5000, 'the second echo');
   await until(async () => (await bytes('in')) === 3002, 5000, 'the second write counted while open');
   s.end();
   await once(s, 'close');
-  await until(async () => (await metric(sc, /^switchyard_connections_active\{listener="raw"\}/)) === 0, 5000, 'the connection closed');
+  await untilMetric(sc, 'switchyard_connections_active', { listener: 'raw' }, 0, 5000, 'the connection closed');
   t.is(await bytes('in'), 3002, 'nothing counted twice at the close');
   t.is(await bytes('out'), 3008);
 });
 
 test('series of listeners and roles that a reload removed are dropped once their generation closed; those that stay keep counting', async (t) => {
   const up = await startUpstream(t, 'u');
-  const cfg = (role: string, listener: string) => `
-roles:
-  keep: { channels: { http: { endpoints: ["${up.address}"] } } }
-  ${role}: { channels: { http: { endpoints: ["${up.address}"] } } }
-vsets:
-  svc: { channels: [http], roles: { keep: {}, ${role}: {} } }
-listeners:
-  stays: { address: "127.0.0.1:0", target: svc, filters: [{ type: header_route, rules: [{ header: x-r, equals: "k", role: keep }] }] }
-  ${listener}: { address: "127.0.0.1:0", target: svc, filters: [{ type: weighted, weights: { ${role}: 1 } }] }
-`;
+  const cfg = (name: string, listener: string) => {
+    const { roles, vsets } = vsetOf({ keep: role(up), [name]: role(up) });
+    return configOf({
+      roles, vsets, listeners: {
+        stays: { address: '127.0.0.1:0', target: 'svc', filters: [{ type: 'header_route', rules: [{ header: 'x-r', equals: 'k', role: 'keep' }] }] },
+        [listener]: { address: '127.0.0.1:0', target: 'svc', filters: [weighted({ [name]: 1 })] },
+      },
+    });
+  };
   const sc = await startSidecar(t, cfg('v1', 'web1'));
-  const scrape = async () => (await request(`${adminUrl(sc)}/metrics`)).body.text();
+  const text = async () => (await scrape(sc)).text;
   for (let i = 0; i < 3; i++) t.is((await get(listenerUrl(sc, 'stays'), { 'x-r': 'k' })).status, 200);
   t.is((await get(listenerUrl(sc, 'web1'))).status, 200);
-  t.regex(await scrape(), /switchyard_requests_total\{listener="web1",vset="svc",role="v1",code="200"\} 1/);
+  t.regex(await text(), /switchyard_requests_total\{listener="web1",vset="svc",role="v1",code="200"\} 1/);
 
   for (const [role, listener] of [['v2', 'web2'], ['v3', 'web3']] as const) {
     t.is((await putConfig(sc, cfg(role, listener))).status, 200);
     t.is((await get(listenerUrl(sc, listener))).status, 200);
   }
-  await until(async () => (await metric(sc, /^switchyard_generations_draining /)) === 0, 5000, 'the old generations to close');
+  await untilMetric(sc, 'switchyard_generations_draining', {}, 0, 5000, 'the old generations to close');
   // A keep-alive connection can outlive its listener's generation; its gauge (back at 0 once it
   // closed) goes with the next prune, so that one series is left out here.
-  const text = await until2(async () => {
-    const x = (await scrape()).split('\n').filter((l) => !/^switchyard_connections_active\{listener="web[12]"\} 0$/.test(l)).join('\n');
+  const left = await until2(async () => {
+    const x = (await text()).split('\n').filter((l) => !/^switchyard_connections_active\{listener="web[12]"\} 0$/.test(l)).join('\n');
     return /listener="web[12]"|role="v[12]"/.test(x) ? null : x;
   });
-  t.notRegex(text, /listener="web1"|listener="web2"/, 'removed listeners have no series (requests, histogram, connections)');
-  t.notRegex(text, /role="v1"|role="v2"/, 'removed roles have no series');
-  t.regex(text, /switchyard_requests_total\{listener="web3",vset="svc",role="v3",code="200"\} 1/);
-  t.regex(text, /switchyard_request_duration_seconds_count\{listener="web3",vset="svc",role="v3"\} 1/);
-  t.regex(text, /switchyard_requests_total\{listener="stays",vset="svc",role="keep",code="200"\} 3/, 'what stays keeps its count');
+  t.notRegex(left, /listener="web1"|listener="web2"/, 'removed listeners have no series (requests, histogram, connections)');
+  t.notRegex(left, /role="v1"|role="v2"/, 'removed roles have no series');
+  t.regex(left, /switchyard_requests_total\{listener="web3",vset="svc",role="v3",code="200"\} 1/);
+  t.regex(left, /switchyard_request_duration_seconds_count\{listener="web3",vset="svc",role="v3"\} 1/);
+  t.regex(left, /switchyard_requests_total\{listener="stays",vset="svc",role="keep",code="200"\} 3/, 'what stays keeps its count');
   t.is((await get(listenerUrl(sc, 'stays'), { 'x-r': 'k' })).status, 200);
-  t.regex(await scrape(), /switchyard_requests_total\{listener="stays",vset="svc",role="keep",code="200"\} 4/, 'and goes on counting');
+  t.regex(await text(), /switchyard_requests_total\{listener="stays",vset="svc",role="keep",code="200"\} 4/, 'and goes on counting');
 });
 
 /** Polls `f` until it returns a value (not null), within 5 s. */
@@ -247,3 +229,104 @@ async function until2<T>(f: () => Promise<T | null>): Promise<T> {
   await until(async () => (v = await f()) !== null, 5000, 'the removed series to go');
   return v!;
 }
+
+// ---------------------------------------------------------------- requests counted not at all
+
+/** A raw HTTP exchange on a fresh connection: what the server sent until it closed (or 3 s). */
+function raw(url: string, text: string): Promise<string> {
+  const u = new URL(url);
+  return new Promise((resolve) => {
+    const s = connect(Number(u.port), u.hostname);
+    let got = '';
+    s.on('data', (c) => { got += c.toString('latin1'); });
+    s.on('error', () => {});
+    s.on('close', () => resolve(got));
+    s.setTimeout(3_000, () => s.destroy());
+    s.write(text);
+  });
+}
+
+/** Role ok behind listener web, drainTimeout 1s; `more` added. */
+function okConfig(up: string, more: ConfigSpec = {}): ConfigSpec {
+  return { drainTimeout: '1s', ...more, ...oneRole(up, { target: 'ok' }, { role: 'ok' }) };
+}
+
+test('a request Node answers itself (431 head too large) is counted in requests_total and logged', async (t) => {
+  const up = await startUpstream(t, 'ok');
+  const { dir } = await tempFiles(t, {});
+  const file = join(dir, 'access.log');
+  const sc = await startSidecar(t, okConfig(up.address, { accessLog: { path: file } }));
+  const answer = await raw(listenerUrl(sc, 'web'), `GET /big HTTP/1.1\r\nHost: x\r\nx-big: ${'a'.repeat(70_000)}\r\n\r\n`);
+  t.regex(answer, /^HTTP\/1\.1 431/, 'the client got 431');
+  const bad = await raw(listenerUrl(sc, 'web'), 'GARBAGE\r\n\r\n');
+  t.regex(bad, /^HTTP\/1\.1 400/, 'the client got 400');
+  await until(async () => (await logLines(file)).filter((l) => l.type === 'http').length >= 2, 5_000, 'the log lines');
+  const m = await scrape(sc);
+  t.is(m.value('switchyard_requests_total', { listener: 'web', code: '431' }), 1, '431 counted');
+  t.is(m.value('switchyard_requests_total', { listener: 'web', code: '400' }), 1, '400 counted');
+  t.is((await logLines(file)).filter((l) => l.type === 'http').length, 2, 'one access log line each');
+});
+
+test('CONNECT (405) is counted in requests_total', async (t) => {
+  const up = await startUpstream(t, 'ok');
+  const sc = await startSidecar(t, okConfig(up.address));
+  const answer = await raw(listenerUrl(sc, 'web'), 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n');
+  t.regex(answer, /^HTTP\/1\.1 405/);
+  t.is(await metric(sc, 'switchyard_requests_total', { listener: 'web', code: '405' }), 1);
+});
+
+/** slow_tcp (300 ms) and boom_tcp (throws). */
+const TCP_PLUGIN = join(ROOT, 'test/fixtures/tcp-filters-plugin.mjs');
+
+test('every TCP connection is counted in tcp_connections_total (client reset during an async filter; a failing filter)', async (t) => {
+  const plugin = TCP_PLUGIN;
+  const { address: echo } = await startEcho(t);
+  const { dir } = await tempFiles(t, {});
+  const file = join(dir, 'access.log');
+  const sc = await startSidecar(t, configOf({
+    accessLog: { path: file },
+    plugins: [plugin],
+    roles: { db: role(echo, { channel: 'raw' }) },
+    listeners: {
+      slow: { protocol: 'tcp', target: 'db', filters: [{ type: 'slow_tcp' }] },
+      boom: { protocol: 'tcp', target: 'db', filters: [{ type: 'boom_tcp' }] },
+    },
+  }));
+  process.removeAllListeners('warning'); // the filter failure warning
+  for (const name of ['slow', 'boom']) {
+    const a = sc.addresses().get(name)!;
+    await new Promise<void>((resolve) => {
+      const s = connect(a.port, a.host, () => { if (name === 'slow') s.resetAndDestroy(); });
+      s.on('error', () => {});
+      s.on('close', () => resolve());
+    });
+  }
+  await until(async () => (await logLines(file)).filter((l) => l.type === 'tcp').length >= 2, 5_000, 'two tcp lines');
+  await untilMetric(sc, 'switchyard_tcp_connections_total', { listener: 'slow' }, (n) => n >= 1, 5_000, 'the slow connection counted');
+  const m = await scrape(sc);
+  const lines = (await logLines(file)).filter((l) => l.type === 'tcp');
+  t.deepEqual(lines.map((l) => [l.listener, l.result]).sort(), [['boom', 'error'], ['slow', 'error']], 'the access log has both');
+  t.is(m.value('switchyard_tcp_connections_total', { listener: 'slow' }), 1, 'slow: the connection the access log shows is counted');
+  t.is(m.value('switchyard_tcp_connections_total', { listener: 'boom' }), 1, 'boom: the connection the access log shows is counted');
+});
+
+// ---------------------------------------------------------------- latency histogram
+
+test('a WebSocket tunnel\'s lifetime does not enter request_duration_seconds (p99 latency by role)', async (t) => {
+  const server = (await startUpstream(t, 'ok')).server;
+  const wss = new WebSocketServer({ server });
+  wss.on('connection', (ws) => ws.on('message', (m) => ws.send(m)));
+  t.teardown(() => wss.close());
+  const { address, port } = server.address() as AddressInfo;
+  const sc = await startSidecar(t, oneRole(`${address}:${port}`, { target: 'ws' }, { role: 'ws' }));
+  const ws = new WebSocket(`${listenerUrl(sc, 'web').replace('http', 'ws')}/chat`);
+  t.teardown(() => ws.terminate());
+  await new Promise((r, j) => { ws.once('open', r); ws.once('error', j); });
+  await new Promise((r) => setTimeout(r, 1_200)); // a short-lived tunnel; real ones last minutes
+  ws.close();
+  await untilMetric(sc, 'switchyard_requests_total', { code: '101' }, 1, 5_000, '101 counted');
+  const m = await scrape(sc);
+  const total = m.value('switchyard_request_duration_seconds_count', { role: 'ws' });
+  const fast = m.value('switchyard_request_duration_seconds_bucket', { role: 'ws', le: '1' });
+  t.is(fast, total, `${total - fast} observation(s) over 1 s from a request whose handshake took milliseconds`);
+});

@@ -1,9 +1,7 @@
 import test, { type ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Sidecar } from '../src/sidecar.js';
-import { adminUrl, get, listenerUrl, startSidecar, startUpstream, tempFiles, twoRoleConfig, until } from './helpers.js';
+import { get, listenerUrl, startSidecar, startUpstream, tempFiles, twoRoles, until, untilMetric } from './helpers.js';
 import { metricsAfterTraffic, PIN, runTool } from './prometheus_support.js';
 import { toolPath } from './setup/requirements.js';
 
@@ -16,7 +14,7 @@ import { toolPath } from './setup/requirements.js';
 /** Starts Prometheus scraping `target` (host:port) every second; resolves with its base URL once ready. */
 async function startPrometheus(t: ExecutionContext, target: string): Promise<string> {
   const bin = toolPath('prometheus');
-  const { dir, paths } = await tempFiles({
+  const { dir, paths } = await tempFiles(t, {
     'prometheus.yml': `
 global: { scrape_interval: 1s, evaluation_interval: 1s }
 scrape_configs:
@@ -38,7 +36,6 @@ scrape_configs:
       await exited;
       clearTimeout(timer);
     }
-    await rm(dir, { recursive: true, force: true });
   });
   const port = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`prometheus did not start listening within 20 s:\n${log}`)), 20_000);
@@ -66,17 +63,10 @@ async function query(prometheus: string, promql: string): Promise<Sample[]> {
   return body.data.result;
 }
 
-/** The sidecar's own count of requests, from its /metrics. */
-async function ownCount(sc: Sidecar): Promise<number> {
-  const text = (await get(`${adminUrl(sc)}/metrics`)).body;
-  return text.split('\n').filter((l) => l.startsWith('switchyard_requests_total{'))
-    .reduce((sum, l) => sum + Number(l.split(' ').at(-1)), 0);
-}
-
 test('a real Prometheus scrapes the sidecar: sum by (role) of requests_total is exactly the traffic sent', async (t) => {
   const a = await startUpstream(t, 'a');
   const b = await startUpstream(t, 'b');
-  const sc = await startSidecar(t, twoRoleConfig(a, b, PIN));
+  const sc = await startSidecar(t, twoRoles(a, b, { filters: [PIN] }));
   const admin = sc.adminAddress!;
   const prometheus = await startPrometheus(t, `${admin.host}:${admin.port}`);
 
@@ -88,7 +78,7 @@ test('a real Prometheus scrapes the sidecar: sum by (role) of requests_total is 
     }
   }
   // the sidecar counts a request as its response ends; wait for that, then for a scrape that began after it
-  await until(async () => (await ownCount(sc)) === sent.a + sent.b, 5000, 'the sidecar to count every request');
+  await untilMetric(sc, 'switchyard_requests_total', {}, sent.a + sent.b, 5000, 'the sidecar to count every request');
   const counted = Date.now() / 1000;
   await until(async () => {
     const [up] = await query(prometheus, 'timestamp(up{job="switchyard"})');

@@ -1,6 +1,6 @@
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoleConfig, until } from './helpers.js';
+import { get, listenerUrl, scrape, startSidecar, startUpstream, twoRoles, until, type FilterSpec } from './helpers.js';
 
 export interface ToolRun { code: number | null; stdout: string; stderr: string }
 
@@ -19,12 +19,11 @@ export function runTool(path: string, args: string[], opts: { input?: string; cw
   });
 }
 
-/** header_route filters: `x-pin: a` → role a, `x-pin: b` → role b. */
-export const PIN = `
-- type: header_route
-  rules:
-    - { header: x-pin, equals: "a", role: a }
-    - { header: x-pin, equals: "b", role: b }`;
+/** A header_route filter: `x-pin: a` → role a, `x-pin: b` → role b. */
+export const PIN: FilterSpec = {
+  type: 'header_route',
+  rules: [{ header: 'x-pin', equals: 'a', role: 'a' }, { header: 'x-pin', equals: 'b', role: 'b' }],
+};
 
 /**
  * A running sidecar's /metrics once traffic has created its per-request series:
@@ -35,15 +34,14 @@ export async function metricsAfterTraffic(t: ExecutionContext): Promise<string> 
   const a = await startUpstream(t, 'a');
   const busy = await startUpstream(t, 'busy', (req, res) => { req.resume(); res.writeHead(503, { 'content-length': '0' }); res.end(); });
   // port 1 on loopback: nothing listens there, so the connection is refused
-  const yaml = twoRoleConfig({ address: `${busy.address}", "${a.address}` }, { address: '127.0.0.1:1' }, PIN)
-    .replace(/^( +)target: svc\.http$/m, '$1target: svc.http\n$1retries: { attempts: 1 }');
-  const sc = await startSidecar(t, yaml);
+  const sc = await startSidecar(t, twoRoles([busy, a], '127.0.0.1:1', { retries: { attempts: 1 }, filters: [PIN] }));
   for (let i = 0; i < 2; i++) t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'a' })).status, 200);
   t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'b' })).status, 502);
   let text = '';
   await until(async () => {
-    text = (await get(`${adminUrl(sc)}/metrics`)).body;
-    return text.includes('switchyard_upstream_errors_total{') && text.includes('switchyard_retries_total{');
+    const m = await scrape(sc);
+    text = m.text;
+    return m.series('switchyard_upstream_errors_total').length > 0 && m.series('switchyard_retries_total').length > 0;
   }, 5000, 'the upstream error in /metrics');
   return text;
 }
