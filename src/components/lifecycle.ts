@@ -176,7 +176,7 @@ export async function revertUpdates(plan: ComponentPlan): Promise<void> {
 async function bringUp(name: string, cfg: ComponentConfig, registry: Registry, defaultTimeoutMs: number, plan: ComponentPlan,
   predecessor?: ComponentSlot): Promise<ComponentSlot> {
   const d = registry.component(cfg.type);
-  if (!d) throw new Error(`component ${name}: unknown type ${cfg.type}`);
+  if (!d) throw new SwitchyardError('SY_ERR_COMPONENT_INIT', `component ${name}: unknown type ${cfg.type}`);
   const slot = new ComponentSlot(name, cfg, d.create());
   plan.created.push(slot);
   const budgetMs = cfg.readyTimeoutMs ?? defaultTimeoutMs;
@@ -189,7 +189,7 @@ async function bringUp(name: string, cfg: ComponentConfig, registry: Registry, d
   }
   if (slot.instance.ready) {
     const ok = await step(Promise.resolve().then(() => slot.instance.ready!()), 'ready');
-    if (!ok) throw new Error(`component ${name}: ready: the component reported not ready`);
+    if (!ok) throw new SwitchyardError('SY_ERR_COMPONENT_INIT', `component ${name}: ready: the component reported not ready`);
   }
   return slot;
 }
@@ -199,15 +199,15 @@ export async function discard(plan: ComponentPlan): Promise<void> {
   await Promise.all(plan.created.splice(0).map((s) => s.close().catch(() => {})));
 }
 
-/** `p`, or a rejection after `ms` saying that `what` ran out of the `budgetMs` it had with the steps before it. */
+/** `p`, or a rejection after `ms` saying that `what` ran out of the `budgetMs` it had with the steps before it (a new instance's bring-up). */
 function withTimeout<T>(p: Promise<T>, ms: number, what: string, budgetMs: number): Promise<T> {
   let timer: NodeJS.Timeout;
   return Promise.race([
     Promise.resolve(p).catch((err: unknown) => {
-      throw new Error(`${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+      throw new SwitchyardError('SY_ERR_COMPONENT_INIT', `${what}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
     }),
     new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: timed out after ${budgetMs} ms (readyTimeout)`)), ms);
+      timer = setTimeout(() => reject(new SwitchyardError('SY_ERR_COMPONENT_INIT', `${what}: timed out after ${budgetMs} ms (readyTimeout)`)), ms);
     }),
   ]).finally(() => clearTimeout(timer));
 }

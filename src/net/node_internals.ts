@@ -1,5 +1,6 @@
 import type { Server } from 'node:http';
 import { Socket } from 'node:net';
+import { SwitchyardError } from '../errors.js';
 
 /**
  * The Node internals switchyard relies on, in one place. Each is checked where it
@@ -26,7 +27,7 @@ type ConnectionListener = (this: Server, socket: Socket) => void;
 export function takeHttpConnectionListener(server: Server): ConnectionListener {
   const own = server.listeners('connection');
   if (own.length !== 1 || typeof own[0] !== 'function') {
-    throw new Error(`node_internals: an http.Server has ${own.length} 'connection' listeners, not the one switchyard takes over (Node ${process.version})`);
+    throw new SwitchyardError('SY_ERR_BIND', `node_internals: an http.Server has ${own.length} 'connection' listeners, not the one switchyard takes over (Node ${process.version})`);
   }
   server.removeAllListeners('connection');
   return own[0] as ConnectionListener;
