@@ -164,6 +164,16 @@ export class RoleMetrics {
   retried(reason: string): void {
     this.#metrics.retries.inc({ listener: this.#labels.listener, role: this.#labels.role, reason });
   }
+
+  /** A retry the listener's budget refused. */
+  budgetExhausted(): void {
+    this.#metrics.retryBudgetExhausted.inc({ listener: this.#labels.listener });
+  }
+
+  /** A request cut because its body came slower than the listener's minUploadRate. */
+  slowUpload(): void {
+    this.#metrics.slowUploads.inc({ listener: this.#labels.listener });
+  }
 }
 
 /**

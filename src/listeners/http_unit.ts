@@ -106,8 +106,8 @@ export class HttpUnit extends Unit implements HttpExchange {
   #uploadTooSlow(): void {
     const res = this.res;
     if (res.writableFinished || res.destroyed) return;
+    // Counted in switchyard_slow_uploads_total from the request's outcome (its error code).
     this.#error = 'SY_ERR_UPLOAD_TOO_SLOW';
-    this.plan.counters.slowUploads.inc();
     this.#forward?.cut();
     if (res.headersSent) {
       // The role's answer had started: it counts with the status it was sent, as a drain-cut one does.

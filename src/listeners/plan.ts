@@ -37,8 +37,6 @@ export interface ListenerCounters {
   /** Connections refused at a limit: this listener's own (maxConnections), and the global one (limits.maxConnections). */
   readonly refusedListener: Counter.Internal;
   readonly refusedGlobal: Counter.Internal;
-  /** http: requests cut because their body came slower than minUploadRate. */
-  readonly slowUploads: Counter.Internal;
 }
 
 /**

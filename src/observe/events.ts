@@ -77,9 +77,9 @@ export interface ConnectionEvent {
   readonly sinks: EventSinks;
 }
 
-/** A try of an upstream exchange failed (`failed`, with its reason), or a retry of one starts (`retried`). */
+/** A try of an upstream exchange failed (`failed`, with its reason), a retry of one starts (`retried`), or the retry budget refused one (`budget-exhausted`). */
 export interface UpstreamTryEvent {
-  readonly kind: 'failed' | 'retried';
+  readonly kind: 'failed' | 'retried' | 'budget-exhausted';
   readonly listener: string;
   /** The role of the try that failed. */
   readonly role: string;

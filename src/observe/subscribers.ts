@@ -15,6 +15,7 @@ import { logHttp, logReload, logTcp } from './access_record.js';
 function onRequest(message: unknown): void {
   const e = message as RequestEvent;
   e.sinks.metrics.count(e.status, e.answerMs / 1000);
+  if (e.error === 'SY_ERR_UPLOAD_TOO_SLOW') e.sinks.metrics.slowUpload();
   if (e.sinks.log !== null) logHttp(e.sinks.log, e);
 }
 
@@ -27,7 +28,8 @@ function onConnection(message: unknown): void {
 function onUpstreamTry(message: unknown): void {
   const e = message as UpstreamTryEvent;
   if (e.kind === 'failed') e.sinks.metrics.upstreamError(e.reason);
-  else e.sinks.metrics.retried(e.reason);
+  else if (e.kind === 'retried') e.sinks.metrics.retried(e.reason);
+  else e.sinks.metrics.budgetExhausted();
 }
 
 function onReload(message: unknown): void {

@@ -180,7 +180,7 @@ function buildListenerPlan(input: ListenerInput): ListenerPlan {
     name, config: listener, generation: input.generation, address: input.address, roles, routes, filters,
     fallbackWeights: weightsByRole(listenerSplit(listener.filters, ctx.registry), roleNames),
     responseHeaderEdits: responseHeaderEdits(listener, ctx.registry),
-    retryBudget: listener.retries ? new RetryBudget(listener.retries, ctx.metrics.retryBudgetExhausted.labels(name)) : null,
+    retryBudget: listener.retries ? new RetryBudget(listener.retries) : null,
     metrics: [...roleNames, ''].map((role) => new RoleMetrics(ctx.metrics, name, listener.vset, role)),
     counters: {
       connections: ctx.metrics.connectionsActive.labels(name),
@@ -274,7 +274,7 @@ function limitCounters(metrics: Metrics, listener: string, protocol: ListenerCon
   const slowUploads = metrics.slowUploads.labels(listener);
   for (const counter of [refusedListener, refusedGlobal]) counter.inc(0);
   if (protocol === 'http') slowUploads.inc(0); // a tcp listener has no request bodies
-  return { refusedListener, refusedGlobal, slowUploads };
+  return { refusedListener, refusedGlobal };
 }
 
 /** The hosts the previous generation's listeners were given automatically (no host in their address), by listener name. */

@@ -7,7 +7,7 @@ import { hasBody, requestPath, responseHeaders, upstreamHeaders } from '../http/
 import { sendText, type EditsFor } from '../http/local_reply.js';
 import { EndpointPicker } from './picker.js';
 import { isIdempotent, retriable } from './retry.js';
-import { answeredFailure, fallenBackFrom, outcomeOf, retried, tryFailed, type OutcomeSink, type RoleChoice, type UpstreamRoute } from './route.js';
+import { answeredFailure, budgetExhausted, fallenBackFrom, outcomeOf, retried, tryFailed, type OutcomeSink, type RoleChoice, type UpstreamRoute } from './route.js';
 import { TryTimers, type TimerTarget } from './try_timers.js';
 
 /** What the forwarder reads of the request it forwards (the http Exchange has it). */
@@ -214,8 +214,11 @@ export class HttpForward implements Dispatcher.DispatchHandler, TimerTarget {
     if (!this.#budgetTaken && this.#picker.nextStaysOnRole) {
       const budget = this.#route.budget;
       if (budget === null || budget.take()) this.#budgetTaken = true;
-      else if (this.#picker.canLeaveRole) this.#leaveRole = true;
-      else return false;
+      else {
+        budgetExhausted(this.#route, this.#picker.role);
+        if (this.#picker.canLeaveRole) this.#leaveRole = true;
+        else return false;
+      }
     }
     return true;
   }

@@ -1,4 +1,3 @@
-import type { Counter } from 'prom-client';
 import type { RetryConfig, RetryOn } from '../config/types.js';
 
 /** Methods whose repetition does no harm (RFC 9110 §9.2.2); only these are retried after bytes were sent. */
@@ -25,14 +24,12 @@ export function retriable(on: readonly RetryOn[], reason: 'reset' | 'timeout' | 
 export class RetryBudget {
   readonly #percent: number;
   readonly #min: number;
-  readonly #exhausted: Counter.Internal;
   #requests = 0;
   #retrying = 0;
 
-  constructor(config: RetryConfig, exhausted: Counter.Internal) {
+  constructor(config: RetryConfig) {
     this.#percent = config.budgetPercent;
     this.#min = config.minRetryConcurrency;
-    this.#exhausted = exhausted;
   }
 
   requestStarted(): void {
@@ -48,10 +45,7 @@ export class RetryBudget {
   /** Takes a share for a request that starts retrying; false when the budget is spent. */
   take(): boolean {
     const cap = Math.max(this.#min, Math.floor((this.#requests * this.#percent) / 100));
-    if (this.#retrying >= cap) {
-      this.#exhausted.inc();
-      return false;
-    }
+    if (this.#retrying >= cap) return false;
     this.#retrying++;
     return true;
   }

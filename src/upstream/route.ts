@@ -92,6 +92,11 @@ export function retried(route: UpstreamRoute, role: number, reason: string): voi
   publishTry(route, role, 'retried', reason);
 }
 
+/** The listener's retry budget refused a retry of a try of `role` (switchyard_retry_budget_exhausted_total). */
+export function budgetExhausted(route: UpstreamRoute, role: number): void {
+  publishTry(route, role, 'budget-exhausted', '');
+}
+
 function publishTry(route: UpstreamRoute, role: number, kind: UpstreamTryEvent['kind'], reason: string): void {
   const ch = channels.upstream;
   if (!ch.hasSubscribers) return;
