@@ -1,18 +1,12 @@
 import test from 'ava';
-import { get, listenerUrl, startSidecar, startUpstream, uniqueHost } from '../helpers.js';
+import { get, listenerUrl, oneRole, startSidecar, startUpstream } from '../helpers.js';
 
 test('ratelimit key "header:client" keys by a header named client, not by the client\'s address', async (t) => {
   const up = await startUpstream(t, 'a');
-  const sc = await startSidecar(t, `
-roles: { a: { channels: { http: { endpoints: ["${up.address}"] } } } }
-components:
-  limit: { type: ratelimit, metadata: { requestsPerSecond: "0.001", burst: "1", key: "header:client" } }
-listeners:
-  web:
-    address: "${uniqueHost()}:0"
-    target: a
-    filters: [ { type: ratelimit, component: limit } ]
-`);
+  const sc = await startSidecar(t, {
+    ...oneRole(up, { filters: [{ type: 'ratelimit', component: 'limit' }] }),
+    components: { limit: { type: 'ratelimit', metadata: { requestsPerSecond: '0.001', burst: '1', key: 'header:client' } } },
+  });
   const url = listenerUrl(sc, 'web');
   t.is((await get(url, { client: 'x' })).status, 200);
   t.is((await get(url, { client: 'y' })).status, 200, 'another header value, another bucket (same address)');

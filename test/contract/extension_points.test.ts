@@ -1,9 +1,8 @@
 import test from 'ava';
-import { dump } from 'js-yaml';
 import { request } from 'undici';
 import { builtinRegistry } from '../../src/builtins.js';
 import { Registry } from '../../src/registry.js';
-import { adminUrl, get, listenerUrl, startSidecar, startUpstream, uniqueHost, ROOT } from '../helpers.js';
+import { adminUrl, get, listenerUrl, startSidecar, startUpstream, twoRoles, yaml, ROOT, type ConfigSpec, type FilterSpec } from '../helpers.js';
 
 /*
  * One contract suite per extension point (hono runs one suite over every router):
@@ -39,24 +38,17 @@ async function registry(): Promise<Registry> {
   return r;
 }
 
-/** A config with roles a and b on `upstream`, both components, and listener `web` running `filters`. */
-function configOf(upstream: string, filters: Record<string, unknown>[], components: Record<string, Record<string, string>> = {}): string {
+/** Roles a and b on `upstream`, both sample components, and listener `web` running `filters`. */
+function configOf(upstream: string, filters: FilterSpec[], components: Record<string, Record<string, string>> = {}): ConfigSpec {
   const comps = Object.fromEntries(Object.entries(COMPONENTS).map(([type, c]) => [c.name, { type, metadata: components[c.name] ?? c.metadata }]));
-  return dump({
-    plugins: [PLUGIN],
-    roles: { a: { channels: { http: { endpoints: [upstream] } } }, b: { channels: { http: { endpoints: [upstream] } } } },
-    vsets: { svc: { channels: ['http'], roles: { a: {}, b: {} } } },
-    components: comps,
-    listeners: { web: { address: `${uniqueHost()}:0`, target: 'svc.http', filters } },
-  });
+  return { plugins: [PLUGIN], components: comps, ...twoRoles(upstream, upstream, { filters }) };
 }
 
-async function admin(base: string, method: string, path: string, body: string): Promise<{ status: number; json: Record<string, unknown> }> {
-  // A config keeps the running admin address (startSidecar's); a component body is JSON.
-  const yaml = path.startsWith('/config');
+async function admin(base: string, method: string, path: string, body: ConfigSpec | string): Promise<{ status: number; json: Record<string, unknown> }> {
+  // A config (as YAML) keeps the running admin address (startSidecar's); a component body is JSON text.
+  const text = typeof body === 'string' ? body : yaml({ admin: { address: '127.0.0.1:0' }, ...body });
   const res = await request(`${base}${path}`, {
-    method: method as 'PUT', body: yaml ? `admin: { address: "127.0.0.1:0" }\n${body}` : body,
-    headers: { 'content-type': yaml ? 'application/yaml' : 'application/json' },
+    method: method as 'PUT', body: text, headers: { 'content-type': typeof body === 'string' ? 'application/json' : 'application/yaml' },
   });
   return { status: res.statusCode, json: (await res.body.json()) as Record<string, unknown> };
 }

@@ -1,8 +1,8 @@
 import test, { type ExecutionContext } from 'ava';
 import diagnostics from 'node:diagnostics_channel';
-import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
+import { connect, type AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { deadAddress, get, listenerUrl, putConfig, startSidecar, startUpstream, uniqueHost, until } from '../helpers.js';
+import { configOf, deadAddress, get, listenerUrl, oneRole, putConfig, role, startEcho, startSidecar, startUpstream, until, type ConfigSpec } from '../helpers.js';
 
 /* The data path publishes each unit's outcome once on node:diagnostics_channel (README, "Observing"). */
 
@@ -27,10 +27,7 @@ const name = (what: string): string => `${what}-${process.pid}-${n++}`;
 test('a request served by a role is published once on switchyard:request, with its role, endpoint, status and timing', async (t) => {
   const up = await startUpstream(t, 'a');
   const web = name('web');
-  const sc = await startSidecar(t, `
-roles: { a: { channels: { http: { endpoints: ["${up.address}"] } } } }
-listeners: { ${web}: { address: "${uniqueHost()}:0", target: a } }
-`);
+  const sc = await startSidecar(t, oneRole(up, {}, { role: 'a', listener: web }));
   const events = collect(t, 'switchyard:request', [web]);
   for (let i = 0; i < 3; i++) t.is((await get(`${listenerUrl(sc, web)}/p${i}?q=1`)).status, 200);
   await until(() => events.length >= 3, 5_000, 'three events');
@@ -48,19 +45,13 @@ test('a filter\'s answer and a failed upstream are published with no role, or wi
   const dead = await deadAddress();
   const limited = name('limited');
   const broken = name('broken');
-  const sc = await startSidecar(t, `
-roles:
-  ok: { channels: { http: { endpoints: ["${dead}"] } } }
-  gone: { channels: { http: { endpoints: ["${dead}"] } } }
-components:
-  limit: { type: ratelimit, metadata: { requestsPerSecond: "0.001", burst: "1" } }
-listeners:
-  ${limited}:
-    address: "${uniqueHost()}:0"
-    target: ok
-    filters: [ { type: fault, abort: { status: 429, percent: 100 } } ]
-  ${broken}: { address: "${uniqueHost()}:0", target: gone }
-`);
+  const sc = await startSidecar(t, configOf({
+    roles: { ok: role(dead), gone: role(dead) },
+    listeners: {
+      [limited]: { target: 'ok.http', filters: [{ type: 'fault', abort: { status: 429, percent: 100 } }] },
+      [broken]: { target: 'gone.http' },
+    },
+  }));
   const requests = collect(t, 'switchyard:request', [limited, broken]);
   const tries = collect(t, 'switchyard:upstream', [broken]);
   t.is((await get(listenerUrl(sc, limited))).status, 429);
@@ -78,14 +69,7 @@ test('a retry is published on switchyard:upstream as the failed try and the retr
     res.writeHead(hits++ === 0 ? 503 : 200).end('x');
   });
   const web = name('retry');
-  const sc = await startSidecar(t, `
-roles: { a: { channels: { http: { endpoints: ["${up.address}"] } } } }
-listeners:
-  ${web}:
-    address: "${uniqueHost()}:0"
-    target: a
-    retries: { attempts: 1, on: [503], backoff: { base: 1ms, max: 1ms } }
-`);
+  const sc = await startSidecar(t, oneRole(up, { retries: { attempts: 1, on: [503], backoff: { base: '1ms', max: '1ms' } } }, { role: 'a', listener: web }));
   const order: string[] = [];
   const onTry = (m: unknown): void => { const e = m as Event; if (e.listener === web) order.push(`${e.kind}:${e.reason}`); };
   const onRequest = (m: unknown): void => { const e = m as Event; if (e.listener === web) order.push(`request:${e.status}`); };
@@ -99,15 +83,9 @@ listeners:
 });
 
 test('a TCP connection is published once on switchyard:connection when it closes, with its bytes', async (t) => {
-  const echo = createNetServer((s) => s.pipe(s));
-  await new Promise<void>((r) => echo.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => echo.close(() => r())));
-  const echoAt = `127.0.0.1:${(echo.address() as AddressInfo).port}`;
+  const echoAt = (await startEcho(t)).address;
   const raw = name('raw');
-  const sc = await startSidecar(t, `
-roles: { echo: { channels: { tcp: { endpoints: ["${echoAt}"] } } } }
-listeners: { ${raw}: { address: "${uniqueHost()}:0", target: echo, protocol: tcp } }
-`);
+  const sc = await startSidecar(t, oneRole(echoAt, { protocol: 'tcp' }, { role: 'echo', channel: 'tcp', listener: raw }));
   const events = collect(t, 'switchyard:connection', [raw]);
   const a = sc.addresses().get(raw)!;
   const c = connect(a.port, a.host);
@@ -125,10 +103,7 @@ test('a WebSocket tunnel is published once when it closes, as an upgrade with st
   t.teardown(() => new Promise<void>((r) => wss.close(() => r())));
   wss.on('connection', (s) => s.on('message', (m) => s.send(m)));
   const ws = name('ws');
-  const sc = await startSidecar(t, `
-roles: { a: { channels: { http: { endpoints: ["127.0.0.1:${(wss.address() as AddressInfo).port}"] } } } }
-listeners: { ${ws}: { address: "${uniqueHost()}:0", target: a } }
-`);
+  const sc = await startSidecar(t, oneRole(`127.0.0.1:${(wss.address() as AddressInfo).port}`, {}, { role: 'a', listener: ws }));
   const events = collect(t, 'switchyard:request', [ws]);
   const client = new WebSocket(`${listenerUrl(sc, ws).replace('http', 'ws')}/chat`);
   await new Promise<void>((r, j) => { client.once('open', () => r()); client.once('error', j); });
@@ -144,16 +119,8 @@ listeners: { ${ws}: { address: "${uniqueHost()}:0", target: a } }
 test('config changes are published on switchyard:reload, and each component change on switchyard:component', async (t) => {
   const up = await startUpstream(t, 'a');
   const web = name('reload');
-  const config = (rps: string): string => `
-roles: { a: { channels: { http: { endpoints: ["${up.address}"] } } } }
-components:
-  limit: { type: ratelimit, metadata: { requestsPerSecond: "${rps}" } }
-listeners:
-  ${web}:
-    address: "${uniqueHost()}:0"
-    target: a
-    filters: [ { type: ratelimit, component: limit } ]
-`;
+  const base = oneRole(up, { filters: [{ type: 'ratelimit', component: 'limit' }] }, { role: 'a', listener: web });
+  const config = (rps: string): ConfigSpec => ({ ...base, components: { limit: { type: 'ratelimit', metadata: { requestsPerSecond: rps } } } });
   const reloads: Event[] = [];
   const components: Event[] = [];
   const sc = await startSidecar(t, config('100'));
