@@ -1,7 +1,8 @@
 /**
  * Stable error codes, in one place (undici's UND_ERR_*, Fastify's FST_ERR_*).
- * Config codes name what a validator found; runtime codes double as the `reason`
- * label of `switchyard_upstream_errors_total`. Every code is documented in the README
+ * Config codes name what a validator found; runtime codes what ended a request or
+ * connection (UPSTREAM_FAILURES maps each upstream failure to its code, its `reason`
+ * label in `switchyard_upstream_errors_total` and its status). Every code is documented in the README
  * (a test checks it).
  */
 export const ConfigCodes = {
@@ -80,16 +81,15 @@ const REFUSED_CODES = new Set([
   'ERR_HTTP_HEADERS_SENT', 'ERR_UNESCAPED_CHARACTERS', 'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE',
 ]);
 
-/** Timeouts that upstream errors from the peer's side say (undici's, and the kernel's). */
-const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
 
 /**
  * What a transport error from an upstream connection means, for HTTP, upgrades and
  * TCP alike. `sent`: the request (or the connection's first byte) reached a
  * connected socket. Before that, every failure is a connect failure (the next
  * endpoint may take the work), except switchyard's own: a request the library
- * refused (`refused`) or no descriptor left (`descriptors`). After it, a timeout,
- * a malformed answer (`protocol`) or a reset.
+ * refused (`refused`) or no descriptor left (`descriptors`). After it, one of our
+ * own time limits (`timeout`: an UpstreamTimeout; undici's are off), a malformed
+ * answer (`protocol`), or a reset (the kernel's ETIMEDOUT of a dead peer included).
  */
 export function classifyTransportError(err: unknown, how: { sent: boolean }): UpstreamFailure {
   const code = (err as { code?: unknown } | null)?.code;
@@ -98,10 +98,7 @@ export function classifyTransportError(err: unknown, how: { sent: boolean }): Up
   if (code === 'EMFILE' || code === 'ENFILE') return 'descriptors';
   if (err instanceof UpstreamTimeout) return err.phase === 'connect' ? 'connect' : 'timeout';
   if (!how.sent) return 'connect';
-  if (typeof code === 'string') {
-    if (TIMEOUT_CODES.has(code)) return 'timeout';
-    if (code.startsWith('HPE_') || code === 'UND_ERR_INFO') return 'protocol';
-  }
+  if (typeof code === 'string' && (code.startsWith('HPE_') || code === 'UND_ERR_INFO')) return 'protocol';
   if ((err as Error | null)?.name === 'HTTPParserError') return 'protocol';
   return 'reset';
 }

@@ -13,6 +13,8 @@ const DROP_REQUEST = new Set([
   'expect',
   'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
 ]);
+/** The longest name DROP_REQUEST holds: a longer one cannot be in it, so it need not be lower-cased to look. */
+const LONGEST_DROPPED = Math.max(...[...DROP_REQUEST].map((name) => name.length));
 const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
   // Ours to set: an upstream's would say a fallback happened where none did.
   'x-switchyard-fallback']);
@@ -32,8 +34,8 @@ export function upstreamHeaders(req: IncomingMessage, remoteAddress: string): st
   const listed = conn && conn !== 'keep-alive' && conn !== 'close' ? connectionTokens(conn) : null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    // Most names are short and not hop-by-hop: lower-case only what could be one.
-    const lower = name.length <= 17 || listed !== null ? name.toLowerCase() : name;
+    // Only a name that could be dropped needs lower-casing to look it up (listed: any may be).
+    const lower = name.length <= LONGEST_DROPPED || listed !== null ? name.toLowerCase() : name;
     if (DROP_REQUEST.has(lower) || (listed !== null && listed.includes(lower))) continue;
     out.push(name, raw[i + 1]!);
   }

@@ -5,10 +5,11 @@ import type { ListenerPlan, ServingSocket } from './plan.js';
 import { publishRequest } from './record.js';
 
 /**
- * The edge of an http listener: what is answered before (or instead of) a unit of
- * work: requests switchyard will not forward as they came, CONNECT, and requests
- * Node's parser refused. These answers run no filter and reach no role; they are
- * counted and logged like any request answered without one.
+ * The edge of an http listener: the check of what switchyard will not forward as
+ * it came (badRequest, which the units answer), and the answers made where there is
+ * no unit of work: CONNECT, requests Node's parser refused, a removed listener's
+ * late request. These run no filter and reach no role; they are counted and logged
+ * like any request answered without one.
  */
 
 /**
@@ -44,7 +45,7 @@ export function badRequest(req: IncomingMessage): string | null {
 
 /** Counts (and logs) an answer of the proxy's own that no role and no filter gave. */
 export function answerAtEdge(plan: ListenerPlan, status: number, req: Pick<IncomingMessage, 'method' | 'url'> | null, socket: Socket): void {
-  publishRequest(plan, { role: -1, req, socket, status, durationMs: 0, answerMs: 0, endpoint: '', error: '', upgrade: false });
+  publishRequest(plan, { role: -1, req, socket, client: socket.remoteAddress ?? '', status, durationMs: 0, answerMs: 0, endpoint: '', error: '', upgrade: false });
 }
 
 /** The listener's response edits as raw header lines, for an answer no role was chosen for ('' on a tcp plan). */

@@ -25,6 +25,8 @@ export class HttpUnit extends Unit implements HttpExchange {
   readonly upgrade = false;
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
+  /** The client's address, read once (a socket forgets it once closed). */
+  readonly remoteAddress: string;
   requestHeaderEdits: readonly HeaderEdit[] | null = null;
   /** The listener's (every `headers` filter's), so they reach every answer, whatever the filter order. */
   responseHeaderEdits: readonly HeaderEdit[] | null;
@@ -45,14 +47,12 @@ export class HttpUnit extends Unit implements HttpExchange {
     this.req = req;
     this.res = res;
     this.#socket = req.socket;
+    this.remoteAddress = req.socket.remoteAddress ?? '';
     this.responseHeaderEdits = plan.responseHeaderEdits;
     (res as TrackedResponse)[kUnit] = this;
     res.on('close', onResponseClose);
   }
 
-  get remoteAddress(): string {
-    return this.#socket.remoteAddress ?? '';
-  }
 
   protected get answered(): boolean {
     return this.res.headersSent || this.res.destroyed;
@@ -84,7 +84,7 @@ export class HttpUnit extends Unit implements HttpExchange {
    * log SY_ERR_DRAIN_TIMEOUT.
    */
   destroy(): void {
-    this.#error = 'SY_ERR_DRAIN_TIMEOUT';
+    this.#error ||= 'SY_ERR_DRAIN_TIMEOUT';
     if (!this.res.headersSent) this.#cutUnanswered = true;
     this.res.destroy();
   }
@@ -157,8 +157,8 @@ export class HttpUnit extends Unit implements HttpExchange {
     const ms = performance.now() - this.start;
     const outcome = this.outcome;
     publishRequest(this.plan, {
-      role: served, req: this.req, socket: this.#socket, status, durationMs: ms, answerMs: ms,
-      endpoint: served < 0 ? '' : outcome?.endpoint ?? '', error: outcome?.code || this.#error, upgrade: false,
+      role: served, req: this.req, socket: this.#socket, client: this.remoteAddress, status, durationMs: ms, answerMs: ms,
+      endpoint: outcome?.endpoint ?? '', error: outcome?.code || this.#error, upgrade: false,
     });
   }
 }

@@ -5,6 +5,7 @@ import type { Filter, HeaderEdit, RoleView } from '../filters/api.js';
 import type { HeaderVariables } from '../http/header_edits.js';
 import type { RoleMetrics, TcpTally } from '../metrics.js';
 import type { AccessLogSink } from '../observe/access_log.js';
+import type { EventSinks } from '../observe/events.js';
 import type { EndpointSet } from '../upstream/endpoints.js';
 import type { RetryBudget } from '../upstream/retry.js';
 import type { UpstreamRoute } from '../upstream/route.js';
@@ -42,7 +43,7 @@ export interface ListenerCounters {
 /**
  * Everything one listener needs per request, resolved when its generation is
  * built (Fastify's route context): roles by index, the upstream route, metric
- * children, the filter functions. Frozen with its generation.
+ * children, the filter functions. Read-only once built.
  */
 export class ListenerPlan {
   readonly name: string;
@@ -59,6 +60,8 @@ export class ListenerPlan {
   readonly metrics: readonly RoleMetrics[];
   /** Where work no role took counts (a filter answered, switchyard refused it). */
   readonly unrouted: RoleMetrics;
+  /** Per role index, plus one for no role: where its outcomes are counted and logged (observe/events.ts). */
+  readonly sinks: readonly EventSinks[];
   /** http: the filters' response edits, for every answer on the listener (null: none). */
   readonly responseHeaderEdits: readonly HeaderEdit[] | null;
   readonly counters: ListenerCounters;
@@ -78,6 +81,8 @@ export class ListenerPlan {
     this.filters = init.filters;
     this.metrics = init.metrics;
     this.unrouted = init.metrics[init.roles.length]!;
+    const log = init.generation.accessLog;
+    this.sinks = init.metrics.map((metrics) => Object.freeze({ metrics, log }));
     this.responseHeaderEdits = init.responseHeaderEdits ?? null;
     this.counters = init.counters;
     const roleNames = init.roles.map((r) => r.name);

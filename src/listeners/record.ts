@@ -19,6 +19,8 @@ export interface HttpRecord {
   /** null when Node's parser refused the request before there was one. */
   req: { readonly method?: string | undefined; readonly url?: string | undefined } | null;
   socket: Socket;
+  /** The client's address (read when the work began: a closed socket has forgotten it). */
+  client: string;
   status: number;
   durationMs: number;
   answerMs: number;
@@ -61,9 +63,9 @@ export function publishRequest(plan: ListenerPlan, r: HttpRecord): void {
     answerMs: r.answerMs,
     generation: plan.generation.number,
     error: r.error,
-    client: socket.remoteAddress ?? '',
+    client: r.client,
     upgrade: r.upgrade,
-    sinks: { metrics: r.role < 0 ? plan.unrouted : plan.metrics[r.role]!, log: plan.generation.accessLog },
+    sinks: plan.sinks[r.role < 0 ? plan.roles.length : r.role]!,
   };
   ch.publish(event);
 }
@@ -71,7 +73,7 @@ export function publishRequest(plan: ListenerPlan, r: HttpRecord): void {
 /** What a TCP unit knows when it ends. */
 export interface TcpRecord {
   role: number;
-  socket: Socket;
+  client: string;
   result: ConnectionEvent['result'];
   durationMs: number;
   endpoint: string;
@@ -95,8 +97,8 @@ export function publishConnection(plan: ListenerPlan, r: TcpRecord): void {
     durationMs: r.durationMs,
     generation: plan.generation.number,
     error: r.error,
-    client: r.socket.remoteAddress ?? '',
-    sinks: { metrics: r.role < 0 ? plan.unrouted : plan.metrics[r.role]!, log: plan.generation.accessLog },
+    client: r.client,
+    sinks: plan.sinks[r.role < 0 ? plan.roles.length : r.role]!,
   };
   ch.publish(event);
 }

@@ -1,9 +1,8 @@
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { SwitchyardError } from '../errors.js';
 import { takeHttpConnectionListener } from '../net/node_internals.js';
 import type { HostPort } from '../config/types.js';
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { ListenerPlan, ServingSocket } from './plan.js';
 
 /**

@@ -15,6 +15,8 @@ import { Unit } from './unit.js';
 export class TcpUnit extends Unit implements TcpExchange {
   readonly protocol = 'tcp' as const;
   readonly socket: Socket;
+  /** The client's address, read once (a socket forgets it once closed). */
+  readonly remoteAddress: string;
   readonly #client: TcpClient;
   /** Bytes between client and upstream: counted once the connection is forwarded. */
   #tally: TcpTally | null = null;
@@ -25,6 +27,7 @@ export class TcpUnit extends Unit implements TcpExchange {
     super(plan);
     this.#client = client;
     const socket = (this.socket = client.socket);
+    this.remoteAddress = socket.remoteAddress ?? '';
     plan.connectionOpened(socket);
     socket.on('error', () => socket.destroy());
     socket.once('close', () => {
@@ -37,9 +40,6 @@ export class TcpUnit extends Unit implements TcpExchange {
     });
   }
 
-  get remoteAddress(): string {
-    return this.socket.remoteAddress ?? '';
-  }
 
   protected get answered(): boolean {
     return this.socket.destroyed;
@@ -49,7 +49,7 @@ export class TcpUnit extends Unit implements TcpExchange {
     return this.socket.destroyed;
   }
 
-  /** A filter's answer to a connection: it is refused (closed); status and body are for the log only. */
+  /** A filter's answer to a connection: it is refused (closed); a connection has no status or body to send. */
   reply(): void {
     this.#refused = true;
     this.socket.destroy();
@@ -77,14 +77,14 @@ export class TcpUnit extends Unit implements TcpExchange {
     if (!this.forwarded || outcome === null) {
       // Never reached an upstream: refused by a filter, a filter failed, or the client left first.
       publishConnection(this.plan, {
-        role: -1, socket, result: this.#refused ? 'refused' : 'error', durationMs, endpoint: '', error: '',
+        role: -1, client: this.remoteAddress, result: this.#refused ? 'refused' : 'error', durationMs, endpoint: '', error: '',
         bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten,
       });
       return;
     }
     // outcome.role is -1 for switchyard's own failure (no descriptor left): counted under no role.
     publishConnection(this.plan, {
-      role: outcome.role, socket, result: outcome.failure === null ? 'ok' : 'error', durationMs,
+      role: outcome.role, client: this.remoteAddress, result: outcome.failure === null ? 'ok' : 'error', durationMs,
       endpoint: outcome.endpoint, error: outcome.code, bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten,
     });
   }

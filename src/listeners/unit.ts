@@ -75,7 +75,7 @@ export abstract class Unit implements OutcomeSink {
       return;
     }
     if (verdict === true) this.#go();
-    else if (verdict !== false) verdict.then((go) => { if (go) this.#go(); }, (err: unknown) => this.#failFilter(err));
+    else if (verdict !== false) verdict.then((go) => { if (go) this.#go(); }).catch((err: unknown) => this.#failFilter(err));
   }
 
   /** OutcomeSink: the upstream side's one report of how its exchange ended. */
@@ -116,7 +116,12 @@ export abstract class Unit implements OutcomeSink {
       this.fallback = true;
     }
     this.forwarded = true;
-    this.forward();
+    try {
+      this.forward();
+    } catch (err) {
+      // What a filter left behind broke the forwarding (e.g. a malformed header edit): its failure, answered 500.
+      this.#failFilter(err);
+    }
   }
 
   // hot path

@@ -24,6 +24,8 @@ export class UpgradeUnit extends Unit implements HttpExchange {
   readonly res = null;
   readonly socket: Socket;
   readonly head: Buffer;
+  /** The client's address, read once (a socket forgets it once closed). */
+  readonly remoteAddress: string;
   requestHeaderEdits: readonly HeaderEdit[] | null = null;
   responseHeaderEdits: readonly HeaderEdit[] | null;
   /** When the client got its answer (the 101, a refusal, or ours): the request's duration ends there. */
@@ -38,14 +40,12 @@ export class UpgradeUnit extends Unit implements HttpExchange {
     this.req = req;
     this.socket = socket;
     this.head = head;
+    this.remoteAddress = socket.remoteAddress ?? '';
     this.responseHeaderEdits = plan.responseHeaderEdits;
     socket.once('close', () => this.closed());
     socket.on('error', () => socket.destroy());
   }
 
-  get remoteAddress(): string {
-    return this.socket.remoteAddress ?? '';
-  }
 
   protected get answered(): boolean {
     return this.#replied;
@@ -62,6 +62,8 @@ export class UpgradeUnit extends Unit implements HttpExchange {
     this.#status = status;
     const role = this.role >= 0 && this.role < this.plan.roles.length ? this.role : -1;
     this.socket.end(rawAnswer(status, body, headers, { list: this.responseHeaderEdits, vars: this.plan.variables(role) }));
+    // The answer is the connection's last word: close once it is written, whether or not the client sends its FIN.
+    this.socket.destroySoon?.();
   }
 
   /** Switchyard will not forward the upgrade as it came (badRequest). */
@@ -72,7 +74,7 @@ export class UpgradeUnit extends Unit implements HttpExchange {
 
   /** At drainTimeout the socket is cut; one not yet answered counts as 503 with role "" (as for requests). */
   destroy(): void {
-    this.#error = 'SY_ERR_DRAIN_TIMEOUT';
+    this.#error ||= 'SY_ERR_DRAIN_TIMEOUT';
     if (!this.#replied && this.#answeredAt === 0) {
       this.#status = 503;
       this.forwarded = false;
@@ -101,9 +103,9 @@ export class UpgradeUnit extends Unit implements HttpExchange {
     const served = this.servedRole;
     const outcome = this.outcome;
     publishRequest(this.plan, {
-      role: served, req: this.req, socket: this.socket, status: this.#status,
+      role: served, req: this.req, socket: this.socket, client: this.remoteAddress, status: this.#status,
       durationMs: now - this.start, answerMs: (this.#answeredAt || now) - this.start,
-      endpoint: served < 0 ? '' : outcome?.endpoint ?? '', error: outcome?.code || this.#error, upgrade: true,
+      endpoint: outcome?.endpoint ?? '', error: outcome?.code || this.#error, upgrade: true,
     });
   }
 }

@@ -4,10 +4,10 @@ import { SwitchyardError } from '../errors.js';
 
 /**
  * The Node internals switchyard relies on, in one place. Each is checked where it
- * is used: the HTTP server's own connection listener at startup (checkHttpServer:
- * without it nothing works, so a Node that changed it fails at once, with this
- * file's name), the socket handle when a connection is adopted (moveHandle: it
- * falls back to plain streams).
+ * is used: the HTTP server's own connection listener when a listening socket is
+ * made (takeHttpConnectionListener: without it nothing works, so a Node that
+ * changed it fails the first build, naming this file), the socket handle when a
+ * connection is adopted (moveHandle: it falls back to plain streams).
  */
 
 /** Node's `onread` option of net.Socket: reads land in a buffer of the caller's. */

@@ -44,9 +44,9 @@ export interface RoleChoice {
 
 /** How an upstream exchange ended, reported once by a forwarder. */
 export interface UpstreamOutcome {
-  /** The role that served the work, or failed it last; -1 when none is to blame (switchyard's own failure, or the client's). */
+  /** The role that served the work, or failed it last; -1 when switchyard's own failure is none's to blame. */
   readonly role: number;
-  /** `host:port` of the last endpoint tried ('' when none is to blame). */
+  /** `host:port` of the last endpoint tried. */
   readonly endpoint: string;
   /** Why it failed, or null. */
   readonly failure: UpstreamFailure | null;
@@ -63,7 +63,7 @@ export function outcomeOf(picker: EndpointPicker, failure: UpstreamFailure | nul
   const own = failure !== null && !UPSTREAM_FAILURES[failure].upstream;
   return {
     role: own ? -1 : picker.role,
-    endpoint: own ? '' : picker.endpoint.address,
+    endpoint: picker.endpoint.address,
     failure,
     code: failure === null ? '' : UPSTREAM_FAILURES[failure].code,
     tries,

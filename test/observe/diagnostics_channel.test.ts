@@ -2,7 +2,7 @@ import test, { type ExecutionContext } from 'ava';
 import diagnostics from 'node:diagnostics_channel';
 import { connect, type AddressInfo } from 'node:net';
 import { WebSocket, WebSocketServer } from 'ws';
-import { configOf, deadAddress, get, listenerUrl, oneRole, putConfig, role, startEcho, startSidecar, startUpstream, until, type ConfigSpec } from '../helpers.js';
+import { configOf, deadAddress, get, listenerUrl, oneRole, putConfig, role, ROOT, startEcho, startSidecar, startUpstream, until, type ConfigSpec } from '../helpers.js';
 
 /* The data path publishes each unit's outcome once on node:diagnostics_channel (README, "Observing"). */
 
@@ -137,4 +137,53 @@ test('config changes are published on switchyard:reload, and each component chan
   t.like(reloads[1], { generation: 2, source: 'api', result: 'invalid' });
   t.is(reloads.length, 2);
   t.deepEqual(components.map(({ sinks: _, ...e }) => e), [{ component: 'limit', mode: 'updated', result: 'success', generation: 2 }]);
+});
+
+test('a filter that leaves forwarding broken (a malformed header edit) gets its request answered 500 and recorded, sync or async, and the proxy keeps serving', async (t) => {
+  const up = await startUpstream(t, 'a');
+  const names = { sync: name('edit-sync'), async: name('edit-async') };
+  const sc = await startSidecar(t, configOf({
+    plugins: [`${ROOT}/test/fixtures/broken-edit-plugin.mjs`],
+    roles: { a: role(up) },
+    listeners: {
+      [names.sync]: { target: 'a.http', filters: [{ type: 'broken_edit' }] },
+      [names.async]: { target: 'a.http', filters: [{ type: 'broken_edit', async: true }] },
+    },
+  }));
+  const events = collect(t, 'switchyard:request', Object.values(names));
+  for (const listener of Object.values(names)) {
+    const res = await get(listenerUrl(sc, listener));
+    t.is(res.status, 500, listener);
+    t.regex(res.body, /a filter failed/);
+  }
+  await until(() => events.length >= 2, 5_000, 'both requests recorded');
+  for (const e of events) t.like(e, { role: '', status: 500 });
+  t.is(up.requests.length, 0, 'nothing was forwarded');
+  t.is(sc.runtime.current!.inFlight, 0, 'the generation holds nothing');
+});
+
+test('the client address is recorded for a TCP connection and for an upgrade answered locally, after the socket closed', async (t) => {
+  const echoAt = (await startEcho(t)).address;
+  const raw = name('raw-client');
+  const web = name('ws-client');
+  const up = await startUpstream(t, 'a');
+  const sc = await startSidecar(t, configOf({
+    roles: { echo: role(echoAt, { channel: 'tcp' }), a: role(up) },
+    listeners: { [raw]: { target: 'echo.tcp', protocol: 'tcp' }, [web]: { target: 'a.http' } },
+  }));
+  const connections = collect(t, 'switchyard:connection', [raw]);
+  const requests = collect(t, 'switchyard:request', [web]);
+  const tcp = sc.addresses().get(raw)!;
+  const c = connect(tcp.port, tcp.host);
+  c.end('x');
+  await until(() => connections.length >= 1, 5_000, 'the connection event');
+  t.regex(connections[0]!.client as string, /^127\./);
+  // Two Host lines: answered 400 by switchyard; the client never sends its FIN, the answer closes the connection.
+  const w = sc.addresses().get(web)!;
+  const u = connect(w.port, w.host);
+  u.write('GET /chat HTTP/1.1\r\nHost: a\r\nHost: b\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+  await until(() => requests.length >= 1, 5_000, 'the upgrade event (the answer closed the connection)');
+  t.like(requests[0], { status: 400, upgrade: true, role: '', error: 'SY_ERR_BAD_REQUEST' });
+  t.regex(requests[0]!.client as string, /^127\./);
+  u.destroy();
 });

@@ -27,7 +27,7 @@ test('before the request reached a connected socket, any transport error is a co
 test('after it, a timeout, a malformed answer or a reset', (t) => {
   t.is(classifyTransportError(err('ECONNRESET'), { sent: true }), 'reset');
   t.is(classifyTransportError(err('UND_ERR_SOCKET'), { sent: true }), 'reset');
-  t.is(classifyTransportError(err('ETIMEDOUT'), { sent: true }), 'timeout');
+  t.is(classifyTransportError(err('ETIMEDOUT'), { sent: true }), 'reset', 'the kernel giving up on a dead peer: a reset, as before');
   t.is(classifyTransportError(new UpstreamTimeout('headers', 'late'), { sent: true }), 'timeout');
   t.is(classifyTransportError(new UpstreamTimeout('upgrade', 'late'), { sent: true }), 'timeout');
   t.is(classifyTransportError(err('HPE_INVALID_CONSTANT'), { sent: true }), 'protocol');
