@@ -45,7 +45,7 @@ export function badRequest(req: IncomingMessage): string | null {
 
 /** Counts (and logs) an answer of the proxy's own that no role and no filter gave. */
 export function answerAtEdge(plan: ListenerPlan, status: number, req: Pick<IncomingMessage, 'method' | 'url'> | null, socket: Socket): void {
-  publishRequest(plan, { role: -1, req, socket, client: socket.remoteAddress ?? '', status, durationMs: 0, answerMs: 0, endpoint: '', error: '', upgrade: false });
+  publishRequest(plan, { role: -1, req, socket, client: socket.remoteAddress ?? '', status, durationMs: 0, answerMs: 0, endpoint: '', error: '', tries: 0, upgrade: false });
 }
 
 /** The listener's response edits as raw header lines, for an answer no role was chosen for ('' on a tcp plan). */

@@ -158,7 +158,7 @@ export class HttpUnit extends Unit implements HttpExchange {
     const outcome = this.outcome;
     publishRequest(this.plan, {
       role: served, req: this.req, socket: this.#socket, client: this.remoteAddress, status, durationMs: ms, answerMs: ms,
-      endpoint: outcome?.endpoint ?? '', error: outcome?.code || this.#error, upgrade: false,
+      endpoint: outcome?.endpoint ?? '', error: outcome?.code || this.#error, tries: outcome?.tries ?? 0, upgrade: false,
     });
   }
 }

@@ -26,6 +26,7 @@ export interface HttpRecord {
   answerMs: number;
   endpoint: string;
   error: string;
+  tries: number;
   upgrade: boolean;
 }
 
@@ -63,6 +64,7 @@ export function publishRequest(plan: ListenerPlan, r: HttpRecord): void {
     answerMs: r.answerMs,
     generation: plan.generation.number,
     error: r.error,
+    tries: r.tries,
     client: r.client,
     upgrade: r.upgrade,
     sinks: plan.sinks[r.role < 0 ? plan.roles.length : r.role]!,
@@ -78,6 +80,7 @@ export interface TcpRecord {
   durationMs: number;
   endpoint: string;
   error: string;
+  tries: number;
   bytesIn: number;
   bytesOut: number;
 }
@@ -97,6 +100,7 @@ export function publishConnection(plan: ListenerPlan, r: TcpRecord): void {
     durationMs: r.durationMs,
     generation: plan.generation.number,
     error: r.error,
+    tries: r.tries,
     client: r.client,
     sinks: plan.sinks[r.role < 0 ? plan.roles.length : r.role]!,
   };

@@ -77,7 +77,7 @@ export class TcpUnit extends Unit implements TcpExchange {
     if (!this.forwarded || outcome === null) {
       // Never reached an upstream: refused by a filter, a filter failed, or the client left first.
       publishConnection(this.plan, {
-        role: -1, client: this.remoteAddress, result: this.#refused ? 'refused' : 'error', durationMs, endpoint: '', error: '',
+        role: -1, client: this.remoteAddress, result: this.#refused ? 'refused' : 'error', durationMs, endpoint: '', error: '', tries: 0,
         bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten,
       });
       return;
@@ -85,7 +85,7 @@ export class TcpUnit extends Unit implements TcpExchange {
     // outcome.role is -1 for switchyard's own failure (no descriptor left): counted under no role.
     publishConnection(this.plan, {
       role: outcome.role, client: this.remoteAddress, result: outcome.failure === null ? 'ok' : 'error', durationMs,
-      endpoint: outcome.endpoint, error: outcome.code, bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten,
+      endpoint: outcome.endpoint, error: outcome.code, tries: outcome.tries, bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten,
     });
   }
 }

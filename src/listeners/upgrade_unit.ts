@@ -88,8 +88,10 @@ export class UpgradeUnit extends Unit implements HttpExchange {
 
   override upstreamEnded(outcome: UpstreamOutcome): void {
     this.#answeredAt = performance.now();
-    // The status the client got: 101, the upstream's refusal relayed, or switchyard's own (502, 504, …).
+    // The status the client got: 101, the upstream's refusal relayed, or switchyard's own
+    // (502, 504, …); 499 when it left before any answer (nginx's convention, as for requests).
     if (outcome.status > 0) this.#status = outcome.status;
+    else if (!this.#replied && this.#error === '') this.#status = 499;
     super.upstreamEnded(outcome);
   }
 
@@ -105,7 +107,7 @@ export class UpgradeUnit extends Unit implements HttpExchange {
     publishRequest(this.plan, {
       role: served, req: this.req, socket: this.socket, client: this.remoteAddress, status: this.#status,
       durationMs: now - this.start, answerMs: (this.#answeredAt || now) - this.start,
-      endpoint: outcome?.endpoint ?? '', error: outcome?.code || this.#error, upgrade: true,
+      endpoint: outcome?.endpoint ?? '', error: outcome?.code || this.#error, tries: outcome?.tries ?? 0, upgrade: true,
     });
   }
 }

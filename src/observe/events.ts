@@ -52,6 +52,8 @@ export interface RequestEvent {
   readonly generation: number;
   /** A stable SY_ERR_* code when switchyard or the upstream failed it, or ''. */
   readonly error: string;
+  /** Upstream tries it took: 1, plus each retry and move to the next endpoint; 0 when it was not forwarded. */
+  readonly tries: number;
   /** The client's address. */
   readonly client: string;
   /** A WebSocket upgrade. */
@@ -73,6 +75,8 @@ export interface ConnectionEvent {
   readonly durationMs: number;
   readonly generation: number;
   readonly error: string;
+  /** Connects it took: 1, plus each move to the next endpoint; 0 when it was not forwarded. */
+  readonly tries: number;
   readonly client: string;
   readonly sinks: EventSinks;
 }

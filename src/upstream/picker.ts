@@ -68,11 +68,6 @@ export class EndpointPicker {
     return this.set.endpoints[this.index]!;
   }
 
-  /** Another role than the one the work was given serves it. */
-  get fellBack(): boolean {
-    return this.role !== this.firstRole;
-  }
-
   /**
    * Moves past the endpoint that just failed: to the role's next endpoint not yet
    * failed (unless `leaveRole`), then (with fallback) to another role not yet tried,

@@ -22,7 +22,7 @@ export function forwardTcp(route: UpstreamRoute, client: TcpClient, choice: Role
     finished = true;
     sink.upstreamEnded(outcomeOf(picker, failure, tries, 0));
   };
-  socket.on('error', () => socket.destroy());
+  // The client socket's errors are its unit's (TcpUnit destroys it); its close ends the pipe.
   socket.on('close', () => {
     upstream?.destroy();
     finish(null);

@@ -149,7 +149,7 @@ export class UpgradeForwarder {
       tries: 1, answered: false, connected: false, finished: false, proxyReq: null, release: null,
     };
     socket[kState] = state;
-    socket.on('error', () => socket.destroy());
+    // The client socket's errors are its unit's (UpgradeUnit destroys it).
     // A client gone before the upstream answered aborts the attempt (after the answer, tie() does it).
     socket.on('close', () => { state.proxyReq?.destroy(); finish(state, null, 0); });
     if (socket.destroyed) {

@@ -38,7 +38,8 @@ test('a request served by a role is published once on switchyard:request, with i
   t.true((e.bytesIn as number) > 0 && (e.bytesOut as number) > 0, 'bytes of the request and its response');
   t.true((e.durationMs as number) >= 0 && e.answerMs === e.durationMs, 'a plain request is answered when it ends');
   t.deepEqual(Object.keys(e).sort(), ['answerMs', 'bytesIn', 'bytesOut', 'client', 'durationMs', 'endpoint', 'error', 'generation',
-    'listener', 'method', 'path', 'role', 'sinks', 'status', 'upgrade', 'vset'], 'the documented shape');
+    'listener', 'method', 'path', 'role', 'sinks', 'status', 'tries', 'upgrade', 'vset'], 'the documented shape');
+  t.is(e.tries, 1);
 });
 
 test('a filter\'s answer and a failed upstream are published with no role, or with the failing role and its code', async (t) => {
@@ -72,7 +73,13 @@ test('a retry is published on switchyard:upstream as the failed try and the retr
   const sc = await startSidecar(t, oneRole(up, { retries: { attempts: 1, on: [503], backoff: { base: '1ms', max: '1ms' } } }, { role: 'a', listener: web }));
   const order: string[] = [];
   const onTry = (m: unknown): void => { const e = m as Event; if (e.listener === web) order.push(`${e.kind}:${e.reason}`); };
-  const onRequest = (m: unknown): void => { const e = m as Event; if (e.listener === web) order.push(`request:${e.status}`); };
+  let requestTries = 0;
+  const onRequest = (m: unknown): void => {
+    const e = m as Event;
+    if (e.listener !== web) return;
+    order.push(`request:${e.status}`);
+    requestTries = e.tries as number;
+  };
   diagnostics.subscribe('switchyard:upstream', onTry);
   diagnostics.subscribe('switchyard:request', onRequest);
   t.teardown(() => { diagnostics.unsubscribe('switchyard:upstream', onTry); diagnostics.unsubscribe('switchyard:request', onRequest); });
@@ -80,6 +87,7 @@ test('a retry is published on switchyard:upstream as the failed try and the retr
   await until(() => order.includes('request:200'), 5_000, 'the request event');
   // A 503 answer is no transport error (no "failed" event unless it ejected the endpoint): only the retry.
   t.deepEqual(order, ['retried:503', 'request:200']);
+  t.is(requestTries, 2, 'the first try and its retry');
 });
 
 test('a TCP connection is published once on switchyard:connection when it closes, with its bytes', async (t) => {
@@ -186,4 +194,23 @@ test('the client address is recorded for a TCP connection and for an upgrade ans
   t.like(requests[0], { status: 400, upgrade: true, role: '', error: 'SY_ERR_BAD_REQUEST' });
   t.regex(requests[0]!.client as string, /^127\./);
   u.destroy();
+});
+
+test('an upgrade whose client leaves before the upstream answered is recorded as 499 under its role, not as a 101', async (t) => {
+  // An upstream that accepts and never answers.
+  const { createServer } = await import('node:net');
+  const held = new Set<import('node:net').Socket>();
+  const silent = createServer((s) => { held.add(s); s.on('error', () => {}); });
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  t.teardown(() => { for (const s of held) s.destroy(); return new Promise<void>((r) => silent.close(() => r())); });
+  const ws = name('ws-left');
+  const sc = await startSidecar(t, oneRole(`127.0.0.1:${(silent.address() as AddressInfo).port}`, {}, { role: 'a', listener: ws }));
+  const events = collect(t, 'switchyard:request', [ws]);
+  const w = sc.addresses().get(ws)!;
+  const u = connect(w.port, w.host);
+  u.write('GET /chat HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+  await until(() => held.size > 0, 5_000, 'the upgrade reaches the upstream');
+  u.destroy();
+  await until(() => events.length >= 1, 5_000, 'the upgrade event');
+  t.like(events[0], { status: 499, role: 'a', upgrade: true });
 });
