@@ -156,7 +156,9 @@ async function bigConfigs(n: number, up: Upstream, dir: string, repeats: number,
 /** One HTTP request on a fresh connection; resolves with status and the x-variant header. */
 function probe(host: string, port: number, method = 'GET', body?: string, path = method === 'PUT' ? '/config' : '/'): Promise<{ status: number; variant: string | undefined; body: string }> {
   return new Promise((ok, fail) => {
-    const req = request({ host, port, method, path, agent: false, timeout: 120_000 }, (res) => {
+    // The admin API takes only typed bodies (415 otherwise): every body here is YAML.
+    const headers = body === undefined ? {} : { 'content-type': 'application/yaml' };
+    const req = request({ host, port, method, path, headers, agent: false, timeout: 120_000 }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (c) => (text += c));
