@@ -19,10 +19,10 @@ const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', '
   // Ours to set: an upstream's would say a fallback happened where none did.
   'x-switchyard-fallback']);
 
-/** x-forwarded-for (the client appended, after a comma and a space), -proto, and -host when there is a Host. */
-function forwarded(req: IncomingMessage, remoteAddress: string): { for: string; proto: string; host: string | undefined } {
+/** x-forwarded-for: the client appended, after a comma and a space. (-proto is http; -host is the Host, when there is one.) */
+function forwardedFor(req: IncomingMessage, remoteAddress: string): string {
   const xff = req.headers['x-forwarded-for'];
-  return { for: xff ? `${xff}, ${remoteAddress}` : remoteAddress, proto: 'http', host: req.headers.host };
+  return xff ? `${xff}, ${remoteAddress}` : remoteAddress;
 }
 
 // hot path
@@ -39,9 +39,9 @@ export function upstreamHeaders(req: IncomingMessage, remoteAddress: string): st
     if (DROP_REQUEST.has(lower) || (listed !== null && listed.includes(lower))) continue;
     out.push(name, raw[i + 1]!);
   }
-  const f = forwarded(req, remoteAddress);
-  out.push('x-forwarded-for', f.for, 'x-forwarded-proto', f.proto);
-  if (f.host !== undefined) out.push('x-forwarded-host', f.host);
+  out.push('x-forwarded-for', forwardedFor(req, remoteAddress), 'x-forwarded-proto', 'http');
+  const host = req.headers.host;
+  if (host !== undefined) out.push('x-forwarded-host', host);
   return out;
 }
 
@@ -52,10 +52,9 @@ export function upstreamHeaders(req: IncomingMessage, remoteAddress: string): st
  */
 export function setForwardedHeaders(req: IncomingMessage): void {
   const h = req.headers;
-  const f = forwarded(req, req.socket.remoteAddress ?? '');
-  h['x-forwarded-for'] = f.for;
-  h['x-forwarded-proto'] = f.proto;
-  if (f.host !== undefined) h['x-forwarded-host'] = f.host;
+  h['x-forwarded-for'] = forwardedFor(req, req.socket.remoteAddress ?? '');
+  h['x-forwarded-proto'] = 'http';
+  if (h.host !== undefined) h['x-forwarded-host'] = h.host;
   else delete h['x-forwarded-host'];
 }
 

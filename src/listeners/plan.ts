@@ -56,11 +56,7 @@ export class ListenerPlan {
   readonly filters: readonly Filter[];
   /** What the forwarders read: endpoints per role, the fallback split, time limits, retries. */
   readonly upstream: UpstreamRoute;
-  /** Per role index, plus one at `roles.length` (`unrouted`) for work no role took. */
-  readonly metrics: readonly RoleMetrics[];
-  /** Where work no role took counts (a filter answered, switchyard refused it). */
-  readonly unrouted: RoleMetrics;
-  /** Per role index, plus one for no role: where its outcomes are counted and logged (observe/events.ts). */
+  /** Per role index, plus one at `roles.length` for work no role took: where its outcomes are counted and logged (observe/events.ts). */
   readonly sinks: readonly EventSinks[];
   /** http: the filters' response edits, for every answer on the listener (null: none). */
   readonly responseHeaderEdits: readonly HeaderEdit[] | null;
@@ -79,8 +75,6 @@ export class ListenerPlan {
     this.address = init.address;
     this.roles = init.roles;
     this.filters = init.filters;
-    this.metrics = init.metrics;
-    this.unrouted = init.metrics[init.roles.length]!;
     const log = init.generation.accessLog;
     this.sinks = init.metrics.map((metrics) => Object.freeze({ metrics, log }));
     this.responseHeaderEdits = init.responseHeaderEdits ?? null;
