@@ -95,6 +95,27 @@ async function run(files: string[], allowPush: PushField[]): Promise<number> {
     } else console.error(`switchyard: ${oneLine((err as Error).message)}`);
     return 1;
   }
+  // Signals are taken before the first line is printed: whoever waits on that line may signal at
+  // once, and a SIGHUP that comes before its handler kills the process (its default action).
+  const reload = (): void => {
+    void sc.reload('sighup'); // the runtime logs the outcome, errors included
+  };
+  process.on('SIGHUP', reload);
+  // logrotate's postrotate (or `kill -USR1`): access log files are reopened under their paths.
+  const reopen = (): void => {
+    void sc.runtime.reopenLogs();
+  };
+  process.on('SIGUSR1', reopen);
+  const stopped = new Promise<number>((resolve) => {
+    const stop = (signal: string): void => {
+      log(`${signal}: draining`);
+      process.off('SIGHUP', reload);
+      process.off('SIGUSR1', reopen);
+      void sc.stop().then(() => resolve(0), (err) => { console.error(err); resolve(1); });
+    };
+    process.once('SIGTERM', () => stop('SIGTERM'));
+    process.once('SIGINT', () => stop('SIGINT'));
+  });
   for (const [name, a] of sc.addresses()) {
     const plan = sc.runtime.current!.plans.get(name)!;
     log(`listener ${name}: ${plan.protocol}://${a.host}:${a.port} → ${plan.config.vset}.${plan.config.channel}`);
@@ -108,25 +129,7 @@ async function run(files: string[], allowPush: PushField[]): Promise<number> {
     : `client connections: at most ${limit.max} at once across listeners (${limit.from === 'config' ? 'limits.maxConnections'
       : `limits.maxConnections default: (soft limit ${soft} - ${FD_RESERVE} in reserve - ${sc.runtime.current!.plans.size} listening) / 2`})`);
 
-  const reload = (): void => {
-    void sc.reload('sighup'); // the runtime logs the outcome, errors included
-  };
-  process.on('SIGHUP', reload);
-  // logrotate's postrotate (or `kill -USR1`): access log files are reopened under their paths.
-  const reopen = (): void => {
-    void sc.runtime.reopenLogs();
-  };
-  process.on('SIGUSR1', reopen);
-  return new Promise<number>((resolve) => {
-    const stop = (signal: string): void => {
-      log(`${signal}: draining`);
-      process.off('SIGHUP', reload);
-      process.off('SIGUSR1', reopen);
-      void sc.stop().then(() => resolve(0), (err) => { console.error(err); resolve(1); });
-    };
-    process.once('SIGTERM', () => stop('SIGTERM'));
-    process.once('SIGINT', () => stop('SIGINT'));
-  });
+  return stopped;
 }
 
 async function validate(files: string[]): Promise<number> {

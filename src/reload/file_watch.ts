@@ -19,6 +19,9 @@ export class FileWatcher {
   readonly #debounceMs: number;
   readonly #watchers: FSWatcher[] = [];
   #timer: NodeJS.Timeout | null = null;
+  #checking = false;
+  /** An event came while a check ran: check again after it. */
+  #again = false;
   #lastHash = '';
   #closed = false;
 
@@ -57,25 +60,39 @@ export class FileWatcher {
 
   #schedule(): void {
     if (this.#closed) return;
+    // One check at a time: two overlapping checks could both take the same change.
+    if (this.#checking) {
+      this.#again = true;
+      return;
+    }
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = setTimeout(() => void this.#check(), this.#debounceMs);
   }
 
   async #check(): Promise<void> {
     this.#timer = null;
-    const h = await this.#hash();
-    if (h === this.#lastHash || this.#closed) return;
-    // A writer that pauses mid-save (no event for a debounce period) would hand us a
-    // half-written file that may still parse: only content that holds still for
-    // another debounce period counts.
-    await new Promise((r) => setTimeout(r, this.#debounceMs));
-    if (this.#closed || this.#timer !== null) return; // a newer event re-scheduled the check
-    if ((await this.#hash()) !== h) {
-      this.#schedule();
-      return;
+    this.#checking = true;
+    try {
+      const h = await this.#hash();
+      if (h === this.#lastHash || this.#closed) return;
+      // A writer that pauses mid-save (no event for a debounce period) would hand us a
+      // half-written file that may still parse: only content that holds still for
+      // another debounce period counts.
+      await new Promise((r) => setTimeout(r, this.#debounceMs));
+      if (this.#closed) return;
+      if ((await this.#hash()) !== h) {
+        this.#again = true;
+        return;
+      }
+      this.#lastHash = h;
+      this.#onChange();
+    } finally {
+      this.#checking = false;
+      if (this.#again) {
+        this.#again = false;
+        this.#schedule();
+      }
     }
-    this.#lastHash = h;
-    this.#onChange();
   }
 
   async #hash(): Promise<string> {
