@@ -79,6 +79,7 @@ const REFUSED_CODES = new Set([
   'UND_ERR_BPL_MISSING_UPSTREAM', 'UND_ERR_MAX_ORIGINS_REACHED',
   'ERR_INVALID_CHAR', 'ERR_INVALID_HTTP_TOKEN', 'ERR_HTTP_INVALID_HEADER_VALUE', 'ERR_HTTP_INVALID_STATUS_CODE',
   'ERR_HTTP_HEADERS_SENT', 'ERR_UNESCAPED_CHARACTERS', 'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE',
+  'SY_POOL_CLOSED',
 ]);
 
 
@@ -98,7 +99,7 @@ export function classifyTransportError(err: unknown, how: { sent: boolean }): Up
   if (code === 'EMFILE' || code === 'ENFILE') return 'descriptors';
   if (err instanceof UpstreamTimeout) return err.phase === 'connect' ? 'connect' : 'timeout';
   if (!how.sent) return 'connect';
-  if (typeof code === 'string' && (code.startsWith('HPE_') || code === 'UND_ERR_INFO')) return 'protocol';
+  if (typeof code === 'string' && (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || code === 'SY_MALFORMED_MESSAGE')) return 'protocol';
   if ((err as Error | null)?.name === 'HTTPParserError') return 'protocol';
   return 'reset';
 }

@@ -18,6 +18,9 @@ const LONGEST_DROPPED = Math.max(...[...DROP_REQUEST].map((name) => name.length)
 const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
   // Ours to set: an upstream's would say a fallback happened where none did.
   'x-switchyard-fallback']);
+const LONGEST_RESPONSE_DROPPED = Math.max(...[...DROP_RESPONSE].map((name) => name.length));
+/** Headers that frame a message: a Connection option list never removes them. */
+const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 
 /** x-forwarded-for: the client appended, after a comma and a space. (-proto is http; -host is the Host, when there is one.) */
 function forwardedFor(req: IncomingMessage, remoteAddress: string): string {
@@ -59,29 +62,20 @@ export function setForwardedHeaders(req: IncomingMessage): void {
 }
 
 // hot path
-/** Upstream response headers as a flat [name, value, …] list for writeHead (keeps repeats and case). */
-export function responseHeaders(raw: Buffer[]): string[] {
+/**
+ * Upstream response headers (as parsed: name, value, …) for writeHead, keeping
+ * repeats and case, less hop-by-hop ones and those the Connection header lists
+ * (`listed`, lower case; framing headers are never dropped for being listed).
+ */
+export function responseHeaders(raw: readonly string[], listed: readonly string[] | null): string[] {
   const out: string[] = [];
-  let listed: string[] | null = null;
   for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i]!.toString('latin1');
-    const lower = name.toLowerCase();
-    if (DROP_RESPONSE.has(lower)) {
-      if (lower === 'connection') {
-        // Nearly every upstream sends "keep-alive" or "close": no other header is named.
-        const v = raw[i + 1]!.toString('latin1');
-        if (v !== 'keep-alive' && v !== 'close') listed = connectionTokens(v);
-      }
-      continue;
-    }
-    out.push(name, raw[i + 1]!.toString('latin1'));
+    const name = raw[i]!;
+    const lower = name.length <= LONGEST_RESPONSE_DROPPED || listed !== null ? name.toLowerCase() : name;
+    if (DROP_RESPONSE.has(lower) || (listed !== null && listed.includes(lower) && !FRAMING.has(lower))) continue;
+    out.push(name, raw[i + 1]!);
   }
-  if (listed === null || listed.length === 0) return out;
-  const kept: string[] = [];
-  for (let i = 0; i < out.length; i += 2) {
-    if (!listed.includes(out[i]!.toLowerCase())) kept.push(out[i]!, out[i + 1]!);
-  }
-  return kept;
+  return out;
 }
 
 function connectionTokens(v: string): string[] {

@@ -1,21 +1,19 @@
 import { formatHostPort } from '../config/parse.js';
-import { connect as netConnect, type NetConnectOpts, type Socket } from 'node:net';
-import { Pool, errors, type buildConnector } from 'undici';
 import type { HostPort, OutlierConfig } from '../config/types.js';
+import { H1Pool } from './h1_pool.js';
 import { EndpointHealth, type HealthLog } from './health.js';
-import { timeoutAfterIo } from './timeout.js';
 
 /**
- * One upstream endpoint: its address and the undici Pool of keep-alive
- * connections to it. Endpoints are shared by every generation that names them,
- * so pools and health state survive reloads.
+ * One upstream endpoint: its address and the pool of keep-alive connections to
+ * it. Endpoints are shared by every generation that names them, so pools and
+ * health state survive reloads.
  */
 export class Endpoint {
   readonly key: string;
   readonly host: string;
   readonly port: number;
   readonly connectTimeoutMs: number;
-  readonly pool: Pool;
+  readonly pool: H1Pool;
   /** Shared with every Endpoint of the same address (they differ in connect timeout only). */
   readonly health: EndpointHealth;
   /** Generations holding this endpoint; the pool closes when the last lets go. */
@@ -27,46 +25,12 @@ export class Endpoint {
     this.host = hp.host;
     this.port = hp.port;
     this.connectTimeoutMs = connectTimeoutMs;
-    this.pool = new Pool(`http://${formatHostPort(hp)}`, {
-      pipelining: 1,
-      // Shorter than Node's default server keepAliveTimeout (5 s), so we close an
-      // idle connection before the upstream does and never write into a dying one.
-      keepAliveTimeout: 4_000,
-      keepAliveTimeoutThreshold: 1_000,
-      connect: connector(connectTimeoutMs),
-    });
+    this.pool = new H1Pool(hp.host, hp.port, formatHostPort(hp), connectTimeoutMs);
   }
 
   get address(): string {
     return this.health.address;
   }
-}
-
-/**
- * Plain TCP connections with a connect timeout that fires on time: undici's own runs
- * on a 0.5 s clock (timeouts.connect: 1s gave up at 1.5 s).
- */
-function connector(timeoutMs: number): buildConnector.connector {
-  return (opts, callback) => {
-    // As undici's own connector: 64 KiB reads, TCP keep-alive probes after 60 s.
-    const socket: Socket = netConnect({
-      host: opts.hostname, port: Number(opts.port), noDelay: true, highWaterMark: 64 * 1024, keepAlive: true, keepAliveInitialDelay: 60_000,
-    } as NetConnectOpts);
-    let done = false;
-    const finish = (err: Error | null): void => {
-      if (done) return;
-      done = true;
-      clearTimeout(timer);
-      socket.off('connect', onConnect).off('error', finish);
-      if (err) {
-        socket.destroy();
-        callback(err, null);
-      } else callback(null, socket);
-    };
-    const onConnect = (): void => finish(null);
-    const timer = timeoutAfterIo(() => finish(new errors.ConnectTimeoutError(`connect timeout after ${timeoutMs} ms`)), timeoutMs);
-    socket.once('connect', onConnect).once('error', finish);
-  };
 }
 
 /**

@@ -1,10 +1,11 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Dispatcher } from 'undici';
 import { classifyTransportError, UPSTREAM_FAILURES, UpstreamTimeout, type UpstreamFailure } from '../errors.js';
 import type { HeaderEdit } from '../filters/api.js';
 import { applyHeaderEdits } from '../http/header_edits.js';
 import { hasBody, requestPath, responseHeaders, upstreamHeaders } from '../http/hop_by_hop.js';
 import { sendText, type EditsFor } from '../http/local_reply.js';
+import type { ResponseHead } from '../http1/message_head.js';
+import { ExchangeAborted, RequestBodyBroken, type ExchangeHandler, type UpstreamRequest } from './h1_pool.js';
 import { EndpointPicker } from './picker.js';
 import { isIdempotent, retriable } from './retry.js';
 import { answeredFailure, budgetExhausted, fallenBackFrom, outcomeOf, retried, tryFailed, type OutcomeSink, type RoleChoice, type UpstreamRoute } from './route.js';
@@ -22,8 +23,8 @@ export interface ForwardedRequest {
 }
 
 /**
- * Forwards one HTTP request to a role's endpoints through undici's Pool. It is the
- * dispatch handler itself (undici's native callbacks, so no wrapping per request).
+ * Forwards one HTTP request to a role's endpoints through their connection pools
+ * (h1_pool.ts). It is the exchange handler itself, so nothing wraps it per request.
  *
  * A connect failure, before any byte of the request was sent, moves on to the next
  * endpoint (EndpointPicker: the role's next one, then another role when the
@@ -34,12 +35,12 @@ export interface ForwardedRequest {
  * within the timeout answers 504. Every try's outcome feeds outlier detection, and
  * the exchange's outcome is reported once, to the sink.
  */
-export class HttpForward implements Dispatcher.DispatchHandler, TimerTarget {
+export class HttpForward implements ExchangeHandler, TimerTarget {
   readonly #route: UpstreamRoute;
   readonly #ex: ForwardedRequest;
   readonly #choice: RoleChoice;
   readonly #sink: OutcomeSink;
-  readonly #request: Dispatcher.DispatchOptions;
+  readonly #request: UpstreamRequest;
   /** The only owner of the role that serves the request. */
   readonly #picker: EndpointPicker;
   /** The role whose name the request headers were made with. */
@@ -70,15 +71,13 @@ export class HttpForward implements Dispatcher.DispatchHandler, TimerTarget {
     const body = hasBody(req);
     const retry = route.retry;
     this.#replayable = retry !== undefined && retry.attempts > 0 && !body && isIdempotent(req.method!);
+    const te = req.headers['transfer-encoding'];
     this.#request = {
-      origin: undefined,
-      method: req.method as Dispatcher.HttpMethod,
+      method: req.method!,
       path: requestPath(req.url!),
       headers: this.#headers(),
       body: body ? req : null,
-      // Ours (TryTimers): undici runs timeouts of 1 s and more on a 0.5 s clock.
-      headersTimeout: 0,
-      bodyTimeout: 0,
+      length: !body ? 0 : te === undefined ? Number(req.headers['content-length']) : -1,
     };
   }
 
@@ -97,8 +96,8 @@ export class HttpForward implements Dispatcher.DispatchHandler, TimerTarget {
     const route = this.#route;
     route.budget?.requestStarted();
     const req = this.#ex.req;
-    if (this.#request.body !== null && req.headers['transfer-encoding'] === undefined) {
-      const length = Number(req.headers['content-length']);
+    const length = this.#request.length;
+    if (this.#request.body !== null && length >= 0) {
       const retry = route.retry;
       const replayable = retry !== undefined && retry.attempts > 0 && isIdempotent(req.method!) && length <= retry.maxBodyBytes;
       if (replayable || length <= route.bufferBodyBytes) {
@@ -109,7 +108,7 @@ export class HttpForward implements Dispatcher.DispatchHandler, TimerTarget {
     this.#dispatch();
   }
 
-  /** The client went away: abort the upstream request (undici frees or destroys the socket). */
+  /** The client went away: abort the upstream request (its connection is closed). */
   clientGone(): void {
     if (this.#finished) return;
     if (this.#abort) this.#abort();
@@ -263,8 +262,7 @@ export class HttpForward implements Dispatcher.DispatchHandler, TimerTarget {
     else this.#abort = abort;
   }
 
-  onHeaders(statusCode: number, rawHeaders: Buffer[], resume: () => void, statusText: string): boolean {
-    if (statusCode < 200) return true; // 1xx informational: not forwarded
+  onHeaders(statusCode: number, rawHeaders: string[], resume: () => void, statusText: string, head: ResponseHead): boolean {
     this.#timers.clearTry();
     const res = this.#ex.res;
     if (res.destroyed || this.#finished) return false;
@@ -278,14 +276,14 @@ export class HttpForward implements Dispatcher.DispatchHandler, TimerTarget {
       }
     } else p.set.succeeded(p.endpoint);
     const edits = this.#ex.responseHeaderEdits;
-    const headers = responseHeaders(rawHeaders);
+    const headers = responseHeaders(rawHeaders, head.connectionOptions);
     const from = fallenBackFrom(this.#choice, p);
     if (from >= 0) headers.push('x-switchyard-fallback', this.#route.roleNames[from]!);
     try {
       res.writeHead(statusCode, statusText, edits === null ? headers : applyHeaderEdits(headers, edits, this.#route.variables[p.role]!));
     } catch (err) {
       // Node refused the answer as switchyard made it (response edits a plugin set): the
-      // upstream answered, so it is not to blame (Node's parser on undici's side already
+      // upstream answered, so it is not to blame (the pool's parser already
       // checked the upstream's own headers).
       this.#refused(err);
       this.#abort?.();
@@ -298,7 +296,7 @@ export class HttpForward implements Dispatcher.DispatchHandler, TimerTarget {
   onData(chunk: Buffer): boolean {
     this.#timers.chunk();
     if (this.#discarding !== null) return true;
-    // Backpressure: undici pauses when onData returns false; the client's drain resumes it.
+    // Backpressure: the pool pauses the upstream socket when onData returns false; the client's drain resumes it.
     // The upstream waits for us meanwhile: its body timeout does not run.
     const res = this.#ex.res;
     const ok = res.write(chunk);
@@ -324,13 +322,12 @@ export class HttpForward implements Dispatcher.DispatchHandler, TimerTarget {
   onError(err: Error): void {
     this.#timers.clearTry();
     const res = this.#ex.res;
-    const code = (err as { code?: string }).code;
-    if (code === 'UND_ERR_ABORTED' || (err instanceof UpstreamTimeout && err.phase === 'total') || res.destroyed || this.#finished) {
+    if (err instanceof ExchangeAborted || (err instanceof UpstreamTimeout && err.phase === 'total') || res.destroyed || this.#finished) {
       this.#finish(null);
       return;
     }
     const req = this.#ex.req;
-    if (this.#sent && (code === 'UND_ERR_REQ_CONTENT_LENGTH_MISMATCH' || req.errored)) {
+    if (this.#sent && (err instanceof RequestBodyBroken || req.errored)) {
       // The client's body was broken or cut short: nothing sensible to answer.
       res.destroy();
       this.#finish(null);
@@ -338,8 +335,8 @@ export class HttpForward implements Dispatcher.DispatchHandler, TimerTarget {
     }
     const failure = classifyTransportError(err, { sent: this.#sent });
     if (failure === 'refused') {
-      // undici refused the request as switchyard built it, before it reached a socket (it
-      // validates synchronously in dispatch), or switchyard's own callback threw.
+      // The pool refused the request as switchyard built it, before it reached a socket (it
+      // checks the head synchronously in dispatch), or switchyard's own callback threw.
       this.#refused(err);
       return;
     }

@@ -257,7 +257,7 @@ function slowPost(url: string, chunks: number, gapMs: number): Promise<{ status:
 test.serial('with retries, a streamed upload that takes longer than perTryTimeout is not cut off (undici\'s headersTimeout waits for the body)', async (t) => {
   const a = await controlled(t, 'a');
   const b = await controlled(t, 'b');
-  // Control: without retries, timeouts.upstream (undici's headersTimeout) lets a slow upload finish.
+  // Control: without retries, timeouts.upstream lets a slow upload finish.
   const plain = await startSidecar(t, twoRoles(channel([a]), channel([b]), { ...ONLY_A, timeouts: { upstream: '300ms' } }));
   const r0 = await slowPost(listenerUrl(plain, 'web'), 8, 100);
   t.is(r0.status, 200, 'no retries: the 800 ms upload is served');
