@@ -165,7 +165,10 @@ export function parseResponseHead(head: string): ResponseHead {
   }
   let close = minor === 0;
   let options: string[] | null = null;
-  if (connection !== null) {
+  // Nearly every upstream says just one of these.
+  if (connection === 'keep-alive' || connection === 'Keep-Alive') close = false;
+  else if (connection === 'close') close = true;
+  else if (connection !== null) {
     for (const t of listTokens(connection)) {
       if (t === 'close') close = true;
       else if (t === 'keep-alive') close = false;
@@ -176,9 +179,16 @@ export function parseResponseHead(head: string): ResponseHead {
   return { status, reason, headers, contentLength, chunked, close, keepAliveMs: keepAliveTimeout(keepAlive), connectionOptions: options };
 }
 
+/** The last Keep-Alive value read, and its timeout: an upstream sends the same one on every answer. */
+let lastKeepAlive = '';
+let lastKeepAliveMs = -1;
+
 /** Keep-Alive: timeout=N (seconds), in ms; -1 when absent or unreadable. */
 function keepAliveTimeout(v: string | null): number {
   if (v === null) return -1;
+  if (v === lastKeepAlive) return lastKeepAliveMs;
   const m = /(?:^|[,;\s])timeout\s*=\s*(\d{1,6})/i.exec(v);
-  return m === null ? -1 : Number(m[1]) * 1000;
+  lastKeepAlive = v;
+  lastKeepAliveMs = m === null ? -1 : Number(m[1]) * 1000;
+  return lastKeepAliveMs;
 }

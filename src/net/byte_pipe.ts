@@ -1,8 +1,14 @@
 import type { Socket } from 'node:net';
 import { moveHandle, type OnRead } from './node_internals.js';
 
-/** Read size of each direction of a pair (nginx's stream proxy_buffer_size). */
+/** Read size of each direction of a pair while data streams (nginx's stream proxy_buffer_size). */
 const READ_BYTES = 16 * 1024;
+/**
+ * Read size while reads are small (requests and answers of a few hundred bytes, an
+ * idle connection): carved from Node's shared pool, so an idle connection holds
+ * 2 KiB per direction, not a touched page of a 16 KiB buffer.
+ */
+const SMALL_READ_BYTES = 2 * 1024;
 /** What a client may send before its upstream connected; past it, reads wait. */
 const EARLY_BYTES = 64 * 1024;
 
@@ -12,13 +18,14 @@ const EARLY_BYTES = 64 * 1024;
  * and no allocation per chunk, which halves the instructions a request/response
  * exchange costs (callgrind, through switchyard: 29k → 13k per exchange). A write that
  * could not finish at once still points into the buffer, so the next read gets a
- * fresh one. A write that fills the other side's queue pauses the reads until it
+ * fresh one. A read that filled its buffer gets a big one next, a small read a
+ * small one. A write that fills the other side's queue pauses the reads until it
  * drains (backpressure); an end is passed on as an end (half-close). Reads before
  * the other side exists are kept (copied), up to EARLY_BYTES: the client keeps
  * being read meanwhile, so a client that resets or leaves is noticed at once.
  */
 export class Flow {
-  #buf = Buffer.allocUnsafe(READ_BYTES);
+  #buf = Buffer.allocUnsafe(SMALL_READ_BYTES);
   #src: Socket | null = null;
   #dst: Socket | null = null;
   #early: Buffer[] = [];
@@ -63,7 +70,8 @@ export class Flow {
       return true;
     }
     const ok = dst.write(buf.subarray(0, n));
-    if (dst.writableLength > 0) this.#buf = Buffer.allocUnsafe(READ_BYTES);
+    const size = n === buf.length ? READ_BYTES : n < SMALL_READ_BYTES ? SMALL_READ_BYTES : buf.length;
+    if (dst.writableLength > 0 || size !== buf.length) this.#buf = Buffer.allocUnsafe(size);
     if (!ok) {
       const src = this.#src!;
       src.pause();
