@@ -28,6 +28,7 @@ export const ConfigCodes = {
   SY_ERR_ADDRESS_IN_USE: 'two listeners (or a listener and the admin API) on one address',
   SY_ERR_ADMIN_TOKEN_REQUIRED: 'a non-loopback admin address without a token',
   SY_ERR_PLUGIN_LOAD: 'a plugin module that cannot be loaded or does not register',
+  SY_ERR_TLS_FILE: 'a TLS file (ca, cert, key) that cannot be read, is not PEM, or a key that does not match its certificate',
   SY_ERR_CONFIG_PUSH_FORBIDDEN: 'a config pushed through the admin API that loads a new plugin module or names a new access log file',
   SY_ERR_DUPLICATE_TYPE: 'two registrations of one filter or component type',
 } as const;
@@ -37,6 +38,7 @@ export const RuntimeCodes = {
   SY_ERR_UPSTREAM_TIMEOUT: 'the upstream did not answer within the listener timeout',
   SY_ERR_UPSTREAM_RESET: 'the upstream closed or reset the connection mid-exchange',
   SY_ERR_UPSTREAM_PROTOCOL: 'the upstream sent a malformed response',
+  SY_ERR_UPSTREAM_TLS: 'the TLS handshake with the upstream failed (its certificate did not verify, a name mismatch, an expired certificate, or it refused ours)',
   SY_ERR_UPSTREAM_UPGRADE: 'a WebSocket or other upgrade to the upstream failed',
   SY_ERR_FILTER_FAILED: 'a filter threw or its promise rejected',
   SY_ERR_BAD_REQUEST: 'the client sent a request switchyard will not forward (more than one Host header, an invalid Host value): 400',
@@ -59,6 +61,7 @@ export const UPSTREAM_FAILURES = {
   timeout: { code: 'SY_ERR_UPSTREAM_TIMEOUT', reason: 'timeout', status: 504, upstream: true },
   reset: { code: 'SY_ERR_UPSTREAM_RESET', reason: 'reset', status: 502, upstream: true },
   protocol: { code: 'SY_ERR_UPSTREAM_PROTOCOL', reason: 'protocol', status: 502, upstream: true },
+  tls: { code: 'SY_ERR_UPSTREAM_TLS', reason: 'tls', status: 502, upstream: true },
   upgrade: { code: 'SY_ERR_UPSTREAM_UPGRADE', reason: 'reset', status: 502, upstream: true },
   refused: { code: 'SY_ERR_REQUEST_REFUSED', reason: null, status: 500, upstream: false },
   descriptors: { code: 'SY_ERR_NO_FILE_DESCRIPTORS', reason: null, status: 503, upstream: false },
@@ -67,7 +70,7 @@ export const UPSTREAM_FAILURES = {
 export type UpstreamFailure = keyof typeof UPSTREAM_FAILURES;
 
 /** Why a try failed, as `switchyard_upstream_errors_total{reason}` says it ("ejected": the failure ejected its endpoint). */
-export type UpstreamReason = 'connect-failure' | 'reset' | 'timeout' | 'protocol' | 'ejected';
+export type UpstreamReason = 'connect-failure' | 'reset' | 'timeout' | 'protocol' | 'tls' | 'ejected';
 
 /**
  * Codes of errors no upstream caused: the forwarding library (undici) or Node's HTTP
@@ -98,10 +101,25 @@ export function classifyTransportError(err: unknown, how: { sent: boolean }): Up
     || err instanceof TypeError || err instanceof RangeError || err instanceof SyntaxError || err instanceof ReferenceError) return 'refused';
   if (code === 'EMFILE' || code === 'ENFILE') return 'descriptors';
   if (err instanceof UpstreamTimeout) return err.phase === 'connect' ? 'connect' : 'timeout';
+  if (isTlsError(code)) return 'tls';
   if (!how.sent) return 'connect';
   if (typeof code === 'string' && (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || code === 'SY_MALFORMED_MESSAGE')) return 'protocol';
   if ((err as Error | null)?.name === 'HTTPParserError') return 'protocol';
   return 'reset';
+}
+
+/**
+ * Certificate verification (OpenSSL's X509 names, Node's altname check) and TLS
+ * alerts (ERR_SSL_*: a handshake failure, a peer that wanted our certificate).
+ */
+const TLS_CODES = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY', 'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'CERT_REVOKED', 'CERT_UNTRUSTED', 'CERT_REJECTED',
+  'CERT_SIGNATURE_FAILURE', 'HOSTNAME_MISMATCH', 'ERR_TLS_CERT_ALTNAME_INVALID', 'ERR_TLS_HANDSHAKE_TIMEOUT', 'EPROTO',
+]);
+
+export function isTlsError(code: unknown): boolean {
+  return typeof code === 'string' && (TLS_CODES.has(code) || code.startsWith('ERR_SSL_'));
 }
 
 export type ConfigCode = keyof typeof ConfigCodes;

@@ -143,6 +143,7 @@ export interface ChannelSpec {
   endpoints: string[];
   healthCheck?: HealthCheckSpec;
   outlierDetection?: OutlierSpec;
+  tls?: { serverName?: string; ca?: string; cert?: string; key?: string };
 }
 
 export interface RoleSpec {

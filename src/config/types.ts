@@ -62,6 +62,25 @@ export interface ChannelConfig {
   healthCheck?: HealthCheckConfig;
   /** Passive ejection of endpoints that keep failing; absent = off. */
   outlierDetection?: OutlierConfig;
+  /** TLS to the endpoints; absent = plain TCP. */
+  tls?: UpstreamTlsConfig;
+}
+
+/**
+ * `roles.<r>.channels.<c>.tls`. File paths as written (relative ones against the
+ * first config file's directory); the files are read, and checked, on every reload
+ * (net/tls_material.ts), which sets `digest`.
+ */
+export interface UpstreamTlsConfig {
+  /** The name sent as SNI and checked against the certificate (default: the endpoint's host). */
+  serverName?: string;
+  /** CA bundle the server's certificate must chain to (default: the system store). */
+  ca?: string;
+  /** Client certificate and key, for mTLS (both or neither). */
+  cert?: string;
+  key?: string;
+  /** sha256 of what the files held when read: a rotated file is a changed config. Set by tls_material. */
+  digest?: string;
 }
 
 export interface HealthCheckConfig {

@@ -87,7 +87,7 @@ export interface UpstreamTryEvent {
   readonly listener: string;
   /** The role of the try that failed. */
   readonly role: string;
-  /** failed: connect-failure, reset, timeout, protocol, or ejected (that failure ejected the endpoint); retried: why (a status when the upstream answered). */
+  /** failed: connect-failure, reset, timeout, protocol, tls, or ejected (that failure ejected the endpoint); retried: why (a status when the upstream answered). */
   readonly reason: string;
   readonly sinks: Pick<EventSinks, 'metrics'>;
 }

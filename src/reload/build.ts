@@ -17,6 +17,7 @@ import { Disposer } from './disposer.js';
 import { listenerSplit, weightsByRole } from './split.js';
 import { tableCopy } from '../table.js';
 import { Slicer } from '../config/slicer.js';
+import { upstreamTls } from '../net/tls_material.js';
 
 /** The process-wide things a build leases from and counts into. */
 export interface BuildContext {
@@ -197,9 +198,9 @@ function endpointSet(role: string, channel: string, config: Config, listener: Li
   resources: Disposer): EndpointSet {
   const channelConfig = config.roles[role]!.channels[channel]!;
   const endpoints = channelConfig.endpoints.map((hostPort) => {
-    const endpoint = ctx.endpoints.acquire(hostPort, listener.timeouts.connectMs);
+    const endpoint = ctx.endpoints.acquire(hostPort, listener.timeouts.connectMs, channelConfig.tls ? upstreamTls(channelConfig.tls) : null);
     resources.push(() => ctx.endpoints.release(endpoint));
-    if (channelConfig.healthCheck) resources.push(endpoint.health.watch(channelConfig.healthCheck));
+    if (channelConfig.healthCheck) resources.push(endpoint.health.watch(channelConfig.healthCheck, endpoint.tls));
     return endpoint;
   });
   return new EndpointSet(role, channel, endpoints, channelConfig.outlierDetection ?? null);

@@ -6,12 +6,15 @@ import type { RawConfig } from '../config/load.js';
 import type { Config } from '../config/types.js';
 import { expandEnv } from '../config/env.js';
 import { validateConfig } from '../config/validate.js';
+import { formatPath } from '../config/load.js';
+import { loadTlsMaterial } from '../net/tls_material.js';
 
 export type CheckResult = { ok: true; config: Config; registry: Registry } | { ok: false; issues: ConfigIssue[] };
 
 /**
  * Source → checked config: YAML errors first, then plugins loaded into a fresh
- * registry of the built-ins, then the whole validation. Every issue at once.
+ * registry of the built-ins, then the whole validation, then the TLS files it
+ * names, read and checked. Every issue at once.
  */
 export async function checkConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env): Promise<CheckResult> {
   if (raw.issues.length) return { ok: false, issues: raw.issues };
@@ -32,5 +35,10 @@ export async function checkConfig(raw: RawConfig, env: NodeJS.ProcessEnv = proce
     before: pluginIssues.map((issue) => ({ issue, path: ['plugins', Number(/\d+/.exec(issue.path)![0])] })),
   });
   if (!v.ok) return { ok: false, issues: v.issues };
+  const tls = await loadTlsMaterial(v.config, raw.baseDir);
+  if (tls.length > 0) {
+    const at = await raw.locate(tls.map((i) => ({ path: i.path })));
+    return { ok: false, issues: tls.map((i, n) => ({ code: 'SY_ERR_TLS_FILE' as const, path: formatPath(i.path), message: i.message, ...(at[n] ?? {}) })) };
+  }
   return { ok: true, config: v.config, registry };
 }

@@ -1,5 +1,6 @@
 import { formatHostPort } from '../config/parse.js';
 import type { HostPort, OutlierConfig } from '../config/types.js';
+import type { UpstreamTls } from '../net/tls_material.js';
 import { H1Pool } from './h1_pool.js';
 import { EndpointHealth, type HealthLog } from './health.js';
 
@@ -13,19 +14,22 @@ export class Endpoint {
   readonly host: string;
   readonly port: number;
   readonly connectTimeoutMs: number;
+  /** TLS to the endpoint (null: plain TCP). */
+  readonly tls: UpstreamTls | null;
   readonly pool: H1Pool;
   /** Shared with every Endpoint of the same address (they differ in connect timeout only). */
   readonly health: EndpointHealth;
   /** Generations holding this endpoint; the pool closes when the last lets go. */
   refs = 0;
 
-  constructor(hp: HostPort, connectTimeoutMs: number, key: string, health: EndpointHealth) {
+  constructor(hp: HostPort, connectTimeoutMs: number, key: string, health: EndpointHealth, tls: UpstreamTls | null, log: HealthLog) {
     this.key = key;
     this.health = health;
     this.host = hp.host;
     this.port = hp.port;
     this.connectTimeoutMs = connectTimeoutMs;
-    this.pool = new H1Pool(hp.host, hp.port, formatHostPort(hp), connectTimeoutMs);
+    this.tls = tls;
+    this.pool = new H1Pool(hp.host, hp.port, formatHostPort(hp), connectTimeoutMs, tls, log);
   }
 
   get address(): string {
@@ -48,8 +52,9 @@ export class EndpointTable {
     this.#log = log;
   }
 
-  acquire(hp: HostPort, connectTimeoutMs: number): Endpoint {
-    const key = `${hp.host}:${hp.port}/${connectTimeoutMs}`;
+  /** The endpoint at `hp` reached with these settings: endpoints differ by connect timeout and TLS material (a rotated certificate is a new one). */
+  acquire(hp: HostPort, connectTimeoutMs: number, tls: UpstreamTls | null = null): Endpoint {
+    const key = `${hp.host}:${hp.port}/${connectTimeoutMs}${tls === null ? '' : `/tls:${tls.digest}`}`;
     let e = this.#byKey.get(key);
     if (!e) {
       const hkey = `${hp.host}:${hp.port}`;
@@ -59,7 +64,7 @@ export class EndpointTable {
         this.#health.set(hkey, h);
       }
       h.refs++;
-      e = new Endpoint(hp, connectTimeoutMs, key, h.health);
+      e = new Endpoint(hp, connectTimeoutMs, key, h.health, tls, this.#log);
       this.#byKey.set(key, e);
     }
     e.refs++;

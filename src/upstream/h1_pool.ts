@@ -1,6 +1,8 @@
-import { connect as netConnect, type NetConnectOpts, type Socket } from 'node:net';
+import { connect as netConnect, isIP, type NetConnectOpts, type Socket } from 'node:net';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import type { Readable } from 'node:stream';
-import { UpstreamTimeout } from '../errors.js';
+import { isTlsError, UpstreamTimeout } from '../errors.js';
+import type { UpstreamTls } from '../net/tls_material.js';
 import { ChunkedDecoder, LAST_CHUNK, chunkHead } from '../http1/chunked.js';
 import { HEAD_END, MalformedMessage, isFieldValue, isToken, parseResponseHead, type ResponseHead } from '../http1/message_head.js';
 import { timeoutAfterIo } from './timeout.js';
@@ -125,7 +127,10 @@ class H1Connection {
     this.#pool = pool;
     socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('end', () => this.#onEnd());
-    socket.on('error', (err) => this.#fail(err));
+    socket.on('error', (err) => {
+      if (isTlsError((err as NodeJS.ErrnoException).code)) pool.tlsFailed(err);
+      this.#fail(err);
+    });
     socket.on('close', () => {
       this.#fail(new UpstreamClosed('before its answer ended'));
       pool.forget(this);
@@ -347,6 +352,11 @@ export class H1Pool {
   /** For a request that came without one (HTTP/1.0). */
   readonly #hostHeader: string;
   readonly #connectTimeoutMs: number;
+  readonly #tls: UpstreamTls | null;
+  /** The last TLS session the endpoint gave us: the next connection resumes it (no full handshake). */
+  #session: Buffer | undefined;
+  readonly #log: (line: string) => void;
+  #tlsLoggedAt = -Infinity;
   /** Most recently used last: it is taken first (its socket is the warmest, the others may idle out). */
   readonly #idle: H1Connection[] = [];
   readonly #all = new Set<H1Connection>();
@@ -354,11 +364,14 @@ export class H1Pool {
   #closed = false;
   #drained: (() => void) | null = null;
 
-  constructor(host: string, port: number, hostHeader: string, connectTimeoutMs: number) {
+  constructor(host: string, port: number, hostHeader: string, connectTimeoutMs: number, tls: UpstreamTls | null = null,
+    log: (line: string) => void = () => {}) {
     this.host = host;
     this.port = port;
     this.#hostHeader = hostHeader;
     this.#connectTimeoutMs = connectTimeoutMs;
+    this.#tls = tls;
+    this.#log = log;
   }
 
   // hot path
@@ -388,17 +401,21 @@ export class H1Pool {
 
   #connect(req: UpstreamRequest, head: string, ex: ExchangeHandler): void {
     // 64 KiB reads, TCP keep-alive probes after 60 s.
-    const socket: Socket = netConnect({
+    const options = {
       host: this.host, port: this.port, noDelay: true, highWaterMark: 64 * 1024, keepAlive: true, keepAliveInitialDelay: 60_000,
-    } as NetConnectOpts);
+    } as NetConnectOpts;
+    const tls = this.#tls;
+    const socket: Socket = tls === null ? netConnect(options) : this.#tlsConnect(options, tls);
+    const ready = tls === null ? 'connect' : 'secureConnect';
     let done = false;
     const finish = (err: Error | null): void => {
       if (done) return;
       done = true;
       clearTimeout(timer);
-      socket.off('connect', onConnect).off('error', finish);
+      socket.off(ready, onConnect).off('error', finish);
       if (err !== null) {
         socket.destroy();
+        if (isTlsError((err as NodeJS.ErrnoException).code)) this.tlsFailed(err);
         ex.onError(err);
         return;
       }
@@ -415,7 +432,31 @@ export class H1Pool {
     // Ours: undici's connect timeout ran on a 0.5 s clock (timeouts.connect: 1s gave up at 1.5 s).
     const ms = this.#connectTimeoutMs;
     const timer = timeoutAfterIo(() => finish(new UpstreamTimeout('connect', `connect timeout after ${ms} ms`)), ms);
-    socket.once('connect', onConnect).once('error', finish);
+    socket.once(ready, onConnect).once('error', finish);
+  }
+
+  #tlsConnect(options: NetConnectOpts, tls: UpstreamTls): Socket {
+    const host = this.host;
+    const socket = tlsConnect({
+      ...options,
+      secureContext: tls.context,
+      // SNI is a host name, never an address; the certificate is checked against this name, or the address.
+      servername: tls.serverName ?? (isIP(host) === 0 ? host : undefined),
+      ALPNProtocols: ['http/1.1'],
+      session: this.#session,
+    } as ConnectionOptions);
+    socket.on('session', (session: Buffer) => { this.#session = session; });
+    return socket;
+  }
+
+  /** A TLS failure is logged with its cause (an expired certificate, an unknown CA, a name mismatch), once per 10 s per endpoint. */
+  tlsFailed(err: Error): void {
+    // A failed handshake must not be resumed.
+    this.#session = undefined;
+    const now = performance.now();
+    if (now - this.#tlsLoggedAt < 10_000) return;
+    this.#tlsLoggedAt = now;
+    this.#log(`endpoint ${this.#hostHeader}: TLS failed: ${err.message} (${(err as NodeJS.ErrnoException).code ?? 'no code'})`);
   }
 
   /** A connection whose exchange ended cleanly: kept for the next one. */

@@ -1,6 +1,9 @@
 import { formatHostPort } from '../config/parse.js';
 import { request } from 'node:http';
-import { connect } from 'node:net';
+import { request as httpsRequest } from 'node:https';
+import { connect, isIP } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
+import type { UpstreamTls } from '../net/tls_material.js';
 import type { HealthCheckConfig, OutlierConfig } from '../config/types.js';
 import { timeoutAfterIo } from './timeout.js';
 
@@ -66,8 +69,8 @@ export class EndpointHealth {
   }
 
   /** A generation's active check of this address; the returned function ends it. */
-  watch(config: HealthCheckConfig): () => void {
-    return this.#checker.lease(config);
+  watch(config: HealthCheckConfig, tls: UpstreamTls | null = null): () => void {
+    return this.#checker.lease(config, tls);
   }
 
   close(): void {
@@ -88,7 +91,7 @@ class HealthChecker {
   readonly #host: string;
   readonly #port: number;
   readonly #log: HealthLog;
-  readonly #leases: HealthCheckConfig[] = [];
+  readonly #leases: (HealthCheckConfig & { tls: UpstreamTls | null })[] = [];
   #timer: NodeJS.Timeout | null = null;
   /** When the scheduled check runs (Date.now() time). */
   #dueAt = 0;
@@ -104,8 +107,8 @@ class HealthChecker {
     this.#log = log;
   }
 
-  lease(config: HealthCheckConfig): () => void {
-    const entry = { ...config };
+  lease(config: HealthCheckConfig, tls: UpstreamTls | null): () => void {
+    const entry = { ...config, tls };
     this.#leases.push(entry);
     // First lease: check now, so a dead endpoint is known within one timeout.
     if (this.#leases.length === 1 && !this.#running) this.#schedule(0);
@@ -154,8 +157,8 @@ class HealthChecker {
     if (!config) return;
     this.#running = true;
     const problem = await (config.path === undefined
-      ? tcpCheck(this.#host, this.#port, config.timeoutMs)
-      : httpCheck(this.#host, this.#port, config.path, config.timeoutMs));
+      ? tcpCheck(this.#host, this.#port, config.timeoutMs, config.tls)
+      : httpCheck(this.#host, this.#port, config.path, config.timeoutMs, config.tls));
     this.#running = false;
     const now = this.#leases.at(-1);
     if (!now) return; // released while the check ran
@@ -181,10 +184,15 @@ class HealthChecker {
   }
 }
 
-/** Resolves with null when a connection opens within the timeout, else with what went wrong. */
-function tcpCheck(host: string, port: number, timeoutMs: number): Promise<string | null> {
+/** The TLS options of a check: the channel's own, so a check passes only where traffic would. */
+function tlsOptions(host: string, tls: UpstreamTls): { secureContext: UpstreamTls['context']; servername: string | undefined } {
+  return { secureContext: tls.context, servername: tls.serverName ?? (isIP(host) === 0 ? host : undefined) };
+}
+
+/** Resolves with null when a connection (with `tls`: a TLS handshake) completes within the timeout, else with what went wrong. */
+function tcpCheck(host: string, port: number, timeoutMs: number, tls: UpstreamTls | null): Promise<string | null> {
   return new Promise((resolve) => {
-    const s = connect({ host, port });
+    const s = tls === null ? connect({ host, port }) : tlsConnect({ host, port, ...tlsOptions(host, tls) });
     let settled = false;
     const settle = (problem: string | null): void => {
       if (settled) return;
@@ -194,13 +202,13 @@ function tcpCheck(host: string, port: number, timeoutMs: number): Promise<string
       resolve(problem);
     };
     const timer = timeoutAfterIo(() => settle(`no connection within ${timeoutMs} ms`), timeoutMs);
-    s.once('connect', () => settle(null));
+    s.once(tls === null ? 'connect' : 'secureConnect', () => settle(null));
     s.once('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
   });
 }
 
 /** GET `path`: null for a 2xx or 3xx answer within the timeout, else what went wrong. */
-function httpCheck(host: string, port: number, path: string, timeoutMs: number): Promise<string | null> {
+function httpCheck(host: string, port: number, path: string, timeoutMs: number, tls: UpstreamTls | null): Promise<string | null> {
   return new Promise((resolve) => {
     let settled = false;
     const settle = (problem: string | null): void => {
@@ -210,8 +218,8 @@ function httpCheck(host: string, port: number, path: string, timeoutMs: number):
       req.destroy();
       resolve(problem);
     };
-    const req = request({
-      host, port, path, method: 'GET', agent: false,
+    const req = (tls === null ? request : httpsRequest)({
+      host, port, path, method: 'GET', agent: false, ...(tls === null ? {} : tlsOptions(host, tls)),
       headers: { 'user-agent': 'switchyard-health-check', connection: 'close' },
     }, (res) => {
       const code = res.statusCode ?? 0;

@@ -358,7 +358,7 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     const reason = UPSTREAM_FAILURES[failure].reason;
     tryFailed(this.#route, this.#picker, reason);
     const role = this.#roleName();
-    if (failure === 'connect') {
+    if (failure === 'connect' || (failure === 'tls' && !res.headersSent)) {
       // Nothing was sent: the next endpoint may have the request, if its body is still whole
       // (none, or read into a buffer: any method) or not yet touched. Always made (a request
       // that never reached a socket is safe to move), so outside attempts and the budget,
@@ -370,7 +370,8 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
         this.#dispatch();
         return;
       }
-      this.#fail('connect', `no endpoint of role ${role} accepted a connection`);
+      if (failure === 'tls') this.#fail('tls', `no endpoint of role ${role} completed a TLS handshake (${err.message})`);
+      else this.#fail('connect', `no endpoint of role ${role} accepted a connection`);
     } else if (failure === 'timeout') {
       if (!res.headersSent && this.#mayRetry('timeout')) this.#retry('timeout');
       else this.#fail('timeout', `role ${role} did not answer in time`);

@@ -1,4 +1,5 @@
-import { connect, type Socket } from 'node:net';
+import { connect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { classifyTransportError, UpstreamTimeout, type UpstreamFailure } from '../errors.js';
 import { Flow, type TcpClient } from '../net/byte_pipe.js';
 import { EndpointPicker } from './picker.js';
@@ -34,15 +35,21 @@ export function forwardTcp(route: UpstreamRoute, client: TcpClient, choice: Role
 
   const attempt = (): void => {
     const e = picker.endpoint;
-    const back = new Flow();
-    const up = connect({ host: e.host, port: e.port, allowHalfOpen: true, noDelay: true, onread: back.onread });
-    back.from(up);
+    const tls = e.tls;
+    // TLS to the endpoint: its socket is read as a stream (a TLS socket takes no `onread` buffer).
+    const back = tls === null ? new Flow() : null;
+    const up: Socket = back !== null
+      ? connect({ host: e.host, port: e.port, allowHalfOpen: true, noDelay: true, onread: back.onread })
+      : tlsConnect({ host: e.host, port: e.port, secureContext: tls!.context,
+        servername: tls!.serverName ?? (isIP(e.host) === 0 ? e.host : undefined) });
+    back?.from(up);
+    if (back === null) up.setNoDelay(true);
     let connected = false;
     upstream = up;
     up.setTimeout(route.connectMs, () => {
       if (!connected) up.destroy(new UpstreamTimeout('connect', 'connect timeout'));
     });
-    up.once('connect', () => {
+    up.once(tls === null ? 'connect' : 'secureConnect', () => {
       connected = true;
       up.setTimeout(0);
       picker.set.succeeded(e);
@@ -52,7 +59,8 @@ export function forwardTcp(route: UpstreamRoute, client: TcpClient, choice: Role
       }
       if (client.flow) client.flow.to(up);
       else socket.pipe(up);
-      back.to(socket);
+      if (back !== null) back.to(socket);
+      else up.pipe(socket);
     });
     up.on('error', (err) => {
       const failure = classifyTransportError(err, { sent: connected });
@@ -62,16 +70,18 @@ export function forwardTcp(route: UpstreamRoute, client: TcpClient, choice: Role
         socket.destroy();
         return;
       }
-      if (failure === 'connect') {
-        tryFailed(route, picker, 'connect-failure');
+      if (failure === 'connect' || (failure === 'tls' && !connected)) {
+        const reason = failure === 'tls' ? 'tls' : 'connect-failure';
+        if (failure === 'tls') e.pool.tlsFailed(err);
+        tryFailed(route, picker, reason);
         const failedRole = picker.role;
         if (!socket.destroyed && picker.next()) {
-          retried(route, failedRole, 'connect-failure');
+          retried(route, failedRole, reason);
           tries++;
           attempt();
           return;
         }
-        finish('connect');
+        finish(failure);
       } else {
         tryFailed(route, picker, 'reset', false);
         finish('reset');

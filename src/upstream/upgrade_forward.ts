@@ -1,6 +1,10 @@
 import { formatHostPort } from '../config/parse.js';
 import type { ClientRequest, IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
+import { Agent as HttpsAgent } from 'node:https';
+import { isIP } from 'node:net';
+import type { UpstreamTls } from '../net/tls_material.js';
+import type { Endpoint } from './endpoints.js';
 import httpProxy from 'http-proxy';
 import { classifyTransportError, UPSTREAM_FAILURES, UpstreamTimeout, type UpstreamFailure } from '../errors.js';
 import type { HeaderEdit } from '../filters/api.js';
@@ -164,9 +168,10 @@ export class UpgradeForwarder {
 
   #attempt(socket: Tracked, head: Buffer, state: UpgradeState): void {
     const e = state.picker.endpoint;
-    const target = `http://${formatHostPort(e)}`;
+    const options = e.tls === null ? { target: `http://${formatHostPort(e)}` }
+      : { target: `https://${formatHostPort(e)}`, secure: true, agent: tlsAgent(e, e.tls) };
     try {
-      this.#proxy.ws(state.ex.req, socket, head, { target }, (err: Error) => this.#failed(socket, state, err));
+      this.#proxy.ws(state.ex.req, socket, head, options, (err: Error) => this.#failed(socket, state, err));
     } catch (err) {
       // Node's http.request refused the request as switchyard passed it on (a header a
       // plugin set): it throws before any connection, so no upstream is to blame.
@@ -192,11 +197,12 @@ export class UpgradeForwarder {
     }
     const p = state.picker;
     const role = p.set.role;
-    const kind: UpstreamFailure = failure === 'connect' || failure === 'timeout' ? failure : 'upgrade';
+    const kind: UpstreamFailure = failure === 'connect' || failure === 'timeout' || failure === 'tls' ? failure : 'upgrade';
     tryFailed(state.route, p, UPSTREAM_FAILURES[kind].reason);
+    if (kind === 'tls') p.endpoint.pool.tlsFailed(err);
     const failedRole = p.role;
-    if (kind === 'connect' && p.next()) {
-      retried(state.route, failedRole, 'connect-failure');
+    if ((kind === 'connect' || kind === 'tls') && p.next()) {
+      retried(state.route, failedRole, UPSTREAM_FAILURES[kind].reason!);
       state.tries++;
       // http-proxy's onOutgoingError calls socket.end() on the client right after this
       // callback returns: that would end the client's connection under the retry (a
@@ -208,6 +214,7 @@ export class UpgradeForwarder {
     }
     const text = kind === 'connect'
       ? `switchyard: no endpoint of role ${role} accepted a connection\n`
+      : kind === 'tls' ? `switchyard: no endpoint of role ${role} completed a TLS handshake (${err.message})\n`
       : kind === 'timeout'
         ? `switchyard: role ${role} did not answer the upgrade in time\n`
         : `switchyard: upgrade to role ${role} failed: ${err.message}\n`;
@@ -217,6 +224,17 @@ export class UpgradeForwarder {
   close(): void {
     this.#proxy.close();
   }
+}
+
+/** The agent an upgrade to a TLS endpoint connects with: the channel's context and server name, no pooling (the connection becomes a tunnel). */
+const tlsAgents = new WeakMap<Endpoint, HttpsAgent>();
+function tlsAgent(e: Endpoint, tls: UpstreamTls): HttpsAgent {
+  let agent = tlsAgents.get(e);
+  if (agent === undefined) {
+    agent = new HttpsAgent({ keepAlive: false, secureContext: tls.context, servername: tls.serverName ?? (isIP(e.host) === 0 ? e.host : undefined) });
+    tlsAgents.set(e, agent);
+  }
+  return agent;
 }
 
 /** One forwarder per process: it holds no per-generation state. */

@@ -12,6 +12,7 @@ export const REQUIREMENTS = [
   { tool: 'chromium', package: 'chromium', for: 'the status page, and web-page attacks on the admin API, in a real browser' },
   { tool: 'python3', package: 'python3', for: 'a loopback blackhole: a socket that never accepts' },
   { tool: 'mkfifo', package: 'coreutils', for: 'an access log on a FIFO' },
+  { tool: 'openssl', package: 'openssl', for: 'certificates for the TLS tests: CAs, server and client certificates, an expired one' },
   { tool: 'prlimit', package: 'util-linux', for: 'a sidecar started with few file descriptors; switchyard run raises its own soft limit with it' },
 ] as const;
 

@@ -8,7 +8,7 @@ import type { Path } from '../load.js';
 import { NAME_RE, parseHostPort } from '../parse.js';
 import type { Slicer } from '../slicer.js';
 import { table, tableCopy, tableOf } from '../../table.js';
-import type { ChannelConfig, HostPort, RoleConfig, VsetConfig } from '../types.js';
+import type { ChannelConfig, HostPort, RoleConfig, UpstreamTlsConfig, VsetConfig } from '../types.js';
 import { checkHealthCheck, checkOutlier } from './policies.js';
 
 /** `roles.<name>`: meta and channels (at least one), each with endpoints and optional health policies. */
@@ -27,16 +27,41 @@ export async function checkRoles(c: Checker, value: unknown, slicer: Slicer): Pr
     }
     for (const [ch, chRaw] of chans) {
       const cp = [...path, 'channels', ch];
-      const co = c.obj(chRaw, cp, ['endpoints', 'healthCheck', 'outlierDetection'], REQUIRED);
+      const co = c.obj(chRaw, cp, ['endpoints', 'healthCheck', 'outlierDetection', 'tls'], REQUIRED);
       if (!co) continue;
       const channel: ChannelConfig = { endpoints: checkEndpoints(c, co.endpoints, [...cp, 'endpoints']) };
       if (co.healthCheck !== undefined) channel.healthCheck = checkHealthCheck(c, co.healthCheck, [...cp, 'healthCheck']);
       if (co.outlierDetection !== undefined) channel.outlierDetection = checkOutlier(c, co.outlierDetection, [...cp, 'outlierDetection']);
+      if (co.tls !== undefined) channel.tls = checkUpstreamTls(c, co.tls, [...cp, 'tls']);
       channels[ch] = channel;
     }
     roles[name] = { meta, channels };
   }
   return roles;
+}
+
+const SERVER_NAME_RE = /^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$/;
+
+/** A channel's `tls`: file paths (read later, by net/tls_material.ts), cert and key together, a host name for SNI. */
+function checkUpstreamTls(c: Checker, value: unknown, path: Path): UpstreamTlsConfig {
+  const out: UpstreamTlsConfig = {};
+  const o = c.obj(value, path, ['serverName', 'ca', 'cert', 'key']);
+  if (!o) return out;
+  for (const k of ['ca', 'cert', 'key'] as const) {
+    const s = c.str(o[k], [...path, k]);
+    if (s === undefined) continue;
+    if (s.trim() === '') c.report('SY_ERR_CONFIG_VALUE', [...path, k], 'must be a file path');
+    else out[k] = s;
+  }
+  if ((out.cert === undefined) !== (out.key === undefined)) {
+    c.report('SY_ERR_CONFIG_REQUIRED', [...path, out.cert === undefined ? 'cert' : 'key'], 'a client certificate needs both cert and key');
+  }
+  const name = c.str(o.serverName, [...path, 'serverName']);
+  if (name !== undefined) {
+    if (SERVER_NAME_RE.test(name)) out.serverName = name;
+    else c.report('SY_ERR_CONFIG_VALUE', [...path, 'serverName'], `"${name}" is not a host name`);
+  }
+  return out;
 }
 
 /** A channel's `endpoints`: a non-empty list of `host:port` (a name or an address, and a port other than 0). */
