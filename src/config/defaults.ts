@@ -35,6 +35,14 @@ export const DEFAULT_RETRY = { attempts: 1, budgetPercent: 20, minRetryConcurren
 /** `listeners.<name>.maxHeaderSize`. */
 export const DEFAULT_MAX_HEADER_SIZE = 16 * 1024;
 /**
+ * `listeners.<name>.maxHeadersCount`: Envoy's default max_headers_count. Node's own
+ * limit (maxHeadersCount, 2000 pairs) dropped the headers past it without a word, so
+ * a request reached the upstream with fewer headers than the client sent.
+ */
+export const DEFAULT_MAX_HEADERS_COUNT = 100;
+/** The highest `maxHeadersCount` a config may set (Node's parser keeps one more, so any excess is seen). */
+export const MAX_HEADERS_COUNT = 10_000;
+/**
  * `listeners.<name>.minUploadRate`: Kestrel's default MinRequestBodyDataRate (240
  * bytes/s after a 5 s grace). A body trickled slower than that held a connection
  * to the upstream for up to timeouts.request (5 min), so 200 such clients pinned

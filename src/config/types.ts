@@ -167,6 +167,8 @@ export interface ListenerConfig {
   timeouts: ListenerTimeouts;
   /** http: the largest request head accepted (bytes); more gets 431. */
   maxHeaderSize: number;
+  /** http: the most header lines a request may have; more gets 431 (Envoy's max_headers_count). */
+  maxHeadersCount: number;
   /** http: retries of failed tries; absent = none (a connect failure still moves to the next endpoint). */
   retries?: RetryConfig;
   /** Open client connections on this listener's socket; absent = no limit of its own (the global one still counts). */

@@ -34,7 +34,7 @@ export function upstreamHeaders(req: IncomingMessage, remoteAddress: string): st
   const raw = req.rawHeaders;
   const out: string[] = [];
   const conn = req.headers.connection;
-  const listed = conn && conn !== 'keep-alive' && conn !== 'close' ? connectionTokens(conn) : null;
+  const listed = conn && conn !== 'keep-alive' && conn !== 'close' ? requestConnectionTokens(conn) : null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     // Only a name that could be dropped needs lower-casing to look it up (listed: any may be).
@@ -78,19 +78,35 @@ export function responseHeaders(raw: readonly string[], listed: readonly string[
   return out;
 }
 
+/**
+ * What a client's Connection header may not remove: Host (`Connection: host` left the
+ * upstream to undici's own Host, the endpoint's address) and the framing headers
+ * (content-length; transfer-encoding is dropped and redone by undici anyway). RFC 9110
+ * §7.6.1 lets a sender name hop-by-hop fields, not take the message's routing or framing.
+ */
+const NEVER_HOP_BY_HOP = new Set(['host', 'content-length', 'transfer-encoding']);
+
+/** The header names a request's Connection header lists, less the ones it may not remove. */
+function requestConnectionTokens(v: string): string[] {
+  return connectionTokens(v).filter((name) => !NEVER_HOP_BY_HOP.has(name));
+}
+
 function connectionTokens(v: string): string[] {
   return v.toLowerCase().split(',').map((s) => s.trim()).filter((s) => s && s !== 'keep-alive' && s !== 'close');
 }
 
-/** The origin-form path; an absolute-form target (`GET http://h/p`) keeps only path and query. */
+/**
+ * The origin-form target: an absolute-form one (`GET http://h/p?q`) keeps its path and
+ * query as written, not as the URL parser would normalize them (dot segments,
+ * percent-encoding), so the upstream sees what it would have in origin form; an empty
+ * path is `/` (RFC 9112 §3.2.1). The listener refused every other target form.
+ */
 export function requestPath(url: string): string {
   if (url.charCodeAt(0) === 47 /* / */) return url;
-  try {
-    const u = new URL(url);
-    return u.pathname + u.search;
-  } catch {
-    return '/';
-  }
+  const m = /^https?:\/\/[^/?#]*/i.exec(url);
+  if (m === null) return '/';
+  const rest = url.slice(m[0].length);
+  return rest.charCodeAt(0) === 47 /* / */ ? rest : `/${rest}`;
 }
 
 /** Whether a request has a body to read (a Content-Length above 0, or chunked). */

@@ -1,15 +1,16 @@
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { editLines } from '../http/local_reply.js';
+import { isToken } from '../http/token.js';
 import type { ListenerPlan, ServingSocket } from './plan.js';
 import { publishRequest } from './record.js';
 
 /**
  * The edge of an http listener: the check of what switchyard will not forward as
- * it came (badRequest, which the units answer), and the answers made where there is
- * no unit of work: CONNECT, requests Node's parser refused, a removed listener's
- * late request. These run no filter and reach no role; they are counted and logged
- * like any request answered without one.
+ * it came (badRequest, which the units answer), the absolute-form target's Host, and
+ * the answers made where there is no unit of work: CONNECT, requests Node's parser
+ * refused, a removed listener's late request. These run no filter and reach no role; they are
+ * counted and logged like any request answered without one.
  */
 
 /**
@@ -18,29 +19,175 @@ import { publishRequest } from './record.js';
  */
 const HOST_RE = /^(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;=-]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?$/;
 
+/** Why switchyard will not forward a request, and the status that says so. */
+export interface Refusal {
+  /** 400 (malformed or ambiguous), 431 (too many header lines), 501 (a transfer coding other than chunked, a target undici cannot send), 505 (not HTTP/1.x). */
+  readonly status: 400 | 431 | 501 | 505;
+  readonly text: string;
+}
+
+/** The limits a listener sets on a request head (its ListenerConfig has them). */
+export interface HeadLimits {
+  readonly maxHeadersCount: number;
+}
+
+/** Methods whose HTTP/1.0 requests carry content, so need a Content-Length (RFC 1945 §8.3, §D.1.1; PATCH alike). */
+const CONTENT_METHODS = new Set(['POST', 'PUT', 'PATCH']);
+/** A Content-Length of at most this many digits is below 2^53 (MAX_SAFE_INTEGER has 16): only a longer one needs checking. */
+const SAFE_LENGTH_DIGITS = 15;
+
+function refusal(status: Refusal['status'], text: string): Refusal {
+  return { status, text: `switchyard: ${text}\n` };
+}
+
 // hot path
 /**
- * Why switchyard will not forward a request as the client sent it, or null. RFC 9112
- * §3.2: a server MUST answer 400 to an HTTP/1.1 request without Host, and to any
- * request with more than one Host line or an invalid Host value. Node's parser
- * lets two Host lines through (req.headers keeps the first), and undici would
- * refuse to send them, which would look like the upstream's failure: a client could
- * eject a healthy canary. So the check is made here, before any filter or upstream.
+ * Why switchyard will not forward a request as the client sent it, or null. Node's
+ * parser has already refused what it cannot parse (the clientError path); these are
+ * the requests it lets through that a proxy must not (issue 13, "no request
+ * smuggling"), each of which either loses or changes something on its way upstream:
+ *
+ * - Host (RFC 9112 §3.2): an HTTP/1.1 request without one, more than one Host line,
+ *   or an invalid value is 400. Node keeps the first of two Host lines, and undici
+ *   would refuse to send them, which would look like the upstream's failure: a
+ *   client could eject a healthy canary.
+ * - The version: only HTTP/1.0 and 1.1 (Node also takes 0.9 and 2.0 in an HTTP/1
+ *   head): 505 (RFC 9110 §15.6.6).
+ * - More header lines than `maxHeadersCount`: 431 (Envoy's max_headers_count).
+ * - The request target (RFC 9112 §3.2): origin-form without a fragment, or
+ *   absolute-form http(s) with a valid authority and no userinfo (RFC 9110 §4.2.1,
+ *   §4.2.4); `OPTIONS *` cannot be sent by undici (501), any other `*` is 400.
+ * - Framing (RFC 9112 §6): a Transfer-Encoding other than `chunked` alone is 501
+ *   when it names other codings (§6.1: Node would de-chunk `gzip, chunked` and the
+ *   upstream get it as identity), 400 when chunked has parameters or comes twice;
+ *   any Transfer-Encoding in HTTP/1.0 is 400 (§6.1: its framing is faulty); a
+ *   Content-Length above 2^53 - 1 is 400 (undici reads it as a Number, which rounds it);
+ *   an HTTP/1.0 POST, PUT or PATCH without Content-Length is 400 (RFC 1945 §8.3:
+ *   its body would be read as the next request); a header named `content_length`
+ *   or `transfer_encoding` is 400 (CGI-style gateways read it as the real one).
  */
-export function badRequest(req: IncomingMessage): string | null {
+export function badRequest(req: IncomingMessage, limits: HeadLimits): Refusal | null {
+  if (req.httpVersionMajor !== 1) return refusal(505, `HTTP/${req.httpVersion} is not supported: switchyard speaks HTTP/1.0 and HTTP/1.1 (RFC 9110 §15.6.6)`);
   const raw = req.rawHeaders;
+  if (raw.length > limits.maxHeadersCount * 2) {
+    return refusal(431, `more than ${limits.maxHeadersCount} header lines (the listener's maxHeadersCount)`);
+  }
   let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    if (name.length === 4 && (name === 'Host' || name === 'host' || name.toLowerCase() === 'host')) hosts++;
+    const n = name.length;
+    if (n === 4) {
+      if (name === 'Host' || name === 'host' || name.toLowerCase() === 'host') hosts++;
+    } else if ((n === 14 || n === 17) && name.includes('_')) {
+      const lower = name.toLowerCase();
+      if (lower === 'content_length' || lower === 'transfer_encoding') return refusal(400, `a header named ${name} could be read as ${lower.replace('_', '-')} upstream`);
+    }
   }
-  if (hosts > 1) return 'a request may have only one Host header (RFC 9112 §3.2)';
+  const h = req.headers;
+  const http10 = req.httpVersionMinor === 0;
+  if (hosts > 1) return refusal(400, 'a request may have only one Host header (RFC 9112 §3.2)');
   if (hosts === 0) {
     // HTTP/1.0 may leave it out. (Node's own check is off: it answers without a count or a log line.)
-    return req.httpVersionMajor === 1 && req.httpVersionMinor === 0 ? null : 'an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)';
+    if (!http10) return refusal(400, 'an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)');
+  } else if (!HOST_RE.test(h.host!)) return refusal(400, 'the Host header is not a valid host[:port] (RFC 9112 §3.2)');
+  const url = req.url!;
+  if (url.charCodeAt(0) === 47 /* / */) {
+    if (url.includes('#')) return refusal(400, 'a request target has no fragment (RFC 9112 §3.2)');
+  } else {
+    const bad = badTarget(url, req.method!);
+    if (bad !== null) return bad;
   }
-  if (!HOST_RE.test(req.headers.host!)) return 'the Host header is not a valid host[:port] (RFC 9112 §3.2)';
+  const te = h['transfer-encoding'];
+  if (te !== undefined) {
+    if (http10) return refusal(400, 'an HTTP/1.0 request cannot have a Transfer-Encoding (RFC 9112 §6.1)');
+    if (te !== 'chunked') {
+      const bad = badTransferEncoding(te);
+      if (bad !== null) return bad;
+    }
+  }
+  const cl = h['content-length'];
+  if (cl !== undefined) {
+    // Node let only digits through (and at most one line): the length is all that can be wrong.
+    if (cl.length > SAFE_LENGTH_DIGITS && !Number.isSafeInteger(Number(cl))) return refusal(400, 'the Content-Length is larger than switchyard can forward exactly (2^53 - 1)');
+  } else if (http10 && te === undefined && CONTENT_METHODS.has(req.method!)) {
+    return refusal(400, `an HTTP/1.0 ${req.method} needs a Content-Length (RFC 1945 §8.3)`);
+  }
   return null;
+}
+
+/** The Transfer-Encoding codings, when they are not `chunked` alone (Node checked that chunked is last). */
+function badTransferEncoding(te: string): Refusal | null {
+  let chunked = 0;
+  let other: string | null = null;
+  // Node joins several lines with ", ". Empty list elements are ignored (RFC 9110 §5.6.1).
+  for (const element of te.split(',')) {
+    const e = element.replace(/^[ \t]+|[ \t]+$/g, '');
+    if (e === '') continue;
+    const semi = e.indexOf(';');
+    const name = (semi < 0 ? e : e.slice(0, semi)).replace(/[ \t]+$/, '');
+    if (!isToken(name)) return refusal(400, 'the Transfer-Encoding is not a list of transfer codings (RFC 9112 §6.1)');
+    if (name.toLowerCase() === 'chunked') {
+      if (semi >= 0) return refusal(400, 'the chunked transfer coding has no parameters (RFC 9112 §7.1)');
+      chunked++;
+    } else other ??= name;
+  }
+  if (chunked !== 1) return refusal(400, 'chunked must be applied once, and last (RFC 9112 §6.1, §6.3)');
+  if (other !== null) return refusal(501, `switchyard does not implement the ${other} transfer coding: only chunked (RFC 9112 §6.1)`);
+  return null;
+}
+
+/**
+ * A target that is not origin-form: absolute-form `http://authority/path` is
+ * forwarded (its authority replacing Host: useTargetAuthority), anything else is refused.
+ */
+function badTarget(url: string, method: string): Refusal | null {
+  if (url === '*') {
+    return method === 'OPTIONS' ? refusal(501, 'switchyard cannot forward an asterisk-form target (OPTIONS *)') : refusal(400, `only OPTIONS may have the target * (RFC 9112 §3.2.4)`);
+  }
+  const authority = targetAuthority(url);
+  if (authority === null) return refusal(400, 'the request target is neither a path nor an http(s) URI (RFC 9112 §3.2)');
+  if (authority.includes('@')) return refusal(400, 'an http(s) request target may not carry userinfo (RFC 9110 §4.2.4)');
+  if (authority === '' || authority.charCodeAt(0) === 58 /* : */ || !HOST_RE.test(authority)) return refusal(400, 'the request target has no valid host (RFC 9110 §4.2.1)');
+  if (url.includes('#')) return refusal(400, 'a request target has no fragment (RFC 9112 §3.2)');
+  return null;
+}
+
+/** The authority of an absolute-form http(s) target, as written (userinfo included), or null for any other target. */
+function targetAuthority(url: string): string | null {
+  const m = /^https?:\/\//i.exec(url);
+  if (m === null) return null;
+  const from = m[0].length;
+  let to = from;
+  while (to < url.length) {
+    const c = url.charCodeAt(to);
+    if (c === 47 /* / */ || c === 63 /* ? */ || c === 35 /* # */) break;
+    to++;
+  }
+  return url.slice(from, to);
+}
+
+/**
+ * For an absolute-form target (`GET http://other/x`), makes its authority the
+ * request's Host, in the parsed headers and the raw ones (added when there was none),
+ * so that filters, x-forwarded-host and the upstream all see it: a proxy MUST
+ * ignore the received Host and use the target's (RFC 9112 §3.2.2). Call it on a
+ * request that badRequest let through.
+ */
+export function useTargetAuthority(req: IncomingMessage): void {
+  const url = req.url!;
+  if (url.charCodeAt(0) === 47 /* / */) return;
+  const authority = targetAuthority(url);
+  if (authority === null) return;
+  const raw = req.rawHeaders;
+  let found = false;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') {
+      raw[i + 1] = authority;
+      found = true;
+    }
+  }
+  if (!found) raw.push('Host', authority);
+  req.headers.host = authority;
 }
 
 /** Counts (and logs) an answer of the proxy's own that no role and no filter gave. */

@@ -5,7 +5,7 @@ import type { HeaderEdit, HttpExchange } from '../filters/api.js';
 import { hasBody } from '../http/hop_by_hop.js';
 import { sendText } from '../http/local_reply.js';
 import { HttpForward } from '../upstream/http_forward.js';
-import { badRequest, answerAtEdge } from './http_edge.js';
+import { answerAtEdge, badRequest, useTargetAuthority } from './http_edge.js';
 import type { ServingSocket } from './plan.js';
 import type { ListenerPlan } from './plan.js';
 import { publishRequest } from './record.js';
@@ -188,11 +188,12 @@ export function handleRequest(ls: ServingSocket, req: IncomingMessage, res: Serv
     }
   }
   const unit = new HttpUnit(plan, req, res);
-  const bad = badRequest(req);
+  const bad = badRequest(req, plan.config);
   if (bad !== null) {
-    unit.refuse(400, 'SY_ERR_BAD_REQUEST', `switchyard: ${bad}\n`);
+    unit.refuse(bad.status, 'SY_ERR_BAD_REQUEST', bad.text);
     return;
   }
+  useTargetAuthority(req);
   if (!req.complete && hasBody(req)) unit.watchUpload();
   unit.run();
 }

@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import { SwitchyardError } from '../errors.js';
 import { takeHttpConnectionListener } from '../net/node_internals.js';
+import { MAX_HEADERS_COUNT } from '../config/defaults.js';
 import type { HostPort } from '../config/types.js';
 import type { ListenerPlan, ServingSocket } from './plan.js';
 
@@ -83,6 +84,10 @@ export class ListenSocket implements ServingSocket {
     // 40 ms keeps them within 50 ms of their value, for about 1 % of a CPU per 1,000 addresses.
     // requireHostHeader off: the listener answers a missing Host itself (badRequest), so the 400 is counted and logged.
     const server = createServer({ connectionsCheckingInterval: 40, noDelay: true, requireHostHeader: false });
+    // Node's parser keeps one header line more than any listener may allow, so a request
+    // over its listener's maxHeadersCount is seen and refused (badRequest: 431); with
+    // Node's default (2000 pairs) the lines past it were dropped without a word.
+    server.maxHeadersCount = MAX_HEADERS_COUNT + 1;
     this.server = server;
     const httpConnection = takeHttpConnectionListener(server);
     server.on('connection', (socket: Socket) => {

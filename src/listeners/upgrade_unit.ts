@@ -124,9 +124,9 @@ export function handleUpgrade(ls: ServingSocket, req: IncomingMessage, socket: S
     return;
   }
   const unit = new UpgradeUnit(plan, req, socket, head);
-  const bad = badRequest(req);
+  const bad = badRequest(req, plan.config);
   if (bad !== null) {
-    unit.refuse(400, 'SY_ERR_BAD_REQUEST', `switchyard: ${bad}\n`);
+    unit.refuse(bad.status, 'SY_ERR_BAD_REQUEST', bad.text);
     return;
   }
   unit.run();

@@ -5,7 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { REQUIRED, type Checker } from '../checker.js';
-import { DEFAULT_BUFFER_BODY_BYTES, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MIN_UPLOAD_RATE } from '../defaults.js';
+import { DEFAULT_BUFFER_BODY_BYTES, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MIN_UPLOAD_RATE, MAX_HEADERS_COUNT } from '../defaults.js';
 import type { Path } from '../load.js';
 import { formatHostPort, isWildcard, parseHostPort } from '../parse.js';
 import type { TypeLookup } from '../plugin_api.js';
@@ -16,7 +16,7 @@ import { checkFilters } from './filters.js';
 import { checkMinUploadRate, checkRetries, checkTimeouts } from './policies.js';
 import { MAX_CONNECTIONS } from './sidecar.js';
 
-const LISTENER_KEYS = ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize', 'retries', 'maxConnections', 'minUploadRate', 'bufferBodyBytes'];
+const LISTENER_KEYS = ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize', 'maxHeadersCount', 'retries', 'maxConnections', 'minUploadRate', 'bufferBodyBytes'];
 
 /** What the listeners refer to, checked before them. */
 export interface ListenerRefs {
@@ -42,6 +42,10 @@ export async function checkListeners(c: Checker, value: unknown, refs: ListenerR
     const maxHeaderSize = c.int(o.maxHeaderSize, [...path, 'maxHeaderSize'], {
       default: DEFAULT_MAX_HEADER_SIZE, min: 1024, max: 1 << 20, code: 'SY_ERR_CONFIG_VALUE', message: 'must be an integer number of bytes from 1024 to 1048576',
     });
+    const maxHeadersCount = c.int(o.maxHeadersCount, [...path, 'maxHeadersCount'], {
+      default: DEFAULT_MAX_HEADERS_COUNT, min: 1, max: MAX_HEADERS_COUNT, code: 'SY_ERR_CONFIG_VALUE', message: `must be an integer from 1 to ${MAX_HEADERS_COUNT}`,
+    });
+    if (o.maxHeadersCount !== undefined && protocol === 'tcp') c.report('SY_ERR_CONFIG_VALUE', [...path, 'maxHeadersCount'], 'maxHeadersCount is for http listeners');
     let retries: RetryConfig | undefined;
     if (o.retries !== undefined) {
       if (protocol === 'tcp') c.report('SY_ERR_CONFIG_VALUE', [...path, 'retries'], 'a tcp listener cannot retry (a connect failure already moves to the next endpoint)');
@@ -62,7 +66,7 @@ export async function checkListeners(c: Checker, value: unknown, refs: ListenerR
       : [];
     if (!target) continue;
     out[name] = {
-      ...(address ? { address } : {}), protocol, vset: target.vset, channel: target.channel, filters, timeouts, maxHeaderSize,
+      ...(address ? { address } : {}), protocol, vset: target.vset, channel: target.channel, filters, timeouts, maxHeaderSize, maxHeadersCount,
       ...(retries ? { retries } : {}), ...(maxConnections !== undefined ? { maxConnections } : {}), minUploadRate, bufferBodyBytes,
     };
   }
