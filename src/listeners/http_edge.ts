@@ -1,5 +1,6 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import type { RuntimeCode } from '../errors.js';
 import { editLines } from '../http/local_reply.js';
 import { isToken } from '../http/token.js';
 import type { ListenerPlan, ServingSocket } from './plan.js';
@@ -9,7 +10,8 @@ import { publishRequest } from './record.js';
  * The edge of an http listener: the check of what switchyard will not forward as
  * it came (badRequest, which the units answer), the absolute-form target's Host, and
  * the answers made where there is no unit of work: CONNECT, requests Node's parser
- * refused, a removed listener's late request. These run no filter and reach no role; they are
+ * refused (after the answers to the requests before them on the connection), a
+ * removed listener's late request. These run no filter and reach no role; they are
  * counted and logged like any request answered without one.
  */
 
@@ -217,18 +219,110 @@ const PARSER_ANSWERS: Record<number, string> = {
 };
 
 /**
+ * What the edge knows of the newest request on a client connection (its unit), so
+ * that a parse error later on the connection is answered after the requests already
+ * forwarded, not instead of them.
+ */
+export interface EdgeRequest {
+  readonly req: IncomingMessage;
+  readonly res: ServerResponse;
+  /** Refuses the request (HttpUnit.refuse): its upstream try cut, a 4xx once its turn comes, the connection closed after. */
+  refuse(status: number, code: RuntimeCode, text: string): void;
+}
+
+const kNewest = Symbol('switchyard.newestRequest');
+/** Node reports a broken parser again at every read after the first error: answered once. */
+const kParseFailed = Symbol('switchyard.parseFailed');
+type Tracked = Socket & { [kNewest]?: EdgeRequest; [kParseFailed]?: true };
+
+// hot path
+/** A request arrived on `socket` (after every request before it: Node parses in order). */
+export function requestArrived(socket: Socket, request: EdgeRequest): void {
+  (socket as Tracked)[kNewest] = request;
+}
+
+// hot path
+/**
+ * Whether the connection closes after an answer still to come (a request refused,
+ * or cut for a slow body, asked for it): a request pipelined after such a one would
+ * never be answered, so it is neither forwarded nor answered (as with the bytes after
+ * `Connection: close`, RFC 9112 §9.6), and the client sends it again on a new connection.
+ */
+export function closingBefore(socket: Socket): boolean {
+  const newest = (socket as Tracked)[kNewest];
+  return newest !== undefined && !newest.res.shouldKeepAlive;
+}
+
+/** The status for an error of Node's parser (or its timeouts). */
+function parserStatus(err: NodeJS.ErrnoException): number {
+  return err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413
+    : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+}
+
+/**
  * Node's parser refused a request (malformed, a head over maxHeaderSize, or too
- * slow: the headers and request timeouts). Answered as Node's default handler does
- * (only when nothing was written on the connection yet), and counted and logged
- * like any request answered without a role; Node's own handler does neither.
+ * slow: the headers and request timeouts). Answered as Node's default handler
+ * does, and counted and logged like any request answered without a role (Node's
+ * own handler does neither), with one difference that matters to a proxy: Node
+ * answers at once and closes, losing the answers to the requests before the bad one
+ * that were already forwarded (pipelined, or an HTTP/1.0 request followed by more
+ * bytes). A request the client will never get an answer to must not have been
+ * forwarded, so when the error comes while requests are in flight:
+ *
+ * - in the newest request's own body (a bad chunk): that request is refused
+ *   (HttpUnit.refuse: its upstream try cut, its 4xx after the answers before it);
+ * - after it: the answers in flight go out first, then this one, then the
+ *   connection closes; or nothing more when Node closes the connection after them
+ *   anyway (HPE_CLOSED_CONNECTION: bytes after an HTTP/1.0 or `Connection: close`
+ *   request, which RFC 9112 §9.6 says are not processed).
  */
 export function handleClientError(ls: ServingSocket, err: NodeJS.ErrnoException, socket: Socket): void {
-  if (socket.writable && socket.bytesWritten === 0) {
-    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413
-      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+  const s = socket as Tracked;
+  if (s[kParseFailed]) return;
+  const status = parserStatus(err);
+  const newest = s[kNewest];
+  const parse = err.code?.startsWith('HPE_') === true;
+  if (parse && newest !== undefined && !newest.res.destroyed) {
+    const res = newest.res;
+    if (!newest.req.complete && !res.writableFinished) {
+      s[kParseFailed] = true;
+      newest.refuse(status, 'SY_ERR_BAD_REQUEST', `switchyard: the request is malformed (${err.message})\n`);
+      return;
+    }
+    if (!res.shouldKeepAlive) {
+      // Node closes the connection once this answer is written: what came after the
+      // request is not processed (RFC 9112 §9.6), and no answer may follow it.
+      s[kParseFailed] = true;
+      return;
+    }
+    if (!res.writableFinished) {
+      s[kParseFailed] = true;
+      res.once('close', () => {
+        if (!res.writableFinished) socket.destroy();
+        else if (socket.writable) answerParserError(ls, status, socket);
+      });
+      return;
+    }
+  }
+  // A parse error with every answer written (or none yet) is answered; a timeout only
+  // on a connection that was never answered (a request timing out mid-answer is cut).
+  if (socket.writable && (parse ? err.code !== 'HPE_CLOSED_CONNECTION' : socket.bytesWritten === 0)) {
+    socket.write(parserAnswer(ls, status), 'latin1');
     const plan = ls.plan?.protocol === 'http' ? ls.plan : null;
-    socket.write(`${PARSER_ANSWERS[status]!}${ownLines(plan)}\r\n`, 'latin1');
     if (plan !== null) answerAtEdge(plan, status, null, socket);
   }
   socket.destroy(err);
+}
+
+/** Node's answer to a parse error, with the listener's response edits. */
+function parserAnswer(ls: ServingSocket, status: number): string {
+  const plan = ls.plan?.protocol === 'http' ? ls.plan : null;
+  return `${PARSER_ANSWERS[status]!}${ownLines(plan)}\r\n`;
+}
+
+/** The parse error's answer after the answers that were in flight: counted, then the connection closes once it is written. */
+function answerParserError(ls: ServingSocket, status: number, socket: Socket): void {
+  const plan = ls.plan?.protocol === 'http' ? ls.plan : null;
+  socket.end(parserAnswer(ls, status), 'latin1', () => socket.destroy());
+  if (plan !== null) answerAtEdge(plan, status, null, socket);
 }

@@ -5,7 +5,7 @@ import type { HeaderEdit, HttpExchange } from '../filters/api.js';
 import { hasBody } from '../http/hop_by_hop.js';
 import { sendText } from '../http/local_reply.js';
 import { HttpForward } from '../upstream/http_forward.js';
-import { answerAtEdge, badRequest, useTargetAuthority } from './http_edge.js';
+import { answerAtEdge, badRequest, closingBefore, requestArrived, useTargetAuthority } from './http_edge.js';
 import type { ServingSocket } from './plan.js';
 import type { ListenerPlan } from './plan.js';
 import { publishRequest } from './record.js';
@@ -39,6 +39,8 @@ export class HttpUnit extends Unit implements HttpExchange {
   #cutUnanswered = false;
   /** The body came slower than minUploadRate before the response started: switchyard answered 408, no role served it. */
   #tooSlow = false;
+  /** Switchyard refused the request before any answer to it started (refuse): no role served it, whether or not it went upstream. */
+  #refused = false;
   /** Watches the body's rate while it comes (null: no body, or no minimum). */
   #upload: UploadRate | null = null;
 
@@ -59,7 +61,8 @@ export class HttpUnit extends Unit implements HttpExchange {
   }
 
   protected get gone(): boolean {
-    return this.res.destroyed;
+    // Refused (refuse) while an async filter still ran: nothing goes upstream after the refusal.
+    return this.res.destroyed || this.#refused;
   }
 
   reply(status: number, body = '', headers?: Record<string, string>): void {
@@ -67,11 +70,25 @@ export class HttpUnit extends Unit implements HttpExchange {
     sendText(this.res, status, body, headers, { list: this.responseHeaderEdits, vars: this.plan.variables(this.#forward?.role ?? this.role) });
   }
 
-  /** Switchyard will not forward the request as it came (badRequest): the client's error, answered by the proxy, not by a role. */
+  /**
+   * Switchyard will not forward the request as it came (badRequest), or no more of
+   * it (its body broke off in a parse error): the client's error, answered by the
+   * proxy, not by a role. A try already under way is cut without blame (never an
+   * upstream error, an outlier or a retry), the answer waits for the ones before it
+   * on the connection, and the connection closes after it: the bytes after a request
+   * that was refused cannot be trusted to start another. When the role's answer had
+   * started, the connection is cut instead, and it counts with the status it was sent.
+   */
   refuse(status: number, code: RuntimeCode, text: string): void {
     this.#error = code;
-    // Two Host lines are the stuff of request smuggling: do not read another request after it.
-    this.res.shouldKeepAlive = false;
+    this.#forward?.cut();
+    const res = this.res;
+    if (res.headersSent) {
+      res.destroy();
+      return;
+    }
+    this.#refused = true;
+    res.shouldKeepAlive = false;
     this.reply(status, text);
   }
 
@@ -149,7 +166,7 @@ export class HttpUnit extends Unit implements HttpExchange {
     // The role that served it: none when the request never went upstream (a filter
     // answered, e.g. a 429 after `weighted` had picked a role, or the client left first),
     // switchyard failed it itself, or cut it (a body too slow, a drain timeout before the response).
-    const served = this.#cutUnanswered || this.#tooSlow ? -1 : this.servedRole;
+    const served = this.#cutUnanswered || this.#tooSlow || this.#refused ? -1 : this.servedRole;
     // The status the client was sent, even if the body was then cut (by either side);
     // 499 when the client left before the response started (nginx's convention); 503 when
     // the drain timeout cut it then (see destroy).
@@ -187,7 +204,12 @@ export function handleRequest(ls: ServingSocket, req: IncomingMessage, res: Serv
       return;
     }
   }
+  if (closingBefore(req.socket)) {
+    res.shouldKeepAlive = false;
+    return;
+  }
   const unit = new HttpUnit(plan, req, res);
+  requestArrived(req.socket, unit);
   const bad = badRequest(req, plan.config);
   if (bad !== null) {
     unit.refuse(bad.status, 'SY_ERR_BAD_REQUEST', bad.text);

@@ -64,6 +64,15 @@ async function refusalRecorded(t: ExecutionContext, sc: Sidecar, log: string, st
 
 // ---------------------------------------------------------------- HTTP/1.0, and what follows a request on its connection
 
+test('HTTP/1.0: of two pipelined requests the first is answered, and the second is never forwarded', async (t) => {
+  const { up, sc } = await setup(t);
+  // Before: the first was forwarded, and the client got only Node's 400 for the second.
+  const answer = await raw(sc, 'GET /first HTTP/1.0\r\n\r\nGET /second HTTP/1.0\r\n\r\n');
+  t.deepEqual(statuses(answer), [200], answer);
+  t.regex(answer, /"url":"\/first"/);
+  t.deepEqual(seen(up).map((r) => r.url), ['/first']);
+});
+
 test('HTTP/1.0: a POST without Content-Length is refused with 400, never forwarded (RFC 1945 §8.3)', async (t) => {
   const { up, sc, log } = await setup(t);
   // Before: forwarded as an empty POST (its side effects happened), and the body was taken for a request: Node's 400.
@@ -73,6 +82,33 @@ test('HTTP/1.0: a POST without Content-Length is refused with 400, never forward
   t.deepEqual(seen(up), []);
   await refusalRecorded(t, sc, log, 400, '/no-length');
 });
+
+test('a keep-alive request followed by garbage gets its answer, then the 400', async (t) => {
+  const { up, sc } = await setup(t);
+  // Before: the request was forwarded, and the client got only the 400.
+  const answer = await raw(sc, 'GET /ok HTTP/1.1\r\nHost: h\r\n\r\nGARBAGE\r\n\r\n');
+  t.deepEqual(statuses(answer), [200, 400], answer);
+  t.deepEqual(seen(up).map((r) => r.url), ['/ok']);
+  await untilMetric(sc, 'switchyard_requests_total', { listener: 'web', role: '', code: '400' }, 1);
+});
+
+test('a request pipelined after a refused one is not forwarded (its answer would never come)', async (t) => {
+  const { up, sc } = await setup(t);
+  const answer = await raw(sc, 'GET /bad HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n');
+  t.deepEqual(statuses(answer), [400], answer);
+  t.deepEqual(seen(up), []);
+});
+
+test('a bad chunk in a pipelined request: the request before it is answered, the bad one refused once, with role ""', async (t) => {
+  const { up, sc, log } = await setup(t);
+  const answer = await raw(sc, 'GET /ok HTTP/1.1\r\nHost: h\r\n\r\nPOST /chunks HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\nzz\r\n\r\n');
+  t.deepEqual(statuses(answer), [200, 400], answer);
+  t.true(seen(up).every((r) => r.url !== '/chunks' || !r.complete), 'the bad request never reached the upstream whole');
+  // Before: a raw 400 on a destroyed connection, the first answer lost, and the bad request counted again as the role's 499.
+  await refusalRecorded(t, sc, log, 400, '/chunks');
+});
+
+// ---------------------------------------------------------------- header count
 
 test(`more than maxHeadersCount (default ${DEFAULT_MAX_HEADERS_COUNT}) header lines get 431, not a request with some dropped`, async (t) => {
   const { up, sc, log } = await setup(t);
