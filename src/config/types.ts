@@ -177,6 +177,17 @@ export interface ListenerConfig {
   minUploadRate: MinUploadRate;
   /** http: request bodies with a Content-Length up to this are read whole before the upstream request opens (0: stream all). */
   bufferBodyBytes: number;
+  /** TLS terminated on the listener; absent = plain. */
+  tls?: ListenerTlsConfig;
+}
+
+/** `listeners.<l>.tls`: read and checked on every reload (net/tls_material.ts), which sets `digest`. */
+export interface ListenerTlsConfig {
+  cert: string;
+  key: string;
+  /** Client certificates are asked for and must chain to this CA. */
+  clientCa?: string;
+  digest?: string;
 }
 
 /** A filter entry after its type validated it; `config` is what the type's validate returned. */

@@ -4,6 +4,7 @@ import type { HostPort, ListenerConfig } from '../config/types.js';
 import type { Filter, HeaderEdit, RoleView } from '../filters/api.js';
 import type { HeaderVariables } from '../http/header_edits.js';
 import type { RoleMetrics, TcpTally } from '../metrics.js';
+import type { ListenerTls } from '../net/tls_material.js';
 import type { AccessLogSink } from '../observe/access_log.js';
 import type { EventSinks } from '../observe/events.js';
 import type { EndpointSet } from '../upstream/endpoints.js';
@@ -61,11 +62,14 @@ export class ListenerPlan {
   /** http: the filters' response edits, for every answer on the listener (null: none). */
   readonly responseHeaderEdits: readonly HeaderEdit[] | null;
   readonly counters: ListenerCounters;
+  /** TLS terminated on the listener's connections (null: plain). */
+  readonly tls: ListenerTls | null;
 
   constructor(init: {
     name: string; config: ListenerConfig; generation: GenerationPin; address: HostPort; roles: RoleView[];
     routes: EndpointSet[]; metrics: RoleMetrics[]; filters: Filter[]; fallbackWeights: number[];
     retryBudget: RetryBudget | null; responseHeaderEdits?: readonly HeaderEdit[] | null; counters: ListenerCounters;
+    tls?: ListenerTls | null;
   }) {
     const config = init.config;
     this.name = init.name;
@@ -78,6 +82,7 @@ export class ListenerPlan {
     const log = init.generation.accessLog;
     this.sinks = init.metrics.map((metrics) => Object.freeze({ metrics, log }));
     this.responseHeaderEdits = init.responseHeaderEdits ?? null;
+    this.tls = init.tls ?? null;
     this.counters = init.counters;
     const roleNames = init.roles.map((r) => r.name);
     const generation = String(init.generation.number);

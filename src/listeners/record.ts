@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
 import { channels, type ConnectionEvent, type RequestEvent } from '../observe/events.js';
 import type { ListenerPlan } from './plan.js';
 
@@ -66,10 +67,18 @@ export function publishRequest(plan: ListenerPlan, r: HttpRecord): void {
     error: r.error,
     tries: r.tries,
     client: r.client,
+    clientCert: plan.tls?.verifyClients === true ? clientSubject(socket) : '',
     upgrade: r.upgrade,
     sinks: plan.sinks[r.role < 0 ? plan.roles.length : r.role]!,
   };
   ch.publish(event);
+}
+
+/** The subject of the client certificate a TLS listener verified (`CN=…,O=…`), or ''. */
+export function clientSubject(socket: Socket): string {
+  const peer = (socket as Partial<TLSSocket>).getPeerCertificate?.();
+  if (peer === undefined || peer.subject === undefined) return '';
+  return Object.entries(peer.subject).map(([k, v]) => `${k}=${Array.isArray(v) ? v.join('+') : String(v)}`).join(',');
 }
 
 /** What a TCP unit knows when it ends. */

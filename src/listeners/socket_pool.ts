@@ -1,5 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import type { ListenerTls } from '../net/tls_material.js';
 import { SwitchyardError } from '../errors.js';
 import { takeHttpConnectionListener } from '../net/node_internals.js';
 import { MAX_HEADERS_COUNT } from '../config/defaults.js';
@@ -20,6 +22,8 @@ export interface Dispatch {
   clientError(ls: ServingSocket, err: NodeJS.ErrnoException, socket: Socket): void;
 }
 
+
+function noop(): void {}
 
 /** How often, at most, a limit that keeps refusing connections is logged (the counter has every one). */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
@@ -90,15 +94,21 @@ export class ListenSocket implements ServingSocket {
     server.maxHeadersCount = MAX_HEADERS_COUNT + 1;
     this.server = server;
     const httpConnection = takeHttpConnectionListener(server);
+    /** `counted`: the connection's close is counted already (TLS: on the raw socket). */
+    const serve = (plan: ListenerPlan, socket: Socket, counted = false): void => {
+      const closed = counted ? noop : this.#closed;
+      if (plan.protocol === 'http') {
+        socket.on('close', closed);
+        plan.connectionOpened(socket);
+        httpConnection.call(server, socket);
+      } else dispatch.tcp(plan, socket).on('close', closed);
+    };
     server.on('connection', (socket: Socket) => {
       const plan = this.plan;
       if (plan === null || this.retired) socket.destroy();
       else if (!this.#admit(plan, socket)) return;
-      else if (plan.protocol === 'http') {
-        socket.on('close', this.#closed);
-        plan.connectionOpened(socket);
-        httpConnection.call(server, socket);
-      } else dispatch.tcp(plan, socket).on('close', this.#closed);
+      else if (plan.tls === null) serve(plan, socket);
+      else terminateTls(plan, plan.tls, socket, serve, this.#closed);
     });
     server.on('request', (req, res) => dispatch.request(this, req, res));
     server.on('upgrade', (req, socket, head) => dispatch.upgrade(this, req, socket as Socket, head));
@@ -151,6 +161,45 @@ export class ListenSocket implements ServingSocket {
     s.keepAliveTimeout = plan.config.timeouts.keepAliveMs;
     (s as Server & { maxHeaderSize: number }).maxHeaderSize = plan.config.maxHeaderSize;
   }
+}
+
+/**
+ * TLS engines by plan: a tls.Server that never listens, handed each accepted
+ * connection (as https and http2 do), so that client certificates are verified
+ * the way Node verifies them. One per plan: a rotated certificate is used from the
+ * reload that read it, without a rebind.
+ */
+const tlsEngines = new WeakMap<ListenerPlan, TlsServer>();
+
+/**
+ * TLS on an accepted connection, with the plan's certificate; it is served on that
+ * plan once the handshake is done (a client certificate that does not chain to
+ * clientCa ends it there). The handshake gets the listener's headers timeout.
+ * `closed` runs once, when the connection is gone, whichever side of TLS closes first.
+ */
+function terminateTls(plan: ListenerPlan, tls: ListenerTls, raw: Socket, serve: (plan: ListenerPlan, socket: Socket, counted: boolean) => void,
+  closed: () => void): void {
+  let engine = tlsEngines.get(plan);
+  if (engine === undefined) {
+    engine = createTlsServer({
+      ...tls.pem,
+      requestCert: tls.verifyClients,
+      rejectUnauthorized: tls.verifyClients,
+      ALPNProtocols: plan.protocol === 'http' ? ['http/1.1'] : undefined,
+      handshakeTimeout: plan.config.timeouts.headersMs,
+    });
+    engine.on('secureConnection', (secure: TLSSocket) => serve(plan, secure, true));
+    engine.on('tlsClientError', (_err, secure: TLSSocket) => secure.destroy());
+    tlsEngines.set(plan, engine);
+  }
+  let done = false;
+  const once = (): void => {
+    if (done) return;
+    done = true;
+    closed();
+  };
+  raw.once('close', once);
+  engine.emit('connection', raw);
 }
 
 /**

@@ -43,6 +43,8 @@ type Accepted = Socket & { _handle?: { useUserBuffer?: unknown; reading?: boolea
  */
 export function moveHandle(accepted: Socket, onread: OnRead): Socket | null {
   const old = accepted as Accepted;
+  // A TLS socket's reads are its own (decrypted): it is read as a stream.
+  if ((accepted as { encrypted?: boolean }).encrypted === true) return null;
   const handle = old._handle;
   if (!handle || typeof handle.useUserBuffer !== 'function' || handle.reading !== true || old.destroyed) return null;
   old._handle = null;

@@ -29,6 +29,7 @@ export function logHttp(sink: AccessLogSink, e: RequestEvent): void {
     generation: e.generation,
     upstreamError: e.error,
     client: e.client,
+    ...(e.clientCert !== '' ? { clientCert: e.clientCert } : {}),
   }));
 }
 

@@ -56,6 +56,8 @@ export interface RequestEvent {
   readonly tries: number;
   /** The client's address. */
   readonly client: string;
+  /** The subject of the client certificate a TLS listener with clientCa verified, or ''. */
+  readonly clientCert: string;
   /** A WebSocket upgrade. */
   readonly upgrade: boolean;
   readonly sinks: EventSinks;

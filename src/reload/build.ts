@@ -17,7 +17,7 @@ import { Disposer } from './disposer.js';
 import { listenerSplit, weightsByRole } from './split.js';
 import { tableCopy } from '../table.js';
 import { Slicer } from '../config/slicer.js';
-import { upstreamTls } from '../net/tls_material.js';
+import { listenerTls, upstreamTls } from '../net/tls_material.js';
 
 /** The process-wide things a build leases from and counts into. */
 export interface BuildContext {
@@ -182,6 +182,7 @@ function buildListenerPlan(input: ListenerInput): ListenerPlan {
     fallbackWeights: weightsByRole(listenerSplit(listener.filters, ctx.registry), roleNames),
     responseHeaderEdits: responseHeaderEdits(listener, ctx.registry),
     retryBudget: listener.retries ? new RetryBudget(listener.retries) : null,
+    tls: listener.tls ? listenerTls(listener.tls) : null,
     metrics: [...roleNames, ''].map((role) => new RoleMetrics(ctx.metrics, name, listener.vset, role)),
     counters: {
       connections: ctx.metrics.connectionsActive.labels(name),

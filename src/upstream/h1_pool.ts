@@ -111,6 +111,8 @@ class H1Connection {
   #sent = true;
   #body: Readable | null = null;
   #chunkedBody = false;
+  /** The request head, until the body's first bytes go with it. */
+  #head: string | null = null;
   #reusable = true;
   idleSince = 0;
   idleMs = IDLE_MS;
@@ -168,7 +170,9 @@ class H1Connection {
     }
     this.#sent = false;
     this.#chunkedBody = req.length < 0;
-    socket.write(head, 'latin1');
+    // The head goes with the body's first bytes: a body the client's parser then refuses
+    // at its start leaves the upstream nothing of the request.
+    this.#head = head;
     this.#stream(body);
   }
 
@@ -183,18 +187,27 @@ class H1Connection {
   readonly #bodyData = (chunk: Buffer): void => {
     const socket = this.socket;
     let ok: boolean;
+    if (chunk.length === 0) return;
+    socket.cork();
+    this.#writeHead();
     if (this.#chunkedBody) {
-      if (chunk.length === 0) return;
-      socket.cork();
       socket.write(chunkHead(chunk.length), 'latin1');
       socket.write(chunk);
       ok = socket.write('\r\n', 'latin1');
-      socket.uncork();
     } else ok = socket.write(chunk);
+    socket.uncork();
     if (!ok) this.#body!.pause();
   };
 
+  #writeHead(): void {
+    const head = this.#head;
+    if (head === null) return;
+    this.#head = null;
+    this.socket.write(head, 'latin1');
+  }
+
   readonly #bodyEnd = (): void => {
+    this.#writeHead();
     if (this.#chunkedBody) this.socket.write(LAST_CHUNK, 'latin1');
     this.#unhookBody();
     this.#sent = true;
@@ -207,6 +220,7 @@ class H1Connection {
   };
 
   #unhookBody(): void {
+    this.#head = null;
     const body = this.#body;
     if (body === null) return;
     this.#body = null;

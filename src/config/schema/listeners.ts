@@ -11,12 +11,12 @@ import { formatHostPort, isWildcard, parseHostPort } from '../parse.js';
 import type { TypeLookup } from '../plugin_api.js';
 import type { Slicer } from '../slicer.js';
 import { table } from '../../table.js';
-import type { AdminConfig, ComponentConfig, HostPort, ListenerConfig, MinUploadRate, Protocol, RetryConfig, VsetConfig } from '../types.js';
+import type { AdminConfig, ComponentConfig, HostPort, ListenerConfig, ListenerTlsConfig, MinUploadRate, Protocol, RetryConfig, VsetConfig } from '../types.js';
 import { checkFilters } from './filters.js';
 import { checkMinUploadRate, checkRetries, checkTimeouts } from './policies.js';
 import { MAX_CONNECTIONS } from './sidecar.js';
 
-const LISTENER_KEYS = ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize', 'maxHeadersCount', 'retries', 'maxConnections', 'minUploadRate', 'bufferBodyBytes'];
+const LISTENER_KEYS = ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize', 'maxHeadersCount', 'retries', 'maxConnections', 'minUploadRate', 'bufferBodyBytes', 'tls'];
 
 /** What the listeners refer to, checked before them. */
 export interface ListenerRefs {
@@ -64,13 +64,34 @@ export async function checkListeners(c: Checker, value: unknown, refs: ListenerR
     const filters = target
       ? checkFilters(c, o.filters, [...path, 'filters'], { listener: name, protocol, vset: refs.vsets[target.vset]!, components: refs.components, types: refs.types })
       : [];
+    const tls = o.tls === undefined ? undefined : checkListenerTls(c, o.tls, [...path, 'tls']);
     if (!target) continue;
     out[name] = {
+      ...(tls ? { tls } : {}),
       ...(address ? { address } : {}), protocol, vset: target.vset, channel: target.channel, filters, timeouts, maxHeaderSize, maxHeadersCount,
       ...(retries ? { retries } : {}), ...(maxConnections !== undefined ? { maxConnections } : {}), minUploadRate, bufferBodyBytes,
     };
   }
   return out;
+}
+
+/** `tls`: the certificate and key to terminate TLS with (both required), and optionally the CA client certificates must chain to. */
+function checkListenerTls(c: Checker, value: unknown, path: Path): ListenerTlsConfig | undefined {
+  const o = c.obj(value, path, ['cert', 'key', 'clientCa']);
+  if (!o) return undefined;
+  const file = (k: 'cert' | 'key' | 'clientCa', required: boolean): string | undefined => {
+    const s = c.str(o[k], [...path, k], required ? { required: true, message: 'is required: the PEM file of the listener\'s ' + (k === 'cert' ? 'certificate' : 'private key') } : undefined);
+    if (s !== undefined && s.trim() === '') {
+      c.report('SY_ERR_CONFIG_VALUE', [...path, k], 'must be a file path');
+      return undefined;
+    }
+    return s;
+  };
+  const cert = file('cert', true);
+  const key = file('key', true);
+  const clientCa = file('clientCa', false);
+  if (cert === undefined || key === undefined) return undefined;
+  return { cert, key, ...(clientCa !== undefined ? { clientCa } : {}) };
 }
 
 /** An address taken while validating listeners, and who took it. */
