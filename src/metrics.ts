@@ -36,6 +36,8 @@ export class Metrics {
   readonly openTcp = new Set<TcpTally>();
   /** Role channels now routed to, with their endpoints (set by the runtime; read at scrape time). */
   endpointHealth: () => Iterable<{ role: string; channel: string; healthy: number; total: number }> = () => [];
+  /** The certificates the serving config presents, and when each expires (Unix seconds): set by the runtime. */
+  certificates: () => Iterable<{ listener: string; role: string; channel: string; notAfter: number }> = () => [];
   readonly lastReloadSuccessful: Gauge;
   readonly lastReloadSuccessTime: Gauge;
   readonly generationsDraining: Gauge;
@@ -79,6 +81,15 @@ export class Metrics {
     const metrics = this;
     new Gauge({ name: 'switchyard_endpoints_healthy', help: 'Endpoints of a role channel that take new work: healthy by the active check and not ejected.', labelNames: ['role', 'channel'], registers, collect: health('healthy') });
     new Gauge({ name: 'switchyard_endpoints', help: 'Endpoints of a role channel that the serving config routes to.', labelNames: ['role', 'channel'], registers, collect: health('total') });
+    new Gauge({
+      name: 'switchyard_tls_certificate_expiry_seconds',
+      help: 'When a certificate the serving config presents expires (Unix time): a listener\'s (listener set), or a role channel\'s client certificate for mTLS (role and channel set). Alert on it minus time().',
+      labelNames: ['listener', 'role', 'channel'], registers,
+      collect(this: Gauge<'listener' | 'role' | 'channel'>) {
+        this.reset();
+        for (const c of metrics.certificates()) this.set({ listener: c.listener, role: c.role, channel: c.channel }, c.notAfter);
+      },
+    });
     // Prometheus's own pair (prometheus_config_last_reload_*): alert on `== 0`, and on a timestamp too old.
     this.lastReloadSuccessful = new Gauge({ name: 'switchyard_config_last_reload_successful', help: 'Whether the last config change was applied (1) or rejected (0).', registers });
     this.lastReloadSuccessTime = new Gauge({ name: 'switchyard_config_last_reload_success_timestamp_seconds', help: 'Unix time of the last config change that was applied (the start counts).', registers });

@@ -1,7 +1,8 @@
 import { resolve } from 'node:path';
 import { loadConfigFiles, type RawConfig } from './config/load.js';
 import { FileWatcher } from './reload/file_watch.js';
-import type { HostPort } from './config/types.js';
+import type { Config, HostPort } from './config/types.js';
+import { tlsFiles } from './net/tls_material.js';
 import { ConfigError, SwitchyardError } from './errors.js';
 import { AdminServer } from './admin/server.js';
 import { Runtime, type ApplyResult } from './reload/runtime.js';
@@ -39,6 +40,9 @@ export class Sidecar {
   admin: AdminServer | null = null;
   adminAddress: HostPort | null = null;
   #watcher: FileWatcher | null = null;
+  /** Watches the TLS files the current config names: a rotated certificate is applied as a reload. */
+  #tlsWatcher: FileWatcher | null = null;
+  #tlsWatched = '';
   #ready = false;
 
   private constructor(runtime: Runtime, files: string[]) {
@@ -76,8 +80,30 @@ export class Sidecar {
       sc.#watcher = new FileWatcher(watched, () => void sc.reload('file'));
       await sc.#watcher.start(baseline);
     }
+    if (opts.watch) {
+      runtime.onApplied = (gen) => void sc.#watchTls(gen.config, gen.raw.baseDir);
+      await sc.#watchTls(runtime.current!.config, raw.baseDir);
+    }
     sc.#ready = true;
     return sc;
+  }
+
+  /**
+   * Watches the TLS files `config` names (directories, as the config files are: a
+   * Kubernetes Secret swaps a ..data symlink); a change re-applies the current
+   * config, which reads them again. The list follows each applied config.
+   */
+  async #watchTls(config: Config, baseDir: string): Promise<void> {
+    const files = tlsFiles(config, baseDir);
+    const key = files.join('\0');
+    if (key === this.#tlsWatched) return;
+    this.#tlsWatched = key;
+    this.#tlsWatcher?.close();
+    this.#tlsWatcher = null;
+    if (files.length === 0) return;
+    const watcher = new FileWatcher(files, () => void this.runtime.reapply('file'));
+    this.#tlsWatcher = watcher;
+    await watcher.start();
   }
 
   /** The bound address of each listener. */
@@ -94,6 +120,8 @@ export class Sidecar {
   async stop(): Promise<void> {
     this.#ready = false;
     this.#watcher?.close();
+    this.#tlsWatcher?.close();
+    this.runtime.onApplied = null;
     await this.runtime.shutdown();
     await this.admin?.close();
   }

@@ -1,6 +1,7 @@
 import type { ExecutionContext } from 'ava';
 import { spawn } from 'node:child_process';
-import { get, listenerUrl, scrape, startSidecar, startUpstream, twoRoles, until, type FilterSpec } from './helpers.js';
+import { get, listenerUrl, scrape, startSidecar, startUpstream, twoRoles, uniqueHost, until, type FilterSpec } from './helpers.js';
+import { makePki } from './tls_support.js';
 
 export interface ToolRun { code: number | null; stdout: string; stderr: string }
 
@@ -34,14 +35,21 @@ export async function metricsAfterTraffic(t: ExecutionContext): Promise<string> 
   const a = await startUpstream(t, 'a');
   const busy = await startUpstream(t, 'busy', (req, res) => { req.resume(); res.writeHead(503, { 'content-length': '0' }); res.end(); });
   // port 1 on loopback: nothing listens there, so the connection is refused
-  const sc = await startSidecar(t, twoRoles([busy, a], '127.0.0.1:1', { retries: { attempts: 1 }, filters: [PIN] }));
+  const config = twoRoles([busy, a], '127.0.0.1:1', { retries: { attempts: 1 }, filters: [PIN] });
+  // A TLS listener too, so that its certificate's expiry is exported.
+  const pki = await makePki('metrics test CA');
+  t.teardown(() => pki.close());
+  const cert = await pki.leaf('listener', ['127.0.0.1']);
+  config.listeners!['secure'] = { ...config.listeners!['web']!, address: `${uniqueHost()}:0`, tls: { cert: cert.certFile, key: cert.keyFile } };
+  const sc = await startSidecar(t, config);
   for (let i = 0; i < 2; i++) t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'a' })).status, 200);
   t.is((await get(listenerUrl(sc, 'web'), { 'x-pin': 'b' })).status, 502);
   let text = '';
   await until(async () => {
     const m = await scrape(sc);
     text = m.text;
-    return m.series('switchyard_upstream_errors_total').length > 0 && m.series('switchyard_retries_total').length > 0;
+    return m.series('switchyard_upstream_errors_total').length > 0 && m.series('switchyard_retries_total').length > 0
+      && m.series('switchyard_tls_certificate_expiry_seconds').length > 0;
   }, 5000, 'the upstream error in /metrics');
   return text;
 }

@@ -55,6 +55,31 @@ export function listenerTls(config: ListenerTlsConfig): ListenerTls {
 
 export interface TlsIssue { path: Path; message: string }
 
+/** The certificates a checked config presents, with their end of validity in Unix seconds. */
+export function certificateExpiries(config: Config): { listener: string; role: string; channel: string; notAfter: number }[] {
+  const out: { listener: string; role: string; channel: string; notAfter: number }[] = [];
+  for (const [name, lc] of Object.entries(config.listeners)) {
+    const m = lc.tls === undefined ? undefined : listenerMaterials.get(lc.tls);
+    if (m?.certNotAfter != null) out.push({ listener: name, role: '', channel: '', notAfter: m.certNotAfter / 1000 });
+  }
+  for (const [role, rc] of Object.entries(config.roles)) {
+    for (const [channel, cc] of Object.entries(rc.channels)) {
+      const m = cc.tls === undefined ? undefined : materials.get(cc.tls);
+      if (m?.clientCertNotAfter != null) out.push({ listener: '', role, channel, notAfter: m.clientCertNotAfter / 1000 });
+    }
+  }
+  return out;
+}
+
+/** Every TLS file the config names, resolved against `baseDir` (what a watcher of them watches). */
+export function tlsFiles(config: Config, baseDir: string): string[] {
+  const out = new Set<string>();
+  const add = (f: string | undefined): void => { if (f !== undefined) out.add(isAbsolute(f) ? f : resolve(baseDir, f)); };
+  for (const rc of Object.values(config.roles)) for (const cc of Object.values(rc.channels)) { add(cc.tls?.ca); add(cc.tls?.cert); add(cc.tls?.key); }
+  for (const lc of Object.values(config.listeners)) { add(lc.tls?.cert); add(lc.tls?.key); add(lc.tls?.clientCa); }
+  return [...out].sort();
+}
+
 type FileKey = 'ca' | 'cert' | 'key' | 'clientCa';
 type Files = Partial<Record<FileKey, Buffer>>;
 

@@ -1,3 +1,4 @@
+import { certificateExpiries } from '../net/tls_material.js';
 import { ComponentError, formatIssue, oneLine, SwitchyardError, type ConfigIssue } from '../errors.js';
 import { pushIssues, type PushField } from './push_policy.js';
 import { checkConfig } from './check.js';
@@ -64,6 +65,8 @@ export class Runtime {
   /** The open access log sinks, shared by the generations that write to them. */
   readonly accessLogs: AccessLogs;
   current: Generation | null = null;
+  /** Called after each swap, with the generation now serving (the Sidecar watches its TLS files). */
+  onApplied: ((gen: Generation) => void) | null = null;
   readonly history: GenerationRecord[] = [];
   /** Generations replaced but not yet closed. */
   readonly draining = new Set<Generation>();
@@ -87,6 +90,7 @@ export class Runtime {
     this.#allowPush = new Set(opts.allowPush ?? []);
     this.endpoints = new EndpointTable(this.#log);
     this.metrics.endpointHealth = () => this.#endpointHealth();
+    this.metrics.certificates = () => (this.current === null ? [] : certificateExpiries(this.current.config));
   }
 
   /** Each role channel the serving generation routes to, once, with its healthy and total endpoints. */
@@ -158,6 +162,7 @@ export class Runtime {
     this.sockets.budget.max = limit.max;
     gen.serve();
     this.current = gen;
+    this.onApplied?.(gen);
 
     if (prev) this.#retire(prev);
     const durationMs = performance.now() - startedAt;
@@ -230,6 +235,11 @@ export class Runtime {
     });
     this.#queue = run.catch(() => {});
     return run;
+  }
+
+  /** Applies the current config again, as a new generation (its TLS files read anew). Undefined when nothing serves yet. */
+  reapply(source: ConfigSource): Promise<ApplyResult | undefined> {
+    return this.#applyDerived(() => this.current?.raw, source);
   }
 
   /** Makes the config before the current one current again, as a new generation. Undefined when there is none. */

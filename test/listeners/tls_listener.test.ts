@@ -1,12 +1,13 @@
 import test, { type ExecutionContext } from 'ava';
-import { writeFile } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
+import { mkdir, rename, symlink, writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { createServer as createNetServer } from 'node:net';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { join } from 'node:path';
-import type { Sidecar } from '../../src/sidecar.js';
-import { oneRole, putConfig, startSidecar, startUpstream, tempFiles, untilLogLines, within, type ConfigSpec } from '../helpers.js';
+import { Sidecar } from '../../src/sidecar.js';
+import { metric, oneRole, putConfig, startSidecar, startUpstream, tempFiles, until, untilLogLines, within, yaml, type ConfigSpec } from '../helpers.js';
 import { makePki, type Pem, type Pki } from '../tls_support.js';
 
 /*
@@ -133,4 +134,35 @@ test('a tcp listener terminates TLS and pipes the plain bytes', async (t) => {
   s.write('over TLS');
   const got = await within(new Promise<string>((r) => s.once('data', (d) => r(String(d)))), 5_000, 'the echo');
   t.is(got, 'over TLS');
+});
+
+test('with watching on, a certificate swapped in a Kubernetes Secret volume (..data symlink) is applied without a reload call; its expiry is exported', async (t) => {
+  const up = await startUpstream(t, 'a');
+  // The kubelet's layout: tls.crt → ..data/tls.crt, ..data → ..<timestamp>/.
+  const { dir } = await tempFiles(t, {});
+  const v1 = join(dir, '..2026_01_01.1');
+  await mkdir(v1);
+  await writeFile(join(v1, 'tls.crt'), listenerA.cert);
+  await writeFile(join(v1, 'tls.key'), listenerA.key);
+  await symlink('..2026_01_01.1', join(dir, '..data'));
+  await symlink('..data/tls.crt', join(dir, 'tls.crt'));
+  await symlink('..data/tls.key', join(dir, 'tls.key'));
+  const configFile = join(dir, 'config.yaml');
+  await writeFile(configFile, yaml({ admin: { address: '127.0.0.1:0' }, drainTimeout: '2s', ...oneRole([up.address], { tls: { cert: join(dir, 'tls.crt'), key: join(dir, 'tls.key') } }) }));
+  const sc = await Sidecar.start({ files: [configFile], watch: true, log: () => {} });
+  t.teardown(() => sc.stop());
+  const first = await httpsGet(sc);
+  t.is(first.status, 200);
+  const notAfter = (file: Pem) => Date.parse(new X509Certificate(file.cert).validTo) / 1000;
+  t.is(await metric(sc, 'switchyard_tls_certificate_expiry_seconds', { listener: 'web' }), notAfter(listenerA));
+
+  const v2 = join(dir, '..2026_01_02.2');
+  await mkdir(v2);
+  await writeFile(join(v2, 'tls.crt'), listenerB.cert);
+  await writeFile(join(v2, 'tls.key'), listenerB.key);
+  await symlink('..2026_01_02.2', join(dir, '..data_tmp'));
+  await rename(join(dir, '..data_tmp'), join(dir, '..data'));
+  await until(async () => (await httpsGet(sc)).serial !== first.serial, 10_000, 'the new certificate to be served');
+  t.is(sc.runtime.current!.number, 2, 'one reload for the swap');
+  t.is(await metric(sc, 'switchyard_tls_certificate_expiry_seconds', { listener: 'web' }), notAfter(listenerB));
 });
