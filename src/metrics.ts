@@ -26,6 +26,8 @@ export class Metrics {
   readonly slowUploads: Counter<'listener'>;
   readonly tcpBytes: Counter<'listener' | 'direction'>;
   readonly tcpConnections: Counter<'listener' | 'vset' | 'role' | 'result'>;
+  readonly udpDatagrams: Counter<'listener' | 'role' | 'direction'>;
+  readonly udpFlowsActive: Gauge<'listener'>;
   readonly generation: Gauge;
   readonly reloads: Counter<'source' | 'result'>;
   readonly reloadDuration: Histogram;
@@ -62,6 +64,8 @@ export class Metrics {
         for (const t of openTcp) t.flush();
       },
     });
+    this.udpDatagrams = new Counter({ name: 'switchyard_udp_datagrams_total', help: 'UDP datagrams by the role of their flow and direction: in (client to upstream), out (upstream to client), dropped (no flow could take it: the flow cap, a refused flow, a full queue).', labelNames: ['listener', 'role', 'direction'], registers });
+    this.udpFlowsActive = new Gauge({ name: 'switchyard_udp_flows_active', help: 'UDP client flows (source ip:port) open per listener.', labelNames: ['listener'], registers });
     this.tcpConnections = new Counter({ name: 'switchyard_tcp_connections_total', help: 'TCP connections by the role that served them and how they ended (ok, error, refused).', labelNames: ['listener', 'vset', 'role', 'result'], registers });
     this.generation = new Gauge({ name: 'switchyard_config_generation', help: 'The generation number now serving.', registers });
     this.reloads = new Counter({ name: 'switchyard_config_reloads_total', help: 'Config changes by source and result (success, invalid, failed).', labelNames: ['source', 'result'], registers });
@@ -116,7 +120,7 @@ export class Metrics {
     const key = (labels: Record<string, string | number | undefined>): string =>
       [labels.listener, ...('vset' in labels ? [labels.vset] : []), ...('role' in labels ? [labels.role] : [])].join('\0');
     const byListener = [this.requests, this.duration, this.upstreamErrors, this.connectionsActive, this.tcpBytes,
-      this.tcpConnections, this.retries, this.retryBudgetExhausted, this.connectionsRefused, this.slowUploads] as const;
+      this.tcpConnections, this.udpDatagrams, this.udpFlowsActive, this.retries, this.retryBudgetExhausted, this.connectionsRefused, this.slowUploads] as const;
     for (const metric of byListener) {
       const seen = new Map<string, Record<string, string | number>>();
       for (const v of (await metric.get()).values) {
@@ -166,6 +170,11 @@ export class RoleMetrics {
   tcpConnection(result: 'ok' | 'error' | 'refused'): void {
     const l = this.#labels;
     this.#metrics.tcpConnections.inc({ listener: l.listener, vset: l.vset, role: l.role, result });
+  }
+
+  /** The counter of this role's UDP datagrams in one direction (resolved once per flow). */
+  udpDatagrams(direction: 'in' | 'out' | 'dropped'): Counter.Internal {
+    return this.#metrics.udpDatagrams.labels(this.#labels.listener, this.#labels.role, direction);
   }
 
   upstreamError(reason: string): void {

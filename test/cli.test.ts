@@ -271,11 +271,11 @@ test('run: a later --config file overrides the first', async (t) => {
 });
 
 test('run: a bad config exits 1 listing every error', async (t) => {
-  const bad = GOOD.replace('cart-v2: 10', 'cart-v3: 10').replace('target: cart.http', 'target: cart.http\n    protocol: udp');
+  const bad = GOOD.replace('cart-v2: 10', 'cart-v3: 10').replace('target: cart.http', 'target: cart.http\n    protocol: sctp');
   const { dir } = await tempFiles(t, { 'bad.yaml': bad });
   const r = await runCli(t, ['run', '--config', 'bad.yaml'], { cwd: dir });
   t.is(r.code, 1);
-  t.regex(r.stderr, new RegExp(`^bad\\.yaml:${lc(bad, 'udp')}: listeners\\.cart\\.protocol: .*\\(SY_ERR_CONFIG_VALUE\\)$`, 'm'));
+  t.regex(r.stderr, new RegExp(`^bad\\.yaml:${lc(bad, 'sctp')}: listeners\\.cart\\.protocol: .*\\(SY_ERR_CONFIG_VALUE\\)$`, 'm'));
   t.regex(r.stderr, /^bad\.yaml:\d+:\d+: listeners\.cart\.filters\[0\]\.weights\.cart-v3: .*\(SY_ERR_ROLE_NOT_IN_VSET\)$/m);
   t.regex(r.stderr, /2 config error\(s\); not started/);
 });

@@ -175,7 +175,7 @@ export interface RetriesSpec {
 export interface ListenerSpec {
   /** `host:port`; configOf gives a listener without one port 0 on a fresh uniqueHost(). */
   address?: string;
-  protocol?: 'http' | 'tcp';
+  protocol?: 'http' | 'tcp' | 'udp';
   target: string;
   filters?: FilterSpec[];
   timeouts?: Partial<Record<'connect' | 'upstream' | 'total' | 'headers' | 'request' | 'keepAlive' | 'idle', Duration>>;

@@ -27,7 +27,7 @@ export interface Status {
 
 export interface ListenerStatus {
   name: string;
-  protocol: 'http' | 'tcp';
+  protocol: 'http' | 'tcp' | 'udp';
   /** host:port it is bound to. */
   address: string;
   vset: string;

@@ -119,7 +119,7 @@ function seconds(x) {
 }
 
 function unit(l) {
-  return l.protocol === 'tcp' ? 'conn' : 'req';
+  return l.protocol === 'tcp' ? 'conn' : l.protocol === 'udp' ? 'flow' : 'req';
 }
 
 function routing(l) {

@@ -12,6 +12,11 @@ export const DEFAULT_DRAIN_MS = 30_000;
 /** A new component instance's time for init, inherit and ready together, unless `components.<name>.readyTimeout` says otherwise. */
 export const DEFAULT_READY_TIMEOUT_MS = 10_000;
 /** `listeners.<name>.timeouts`; `totalMs: 0` means no total limit. */
+/** udp: a flow with no datagram either way for this long ends (DESIGN.md). */
+export const DEFAULT_UDP_IDLE_MS = 60_000;
+/** udp: client flows open at once per listener when maxConnections does not say (each holds an upstream socket). */
+export const DEFAULT_UDP_FLOWS = 10_000;
+
 export const DEFAULT_TIMEOUTS: Readonly<ListenerTimeouts> = {
   connectMs: 5_000,
   upstreamMs: 30_000,

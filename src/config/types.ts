@@ -138,7 +138,7 @@ export interface ComponentConfig {
   readyTimeoutMs?: number;
 }
 
-export type Protocol = 'http' | 'tcp';
+export type Protocol = 'http' | 'tcp' | 'udp';
 
 export interface ListenerTimeouts {
   /** Upstream connect. */

@@ -13,7 +13,7 @@ export type { CheckOptions, FilterValidateContext, ListOptions, RangeOptions, Va
  */
 export interface FilterDescriptor<C = unknown, E extends Exchange = Exchange> {
   type: string;
-  /** Which listener protocols the filter can run on; `http` filters are refused on tcp listeners. */
+  /** Which listener protocols the filter can run on; `http` filters are refused on tcp listeners; `both`: any listener (udp too). */
   scope: 'http' | 'tcp' | 'both';
   /** Checks the raw entry (including its `type` key), reports issues through ctx, returns the normalized config. */
   validate(raw: Record<string, unknown>, ctx: FilterValidateContext): C;
@@ -128,13 +128,20 @@ export interface TcpExchange extends ExchangeBase {
   readonly socket: Socket;
 }
 
+/** A new client flow (source ip:port) of a udp listener, at its first datagram. */
+export interface UdpExchange extends ExchangeBase {
+  readonly protocol: 'udp';
+  /** The client's source port (remoteAddress has its address). */
+  readonly remotePort: number;
+}
+
 /**
  * One unit of work on its way through a filter chain, told apart by `protocol`.
  * One object per unit of work; everything else the chain needs is per generation.
  * A filter of scope `http` only ever sees an HttpExchange (the validator refuses
  * it on tcp listeners); one of scope `both` checks `ex.protocol`.
  */
-export type Exchange = HttpExchange | TcpExchange;
+export type Exchange = HttpExchange | TcpExchange | UdpExchange;
 
 /**
  * One header edit, compiled once per generation: `remove` drops every occurrence,

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Counter, Gauge } from 'prom-client';
-import type { HostPort, ListenerConfig } from '../config/types.js';
+import type { HostPort, ListenerConfig, Protocol } from '../config/types.js';
 import type { Filter, HeaderEdit, RoleView } from '../filters/api.js';
 import type { HeaderVariables } from '../http/header_edits.js';
 import type { RoleMetrics, TcpTally } from '../metrics.js';
@@ -31,6 +31,8 @@ export interface GenerationPin {
 /** The metric children of a listener, resolved once per generation. */
 export interface ListenerCounters {
   readonly connections: Gauge.Internal<'listener'>;
+  /** udp: client flows open. */
+  readonly udpFlows: Gauge.Internal<'listener'>;
   /** tcp: bytes client → upstream, and back. */
   readonly bytesIn: Counter.Internal;
   readonly bytesOut: Counter.Internal;
@@ -49,7 +51,7 @@ export interface ListenerCounters {
 export class ListenerPlan {
   readonly name: string;
   readonly config: ListenerConfig;
-  readonly protocol: 'http' | 'tcp';
+  readonly protocol: Protocol;
   readonly generation: GenerationPin;
   /** The address as configured or assigned (the bound one is the socket's). */
   readonly address: HostPort;

@@ -92,9 +92,11 @@ export interface TcpRecord {
   tries: number;
   bytesIn: number;
   bytesOut: number;
+  /** tcp by default; udp for a flow of a udp listener. */
+  protocol?: 'tcp' | 'udp';
 }
 
-/** Publishes one TCP connection's outcome (switchyard:connection). */
+/** Publishes one TCP connection's (or UDP flow's) outcome (switchyard:connection). */
 export function publishConnection(plan: ListenerPlan, r: TcpRecord): void {
   const ch = channels.connection;
   if (!ch.hasSubscribers) return;
@@ -104,6 +106,7 @@ export function publishConnection(plan: ListenerPlan, r: TcpRecord): void {
     role: plan.roleName(r.role),
     endpoint: r.endpoint,
     result: r.result,
+    protocol: r.protocol ?? 'tcp',
     bytesIn: r.bytesIn,
     bytesOut: r.bytesOut,
     durationMs: r.durationMs,

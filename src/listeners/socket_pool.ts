@@ -2,6 +2,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { ListenerTls } from '../net/tls_material.js';
+import { UdpListenSocket } from './udp_socket.js';
 import { SwitchyardError } from '../errors.js';
 import { takeHttpConnectionListener } from '../net/node_internals.js';
 import { MAX_HEADERS_COUNT } from '../config/defaults.js';
@@ -24,6 +25,9 @@ export interface Dispatch {
 
 
 function noop(): void {}
+
+/** A listening socket of the pool: a stream one (http, tcp), or a datagram one (udp). */
+export type PooledSocket = ListenSocket | UdpListenSocket;
 
 /** How often, at most, a limit that keeps refusing connections is logged (the counter has every one). */
 const REFUSAL_LOG_INTERVAL_MS = 10_000;
@@ -209,6 +213,7 @@ function terminateTls(plan: ListenerPlan, tls: ListenerTls, raw: Socket, serve: 
  */
 export class SocketPool {
   readonly #sockets = new Map<string, ListenSocket>();
+  readonly #udp = new Map<string, UdpListenSocket>();
   /** Client connections across every socket of the pool, and the global limit. */
   readonly budget: ConnectionBudget;
   readonly #dispatch: Dispatch;
@@ -263,16 +268,52 @@ export class SocketPool {
     return undefined;
   }
 
-  /** Drops one lease; the last one stops accepting (open connections finish on their own). */
-  release(ls: ListenSocket): void {
+  /** Leases the udp socket for `key` (a udp port is an address of its own), binding it first when it is new. */
+  async leaseUdp(key: string, hp: HostPort, name: string): Promise<UdpListenSocket> {
+    // As for stream sockets: a listener that moves from port 0 to the port it was given keeps its socket.
+    let us = this.#udp.get(key);
+    if (!us && hp.port !== 0) {
+      const was = this.#udp.get(SocketPool.key(name, { host: hp.host, port: 0 }));
+      if (was && !was.retired && was.address.port === hp.port && was.address.host === hp.host) us = was;
+    }
+    if (us) {
+      us.leases++;
+      this.#udp.set(key, us);
+      return us;
+    }
+    us = new UdpListenSocket(key, hp);
+    us.leases++;
+    this.#udp.set(key, us);
+    try {
+      await us.bind();
+    } catch (err) {
+      this.#udp.delete(key);
+      throw err;
+    }
+    return us;
+  }
+
+  /** Drops one lease; the last one stops accepting (open connections finish on their own; a udp socket's flows end). */
+  release(ls: PooledSocket): void {
     if (--ls.leases > 0) return;
+    if (ls instanceof UdpListenSocket) {
+      for (const [k, v] of this.#udp) if (v === ls) this.#udp.delete(k);
+      ls.close();
+      return;
+    }
     for (const [k, v] of this.#sockets) if (v === ls) this.#sockets.delete(k);
     ls.retired = true;
     ls.server.close();
   }
 
-  /** Every socket, for shutdown. */
+  /** Every stream socket, for shutdown. */
   all(): ListenSocket[] {
     return [...new Set(this.#sockets.values())];
+  }
+
+  /** Closes every udp socket (shutdown): their flows end. */
+  closeUdp(): void {
+    for (const us of new Set(this.#udp.values())) us.close();
+    this.#udp.clear();
   }
 }

@@ -37,7 +37,7 @@ export function logHttp(sink: AccessLogSink, e: RequestEvent): void {
 export function logTcp(sink: AccessLogSink, e: ConnectionEvent): void {
   sink.write(JSON.stringify({
     time: new Date(Date.now() - e.durationMs).toISOString(),
-    type: 'tcp',
+    type: e.protocol,
     listener: e.listener,
     vset: e.vset,
     role: e.role,

@@ -71,6 +71,8 @@ export interface ConnectionEvent {
   readonly endpoint: string;
   /** ok, error (the upstream or switchyard failed it), refused (a filter refused it). */
   readonly result: 'ok' | 'error' | 'refused';
+  /** tcp: a connection; udp: a client flow (source ip:port) of a udp listener, ended when idle. */
+  readonly protocol: 'tcp' | 'udp';
   /** Client → upstream, and back. */
   readonly bytesIn: number;
   readonly bytesOut: number;

@@ -21,7 +21,7 @@ function onRequest(message: unknown): void {
 
 function onConnection(message: unknown): void {
   const e = message as ConnectionEvent;
-  e.sinks.metrics.tcpConnection(e.result);
+  if (e.protocol === 'tcp') e.sinks.metrics.tcpConnection(e.result);
   if (e.sinks.log !== null) logTcp(e.sinks.log, e);
 }
 

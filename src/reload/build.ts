@@ -6,7 +6,7 @@ import type { Registry } from '../registry.js';
 import type { Filter, FilterCreateContext, HeaderEdit, RoleView } from '../filters/api.js';
 import { Metrics, RoleMetrics } from '../metrics.js';
 import { EndpointSet, type EndpointTable } from '../upstream/endpoints.js';
-import { SocketPool, type ListenSocket } from '../listeners/socket_pool.js';
+import { SocketPool, type PooledSocket } from '../listeners/socket_pool.js';
 import { assignAddresses } from '../listeners/address.js';
 import type { AccessLogs, AccessLogSink } from '../observe/access_log.js';
 import { applyUpdates, discard, planComponents, revertUpdates, type ComponentOutcome, type ComponentPlan, type ComponentSlot } from '../components/lifecycle.js';
@@ -124,11 +124,12 @@ async function openAccessLog(input: BuildInput, ctx: BuildContext, resources: Di
  * leaked as a listening socket.
  */
 async function leaseSockets(config: Config, addresses: ReadonlyMap<string, HostPort>, pool: SocketPool,
-  listening: Disposer): Promise<Map<string, ListenSocket>> {
-  const sockets = new Map<string, ListenSocket>();
+  listening: Disposer): Promise<Map<string, PooledSocket>> {
+  const sockets = new Map<string, PooledSocket>();
   const leases = await Promise.allSettled(Object.keys(config.listeners).map(async (name) => {
     const address = addresses.get(name)!;
-    const socket = await pool.lease(SocketPool.key(name, address), address, name);
+    const key = SocketPool.key(name, address);
+    const socket = config.listeners[name]!.protocol === 'udp' ? await pool.leaseUdp(key, address, name) : await pool.lease(key, address, name);
     listening.push(() => pool.release(socket));
     sockets.set(name, socket);
   }));
@@ -186,6 +187,7 @@ function buildListenerPlan(input: ListenerInput): ListenerPlan {
     metrics: [...roleNames, ''].map((role) => new RoleMetrics(ctx.metrics, name, listener.vset, role)),
     counters: {
       connections: ctx.metrics.connectionsActive.labels(name),
+      udpFlows: ctx.metrics.udpFlowsActive.labels(name),
       bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
       bytesOut: ctx.metrics.tcpBytes.labels(name, 'out'),
       openTcp: ctx.metrics.openTcp,

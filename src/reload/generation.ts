@@ -1,6 +1,6 @@
 import type { Config } from '../config/types.js';
 import type { RawConfig } from '../config/load.js';
-import type { ListenSocket } from '../listeners/socket_pool.js';
+import { ListenSocket, type PooledSocket } from '../listeners/socket_pool.js';
 import type { Destroyable, GenerationPin, ListenerPlan } from '../listeners/plan.js';
 import type { ComponentSlot } from '../components/lifecycle.js';
 import type { AccessLogSink } from '../observe/access_log.js';
@@ -28,7 +28,7 @@ export interface GenerationInit {
   /** Filled by the build, which returns the generation only once every plan is in. */
   plans: ReadonlyMap<string, ListenerPlan>;
   components: ReadonlyMap<string, ComponentSlot>;
-  sockets: ReadonlyMap<string, ListenSocket>;
+  sockets: ReadonlyMap<string, PooledSocket>;
   /** Every release of the generation, in the order the build acquired: disposed once its work ended. */
   resources: Disposer;
   /** The socket leases (a part of `resources`): let go of as soon as the generation stops accepting. */
@@ -61,7 +61,7 @@ export class Generation implements GenerationPin {
   /** The component instances its filters use, by component name (shared with other generations: ComponentSlot). */
   readonly components: ReadonlyMap<string, ComponentSlot>;
   /** The listening socket of each listener, by listener name; `.address` is the address it is bound to. */
-  readonly sockets: ReadonlyMap<string, ListenSocket>;
+  readonly sockets: ReadonlyMap<string, PooledSocket>;
   readonly #resources: Disposer;
   readonly #listening: Disposer;
   readonly #log: (line: string) => void;
@@ -242,7 +242,7 @@ export class Generation implements GenerationPin {
     // the socket stopped accepting), so they end instead of lingering until
     // keepAliveTimeout and answering 503 to a late request. In the same tick as the
     // generation is marked closed, so no request starts on it while its components close.
-    for (const ls of this.sockets.values()) if (ls.retired) ls.server.closeIdleConnections();
+    for (const ls of this.sockets.values()) if (ls.retired && ls instanceof ListenSocket) ls.server.closeIdleConnections();
     this.#closed = true;
     return this.#resources.dispose();
   }

@@ -369,6 +369,7 @@ export class Runtime {
     await Promise.all(gens.map((g) => g.drain()));
     // Drained: what is still connected is idle, or a request not begun; cut it before the components close.
     for (const ls of sockets) ls.server.closeAllConnections();
+    this.sockets.closeUdp();
     await Promise.all(gens.map((g) => g.close()));
     await this.endpoints.destroyAll();
     this.#log('stopped');

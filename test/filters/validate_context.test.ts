@@ -122,11 +122,11 @@ test('ctx.duration: malformed and wrong type read as the core config\'s (drainTi
 
 test('ctx.oneOf reads as the core config\'s choice (listeners.<name>.protocol)', async (t) => {
   await same(t, {
-    what: 'mode udp',
+    what: 'mode sctp',
     code: 'SY_ERR_CONFIG_VALUE',
-    text: config({ entry: '        mode: udp', listener: '    protocol: udp' }),
-    ref: { path: 'listeners.web.protocol', needle: 'udp', after: 'protocol:' },
-    plugin: { path: `${F}.mode`, needle: 'udp', after: 'mode:' },
+    text: config({ entry: '        mode: sctp', listener: '    protocol: sctp' }),
+    ref: { path: 'listeners.web.protocol', needle: 'sctp', after: 'protocol:' },
+    plugin: { path: `${F}.mode`, needle: 'sctp', after: 'mode:' },
   });
 });
 

@@ -5,7 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { REQUIRED, type Checker } from '../checker.js';
-import { DEFAULT_BUFFER_BODY_BYTES, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MIN_UPLOAD_RATE, MAX_HEADERS_COUNT } from '../defaults.js';
+import { DEFAULT_BUFFER_BODY_BYTES, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MIN_UPLOAD_RATE, MAX_HEADERS_COUNT, DEFAULT_UDP_IDLE_MS } from '../defaults.js';
 import type { Path } from '../load.js';
 import { formatHostPort, isWildcard, parseHostPort } from '../parse.js';
 import type { TypeLookup } from '../plugin_api.js';
@@ -30,32 +30,36 @@ export interface ListenerRefs {
 export async function checkListeners(c: Checker, value: unknown, refs: ListenerRefs, slicer: Slicer): Promise<Record<string, ListenerConfig>> {
   const out = table<ListenerConfig>();
   const byAddress = new AddressBook({ ...refs.admin.address, owner: 'the admin API' });
+  const udpAddresses = new AddressBook(null);
   for (const [name, raw] of c.named(value, ['listeners'])) {
     if (slicer.due) await slicer.yield();
     const path = ['listeners', name];
     const o = c.obj(raw, path, LISTENER_KEYS, REQUIRED);
     if (!o) continue;
-    const protocol = c.oneOf<Protocol>(o.protocol, [...path, 'protocol'], ['http', 'tcp'], { default: 'http' });
-    const address = listenerAddress(c, o.address, [...path, 'address'], protocol, byAddress, name);
+    const protocol = c.oneOf<Protocol>(o.protocol, [...path, 'protocol'], ['http', 'tcp', 'udp'], { default: 'http' });
+    // UDP ports are an address space of their own: a udp listener may share a tcp one's ip:port.
+    const address = listenerAddress(c, o.address, [...path, 'address'], protocol, protocol === 'udp' ? udpAddresses : byAddress, name);
     const target = checkTarget(c, o.target, [...path, 'target'], refs.vsets);
     const timeouts = checkTimeouts(c, o.timeouts, [...path, 'timeouts']);
+    if (protocol === 'udp' && (o.timeouts as { idle?: unknown } | undefined)?.idle === undefined) timeouts.idleMs = DEFAULT_UDP_IDLE_MS;
+    if (protocol === 'udp' && o.tls !== undefined) c.report('SY_ERR_CONFIG_VALUE', [...path, 'tls'], 'a udp listener has no TLS (DTLS is not supported)');
     const maxHeaderSize = c.int(o.maxHeaderSize, [...path, 'maxHeaderSize'], {
       default: DEFAULT_MAX_HEADER_SIZE, min: 1024, max: 1 << 20, code: 'SY_ERR_CONFIG_VALUE', message: 'must be an integer number of bytes from 1024 to 1048576',
     });
     const maxHeadersCount = c.int(o.maxHeadersCount, [...path, 'maxHeadersCount'], {
       default: DEFAULT_MAX_HEADERS_COUNT, min: 1, max: MAX_HEADERS_COUNT, code: 'SY_ERR_CONFIG_VALUE', message: `must be an integer from 1 to ${MAX_HEADERS_COUNT}`,
     });
-    if (o.maxHeadersCount !== undefined && protocol === 'tcp') c.report('SY_ERR_CONFIG_VALUE', [...path, 'maxHeadersCount'], 'maxHeadersCount is for http listeners');
+    if (o.maxHeadersCount !== undefined && protocol !== 'http') c.report('SY_ERR_CONFIG_VALUE', [...path, 'maxHeadersCount'], 'maxHeadersCount is for http listeners');
     let retries: RetryConfig | undefined;
     if (o.retries !== undefined) {
-      if (protocol === 'tcp') c.report('SY_ERR_CONFIG_VALUE', [...path, 'retries'], 'a tcp listener cannot retry (a connect failure already moves to the next endpoint)');
+      if (protocol !== 'http') c.report('SY_ERR_CONFIG_VALUE', [...path, 'retries'], `a ${protocol} listener cannot retry (a connect failure already moves to the next endpoint)`);
       else retries = checkRetries(c, o.retries, [...path, 'retries'], timeouts.upstreamMs);
     }
     const maxConnections = o.maxConnections === undefined ? undefined : c.int(o.maxConnections, [...path, 'maxConnections'], { default: 1, min: 1, max: MAX_CONNECTIONS });
     let minUploadRate: MinUploadRate = { ...DEFAULT_MIN_UPLOAD_RATE };
     let bufferBodyBytes = DEFAULT_BUFFER_BODY_BYTES;
     for (const k of ['minUploadRate', 'bufferBodyBytes'] as const) {
-      if (o[k] !== undefined && protocol === 'tcp') c.report('SY_ERR_CONFIG_VALUE', [...path, k], `${k} is for http listeners (a tcp listener has timeouts.idle)`);
+      if (o[k] !== undefined && protocol !== 'http') c.report('SY_ERR_CONFIG_VALUE', [...path, k], `${k} is for http listeners (a ${protocol} listener has timeouts.idle)`);
     }
     if (protocol === 'http') {
       if (o.minUploadRate !== undefined) minUploadRate = checkMinUploadRate(c, o.minUploadRate, [...path, 'minUploadRate']);
@@ -104,8 +108,8 @@ interface Bound { host: string; port: number; owner: string }
 class AddressBook {
   readonly #byPort = new Map<number, Bound[]>();
 
-  constructor(first: Bound) {
-    this.add(first);
+  constructor(first: Bound | null) {
+    if (first !== null) this.add(first);
   }
 
   add(b: Bound): void {
@@ -123,14 +127,14 @@ class AddressBook {
 /** `address`: ip:port, or an ip (http: port 80), or ":port"; absent for http means the next free 127.0.0.x. */
 function listenerAddress(c: Checker, value: unknown, path: Path, protocol: Protocol, byAddress: AddressBook, name: string): HostPort | undefined {
   if (value === undefined) {
-    if (protocol === 'tcp') c.report('SY_ERR_CONFIG_REQUIRED', path, 'a tcp listener needs a port: "127.0.0.x:port", or ":port" for the next free 127.0.0.x');
+    if (protocol !== 'http') c.report('SY_ERR_CONFIG_REQUIRED', path, `a ${protocol} listener needs a port: "127.0.0.x:port", or ":port" for the next free 127.0.0.x`);
     return undefined;
   }
   const s = c.str(value, path, REQUIRED);
   if (s === undefined) return undefined;
   const hp = parseHostPort(s, protocol === 'http' ? 80 : undefined);
   if (!hp || (hp.host !== '' && !isIP(hp.host))) {
-    c.report('SY_ERR_CONFIG_VALUE', path, `"${s}" is not an address: use ip:port (e.g. 127.0.0.2:80)${protocol === 'tcp' ? '' : ', or an ip for port 80'}`);
+    c.report('SY_ERR_CONFIG_VALUE', path, `"${s}" is not an address: use ip:port (e.g. 127.0.0.2:80)${protocol !== 'http' ? '' : ', or an ip for port 80'}`);
     return undefined;
   }
   if (hp.port === undefined) {
