@@ -7,8 +7,9 @@
  * proxy's and the upstream's CPU time, run wrk, read them again. Every child is
  * stopped when its part is done, and all of them on errors and Ctrl-C.
  */
-import { existsSync, mkdtempSync, rmSync, chmodSync } from 'node:fs';
-import { get } from 'node:http';
+import { existsSync, mkdtempSync, readFileSync, rmSync, chmodSync } from 'node:fs';
+import { get, type IncomingMessage } from 'node:http';
+import { get as httpsGet } from 'node:https';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +22,7 @@ import {
 } from './targets.js';
 import { WRK, runWrk, type WrkOptions, type WrkResult } from './wrk.js';
 import { runReloadBench } from './reload.js';
+import { makeBenchCerts, type BenchCerts } from './tls.js';
 
 /** dist/bench: where upstream.js was compiled to. */
 const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
@@ -140,16 +142,18 @@ function placementCpus(p: Placement): { proxy: string | undefined; wrk: string |
  * One request through the target before measuring: a misconfigured proxy would
  * otherwise be "measured" answering 502s at great speed.
  */
-function smokeCheck(a: Addr): Promise<void> {
+function smokeCheck(a: Addr, tls: BenchCerts | null): Promise<void> {
   return new Promise((resolvePromise, reject) => {
-    const req = get({ host: a.host, port: a.port, path: '/', agent: false, timeout: 5_000 }, (res) => {
+    const options = { host: a.host, port: a.port, path: '/', agent: false, timeout: 5_000 };
+    const onResponse = (res: IncomingMessage): void => {
       let bytes = 0;
       res.on('data', (c: Buffer) => { bytes += c.length; });
       res.on('end', () => {
         if (res.statusCode === 200 && bytes === 1024) resolvePromise();
         else reject(new Error(`smoke check of ${a.host}:${a.port}: HTTP ${res.statusCode}, ${bytes} bytes`));
       });
-    });
+    };
+    const req = tls === null ? get(options, onResponse) : httpsGet({ ...options, ca: readFileSync(tls.ca), servername: 'bench.test' }, onResponse);
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', (err) => reject(new Error(`smoke check of ${a.host}:${a.port}: ${err.message}`)));
   });
@@ -160,6 +164,7 @@ interface MeasureContext {
   opts: Options;
   wrkCpus: string | undefined;
   upstream: Proc;
+  tls: BenchCerts;
 }
 
 /** One measured wrk run and the CPU ticks the proxy, the upstream and everything else used during it. */
@@ -207,9 +212,14 @@ async function measure(m: MeasureContext, scenario: ScenarioId, addr: Addr, prox
   const kind = SCENARIOS.find((s) => s.id === scenario)!.kind;
   // One wrk thread when wrk has one CPU of its own: a second would only contend with it.
   const threads = m.opts.threads ?? (m.wrkCpus !== undefined && !m.wrkCpus.includes(',') ? 1 : 2);
-  const wrk = { url: `http://${addr.host}:${addr.port}/`, connections: m.opts.connections, threads, cpus: m.wrkCpus };
+  const tlsListener = kind === 'https' || kind === 'handshake';
+  const wrk = {
+    url: `${tlsListener ? 'https' : 'http'}://${addr.host}:${addr.port}/`, connections: m.opts.connections, threads, cpus: m.wrkCpus,
+    // A new connection, so a new TLS handshake, per request.
+    headers: kind === 'handshake' ? ['Connection: close'] : [],
+  };
   if (isStopping()) throw new Error('stopped');
-  await smokeCheck(addr);
+  await smokeCheck(addr, tlsListener ? m.tls : null);
   await runWrk({ ...wrk, durationS: m.opts.warmupS });
   const runs: Run[] = [];
   for (let i = 0; i < m.opts.repeat; i++) runs.push(await measuredRun(m, wrk, kind, proxy));
@@ -246,7 +256,7 @@ function progress(r: Row): void {
 /** What one placement's runs share. */
 interface PlacementRun extends MeasureContext {
   pins: { proxy: string | undefined; wrk: string | undefined };
-  up: { host: string; ports: [number, number] };
+  up: { host: string; ports: [number, number]; tlsPort: number };
   tmp: string;
   rows: Row[];
   skip(scenario: ScenarioId, reason: string): void;
@@ -284,6 +294,7 @@ async function runTarget(p: PlacementRun, target: Target): Promise<void> {
   chmodSync(dir, 0o755);
   const ctx: StartContext = {
     upstream: p.up,
+    tls: p.tls,
     cpus: p.pins.proxy,
     dir,
     root: ROOT,
@@ -310,9 +321,10 @@ async function runTarget(p: PlacementRun, target: Target): Promise<void> {
 async function runPlacement(placement: Placement, opts: Options, tmp: string, rows: Row[], skips: Skip[], reverse = false): Promise<void> {
   const pins = placementCpus(placement);
   console.log(`\n== placement ${placement}${opts.rounds > 1 ? ` (${reverse ? 'reverse order' : 'in order'})` : ''} ==`);
-  const up = await startUpstream(pins.proxy, opts.upstream, BENCH_DIR);
+  const tls = await makeBenchCerts(tmp);
+  const up = await startUpstream(pins.proxy, opts.upstream, BENCH_DIR, tls);
   const p: PlacementRun = {
-    placement, opts, wrkCpus: pins.wrk, upstream: up.proc, pins, up: { host: up.host, ports: up.ports }, tmp, rows,
+    placement, opts, wrkCpus: pins.wrk, upstream: up.proc, pins, up: { host: up.host, ports: up.ports, tlsPort: up.tlsPort }, tmp, rows, tls,
     skip(scenario, reason) {
       if (!skips.some((k) => k.placement === placement && k.scenario === scenario)) skips.push({ placement, scenario, reason });
       console.log(`  ${placement.padEnd(8)} ${scenario.padEnd(25)} skipped: ${reason}`);

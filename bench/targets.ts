@@ -10,6 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { runToEnd, startProc, stopProc, waitListening, type Proc } from './procs.js';
+import type { BenchCerts } from './tls.js';
 
 export const HOSTS = {
   upstream: '127.0.77.1',
@@ -27,10 +28,26 @@ export const HAPROXY = '/usr/sbin/haproxy';
 export type ScenarioId =
   | 'direct' | 'switchyard-http' | 'switchyard-tcp' | 'switchyard-http-nometrics' | 'switchyard-http-accesslog'
   | 'nginx-http' | 'nginx-stream'
-  | 'haproxy-http' | 'haproxy-tcp' | 'http-proxy';
+  | 'haproxy-http' | 'haproxy-tcp' | 'http-proxy'
+  | 'switchyard-https' | 'switchyard-https-handshake' | 'switchyard-tls-upstream'
+  | 'nginx-https' | 'nginx-https-handshake' | 'nginx-tls-upstream';
+
+/**
+ * How a scenario is driven and what it is compared to: http and tcp to nginx-http
+ * and nginx-stream; https (TLS on the listener, keep-alive) to nginx-https;
+ * handshake (TLS on the listener, a new connection per request: handshakes per
+ * second) to nginx-https-handshake; tls-upstream (plain listener, TLS to the
+ * upstream, pooled) to nginx-tls-upstream.
+ */
+export type Kind = 'direct' | 'http' | 'tcp' | 'https' | 'handshake' | 'tls-upstream';
+
+/** The nginx scenario each kind is compared to. */
+export const BASELINE: Partial<Record<Kind, ScenarioId>> = {
+  http: 'nginx-http', tcp: 'nginx-stream', https: 'nginx-https', handshake: 'nginx-https-handshake', 'tls-upstream': 'nginx-tls-upstream',
+};
 
 /** http scenarios compare to nginx-http, tcp ones to nginx-stream. */
-export const SCENARIOS: readonly { id: ScenarioId; kind: 'direct' | 'http' | 'tcp' }[] = [
+export const SCENARIOS: readonly { id: ScenarioId; kind: Kind }[] = [
   { id: 'direct', kind: 'direct' },
   { id: 'switchyard-http', kind: 'http' },
   { id: 'switchyard-tcp', kind: 'tcp' },
@@ -41,13 +58,21 @@ export const SCENARIOS: readonly { id: ScenarioId; kind: 'direct' | 'http' | 'tc
   { id: 'haproxy-http', kind: 'http' },
   { id: 'haproxy-tcp', kind: 'tcp' },
   { id: 'http-proxy', kind: 'http' },
+  { id: 'switchyard-https', kind: 'https' },
+  { id: 'switchyard-https-handshake', kind: 'handshake' },
+  { id: 'switchyard-tls-upstream', kind: 'tls-upstream' },
+  { id: 'nginx-https', kind: 'https' },
+  { id: 'nginx-https-handshake', kind: 'handshake' },
+  { id: 'nginx-tls-upstream', kind: 'tls-upstream' },
 ];
 
 export interface Addr { host: string; port: number }
 
 export interface StartContext {
-  /** The upstream's two ports (role v1 → ports[0], role v2 → ports[1]). */
-  upstream: { host: string; ports: [number, number] };
+  /** The upstream's two ports (role v1 → ports[0], role v2 → ports[1]), and its HTTPS port. */
+  upstream: { host: string; ports: [number, number]; tlsPort: number };
+  /** The run's certificates (bench/tls.ts): every server presents `cert`, every client trusts `ca`. */
+  tls: BenchCerts;
   /** taskset CPU list for the proxy; undefined = not pinned. */
   cpus: string | undefined;
   /** A fresh directory for this server's config, pid and logs. */
@@ -101,14 +126,16 @@ async function waitAll(p: Proc, addrs: Partial<Record<ScenarioId, Addr>> | Addr[
 }
 
 /** The upstream child (bench/upstream.ts), on two ports: one per switchyard role. */
-export async function startUpstream(cpus: string | undefined, mode: string, benchDir: string): Promise<{ proc: Proc; host: string; ports: [number, number] }> {
+export async function startUpstream(cpus: string | undefined, mode: string, benchDir: string, tls?: BenchCerts): Promise<{ proc: Proc; host: string; ports: [number, number]; tlsPort: number }> {
   const host = HOSTS.upstream;
   const ports: [number, number] = [await freePort(host), await freePort(host)];
+  const tlsPort = tls === undefined ? 0 : await freePort(host);
   const proc = startProc('upstream', process.execPath,
-    [join(benchDir, 'upstream.js'), '--host', host, '--port', String(ports[0]), '--port', String(ports[1]), '--mode', mode],
+    [join(benchDir, 'upstream.js'), '--host', host, '--port', String(ports[0]), '--port', String(ports[1]), '--mode', mode,
+      ...(tls === undefined ? [] : ['--tls-port', String(tlsPort), '--cert', tls.cert, '--key', tls.key])],
     { cpus });
-  await waitAll(proc, ports.map((port) => ({ host, port })));
-  return { proc, host, ports };
+  await waitAll(proc, [...ports, ...(tls === undefined ? [] : [tlsPort])].map((port) => ({ host, port })));
+  return { proc, host, ports, tlsPort };
 }
 
 /** "Direct": wrk straight at the upstream; the upstream is also the measured process. */
@@ -123,7 +150,7 @@ export function directAddr(up: { host: string; ports: [number, number] }): Addr 
  * per connection with the same weights. drainTimeout is short so stopping is quick.
  */
 /** The switchyard config the benchmark runs; `extra` is appended at the top level. */
-function switchyardYaml(ctx: StartContext, host: string, http: Addr, tcp: Addr, extra = ''): string {
+function switchyardYaml(ctx: StartContext, host: string, http: Addr, tcp: Addr, extra = '', tls: { https: Addr; toTls: Addr } | null = null): string {
   const up = ctx.upstream;
   return `# generated by bench/run.ts
 version: 1
@@ -139,6 +166,11 @@ roles:
     meta: { version: "2.0.0" }
     channels:
       http: { endpoints: ["${up.host}:${up.ports[1]}"] }
+  bench-tls:
+    channels:
+      http:
+        endpoints: ["${up.host}:${up.tlsPort}"]
+        tls: { ca: "${ctx.tls.ca}", serverName: bench.test }
 vsets:
   bench:
     channels: [http]
@@ -162,23 +194,43 @@ listeners:
     filters:
       - type: weighted
         weights: { bench-v1: 90, bench-v2: 10 }
-`;
+${tls === null ? '' : `  secure:
+    address: ${tls.https.host}:${tls.https.port}
+    target: bench.http
+    tls: { cert: "${ctx.tls.cert}", key: "${ctx.tls.key}" }
+    filters:
+      - type: header_route
+        rules:
+          - { header: x-canary, equals: "true", role: bench-v2 }
+          - { header: x-bench-version, meta: version }
+      - type: weighted
+        weights: { bench-v1: 90, bench-v2: 10 }
+  to-tls:
+    address: ${tls.toTls.host}:${tls.toTls.port}
+    target: bench-tls.http
+`}`;
 }
 
 /**
  * Starts one switchyard process: `script` is bin/switchyard.js (the real CLI) or
  * the bare launcher; `extra` goes into the config. Its http listener serves `scenario`.
  */
-async function startSwitchyard(ctx: StartContext, host: string, scenarios: { http: ScenarioId; tcp?: ScenarioId },
+async function startSwitchyard(ctx: StartContext, host: string, scenarios: { http: ScenarioId; tcp?: ScenarioId; tls?: boolean },
   script: { path: string; args: string[] }, extra = ''): Promise<Running> {
   const http: Addr = { host, port: await freePort(host) };
   const tcp: Addr = { host, port: await freePort(host) };
+  const tls = scenarios.tls ? { https: { host, port: await freePort(host) }, toTls: { host, port: await freePort(host) } } : null;
   const file = join(ctx.dir, 'switchyard.yaml');
-  await writeFile(file, switchyardYaml(ctx, host, http, tcp, extra));
+  await writeFile(file, switchyardYaml(ctx, host, http, tcp, extra, tls));
   const nodeFlags = ctx.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', ctx.cpuProfDir] : [];
   const proc = startProc('switchyard', process.execPath, [...nodeFlags, script.path, ...script.args, file], { cpus: ctx.cpus, cwd: ctx.root });
   const addrs: Partial<Record<ScenarioId, Addr>> = { [scenarios.http]: http };
   if (scenarios.tcp) addrs[scenarios.tcp] = tcp;
+  if (tls !== null) {
+    addrs['switchyard-https'] = tls.https;
+    addrs['switchyard-https-handshake'] = tls.https;
+    addrs['switchyard-tls-upstream'] = tls.toTls;
+  }
   await waitAll(proc, addrs);
   return { proc, addrs };
 }
@@ -191,9 +243,9 @@ async function startSwitchyard(ctx: StartContext, host: string, scenarios: { htt
  */
 export const switchyard: Target = {
   name: 'switchyard',
-  scenarios: ['switchyard-http', 'switchyard-tcp'],
+  scenarios: ['switchyard-http', 'switchyard-tcp', 'switchyard-https', 'switchyard-https-handshake', 'switchyard-tls-upstream'],
   async unavailable() { return null; },
-  start: (ctx) => startSwitchyard(ctx, HOSTS.switchyard, { http: 'switchyard-http', tcp: 'switchyard-tcp' },
+  start: (ctx) => startSwitchyard(ctx, HOSTS.switchyard, { http: 'switchyard-http', tcp: 'switchyard-tcp', tls: true },
     { path: join(ctx.root, 'bin/switchyard.js'), args: ['run', '--config'] }),
 };
 
@@ -242,7 +294,7 @@ function nginxBuild(): Promise<{ version: string; streamModule: string | null; s
  */
 export const nginx: Target = {
   name: 'nginx',
-  scenarios: ['nginx-http', 'nginx-stream'],
+  scenarios: ['nginx-http', 'nginx-stream', 'nginx-https', 'nginx-https-handshake', 'nginx-tls-upstream'],
   async unavailable() {
     return existsSync(NGINX) ? null : `${NGINX} not installed`;
   },
@@ -256,6 +308,8 @@ export const nginx: Target = {
     const stream = wanted.includes('nginx-stream') && (b.streamModule !== null || b.streamStatic);
     const http: Addr = { host, port: await freePort(host) };
     const tcp: Addr = { host, port: await freePort(host) };
+    const https: Addr = { host, port: await freePort(host) };
+    const toTls: Addr = { host, port: await freePort(host) };
     const up = ctx.upstream;
     for (const d of ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi']) mkdirSync(join(ctx.dir, d), { recursive: true });
     const conf = `# generated by bench/run.ts
@@ -287,6 +341,35 @@ http {
       proxy_set_header Connection "";
     }
   }
+  server {
+    listen ${https.host}:${https.port} ssl backlog=1024;
+    ssl_certificate ${ctx.tls.cert};
+    ssl_certificate_key ${ctx.tls.key};
+    ssl_session_cache shared:SSL:10m;
+    location / {
+      proxy_pass http://bench;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+  upstream bench_tls {
+    server ${up.host}:${up.tlsPort};
+    keepalive 128;
+    keepalive_requests 10000000;
+  }
+  server {
+    listen ${toTls.host}:${toTls.port} backlog=1024;
+    location / {
+      proxy_pass https://bench_tls;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_trusted_certificate ${ctx.tls.ca};
+      proxy_ssl_verify on;
+      proxy_ssl_name bench.test;
+      proxy_ssl_server_name on;
+      proxy_ssl_session_reuse on;
+    }
+  }
 }
 ${stream ? `stream {
   upstream bench_tcp {
@@ -302,7 +385,7 @@ ${stream ? `stream {
     const file = join(ctx.dir, 'nginx.conf');
     await writeFile(file, conf);
     const proc = startProc('nginx', NGINX, ['-p', `${ctx.dir}/`, '-c', file, '-g', 'daemon off;'], { cpus: ctx.cpus });
-    const addrs: Partial<Record<ScenarioId, Addr>> = { 'nginx-http': http };
+    const addrs: Partial<Record<ScenarioId, Addr>> = { 'nginx-http': http, 'nginx-https': https, 'nginx-https-handshake': https, 'nginx-tls-upstream': toTls };
     if (stream) addrs['nginx-stream'] = tcp;
     await waitAll(proc, addrs);
     return { proc, addrs };

@@ -10,7 +10,9 @@
  * a fraction of the CPU, so on a shared core more of it is left to the proxy; it
  * assumes requests without bodies (GET), which is all the benchmark sends.
  */
-import { createServer as createHttpServer } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type RequestListener } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 
@@ -20,6 +22,10 @@ const { values } = parseArgs({
     port: { type: 'string', multiple: true },
     mode: { type: 'string', default: 'node' },
     size: { type: 'string', default: '1024' },
+    // An HTTPS port too (the TLS-to-upstream scenarios), with this certificate.
+    'tls-port': { type: 'string' },
+    cert: { type: 'string' },
+    key: { type: 'string' },
   },
 });
 
@@ -37,12 +43,14 @@ const BODY = Buffer.alloc(size, 'x');
  * timeout and than the pause between warm-up and measurement, so the upstream
  * never closes a pooled connection under a proxy (which would show as errors).
  */
+const answer: RequestListener = (req, res) => {
+  req.resume(); // no body expected; drain it anyway so keep-alive continues
+  res.writeHead(200, { 'content-type': 'text/plain', 'content-length': size });
+  res.end(BODY);
+};
+
 function serveNode(port: number): void {
-  const server = createHttpServer((req, res) => {
-    req.resume(); // no body expected; drain it anyway so keep-alive continues
-    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': size });
-    res.end(BODY);
-  });
+  const server = createHttpServer(answer);
   server.keepAliveTimeout = 65_000;
   server.headersTimeout = 66_000;
   server.listen({ host, port, backlog: 1024 });
@@ -83,5 +91,10 @@ function serveRaw(port: number): void {
 for (const port of ports) {
   if (values.mode === 'raw') serveRaw(port);
   else serveNode(port);
+}
+if (values['tls-port'] !== undefined) {
+  const server = createHttpsServer({ cert: readFileSync(values.cert!), key: readFileSync(values.key!) }, answer);
+  server.keepAliveTimeout = 65_000;
+  server.listen({ host, port: Number(values['tls-port']), backlog: 1024 });
 }
 process.on('SIGTERM', () => process.exit(0));

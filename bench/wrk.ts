@@ -12,6 +12,8 @@ export interface WrkOptions {
   durationS: number;
   /** taskset CPU list for wrk itself; undefined = not pinned. */
   cpus: string | undefined;
+  /** Request headers to add (`Connection: close`: a new connection per request). */
+  headers?: readonly string[];
 }
 
 export interface WrkResult {
@@ -80,7 +82,7 @@ export function parseWrk(out: string): WrkResult {
 /** One wrk run: keep-alive (wrk's default), `--latency` for the percentiles. */
 export async function runWrk(o: WrkOptions): Promise<WrkResult> {
   const args = ['-t', String(Math.min(o.threads, o.connections)), '-c', String(o.connections),
-    '-d', `${o.durationS}s`, '--timeout', '5s', '--latency', o.url];
+    '-d', `${o.durationS}s`, '--timeout', '5s', '--latency', ...(o.headers ?? []).flatMap((h) => ['-H', h]), o.url];
   const { code, out } = await runToEnd('wrk', WRK, args, { cpus: o.cpus });
   if (code !== 0) throw new Error(`wrk exited with ${code}:\n${out}`);
   return parseWrk(out);
