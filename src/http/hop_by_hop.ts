@@ -9,7 +9,7 @@ import type { IncomingMessage } from 'node:http';
 /** Hop-by-hop request headers, plus the ones we set ourselves. */
 const DROP_REQUEST = new Set([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
-  // Node's server already answered any 100-continue; undici must not wait for another.
+  // Node's server already answered any 100-continue; the upstream must not wait for our body on another.
   'expect',
   'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
 ]);
@@ -80,8 +80,8 @@ export function responseHeaders(raw: readonly string[], listed: readonly string[
 
 /**
  * What a client's Connection header may not remove: Host (`Connection: host` left the
- * upstream to undici's own Host, the endpoint's address) and the framing headers
- * (content-length; transfer-encoding is dropped and redone by undici anyway). RFC 9110
+ * upstream to a Host of the endpoint's address) and the framing headers
+ * (content-length; transfer-encoding is dropped and redone by the upstream client anyway). RFC 9110
  * §7.6.1 lets a sender name hop-by-hop fields, not take the message's routing or framing.
  */
 const NEVER_HOP_BY_HOP = new Set(['host', 'content-length', 'transfer-encoding']);

@@ -23,7 +23,7 @@ const HOST_RE = /^(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;
 
 /** Why switchyard will not forward a request, and the status that says so. */
 export interface Refusal {
-  /** 400 (malformed or ambiguous), 431 (too many header lines), 501 (a transfer coding other than chunked, a target undici cannot send), 505 (not HTTP/1.x). */
+  /** 400 (malformed or ambiguous), 431 (too many header lines), 501 (a transfer coding other than chunked, a target the upstream client does not send), 505 (not HTTP/1.x). */
   readonly status: 400 | 431 | 501 | 505;
   readonly text: string;
 }
@@ -58,7 +58,7 @@ function refusal(status: Refusal['status'], text: string): Refusal {
  * - More header lines than `maxHeadersCount`: 431 (Envoy's max_headers_count).
  * - The request target (RFC 9112 §3.2): origin-form without a fragment, or
  *   absolute-form http(s) with a valid authority and no userinfo (RFC 9110 §4.2.1,
- *   §4.2.4); `OPTIONS *` cannot be sent by undici (501), any other `*` is 400.
+ *   §4.2.4); `OPTIONS *` is not sent upstream (501: the upstream client sends origin-form targets only), any other `*` is 400.
  * - Framing (RFC 9112 §6): a Transfer-Encoding other than `chunked` alone is 501
  *   when it names other codings (§6.1: Node would de-chunk `gzip, chunked` and the
  *   upstream get it as identity), 400 when chunked has parameters or comes twice;

@@ -443,7 +443,7 @@ export class H1Pool {
       conn.start(req, head, ex);
     };
     const onConnect = (): void => finish(null);
-    // Ours: undici's connect timeout ran on a 0.5 s clock (timeouts.connect: 1s gave up at 1.5 s).
+    // Fires on time, after what already arrived was read (timeoutAfterIo).
     const ms = this.#connectTimeoutMs;
     const timer = timeoutAfterIo(() => finish(new UpstreamTimeout('connect', `connect timeout after ${ms} ms`)), ms);
     socket.once(ready, onConnect).once('error', finish);

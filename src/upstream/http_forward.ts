@@ -162,7 +162,7 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
 
   /**
    * The whole request (body included) is on the wire: the time for an answer starts
-   * now, as with undici's own headersTimeout, so a slow upload is never cut short
+   * now, so a slow upload is never cut short
    * for a slow answer. A streamed body's total time starts here too.
    */
   onRequestSent(): void {

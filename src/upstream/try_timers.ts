@@ -13,8 +13,7 @@ export interface TimerTarget {
 /**
  * The time limits of one forwarded HTTP request, apart from the forwarder's
  * protocol work: the total time (all tries), the time for each try's answer, the
- * gap between body chunks, and the back-off before a retry. Our own timers, not
- * undici's (which run on a 0.5 s clock for 1 s and more), and each one reads the I/O
+ * gap between body chunks, and the back-off before a retry. Each one reads the I/O
  * already waiting before it fires (timeoutAfterIo), so an answer that came in time
  * never loses to its timeout after the event loop was blocked.
  */

@@ -24,7 +24,7 @@ export function checkTimeouts(c: Checker, value: unknown, path: Path): ListenerT
   for (const [k, field] of Object.entries(TIMEOUT_KEYS)) {
     if (t?.[k] === undefined) continue;
     timeouts[field] = c.duration(t[k], [...path, k], { default: DEFAULT_TIMEOUTS[field] });
-    // Node's server timeouts and undici's take 0 for "no limit": `headers: 0s`
+    // Node's server timeouts take 0 for "no limit": `headers: 0s`
     // would turn the slowloris limit off, `connect: 0s` let a blackholed endpoint
     // hold a request for ever. Only idle and total say what 0 means.
     if (timeouts[field] === 0 && !ZERO_MEANS_NONE.has(k)) {
