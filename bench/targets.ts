@@ -149,6 +149,16 @@ export function directAddr(up: { host: string; ports: [number, number] }): Addr 
  * on its own upstream port, so two undici pools); the tcp listener picks a role
  * per connection with the same weights. drainTimeout is short so stopping is quick.
  */
+/** The filter chain of the http listeners (plain and TLS): the one the issue asks about. */
+const HTTP_CHAIN = `    filters:
+      - type: header_route
+        rules:
+          - { header: x-canary, equals: "true", role: bench-v2 }
+          - { header: x-bench-version, meta: version }
+      - type: weighted
+        weights: { bench-v1: 90, bench-v2: 10 }
+`;
+
 /** The switchyard config the benchmark runs; `extra` is appended at the top level. */
 function switchyardYaml(ctx: StartContext, host: string, http: Addr, tcp: Addr, extra = '', tls: { https: Addr; toTls: Addr } | null = null): string {
   const up = ctx.upstream;
@@ -180,14 +190,7 @@ listeners:
     address: ${http.host}:${http.port}
     protocol: http
     target: bench.http
-    filters:
-      - type: header_route
-        rules:
-          - { header: x-canary, equals: "true", role: bench-v2 }
-          - { header: x-bench-version, meta: version }
-      - type: weighted
-        weights: { bench-v1: 90, bench-v2: 10 }
-  raw:
+${HTTP_CHAIN}  raw:
     address: ${tcp.host}:${tcp.port}
     protocol: tcp
     target: bench.http
@@ -198,14 +201,7 @@ ${tls === null ? '' : `  secure:
     address: ${tls.https.host}:${tls.https.port}
     target: bench.http
     tls: { cert: "${ctx.tls.cert}", key: "${ctx.tls.key}" }
-    filters:
-      - type: header_route
-        rules:
-          - { header: x-canary, equals: "true", role: bench-v2 }
-          - { header: x-bench-version, meta: version }
-      - type: weighted
-        weights: { bench-v1: 90, bench-v2: 10 }
-  to-tls:
+${HTTP_CHAIN}  to-tls:
     address: ${tls.toTls.host}:${tls.toTls.port}
     target: bench-tls.http
 `}`;

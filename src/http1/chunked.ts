@@ -67,13 +67,8 @@ export class ChunkedDecoder {
           break;
         }
         case State.Ext: {
-          const cr = buf.indexOf(13, i);
-          const end = cr === -1 ? n : cr;
-          this.#lineBytes += end - i;
-          if (this.#lineBytes > MAX_LINE) throw new MalformedMessage('chunk extensions over 16 KiB');
-          this.#line += buf.toString('latin1', i, end);
-          i = end;
-          if (cr === -1) break;
+          i = this.#lineTo(buf, i, 'chunk extensions');
+          if (i === n) break;
           checkExtension(this.#line);
           this.#state = State.SizeLf;
           i++;
@@ -113,13 +108,8 @@ export class ChunkedDecoder {
           i++;
           break;
         case State.Trailer: {
-          const cr = buf.indexOf(13, i);
-          const end = cr === -1 ? n : cr;
-          this.#lineBytes += end - i + 2;
-          if (this.#lineBytes > MAX_LINE) throw new MalformedMessage('trailers over 16 KiB');
-          this.#line += buf.toString('latin1', i, end);
-          i = end;
-          if (cr === -1) break;
+          i = this.#lineTo(buf, i, 'trailers');
+          if (i === n) break;
           this.#state = State.TrailerLf;
           i++;
           break;
@@ -142,6 +132,20 @@ export class ChunkedDecoder {
       }
     }
     return -1;
+  }
+
+  /**
+   * Adds `buf` from `i` up to the next CR to the line being read, within MAX_LINE
+   * (for `what`: the extensions of one chunk, or the whole trailer section); returns
+   * where the CR is, or the end of `buf` when it has not come yet.
+   */
+  #lineTo(buf: Buffer, i: number, what: string): number {
+    const cr = buf.indexOf(13, i);
+    const end = cr === -1 ? buf.length : cr;
+    this.#lineBytes += end - i;
+    if (this.#lineBytes > MAX_LINE) throw new MalformedMessage(`${what} over 16 KiB`);
+    this.#line += buf.toString('latin1', i, end);
+    return end;
   }
 
   #trailer(line: string): void {
