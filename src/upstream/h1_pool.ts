@@ -85,6 +85,15 @@ export class PoolClosed extends Error {
 
 function ignore(): void {}
 
+/** Methods whose request may be sent twice (RFC 9110 §9.2.2). */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+/** How a reused connection the upstream had closed fails: its FIN, a reset, or a write into it. */
+function isStale(err: Error): boolean {
+  const code = (err as NodeJS.ErrnoException).code;
+  return err instanceof UpstreamClosed || code === 'ECONNRESET' || code === 'EPIPE';
+}
+
 /** The longest response head read (Node's default maxHeaderSize). */
 const MAX_HEAD = 16 * 1024;
 /**
@@ -116,6 +125,13 @@ class H1Connection {
   #reusable = true;
   idleSince = 0;
   idleMs = IDLE_MS;
+  /** The exchange's request and head, for a retry on a fresh connection (see #fail). */
+  #req: UpstreamRequest | null = null;
+  #requestHead = '';
+  /** The exchange runs on a connection taken from the idle list. */
+  #reused = false;
+  /** A byte of the answer came. */
+  #answered = false;
   readonly #onChunk = (data: Buffer): void => {
     const ex = this.#ex;
     if (ex !== null && !ex.onData(data)) this.socket.pause();
@@ -144,8 +160,12 @@ class H1Connection {
 
   // hot path
   /** Carries one exchange: `head` is the request head, already built and checked. */
-  start(req: UpstreamRequest, head: string, ex: ExchangeHandler): void {
+  start(req: UpstreamRequest, head: string, ex: ExchangeHandler, reused = false): void {
     this.#ex = ex;
+    this.#req = req;
+    this.#requestHead = head;
+    this.#reused = reused;
+    this.#answered = false;
     const seq = ++this.#seq;
     this.#read = Read.Head;
     this.#headRequest = req.method === 'HEAD';
@@ -235,6 +255,7 @@ class H1Connection {
       this.socket.destroy();
       return;
     }
+    this.#answered = true;
     try {
       this.#parse(chunk, ex);
     } catch (err) {
@@ -348,14 +369,26 @@ class H1Connection {
     this.socket.destroy();
   }
 
-  /** Ends the exchange (if one runs) with `err`, and the connection with it. */
+  /**
+   * Ends the exchange (if one runs) with `err`, and the connection with it. A kept-alive
+   * connection the upstream closed just as it was reused (no byte of an answer came:
+   * the race every keep-alive client has) is not the request's failure: an idempotent
+   * request whose body is whole is sent again once, on a fresh connection (as nginx and
+   * browsers do).
+   */
   #fail(err: Error): void {
     const ex = this.#ex;
     this.#ex = null;
     this.#read = Read.Idle;
     this.#unhookBody();
     this.socket.destroy();
-    ex?.onError(err);
+    if (ex === null) return;
+    const req = this.#req!;
+    if (this.#reused && !this.#answered && isStale(err) && IDEMPOTENT.has(req.method) && (req.body === null || Buffer.isBuffer(req.body))) {
+      this.#pool.again(req, this.#requestHead, ex);
+      return;
+    }
+    ex.onError(err);
   }
 }
 
@@ -406,11 +439,17 @@ export class H1Pool {
     while (idle.length > 0) {
       const conn = idle.pop()!;
       if (!conn.socket.destroyed) {
-        conn.start(req, head, ex);
+        conn.start(req, head, ex, true);
         return;
       }
     }
     this.#connect(req, head, ex);
+  }
+
+  /** Sends an exchange again on a fresh connection (its kept-alive one was closed under it). */
+  again(req: UpstreamRequest, head: string, ex: ExchangeHandler): void {
+    if (this.#closed) ex.onError(new PoolClosed());
+    else this.#connect(req, head, ex);
   }
 
   #connect(req: UpstreamRequest, head: string, ex: ExchangeHandler): void {

@@ -210,3 +210,31 @@ test('the request head the upstream gets: one write, the client\'s header case a
   t.deepEqual(lines.filter((l) => /^x-(mixed|lower)/i.test(l)), ['X-Mixed-Case: A', 'x-lower: b']);
   t.true(lines.includes(`host: ${up.address}`), up.heads[0]);
 });
+
+test('a kept-alive connection the upstream closes as it is reused: an idempotent request goes again on a fresh one, a POST gets its 502', async (t) => {
+  // Each connection answers its first request and closes at its second, unanswered
+  // (an upstream that timed the connection out just as the proxy reused it).
+  let connections = 0;
+  const server = createServer((s) => {
+    connections++;
+    let requests = 0;
+    s.on('error', () => {});
+    s.on('data', (d) => {
+      const heads = d.toString('latin1').split('\r\n\r\n').length - 1;
+      for (let i = 0; i < heads; i++) {
+        if (++requests === 1) s.write('HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok');
+        else s.destroy();
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const sc = await startSidecar(t, { drainTimeout: '2s', ...oneRole([`127.0.0.1:${(server.address() as AddressInfo).port}`]) });
+  t.is((await ask(sc)).body, 'ok');
+  const again = await ask(sc);
+  t.is(again.status, 200, 'the GET went again on a fresh connection');
+  t.is(connections, 2);
+  const post = await ask(sc, 'POST');
+  t.is(post.status, 502, 'a POST is never sent twice');
+  t.is(connections, 2);
+});
