@@ -188,8 +188,12 @@ function checkExtension(ext: string): void {
           if (i >= ext.length) bad();
           const c = ext.charCodeAt(i);
           if (c === 34) break;
-          if (c === 92) i++; // quoted-pair
-          else if ((c < 0x20 && c !== 9) || c === 0x7f) bad();
+          if (c === 92) {
+            // quoted-pair = "\" ( HTAB / SP / VCHAR / obs-text )
+            i++;
+            const q = ext.charCodeAt(i);
+            if (Number.isNaN(q) || (q < 0x20 && q !== 9) || q === 0x7f) bad();
+          } else if ((c < 0x20 && c !== 9) || c === 0x7f) bad();
           i++;
         }
         i++;

@@ -167,6 +167,11 @@ class UdpFlow {
   /** The chain chose `role`: connect to the next endpoint of it (or of the split, when it may fall back). */
   connect(role: number, fallback: boolean, unit: UdpUnit): void {
     const plan = this.plan;
+    if (this.#ended) {
+      // Ended while its chain ran (a reload, the listener gone): nothing to connect.
+      unit.upstreamEnded(outcomeOf(new EndpointPicker(plan.upstream, role, fallback), null, 0, 0));
+      return;
+    }
     const picker = new EndpointPicker(plan.upstream, role, fallback);
     this.role = picker.role;
     const e = picker.endpoint;
@@ -188,7 +193,13 @@ class UdpFlow {
       tryFailed(plan.upstream, picker, err.code === 'ECONNREFUSED' ? 'connect-failure' : 'reset');
       this.end('error', err.code === 'ECONNREFUSED' ? 'SY_ERR_UPSTREAM_CONNECT' : 'SY_ERR_UPSTREAM_RESET');
     });
-    up.connect(e.port, e.host, () => {
+    up.connect(e.port, e.host, (err?: Error) => {
+      if (err) {
+        // The name did not resolve (a connect callback gets the error, no 'error' event comes).
+        tryFailed(plan.upstream, picker, 'connect-failure');
+        this.end('error', 'SY_ERR_UPSTREAM_CONNECT');
+        return;
+      }
       if (this.#ended) {
         up.close();
         return;
@@ -206,7 +217,12 @@ class UdpFlow {
 
   /** A new plan on the socket: the flow stays when it has the flow's role and endpoint, else it ends. */
   rehome(plan: ListenerPlan): void {
-    if (plan === this.plan || this.role < 0) return;
+    if (plan === this.plan) return;
+    if (this.role < 0) {
+      // Its chain still runs on the old plan: it ends; the client's next datagram starts over on the new one.
+      this.end('ok');
+      return;
+    }
     const name = this.plan.roles[this.role]!.name;
     const role = plan.roles.findIndex((r) => r.name === name);
     const e = this.#endpoint;
@@ -230,7 +246,9 @@ class UdpFlow {
     const dropped = this.#queue.length;
     this.#queue = [];
     if (dropped > 0) this.plan.sinks[this.role < 0 ? this.plan.roles.length : this.role]!.metrics.udpDatagrams('dropped').inc(dropped);
-    this.#upstream?.close();
+    try {
+      this.#upstream?.close();
+    } catch { /* closed already */ }
     this.#listen.flows.delete(this.key);
     this.plan.counters.udpFlows.dec();
     const e = this.#endpoint;

@@ -299,6 +299,7 @@ class H1Connection {
   /** Takes an answer's head: its framing, then the handler's verdict. */
   #answer(head: ResponseHead, ex: ExchangeHandler): void {
     if (head.close) this.#reusable = false;
+    this.idleMs = IDLE_MS;
     if (head.keepAliveMs >= 0) {
       if (head.keepAliveMs <= 1_000) this.#reusable = false;
       else this.idleMs = Math.min(IDLE_MS, head.keepAliveMs - 1_000);
@@ -357,8 +358,13 @@ class H1Connection {
       this.#unhookBody();
       this.#reusable = false;
     }
-    if (this.#reusable && !extra) this.#pool.idle(this);
-    else this.socket.destroy();
+    if (this.#reusable && !extra) {
+      // Paused by the last chunk's backpressure: the client's drain that would resume it
+      // never comes for an answer that ended, and a paused socket reads nothing more
+      // (neither the next answer nor the upstream's FIN).
+      if (this.socket.isPaused()) this.socket.resume();
+      this.#pool.idle(this);
+    } else this.socket.destroy();
     ex.onComplete(trailers);
   }
 
@@ -410,6 +416,7 @@ export class H1Pool {
   #sweeper: NodeJS.Timeout | null = null;
   #closed = false;
   #drained: (() => void) | null = null;
+  #closing: Promise<void> | null = null;
 
   constructor(host: string, port: number, hostHeader: string, connectTimeoutMs: number, tls: UpstreamTls | null = null,
     log: (line: string) => void = () => {}) {
@@ -436,12 +443,18 @@ export class H1Pool {
       return;
     }
     const idle = this.#idle;
+    let now = -1;
     while (idle.length > 0) {
       const conn = idle.pop()!;
-      if (!conn.socket.destroyed) {
-        conn.start(req, head, ex, true);
-        return;
+      if (conn.socket.destroyed) continue;
+      // The sweeper runs once a second: one idle for its whole time is not taken (the upstream may be closing it).
+      if (now < 0) now = performance.now();
+      if (now - conn.idleSince >= conn.idleMs) {
+        conn.socket.destroy();
+        continue;
       }
+      conn.start(req, head, ex, true);
+      return;
     }
     this.#connect(req, head, ex);
   }
@@ -547,7 +560,8 @@ export class H1Pool {
     if (this.#sweeper !== null) clearInterval(this.#sweeper);
     for (const conn of this.#idle.splice(0)) conn.socket.destroy();
     if (this.#all.size === 0) return Promise.resolve();
-    return new Promise((resolve) => { this.#drained = resolve; });
+    this.#closing ??= new Promise((resolve) => { this.#drained = resolve; });
+    return this.#closing;
   }
 
   /** Ends every connection now, exchanges under way included. */

@@ -231,7 +231,8 @@ const tlsAgents = new WeakMap<Endpoint, HttpsAgent>();
 function tlsAgent(e: Endpoint, tls: UpstreamTls): HttpsAgent {
   let agent = tlsAgents.get(e);
   if (agent === undefined) {
-    agent = new HttpsAgent({ keepAlive: false, secureContext: tls.context, servername: tls.serverName ?? (isIP(e.host) === 0 ? e.host : undefined) });
+    // '' (no SNI) for an address: undefined would let Node take the name from the client's Host header.
+    agent = new HttpsAgent({ keepAlive: false, secureContext: tls.context, servername: tls.serverName ?? (isIP(e.host) === 0 ? e.host : '') });
     tlsAgents.set(e, agent);
   }
   return agent;

@@ -104,6 +104,8 @@ const BAD_CHUNKS: [string, string][] = [
   ['3;a=\r\nabc\r\n0\r\n\r\n', 'an extension without a value'],
   ['3;a="x\r\nabc\r\n0\r\n\r\n', 'an unclosed quoted extension'],
   ['3;a\u0000\r\nabc\r\n0\r\n\r\n', 'NUL in an extension'],
+  ['3;a="\\\u0000"\r\nabc\r\n0\r\n\r\n', 'a NUL escaped in a quoted extension'],
+  ['3;a="\\\n"\r\nabc\r\n0\r\n\r\n', 'a LF escaped in a quoted extension'],
   ['3;a\nb\r\nabc\r\n0\r\n\r\n', 'a bare LF in an extension'],
   ['3 \r\nabc\r\n0\r\n\r\n', 'a space after the size and no extension'],
   [`3;${'a'.repeat(17_000)}\r\nabc\r\n0\r\n\r\n`, 'extensions over 16 KiB'],

@@ -119,3 +119,16 @@ test('udp listener config: header filters, tls and a missing port are refused', 
   t.regex(r3.body, /needs a port/);
   t.is(await findMetric(sc, 'switchyard_udp_flows_active'), undefined);
 });
+
+test('an endpoint whose name does not resolve fails the flow, counted; the proxy serves on', async (t) => {
+  const b = await udpUpstream(t, 'b');
+  const sc = await startSidecar(t, { drainTimeout: '1s', ...twoRoles(['nonexistent.invalid:9999'], [b.address], { protocol: 'udp', address: '127.0.0.1:0', filters: [weighted({ a: 1, b: 0 })] }) });
+  const f = await flow(t, sc);
+  await t.throwsAsync(f.ask('into the void'));
+  await untilMetric(sc, 'switchyard_upstream_errors_total', { listener: 'web', role: 'a', reason: 'connect-failure' }, 1, 5_000, 'the failure to be counted');
+  t.is(await metric(sc, 'switchyard_udp_flows_active', { listener: 'web' }), 0);
+  // Still serving: a new config sends the flows to b.
+  const push = await putConfig(sc, { drainTimeout: '1s', ...twoRoles(['nonexistent.invalid:9999'], [b.address], { protocol: 'udp', address: `127.0.0.1:${sc.addresses().get('web')!.port}`, filters: [weighted({ a: 0, b: 1 })] }) });
+  t.is(push.status, 200, push.body);
+  t.is(await (await flow(t, sc)).ask('hello'), 'b:hello');
+});

@@ -1,6 +1,6 @@
 import test, { type ExecutionContext } from 'ava';
-import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
-import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { createServer as createHttpServer, request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
 import type { Sidecar } from '../../src/sidecar.js';
 import { findMetric, oneRole, startSidecar, within } from '../helpers.js';
 
@@ -200,7 +200,6 @@ test('the request head the upstream gets: one write, the client\'s header case a
   const up = await scripted(t, ['HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n']);
   const sc = await proxyTo(t, up);
   const a = sc.addresses().get('web')!;
-  const { connect } = await import('node:net');
   const s = connect(a.port, a.host);
   s.write('GET /p?q=1 HTTP/1.0\r\nX-Mixed-Case: A\r\nx-lower: b\r\n\r\n');
   await within(new Promise((r) => s.once('data', r)), 5_000, 'the answer');
@@ -237,4 +236,29 @@ test('a kept-alive connection the upstream closes as it is reused: an idempotent
   const post = await ask(sc, 'POST');
   t.is(post.status, 502, 'a POST is never sent twice');
   t.is(connections, 2);
+});
+
+test('a connection paused by a slow client\'s backpressure on its last chunk goes back to the pool reading: the next request on it is answered', async (t) => {
+  const big = Buffer.alloc(4 * 1024 * 1024, 97);
+  let connections = 0;
+  const up = createHttpServer((req, res) => {
+    res.writeHead(200, { 'content-length': req.url === '/big' ? big.length : 2 });
+    res.end(req.url === '/big' ? big : 'ok');
+  });
+  up.on('connection', () => { connections++; });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => { up.closeAllConnections(); up.close(() => r()); }));
+  const sc = await startSidecar(t, { drainTimeout: '2s', ...oneRole([`127.0.0.1:${(up.address() as AddressInfo).port}`]) });
+  const a = sc.addresses().get('web')!;
+  // A client that reads the big answer slowly: the proxy's response write fills and the upstream socket pauses.
+  await within(new Promise<void>((resolve) => {
+    const s = connect(a.port, a.host);
+    s.write('GET /big HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+    s.on('data', () => { s.pause(); setTimeout(() => s.resume(), 5); });
+    s.on('close', () => resolve());
+  }), 20_000, 'the slow download');
+  const r = await ask(sc, 'GET', '/small');
+  t.is(r.status, 200);
+  t.is(r.body, 'ok');
+  t.is(connections, 1, 'on the same upstream connection');
 });

@@ -209,7 +209,8 @@ test('a WebSocket upgrade reaches a wss upstream over the channel\'s TLS', async
   t.teardown(() => new Promise<void>((r) => { wss.close(); srv.closeAllConnections(); srv.close(() => r()); }));
   const address = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
   const sc = await start(t, tlsChannel([address], { ca: ca.ca.certFile }));
-  const ws = new WebSocket(listenerUrl(sc, 'web').replace('http:', 'ws:'));
+  // A Host naming something else: the certificate is checked against the endpoint (127.0.0.1), never the client's name.
+  const ws = new WebSocket(listenerUrl(sc, 'web').replace('http:', 'ws:'), { headers: { host: 'other.test' } });
   t.teardown(() => ws.terminate());
   await within(new Promise((r, j) => { ws.once('open', r); ws.once('error', j); }), 5_000, 'the upgrade');
   ws.send('hi');
