@@ -28,6 +28,7 @@ export class Metrics {
   readonly tcpConnections: Counter<'listener' | 'vset' | 'role' | 'result'>;
   readonly udpDatagrams: Counter<'listener' | 'role' | 'direction'>;
   readonly udpFlowsActive: Gauge<'listener'>;
+  readonly tlsHandshakeErrors: Counter<'listener'>;
   readonly generation: Gauge;
   readonly reloads: Counter<'source' | 'result'>;
   readonly reloadDuration: Histogram;
@@ -66,6 +67,7 @@ export class Metrics {
     });
     this.udpDatagrams = new Counter({ name: 'switchyard_udp_datagrams_total', help: 'UDP datagrams by the role of their flow and direction: in (client to upstream), out (upstream to client), dropped (no flow could take it: the flow cap, a refused flow, a full queue).', labelNames: ['listener', 'role', 'direction'], registers });
     this.udpFlowsActive = new Gauge({ name: 'switchyard_udp_flows_active', help: 'UDP client flows (source ip:port) open per listener.', labelNames: ['listener'], registers });
+    this.tlsHandshakeErrors = new Counter({ name: 'switchyard_tls_handshake_errors_total', help: 'Client connections of a TLS listener that ended in their handshake: no shared protocol or cipher, a client certificate missing or not from clientCa, a client that left, or the headers timeout.', labelNames: ['listener'], registers });
     this.tcpConnections = new Counter({ name: 'switchyard_tcp_connections_total', help: 'TCP connections by the role that served them and how they ended (ok, error, refused).', labelNames: ['listener', 'vset', 'role', 'result'], registers });
     this.generation = new Gauge({ name: 'switchyard_config_generation', help: 'The generation number now serving.', registers });
     this.reloads = new Counter({ name: 'switchyard_config_reloads_total', help: 'Config changes by source and result (success, invalid, failed).', labelNames: ['source', 'result'], registers });
@@ -120,7 +122,7 @@ export class Metrics {
     const key = (labels: Record<string, string | number | undefined>): string =>
       [labels.listener, ...('vset' in labels ? [labels.vset] : []), ...('role' in labels ? [labels.role] : [])].join('\0');
     const byListener = [this.requests, this.duration, this.upstreamErrors, this.connectionsActive, this.tcpBytes,
-      this.tcpConnections, this.udpDatagrams, this.udpFlowsActive, this.retries, this.retryBudgetExhausted, this.connectionsRefused, this.slowUploads] as const;
+      this.tcpConnections, this.udpDatagrams, this.udpFlowsActive, this.tlsHandshakeErrors, this.retries, this.retryBudgetExhausted, this.connectionsRefused, this.slowUploads] as const;
     for (const metric of byListener) {
       const seen = new Map<string, Record<string, string | number>>();
       for (const v of (await metric.get()).values) {

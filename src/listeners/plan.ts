@@ -33,6 +33,8 @@ export interface ListenerCounters {
   readonly connections: Gauge.Internal<'listener'>;
   /** udp: client flows open. */
   readonly udpFlows: Gauge.Internal<'listener'>;
+  /** TLS listeners: connections that ended in their handshake. */
+  readonly tlsHandshakeErrors: Counter.Internal;
   /** tcp: bytes client → upstream, and back. */
   readonly bytesIn: Counter.Internal;
   readonly bytesOut: Counter.Internal;

@@ -193,7 +193,10 @@ function terminateTls(plan: ListenerPlan, tls: ListenerTls, raw: Socket, serve: 
       handshakeTimeout: plan.config.timeouts.headersMs,
     });
     engine.on('secureConnection', (secure: TLSSocket) => serve(plan, secure, true));
-    engine.on('tlsClientError', (_err, secure: TLSSocket) => secure.destroy());
+    engine.on('tlsClientError', (_err, secure: TLSSocket) => {
+      plan.counters.tlsHandshakeErrors.inc();
+      secure.destroy();
+    });
     tlsEngines.set(plan, engine);
   }
   let done = false;

@@ -5,6 +5,7 @@ import { RetryBudget } from '../upstream/retry.js';
 import type { Registry } from '../registry.js';
 import type { Filter, FilterCreateContext, HeaderEdit, RoleView } from '../filters/api.js';
 import { Metrics, RoleMetrics } from '../metrics.js';
+import type { Counter } from 'prom-client';
 import { EndpointSet, type EndpointTable } from '../upstream/endpoints.js';
 import { SocketPool, type PooledSocket } from '../listeners/socket_pool.js';
 import { assignAddresses } from '../listeners/address.js';
@@ -188,6 +189,7 @@ function buildListenerPlan(input: ListenerInput): ListenerPlan {
     counters: {
       connections: ctx.metrics.connectionsActive.labels(name),
       udpFlows: ctx.metrics.udpFlowsActive.labels(name),
+      tlsHandshakeErrors: handshakeErrors(ctx.metrics, name, listener.tls !== undefined),
       bytesIn: ctx.metrics.tcpBytes.labels(name, 'in'),
       bytesOut: ctx.metrics.tcpBytes.labels(name, 'out'),
       openTcp: ctx.metrics.openTcp,
@@ -279,6 +281,13 @@ function limitCounters(metrics: Metrics, listener: string, protocol: ListenerCon
   for (const counter of [refusedListener, refusedGlobal]) counter.inc(0);
   if (protocol === 'http') slowUploads.inc(0); // a tcp listener has no request bodies
   return { refusedListener, refusedGlobal };
+}
+
+/** A listener's handshake failure counter; at 0 from the start on a TLS listener, so its first failure shows as an increase. */
+function handshakeErrors(metrics: Metrics, listener: string, tls: boolean): Counter.Internal {
+  const c = metrics.tlsHandshakeErrors.labels(listener);
+  if (tls) c.inc(0);
+  return c;
 }
 
 /** The hosts the previous generation's listeners were given automatically (no host in their address), by listener name. */

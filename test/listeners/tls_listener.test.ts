@@ -74,9 +74,11 @@ test('clientCa: a client without a certificate, or with one of another CA, is re
   const withCa: ConfigSpec = { ...config, accessLog: { path: log } };
   (withCa.listeners!['web'] as unknown as { tls: Record<string, string> }).tls.clientCa = paths['client-ca.pem']!;
   const sc = await startSidecar(t, withCa);
+  t.is(await metric(sc, 'switchyard_tls_handshake_errors_total', { listener: 'web' }), 0);
   await t.throwsAsync(httpsGet(sc));
   await t.throwsAsync(httpsGet(sc, { cert: stranger.cert, key: stranger.key }));
   t.is(up.requests.length, 0);
+  t.is(await metric(sc, 'switchyard_tls_handshake_errors_total', { listener: 'web' }), 2, 'both refusals counted');
   const r = await httpsGet(sc, { cert: client.cert, key: client.key });
   t.is(r.status, 200);
   const [line] = await untilLogLines(log, (l) => l.type === 'http');
