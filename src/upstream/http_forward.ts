@@ -279,6 +279,7 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     const headers = responseHeaders(rawHeaders, head.connectionOptions);
     const from = fallenBackFrom(this.#choice, p);
     if (from >= 0) headers.push('x-switchyard-fallback', this.#route.roleNames[from]!);
+    this.#bodyLeftUnread();
     try {
       res.writeHead(statusCode, statusText, edits === null ? headers : applyHeaderEdits(headers, edits, this.#route.variables[p.role]!));
     } catch (err) {
@@ -397,8 +398,22 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     this.#finish('refused');
   }
 
+  /**
+   * An answer before the client's body was all read (an upstream that refused the
+   * upload, or failed during it): the rest of the body goes nowhere, so it is read
+   * away, and the client connection closes after the answer instead of waiting for
+   * the body's end (or stalling on a paused stream) to read a next request.
+   */
+  #bodyLeftUnread(): void {
+    const req = this.#ex.req;
+    if (this.#request.body !== req || req.readableEnded) return;
+    this.#ex.res.shouldKeepAlive = false;
+    req.resume();
+  }
+
   #fail(failure: UpstreamFailure, text: string): void {
     const res = this.#ex.res;
+    this.#bodyLeftUnread();
     if (res.headersSent) res.destroy(); // mid-body: the only honest signal left is a cut connection
     else {
       const from = fallenBackFrom(this.#choice, this.#picker);
