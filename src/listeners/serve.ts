@@ -13,7 +13,9 @@ import { handleUpgrade } from './upgrade_unit.js';
  *   upgrade               → UpgradeUnit       (WebSocket; any other Upgrade as a plain request)
  *   connect, clientError  → edge answers (405; the parser's 400/408/413/431)
  *
- * Each unit then runs the one lifecycle of listeners/unit.ts.
+ * Each unit then runs the one lifecycle of listeners/unit.ts. (A udp listener's
+ * datagrams do not pass here: its socket, listeners/udp_socket.ts, makes a UdpUnit
+ * for each new flow itself.)
  */
 export const dataPath: Dispatch = {
   tcp: handleTcp,
