@@ -7,7 +7,7 @@ import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { Sidecar } from '../../src/sidecar.js';
 import {
-  channel, findMetric, get, listenerUrl, oneRole, putConfig, startSidecar, tempFiles, until, within, yaml, type ChannelSpec, type ConfigSpec,
+  adminUrl, channel, findMetric, get, listenerUrl, oneRole, putConfig, startSidecar, tempFiles, until, within, yaml, type ChannelSpec, type ConfigSpec,
 } from '../helpers.js';
 import { makePki, type Pem, type Pki } from '../tls_support.js';
 
@@ -216,4 +216,12 @@ test('a WebSocket upgrade reaches a wss upstream over the channel\'s TLS', async
   ws.send('hi');
   const m = await within(new Promise<string>((r) => ws.once('message', (d) => r(String(d)))), 5_000, 'the echo');
   t.is(m, 'echo hi');
+});
+
+test('GET /config shows a channel\'s TLS file paths, never the key material', async (t) => {
+  const sc = await start(t, tlsChannel(['127.0.0.1:9'], { ca: ca.ca.certFile, cert: client.certFile, key: client.keyFile }));
+  const body = await (await fetch(`${adminUrl(sc)}/config`)).text();
+  t.false(body.includes('PRIVATE KEY'));
+  t.false(body.includes('BEGIN CERTIFICATE'));
+  t.true(body.includes(client.keyFile), 'the key file is named');
 });
