@@ -263,24 +263,10 @@ test('a connection paused by a slow client\'s backpressure on its last chunk goe
   t.is(connections, 1, 'on the same upstream connection');
 });
 
-test('an upstream that answers before the upload ended: the client gets that answer, and its connection closes instead of stalling', async (t) => {
-  // The upstream answers 401 at the request's head and keeps reading (no reset): the
-  // proxy has the answer while the client is still sending.
-  const up = createServer((s) => {
-    s.on('error', () => {});
-    let answered = false;
-    s.on('data', () => {
-      if (answered) return;
-      answered = true;
-      s.write('HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope');
-    });
-  });
-  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
-  t.teardown(() => new Promise<void>((r) => up.close(() => r())));
-  const sc = await startSidecar(t, { drainTimeout: '2s', ...oneRole([`127.0.0.1:${(up.address() as AddressInfo).port}`], { bufferBodyBytes: 0 }) });
+/** POSTs a body of `total` bytes as fast as the proxy takes it; everything the client got back, once its connection closed. */
+function upload(sc: Sidecar, total: number): Promise<string> {
   const a = sc.addresses().get('web')!;
-  const total = 32 * 1024 * 1024;
-  const got = await within(new Promise<string>((resolve) => {
+  return within(new Promise<string>((resolve) => {
     const s = connect(a.port, a.host);
     let answer = '';
     s.on('data', (d) => { answer += d.toString('latin1'); });
@@ -300,6 +286,25 @@ test('an upstream that answers before the upload ended: the client gets that ans
     };
     pump();
   }), 15_000, 'the answer and the close');
+}
+
+test('an upstream that answers before the upload ended: the client gets that answer, and its connection closes instead of stalling', async (t) => {
+  // The upstream answers 401 at the request's head and keeps reading (no reset): the
+  // proxy has the answer while the client is still sending.
+  const up = createServer((s) => {
+    s.on('error', () => {});
+    let answered = false;
+    s.on('data', () => {
+      if (answered) return;
+      answered = true;
+      s.write('HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope');
+    });
+  });
+  await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
+  t.teardown(() => new Promise<void>((r) => up.close(() => r())));
+  const sc = await startSidecar(t, { drainTimeout: '2s', ...oneRole([`127.0.0.1:${(up.address() as AddressInfo).port}`], { bufferBodyBytes: 0 }) });
+  const total = 32 * 1024 * 1024;
+  const got = await upload(sc, total);
   t.regex(got, /^HTTP\/1\.1 401 /);
   t.true(got.endsWith('nope'), got.slice(0, 200));
 });
@@ -311,29 +316,9 @@ test('an upstream that answers and resets during the upload: the client gets an 
   await new Promise<void>((r) => up.listen(0, '127.0.0.1', r));
   t.teardown(() => new Promise<void>((r) => { up.closeAllConnections(); up.close(() => r()); }));
   const sc = await startSidecar(t, { drainTimeout: '2s', ...oneRole([`127.0.0.1:${(up.address() as AddressInfo).port}`], { bufferBodyBytes: 0 }) });
-  const a = sc.addresses().get('web')!;
   const total = 64 * 1024 * 1024;
   const started = performance.now();
-  const got = await within(new Promise<string>((resolve) => {
-    const s = connect(a.port, a.host);
-    let answer = '';
-    s.on('data', (d) => { answer += d.toString('latin1'); });
-    s.on('error', () => {});
-    s.on('close', () => resolve(answer));
-    s.write(`POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: ${total}\r\n\r\n`);
-    const chunk = Buffer.alloc(64 * 1024, 98);
-    let sent = 0;
-    const pump = (): void => {
-      while (sent < total && !s.destroyed) {
-        sent += chunk.length;
-        if (!s.write(chunk)) {
-          s.once('drain', pump);
-          return;
-        }
-      }
-    };
-    pump();
-  }), 15_000, 'the answer and the close');
+  const got = await upload(sc, total);
   t.regex(got, /^HTTP\/1\.1 (413|502) /, got.slice(0, 200));
   t.regex(got, /connection: close/i);
   t.true(performance.now() - started < 4_000, 'closed at once, not after a timeout');
