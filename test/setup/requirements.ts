@@ -13,6 +13,11 @@ export const REQUIREMENTS = [
   { tool: 'python3', package: 'python3', for: 'a loopback blackhole: a socket that never accepts' },
   { tool: 'mkfifo', package: 'coreutils', for: 'an access log on a FIFO' },
   { tool: 'openssl', package: 'openssl', for: 'certificates for the TLS tests: CAs, server and client certificates, an expired one' },
+  { tool: 'etcd', package: 'etcd-server', for: 'a real etcd for the fleet config source (watches, transactions, leases)' },
+  { tool: 'etcdctl', package: 'etcd-client', for: 'writes and compacts keys behind the sidecar\'s back in the etcd tests' },
+  { tool: 'redis-server', package: 'redis-server', for: 'real Redis servers for the global rate limit and its disaster-recovery switch' },
+  { tool: 'h2load', package: 'nghttp2-client', for: 'HTTP/2 load in the bench, and many streams on one connection in the tests' },
+  { tool: 'nghttp', package: 'nghttp2-client', for: 'a plain HTTP/2 client (h2c prior knowledge, trailers)' },
   { tool: 'prlimit', package: 'util-linux', for: 'a sidecar started with few file descriptors; switchyard run raises its own soft limit with it' },
 ] as const;
 
