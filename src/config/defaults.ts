@@ -54,5 +54,7 @@ export const MAX_HEADERS_COUNT = 10_000;
  * 200 upstream connections (issue 11, item 5).
  */
 export const DEFAULT_MIN_UPLOAD_RATE: Readonly<MinUploadRate> = { bytesPerSecond: 240, graceMs: 5_000 };
+/** `listeners.<name>.http2.maxConcurrentStreams`: streams a client may have open on one connection (nginx's default is 128, Go's 250). */
+export const DEFAULT_MAX_CONCURRENT_STREAMS = 100;
 /** `listeners.<name>.bufferBodyBytes`: bodies up to this are read whole before the upstream request opens (nginx buffers every body by default). */
 export const DEFAULT_BUFFER_BODY_BYTES = 16 * 1024;

@@ -179,6 +179,8 @@ export interface ListenerConfig {
   bufferBodyBytes: number;
   /** TLS terminated on the listener; absent = plain. */
   tls?: ListenerTlsConfig;
+  /** http: limits on HTTP/2 client connections. */
+  http2: { maxConcurrentStreams: number };
 }
 
 /** `listeners.<l>.tls`: read and checked on every reload (net/tls_material.ts), which sets `digest`. */

@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { isH2, streamOf } from '../http2/h2_compat.js';
 
 /**
  * Header hygiene between client and upstream: hop-by-hop headers (RFC 9110 §7.6.1)
@@ -109,8 +110,9 @@ export function requestPath(url: string): string {
   return rest.charCodeAt(0) === 47 /* / */ ? rest : `/${rest}`;
 }
 
-/** Whether a request has a body to read (a Content-Length above 0, or chunked). */
+/** Whether a request has a body to read (a Content-Length above 0, or chunked; on HTTP/2, no END_STREAM on its headers). */
 export function hasBody(req: IncomingMessage): boolean {
+  if (isH2(req)) return !streamOf(req).endAfterHeaders;
   const h = req.headers;
   return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
 }

@@ -3,6 +3,7 @@ import type { Socket } from 'node:net';
 import type { RuntimeCode } from '../errors.js';
 import { editLines } from '../http/local_reply.js';
 import { isToken } from '../http/token.js';
+import { isH2 } from '../http2/h2_compat.js';
 import type { ListenerPlan, ServingSocket } from './plan.js';
 import { publishRequest } from './record.js';
 
@@ -23,8 +24,8 @@ const HOST_RE = /^(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;
 
 /** Why switchyard will not forward a request, and the status that says so. */
 export interface Refusal {
-  /** 400 (malformed or ambiguous), 431 (too many header lines), 501 (a transfer coding other than chunked, a target the upstream client does not send), 505 (not HTTP/1.x). */
-  readonly status: 400 | 431 | 501 | 505;
+  /** 400 (malformed or ambiguous), 405 (CONNECT on HTTP/2), 431 (too many header lines), 501 (a transfer coding other than chunked, a target the upstream client does not send), 505 (not HTTP/1.x or 2). */
+  readonly status: 400 | 405 | 431 | 501 | 505;
   readonly text: string;
 }
 
@@ -69,6 +70,7 @@ function refusal(status: Refusal['status'], text: string): Refusal {
  *   or `transfer_encoding` is 400 (CGI-style gateways read it as the real one).
  */
 export function badRequest(req: IncomingMessage, limits: HeadLimits): Refusal | null {
+  if (isH2(req)) return badH2Request(req, limits);
   if (req.httpVersionMajor !== 1) return refusal(505, `HTTP/${req.httpVersion} is not supported: switchyard speaks HTTP/1.0 and HTTP/1.1 (RFC 9110 §15.6.6)`);
   const raw = req.rawHeaders;
   if (raw.length > limits.maxHeadersCount * 2) {
@@ -114,6 +116,35 @@ export function badRequest(req: IncomingMessage, limits: HeadLimits): Refusal | 
   } else if (http10 && te === undefined && CONTENT_METHODS.has(req.method!)) {
     return refusal(400, `an HTTP/1.0 ${req.method} needs a Content-Length (RFC 1945 §8.3)`);
   }
+  return null;
+}
+
+/**
+ * Why switchyard will not forward an HTTP/2 stream's request, or null. nghttp2 has
+ * refused what breaks HTTP/2's own rules (connection-specific fields, a TE other
+ * than trailers, upper-case names, a missing pseudo-header, a Content-Length the
+ * DATA frames do not add up to); what is left is what an HTTP/1 upstream would read
+ * otherwise than the client meant: a header named like a framing one, more lines than
+ * the listener allows, a host that is not one, a target that is not a path.
+ */
+function badH2Request(req: IncomingMessage, limits: HeadLimits): Refusal | null {
+  if (req.method === 'CONNECT') return refusal(405, 'CONNECT is for forward proxies; switchyard is a reverse proxy');
+  const raw = req.rawHeaders;
+  if (raw.length > limits.maxHeadersCount * 2) return refusal(431, `more than ${limits.maxHeadersCount} header lines (the listener's maxHeadersCount)`);
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if ((name === 'content_length' || name === 'transfer_encoding')) return refusal(400, `a header named ${name} could be read as ${name.replace('_', '-')} upstream`);
+  }
+  const host = req.headers.host;
+  if (host === undefined) return refusal(400, 'an HTTP/2 request needs :authority or a Host header (RFC 9113 §8.3.1)');
+  if (!HOST_RE.test(host)) return refusal(400, 'the :authority is not a valid host[:port] (RFC 9113 §8.3.1)');
+  const url = req.url!;
+  if (url.charCodeAt(0) !== 47 /* / */) {
+    return url === '*' && req.method === 'OPTIONS' ? refusal(501, 'switchyard cannot forward an asterisk-form target (OPTIONS *)') : refusal(400, 'the :path is not a path (RFC 9113 §8.3.1)');
+  }
+  if (url.includes('#')) return refusal(400, 'a request target has no fragment (RFC 9112 §3.2)');
+  const cl = req.headers['content-length'];
+  if (cl !== undefined && !(/^[0-9]+$/.test(cl) && Number.isSafeInteger(Number(cl)))) return refusal(400, 'the Content-Length is not a length switchyard can forward exactly');
   return null;
 }
 

@@ -11,6 +11,7 @@ import type { ListenerPlan } from './plan.js';
 import { publishRequest } from './record.js';
 import { Unit } from './unit.js';
 import { UploadRate } from './upload_rate.js';
+import { isH2 } from '../http2/h2_compat.js';
 
 const kUnit = Symbol('switchyard.unit');
 type TrackedResponse = ServerResponse & { [kUnit]?: HttpUnit };
@@ -43,6 +44,8 @@ export class HttpUnit extends Unit implements HttpExchange {
   #refused = false;
   /** Watches the body's rate while it comes (null: no body, or no minimum). */
   #upload: UploadRate | null = null;
+  /** An HTTP/2 stream: the connection's idle timeout is its sessions' (h2_sessions.ts). */
+  readonly #h2: boolean;
 
   constructor(plan: ListenerPlan, req: IncomingMessage, res: ServerResponse) {
     super(plan);
@@ -50,6 +53,7 @@ export class HttpUnit extends Unit implements HttpExchange {
     this.res = res;
     this.#socket = req.socket;
     this.remoteAddress = req.socket.remoteAddress ?? '';
+    this.#h2 = isH2(req);
     this.responseHeaderEdits = plan.responseHeaderEdits;
     (res as TrackedResponse)[kUnit] = this;
     res.on('close', onResponseClose);
@@ -156,7 +160,7 @@ export class HttpUnit extends Unit implements HttpExchange {
     // clients that read the Keep-Alive header); the README promises the value itself.
     const socket = this.#socket;
     const keepAliveMs = this.plan.config.timeouts.keepAliveMs;
-    if (finished && !socket.destroyed && (socket.timeout ?? 0) > keepAliveMs) socket.setTimeout(keepAliveMs);
+    if (finished && !this.#h2 && !socket.destroyed && (socket.timeout ?? 0) > keepAliveMs) socket.setTimeout(keepAliveMs);
     this.closed();
   }
 
@@ -204,12 +208,14 @@ export function handleRequest(ls: ServingSocket, req: IncomingMessage, res: Serv
       return;
     }
   }
-  if (closingBefore(req.socket)) {
+  // HTTP/1 only: an HTTP/2 stream has no request before it on the connection to wait for.
+  const h1 = !isH2(req);
+  if (h1 && closingBefore(req.socket)) {
     res.shouldKeepAlive = false;
     return;
   }
   const unit = new HttpUnit(plan, req, res);
-  requestArrived(req.socket, unit);
+  if (h1) requestArrived(req.socket, unit);
   const bad = badRequest(req, plan.config);
   if (bad !== null) {
     unit.refuse(bad.status, 'SY_ERR_BAD_REQUEST', bad.text);

@@ -3,6 +3,8 @@ import type { Socket } from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { ListenerTls } from '../net/tls_material.js';
 import { UdpListenSocket } from './udp_socket.js';
+import { asHttp1 } from '../http2/h2_compat.js';
+import { CLIENT_PREFACE, goAwaySpreadMs, H2Sessions, RESETS_PER_SECOND } from './h2_sessions.js';
 import { SwitchyardError } from '../errors.js';
 import { takeHttpConnectionListener } from '../net/node_internals.js';
 import { MAX_HEADERS_COUNT } from '../config/defaults.js';
@@ -69,6 +71,8 @@ export class ListenSocket implements ServingSocket {
   readonly key: string;
   readonly requested: HostPort;
   readonly server: Server;
+  /** The connections that speak HTTP/2 (prior knowledge, or ALPN h2): each stream is one request. */
+  readonly h2: H2Sessions;
   /** The plan of the newest generation that has this address; swapped in one assignment per reload. */
   plan: ListenerPlan | null = null;
   leases = 0;
@@ -97,15 +101,27 @@ export class ListenSocket implements ServingSocket {
     // Node's default (2000 pairs) the lines past it were dropped without a word.
     server.maxHeadersCount = MAX_HEADERS_COUNT + 1;
     this.server = server;
+    const h2 = new H2Sessions((req, res) => dispatch.request(this, ...asHttp1(req, res)));
+    h2.onAbuse((plan) => budget.refusing(h2, () => `listener ${plan?.name ?? key}: a client reset streams faster than ${RESETS_PER_SECOND}/s: its connection was closed (GOAWAY ENHANCE_YOUR_CALM)`));
+    this.h2 = h2;
     const httpConnection = takeHttpConnectionListener(server);
+    const http1 = (socket: Socket): void => {
+      httpConnection.call(server, socket);
+      socket.resume();
+    };
     /** `counted`: the connection's close is counted already (TLS: on the raw socket). */
     const serve = (plan: ListenerPlan, socket: Socket, counted = false): void => {
       const closed = counted ? noop : this.#closed;
-      if (plan.protocol === 'http') {
-        socket.on('close', closed);
-        plan.connectionOpened(socket);
-        httpConnection.call(server, socket);
-      } else dispatch.tcp(plan, socket).on('close', closed);
+      if (plan.protocol !== 'http') {
+        dispatch.tcp(plan, socket).on('close', closed);
+        return;
+      }
+      socket.on('close', closed);
+      plan.connectionOpened(socket);
+      if (plan.tls !== null) {
+        if ((socket as TLSSocket).alpnProtocol === 'h2') h2.serve(socket);
+        else http1(socket);
+      } else sniff(socket, plan.config.timeouts.headersMs, http1, (s) => h2.serve(s));
     };
     server.on('connection', (socket: Socket) => {
       const plan = this.plan;
@@ -157,14 +173,77 @@ export class ListenSocket implements ServingSocket {
     return this.requested;
   }
 
+  /**
+   * Stops accepting (no generation serves the address any more): HTTP/1 connections
+   * close after their request, HTTP/2 ones get GOAWAY, spread over part of `drainMs`.
+   */
+  retire(drainMs: number): void {
+    this.retired = true;
+    this.server.close();
+    this.h2.goAway(goAwaySpreadMs(drainMs));
+  }
+
+  /** Closes the client connections with no request open (after retire, once drained). */
+  closeIdle(): void {
+    this.server.closeIdleConnections();
+    this.h2.closeIdle();
+  }
+
+  /** Closes every client connection (shutdown, after the drain). */
+  closeAll(): void {
+    this.server.closeAllConnections();
+    this.h2.destroyAll();
+  }
+
   /** Applies a plan's HTTP limits to the server; takes effect for new connections and the next check. */
   configure(plan: ListenerPlan): void {
+    if (plan.protocol === 'http') this.h2.configure(plan);
     const s = this.server;
     s.headersTimeout = plan.config.timeouts.headersMs;
     s.requestTimeout = plan.config.timeouts.requestMs;
     s.keepAliveTimeout = plan.config.timeouts.keepAliveMs;
     (s as Server & { maxHeaderSize: number }).maxHeaderSize = plan.config.maxHeaderSize;
   }
+}
+
+/**
+ * Reads the first bytes of a plain http connection: the HTTP/2 client preface goes to
+ * `h2`, anything else to `h1`, with the bytes put back for them to read. A client
+ * that sends nothing within the headers timeout is closed, as Node closes one that
+ * sends an incomplete head.
+ */
+function sniff(socket: Socket, timeoutMs: number, h1: (s: Socket) => void, h2: (s: Socket) => void): void {
+  let seen: Buffer | null = null;
+  const done = (): void => {
+    socket.off('readable', onReadable);
+    socket.off('timeout', onError);
+    socket.off('error', onError);
+    socket.off('end', onError);
+    socket.setTimeout(0);
+  };
+  const onError = (): void => {
+    done();
+    socket.destroy();
+  };
+  const onReadable = (): void => {
+    let chunk: Buffer | null;
+    while ((chunk = socket.read() as Buffer | null) !== null) seen = seen === null ? chunk : Buffer.concat([seen, chunk]);
+    if (seen === null) return;
+    const n = Math.min(seen.length, CLIENT_PREFACE.length);
+    const preface = seen.compare(CLIENT_PREFACE, 0, n, 0, n) === 0;
+    // A preface cut short by the network: wait for the rest.
+    if (preface && n < CLIENT_PREFACE.length && !socket.readableEnded) return;
+    done();
+    socket.unshift(seen);
+    if (preface) h2(socket);
+    else h1(socket);
+  };
+  socket.on('readable', onReadable);
+  socket.on('error', onError);
+  // The server's sockets are half-open: a client that leaves before a byte is closed here.
+  socket.on('end', onError);
+  socket.once('timeout', onError);
+  socket.setTimeout(timeoutMs);
 }
 
 /**
@@ -189,7 +268,7 @@ function terminateTls(plan: ListenerPlan, tls: ListenerTls, raw: Socket, serve: 
       ...tls.pem,
       requestCert: tls.verifyClients,
       rejectUnauthorized: tls.verifyClients,
-      ALPNProtocols: plan.protocol === 'http' ? ['http/1.1'] : undefined,
+      ALPNProtocols: plan.protocol === 'http' ? ['h2', 'http/1.1'] : undefined,
       handshakeTimeout: plan.config.timeouts.headersMs,
     });
     engine.on('secureConnection', (secure: TLSSocket) => serve(plan, secure, true));
@@ -296,8 +375,11 @@ export class SocketPool {
     return us;
   }
 
-  /** Drops one lease; the last one stops accepting (open connections finish on their own; a udp socket's flows end). */
-  release(ls: PooledSocket): void {
+  /**
+   * Drops one lease; the last one stops accepting (open connections finish on their
+   * own, HTTP/2 ones told by GOAWAY within part of `drainMs`; a udp socket's flows end).
+   */
+  release(ls: PooledSocket, drainMs: number): void {
     if (--ls.leases > 0) return;
     if (ls instanceof UdpListenSocket) {
       for (const [k, v] of this.#udp) if (v === ls) this.#udp.delete(k);
@@ -305,8 +387,7 @@ export class SocketPool {
       return;
     }
     for (const [k, v] of this.#sockets) if (v === ls) this.#sockets.delete(k);
-    ls.retired = true;
-    ls.server.close();
+    ls.retire(drainMs);
   }
 
   /** Every stream socket, for shutdown. */

@@ -131,7 +131,7 @@ async function leaseSockets(config: Config, addresses: ReadonlyMap<string, HostP
     const address = addresses.get(name)!;
     const key = SocketPool.key(name, address);
     const socket = config.listeners[name]!.protocol === 'udp' ? await pool.leaseUdp(key, address, name) : await pool.lease(key, address, name);
-    listening.push(() => pool.release(socket));
+    listening.push(() => pool.release(socket, config.drainTimeoutMs));
     sockets.set(name, socket);
   }));
   const bindError = leases.find((r): r is PromiseRejectedResult => r.status === 'rejected');

@@ -242,7 +242,7 @@ export class Generation implements GenerationPin {
     // the socket stopped accepting), so they end instead of lingering until
     // keepAliveTimeout and answering 503 to a late request. In the same tick as the
     // generation is marked closed, so no request starts on it while its components close.
-    for (const ls of this.sockets.values()) if (ls.retired && ls instanceof ListenSocket) ls.server.closeIdleConnections();
+    for (const ls of this.sockets.values()) if (ls.retired && ls instanceof ListenSocket) ls.closeIdle();
     this.#closed = true;
     return this.#resources.dispose();
   }

@@ -362,13 +362,12 @@ export class Runtime {
     if (cur) gens.push(cur);
     const sockets = this.sockets.all();
     for (const ls of sockets) {
-      ls.retired = true;
-      ls.server.close();
-      ls.server.closeIdleConnections();
+      ls.retire(cur?.config.drainTimeoutMs ?? 0);
+      ls.closeIdle();
     }
     await Promise.all(gens.map((g) => g.drain()));
     // Drained: what is still connected is idle, or a request not begun; cut it before the components close.
-    for (const ls of sockets) ls.server.closeAllConnections();
+    for (const ls of sockets) ls.closeAll();
     this.sockets.closeUdp();
     await Promise.all(gens.map((g) => g.close()));
     await this.endpoints.destroyAll();

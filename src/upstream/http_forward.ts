@@ -71,13 +71,14 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     const body = hasBody(req);
     const retry = route.retry;
     this.#replayable = retry !== undefined && retry.attempts > 0 && !body && isIdempotent(req.method!);
-    const te = req.headers['transfer-encoding'];
+    // Chunked, or an HTTP/2 body without a Content-Length: its length is known at its end.
+    const cl = req.headers['transfer-encoding'] === undefined ? req.headers['content-length'] : undefined;
     this.#request = {
       method: req.method!,
       path: requestPath(req.url!),
       headers: this.#headers(),
       body: body ? req : null,
-      length: !body ? 0 : te === undefined ? Number(req.headers['content-length']) : -1,
+      length: !body ? 0 : cl === undefined ? -1 : Number(cl),
     };
   }
 
@@ -308,7 +309,7 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     return ok;
   }
 
-  onComplete(): void {
+  onComplete(trailers: string[] | null): void {
     this.#timers.clearBody();
     const status = this.#discarding;
     if (status !== null) {
@@ -316,7 +317,9 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
       this.#retry(String(status));
       return;
     }
-    this.#ex.res.end();
+    const res = this.#ex.res;
+    if (trailers !== null) res.addTrailers(trailerFields(trailers));
+    res.end();
     this.#finish(null);
   }
 
@@ -423,6 +426,24 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     this.#finish(failure);
   }
 }
+
+/**
+ * An answer's trailer fields for the client (HTTP/2 trailers, or chunked HTTP/1.1
+ * ones; a response with a Content-Length has nowhere to put them), less the fields a
+ * trailer may not carry (RFC 9110 §6.5.1: framing, routing, hop-by-hop).
+ */
+function trailerFields(raw: readonly string[]): Record<string, string> {
+  const out: Record<string, string> = Object.create(null) as Record<string, string>;
+  const kept = responseHeaders(raw, null);
+  for (let i = 0; i < kept.length; i += 2) {
+    const name = kept[i]!.toLowerCase();
+    if (NOT_IN_TRAILERS.has(name)) continue;
+    out[name] = out[name] === undefined ? kept[i + 1]! : `${out[name]}, ${kept[i + 1]!}`;
+  }
+  return out;
+}
+
+const NOT_IN_TRAILERS = new Set(['content-length', 'content-type', 'host', 'content-encoding', 'content-range', 'authorization', 'set-cookie']);
 
 /**
  * Envoy's fully jittered exponential back-off: before retry n, a random time up

@@ -18,6 +18,7 @@ export const REQUIREMENTS = [
   { tool: 'redis-server', package: 'redis-server', for: 'real Redis servers for the global rate limit and its disaster-recovery switch' },
   { tool: 'h2load', package: 'nghttp2-client', for: 'HTTP/2 load in the bench, and many streams on one connection in the tests' },
   { tool: 'nghttp', package: 'nghttp2-client', for: 'a plain HTTP/2 client (h2c prior knowledge, trailers)' },
+  { tool: 'curl', package: 'curl', for: 'a plain HTTP/2 client with prior knowledge (curl --http2-prior-knowledge)' },
   { tool: 'prlimit', package: 'util-linux', for: 'a sidecar started with few file descriptors; switchyard run raises its own soft limit with it' },
 ] as const;
 

@@ -1,5 +1,6 @@
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { basename } from 'node:path';
+import { promisify } from 'node:util';
 import { isRequiredTool } from './requirements.js';
 
 /*
@@ -23,11 +24,21 @@ const SPAWNERS = ['spawn', 'spawnSync', 'execFile', 'execFileSync', 'exec', 'exe
 for (const name of SPAWNERS) {
   const original = childProcess[name] as (file: unknown, ...rest: unknown[]) => unknown;
   const shell = name === 'exec' || name === 'execSync';
-  childProcess[name] = function guarded(file: unknown, ...rest: unknown[]): unknown {
+  const program = (file: unknown): unknown => (shell && typeof file === 'string' ? file.trim().split(/\s+/)[0] : file);
+  const guarded = function guarded(this: unknown, file: unknown, ...rest: unknown[]): unknown {
     // exec's first word is the program (a shell line).
-    checkSpawn(shell && typeof file === 'string' ? file.trim().split(/\s+/)[0] : file);
+    checkSpawn(program(file));
     return original.call(this, file, ...rest);
-  };
+  } as ((file: unknown, ...rest: unknown[]) => unknown) & { [promisify.custom]?: unknown };
+  // promisify(execFile) resolves with { stdout, stderr } through Node's own custom form: keep it, guarded.
+  const custom = (original as { [promisify.custom]?: (file: unknown, ...rest: unknown[]) => unknown })[promisify.custom];
+  if (custom !== undefined) {
+    guarded[promisify.custom] = (file: unknown, ...rest: unknown[]): unknown => {
+      checkSpawn(program(file));
+      return custom(file, ...rest);
+    };
+  }
+  childProcess[name] = guarded;
 }
 // ES module imports of node:child_process see the guarded functions too.
 syncBuiltinESMExports();

@@ -5,7 +5,7 @@
  */
 import { isIP } from 'node:net';
 import { REQUIRED, type Checker } from '../checker.js';
-import { DEFAULT_BUFFER_BODY_BYTES, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MIN_UPLOAD_RATE, MAX_HEADERS_COUNT, DEFAULT_UDP_IDLE_MS } from '../defaults.js';
+import { DEFAULT_BUFFER_BODY_BYTES, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_HEADERS_COUNT, DEFAULT_MIN_UPLOAD_RATE, MAX_HEADERS_COUNT, DEFAULT_UDP_IDLE_MS, DEFAULT_MAX_CONCURRENT_STREAMS } from '../defaults.js';
 import type { Path } from '../load.js';
 import { formatHostPort, isWildcard, parseHostPort } from '../parse.js';
 import type { TypeLookup } from '../plugin_api.js';
@@ -16,7 +16,7 @@ import { checkFilters } from './filters.js';
 import { checkMinUploadRate, checkRetries, checkTimeouts } from './policies.js';
 import { MAX_CONNECTIONS } from './sidecar.js';
 
-const LISTENER_KEYS = ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize', 'maxHeadersCount', 'retries', 'maxConnections', 'minUploadRate', 'bufferBodyBytes', 'tls'];
+const LISTENER_KEYS = ['address', 'protocol', 'target', 'filters', 'timeouts', 'maxHeaderSize', 'maxHeadersCount', 'retries', 'maxConnections', 'minUploadRate', 'bufferBodyBytes', 'tls', 'http2'];
 
 /** What the listeners refer to, checked before them. */
 export interface ListenerRefs {
@@ -69,13 +69,27 @@ export async function checkListeners(c: Checker, value: unknown, refs: ListenerR
       ? checkFilters(c, o.filters, [...path, 'filters'], { listener: name, protocol, vset: refs.vsets[target.vset]!, components: refs.components, types: refs.types })
       : [];
     const tls = o.tls === undefined ? undefined : checkListenerTls(c, o.tls, [...path, 'tls']);
+    const http2 = checkHttp2(c, o.http2, [...path, 'http2'], protocol);
     if (!target) continue;
     out[name] = {
       ...(tls ? { tls } : {}),
       ...(address ? { address } : {}), protocol, vset: target.vset, channel: target.channel, filters, timeouts, maxHeaderSize, maxHeadersCount,
-      ...(retries ? { retries } : {}), ...(maxConnections !== undefined ? { maxConnections } : {}), minUploadRate, bufferBodyBytes,
+      ...(retries ? { retries } : {}), ...(maxConnections !== undefined ? { maxConnections } : {}), minUploadRate, bufferBodyBytes, http2,
     };
   }
+  return out;
+}
+
+/** `http2`: the limits an http listener sets on its HTTP/2 connections. */
+function checkHttp2(c: Checker, value: unknown, path: Path, protocol: Protocol): ListenerConfig['http2'] {
+  const out = { maxConcurrentStreams: DEFAULT_MAX_CONCURRENT_STREAMS };
+  if (value === undefined) return out;
+  if (protocol !== 'http') c.report('SY_ERR_CONFIG_VALUE', path, 'http2 is for http listeners');
+  const o = c.obj(value, path, ['maxConcurrentStreams']);
+  if (!o) return out;
+  out.maxConcurrentStreams = c.int(o.maxConcurrentStreams, [...path, 'maxConcurrentStreams'], {
+    default: DEFAULT_MAX_CONCURRENT_STREAMS, min: 1, max: 2 ** 31 - 1, code: 'SY_ERR_CONFIG_VALUE', message: 'must be an integer from 1 to 2147483647',
+  });
   return out;
 }
 

@@ -1,0 +1,99 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Http2ServerRequest, Http2ServerResponse, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import type { Socket } from 'node:net';
+
+/**
+ * An HTTP/2 stream as the HTTP data path reads a request: Node's compatibility
+ * objects, shaped where the data path reads HTTP/1 fields. The filters, the access
+ * log and the upstream side then treat a stream as one more HTTP request (every
+ * stream is one unit of work), without a second code path per protocol.
+ *
+ * - `rawHeaders` is the HTTP/1 view: `host` (from `:authority`) first, then the
+ *   regular fields; the pseudo-headers stay in `headers` only (filters may read
+ *   `:path` or `:scheme`), where `host` is set from `:authority` too.
+ * - `socket` is the client connection itself (Node's is a view of the stream, which
+ *   forgets the connection once the stream closed): its address, its bytes, its
+ *   client certificate.
+ * - The response's `destroyed` says the client reset the stream (or it was cut)
+ *   before the answer ended; `shouldKeepAlive` has no meaning (HTTP/1 paths set it).
+ */
+export class H2Request extends Http2ServerRequest {
+  constructor(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, options: object, rawHeaders: string[]) {
+    const authority = headers[':authority'];
+    if (authority !== undefined && headers.host === undefined) headers.host = authority;
+    super(stream, headers, options as never, h1View(rawHeaders ?? flatten(headers), headers.host));
+  }
+}
+
+export class H2Response extends Http2ServerResponse {
+  shouldKeepAlive = true;
+
+  /** HTTP/2 has no reason phrase (RFC 9113 §8.3.2): one given is dropped, not warned about on every answer. */
+  override writeHead(status: number, reason?: unknown, headers?: unknown): this {
+    if (typeof reason === 'string') return super.writeHead(status, headers as never);
+    return super.writeHead(status, reason as never);
+  }
+}
+
+/** The connection under each session (sessions.ts registers it when the session starts). */
+const connections = new WeakMap<object, Socket>();
+
+export function registerConnection(session: ServerHttp2Session, socket: Socket): void {
+  connections.set(session, socket);
+}
+
+/** The client connection a stream came on; undefined once the stream is gone (the sessions never hand such a one on). */
+export function connectionOf(stream: ServerHttp2Stream): Socket | undefined {
+  const session = stream.session;
+  return session === undefined ? undefined : connections.get(session);
+}
+
+Object.defineProperty(H2Request.prototype, 'socket', {
+  get(this: H2Request): Socket | undefined {
+    return connectionOf(this.stream);
+  },
+});
+
+// Node's compatibility response has no `destroyed` (its types say it has).
+Object.defineProperty(H2Response.prototype, 'destroyed', {
+  get(this: H2Response): boolean {
+    const stream = this.stream as ServerHttp2Stream | undefined;
+    return stream === undefined || (stream.destroyed && !this.writableFinished);
+  },
+});
+
+function flatten(headers: IncomingHttpHeaders): string[] {
+  const out: string[] = [];
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined) continue;
+    if (Array.isArray(v)) for (const one of v) out.push(k, one);
+    else out.push(k, v);
+  }
+  return out;
+}
+
+/** Regular fields only, with `host` first: the order an HTTP/1 request has them in. */
+function h1View(raw: readonly string[], host: string | string[] | undefined): string[] {
+  const out: string[] = typeof host === 'string' ? ['host', host] : [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.charCodeAt(0) === 58 /* : */ || name === 'host') continue;
+    out.push(name, raw[i + 1]!);
+  }
+  return out;
+}
+
+/** Whether a request came on an HTTP/2 stream (an HTTP/1 head may say HTTP/2.0; the edge refuses that one). */
+export function isH2(req: IncomingMessage): boolean {
+  return (req as object) instanceof H2Request;
+}
+
+/** The HTTP/2 stream of a request that came on one. */
+export function streamOf(req: IncomingMessage): ServerHttp2Stream {
+  return (req as unknown as H2Request).stream;
+}
+
+/** A stream's request and response as the data path types them (they present the surface it reads). */
+export function asHttp1(req: H2Request, res: H2Response): [IncomingMessage, ServerResponse] {
+  return [req as unknown as IncomingMessage, res as unknown as ServerResponse];
+}

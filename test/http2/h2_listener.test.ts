@@ -1,0 +1,253 @@
+import test from 'ava';
+import { execFile } from 'node:child_process';
+import { constants, type ClientHttp2Session } from 'node:http2';
+import { promisify } from 'node:util';
+import {
+  configOf, get, listenerUrl, metric, putConfig, role, ROOT, startSidecar, startUpstream, tempFiles, twoRoles, untilLogLines, weighted, within, yaml,
+  type ConfigSpec, type FilterSpec, type Upstream,
+} from '../helpers.js';
+import { toolPath } from '../setup/requirements.js';
+import { h2Connect, h2Request, nextGoaway } from './support.js';
+import { makePki } from '../tls_support.js';
+import { RESET_BUDGET } from '../../src/listeners/h2_sessions.js';
+import { checkConfig } from '../../src/reload/check.js';
+import { parseConfigTexts } from '../../src/config/load.js';
+import { formatIssue } from '../../src/errors.js';
+
+/*
+ * HTTP/2 on http listeners: prior knowledge (h2c) beside HTTP/1.1 on one address,
+ * every stream one request through the filter chain, streams across reloads, GOAWAY
+ * when the listener goes, and the limits that keep one client from taking the proxy.
+ */
+
+const run = promisify(execFile);
+
+interface Echoed { role: string; method: string; url: string; headers: Record<string, string> }
+
+async function twoUpstreams(t: Parameters<typeof startUpstream>[0]): Promise<{ a: Upstream; b: Upstream }> {
+  return { a: await startUpstream(t, 'a'), b: await startUpstream(t, 'b') };
+}
+
+function split(a: Upstream, b: Upstream, filters: FilterSpec[], more: Partial<ConfigSpec> = {}): ConfigSpec {
+  return configOf({ ...twoRoles(a.address, b.address, { filters }), ...more });
+}
+
+/** Sends `n` requests on one session, `parallel` at a time; the roles that answered. */
+async function rolesOver(session: ClientHttp2Session, n: number, headers: Record<string, string> = {}, parallel = 50): Promise<Record<string, number>> {
+  const count: Record<string, number> = {};
+  let sent = 0;
+  await Promise.all(Array.from({ length: parallel }, async () => {
+    while (sent < n) {
+      sent++;
+      const r = await h2Request(session, '/split', headers);
+      const role = (JSON.parse(r.body) as Echoed).role;
+      count[role] = (count[role] ?? 0) + 1;
+    }
+  }));
+  return count;
+}
+
+test('an http listener takes HTTP/2 with prior knowledge and HTTP/1.1 on one address; the upstream gets HTTP/1.1 with :authority as Host', async (t) => {
+  const { a, b } = await twoUpstreams(t);
+  const sc = await startSidecar(t, split(a, b, [weighted({ a: 1, b: 0 })]));
+  const session = h2Connect(t, sc);
+  const r = await h2Request(session, '/p?q=1', { 'x-app': 'cart' });
+  t.is(r.status, 200);
+  const seen = JSON.parse(r.body) as Echoed;
+  t.is(seen.url, '/p?q=1');
+  t.is(seen.method, 'GET');
+  const { host, port } = sc.addresses().get('web')!;
+  t.is(seen.headers.host, `${host}:${port}`);
+  t.is(seen.headers['x-app'], 'cart');
+  t.is(seen.headers['x-forwarded-for'], '127.0.0.1');
+  t.is(a.requests.at(-1)!.httpVersion, '1.1');
+  t.false(Object.keys(seen.headers).some((h) => h.startsWith(':')), 'no pseudo-header reaches an HTTP/1.1 upstream');
+  // The same address, HTTP/1.1.
+  const h1 = await get(`${listenerUrl(sc, 'web')}/h1`);
+  t.is(h1.status, 200);
+  t.is((JSON.parse(h1.body) as Echoed).url, '/h1');
+  // curl, a client of its own.
+  const { stdout } = await run(toolPath('curl'), ['-sS', '--http2-prior-knowledge', '-o', '/dev/null', '-w', '%{http_version} %{http_code}', `${listenerUrl(sc, 'web')}/curl`]);
+  t.is(stdout, '2 200');
+  t.is(await metric(sc, 'switchyard_requests_total', { listener: 'web', role: 'a', code: '200' }), 3);
+});
+
+test('every stream runs the filter chain: one connection gets the 80/20 split per request (±3 points over 2,000), and a header rule pins its own streams', async (t) => {
+  const { a, b } = await twoUpstreams(t);
+  const sc = await startSidecar(t, split(a, b, [{ type: 'header_route', rules: [{ header: 'x-canary', equals: 'yes', role: 'b' }] }, weighted({ a: 80, b: 20 })]));
+  const session = h2Connect(t, sc);
+  const count = await rolesOver(session, 2000);
+  const share = ((count.b ?? 0) / 2000) * 100;
+  t.log(`b got ${share.toFixed(1)} % of 2,000 streams on one connection`);
+  t.true(Math.abs(share - 20) <= 3, `b: ${share} %`);
+  const pinned = await rolesOver(session, 100, { 'x-canary': 'yes' }, 10);
+  t.deepEqual(pinned, { b: 100 });
+});
+
+test('a request body without a Content-Length goes to an HTTP/1.1 upstream chunked, whole; one with a Content-Length keeps it', async (t) => {
+  const bodies: { te: string | undefined; cl: string | undefined; body: string }[] = [];
+  const up = await startUpstream(t, 'a', (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      bodies.push({ te: req.headers['transfer-encoding'], cl: req.headers['content-length'], body: Buffer.concat(chunks).toString() });
+      res.end('ok');
+    });
+  });
+  const sc = await startSidecar(t, split(up, up, [weighted({ a: 1, b: 0 })]));
+  const session = h2Connect(t, sc);
+  const big = 'x'.repeat(100_000);
+  t.is((await h2Request(session, '/up', {}, big)).body, 'ok');
+  t.is((await h2Request(session, '/up', { 'content-length': '5' }, 'hello')).body, 'ok');
+  t.deepEqual(bodies, [{ te: 'chunked', cl: undefined, body: big }, { te: undefined, cl: '5', body: 'hello' }]);
+});
+
+test('trailers of a chunked HTTP/1.1 answer reach an HTTP/2 client (nghttp), and the reason phrase is dropped', async (t) => {
+  const up = await startUpstream(t, 'a', (req, res) => {
+    req.resume();
+    res.writeHead(200, 'Fine Thanks', { 'content-type': 'text/plain', trailer: 'x-checksum' });
+    res.write('part one\n');
+    res.addTrailers({ 'x-checksum': 'abc123' });
+    res.end('part two\n');
+  });
+  const sc = await startSidecar(t, split(up, up, [weighted({ a: 1, b: 0 })]));
+  const r = await h2Request(h2Connect(t, sc), '/t');
+  t.is(r.body, 'part one\npart two\n');
+  t.is(r.trailers['x-checksum'], 'abc123');
+  const { stdout } = await run(toolPath('nghttp'), ['-v', `${listenerUrl(sc, 'web')}/t`], { timeout: 10_000 });
+  t.regex(stdout, /recv \(stream_id=\d+\) x-checksum: abc123/);
+  t.regex(stdout, /recv \(stream_id=\d+\) :status: 200/);
+});
+
+test('a reload never cuts an HTTP/2 connection: a stream open across it finishes on its generation, the next streams on the same connection use the new weights', async (t) => {
+  let release: (() => void) | null = null;
+  const slow = await startUpstream(t, 'a', (req, res) => {
+    req.resume();
+    if (req.url === '/slow') release = () => res.end(JSON.stringify({ role: 'a' }));
+    else res.end(JSON.stringify({ role: 'a' }));
+  });
+  const b = await startUpstream(t, 'b');
+  const { paths } = await tempFiles(t, { 'access.log': '' });
+  const base = split(slow, b, [weighted({ a: 1, b: 0 })], { accessLog: { path: paths['access.log']! } });
+  const cfg = (w: Record<string, number>): ConfigSpec => ({ ...base, listeners: { web: { ...base.listeners!.web!, filters: [weighted(w)] } } });
+  const sc = await startSidecar(t, cfg({ a: 1, b: 0 }));
+  const session = h2Connect(t, sc);
+  const long = h2Request(session, '/slow');
+  await within((async () => { while (release === null) await new Promise((r) => setTimeout(r, 5)); })(), 5_000, 'the slow request upstream');
+  const before = sc.runtime.current!.number;
+  t.is((await putConfig(sc, cfg({ a: 0, b: 1 }))).status, 200);
+  const after = await rolesOver(session, 20, {}, 5);
+  t.deepEqual(after, { b: 20 }, 'new streams on the old connection take the new weights');
+  release!();
+  const r = await long;
+  t.is(r.status, 200);
+  const [line] = await untilLogLines(paths['access.log']!, (l) => l.path === '/slow');
+  t.is(line!.generation, before, 'the stream open across the reload was served by its own generation');
+  t.is(line!.role, 'a');
+  t.false(session.destroyed || session.closed, 'the connection is still open');
+});
+
+test('removing the listener sends GOAWAY; the stream it had open still finishes', async (t) => {
+  let release: (() => void) | null = null;
+  const up = await startUpstream(t, 'a', (req, res) => {
+    req.resume();
+    release = () => res.end('done');
+  });
+  const other = await startUpstream(t, 'o');
+  const config = split(up, up, [weighted({ a: 1, b: 0 })], { drainTimeout: '2s' } as Partial<ConfigSpec>);
+  const sc = await startSidecar(t, config);
+  const session = h2Connect(t, sc);
+  const open = h2Request(session, '/held');
+  await within((async () => { while (release === null) await new Promise((r) => setTimeout(r, 5)); })(), 5_000, 'the request upstream');
+  const goaway = nextGoaway(session);
+  const moved = split(other, other, [weighted({ a: 1, b: 0 })], { drainTimeout: '2s' } as Partial<ConfigSpec>);
+  const without: ConfigSpec = { ...moved, listeners: { other: moved.listeners!.web! } };
+  t.is((await putConfig(sc, without)).status, 200);
+  t.is(await goaway, constants.NGHTTP2_NO_ERROR);
+  release!();
+  t.is((await open).body, 'done');
+});
+
+test('stopping switchyard sends GOAWAY to HTTP/2 clients and lets their open streams finish', async (t) => {
+  let release: (() => void) | null = null;
+  const up = await startUpstream(t, 'a', (req, res) => {
+    req.resume();
+    release = () => res.end('finished');
+  });
+  const sc = await startSidecar(t, split(up, up, [weighted({ a: 1, b: 0 })], { drainTimeout: '4s' } as Partial<ConfigSpec>));
+  const session = h2Connect(t, sc);
+  const open = h2Request(session, '/held');
+  await within((async () => { while (release === null) await new Promise((r) => setTimeout(r, 5)); })(), 5_000, 'the request upstream');
+  const goaway = nextGoaway(session);
+  const stopped = sc.stop();
+  t.is(await goaway, constants.NGHTTP2_NO_ERROR);
+  release!();
+  t.is((await open).body, 'finished');
+  await stopped;
+});
+
+test('a client that resets streams as fast as it opens them (rapid reset, CVE-2023-44487) has its connection closed with ENHANCE_YOUR_CALM; others are served', async (t) => {
+  const up = await startUpstream(t, 'a', (req, res) => {
+    req.resume();
+    setTimeout(() => res.end('late'), 200);
+  });
+  const sc = await startSidecar(t, split(up, up, [weighted({ a: 1, b: 0 })]));
+  const attacker = h2Connect(t, sc);
+  const goaway = nextGoaway(attacker);
+  await within(new Promise<void>((resolve) => attacker.once('connect', () => resolve())), 5_000, 'connect');
+  for (let i = 0; i < RESET_BUDGET * 3 && !attacker.destroyed && !attacker.closed; i++) {
+    const s = attacker.request({ ':path': `/r${i}` });
+    s.on('error', () => {});
+    s.close(constants.NGHTTP2_CANCEL);
+    if (i % 50 === 49) await new Promise((r) => setImmediate(r));
+  }
+  t.is(await goaway, constants.NGHTTP2_ENHANCE_YOUR_CALM);
+  const honest = h2Connect(t, sc);
+  t.is((await h2Request(honest, '/ok')).body, 'late');
+});
+
+test('the listener advertises its stream limit, and a stream over it is refused without harming the others', async (t) => {
+  const up = await startUpstream(t, 'a', (req, res) => {
+    req.resume();
+    setTimeout(() => res.end('ok'), 300);
+  });
+  const base = split(up, up, [weighted({ a: 1, b: 0 })]);
+  base.listeners!.web!.http2 = { maxConcurrentStreams: 4 };
+  const sc = await startSidecar(t, base);
+  const session = h2Connect(t, sc);
+  await within(new Promise<void>((resolve) => session.once('remoteSettings', () => resolve())), 5_000, 'SETTINGS');
+  t.is(session.remoteSettings.maxConcurrentStreams, 4);
+  const replies = await Promise.all(Array.from({ length: 8 }, (_, i) => h2Request(session, `/c${i}`)));
+  // Node's client queues what the limit does not allow; every one is answered in turn.
+  t.true(replies.every((r) => r.body === 'ok'));
+});
+
+test('http2 settings are checked: maxConcurrentStreams is a positive integer, on http listeners only', async (t) => {
+  const issues = async (listener: Record<string, unknown>): Promise<string> => {
+    const text = yaml(configOf({ roles: { r: role('127.0.0.1:1') }, listeners: { web: { address: '127.0.0.1:0', target: 'r.http', ...listener } } }));
+    const r = await checkConfig(parseConfigTexts([{ name: 'test.yaml', text }], ROOT), {});
+    return r.ok ? '' : r.issues.map(formatIssue).join('\n');
+  };
+  t.is(await issues({ http2: { maxConcurrentStreams: 10 } }), '');
+  t.regex(await issues({ http2: { maxConcurrentStreams: 0 } }), /listeners\.web\.http2\.maxConcurrentStreams/);
+  t.regex(await issues({ http2: { streams: 1 } }), /listeners\.web\.http2\.streams/);
+  t.regex(await issues({ protocol: 'tcp', address: '127.0.0.1:1234', http2: { maxConcurrentStreams: 10 } }), /http2 is for http listeners/);
+});
+
+test('a TLS listener offers ALPN h2 and http/1.1: an h2 client gets HTTP/2, with its client certificate in the access log', async (t) => {
+  const ca = await makePki('h2 listener CA');
+  t.teardown(() => ca.close());
+  const [server, clientCert] = await Promise.all([ca.leaf('proxy', ['proxy.test', '127.0.0.1']), ca.leaf('app', ['app.test'], { client: true })]);
+  const { paths } = await tempFiles(t, { 'cert.pem': server.cert, 'key.pem': server.key, 'ca.pem': ca.ca.cert, 'access.log': '' });
+  const up = await startUpstream(t, 'a');
+  const config = split(up, up, [weighted({ a: 1, b: 0 })], { accessLog: { path: paths['access.log']! } });
+  config.listeners!.web!.tls = { cert: paths['cert.pem'], key: paths['key.pem'], clientCa: paths['ca.pem'] };
+  const sc = await startSidecar(t, config);
+  const session = h2Connect(t, sc, 'web', { ca: ca.ca.cert, servername: 'proxy.test', cert: clientCert.cert, key: clientCert.key });
+  const r = await h2Request(session, '/tls');
+  t.is(r.status, 200);
+  t.is((JSON.parse(r.body) as Echoed).url, '/tls');
+  t.is(session.alpnProtocol, 'h2');
+  const [line] = await untilLogLines(paths['access.log']!, (l) => l.path === '/tls');
+  t.regex(String(line!.clientCert), /CN=app/);
+});
