@@ -56,8 +56,13 @@ export interface RoleConfig {
   channels: Record<string, ChannelConfig>;
 }
 
+/** How a channel's endpoints are spoken to: HTTP/1.1, or HTTP/2 (h2c, or ALPN h2 with tls). */
+export type UpstreamProtocol = 'http1' | 'http2';
+
 export interface ChannelConfig {
   endpoints: HostPort[];
+  /** The wire to the endpoints (http listeners; tcp listeners pipe bytes whatever it says). */
+  protocol: UpstreamProtocol;
   /** Active checks of each endpoint; absent = every endpoint counts as healthy. */
   healthCheck?: HealthCheckConfig;
   /** Passive ejection of endpoints that keep failing; absent = off. */

@@ -33,6 +33,8 @@ export interface ResponseHead extends Framing {
   readonly reason: string;
   /** name, value, name, value…: names in their case, in order, repeats kept; values without surrounding whitespace. */
   readonly headers: string[];
+  /** HTTP/2: the answer ended with its headers (gRPC's trailers-only form). */
+  readonly trailersOnly?: boolean;
 }
 
 /** The end of a head: the blank line. */

@@ -203,7 +203,7 @@ function endpointSet(role: string, channel: string, config: Config, listener: Li
   resources: Disposer): EndpointSet {
   const channelConfig = config.roles[role]!.channels[channel]!;
   const endpoints = channelConfig.endpoints.map((hostPort) => {
-    const endpoint = ctx.endpoints.acquire(hostPort, listener.timeouts.connectMs, channelConfig.tls ? upstreamTls(channelConfig.tls) : null);
+    const endpoint = ctx.endpoints.acquire(hostPort, listener.timeouts.connectMs, channelConfig.tls ? upstreamTls(channelConfig.tls) : null, channelConfig.protocol);
     resources.push(() => ctx.endpoints.release(endpoint));
     if (channelConfig.healthCheck) resources.push(endpoint.health.watch(channelConfig.healthCheck, endpoint.tls));
     return endpoint;

@@ -1,7 +1,9 @@
 import { formatHostPort } from '../config/parse.js';
 import type { HostPort, OutlierConfig } from '../config/types.js';
 import type { UpstreamTls } from '../net/tls_material.js';
-import { H1Pool } from './h1_pool.js';
+import type { UpstreamProtocol } from '../config/types.js';
+import { H1Pool, type UpstreamPool } from './h1_pool.js';
+import { H2Pool } from './h2_pool.js';
 import { EndpointHealth, type HealthLog } from './health.js';
 
 /**
@@ -16,20 +18,23 @@ export class Endpoint {
   readonly connectTimeoutMs: number;
   /** TLS to the endpoint (null: plain TCP). */
   readonly tls: UpstreamTls | null;
-  readonly pool: H1Pool;
+  /** HTTP/1.1 or HTTP/2, as the channel says (WebSocket upgrades and tcp listeners connect on their own). */
+  readonly pool: UpstreamPool;
   /** Shared with every Endpoint of the same address (they differ in connect timeout only). */
   readonly health: EndpointHealth;
   /** Generations holding this endpoint; the pool closes when the last lets go. */
   refs = 0;
 
-  constructor(hp: HostPort, connectTimeoutMs: number, key: string, health: EndpointHealth, tls: UpstreamTls | null, log: HealthLog) {
+  constructor(hp: HostPort, connectTimeoutMs: number, key: string, health: EndpointHealth, tls: UpstreamTls | null, log: HealthLog,
+    protocol: UpstreamProtocol = 'http1') {
     this.key = key;
     this.health = health;
     this.host = hp.host;
     this.port = hp.port;
     this.connectTimeoutMs = connectTimeoutMs;
     this.tls = tls;
-    this.pool = new H1Pool(hp.host, hp.port, formatHostPort(hp), connectTimeoutMs, tls, log);
+    const Pool = protocol === 'http2' ? H2Pool : H1Pool;
+    this.pool = new Pool(hp.host, hp.port, formatHostPort(hp), connectTimeoutMs, tls, log);
   }
 
   get address(): string {
@@ -53,8 +58,8 @@ export class EndpointTable {
   }
 
   /** The endpoint at `hp` reached with these settings: endpoints differ by connect timeout and TLS material (a rotated certificate is a new one). */
-  acquire(hp: HostPort, connectTimeoutMs: number, tls: UpstreamTls | null = null): Endpoint {
-    const key = `${hp.host}:${hp.port}/${connectTimeoutMs}${tls === null ? '' : `/tls:${tls.digest}`}`;
+  acquire(hp: HostPort, connectTimeoutMs: number, tls: UpstreamTls | null = null, protocol: UpstreamProtocol = 'http1'): Endpoint {
+    const key = `${hp.host}:${hp.port}/${connectTimeoutMs}${tls === null ? '' : `/tls:${tls.digest}`}${protocol === 'http1' ? '' : `/${protocol}`}`;
     let e = this.#byKey.get(key);
     if (!e) {
       const hkey = `${hp.host}:${hp.port}`;
@@ -64,7 +69,7 @@ export class EndpointTable {
         this.#health.set(hkey, h);
       }
       h.refs++;
-      e = new Endpoint(hp, connectTimeoutMs, key, h.health, tls, this.#log);
+      e = new Endpoint(hp, connectTimeoutMs, key, h.health, tls, this.#log, protocol);
       this.#byKey.set(key, e);
     }
     e.refs++;

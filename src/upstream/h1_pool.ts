@@ -47,6 +47,18 @@ export interface ExchangeHandler {
   onError(err: Error): void;
 }
 
+/** What the forwarder sends exchanges through: an endpoint's HTTP/1.1 pool, or its HTTP/2 one (h2_pool.ts). */
+export interface UpstreamPool {
+  /** Sends one exchange; every failure reaches `ex.onError`. */
+  dispatch(req: UpstreamRequest, ex: ExchangeHandler): void;
+  /** Logs a TLS failure with its cause (rate-limited), and forgets the TLS session to resume. */
+  tlsFailed(err: Error): void;
+  /** Takes no more exchanges; resolves once the running ones ended. */
+  close(): Promise<void>;
+  /** Ends every connection now. */
+  destroy(): Promise<void>;
+}
+
 /** The exchange was ended by its own side (abort without a reason). */
 export class ExchangeAborted extends Error {
   readonly code = 'SY_EXCHANGE_ABORTED';
@@ -399,7 +411,7 @@ class H1Connection {
 }
 
 /** The keep-alive connections to one endpoint. */
-export class H1Pool {
+export class H1Pool implements UpstreamPool {
   readonly host: string;
   readonly port: number;
   /** For a request that came without one (HTTP/1.0). */

@@ -59,6 +59,8 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
   #resume: (() => void) | null = null;
   readonly #timers = new TryTimers(this);
   #finished = false;
+  /** A trailers-only answer's gRPC status fields: sent as trailers, after the headers (see onHeaders). */
+  #statusTrailers: string[] | null = null;
 
   constructor(route: UpstreamRoute, ex: ForwardedRequest, choice: RoleChoice, sink: OutcomeSink) {
     this.#route = route;
@@ -278,6 +280,9 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     } else p.set.succeeded(p.endpoint);
     const edits = this.#ex.responseHeaderEdits;
     const headers = responseHeaders(rawHeaders, head.connectionOptions);
+    // A gRPC answer in trailers-only form goes on as headers and trailers (the same to a
+    // gRPC client): the status must come after the headers in whatever the client speaks.
+    if (head.trailersOnly === true) this.#statusTrailers = takeGrpcStatus(headers);
     const from = fallenBackFrom(this.#choice, p);
     if (from >= 0) headers.push('x-switchyard-fallback', this.#route.roleNames[from]!);
     this.#bodyLeftUnread();
@@ -318,7 +323,8 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
       return;
     }
     const res = this.#ex.res;
-    if (trailers !== null) res.addTrailers(trailerFields(trailers));
+    const all = this.#statusTrailers === null ? trailers : [...(trailers ?? []), ...this.#statusTrailers];
+    if (all !== null && all.length > 0) res.addTrailers(trailerFields(all));
     res.end();
     this.#finish(null);
   }
@@ -439,6 +445,19 @@ function trailerFields(raw: readonly string[]): Record<string, string> {
     const name = kept[i]!.toLowerCase();
     if (NOT_IN_TRAILERS.has(name)) continue;
     out[name] = out[name] === undefined ? kept[i + 1]! : `${out[name]}, ${kept[i + 1]!}`;
+  }
+  return out;
+}
+
+/** Removes gRPC's status fields from an answer's headers; returns them (null when none). */
+function takeGrpcStatus(headers: string[]): string[] | null {
+  let out: string[] | null = null;
+  for (let i = 0; i < headers.length;) {
+    const name = headers[i]!.toLowerCase();
+    if (name === 'grpc-status' || name === 'grpc-message' || name === 'grpc-status-details-bin') {
+      (out ??= []).push(name, headers[i + 1]!);
+      headers.splice(i, 2);
+    } else i += 2;
   }
   return out;
 }

@@ -8,7 +8,7 @@ import type { Path } from '../load.js';
 import { NAME_RE, parseHostPort } from '../parse.js';
 import type { Slicer } from '../slicer.js';
 import { table, tableCopy, tableOf } from '../../table.js';
-import type { ChannelConfig, HostPort, RoleConfig, UpstreamTlsConfig, VsetConfig } from '../types.js';
+import type { ChannelConfig, HostPort, RoleConfig, UpstreamProtocol, UpstreamTlsConfig, VsetConfig } from '../types.js';
 import { checkHealthCheck, checkOutlier } from './policies.js';
 
 /** `roles.<name>`: meta and channels (at least one), each with endpoints and optional health policies. */
@@ -27,9 +27,12 @@ export async function checkRoles(c: Checker, value: unknown, slicer: Slicer): Pr
     }
     for (const [ch, chRaw] of chans) {
       const cp = [...path, 'channels', ch];
-      const co = c.obj(chRaw, cp, ['endpoints', 'healthCheck', 'outlierDetection', 'tls'], REQUIRED);
+      const co = c.obj(chRaw, cp, ['endpoints', 'protocol', 'healthCheck', 'outlierDetection', 'tls'], REQUIRED);
       if (!co) continue;
-      const channel: ChannelConfig = { endpoints: checkEndpoints(c, co.endpoints, [...cp, 'endpoints']) };
+      const channel: ChannelConfig = {
+        endpoints: checkEndpoints(c, co.endpoints, [...cp, 'endpoints']),
+        protocol: c.oneOf<UpstreamProtocol>(co.protocol, [...cp, 'protocol'], ['http1', 'http2'], { default: 'http1' }),
+      };
       if (co.healthCheck !== undefined) channel.healthCheck = checkHealthCheck(c, co.healthCheck, [...cp, 'healthCheck']);
       if (co.outlierDetection !== undefined) channel.outlierDetection = checkOutlier(c, co.outlierDetection, [...cp, 'outlierDetection']);
       if (co.tls !== undefined) channel.tls = checkUpstreamTls(c, co.tls, [...cp, 'tls']);

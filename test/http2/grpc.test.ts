@@ -1,0 +1,136 @@
+import test from 'ava';
+import { createServer as createH2Server, type Http2Server } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { configOf, get, listenerUrl, startSidecar, uniqueHost, weighted, type ConfigSpec, type FilterSpec } from '../helpers.js';
+import { echoClient, grpc, startEchoServer, unary, type EchoReply, type EchoServer } from './grpc_support.js';
+import { h2Connect, h2Request } from './support.js';
+
+/*
+ * gRPC through switchyard: grpc-js clients and servers, one client channel (one HTTP/2
+ * connection) through an http listener to role channels with `protocol: http2`.
+ */
+
+/** Roles a and b (channel grpc, http2) in vset svc, and listener web on svc.grpc with `filters`. */
+function grpcConfig(servers: Record<string, { address: string }>, filters: FilterSpec[], more: Partial<ConfigSpec> = {}): ConfigSpec {
+  return configOf({
+    roles: Object.fromEntries(Object.entries(servers).map(([name, s]) => [name, { channels: { grpc: { endpoints: [s.address], protocol: 'http2' } } }])),
+    vsets: { svc: { channels: ['grpc'], roles: Object.fromEntries(Object.keys(servers).map((r) => [r, {}])) } },
+    listeners: { web: { address: `${uniqueHost()}:0`, target: 'svc.grpc', filters } },
+    ...more,
+  } as ConfigSpec);
+}
+
+function address(sc: { addresses(): Map<string, { host: string; port: number }> }): string {
+  const a = sc.addresses().get('web')!;
+  return `${a.host}:${a.port}`;
+}
+
+test('unary, server-streaming, client-streaming and bidi calls go through, with their metadata, on one channel', async (t) => {
+  const a = await startEchoServer(t, 'a');
+  const sc = await startSidecar(t, grpcConfig({ a }, [weighted({ a: 1 })]));
+  const client = echoClient(t, address(sc));
+  const md = new grpc.Metadata();
+  md.set('x-tenant', 'acme');
+  const reply = await unary(client, { text: 'hello' }, md);
+  t.is(reply.text, 'hello');
+  t.is(reply.role, 'a');
+  t.true(reply.metadata.includes('x-tenant=acme'), reply.metadata.join(' '));
+
+  const streamed = await new Promise<string[]>((resolve, reject) => {
+    const out: string[] = [];
+    const call = client.ServerStream({ text: 'tick', count: 5 }) as grpc.ClientReadableStream<EchoReply>;
+    call.on('data', (r: EchoReply) => out.push(r.text));
+    call.on('end', () => resolve(out));
+    call.on('error', reject);
+  });
+  t.deepEqual(streamed, ['tick 0', 'tick 1', 'tick 2', 'tick 3', 'tick 4']);
+
+  const gathered = await new Promise<EchoReply>((resolve, reject) => {
+    const call = client.ClientStream((err: grpc.ServiceError | null, r: EchoReply) => (err ? reject(err) : resolve(r))) as grpc.ClientWritableStream<unknown>;
+    for (const text of ['x', 'y', 'z']) call.write({ text });
+    call.end();
+  });
+  t.is(gathered.text, 'x,y,z');
+
+  const echoed = await new Promise<string[]>((resolve, reject) => {
+    const out: string[] = [];
+    const call = client.Bidi() as grpc.ClientDuplexStream<unknown, EchoReply>;
+    call.on('data', (r: EchoReply) => {
+      out.push(r.text);
+      if (out.length < 3) call.write({ text: `m${out.length}` });
+      else call.end();
+    });
+    call.on('end', () => resolve(out));
+    call.on('error', reject);
+    call.write({ text: 'm0' });
+  });
+  t.deepEqual(echoed, ['a:m0', 'a:m1', 'a:m2']);
+});
+
+test('a gRPC client with one channel gets the split per call: 80/20 within ±3 points over 4,000 calls, and metadata pins its calls', async (t) => {
+  const a = await startEchoServer(t, 'a');
+  const b = await startEchoServer(t, 'b');
+  const sc = await startSidecar(t, grpcConfig({ a, b }, [{ type: 'header_route', rules: [{ header: 'x-canary', equals: 'yes', role: 'b' }] }, weighted({ a: 80, b: 20 })]));
+  const client = echoClient(t, address(sc));
+  const count: Record<string, number> = {};
+  let sent = 0;
+  await Promise.all(Array.from({ length: 50 }, async () => {
+    while (sent < 4000) {
+      sent++;
+      const r = await unary(client, { text: 'x' });
+      count[r.role] = (count[r.role] ?? 0) + 1;
+    }
+  }));
+  const share = ((count.b ?? 0) / 4000) * 100;
+  t.log(`b answered ${share.toFixed(2)} % of 4,000 calls on one channel`);
+  t.true(Math.abs(share - 20) <= 3, `b: ${share} %`);
+  const md = new grpc.Metadata();
+  md.set('x-canary', 'yes');
+  for (let i = 0; i < 20; i++) t.is((await unary(client, { text: 'p' }, md)).role, 'b');
+});
+
+test('a status the server sends in its trailers reaches the client as it was sent', async (t) => {
+  const a = await startEchoServer(t, 'a');
+  const sc = await startSidecar(t, grpcConfig({ a }, [weighted({ a: 1 })]));
+  const client = echoClient(t, address(sc));
+  const err = await t.throwsAsync(unary(client, { text: 'x', failWith: grpc.status.NOT_FOUND })) as grpc.ServiceError;
+  t.is(err.code, grpc.status.NOT_FOUND, err.details);
+  t.is(err.details, 'a fails on purpose');
+});
+
+test('HTTP/1.1 and HTTP/2 clients both reach an http2 channel; its answer, trailers included, comes back in the client\'s protocol', async (t) => {
+  const server: Http2Server = createH2Server();
+  const seen: string[] = [];
+  server.on('stream', (stream, headers) => {
+    seen.push(`${String(headers[':method'])} ${String(headers[':path'])} ${String(headers[':authority'])} ${String(headers['x-app'])}`);
+    const chunks: Buffer[] = [];
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'content-type': 'text/plain', 'x-served': 'h2' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'x-digest': 'd1' }));
+      stream.end(`got ${Buffer.concat(chunks).length} bytes`);
+    });
+  });
+  const host = uniqueHost();
+  await new Promise<void>((r) => server.listen(0, host, r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const up = { address: `${host}:${(server.address() as AddressInfo).port}` };
+  const sc = await startSidecar(t, grpcConfig({ a: up }, [weighted({ a: 1 })]));
+  const h1 = await get(`${listenerUrl(sc, 'web')}/one`, { 'x-app': 'cart' }, { method: 'POST', body: 'abc' });
+  t.is(h1.status, 200);
+  t.is(h1.body, 'got 3 bytes');
+  t.is(h1.headers['x-served'], 'h2');
+  const h2 = await h2Request(h2Connect(t, sc), '/two', { 'x-app': 'cart' }, 'hello');
+  t.is(h2.body, 'got 5 bytes');
+  t.is(h2.trailers['x-digest'], 'd1');
+  const { host: lh, port: lp } = sc.addresses().get('web')!;
+  t.deepEqual(seen, [`POST /one ${lh}:${lp} cart`, `POST /two ${lh}:${lp} cart`]);
+});
+
+test('role channels take protocol http1 or http2 only', async (t) => {
+  const a: EchoServer = await startEchoServer(t, 'a');
+  const config = grpcConfig({ a }, [weighted({ a: 1 })]);
+  (config.roles!.a!.channels.grpc as unknown as Record<string, unknown>).protocol = 'grpc';
+  const err = await t.throwsAsync(startSidecar(t, config));
+  t.regex(err!.message, /roles\.a\.channels\.grpc\.protocol/);
+});
