@@ -133,7 +133,8 @@ async function run(files: string[], allowPush: PushField[]): Promise<number> {
 }
 
 async function validate(files: string[]): Promise<number> {
-  const checked = await checkConfig(await loadConfigFiles(files));
+  // The --config files are a bootstrap: they may name a `source`.
+  const checked = await checkConfig(await loadConfigFiles(files), process.env, { bootstrap: true });
   if (!checked.ok) {
     for (const i of checked.issues) console.error(formatIssue(i));
     console.error(`${checked.issues.length} error(s)`);
@@ -145,7 +146,7 @@ async function validate(files: string[]): Promise<number> {
 }
 
 async function hosts(files: string[]): Promise<number> {
-  const checked = await checkConfig(await loadConfigFiles(files));
+  const checked = await checkConfig(await loadConfigFiles(files), process.env, { bootstrap: true });
   if (!checked.ok) {
     for (const i of checked.issues) console.error(formatIssue(i));
     return 1;
