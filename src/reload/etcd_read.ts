@@ -72,13 +72,34 @@ export async function readAtOneRevision(client: Etcd3, keys: readonly string[], 
   };
 }
 
-/** Reads every key under `prefix/` (sorted by key), at one revision. */
-export async function readPrefix(client: Etcd3, prefix: string): Promise<Snapshot> {
-  const start = Buffer.from(`${prefix}/`);
-  // The range end of a prefix: its last byte plus one (etcd's clientv3.GetPrefixRangeEnd).
-  const end = Buffer.from(start);
+/** The range end of a prefix: its last byte plus one (etcd's clientv3.GetPrefixRangeEnd). */
+function prefixEnd(prefix: string): Buffer {
+  const end = Buffer.from(prefix);
   end[end.length - 1]!++;
-  const res = await client.kv.range({ key: start, range_end: end });
+  return end;
+}
+
+/** Reads one key and every key under `dir/` in one transaction: the key and the keys under `dir`, at one revision. */
+export async function readKeyAndDir(client: Etcd3, key: string, dir: string): Promise<{ revision: number; key: KeyRead; dir: KeyRead[] }> {
+  const res = await client.kv.txn({
+    compare: [],
+    success: [
+      { request_range: { key: Buffer.from(key) } },
+      { request_range: { key: Buffer.from(`${dir}/`), range_end: prefixEnd(`${dir}/`) } },
+    ],
+    failure: [],
+  });
+  const kv = res.responses[0]?.response_range?.kvs?.[0];
+  return {
+    revision: Number(res.header.revision),
+    key: kv ? { key, text: kv.value.toString('utf8'), modRevision: Number(kv.mod_revision) } : { key, text: null, modRevision: 0 },
+    dir: (res.responses[1]?.response_range?.kvs ?? []).map((k) => ({ key: k.key.toString('utf8'), text: k.value.toString('utf8'), modRevision: Number(k.mod_revision) })),
+  };
+}
+
+/** Reads every key under `dir/` (sorted by key), at one revision. */
+export async function readDir(client: Etcd3, dir: string): Promise<Snapshot> {
+  const res = await client.kv.range({ key: Buffer.from(`${dir}/`), range_end: prefixEnd(`${dir}/`) });
   return {
     revision: Number(res.header.revision),
     keys: (res.kvs ?? []).map((kv) => ({ key: kv.key.toString('utf8'), text: kv.value.toString('utf8'), modRevision: Number(kv.mod_revision) })),

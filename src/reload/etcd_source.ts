@@ -78,6 +78,12 @@ export class EtcdSource {
     this.#runtime.metrics.configSourceUp.set({ source: 'etcd' }, 0);
   }
 
+  /** What the source reads, for the start log. */
+  describe(): string {
+    const c = this.#cfg;
+    return `etcd ${c.endpoints.join(', ')}: ${this.#keys[1]} over ${this.#keys[0]}, status as ${statusKey(c.prefix, c.app, c.instance)}`;
+  }
+
   /** The revision of the etcd documents in the serving config (null: none yet). */
   get revision(): number | null {
     return this.#good?.revision ?? null;

@@ -108,12 +108,12 @@ export function checkSource(c: Checker, value: unknown, bootstrap: boolean, env:
   const at = (k: string): Path => ['source', 'etcd', k];
   const endpoints = items(c, c.list(e.endpoints, at('endpoints'), { ...REQUIRED, nonEmpty: true }) ?? [], at('endpoints'), (s, path) => {
     if (/^https?:\/\/[^/\s]+:\d+\/?$/.test(s)) return s.replace(/\/$/, '');
-    c.report('SY_ERR_CONFIG_VALUE', path, `${describe(s)} is not an etcd client URL (http://host:port)`);
+    c.report('SY_ERR_CONFIG_VALUE', path, `${JSON.stringify(s)} is not an etcd client URL (http://host:port)`);
     return undefined;
   });
   let prefix = c.str(e.prefix, at('prefix'), { default: DEFAULT_ETCD.prefix });
   if (!/^\/[^\s]*$/.test(prefix) || prefix.includes('//')) {
-    c.report('SY_ERR_CONFIG_VALUE', at('prefix'), `${describe(prefix)} is not a key prefix: it starts with /, without spaces or //`);
+    c.report('SY_ERR_CONFIG_VALUE', at('prefix'), `${JSON.stringify(prefix)} is not a key prefix: it starts with /, without spaces or //`);
   }
   prefix = prefix.replace(/\/+$/, '');
   const segment = (k: 'app' | 'instance', fallback: string | undefined): string => {
@@ -122,7 +122,7 @@ export function checkSource(c: Checker, value: unknown, bootstrap: boolean, env:
       c.report('SY_ERR_CONFIG_REQUIRED', at(k), 'is required (or set SWITCHYARD_APP)');
       return '';
     }
-    if (!KEY_SEGMENT_RE.test(s)) c.report('SY_ERR_CONFIG_VALUE', at(k), `${describe(s)} must match [A-Za-z0-9_.-]+ (it is part of an etcd key)`);
+    if (!KEY_SEGMENT_RE.test(s)) c.report('SY_ERR_CONFIG_VALUE', at(k), `${JSON.stringify(s)} must match [A-Za-z0-9_.-]+ (it is part of an etcd key)`);
     return s;
   };
   const app = segment('app', env.SWITCHYARD_APP || undefined);
