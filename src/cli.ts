@@ -125,6 +125,7 @@ async function run(files: string[], allowPush: PushField[]): Promise<number> {
     log(`listener ${name}: ${plan.protocol}://${a.host}:${a.port} → ${plan.config.vset}.${plan.config.channel}`);
   }
   if (sc.adminAddress) log(`admin API on http://${sc.adminAddress.host}:${sc.adminAddress.port}`);
+  if (sc.grpcAddress) log(`Lifecycle gRPC API on ${sc.grpcAddress.host}:${sc.grpcAddress.port}`);
   if (sc.etcd) log(`config source: ${sc.etcd.describe()}; ${sc.etcd.revision === null ? 'not read yet (serving the bootstrap files)' : `revision ${sc.etcd.revision}`}`);
   // After the first config, so that with `accessLog: stdout` these lines go to stderr too.
   log(describeFdLimit(fd));

@@ -9,6 +9,7 @@ import type { Config, HostPort, SourceConfig } from './config/types.js';
 import { tlsFiles } from './net/tls_material.js';
 import { ConfigError, SwitchyardError } from './errors.js';
 import { AdminServer } from './admin/server.js';
+import { LifecycleGrpcServer } from './admin/lifecycle_grpc.js';
 import { Runtime, type ApplyResult } from './reload/runtime.js';
 import type { ConfigSource } from './reload/generation.js';
 import type { Metrics } from './metrics.js';
@@ -45,6 +46,9 @@ export class Sidecar {
   readonly files: string[];
   admin: AdminServer | null = null;
   adminAddress: HostPort | null = null;
+  /** Layotto's Lifecycle API over gRPC, on `admin.grpcAddress` (null when not configured). */
+  grpc: LifecycleGrpcServer | null = null;
+  grpcAddress: HostPort | null = null;
   #watcher: FileWatcher | null = null;
   /** Watches the TLS files the current config names: a rotated certificate is applied as a reload. */
   #tlsWatcher: FileWatcher | null = null;
@@ -128,6 +132,20 @@ export class Sidecar {
         await runtime.shutdown();
         throw new SwitchyardError('SY_ERR_BIND', `admin API: cannot listen on ${config.admin.address.host}:${config.admin.address.port}: ${(err as Error).message}`, { cause: err });
       }
+      // Read at start only, as admin.address is.
+      const grpcAt = config.admin.grpcAddress;
+      if (grpcAt) {
+        sc.grpc = new LifecycleGrpcServer({ runtime, address: grpcAt });
+        try {
+          sc.grpcAddress = await sc.grpc.listen();
+        } catch (err) {
+          await sc.#etcd?.close();
+          await sc.admin.close();
+          await sc.grpc.close();
+          await runtime.shutdown();
+          throw new SwitchyardError('SY_ERR_BIND', `admin gRPC API: cannot listen on ${grpcAt.host}:${grpcAt.port}: ${(err as Error).message}`, { cause: err });
+        }
+      }
     }
     if (opts.watch && files.length) {
       sc.#watcher = new FileWatcher(watched, () => void sc.reload('file'));
@@ -183,6 +201,7 @@ export class Sidecar {
     this.runtime.onApplied = null;
     await this.runtime.shutdown();
     await this.admin?.close();
+    await this.grpc?.close();
   }
 }
 

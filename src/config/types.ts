@@ -72,6 +72,8 @@ export interface AdminConfig {
   public: AdminPublicRoute[];
   /** Host names (besides IP literals and localhost) that requests may name the admin API by. */
   hosts: string[];
+  /** Where Layotto's Lifecycle API is served over gRPC (absent: not served). */
+  grpcAddress?: HostPort;
 }
 
 export type AdminPublicRoute = 'ready' | 'metrics';

@@ -10,17 +10,26 @@ import type { AccessLogConfig, AdminConfig, LimitsConfig, SourceConfig } from '.
 /** The largest connection limit one may write (far beyond any file-descriptor limit). */
 export const MAX_CONNECTIONS = 10_000_000;
 
-/** `admin`: address (default 127.0.0.1:9901), token (required off loopback), public routes, host names. */
+/** `admin`: address (default 127.0.0.1:9901), token (required off loopback), public routes, host names, the gRPC Lifecycle API's address. */
 export function checkAdmin(c: Checker, value: unknown): AdminConfig {
   const admin: AdminConfig = { address: DEFAULT_ADMIN, public: [], hosts: [] };
-  const o = c.obj(value, ['admin'], ['address', 'token', 'public', 'hosts']);
+  const o = c.obj(value, ['admin'], ['address', 'token', 'public', 'hosts', 'grpcAddress']);
   if (!o) return admin;
-  if (o.address !== undefined) {
-    const s = c.str(o.address, ['admin', 'address'], REQUIRED);
+  const ipPort = (key: 'address' | 'grpcAddress'): { host: string; port: number } | undefined => {
+    const s = c.str(o[key], ['admin', key], REQUIRED);
     const hp = s === undefined ? undefined : parseHostPort(s);
     if (s !== undefined && (!hp || hp.port === undefined || !isIP(hp.host))) {
-      c.report('SY_ERR_CONFIG_VALUE', ['admin', 'address'], `"${s}" is not an ip:port address`);
-    } else if (hp) admin.address = { host: hp.host, port: hp.port! };
+      c.report('SY_ERR_CONFIG_VALUE', ['admin', key], `"${s}" is not an ip:port address`);
+      return undefined;
+    }
+    return hp ? { host: hp.host, port: hp.port! } : undefined;
+  };
+  if (o.address !== undefined) admin.address = ipPort('address') ?? admin.address;
+  if (o.grpcAddress !== undefined) {
+    const g = ipPort('grpcAddress');
+    if (g && g.port !== 0 && g.port === admin.address.port && (g.host === admin.address.host || isWildcardHost(g.host) || isWildcardHost(admin.address.host))) {
+      c.report('SY_ERR_ADDRESS_IN_USE', ['admin', 'grpcAddress'], `${g.host}:${g.port} is also admin.address`);
+    } else if (g) admin.grpcAddress = g;
   }
   if (o.token !== undefined) {
     const t = c.str(o.token, ['admin', 'token'], REQUIRED);
@@ -43,7 +52,14 @@ export function checkAdmin(c: Checker, value: unknown): AdminConfig {
   if (!admin.token && !isLoopback(admin.address.host)) {
     c.report('SY_ERR_ADMIN_TOKEN_REQUIRED', ['admin', 'address'], `a non-loopback admin address (${admin.address.host}) needs admin.token`);
   }
+  if (!admin.token && admin.grpcAddress && !isLoopback(admin.grpcAddress.host)) {
+    c.report('SY_ERR_ADMIN_TOKEN_REQUIRED', ['admin', 'grpcAddress'], `a non-loopback gRPC admin address (${admin.grpcAddress.host}) needs admin.token`);
+  }
   return admin;
+}
+
+function isWildcardHost(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
 }
 
 /** A list of strings, each mapped by `item` (undefined: reported by it, left out). */
