@@ -11,10 +11,25 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { freePort, until } from './helpers.js';
+import { Sidecar } from '../src/sidecar.js';
+import { freePort, tempFiles, until } from './helpers.js';
 import { toolPath } from './setup/requirements.js';
 
 type Teardown = Pick<ExecutionContext, 'teardown'>;
+
+/**
+ * Starts an in-process sidecar from a bootstrap file with `text` (which names
+ * source.etcd), with a short reconnect back-off; stopped at teardown. Its log lines
+ * are printed at teardown with SY_DEBUG set.
+ */
+export async function startFromBootstrap(t: Teardown, text: string): Promise<{ sc: Sidecar; log: string[] }> {
+  const { paths } = await tempFiles(t, { 'boot.yaml': text });
+  const log: string[] = [];
+  const sc = await Sidecar.start({ files: [paths['boot.yaml']!], log: (l) => log.push(l), etcdBackoff: { minMs: 50, maxMs: 250 } });
+  t.teardown(() => sc.stop());
+  t.teardown(() => { if (process.env.SY_DEBUG) console.log(log.join('\n')); });
+  return { sc, log };
+}
 
 export class Etcd {
   readonly url: string;
@@ -111,6 +126,11 @@ export class Etcd {
       // No compares, then the success requests, then no failure requests.
       p.stdin!.end(`\n${puts}\n\n\n`);
     });
+  }
+
+  /** `etcdctl del KEY`; resolves with the revision it made. */
+  async del(key: string): Promise<number> {
+    return revisionOf(await this.ctl('del', '-w', 'json', key));
   }
 
   async get(key: string): Promise<string | null> {

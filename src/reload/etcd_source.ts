@@ -50,6 +50,7 @@ export class EtcdSource {
   readonly #status: StatusWriter;
   #bootstrap: ConfigFiles;
   #client: Etcd3 | null = null;
+  /** The watcher (at most one; a list for the moments between one and the next). */
   #watchers: Watcher[] = [];
   /** Resolve once each watcher's stream answered (connected, or failed): a client must not close under a stream being opened. */
   #opening: Promise<unknown>[] = [];
@@ -61,10 +62,14 @@ export class EtcdSource {
   #watchAfterRead = false;
   /** The watch etcd cancelled, to say why once the keys are re-listed. */
   #cancelled: { key: string; from: number; why: string } | null = null;
+  /** The revision of the last deletion of a document the watch saw. */
+  #deleted = 0;
   #up = false;
-  #wakeKind: Wake | null = null;
+  /** Kicked (a watch event, a disconnect) while the loop was busy: it runs again at once. */
+  #kicked = false;
   #wake: (() => void) | null = null;
   #loop: Promise<void> | null = null;
+  #applying: Promise<unknown> = Promise.resolve();
   #closed = false;
 
   constructor(opts: EtcdSourceOptions) {
@@ -86,7 +91,7 @@ export class EtcdSource {
 
   /** The revision of the etcd documents in the serving config (null: none yet). */
   get revision(): number | null {
-    return this.#good?.revision ?? null;
+    return this.#good ? this.#configRevision(this.#good) : null;
   }
 
   /**
@@ -108,18 +113,29 @@ export class EtcdSource {
   /** Watches (and, when etcd did not answer at start, retries) until close(). */
   run(): void {
     if (this.#loop !== null || this.#closed) return;
-    if (this.#seen === null || this.#client === null) this.#wakeKind = 'event';
+    if (this.#seen === null || this.#client === null) this.#kicked = true;
     else this.#watch(this.#client);
     this.#loop = this.#run();
   }
 
   /** The bootstrap files changed: applies them under the documents of the config serving. */
-  async setBootstrap(files: ConfigFiles, source: ConfigSource): Promise<ApplyResult> {
-    this.#bootstrap = files;
-    const raw = await this.#merge(this.#good);
-    const result = await this.#runtime.apply(raw, source);
-    if (this.#good) await this.#report(result, this.#good.revision, source);
-    return result;
+  setBootstrap(files: ConfigFiles, source: ConfigSource): Promise<ApplyResult> {
+    return this.#serially(async () => {
+      this.#bootstrap = files;
+      const result = await this.#runtime.apply(await this.#merge(this.#good), source);
+      if (this.#good) await this.#report(result, this.#configRevision(this.#good), source);
+      return result;
+    });
+  }
+
+  /**
+   * Runs merges-and-applies one at a time: a file reload merged with the documents
+   * of an etcd apply still under way would otherwise undo that apply.
+   */
+  #serially<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#applying.then(fn);
+    this.#applying = run.catch(() => {});
+    return run;
   }
 
   /** Stops watching, revokes the status lease (the status key goes), closes the client. */
@@ -153,9 +169,12 @@ export class EtcdSource {
     }
   }
 
-  /** Waits for a wake-up or `ms`; says why it woke (a timer wake is a check). */
+  /** Waits for a kick or `ms`; says why it woke (a timer wake is a check). */
   #sleep(ms: number): Promise<Wake> {
-    if (this.#wakeKind !== null) return Promise.resolve(this.#takeWake());
+    if (this.#kicked) {
+      this.#kicked = false;
+      return Promise.resolve('event');
+    }
     return new Promise<Wake>((resolve) => {
       const timer = setTimeout(() => {
         this.#wake = null;
@@ -164,19 +183,14 @@ export class EtcdSource {
       this.#wake = () => {
         clearTimeout(timer);
         this.#wake = null;
-        resolve(this.#takeWake());
+        this.#kicked = false;
+        resolve('event');
       };
     });
   }
 
-  #takeWake(): Wake {
-    const kind = this.#wakeKind ?? 'event';
-    this.#wakeKind = null;
-    return kind;
-  }
-
-  #kick(kind: Wake = 'event'): void {
-    if (this.#wakeKind !== 'event') this.#wakeKind = kind;
+  #kick(): void {
+    this.#kicked = true;
     this.#wake?.();
   }
 
@@ -223,17 +237,28 @@ export class EtcdSource {
     this.#watch(client);
   }
 
+  /**
+   * The revision a config from `snap` is known by: its newest document change (a
+   * mod revision, or a deletion the watch saw), the same on every sidecar that
+   * read those documents. The revision a read was made at would also count writes
+   * to other keys, the status keys among them.
+   */
+  #configRevision(snap: Snapshot): number {
+    return Math.max(0, ...snap.keys.map((k) => k.modRevision), this.#deleted <= snap.revision ? this.#deleted : 0);
+  }
+
   /** Merges `snap` over the bootstrap, applies it as one generation, writes the status key. */
-  async #apply(snap: Snapshot): Promise<ApplyResult> {
+  #apply(snap: Snapshot): Promise<ApplyResult> {
     this.#seen = snap;
-    const raw = await this.#merge(snap);
-    const result = await this.#runtime.apply(raw, 'etcd');
-    if (result.ok) {
-      this.#good = snap;
-      this.#runtime.metrics.configSourceRevision.set({ source: 'etcd' }, snap.revision);
-    }
-    await this.#report(result, snap.revision, 'etcd');
-    return result;
+    return this.#serially(async () => {
+      const result = await this.#runtime.apply(await this.#merge(snap), 'etcd');
+      if (result.ok) {
+        this.#good = snap;
+        this.#runtime.metrics.configSourceRevision.set({ source: 'etcd' }, this.#configRevision(snap));
+      }
+      await this.#report(result, this.#configRevision(snap), 'etcd');
+      return result;
+    });
   }
 
   async #report(result: ApplyResult, revision: number, source: ConfigSource): Promise<void> {
@@ -250,7 +275,7 @@ export class EtcdSource {
   async #merge(snap: Snapshot | null): Promise<RawConfig> {
     const layers: ConfigText[] = (snap?.keys ?? []).filter((k) => k.text !== null).map((k) => ({ name: `etcd:${k.key}`, text: k.text! }));
     const raw = await mergeConfigFiles(this.#bootstrap, layers);
-    if (snap) raw.revision = snap.revision;
+    if (snap) raw.revision = this.#configRevision(snap);
     return raw;
   }
 
@@ -262,34 +287,44 @@ export class EtcdSource {
     return this.#client;
   }
 
-  /** One watcher per key, from the revision after the last one read; both on one stream. */
+  /**
+   * One watcher over the key range from `apps/<app>` to `common` (they sort in that
+   * order), from the revision after the last one read; events of other keys in
+   * the range (apps named after this one) are ignored. One watcher, not one per
+   * key: etcd cancels every watch of a compacted revision, and etcd3 throws, in
+   * its stream handler, at the cancel of a second watcher it has just cancelled
+   * itself.
+   */
   #watch(client: Etcd3): void {
     if (this.#watchers.length) return;
     const from = String((this.#seen?.revision ?? 0) + 1);
-    this.#watchers = this.#keys.map((key) => {
-      const w = client.watch().key(key).startRevision(from).watcher();
-      const changed = (kv: IKeyValue): void => {
-        if (w === this.#watchers[0] || w === this.#watchers[1]) {
-          if (Number(kv.mod_revision) > (this.#seen?.revision ?? 0)) this.#kick();
-        }
-      };
-      this.#opening.push(new Promise((r) => { w.once('connected', r); w.once('disconnected', r); w.once('error', r); }));
-      w.on('put', changed);
-      w.on('delete', changed);
-      w.on('disconnected', () => {
-        if (!this.#watchers.includes(w)) return;
-        this.#setUp(false);
-        this.#kick();
-      });
-      w.on('error', (err) => {
-        if (!this.#watchers.includes(w)) return;
-        // etcd cancels a watch from a compacted revision (its answer says no more than "canceled").
-        void this.#unwatch();
-        this.#watchAfterRead = true;
-        this.#cancelled = { key, from: Number(from), why: err.message };
-        this.#kick();
-      });
-      return w;
+    const [common, app] = this.#keys as [string, string];
+    const w = client.watch().inRange({ start: app, end: `${common}\0` }).startRevision(from).watcher();
+    this.#watchers = [w];
+    const changed = (kv: IKeyValue, deleted: boolean): void => {
+      const key = kv.key.toString('utf8');
+      if (!this.#watchers.includes(w) || (key !== app && key !== common)) return;
+      const rev = Number(kv.mod_revision);
+      if (deleted) this.#deleted = Math.max(this.#deleted, rev);
+      if (rev > (this.#seen?.revision ?? 0)) this.#kick();
+    };
+    this.#opening.push(new Promise((r) => { w.once('connected', r); w.once('disconnected', r); w.once('error', r); }));
+    w.on('put', (kv) => changed(kv, false));
+    w.on('delete', (kv) => changed(kv, true));
+    w.on('disconnected', () => {
+      if (!this.#watchers.includes(w)) return;
+      this.#setUp(false);
+      this.#kick();
+    });
+    w.on('error', (err) => {
+      if (!this.#watchers.includes(w)) return;
+      // etcd cancels a watch from a compacted revision (its answer says no more than
+      // "canceled"); etcd3 has dropped the watcher already: nothing to cancel.
+      this.#watchers = [];
+      this.#opening = [];
+      this.#watchAfterRead = true;
+      this.#cancelled = { key: app, from: Number(from), why: err.message };
+      this.#kick();
     });
   }
 

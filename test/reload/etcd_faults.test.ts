@@ -1,10 +1,10 @@
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import { Sidecar } from '../../src/sidecar.js';
 import { SwitchyardError } from '../../src/errors.js';
 import {
   adminUrl, get, listenerUrl, metric, startUpstream, tempFiles, twoRoles, uniqueHost, until, untilMetric, weighted, yaml, type Upstream,
 } from '../helpers.js';
-import { Etcd, Relay } from '../etcd_support.js';
+import { Etcd, Relay, startFromBootstrap } from '../etcd_support.js';
 
 /*
  * The etcd source under faults: etcd killed and restarted, a partition while
@@ -24,14 +24,7 @@ function bootstrap(a: Upstream, b: Upstream, endpoint: string, prefix: string, e
   } as never);
 }
 
-async function start(t: ExecutionContext, text: string): Promise<{ sc: Sidecar; log: string[] }> {
-  const { paths } = await tempFiles(t, { 'boot.yaml': text });
-  const log: string[] = [];
-  const sc = await Sidecar.start({ files: [paths['boot.yaml']!], log: (l) => log.push(l), etcdBackoff: { minMs: 50, maxMs: 250 } });
-  t.teardown(() => sc.stop());
-  t.teardown(() => { if (process.env.SY_DEBUG) console.log(log.join('\n')); });
-  return { sc, log };
-}
+const start = startFromBootstrap;
 
 async function revisionServed(sc: Sidecar): Promise<number | undefined> {
   return (JSON.parse((await get(`${adminUrl(sc)}/config`)).body) as { revision?: number }).revision;

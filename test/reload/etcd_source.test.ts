@@ -1,12 +1,13 @@
-import test, { type ExecutionContext } from 'ava';
+import test from 'ava';
 import jsyaml from 'js-yaml';
+import { writeFile } from 'node:fs/promises';
 import { Sidecar } from '../../src/sidecar.js';
 import { mergeConfig } from '../../src/config/load.js';
 import type { Generation } from '../../src/reload/generation.js';
 import {
-  adminUrl, get, listenerUrl, metric, putConfig, startUpstream, tempFiles, twoRoles, uniqueHost, until, untilMetric, weighted, yaml, type Upstream,
+  adminUrl, get, listenerUrl, metric, putConfig, startUpstream, twoRoles, uniqueHost, until, untilMetric, weighted, yaml, type Upstream,
 } from '../helpers.js';
-import { Etcd } from '../etcd_support.js';
+import { Etcd, startFromBootstrap } from '../etcd_support.js';
 
 /*
  * The fleet config source (DESIGN.md "Config from a distributed store"): a real
@@ -27,14 +28,7 @@ function bootstrap(a: Upstream, b: Upstream, endpoint: string, prefix: string, m
   } as never);
 }
 
-async function start(t: ExecutionContext, text: string): Promise<{ sc: Sidecar; log: string[] }> {
-  const { paths } = await tempFiles(t, { 'boot.yaml': text });
-  const log: string[] = [];
-  const sc = await Sidecar.start({ files: [paths['boot.yaml']!], log: (l) => log.push(l), etcdBackoff: { minMs: 50, maxMs: 300 } });
-  t.teardown(() => sc.stop());
-  t.teardown(() => { if (process.env.SY_DEBUG) console.log(log.join('\n')); });
-  return { sc, log };
-}
+const start = startFromBootstrap;
 
 interface ConfigAnswer { generation: number; source: string; revision?: number; config: Record<string, unknown> }
 
@@ -85,6 +79,12 @@ test('both keys are read at one revision and merged app over common over bootstr
   t.is(sc.runtime.current!.config.drainTimeoutMs, 3_000, 'the app still wins');
   t.is(sc.runtime.current!.config.roles.a!.meta.track, 'stable', 'common no longer sets the track: the bootstrap\'s shows');
   t.is(sc.runtime.history.filter((h) => h.source === 'etcd').length, 2, 'the other app\'s change made no generation');
+
+  // The app's document deleted: common over the bootstrap, known by the deletion's revision.
+  const deleted = await etcd.del(`${prefix}/apps/${APP}`);
+  await until(async () => (await config(sc)).revision === deleted, 10_000, 'the deletion');
+  t.is(sc.runtime.current!.config.drainTimeoutMs, 9_000);
+  t.is(await roleOf(sc), 'a');
 });
 
 test('a transaction changing both keys is one generation: none is built from a half-written pair', async (t) => {
@@ -186,4 +186,22 @@ test('a pushed config may not name a source; an admin push is overwritten by the
   await until(async () => (await config(sc)).source === 'etcd', 10_000, 'the etcd change');
   t.is(await roleOf(sc), 'a', 'the etcd change is merged over the bootstrap, not over the push');
   await untilMetric(sc, 'switchyard_config_reloads_total', { source: 'etcd', result: 'success' }, 2);
+});
+
+test('an edit of the bootstrap file is applied under the etcd documents of the config serving', async (t) => {
+  const etcd = await Etcd.start(t);
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  const prefix = '/sy6';
+  const rev = await etcd.put(`${prefix}/apps/${APP}`, yaml(weights(0, 100) as never));
+  const { sc, log } = await start(t, bootstrap(a, b, etcd.url, prefix));
+  t.is(await roleOf(sc), 'b');
+  await writeFile(sc.files[0]!, bootstrap(a, b, etcd.url, prefix, { drainTimeout: '4s' }).replace(`prefix: ${prefix}`, 'prefix: /elsewhere'));
+  const r = await sc.reload('sighup');
+  t.true(r.ok);
+  const c = await config(sc);
+  t.like(c, { source: 'sighup', revision: rev });
+  t.is(sc.runtime.current!.config.drainTimeoutMs, 4_000, 'the bootstrap change');
+  t.is(await roleOf(sc), 'b', 'the app document still over it');
+  t.true(log.includes('source changed in the config files: it takes effect at the next restart'));
+  await until(async () => (JSON.parse((await etcd.get(`${prefix}/status/${APP}/pod-1`))!) as { source: string }).source === 'sighup', 5_000, 'the status');
 });
