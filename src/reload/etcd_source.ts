@@ -62,6 +62,8 @@ export class EtcdSource {
   #watchAfterRead = false;
   /** The watch etcd cancelled, to say why once the keys are re-listed. */
   #cancelled: { key: string; from: number; why: string } | null = null;
+  /** The newest revision a watch event asked to be read (a kick for it is pending or done). */
+  #wanted = 0;
   /** The revision of the last deletion of a document the watch saw. */
   #deleted = 0;
   #up = false;
@@ -306,7 +308,11 @@ export class EtcdSource {
       if (!this.#watchers.includes(w) || (key !== app && key !== common)) return;
       const rev = Number(kv.mod_revision);
       if (deleted) this.#deleted = Math.max(this.#deleted, rev);
-      if (rev > (this.#seen?.revision ?? 0)) this.#kick();
+      // The events of one transaction come together: one read covers them all.
+      if (rev > (this.#seen?.revision ?? 0) && rev > this.#wanted) {
+        this.#wanted = rev;
+        this.#kick();
+      }
     };
     this.#opening.push(new Promise((r) => { w.once('connected', r); w.once('disconnected', r); w.once('error', r); }));
     w.on('put', (kv) => changed(kv, false));
