@@ -50,10 +50,9 @@ export class EtcdSource {
   readonly #status: StatusWriter;
   #bootstrap: ConfigFiles;
   #client: Etcd3 | null = null;
-  /** The watcher (at most one; a list for the moments between one and the next). */
-  #watchers: Watcher[] = [];
-  /** Resolve once each watcher's stream answered (connected, or failed): a client must not close under a stream being opened. */
-  #opening: Promise<unknown>[] = [];
+  #watcher: Watcher | null = null;
+  /** Resolves once the watcher's stream answered (connected, or failed): a client must not close under a stream being opened. */
+  #opening: Promise<unknown> = Promise.resolve();
   /** The last keys read (applied or rejected): a read with the same mod revisions changes nothing. */
   #seen: Snapshot | null = null;
   /** The keys of the config serving (merged again when the bootstrap files change). */
@@ -298,14 +297,14 @@ export class EtcdSource {
    * itself.
    */
   #watch(client: Etcd3): void {
-    if (this.#watchers.length) return;
+    if (this.#watcher) return;
     const from = String((this.#seen?.revision ?? 0) + 1);
     const [common, app] = this.#keys as [string, string];
     const w = client.watch().inRange({ start: app, end: `${common}\0` }).startRevision(from).watcher();
-    this.#watchers = [w];
+    this.#watcher = w;
     const changed = (kv: IKeyValue, deleted: boolean): void => {
       const key = kv.key.toString('utf8');
-      if (!this.#watchers.includes(w) || (key !== app && key !== common)) return;
+      if (this.#watcher !== w || (key !== app && key !== common)) return;
       const rev = Number(kv.mod_revision);
       if (deleted) this.#deleted = Math.max(this.#deleted, rev);
       // The events of one transaction come together: one read covers them all.
@@ -314,45 +313,42 @@ export class EtcdSource {
         this.#kick();
       }
     };
-    this.#opening.push(new Promise((r) => { w.once('connected', r); w.once('disconnected', r); w.once('error', r); }));
+    this.#opening = new Promise((r) => { w.once('connected', r); w.once('disconnected', r); w.once('error', r); });
     w.on('put', (kv) => changed(kv, false));
     w.on('delete', (kv) => changed(kv, true));
     w.on('disconnected', () => {
-      if (!this.#watchers.includes(w)) return;
+      if (this.#watcher !== w) return;
       this.#setUp(false);
       this.#kick();
     });
     w.on('error', (err) => {
-      if (!this.#watchers.includes(w)) return;
+      if (this.#watcher !== w) return;
       // etcd cancels a watch from a compacted revision (its answer says no more than
       // "canceled"); etcd3 has dropped the watcher already: nothing to cancel.
-      this.#watchers = [];
-      this.#opening = [];
+      this.#watcher = null;
       this.#watchAfterRead = true;
       this.#cancelled = { key: app, from: Number(from), why: err.message };
       this.#kick();
     });
   }
 
-  /** Cancels the watchers; resolves once etcd confirmed (or `timeout` passed: a dead connection confirms nothing). */
+  /** Cancels the watcher; resolves once etcd confirmed (or `timeout` passed: a dead connection confirms nothing). */
   async #unwatch(): Promise<void> {
-    const watchers = this.#watchers;
-    const opening = this.#opening;
-    this.#watchers = [];
-    this.#opening = [];
-    if (watchers.length === 0) return;
+    const w = this.#watcher;
+    this.#watcher = null;
+    if (w === null) return;
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<void>((r) => { timer = setTimeout(r, this.#cfg.timeoutMs); });
     // etcd3 opens the stream asynchronously; cancelled before it answers, the stream is
     // closed under etcd3's feet (an uncaught CANCELLED): wait for it first.
-    await Promise.race([Promise.all(opening), late]);
-    await Promise.race([Promise.all(watchers.map((w) => w.cancel().catch(() => {}))), late]);
+    await Promise.race([this.#opening, late]);
+    await Promise.race([w.cancel().catch(() => {}), late]);
     clearTimeout(timer);
   }
 
   /**
-   * Drops the connection and its watchers: the next sync connects anew. The
-   * watchers go first: a client closed under a live watcher would keep trying to
+   * Drops the connection and its watcher: the next sync connects anew. The
+   * watcher goes first: a client closed under a live watcher would keep trying to
    * re-open its stream.
    */
   async #reset(): Promise<void> {
