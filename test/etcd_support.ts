@@ -71,6 +71,10 @@ export class Etcd {
   async restart(): Promise<void> {
     const child = spawn(toolPath('etcd'), this.#args, { stdio: ['ignore', 'pipe', 'pipe'] });
     this.#child = child;
+    // A test process that dies before its teardown (an uncaught exception) takes etcd with it.
+    const orphan = (): void => void child.kill('SIGKILL');
+    process.once('exit', orphan);
+    child.once('exit', () => process.off('exit', orphan));
     const keep = (d: Buffer): void => {
       this.#log.push(d.toString());
       if (this.#log.length > 50) this.#log.shift();
