@@ -8,6 +8,7 @@ import { Sidecar } from './sidecar.js';
 import type { Runtime } from './reload/runtime.js';
 import { PUSH_FIELDS, type PushField } from './reload/push_policy.js';
 import { describeFdLimit, FD_RESERVE, raiseFdLimit } from './fd_limit.js';
+import { fleet, FLEET_USAGE } from './cli_fleet.js';
 
 const USAGE = `usage:
   switchyard run --config FILE [--config FILE2 …] [--allow-push plugins,accessLog]
@@ -19,13 +20,16 @@ const USAGE = `usage:
   switchyard apply --config FILE [--admin URL] [--token T]
                                                     push a full config to a running sidecar
                                                     (default admin URL: http://127.0.0.1:9901,
-                                                    token also from SWITCHYARD_ADMIN_TOKEN)`;
+                                                    token also from SWITCHYARD_ADMIN_TOKEN)
+${FLEET_USAGE}`;
 
 const COMMANDS = ['run', 'validate', 'hosts', 'apply'];
 
 /** Runs one CLI command; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  // fleet has subcommands and options of its own.
+  if (cmd === 'fleet' && !rest.includes('--help') && !rest.includes('-h')) return fleet(rest);
   let args;
   try {
     args = parseArgs({
@@ -121,6 +125,8 @@ async function run(files: string[], allowPush: PushField[]): Promise<number> {
     log(`listener ${name}: ${plan.protocol}://${a.host}:${a.port} → ${plan.config.vset}.${plan.config.channel}`);
   }
   if (sc.adminAddress) log(`admin API on http://${sc.adminAddress.host}:${sc.adminAddress.port}`);
+  if (sc.grpcAddress) log(`Lifecycle gRPC API on ${sc.grpcAddress.host}:${sc.grpcAddress.port}`);
+  if (sc.etcd) log(`config source: ${sc.etcd.describe()}; ${sc.etcd.revision === null ? 'not read yet (serving the bootstrap files)' : `revision ${sc.etcd.revision}`}`);
   // After the first config, so that with `accessLog: stdout` these lines go to stderr too.
   log(describeFdLimit(fd));
   const limit = sc.runtime.connectionLimit();
@@ -133,7 +139,8 @@ async function run(files: string[], allowPush: PushField[]): Promise<number> {
 }
 
 async function validate(files: string[]): Promise<number> {
-  const checked = await checkConfig(await loadConfigFiles(files));
+  // The --config files are a bootstrap: they may name a `source`.
+  const checked = await checkConfig(await loadConfigFiles(files), process.env, { bootstrap: true });
   if (!checked.ok) {
     for (const i of checked.issues) console.error(formatIssue(i));
     console.error(`${checked.issues.length} error(s)`);
@@ -145,7 +152,7 @@ async function validate(files: string[]): Promise<number> {
 }
 
 async function hosts(files: string[]): Promise<number> {
-  const checked = await checkConfig(await loadConfigFiles(files));
+  const checked = await checkConfig(await loadConfigFiles(files), process.env, { bootstrap: true });
   if (!checked.ok) {
     for (const i of checked.issues) console.error(formatIssue(i));
     return 1;

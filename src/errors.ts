@@ -31,6 +31,7 @@ export const ConfigCodes = {
   SY_ERR_TLS_FILE: 'a TLS file (ca, cert, key) that cannot be read, is not PEM, or a key that does not match its certificate',
   SY_ERR_CONFIG_PUSH_FORBIDDEN: 'a config pushed through the admin API that loads a new plugin module or names a new access log file',
   SY_ERR_DUPLICATE_TYPE: 'two registrations of one filter or component type',
+  SY_ERR_CONFIG_SOURCE_NOT_BOOTSTRAP: 'a `source` outside the bootstrap file: in a pushed config or in an etcd document',
 } as const;
 
 export const RuntimeCodes = {
@@ -206,6 +207,7 @@ export const ControlCodes = {
   SY_ERR_ACCESS_LOG_OPEN: 'the access log path cannot be opened for append: the change fails (409)',
   SY_ERR_APPLY_FAILED: "applying a config failed in a way no other code names (a plugin's code throwing outside create): the change fails (409)",
   SY_ERR_SHUTTING_DOWN: 'a config change that arrived while switchyard shuts down: refused (409)',
+  SY_ERR_CONFIG_SOURCE_DOWN: 'the config source (etcd) did not answer at start, or gave documents that were rejected, and the bootstrap has no listeners to serve meanwhile: not started',
   SY_ERR_NO_ROLLBACK: 'POST /rollback with no previous config to go back to (409)',
   SY_ERR_NOT_READY: 'no generation serves: the admin API answers 503 (GET /ready while starting or shutting down; GET /config, GET /vsets before the first)',
   SY_ERR_API_BAD_REQUEST: 'an admin API request whose body or path cannot be used: empty, not JSON, the wrong shape (400)',

@@ -45,6 +45,10 @@ export class Metrics {
   readonly lastReloadSuccessTime: Gauge;
   readonly generationsDraining: Gauge;
   readonly accessLogDropped: Counter;
+  /** 1 while a config source (etcd) answers, 0 while it does not (the sidecar keeps serving what it has). */
+  readonly configSourceUp: Gauge<'source'>;
+  /** The source's revision the serving config includes (etcd's revision). */
+  readonly configSourceRevision: Gauge<'source'>;
   /** False: requests_total and request_duration_seconds are not counted (see MetricsOptions). */
   readonly countRequests: boolean;
 
@@ -73,7 +77,7 @@ export class Metrics {
     this.reloads = new Counter({ name: 'switchyard_config_reloads_total', help: 'Config changes by source and result (success, invalid, failed).', labelNames: ['source', 'result'], registers });
     // Every series at 0 from the start: a first failure then shows as an increase (rate() and
     // increase() see nothing in a series that appears with its first sample).
-    for (const source of ['file', 'sighup', 'api', 'component', 'rollback']) {
+    for (const source of ['file', 'sighup', 'api', 'component', 'rollback', 'etcd']) {
       for (const result of ['success', 'invalid', 'failed']) this.reloads.inc({ source, result }, 0);
     }
     this.reloadDuration = new Histogram({ name: 'switchyard_config_reload_duration_seconds', help: 'Time to validate, build and swap a generation.', registers, buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] });
@@ -100,6 +104,8 @@ export class Metrics {
     this.lastReloadSuccessful = new Gauge({ name: 'switchyard_config_last_reload_successful', help: 'Whether the last config change was applied (1) or rejected (0).', registers });
     this.lastReloadSuccessTime = new Gauge({ name: 'switchyard_config_last_reload_success_timestamp_seconds', help: 'Unix time of the last config change that was applied (the start counts).', registers });
     this.generationsDraining = new Gauge({ name: 'switchyard_generations_draining', help: 'Generations replaced but not yet closed (work still running on them).', registers });
+    this.configSourceUp = new Gauge({ name: 'switchyard_config_source_up', help: 'Whether a config source (etcd) answers: 1, or 0 while it does not (the sidecar keeps serving the config it has, and retries).', labelNames: ['source'], registers });
+    this.configSourceRevision = new Gauge({ name: 'switchyard_config_source_revision', help: 'The revision of the config source (etcd) that the last config read from it was read at.', labelNames: ['source'], registers });
     this.accessLogDropped = new Counter({ name: 'switchyard_access_log_dropped_lines_total', help: 'Access log lines dropped because the sink did not keep up.', registers });
     collectDefaultMetrics({ register: this.registry, prefix: '' });
   }

@@ -1,10 +1,15 @@
 import { resolve } from 'node:path';
-import { loadConfigFiles, type RawConfig } from './config/load.js';
+import { loadConfigFiles, mergeConfigFiles, readConfigFiles, type RawConfig } from './config/load.js';
+import { isObj } from './config/checker.js';
+import { validateConfig } from './config/validate.js';
+import { builtinRegistry } from './builtins.js';
+import { EtcdSource, type Backoff } from './reload/etcd_source.js';
 import { FileWatcher } from './reload/file_watch.js';
-import type { Config, HostPort } from './config/types.js';
+import type { Config, HostPort, SourceConfig } from './config/types.js';
 import { tlsFiles } from './net/tls_material.js';
 import { ConfigError, SwitchyardError } from './errors.js';
 import { AdminServer } from './admin/server.js';
+import { LifecycleGrpcServer } from './admin/lifecycle_grpc.js';
 import { Runtime, type ApplyResult } from './reload/runtime.js';
 import type { ConfigSource } from './reload/generation.js';
 import type { Metrics } from './metrics.js';
@@ -28,6 +33,8 @@ export interface SidecarOptions {
   allowPush?: readonly PushField[];
   /** Called with the runtime before the first config is applied (the CLI's log asks it where the access log goes). */
   onRuntime?: (runtime: Runtime) => void;
+  /** The etcd source's reconnect back-off (default 0.5 s doubling to 30 s); tests shorten it. */
+  etcdBackoff?: Backoff;
 }
 
 /**
@@ -39,15 +46,29 @@ export class Sidecar {
   readonly files: string[];
   admin: AdminServer | null = null;
   adminAddress: HostPort | null = null;
+  /** Layotto's Lifecycle API over gRPC, on `admin.grpcAddress` (null when not configured). */
+  grpc: LifecycleGrpcServer | null = null;
+  grpcAddress: HostPort | null = null;
   #watcher: FileWatcher | null = null;
   /** Watches the TLS files the current config names: a rotated certificate is applied as a reload. */
   #tlsWatcher: FileWatcher | null = null;
   #tlsWatched = '';
   #ready = false;
+  /** The fleet config source, when the bootstrap names `source.etcd`. */
+  #etcd: EtcdSource | null = null;
+  /** The bootstrap's `source` as started with (a reload that changes it takes effect at the next start). */
+  #source: SourceConfig | undefined;
+  readonly #log: (line: string) => void;
 
-  private constructor(runtime: Runtime, files: string[]) {
+  private constructor(runtime: Runtime, files: string[], log: (line: string) => void) {
     this.runtime = runtime;
     this.files = files;
+    this.#log = log;
+  }
+
+  /** The etcd source (null without `source.etcd`). */
+  get etcd(): EtcdSource | null {
+    return this.#etcd;
   }
 
   /** Applies the first config and starts the admin API; throws ConfigError or the build error. */
@@ -55,13 +76,48 @@ export class Sidecar {
     const runtime = new Runtime({ log: opts.log, readyTimeoutMs: opts.readyTimeoutMs, metrics: opts.metrics, allowPush: opts.allowPush });
     opts.onRuntime?.(runtime);
     const files = opts.files ?? [];
-    const sc = new Sidecar(runtime, files);
+    const log = opts.log ?? (() => {});
+    const sc = new Sidecar(runtime, files, log);
     const watched = files.map((f) => resolve(f));
     // Taken before the files are read, so a change made during the start is not missed.
     const baseline = opts.watch && files.length ? await FileWatcher.hash(watched) : undefined;
-    const raw = opts.raw ?? (await loadConfigFiles(files));
-    const r = await runtime.apply(raw, 'file');
+    const read = opts.raw ? null : await readConfigFiles(files);
+    const raw = opts.raw ?? (await mergeConfigFiles(read!));
+    let source: SourceConfig | undefined;
+    try {
+      source = await sourceOf(raw);
+    } catch (err) {
+      await runtime.shutdown();
+      throw err;
+    }
+    sc.#source = source;
+    let r: ApplyResult;
+    if (source?.etcd && read) {
+      const etcd = new EtcdSource({ config: source.etcd, runtime, bootstrap: read, log, backoff: opts.etcdBackoff });
+      sc.#etcd = etcd;
+      const first = await etcd.start();
+      r = first.ok ? first.result : { ok: false, kind: 'failed', error: new SwitchyardError('SY_ERR_CONFIG_SOURCE_DOWN', `etcd (${source.etcd.endpoints.join(', ')}) did not answer: ${first.error.message}`) };
+      if (!r.ok) {
+        // etcd down, or its documents rejected, at start: the bootstrap alone serves
+        // if it has listeners of its own (the source keeps retrying); else no start.
+        const why = r.kind === 'invalid' ? `${r.issues.length} config error(s) in the etcd documents` : r.error.message;
+        if (!hasListeners(raw)) {
+          await etcd.close();
+          await runtime.shutdown();
+          if (r.kind === 'invalid') throw new ConfigError(r.issues);
+          throw new SwitchyardError('SY_ERR_CONFIG_SOURCE_DOWN', `${why}, and the bootstrap has no listeners of its own: not started`, { cause: r.error });
+        }
+        log(`${why}: serving the bootstrap files alone until etcd gives a config that applies`);
+        r = await runtime.apply(await mergeConfigFiles(read, []), 'file');
+      }
+    } else if (source?.etcd) {
+      await runtime.shutdown();
+      throw new SwitchyardError('SY_ERR_CONFIG_SOURCE_DOWN', 'source.etcd needs the bootstrap as --config files');
+    } else {
+      r = await runtime.apply(raw, 'file');
+    }
     if (!r.ok) {
+      await sc.#etcd?.close();
       await runtime.shutdown();
       if (r.kind === 'invalid') throw new ConfigError(r.issues);
       throw r.error;
@@ -72,8 +128,23 @@ export class Sidecar {
       try {
         sc.adminAddress = await sc.admin.listen();
       } catch (err) {
+        await sc.#etcd?.close();
         await runtime.shutdown();
         throw new SwitchyardError('SY_ERR_BIND', `admin API: cannot listen on ${config.admin.address.host}:${config.admin.address.port}: ${(err as Error).message}`, { cause: err });
+      }
+      // Read at start only, as admin.address is.
+      const grpcAt = config.admin.grpcAddress;
+      if (grpcAt) {
+        sc.grpc = new LifecycleGrpcServer({ runtime, address: grpcAt });
+        try {
+          sc.grpcAddress = await sc.grpc.listen();
+        } catch (err) {
+          await sc.#etcd?.close();
+          await sc.admin.close();
+          await sc.grpc.close();
+          await runtime.shutdown();
+          throw new SwitchyardError('SY_ERR_BIND', `admin gRPC API: cannot listen on ${grpcAt.host}:${grpcAt.port}: ${(err as Error).message}`, { cause: err });
+        }
       }
     }
     if (opts.watch && files.length) {
@@ -84,6 +155,7 @@ export class Sidecar {
       runtime.onApplied = (gen) => void sc.#watchTls(gen.config, gen.raw.baseDir);
       await sc.#watchTls(runtime.current!.config, raw.baseDir);
     }
+    sc.#etcd?.run();
     sc.#ready = true;
     return sc;
   }
@@ -111,18 +183,37 @@ export class Sidecar {
     return this.runtime.addresses();
   }
 
-  /** Re-reads the config files and applies them. */
+  /** Re-reads the config files and applies them (under the etcd documents of the config serving, with `source.etcd`). */
   async reload(source: ConfigSource): Promise<ApplyResult> {
-    return this.runtime.apply(await loadConfigFiles(this.files), source);
+    if (this.#etcd === null) return this.runtime.apply(await loadConfigFiles(this.files), source);
+    const read = await readConfigFiles(this.files);
+    const now = await sourceOf(await mergeConfigFiles(read)).catch(() => undefined);
+    if (JSON.stringify(now) !== JSON.stringify(this.#source)) this.#log('source changed in the config files: it takes effect at the next restart');
+    return this.#etcd.setBootstrap(read, source);
   }
 
   /** Graceful stop: /ready turns 503, listeners stop accepting, work drains, then everything closes. */
   async stop(): Promise<void> {
     this.#ready = false;
+    await this.#etcd?.close();
     this.#watcher?.close();
     this.#tlsWatcher?.close();
     this.runtime.onApplied = null;
     await this.runtime.shutdown();
     await this.admin?.close();
+    await this.grpc?.close();
   }
+}
+
+/** The bootstrap's `source`, checked (a ConfigError when it is wrong); undefined when it names none. */
+async function sourceOf(raw: RawConfig): Promise<SourceConfig | undefined> {
+  if (!isObj(raw.value) || raw.value.source === undefined || raw.issues.length) return undefined;
+  // Checked on its own: the bootstrap need not be a whole config without the documents.
+  const v = await validateConfig({ source: raw.value.source }, builtinRegistry(), { bootstrap: true, locate: raw.locate });
+  if (!v.ok) throw new ConfigError(v.issues);
+  return v.config.source;
+}
+
+function hasListeners(raw: RawConfig): boolean {
+  return isObj(raw.value) && isObj(raw.value.listeners) && Object.keys(raw.value.listeners).length > 0;
 }

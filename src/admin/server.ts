@@ -57,7 +57,9 @@ export class AdminServer {
       'GET /config': async () => {
         const g = rt.current;
         if (!g) throw new ApiError(503, 'SY_ERR_NOT_READY', 'no generation serves yet');
-        return { body: { generation: g.number, source: g.source, appliedAt: g.appliedAt.toISOString(), config: publicConfig(g.raw?.value) } };
+        // revision: the etcd revision of the documents merged into this config.
+        const revision = g.raw?.revision;
+        return { body: { generation: g.number, source: g.source, ...(revision !== undefined ? { revision } : {}), appliedAt: g.appliedAt.toISOString(), config: publicConfig(g.raw?.value) } };
       },
       'PUT /config': async (req, url) => {
         const text = await readBody(req);

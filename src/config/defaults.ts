@@ -58,3 +58,5 @@ export const DEFAULT_MIN_UPLOAD_RATE: Readonly<MinUploadRate> = { bytesPerSecond
 export const DEFAULT_MAX_CONCURRENT_STREAMS = 100;
 /** `listeners.<name>.bufferBodyBytes`: bodies up to this are read whole before the upstream request opens (nginx buffers every body by default). */
 export const DEFAULT_BUFFER_BODY_BYTES = 16 * 1024;
+/** `source.etcd`: key prefix, request deadline (and how long a start waits), watch check interval, status lease TTL. */
+export const DEFAULT_ETCD = { prefix: '/switchyard', timeoutMs: 5_000, checkIntervalMs: 30_000, leaseTtlMs: 15_000 } as const;

@@ -43,6 +43,8 @@ export interface RawConfig {
   baseDir: string;
   /** Files that made it, for the watcher and for messages. */
   files: string[];
+  /** The etcd revision its etcd documents were read at (absent: none were merged in). */
+  revision?: number;
 }
 
 /** A config text and the name its errors give (a file, or `PUT /config`). */
@@ -197,8 +199,18 @@ function parseText(src: Source, docMax: number): { value: unknown } | { errors: 
   }
 }
 
-/** Reads and merges `--config` files: later files override earlier ones key by key. Big files are parsed off the main thread. */
-export async function loadConfigFiles(files: readonly string[], cwd = process.cwd()): Promise<RawConfig> {
+/** The texts of some `--config` files, as read (a file that cannot be read is an issue). */
+export interface ConfigFiles {
+  texts: ConfigText[];
+  issues: ConfigIssue[];
+  /** The first file's directory (relative plugin paths resolve from it). */
+  baseDir: string;
+  /** The files, absolute. */
+  files: string[];
+}
+
+/** Reads `--config` files, without parsing them. */
+export async function readConfigFiles(files: readonly string[], cwd = process.cwd()): Promise<ConfigFiles> {
   const texts: ConfigText[] = [];
   const issues: ConfigIssue[] = [];
   for (const f of files) {
@@ -209,11 +221,31 @@ export async function loadConfigFiles(files: readonly string[], cwd = process.cw
       issues.push({ code: 'SY_ERR_CONFIG_FILE', path: '', file: f, message: `cannot read: ${(err as Error).message}` });
     }
   }
-  const first = files[0] ? resolve(cwd, files[0], '..') : cwd;
-  const raw = await parseConfigTextsAsync(texts, first);
-  raw.issues.unshift(...issues);
-  raw.files = files.map((f) => (isAbsolute(f) ? f : resolve(cwd, f)));
+  const baseDir = files[0] ? resolve(cwd, files[0], '..') : cwd;
+  return { texts, issues, baseDir, files: files.map((f) => (isAbsolute(f) ? f : resolve(cwd, f))) };
+}
+
+/**
+ * Files read by readConfigFiles, then `layers` (texts from a config source, e.g.
+ * etcd documents), merged in that order by the one merge rule (mergeConfig). With
+ * layers, the files' `source` is not merged: it says where the layers come from and
+ * is no part of the config they make (a layer that names a `source` is left for the
+ * validator to reject).
+ */
+export async function mergeConfigFiles(read: ConfigFiles, layers?: readonly ConfigText[]): Promise<RawConfig> {
+  const texts = layers ? [...read.texts, SOURCE_DROPPED, ...layers] : read.texts;
+  const raw = await parseConfigTextsAsync(texts, read.baseDir);
+  raw.issues.unshift(...read.issues);
+  raw.files = read.files;
   return raw;
+}
+
+/** A text merged between the bootstrap files and a source's layers: `key: null` removes the key (mergeConfig). */
+const SOURCE_DROPPED: ConfigText = { name: '(the bootstrap\'s source, not merged)', text: 'source: null\n' };
+
+/** Reads and merges `--config` files: later files override earlier ones key by key. Big files are parsed off the main thread. */
+export async function loadConfigFiles(files: readonly string[], cwd = process.cwd()): Promise<RawConfig> {
+  return mergeConfigFiles(await readConfigFiles(files, cwd));
 }
 
 /**

@@ -13,6 +13,31 @@ export interface Config {
   accessLog?: AccessLogConfig;
   /** Process-wide limits (`limits`). */
   limits: LimitsConfig;
+  /** Where the dynamic config lives (`source`): set only when the config was checked as a bootstrap file. */
+  source?: SourceConfig;
+}
+
+/** `source`: bootstrap only (the --config files); a pushed config or an etcd document may not name one. */
+export interface SourceConfig {
+  etcd: EtcdSourceConfig;
+}
+
+/** `source.etcd`: the fleet's config on etcd (README "Fleet config on etcd"). */
+export interface EtcdSourceConfig {
+  /** `http://host:port` client URLs. */
+  endpoints: string[];
+  /** Key prefix, without a trailing slash (default /switchyard). */
+  prefix: string;
+  /** This sidecar's app: it reads `<prefix>/apps/<app>`. */
+  app: string;
+  /** This sidecar's name in `<prefix>/status/<app>/<instance>` (default hostname-pid). */
+  instance: string;
+  /** Deadline of each etcd request, and how long a start waits for etcd (default 5s). */
+  timeoutMs: number;
+  /** How often the watch is checked against a read (a watch that silently stalls; default 30s). */
+  checkIntervalMs: number;
+  /** TTL of the status key's lease (default 15s). */
+  leaseTtlMs: number;
 }
 
 /** `limits`: what the whole sidecar takes at once, across listeners (issue 11, item 5). */
@@ -47,6 +72,8 @@ export interface AdminConfig {
   public: AdminPublicRoute[];
   /** Host names (besides IP literals and localhost) that requests may name the admin API by. */
   hosts: string[];
+  /** Where Layotto's Lifecycle API is served over gRPC (absent: not served). */
+  grpcAddress?: HostPort;
 }
 
 export type AdminPublicRoute = 'ready' | 'metrics';

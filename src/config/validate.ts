@@ -14,7 +14,7 @@ import type { TypeLookup } from './plugin_api.js';
 import { checkComponents } from './schema/components.js';
 import { checkListeners } from './schema/listeners.js';
 import { checkRoles, checkVsets } from './schema/roles_vsets.js';
-import { checkAccessLog, checkAdmin, checkLimits, checkPlugins } from './schema/sidecar.js';
+import { checkAccessLog, checkAdmin, checkLimits, checkPlugins, checkSource } from './schema/sidecar.js';
 import { Slicer } from './slicer.js';
 import type { Config } from './types.js';
 
@@ -32,9 +32,11 @@ export interface ValidateOptions {
   before?: readonly { issue: ConfigIssue; path: Path }[];
   /** Yields to the event loop between slices of the work (default: a new Slicer). */
   slicer?: Slicer;
+  /** The config is a bootstrap (the --config files at start, `switchyard validate`): it may name a `source`. */
+  bootstrap?: boolean;
 }
 
-const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners', 'accessLog', 'limits'];
+const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners', 'accessLog', 'limits', 'source'];
 
 /**
  * Validates a whole config and normalizes it. Every issue is collected (not just the
@@ -49,13 +51,13 @@ export async function validateConfig(value: unknown, types: TypeLookup, opts: Va
   const found = c.issues.found;
   for (const b of opts.before ?? []) found.push({ issue: b.issue, query: { path: b.path } });
   const root = await substituteEnv(value ?? {}, opts.env ?? process.env, (code, path, message) => c.report(code, path, message), slicer);
-  const config = await checkRoot(c, root, types, slicer);
+  const config = await checkRoot(c, root, types, slicer, opts.bootstrap === true, opts.env ?? process.env);
   if (found.length === 0) return { ok: true, config };
   const locations = opts.locate ? await opts.locate(found.map((f) => f.query)) : [];
   return { ok: false, issues: found.map((f, i) => ({ ...f.issue, ...(locations[i] ?? {}) })) };
 }
 
-async function checkRoot(c: Checker, value: unknown, types: TypeLookup, slicer: Slicer): Promise<Config> {
+async function checkRoot(c: Checker, value: unknown, types: TypeLookup, slicer: Slicer, bootstrap: boolean, env: NodeJS.ProcessEnv): Promise<Config> {
   const root = c.obj(value, [], TOP_KEYS) ?? {};
   if (root.version !== undefined && root.version !== 1) {
     c.report('SY_ERR_CONFIG_VALUE', ['version'], `unsupported config version ${JSON.stringify(root.version)}; this switchyard reads version 1`);
@@ -69,5 +71,6 @@ async function checkRoot(c: Checker, value: unknown, types: TypeLookup, slicer: 
   const drainTimeoutMs = c.duration(root.drainTimeout, ['drainTimeout'], { default: DEFAULT_DRAIN_MS });
   const accessLog = checkAccessLog(c, root.accessLog);
   const limits = checkLimits(c, root.limits);
-  return { version: 1, admin, drainTimeoutMs, roles, vsets, components, plugins, listeners, ...(accessLog ? { accessLog } : {}), limits };
+  const source = checkSource(c, root.source, bootstrap, env);
+  return { version: 1, admin, drainTimeoutMs, roles, vsets, components, plugins, listeners, ...(accessLog ? { accessLog } : {}), limits, ...(source ? { source } : {}) };
 }

@@ -16,7 +16,7 @@ export type CheckResult = { ok: true; config: Config; registry: Registry } | { o
  * registry of the built-ins, then the whole validation, then the TLS files it
  * names, read and checked. Every issue at once.
  */
-export async function checkConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env): Promise<CheckResult> {
+export async function checkConfig(raw: RawConfig, env: NodeJS.ProcessEnv = process.env, opts: { bootstrap?: boolean } = {}): Promise<CheckResult> {
   if (raw.issues.length) return { ok: false, issues: raw.issues };
   const registry = builtinRegistry();
   const plugins = (raw.value as { plugins?: unknown } | undefined)?.plugins;
@@ -31,7 +31,7 @@ export async function checkConfig(raw: RawConfig, env: NodeJS.ProcessEnv = proce
   }) : [];
   const pluginIssues = pluginPaths.length ? await loadPlugins(pluginPaths, raw.baseDir, registry) : [];
   const v = await validateConfig(raw.value, registry, {
-    locate: raw.locate, sourceOf: raw.sourceOf, env,
+    locate: raw.locate, sourceOf: raw.sourceOf, env, bootstrap: opts.bootstrap,
     before: pluginIssues.map((issue) => ({ issue, path: ['plugins', Number(/\d+/.exec(issue.path)![0])] })),
   });
   if (!v.ok) return { ok: false, issues: v.issues };

@@ -1,25 +1,35 @@
-/** The sections about the sidecar itself rather than its traffic: `admin`, `accessLog`, `limits`, `plugins`. */
+/** The sections about the sidecar itself rather than its traffic: `admin`, `accessLog`, `limits`, `plugins`, `source`. */
 import { isIP } from 'node:net';
+import { hostname } from 'node:os';
 import { describe, REQUIRED, type Checker } from '../checker.js';
-import { DEFAULT_ADMIN } from '../defaults.js';
+import { DEFAULT_ADMIN, DEFAULT_ETCD } from '../defaults.js';
 import { isLoopback, parseHostPort } from '../parse.js';
 import type { Path } from '../load.js';
-import type { AccessLogConfig, AdminConfig, LimitsConfig } from '../types.js';
+import type { AccessLogConfig, AdminConfig, LimitsConfig, SourceConfig } from '../types.js';
 
 /** The largest connection limit one may write (far beyond any file-descriptor limit). */
 export const MAX_CONNECTIONS = 10_000_000;
 
-/** `admin`: address (default 127.0.0.1:9901), token (required off loopback), public routes, host names. */
+/** `admin`: address (default 127.0.0.1:9901), token (required off loopback), public routes, host names, the gRPC Lifecycle API's address. */
 export function checkAdmin(c: Checker, value: unknown): AdminConfig {
   const admin: AdminConfig = { address: DEFAULT_ADMIN, public: [], hosts: [] };
-  const o = c.obj(value, ['admin'], ['address', 'token', 'public', 'hosts']);
+  const o = c.obj(value, ['admin'], ['address', 'token', 'public', 'hosts', 'grpcAddress']);
   if (!o) return admin;
-  if (o.address !== undefined) {
-    const s = c.str(o.address, ['admin', 'address'], REQUIRED);
+  const ipPort = (key: 'address' | 'grpcAddress'): { host: string; port: number } | undefined => {
+    const s = c.str(o[key], ['admin', key], REQUIRED);
     const hp = s === undefined ? undefined : parseHostPort(s);
     if (s !== undefined && (!hp || hp.port === undefined || !isIP(hp.host))) {
-      c.report('SY_ERR_CONFIG_VALUE', ['admin', 'address'], `"${s}" is not an ip:port address`);
-    } else if (hp) admin.address = { host: hp.host, port: hp.port! };
+      c.report('SY_ERR_CONFIG_VALUE', ['admin', key], `"${s}" is not an ip:port address`);
+      return undefined;
+    }
+    return hp ? { host: hp.host, port: hp.port! } : undefined;
+  };
+  if (o.address !== undefined) admin.address = ipPort('address') ?? admin.address;
+  if (o.grpcAddress !== undefined) {
+    const g = ipPort('grpcAddress');
+    if (g && g.port !== 0 && g.port === admin.address.port && (g.host === admin.address.host || isWildcardHost(g.host) || isWildcardHost(admin.address.host))) {
+      c.report('SY_ERR_ADDRESS_IN_USE', ['admin', 'grpcAddress'], `${g.host}:${g.port} is also admin.address`);
+    } else if (g) admin.grpcAddress = g;
   }
   if (o.token !== undefined) {
     const t = c.str(o.token, ['admin', 'token'], REQUIRED);
@@ -42,7 +52,14 @@ export function checkAdmin(c: Checker, value: unknown): AdminConfig {
   if (!admin.token && !isLoopback(admin.address.host)) {
     c.report('SY_ERR_ADMIN_TOKEN_REQUIRED', ['admin', 'address'], `a non-loopback admin address (${admin.address.host}) needs admin.token`);
   }
+  if (!admin.token && admin.grpcAddress && !isLoopback(admin.grpcAddress.host)) {
+    c.report('SY_ERR_ADMIN_TOKEN_REQUIRED', ['admin', 'grpcAddress'], `a non-loopback gRPC admin address (${admin.grpcAddress.host}) needs admin.token`);
+  }
   return admin;
+}
+
+function isWildcardHost(host: string): boolean {
+  return host === '0.0.0.0' || host === '::';
 }
 
 /** A list of strings, each mapped by `item` (undefined: reported by it, left out). */
@@ -85,4 +102,50 @@ export function checkPlugins(c: Checker, value: unknown): string[] {
     const s = c.str(p, ['plugins', i], REQUIRED);
     return s === undefined ? [] : [s];
   });
+}
+
+/** An app or instance name: a path segment of an etcd key (host names have dots). */
+const KEY_SEGMENT_RE = /^[A-Za-z0-9_.-]+$/;
+
+/**
+ * `source`: where the dynamic config lives. Only a bootstrap (`--config`) file may
+ * say (`bootstrap`); anywhere else (a pushed config, an etcd document) it is an
+ * error, not a key silently ignored: the source is chosen once, at start.
+ */
+export function checkSource(c: Checker, value: unknown, bootstrap: boolean, env: NodeJS.ProcessEnv): SourceConfig | undefined {
+  if (value === undefined) return undefined;
+  if (!bootstrap) {
+    c.report('SY_ERR_CONFIG_SOURCE_NOT_BOOTSTRAP', ['source'], 'only the bootstrap file (--config) may name a config source; a pushed config or an etcd document may not', true);
+    return undefined;
+  }
+  const o = c.obj(value, ['source'], ['etcd'], REQUIRED);
+  const e = o && c.obj(o.etcd, ['source', 'etcd'], ['endpoints', 'prefix', 'app', 'instance', 'timeout', 'checkInterval', 'leaseTtl'], REQUIRED);
+  if (!e) return undefined;
+  const at = (k: string): Path => ['source', 'etcd', k];
+  const endpoints = items(c, c.list(e.endpoints, at('endpoints'), { ...REQUIRED, nonEmpty: true }) ?? [], at('endpoints'), (s, path) => {
+    if (/^https?:\/\/[^/\s]+:\d+\/?$/.test(s)) return s.replace(/\/$/, '');
+    c.report('SY_ERR_CONFIG_VALUE', path, `${JSON.stringify(s)} is not an etcd client URL (http://host:port)`);
+    return undefined;
+  });
+  let prefix = c.str(e.prefix, at('prefix'), { default: DEFAULT_ETCD.prefix });
+  if (!/^\/[^\s]*$/.test(prefix) || prefix.includes('//')) {
+    c.report('SY_ERR_CONFIG_VALUE', at('prefix'), `${JSON.stringify(prefix)} is not a key prefix: it starts with /, without spaces or //`);
+  }
+  prefix = prefix.replace(/\/+$/, '');
+  const segment = (k: 'app' | 'instance', fallback: string | undefined): string => {
+    const s = e[k] === undefined ? fallback : c.str(e[k], at(k), REQUIRED);
+    if (s === undefined) {
+      c.report('SY_ERR_CONFIG_REQUIRED', at(k), 'is required (or set SWITCHYARD_APP)');
+      return '';
+    }
+    if (!KEY_SEGMENT_RE.test(s)) c.report('SY_ERR_CONFIG_VALUE', at(k), `${JSON.stringify(s)} must match [A-Za-z0-9_.-]+ (it is part of an etcd key)`);
+    return s;
+  };
+  const app = segment('app', env.SWITCHYARD_APP || undefined);
+  const instance = segment('instance', `${hostname()}-${process.pid}`);
+  const timeoutMs = c.duration(e.timeout, at('timeout'), { default: DEFAULT_ETCD.timeoutMs });
+  const checkIntervalMs = c.duration(e.checkInterval, at('checkInterval'), { default: DEFAULT_ETCD.checkIntervalMs });
+  const leaseTtlMs = c.duration(e.leaseTtl, at('leaseTtl'), { default: DEFAULT_ETCD.leaseTtlMs });
+  if (leaseTtlMs < 2_000) c.report('SY_ERR_CONFIG_VALUE', at('leaseTtl'), 'must be at least 2s (etcd leases count in seconds)');
+  return { etcd: { endpoints, prefix: prefix || '/', app, instance, timeoutMs, checkIntervalMs, leaseTtlMs } };
 }
