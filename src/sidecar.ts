@@ -9,6 +9,7 @@ import { Runtime, type ApplyResult } from './reload/runtime.js';
 import type { ConfigSource } from './reload/generation.js';
 import type { Metrics } from './metrics.js';
 import type { PushField } from './reload/push_policy.js';
+import { ratelimitStats } from './components/ratelimit.js';
 
 export interface SidecarOptions {
   /** `--config` files, merged in order. */
@@ -54,6 +55,7 @@ export class Sidecar {
   static async start(opts: SidecarOptions): Promise<Sidecar> {
     const runtime = new Runtime({ log: opts.log, readyTimeoutMs: opts.readyTimeoutMs, metrics: opts.metrics, allowPush: opts.allowPush });
     opts.onRuntime?.(runtime);
+    runtime.metrics.ratelimits = () => ratelimitStats(liveSlots(runtime));
     const files = opts.files ?? [];
     const sc = new Sidecar(runtime, files);
     const watched = files.map((f) => resolve(f));
@@ -125,4 +127,9 @@ export class Sidecar {
     await this.runtime.shutdown();
     await this.admin?.close();
   }
+}
+
+/** The component slots of the generations still open, the current one's first. */
+function* liveSlots(runtime: Runtime) {
+  for (const gen of [runtime.current, ...runtime.draining]) if (gen !== null) yield* gen.components.values();
 }

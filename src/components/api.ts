@@ -23,10 +23,16 @@ export interface Component {
   close(): Promise<void>;
 }
 
+/** What a new instance is told about itself. */
+export interface ComponentInfo {
+  /** Its name in `components` (e.g. a default key prefix, a connection name). */
+  readonly name: string;
+}
+
 /** A component type, registered like a filter type. */
 export interface ComponentDescriptor {
   type: string;
   /** Checks the metadata (string → string); report every problem. */
   validate(metadata: Readonly<Record<string, string>>, ctx: ComponentValidateContext): void;
-  create(): Component;
+  create(info: ComponentInfo): Component;
 }

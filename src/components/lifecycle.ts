@@ -177,7 +177,7 @@ async function bringUp(name: string, cfg: ComponentConfig, registry: Registry, d
   predecessor?: ComponentSlot): Promise<ComponentSlot> {
   const d = registry.component(cfg.type);
   if (!d) throw new SwitchyardError('SY_ERR_COMPONENT_INIT', `component ${name}: unknown type ${cfg.type}`);
-  const slot = new ComponentSlot(name, cfg, d.create());
+  const slot = new ComponentSlot(name, cfg, d.create({ name }));
   plan.created.push(slot);
   const budgetMs = cfg.readyTimeoutMs ?? defaultTimeoutMs;
   const deadline = performance.now() + budgetMs;

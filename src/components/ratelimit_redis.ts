@@ -1,0 +1,165 @@
+import { createHash } from 'node:crypto';
+import { createClient } from 'redis';
+
+/**
+ * GCRA (the generic cell rate algorithm, as in redis-cell and Stripe's limiter)
+ * over one key holding the theoretical arrival time (TAT, µs) of the next token,
+ * on Redis's own clock (TIME), so sidecars' clocks do not matter. It takes up to
+ * `want` tokens at once (a lease), and at least `min`, or none:
+ *
+ *   free = floor((now + tau - TAT) / T)     T = 1e6 / requestsPerSecond, tau = burst * T
+ *   free >= min: take n = min(want, free), TAT += n * T
+ *   else:        take none, answer when `min` will be free
+ *
+ * What it guarantees, fleet-wide, per key: in any interval of d seconds Redis
+ * hands out at most `burst + requestsPerSecond * d` tokens (GCRA is exactly a
+ * token bucket of size `burst`; no window edges to game). The script runs
+ * atomically, so concurrent sidecars never both take the same token. The key
+ * expires when its TAT has passed (an idle limit costs no memory).
+ *
+ * KEYS[1] the limit; ARGV: T (µs), tau (µs), want, min. Returns {taken, waitUs}.
+ */
+const GCRA = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local T = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local want = tonumber(ARGV[3])
+local min = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < now then tat = now end
+local free = math.floor((now + tau - tat) / T)
+if free < min then
+  return {0, math.ceil(tat + min * T - tau - now)}
+end
+local n = math.min(want, free)
+tat = tat + n * T
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+return {n, 0}
+`;
+const GCRA_SHA = createHash('sha1').update(GCRA).digest('hex');
+
+/** A lease asked of Redis: tokens taken, or none and how long until `min` are free. */
+export interface Grant {
+  taken: number;
+  waitMs: number;
+}
+
+/** What one grant asks: up to `want` tokens, at least `min`, of a limit of `perSecond` with `burst`. */
+export interface GrantRequest {
+  key: string;
+  want: number;
+  min: number;
+  perSecond: number;
+  burst: number;
+}
+
+/** How long a connection attempt may take (a DR Redis that drops SYNs must fail the change, not hang it). */
+const CONNECT_TIMEOUT_MS = 2_000;
+
+/**
+ * Reconnect back-off once a connection was up: 50 ms doubling to 2 s, with
+ * jitter so that a fleet does not reconnect in step.
+ */
+function backoff(retries: number): number {
+  return Math.min(2_000, 50 * 2 ** Math.min(retries, 6)) + Math.floor(Math.random() * 50);
+}
+
+/**
+ * One connection to the Redis that holds a shared limit, and the GCRA script on
+ * it. Commands are never queued while disconnected (they fail at once: the
+ * caller's failureMode decides), and the client reconnects by itself.
+ */
+export class RedisStore {
+  readonly #url: string;
+  readonly #client: ReturnType<typeof createClient>;
+  #everReady = false;
+  #healthy = true;
+  /** Calls sent and not answered yet, oldest first (Set order). */
+  readonly #pending = new Set<{ at: number }>();
+  readonly #hardTimeoutMs: number;
+
+  /** `name` is the connection's CLIENT SETNAME; `hardTimeoutMs` is when a call is abandoned. */
+  constructor(url: string, name: string, hardTimeoutMs: number) {
+    this.#url = url;
+    this.#hardTimeoutMs = hardTimeoutMs;
+    this.#client = createClient({
+      url,
+      name,
+      disableOfflineQueue: true,
+      socket: {
+        connectTimeout: CONNECT_TIMEOUT_MS,
+        // The first connection must succeed (an unreachable Redis fails init, so a
+        // change to it is rejected); after that, reconnect for as long as it takes.
+        reconnectStrategy: (retries) => (this.#everReady ? backoff(retries) : false),
+      },
+    });
+    // Errors are the state (up/down), seen by the callers; without a listener they would crash the process.
+    this.#client.on('error', () => {});
+    this.#client.on('ready', () => {
+      this.#everReady = true;
+      this.#healthy = true;
+    });
+  }
+
+  /** Connects once; rejects naming the URL when Redis cannot be reached. */
+  async connect(): Promise<void> {
+    try {
+      await this.#client.connect();
+    } catch (err) {
+      throw new Error(`redis ${this.#url}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** Readiness: PING answers PONG, and the script is loaded (so Lua works there). */
+  async ready(): Promise<boolean> {
+    const pong = await this.#client.ping();
+    await this.#client.sendCommand(['SCRIPT', 'LOAD', GCRA]);
+    return pong === 'PONG';
+  }
+
+  /** Connected, the last call answered, and none waiting longer than `slowMs`. */
+  up(now: number, slowMs: number): boolean {
+    if (!this.#client.isReady || !this.#healthy) return false;
+    const oldest = this.#pending.values().next().value;
+    return oldest === undefined || now - oldest.at <= slowMs;
+  }
+
+  /** Asks for a lease; rejects when disconnected, on a Redis error, or after the hard timeout. */
+  async grant(r: GrantRequest): Promise<Grant> {
+    const interval = 1e6 / r.perSecond;
+    const args = [String(interval), String(interval * r.burst), String(r.want), String(r.min)];
+    const call = { at: performance.now() };
+    this.#pending.add(call);
+    try {
+      let reply: unknown;
+      try {
+        reply = await this.#client.sendCommand(['EVALSHA', GCRA_SHA, '1', r.key, ...args], { timeout: this.#hardTimeoutMs });
+      } catch (err) {
+        // A Redis restarted (or a new one) has no scripts: send it once in full.
+        if (!(err as Error)?.message?.startsWith('NOSCRIPT')) throw err;
+        reply = await this.#client.sendCommand(['EVAL', GCRA, '1', r.key, ...args], { timeout: this.#hardTimeoutMs });
+      }
+      const [taken, waitUs] = reply as [number, number];
+      this.#healthy = true;
+      return { taken: Number(taken), waitMs: Number(waitUs) / 1000 };
+    } catch (err) {
+      this.#healthy = false;
+      throw err;
+    } finally {
+      this.#pending.delete(call);
+    }
+  }
+
+  /** Closes the connection (idempotent): lets answers in flight arrive for up to 1 s, then cuts. */
+  async close(): Promise<void> {
+    if (!this.#client.isOpen) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      this.#client.close().catch(() => {}),
+      new Promise<void>((resolve) => { timer = setTimeout(resolve, 1_000); }),
+    ]);
+    clearTimeout(timer);
+    if (this.#client.isOpen) this.#client.destroy();
+  }
+}
