@@ -78,6 +78,8 @@ export class RedisStore {
   /** Calls sent and not answered yet, oldest first (Set order). */
   readonly #pending = new Set<{ at: number }>();
   readonly #hardTimeoutMs: number;
+  #probe: NodeJS.Timeout | null = null;
+  #closed = false;
 
   /** `name` is the connection's CLIENT SETNAME; `hardTimeoutMs` is when a call is abandoned. */
   constructor(url: string, name: string, hardTimeoutMs: number) {
@@ -144,15 +146,36 @@ export class RedisStore {
       this.#healthy = true;
       return { taken: Number(taken), waitMs: Number(waitUs) / 1000 };
     } catch (err) {
-      this.#healthy = false;
+      this.#unhealthy();
       throw err;
     } finally {
       this.#pending.delete(call);
     }
   }
 
+  /**
+   * A call failed while connected (a hard timeout, a Redis error): down until a
+   * PING answers, tried every second, so the state recovers without traffic.
+   * Disconnected, the client's own reconnect (the 'ready' event) ends it.
+   */
+  #unhealthy(): void {
+    this.#healthy = false;
+    if (this.#probe !== null || this.#closed) return;
+    this.#probe = setTimeout(() => {
+      this.#probe = null;
+      if (this.#closed || this.#healthy || !this.#client.isReady) return;
+      this.#client.sendCommand(['PING'], { timeout: this.#hardTimeoutMs }).then(
+        () => { this.#healthy = true; },
+        () => this.#unhealthy(),
+      );
+    }, 1_000);
+    this.#probe.unref();
+  }
+
   /** Closes the connection (idempotent): lets answers in flight arrive for up to 1 s, then cuts. */
   async close(): Promise<void> {
+    this.#closed = true;
+    if (this.#probe !== null) clearTimeout(this.#probe);
     if (!this.#client.isOpen) return;
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([
