@@ -11,8 +11,13 @@ interface Waiter {
 interface Lease {
   readonly redisKey: string;
   tokens: number;
-  /** Tokens left after this are dropped (performance.now() ms). */
+  /** The tokens may be used from this time on (a lease reserved ahead; performance.now() ms). */
+  readyAt: number;
+  /** Tokens left after this are dropped. */
   expiresAt: number;
+  /** The lease after this one, taken ahead while this one is being spent (0 tokens: none). */
+  nextTokens: number;
+  nextReadyAt: number;
   /** Redis said none are free before this: requests until then are limited here. */
   deniedUntil: number;
   refilling: boolean;
@@ -39,11 +44,13 @@ const seconds = (ms: number): number => Math.max(1, Math.ceil(ms / 1000));
  *
  * - A lease is sized by this sidecar's own demand for the key: the requests it
  *   expects in `leaseWindow` (50 ms), at least 1, at most `burst`. At 1,000 rps
- *   that is 50 tokens a call. A lease is refilled ahead, once half of it is
- *   spent, so that under steady demand requests rarely find it empty. Tokens
- *   left after 4 lease windows are dropped (unused tokens must not pile up into
- *   a burst the fleet never agreed to).
- * - Redis answers "none free before X": requests are limited here, with no call,
+ *   that is 50 tokens a call. The next lease is taken ahead, once half of this
+ *   one is spent, so that under steady demand requests rarely find it empty.
+ *   Tokens left 4 lease windows after a lease became usable are dropped (unused
+ *   tokens must not pile up into a burst the fleet never agreed to).
+ * - When the limit is saturated, Redis reserves a lease up to those 4 windows
+ *   ahead (usable from then on: requests until then are limited here, with no
+ *   call), or answers "ask again at X" when even that is too far: limited here
  *   until X.
  * - A request that finds the lease empty while a refill is in flight waits for it,
  *   up to `timeout`; then failureMode decides (open: allowed, counted failed-open;
@@ -102,12 +109,17 @@ export class RedisLeases {
     const now = performance.now();
     const l = this.#lease(key, now);
     l.seen++;
+    if ((l.tokens < 1 || now >= l.expiresAt) && l.nextTokens > 0) this.#promote(l);
     if (l.tokens >= 1 && now < l.expiresAt) {
+      if (now < l.readyAt) {
+        this.decisions.limited++;
+        return seconds(l.readyAt - now);
+      }
       l.tokens--;
       this.decisions.allowed++;
       // Ahead of need only when the demand fills a lease of 2 or more: a single
       // token fetched ahead at a low rate would mostly expire unused.
-      if (!l.refilling && now >= l.deniedUntil) {
+      if (!l.refilling && l.nextTokens === 0 && now >= l.deniedUntil) {
         const size = this.#size(l, 0);
         if (size >= 2 && l.tokens < size / 2) this.#refill(l, now);
       }
@@ -128,6 +140,18 @@ export class RedisLeases {
     });
   }
 
+  /** The lease taken ahead becomes the one in use. */
+  #promote(l: Lease): void {
+    l.tokens = l.nextTokens;
+    l.readyAt = l.nextReadyAt;
+    l.expiresAt = l.nextReadyAt + this.#lifeMs();
+    l.nextTokens = 0;
+  }
+
+  #lifeMs(): number {
+    return LEASE_LIFE_WINDOWS * this.#r.leaseWindowMs;
+  }
+
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
@@ -141,7 +165,7 @@ export class RedisLeases {
     if (l === undefined) {
       if (this.#leases.size >= this.#s.maxKeys) this.#leases.delete(this.#leases.keys().next().value!);
       const redisKey = this.#s.key === null ? this.#r.keyPrefix : `${this.#r.keyPrefix}:${this.#s.key.by}:${key}`;
-      l = { redisKey, tokens: 0, expiresAt: 0, deniedUntil: 0, refilling: false, waiters: [], timer: null, seen: 0, since: now, rate: 0 };
+      l = { redisKey, tokens: 0, readyAt: 0, expiresAt: 0, nextTokens: 0, nextReadyAt: 0, deniedUntil: 0, refilling: false, waiters: [], timer: null, seen: 0, since: now, rate: 0 };
       this.#leases.set(key, l);
     } else if (this.#s.key !== null) {
       this.#leases.delete(key);
@@ -172,7 +196,7 @@ export class RedisLeases {
     // At least half a lease a call (fewer calls); at least 1, for a request waiting.
     const min = Math.max(1, Math.ceil(want / 2));
     l.refilling = true;
-    this.#store.grant({ key: l.redisKey, want, min, perSecond: this.#s.ratePerMs * 1000, burst: this.#s.burst }).then(
+    this.#store.grant({ key: l.redisKey, want, min, maxWaitMs: this.#lifeMs(), perSecond: this.#s.ratePerMs * 1000, burst: this.#s.burst }).then(
       (g) => this.#answered(l, g.taken, g.waitMs),
       () => {
         l.refilling = false;
@@ -181,27 +205,37 @@ export class RedisLeases {
     );
   }
 
+  /** Redis answered: `taken` tokens usable in `waitMs`, or none and ask again in `waitMs`. */
   #answered(l: Lease, taken: number, waitMs: number): void {
     l.refilling = false;
     if (this.#closed) return;
     const now = performance.now();
     if (taken > 0) {
-      if (now >= l.expiresAt) l.tokens = 0;
-      l.tokens += taken;
-      l.expiresAt = now + LEASE_LIFE_WINDOWS * this.#r.leaseWindowMs;
       l.deniedUntil = 0;
+      if (l.tokens >= 1 && now < l.expiresAt) {
+        l.nextTokens += taken;
+        l.nextReadyAt = now + waitMs;
+      } else {
+        l.tokens = taken;
+        l.readyAt = now + waitMs;
+        l.expiresAt = l.readyAt + this.#lifeMs();
+      }
     } else {
       l.deniedUntil = now + waitMs;
     }
-    while (l.waiters.length > 0 && l.tokens >= 1) {
+    while (l.waiters.length > 0 && l.tokens >= 1 && now >= l.readyAt) {
       l.tokens--;
       this.decisions.allowed++;
       l.waiters.shift()!.resolve(0);
     }
     if (l.waiters.length === 0) {
       this.#disarm(l);
-    } else if (l.deniedUntil > now) {
-      const wait = seconds(l.deniedUntil - now);
+      return;
+    }
+    // Still waiting: the lease is reserved for later, Redis said "not before", or it was too small.
+    const until = l.tokens >= 1 ? l.readyAt : l.deniedUntil;
+    if (until > now) {
+      const wait = seconds(until - now);
       this.decisions.limited += l.waiters.length;
       for (const w of l.waiters.splice(0)) w.resolve(wait);
       this.#disarm(l);

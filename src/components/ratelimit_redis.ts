@@ -5,19 +5,25 @@ import { createClient } from 'redis';
  * GCRA (the generic cell rate algorithm, as in redis-cell and Stripe's limiter)
  * over one key holding the theoretical arrival time (TAT, µs) of the next token,
  * on Redis's own clock (TIME), so sidecars' clocks do not matter. It takes up to
- * `want` tokens at once (a lease), and at least `min`, or none:
+ * `want` tokens at once (a lease), at least `min`, and may reserve them up to
+ * `maxWait` ahead (the lease is usable from then on):
  *
- *   free = floor((now + tau - TAT) / T)     T = 1e6 / requestsPerSecond, tau = burst * T
- *   free >= min: take n = min(want, free), TAT += n * T
- *   else:        take none, answer when `min` will be free
+ *   T = 1e6 / requestsPerSecond, tau = burst * T
+ *   a lease of n conforms at  TAT + n * T - tau
+ *   n = min(want, the most that conform by now + maxWait)
+ *   n >= min: TAT += n * T, answer {n, when it conforms (0: now)}
+ *   else:     take none, answer {0, when a lease of `min` could be reserved}
  *
- * What it guarantees, fleet-wide, per key: in any interval of d seconds Redis
- * hands out at most `burst + requestsPerSecond * d` tokens (GCRA is exactly a
- * token bucket of size `burst`; no window edges to game). The script runs
- * atomically, so concurrent sidecars never both take the same token. The key
- * expires when its TAT has passed (an idle limit costs no memory).
+ * What it guarantees, fleet-wide, per key: Redis hands out tokens no faster than
+ * a token bucket of size `burst` refilled at `requestsPerSecond` (GCRA is exactly
+ * that; no window edges to game): in any d seconds, at most burst + rate × d.
+ * The script runs atomically, so concurrent sidecars never take the same token.
+ * Reserving ahead turns contention into a queue: a sidecar that asks gets its
+ * turn instead of a "no, ask again", so a saturated limit costs about one call
+ * per lease, not one per contender per lease. The key expires when its TAT has
+ * passed (an idle limit costs no memory).
  *
- * KEYS[1] the limit; ARGV: T (µs), tau (µs), want, min. Returns {taken, waitUs}.
+ * KEYS[1] the limit; ARGV: T, tau, want, min, maxWait (µs where a time).
  */
 const GCRA = `
 local t = redis.call('TIME')
@@ -26,30 +32,31 @@ local T = tonumber(ARGV[1])
 local tau = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local min = tonumber(ARGV[4])
+local maxWait = tonumber(ARGV[5])
 local tat = tonumber(redis.call('GET', KEYS[1]))
 if tat == nil or tat < now then tat = now end
-local free = math.floor((now + tau - tat) / T)
-if free < min then
-  return {0, math.ceil(tat + min * T - tau - now)}
+local n = math.min(want, math.floor((now + maxWait + tau - tat) / T))
+if n < min then
+  return {0, math.ceil(tat + min * T - tau - maxWait - now)}
 end
-local n = math.min(want, free)
 tat = tat + n * T
 redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
-return {n, 0}
+return {n, math.max(0, math.ceil(tat - tau - now))}
 `;
 const GCRA_SHA = createHash('sha1').update(GCRA).digest('hex');
 
-/** A lease asked of Redis: tokens taken, or none and how long until `min` are free. */
+/** A lease asked of Redis: tokens taken and in how long they may be used; or none, and in how long to ask again. */
 export interface Grant {
   taken: number;
   waitMs: number;
 }
 
-/** What one grant asks: up to `want` tokens, at least `min`, of a limit of `perSecond` with `burst`. */
+/** What one grant asks: up to `want` tokens, at least `min`, usable within `maxWaitMs`, of a limit of `perSecond` with `burst`. */
 export interface GrantRequest {
   key: string;
   want: number;
   min: number;
+  maxWaitMs: number;
   perSecond: number;
   burst: number;
 }
@@ -130,7 +137,7 @@ export class RedisStore {
   /** Asks for a lease; rejects when disconnected, on a Redis error, or after the hard timeout. */
   async grant(r: GrantRequest): Promise<Grant> {
     const interval = 1e6 / r.perSecond;
-    const args = [String(interval), String(interval * r.burst), String(r.want), String(r.min)];
+    const args = [String(interval), String(interval * r.burst), String(r.want), String(r.min), String(Math.round(r.maxWaitMs * 1000))];
     const call = { at: performance.now() };
     this.#pending.add(call);
     try {
