@@ -15,7 +15,7 @@ import { RedisServer } from '../redis_support.js';
 
 // A big burst at a low rate: nothing is limited during the test, and the key (which
 // expires when its TAT has passed) stays in Redis long enough to be looked at.
-const metaFor = (redisUrl: string) => ({ backend: 'redis', redisUrl, requestsPerSecond: '10', burst: '20000', timeout: '2s' });
+const metaFor = (redisUrl: string) => ({ backend: 'redis', redisUrl, requestsPerSecond: '1', burst: '20000', timeout: '2s' });
 
 const config = (up: { address: string }, listenerAddress: string, redisUrl: string): ConfigSpec => ({
   drainTimeout: '20s',
@@ -63,6 +63,9 @@ test('POST /components moves the limit to the DR Redis: connected before it take
   t.is(moved.status, 200, JSON.stringify(moved.body));
   t.deepEqual(moved.body.components, { limit: 'reinitialized' });
   t.is(await dr.clients('switchyard-limit'), 1, 'the new instance was connected when it took over');
+  const drStats = String(await dr.command('INFO', 'commandstats'));
+  t.regex(drStats, /cmdstat_ping:calls=1,/, 'and had answered PING (its readiness)');
+  t.regex(drStats, /cmdstat_script\|load:calls=1,/, 'and loaded the script');
   t.is(await primary.clients('switchyard-limit'), 1, 'the old instance keeps its connection while its generation drains');
 
   await primary.command('DEL', 'limit');
