@@ -62,7 +62,7 @@ export interface GrantRequest {
 }
 
 /** How long a connection attempt may take (a DR Redis that drops SYNs must fail the change, not hang it). */
-const CONNECT_TIMEOUT_MS = 2_000;
+const CONNECT_TIMEOUT_MS = 5_000;
 
 /**
  * Reconnect back-off once a connection was up: 50 ms doubling to 2 s, with

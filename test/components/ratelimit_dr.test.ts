@@ -15,7 +15,7 @@ import { RedisServer } from '../redis_support.js';
 
 // A big burst at a low rate: nothing is limited during the test, and the key (which
 // expires when its TAT has passed) stays in Redis long enough to be looked at.
-const metaFor = (redisUrl: string) => ({ backend: 'redis', redisUrl, requestsPerSecond: '1', burst: '20000', timeout: '2s' });
+const metaFor = (redisUrl: string) => ({ backend: 'redis', redisUrl, requestsPerSecond: '1', burst: '20000', timeout: '5s' });
 
 const config = (up: { address: string }, listenerAddress: string, redisUrl: string): ConfigSpec => ({
   drainTimeout: '20s',

@@ -9,11 +9,11 @@ import { RedisServer } from '../redis_support.js';
 
 /**
  * Listener `web` on `up`, limited by component `limit` of this metadata. With
- * backend redis, `timeout` is 2s unless it says: a loaded test machine must not
+ * backend redis, `timeout` is 5s unless it says: a loaded test machine must not
  * turn a slow answer into failed-open where the test is not about that.
  */
 const limited = (up: { address: string }, metadata: Record<string, string>): ConfigSpec => ({
-  components: { limit: { type: 'ratelimit', metadata: metadata.backend === 'redis' ? { timeout: '2s', ...metadata } : metadata } },
+  components: { limit: { type: 'ratelimit', metadata: metadata.backend === 'redis' ? { timeout: '5s', ...metadata } : metadata } },
   ...oneRole(up, { filters: [{ type: 'ratelimit', component: 'limit' }] }),
 });
 
