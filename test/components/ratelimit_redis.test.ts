@@ -4,9 +4,9 @@
  */
 import test from 'ava';
 import { request } from 'undici';
-import { connect } from 'node:net';
-import { adminUrl, configOf, get, listenerUrl, metric, once, oneRole, role, startSidecar, startUpstream, untilMetric, type ConfigSpec } from '../helpers.js';
+import { adminUrl, configOf, get, listenerUrl, metric, oneRole, role, startSidecar, startUpstream, untilMetric, type ConfigSpec } from '../helpers.js';
 import { RedisServer } from '../redis_support.js';
+import { tcpRoundTrip } from './ratelimit_support.js';
 
 /**
  * Listener `web` on `up`, limited by component `limit` of this metadata. With
@@ -65,16 +65,7 @@ test('a tcp listener with a shared limit refuses connections over it, on every s
     listeners: { raw: { protocol: 'tcp', target: 'a', filters: [{ type: 'ratelimit', component: 'limit' }] } },
   });
   const [one, two] = [await startSidecar(t, config), await startSidecar(t, config)];
-  const roundTrip = async (sc: typeof one): Promise<string> => {
-    const addr = sc.addresses().get('raw')!;
-    const s = connect(addr.port, addr.host);
-    s.on('error', () => {});
-    s.end('GET / HTTP/1.0\r\n\r\n');
-    let data = '';
-    s.on('data', (c) => (data += c));
-    await once(s, 'close', 5000);
-    return data;
-  };
+  const roundTrip = (sc: typeof one) => tcpRoundTrip(sc, 'raw');
   t.regex(await roundTrip(one), /^HTTP\/1.1 200/);
   t.regex(await roundTrip(two), /^HTTP\/1.1 200/);
   t.is(await roundTrip(one), '', 'the fleet spent its burst of 2: refused without a byte');
