@@ -19,6 +19,12 @@ export interface Component {
   ready?(): Promise<boolean>;
   /** Incremental update in place; `needReload: true` asks the runtime to re-initialise instead. */
   applyConfig?(metadata: Record<string, string>): Promise<{ needReload: boolean }>;
+  /**
+   * Optional, with applyConfig: whether applyConfig(metadata) would answer
+   * needReload, told without changing anything, so that a dry run says
+   * `reinitialized` and the build re-creates the instance without asking it.
+   */
+  needsReload?(metadata: Record<string, string>): boolean;
   /** After its last generation drained. */
   close(): Promise<void>;
 }

@@ -41,13 +41,22 @@ export class RateLimiter implements Component {
 
   async applyConfig(metadata: Record<string, string>): Promise<{ needReload: boolean }> {
     const next = limitSettingsOrThrow(metadata, this.#name);
-    const [was, now] = [this.#s.redis, next.redis];
-    if (!sameKey(next.key, this.#s.key) || (was === null) !== (now === null)) return { needReload: true };
-    if (was !== null && now !== null && (was.url !== now.url || was.keyPrefix !== now.keyPrefix)) return { needReload: true };
+    if (this.#reloads(next)) return { needReload: true };
     this.#s = next;
     this.#local?.update(next);
     this.#redis?.update(next);
     return { needReload: false };
+  }
+
+  /** A new backend, key, Redis or prefix: a new instance (a new Redis is connected and PINGed before it takes over). */
+  needsReload(metadata: Record<string, string>): boolean {
+    return this.#reloads(parseLimitSettings(metadata, () => {}, this.#name));
+  }
+
+  #reloads(next: LimitSettings): boolean {
+    const [was, now] = [this.#s.redis, next.redis];
+    if (!sameKey(next.key, this.#s.key) || (was === null) !== (now === null)) return true;
+    return was !== null && now !== null && (was.url !== now.url || was.keyPrefix !== now.keyPrefix);
   }
 
   /**

@@ -119,7 +119,10 @@ test('PUT /config and the config file move the limit between Redis servers too',
   t.truthy(await dr.command('GET', 'limit'));
   await until(async () => (await primary.clients('switchyard-limit')) === 0, 5_000, 'the old instance to close');
 
-  // PUT /config: back to the primary.
+  // PUT /config: back to the primary; a dry run says so first, and changes nothing.
+  const dry = await request(`${adminUrl(sc)}/config?dryRun=1`, { method: 'PUT', headers: { 'content-type': 'application/yaml' }, body: text(primary.url) });
+  t.like(await dry.body.json(), { dryRun: true, components: { limit: 'reinitialized' } });
+  t.is(await primary.clients('switchyard-limit'), 0, 'a dry run connects nowhere');
   const res = await request(`${adminUrl(sc)}/config`, { method: 'PUT', headers: { 'content-type': 'application/yaml' }, body: text(primary.url) });
   const body = (await res.body.json()) as { components: Record<string, string> };
   t.is(res.statusCode, 200, JSON.stringify(body));
