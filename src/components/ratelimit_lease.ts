@@ -59,12 +59,12 @@ const seconds = (ms: number): number => Math.max(1, Math.ceil(ms / 1000));
  *   decides at once, no waiting; each key sends one probe at a time, so a Redis
  *   that comes back (the client reconnects with back-off) is used again.
  *
- * Accuracy: leases never let the fleet take more than Redis grants (burst +
- * rate × d in any d seconds); a token is spent at most 4 lease windows after it
- * was granted, so over any window of d seconds the fleet admits at most
- * burst + rate × (d + 0.2 s) at the default leaseWindow. Tokens dropped unused,
- * and leases taken by a call abandoned while Redis hung, make it admit less,
- * never more.
+ * Accuracy: leases never let the fleet spend more than Redis grants, and a
+ * lease is spent only from the time GCRA lets it conform to at most 4 lease
+ * windows later; so in any window of d seconds the fleet admits at most
+ * burst + rate × (d + 4 × leaseWindow), 0.2 s at the default. Tokens dropped
+ * unused, and leases taken by a call abandoned while Redis hung, make it admit
+ * less, never more. (failed-open admissions are outside the limit by design.)
  */
 export class RedisLeases {
   #s: LimitSettings;
