@@ -89,6 +89,12 @@ export class RedisServer {
     return this.#inspect.sendCommand(args);
   }
 
+  /** Lease calls it answered so far (EVALSHA + EVAL, from INFO commandstats): counts that never expire, unlike the limit's key. */
+  async scriptCalls(): Promise<number> {
+    const stats = String(await this.command('INFO', 'commandstats'));
+    return ['evalsha', 'eval'].reduce((sum, c) => sum + Number(new RegExp(`cmdstat_${c}:calls=(\\d+)`).exec(stats)?.[1] ?? 0), 0);
+  }
+
   /** How many connections have this CLIENT SETNAME name (a ratelimit component's: `switchyard-<component>`). */
   async clients(name: string): Promise<number> {
     const list = String(await this.command('CLIENT', 'LIST'));
