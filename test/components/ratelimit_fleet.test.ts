@@ -42,11 +42,12 @@ test('4 sidecars offered 4× a shared limit admit about the limit (burst + rate 
   t.is(codes.filter((c) => c !== 200 && c !== 429).length, 0, 'only 200 and 429');
   t.is(up.requests.length, admitted);
   // Never more than the limit (+15 % here, on a shared test machine; the benchmark
-  // holds ±5 % over 10 s). Less only when the machine was too busy to keep the
-  // offered rate: a starved sidecar's leases expire before it can spend them.
+  // holds ±5 % over 10 s): 4 unshared limits would admit 4×. Less when the
+  // machine is busy (a starved sidecar's leases expire before it spends them):
+  // -30 % while the load was still offered in time, unchecked when it was not.
   const what = `admitted ${admitted} of ${codes.length} in ${elapsedS.toFixed(2)} s; expected about ${expected.toFixed(0)}`;
   t.true(admitted <= expected * 1.15, what);
-  if (elapsedS <= (durationMs / 1000) * 1.25) t.true(admitted >= expected * 0.85, what);
+  if (elapsedS <= (durationMs / 1000) * 1.25) t.true(admitted >= expected * 0.7, what);
   else t.log(`the machine was too busy to offer the load in time (${elapsedS.toFixed(2)} s for ${durationMs / 1000} s): lower bound not checked; ${what}`);
 
   let failed = 0;
