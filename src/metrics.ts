@@ -41,6 +41,8 @@ export class Metrics {
   endpointHealth: () => Iterable<{ role: string; channel: string; healthy: number; total: number }> = () => [];
   /** The certificates the serving config presents, and when each expires (Unix seconds): set by the runtime. */
   certificates: () => Iterable<{ listener: string; role: string; channel: string; notAfter: number }> = () => [];
+  /** The ratelimit components of the generations still open, the current one's first (set by the sidecar; read at scrape time). */
+  ratelimits: () => Iterable<RatelimitStat> = () => [];
   readonly lastReloadSuccessful: Gauge;
   readonly lastReloadSuccessTime: Gauge;
   readonly generationsDraining: Gauge;
@@ -100,6 +102,33 @@ export class Metrics {
         for (const c of metrics.certificates()) this.set({ listener: c.listener, role: c.role, channel: c.channel }, c.notAfter);
       },
     });
+    new Counter({
+      name: 'switchyard_ratelimit_decisions_total',
+      help: 'Decisions of ratelimit components: allowed, limited (429, or a refused connection), and for backend redis failed-open / failed-closed (Redis did not answer within the component\'s timeout, or is down: failureMode decided).',
+      labelNames: ['component', 'result'], registers,
+      // The counts live in the components (a re-created one carries them over): read, not pushed, so the hot path only adds 1 to a field.
+      collect(this: Counter<'component' | 'result'>) {
+        this.reset();
+        for (const r of metrics.ratelimits()) {
+          const d = r.decisions;
+          this.inc({ component: r.component, result: 'allowed' }, d.allowed);
+          this.inc({ component: r.component, result: 'limited' }, d.limited);
+          if (r.backend === 'redis') {
+            this.inc({ component: r.component, result: 'failed-open' }, d.failedOpen);
+            this.inc({ component: r.component, result: 'failed-closed' }, d.failedClosed);
+          }
+        }
+      },
+    });
+    new Gauge({
+      name: 'switchyard_ratelimit_backend_up',
+      help: 'Whether a ratelimit component with backend redis reaches its Redis (1: connected, and no call waiting longer than its timeout; 0: down, failureMode decides).',
+      labelNames: ['component'], registers,
+      collect(this: Gauge<'component'>) {
+        this.reset();
+        for (const r of metrics.ratelimits()) if (r.backendUp !== null) this.set({ component: r.component }, r.backendUp ? 1 : 0);
+      },
+    });
     // Prometheus's own pair (prometheus_config_last_reload_*): alert on `== 0`, and on a timestamp too old.
     this.lastReloadSuccessful = new Gauge({ name: 'switchyard_config_last_reload_successful', help: 'Whether the last config change was applied (1) or rejected (0).', registers });
     this.lastReloadSuccessTime = new Gauge({ name: 'switchyard_config_last_reload_success_timestamp_seconds', help: 'Unix time of the last config change that was applied (the start counts).', registers });
@@ -142,6 +171,15 @@ export class Metrics {
       for (const labels of seen.values()) (metric as Counter<string>).remove(labels);
     }
   }
+}
+
+/** One ratelimit component as the two ratelimit metrics read it. */
+export interface RatelimitStat {
+  component: string;
+  backend: 'local' | 'redis';
+  decisions: Readonly<{ allowed: number; limited: number; failedOpen: number; failedClosed: number }>;
+  /** null for the local backend. */
+  backendUp: boolean | null;
 }
 
 /**

@@ -14,6 +14,7 @@ import { Runtime, type ApplyResult } from './reload/runtime.js';
 import type { ConfigSource } from './reload/generation.js';
 import type { Metrics } from './metrics.js';
 import type { PushField } from './reload/push_policy.js';
+import { ratelimitStats } from './components/ratelimit.js';
 
 export interface SidecarOptions {
   /** `--config` files, merged in order. */
@@ -75,6 +76,7 @@ export class Sidecar {
   static async start(opts: SidecarOptions): Promise<Sidecar> {
     const runtime = new Runtime({ log: opts.log, readyTimeoutMs: opts.readyTimeoutMs, metrics: opts.metrics, allowPush: opts.allowPush });
     opts.onRuntime?.(runtime);
+    runtime.metrics.ratelimits = () => ratelimitStats(liveSlots(runtime));
     const files = opts.files ?? [];
     const log = opts.log ?? (() => {});
     const sc = new Sidecar(runtime, files, log);
@@ -216,4 +218,9 @@ async function sourceOf(raw: RawConfig): Promise<SourceConfig | undefined> {
 
 function hasListeners(raw: RawConfig): boolean {
   return isObj(raw.value) && isObj(raw.value.listeners) && Object.keys(raw.value.listeners).length > 0;
+}
+
+/** The component slots of the generations still open, the current one's first. */
+function* liveSlots(runtime: Runtime) {
+  for (const gen of [runtime.current, ...runtime.draining]) if (gen !== null) yield* gen.components.values();
 }

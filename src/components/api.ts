@@ -19,8 +19,20 @@ export interface Component {
   ready?(): Promise<boolean>;
   /** Incremental update in place; `needReload: true` asks the runtime to re-initialise instead. */
   applyConfig?(metadata: Record<string, string>): Promise<{ needReload: boolean }>;
+  /**
+   * Optional, with applyConfig: whether applyConfig(metadata) would answer
+   * needReload, told without changing anything, so that a dry run says
+   * `reinitialized` and the build re-creates the instance without asking it.
+   */
+  needsReload?(metadata: Record<string, string>): boolean;
   /** After its last generation drained. */
   close(): Promise<void>;
+}
+
+/** What a new instance is told about itself. */
+export interface ComponentInfo {
+  /** Its name in `components` (e.g. a default key prefix, a connection name). */
+  readonly name: string;
 }
 
 /** A component type, registered like a filter type. */
@@ -28,5 +40,5 @@ export interface ComponentDescriptor {
   type: string;
   /** Checks the metadata (string → string); report every problem. */
   validate(metadata: Readonly<Record<string, string>>, ctx: ComponentValidateContext): void;
-  create(): Component;
+  create(info: ComponentInfo): Component;
 }

@@ -67,7 +67,8 @@ export interface ComponentPlan {
  * What a build does with one component, given the slot the running generation has
  * under its name (if any) and its config now: reuse the instance as it is
  * (`unchanged`), update it in place (`updated`: same type, new metadata, and it has
- * applyConfig; its answer may still turn this into a re-creation), or create a new
+ * applyConfig, unless its needsReload says it would not take it; applyConfig's
+ * answer may still turn this into a re-creation), or create a new
  * instance (`reinitialized` when it replaces one, `added` when none was there).
  * The build (planComponents) and the dry run (reload/changes.ts) both decide with it.
  */
@@ -75,7 +76,17 @@ export function decideComponent(old: ComponentSlot | undefined, cfg: ComponentCo
   if (!old) return 'added';
   if (old.type !== cfg.type) return 'reinitialized';
   if (isDeepStrictEqual(old.metadata, cfg.metadata)) return 'unchanged';
-  return old.instance.applyConfig ? 'updated' : 'reinitialized';
+  if (!old.instance.applyConfig) return 'reinitialized';
+  return saysReload(old, cfg) ? 'reinitialized' : 'updated';
+}
+
+/** The instance's own needsReload answer; false when it has none or it throws (applyConfig then decides). */
+function saysReload(slot: ComponentSlot, cfg: ComponentConfig): boolean {
+  try {
+    return slot.instance.needsReload?.(cfg.metadata) === true;
+  } catch {
+    return false;
+  }
 }
 
 /** decideComponent for every component of `configs`, and `removed` for each one of `prev` that is gone. */
@@ -177,7 +188,7 @@ async function bringUp(name: string, cfg: ComponentConfig, registry: Registry, d
   predecessor?: ComponentSlot): Promise<ComponentSlot> {
   const d = registry.component(cfg.type);
   if (!d) throw new SwitchyardError('SY_ERR_COMPONENT_INIT', `component ${name}: unknown type ${cfg.type}`);
-  const slot = new ComponentSlot(name, cfg, d.create());
+  const slot = new ComponentSlot(name, cfg, d.create({ name }));
   plan.created.push(slot);
   const budgetMs = cfg.readyTimeoutMs ?? defaultTimeoutMs;
   const deadline = performance.now() + budgetMs;

@@ -4,7 +4,8 @@ import type { Exchange, FilterDescriptor } from './api.js';
 /**
  * `ratelimit`: takes a token from a `ratelimit` component per request (http: 429
  * with retry-after when empty) or per new connection (tcp: refused). The buckets
- * live in the component, so they survive reloads and rate changes.
+ * live in the component, so they survive reloads and rate changes. Sync unless
+ * the component waits for Redis (a refill in flight, at most its `timeout`).
  */
 export const ratelimit: FilterDescriptor<{ component: string }> = {
   type: 'ratelimit',
@@ -16,14 +17,19 @@ export const ratelimit: FilterDescriptor<{ component: string }> = {
   create(config, ctx) {
     const limiter = ctx.component<RateLimiter>(config.component);
     // hot path
-    return function ratelimit(ex: Exchange): boolean {
+    return function ratelimit(ex: Exchange): boolean | Promise<boolean> {
       const wait = limiter.take(limitKey(limiter.keyBy, ex));
       if (wait === 0) return true;
-      ex.reply(429, 'switchyard: rate limit exceeded\n', { 'retry-after': String(wait) });
-      return false;
+      if (typeof wait === 'number') return refuse(ex, wait);
+      return wait.then((w) => w === 0 || refuse(ex, w));
     };
   },
 };
+
+function refuse(ex: Exchange, wait: number): false {
+  ex.reply(429, 'switchyard: rate limit exceeded\n', { 'retry-after': String(wait) });
+  return false;
+}
 
 // hot path
 /** The bucket a request or connection takes from: the client's address, a request header's first value, or the one bucket (''). */

@@ -1,7 +1,7 @@
 import test from 'ava';
-import { connect } from 'node:net';
-import { adminUrl, configOf, get, listenerUrl, once, role, startSidecar, startUpstream, twoRoles, type ConfigSpec } from '../helpers.js';
+import { adminUrl, configOf, get, listenerUrl, role, startSidecar, startUpstream, twoRoles, type ConfigSpec } from '../helpers.js';
 import { request } from 'undici';
+import { tcpRoundTrip } from './ratelimit_support.js';
 
 /** Roles a and b behind listener web, whose ratelimit filter uses component `limit` of this metadata. */
 const limited = (a: { address: string }, b: { address: string }, metadata: Record<string, string>): ConfigSpec => ({
@@ -73,16 +73,7 @@ test('ratelimit on a tcp listener refuses connections over the rate', async (t) 
     components: { limit: { type: 'ratelimit', metadata: { requestsPerSecond: '1', burst: '2' } } },
     listeners: { raw: { protocol: 'tcp', target: 'a', filters: [{ type: 'ratelimit', component: 'limit' }] } },
   }));
-  const addr = sc.addresses().get('raw')!;
-  const roundTrip = async (): Promise<string> => {
-    const s = connect(addr.port, addr.host);
-    s.on('error', () => {});
-    s.end('GET / HTTP/1.0\r\n\r\n');
-    let data = '';
-    s.on('data', (c) => (data += c));
-    await once(s, 'close', 5000);
-    return data;
-  };
+  const roundTrip = () => tcpRoundTrip(sc, 'raw');
   t.regex(await roundTrip(), /^HTTP\/1.1 200/);
   t.regex(await roundTrip(), /^HTTP\/1.1 200/);
   t.is(await roundTrip(), '', 'the third connection is refused without a byte');
