@@ -1,6 +1,8 @@
 import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { HeaderEdit } from '../filters/api.js';
 import { applyHeaderEdits, type HeaderVariables } from './header_edits.js';
+import { encodeGrpcMessage, grpcStatusOf, isGrpc, markGrpcStatus } from '../http2/grpc.js';
+import { H2Response } from '../http2/h2_compat.js';
 
 /**
  * Answers switchyard makes itself (a filter's 429, a 502, the parser's 400), on a
@@ -22,12 +24,33 @@ export interface EditsFor {
  */
 export function sendText(res: ServerResponse, status: number, text: string, headers?: Record<string, string>, edits?: EditsFor): void {
   if (res.headersSent || res.destroyed) return;
+  const write = res.req !== undefined && isGrpc(res.req) ? writeGrpcError : writeText;
   try {
-    writeText(res, status, text, headers, edits);
+    write(res, status, text, headers, edits);
   } catch (err) {
     if (res.headersSent) throw err;
-    writeText(res, status, text);
+    write(res, status, text);
   }
+}
+
+/**
+ * The same answer to a gRPC request: a gRPC error in trailers-only form (status 200,
+ * grpc-status from the HTTP status by DESIGN.md's mapping, the text as grpc-message),
+ * so that a gRPC client reports it as the call's status rather than a protocol error.
+ * On HTTP/1.1, where there is no trailers-only form, the status fields are headers.
+ */
+function writeGrpcError(res: ServerResponse, status: number, text: string, headers?: Record<string, string>, edits?: EditsFor): void {
+  const code = grpcStatusOf(status);
+  let flat: string[] = ['content-type', 'application/grpc', 'grpc-status', String(code), 'grpc-message', encodeGrpcMessage(text)];
+  if (headers !== undefined) for (const name in headers) if (name !== 'content-type') flat.push(name, headers[name]!);
+  if (edits !== undefined && edits.list !== null) flat = applyHeaderEdits(flat, edits.list, edits.vars);
+  markGrpcStatus(res, code);
+  if ((res as object) instanceof H2Response) {
+    (res as unknown as H2Response).respondTrailersOnly(200, flat);
+    return;
+  }
+  res.writeHead(200, [...flat, 'content-length', '0']);
+  res.end();
 }
 
 function writeText(res: ServerResponse, status: number, text: string, headers?: Record<string, string>, edits?: EditsFor): void {

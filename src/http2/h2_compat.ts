@@ -1,5 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Http2ServerRequest, Http2ServerResponse, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { Http2ServerRequest, Http2ServerResponse, type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 
 /**
@@ -27,6 +27,21 @@ export class H2Request extends Http2ServerRequest {
 
 export class H2Response extends Http2ServerResponse {
   shouldKeepAlive = true;
+
+  /** Headers that end the stream (gRPC's trailers-only form): one HEADERS frame with END_STREAM. */
+  respondTrailersOnly(status: number, flat: readonly string[]): void {
+    const headers: OutgoingHttpHeaders = { ':status': status };
+    for (let i = 0; i < flat.length; i += 2) {
+      const name = flat[i]!.toLowerCase();
+      const had = headers[name];
+      headers[name] = had === undefined ? flat[i + 1]! : Array.isArray(had) ? [...had, flat[i + 1]!] : [String(had), flat[i + 1]!];
+    }
+    const stream = this.stream;
+    // The client may have reset the stream in the same turn (its own deadline, say).
+    if (stream.destroyed || stream.closed) return;
+    this.statusCode = status;
+    stream.respond(headers, { endStream: true });
+  }
 
   /** HTTP/2 has no reason phrase (RFC 9113 §8.3.2): one given is dropped, not warned about on every answer. */
   override writeHead(status: number, reason?: unknown, headers?: unknown): this {
@@ -58,7 +73,7 @@ Object.defineProperty(H2Request.prototype, 'socket', {
 Object.defineProperty(H2Response.prototype, 'destroyed', {
   get(this: H2Response): boolean {
     const stream = this.stream as ServerHttp2Stream | undefined;
-    return stream === undefined || (stream.destroyed && !this.writableFinished);
+    return stream === undefined || ((stream.destroyed || stream.closed) && !this.writableFinished);
   },
 });
 

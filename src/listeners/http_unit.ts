@@ -12,6 +12,7 @@ import { publishRequest } from './record.js';
 import { Unit } from './unit.js';
 import { UploadRate } from './upload_rate.js';
 import { isH2 } from '../http2/h2_compat.js';
+import { GRPC_UNKNOWN, grpcCodeName, grpcStatusOf, grpcStatusSent, isGrpc } from '../http2/grpc.js';
 
 const kUnit = Symbol('switchyard.unit');
 type TrackedResponse = ServerResponse & { [kUnit]?: HttpUnit };
@@ -180,8 +181,20 @@ export class HttpUnit extends Unit implements HttpExchange {
     publishRequest(this.plan, {
       role: served, req: this.req, socket: this.#socket, client: this.remoteAddress, status, durationMs: ms, answerMs: ms,
       endpoint: outcome?.endpoint ?? '', error: outcome?.code || this.#error, tries: outcome?.tries ?? 0, upgrade: false,
+      grpcStatus: isGrpc(this.req) ? grpcCodeName(callStatus(res, status)) : '',
     });
   }
+}
+
+/**
+ * A gRPC call's status: the one its answer carried (the upstream's, or switchyard's
+ * own error), else what the client saw: CANCELLED when it left first, the mapped
+ * status of an HTTP error, UNKNOWN for an answer cut before its status.
+ */
+function callStatus(res: ServerResponse, status: number): number {
+  const sent = grpcStatusSent(res);
+  if (sent >= 0) return sent;
+  return status === 200 ? GRPC_UNKNOWN : grpcStatusOf(status);
 }
 
 function onResponseClose(this: TrackedResponse): void {
@@ -222,6 +235,7 @@ export function handleRequest(ls: ServingSocket, req: IncomingMessage, res: Serv
     return;
   }
   useTargetAuthority(req);
-  if (!req.complete && hasBody(req)) unit.watchUpload();
+  // A gRPC stream's messages come when the application has them: no upload rate applies.
+  if (!req.complete && hasBody(req) && !isGrpc(req)) unit.watchUpload();
   unit.run();
 }

@@ -29,6 +29,8 @@ export interface HttpRecord {
   error: string;
   tries: number;
   upgrade: boolean;
+  /** A gRPC call's status name; '' (or absent) for any other request. */
+  grpcStatus?: string;
 }
 
 // hot path
@@ -69,6 +71,7 @@ export function publishRequest(plan: ListenerPlan, r: HttpRecord): void {
     client: r.client,
     clientCert: plan.tls?.verifyClients === true ? clientSubject(socket) : '',
     upgrade: r.upgrade,
+    grpcStatus: r.grpcStatus ?? '',
     sinks: plan.sinks[r.role < 0 ? plan.roles.length : r.role]!,
   };
   ch.publish(event);

@@ -30,6 +30,7 @@ export function logHttp(sink: AccessLogSink, e: RequestEvent): void {
     upstreamError: e.error,
     client: e.client,
     ...(e.clientCert !== '' ? { clientCert: e.clientCert } : {}),
+    ...(e.grpcStatus !== '' ? { grpcStatus: e.grpcStatus } : {}),
   }));
 }
 

@@ -60,6 +60,8 @@ export interface RequestEvent {
   readonly clientCert: string;
   /** A WebSocket upgrade. */
   readonly upgrade: boolean;
+  /** A gRPC call: its status's canonical name (OK, UNAVAILABLE, …); '' for any other request. */
+  readonly grpcStatus: string;
   readonly sinks: EventSinks;
 }
 

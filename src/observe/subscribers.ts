@@ -15,6 +15,7 @@ import { logHttp, logReload, logTcp } from './access_record.js';
 function onRequest(message: unknown): void {
   const e = message as RequestEvent;
   e.sinks.metrics.count(e.status, e.answerMs / 1000);
+  if (e.grpcStatus !== '') e.sinks.metrics.grpc(e.grpcStatus);
   if (e.error === 'SY_ERR_UPLOAD_TOO_SLOW') e.sinks.metrics.slowUpload();
   if (e.sinks.log !== null) logHttp(e.sinks.log, e);
 }

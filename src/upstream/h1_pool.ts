@@ -49,6 +49,7 @@ export interface ExchangeHandler {
 
 /** What the forwarder sends exchanges through: an endpoint's HTTP/1.1 pool, or its HTTP/2 one (h2_pool.ts). */
 export interface UpstreamPool {
+  readonly protocol: 'http1' | 'http2';
   /** Sends one exchange; every failure reaches `ex.onError`. */
   dispatch(req: UpstreamRequest, ex: ExchangeHandler): void;
   /** Logs a TLS failure with its cause (rate-limited), and forgets the TLS session to resume. */
@@ -412,6 +413,7 @@ class H1Connection {
 
 /** The keep-alive connections to one endpoint. */
 export class H1Pool implements UpstreamPool {
+  readonly protocol = 'http1';
   readonly host: string;
   readonly port: number;
   /** For a request that came without one (HTTP/1.0). */

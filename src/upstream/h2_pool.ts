@@ -63,6 +63,7 @@ class StreamRefused extends Error {
 }
 
 export class H2Pool implements UpstreamPool {
+  readonly protocol = 'http2';
   readonly host: string;
   readonly port: number;
   readonly #authority: string;

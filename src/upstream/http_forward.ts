@@ -10,6 +10,7 @@ import { EndpointPicker } from './picker.js';
 import { isIdempotent, retriable } from './retry.js';
 import { answeredFailure, budgetExhausted, fallenBackFrom, outcomeOf, retried, tryFailed, type OutcomeSink, type RoleChoice, type UpstreamRoute } from './route.js';
 import { TryTimers, type TimerTarget } from './try_timers.js';
+import { isGrpc, markGrpcStatus, parseGrpcStatus, parseGrpcTimeout } from '../http2/grpc.js';
 
 /** What the forwarder reads of the request it forwards (the http Exchange has it). */
 export interface ForwardedRequest {
@@ -59,6 +60,12 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
   #resume: (() => void) | null = null;
   readonly #timers = new TryTimers(this);
   #finished = false;
+  /** A gRPC call: its status is tracked, and no timeout meant for plain requests cuts its stream. */
+  readonly #grpc: boolean;
+  /** The whole exchange's limit: timeouts.total, or the call's grpc-timeout when sooner (0: none). */
+  readonly #totalMs: number;
+  /** The answer's start, and each gap in its body (timeouts.upstream); 0 for gRPC, whose messages come when they come. */
+  readonly #upstreamMs: number;
   /** A trailers-only answer's gRPC status fields: sent as trailers, after the headers (see onHeaders). */
   #statusTrailers: string[] | null = null;
 
@@ -72,6 +79,10 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     const req = ex.req;
     const body = hasBody(req);
     const retry = route.retry;
+    this.#grpc = isGrpc(req);
+    const deadline = this.#grpc ? parseGrpcTimeout(req.headers['grpc-timeout'] as string | undefined) : null;
+    this.#totalMs = deadline === null ? route.totalMs : route.totalMs > 0 ? Math.min(route.totalMs, deadline) : deadline;
+    this.#upstreamMs = this.#grpc ? 0 : route.upstreamMs;
     this.#replayable = retry !== undefined && retry.attempts > 0 && !body && isIdempotent(req.method!);
     // Chunked, or an HTTP/2 body without a Content-Length: its length is known at its end.
     const cl = req.headers['transfer-encoding'] === undefined ? req.headers['content-length'] : undefined;
@@ -154,13 +165,18 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     if (this.#finished) return;
     // Whole request in hand (no body, or buffered): the total time runs from here,
     // connecting included, as Envoy's route timeout runs from the downstream end of stream.
-    if (this.#request.body === null || Buffer.isBuffer(this.#request.body)) this.#timers.startTotal(this.#route.totalMs);
+    if (this.#request.body === null || Buffer.isBuffer(this.#request.body)) this.#timers.startTotal(this.#totalMs);
     this.#sent = false;
     this.#abort = null;
     // Templates such as %role% name the role that serves the request.
     if (this.#headersRole !== this.#picker.role && this.#ex.requestHeaderEdits !== null) this.#request.headers = this.#headers();
     this.#headersRole = this.#picker.role;
-    this.#picker.endpoint.pool.dispatch(this.#request, this);
+    const pool = this.#picker.endpoint.pool;
+    if (this.#grpc && pool.protocol !== 'http2') {
+      this.#cannotCarry();
+      return;
+    }
+    pool.dispatch(this.#request, this);
   }
 
   /**
@@ -169,8 +185,8 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
    * for a slow answer. A streamed body's total time starts here too.
    */
   onRequestSent(): void {
-    this.#timers.startTotal(this.#route.totalMs);
-    if (this.#abort !== null) this.#timers.startTry(this.#route.retry?.perTryTimeoutMs ?? this.#route.upstreamMs);
+    this.#timers.startTotal(this.#totalMs);
+    if (this.#abort !== null) this.#timers.startTry(this.#grpc ? 0 : this.#route.retry?.perTryTimeoutMs ?? this.#route.upstreamMs);
   }
 
   /** TimerTarget: the try's answer did not start in time. */
@@ -191,7 +207,7 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
 
   #onDrained(): () => void {
     return (this.#drained ??= (): void => {
-      if (!this.#finished) this.#timers.startBody(this.#route.upstreamMs);
+      if (!this.#finished) this.#timers.startBody(this.#upstreamMs);
       this.#resume!();
     });
   }
@@ -269,7 +285,7 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     this.#timers.clearTry();
     const res = this.#ex.res;
     if (res.destroyed || this.#finished) return false;
-    this.#timers.startBody(this.#route.upstreamMs);
+    this.#timers.startBody(this.#upstreamMs);
     const p = this.#picker;
     if (statusCode >= 500) {
       answeredFailure(this.#route, p);
@@ -283,6 +299,7 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     // A gRPC answer in trailers-only form goes on as headers and trailers (the same to a
     // gRPC client): the status must come after the headers in whatever the client speaks.
     if (head.trailersOnly === true) this.#statusTrailers = takeGrpcStatus(headers);
+    if (this.#grpc) this.#noteGrpcStatus(this.#statusTrailers);
     const from = fallenBackFrom(this.#choice, p);
     if (from >= 0) headers.push('x-switchyard-fallback', this.#route.roleNames[from]!);
     this.#bodyLeftUnread();
@@ -323,6 +340,7 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
       return;
     }
     const res = this.#ex.res;
+    if (this.#grpc && trailers !== null) this.#noteGrpcStatus(trailers);
     const all = this.#statusTrailers === null ? trailers : [...(trailers ?? []), ...this.#statusTrailers];
     if (all !== null && all.length > 0) res.addTrailers(trailerFields(all));
     res.end();
@@ -393,9 +411,32 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     }
   }
 
+  /** Notes the call's status from the answer's fields that carry it (trailers, or a trailers-only head). */
+  #noteGrpcStatus(fields: readonly string[] | null): void {
+    if (fields === null) return;
+    for (let i = 0; i < fields.length; i += 2) {
+      if (fields[i]!.toLowerCase() !== 'grpc-status') continue;
+      const code = parseGrpcStatus(fields[i + 1]);
+      if (code >= 0) markGrpcStatus(this.#ex.res, code);
+      return;
+    }
+  }
+
   /** Response edits for an answer of switchyard's own, with the variables of `role` (-1: none). */
   #ownEdits(role: number): EditsFor {
     return { list: this.#ex.responseHeaderEdits, vars: this.#route.variables[role]! };
+  }
+
+  /**
+   * A gRPC call routed to a channel that speaks HTTP/1.1: gRPC needs HTTP/2 (its
+   * trailers), so the call is refused with a gRPC error that names the fix, and no
+   * endpoint is blamed.
+   */
+  #cannotCarry(): void {
+    const res = this.#ex.res;
+    const role = this.#roleName();
+    sendText(res, 500, `switchyard: role ${role} is reached over HTTP/1.1; a gRPC call needs its channel's protocol: http2`, undefined, this.#ownEdits(this.#picker.role));
+    this.#finish('refused');
   }
 
   /** Switchyard's own failure (refused): 500, no upstream blamed, no retry. */

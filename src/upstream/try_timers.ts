@@ -37,7 +37,7 @@ export class TryTimers {
 
   /** Starts the time for this try's answer, unless it runs already. */
   startTry(ms: number): void {
-    if (this.#try !== null) return;
+    if (this.#try !== null || ms <= 0) return;
     const timer = timeoutAfterIo(() => {
       // An answer that was waiting cleared (or replaced) it in the meantime.
       if (this.#try !== timer) return;
@@ -58,6 +58,7 @@ export class TryTimers {
 
   /** Starts (or restarts) the time for the next body chunk. */
   startBody(ms: number): void {
+    if (ms <= 0) return;
     if (this.#body !== null) {
       this.#body.refresh();
       return;

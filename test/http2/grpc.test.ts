@@ -1,7 +1,10 @@
 import test from 'ava';
 import { createServer as createH2Server, type Http2Server } from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { configOf, get, listenerUrl, startSidecar, uniqueHost, weighted, type ConfigSpec, type FilterSpec } from '../helpers.js';
+import {
+  configOf, deadAddress, get, listenerUrl, metric, startSidecar, startUpstream, tempFiles, uniqueHost, untilLogLines, untilMetric, weighted,
+  type ConfigSpec, type FilterSpec,
+} from '../helpers.js';
 import { echoClient, grpc, startEchoServer, unary, type EchoReply, type EchoServer } from './grpc_support.js';
 import { h2Connect, h2Request } from './support.js';
 
@@ -133,4 +136,92 @@ test('role channels take protocol http1 or http2 only', async (t) => {
   (config.roles!.a!.channels.grpc as unknown as Record<string, unknown>).protocol = 'grpc';
   const err = await t.throwsAsync(startSidecar(t, config));
   t.regex(err!.message, /roles\.a\.channels\.grpc\.protocol/);
+});
+
+test('switchyard\'s own answers to a gRPC call are gRPC errors: a dead role is UNAVAILABLE, the deadline DEADLINE_EXCEEDED, a rate limit RESOURCE_EXHAUSTED, an HTTP/1.1 channel INTERNAL', async (t) => {
+  const slow = await startEchoServer(t, 'slow');
+  const dead = { address: await deadAddress() };
+  const h1 = await startUpstream(t, 'h1');
+  const config = configOf({
+    roles: {
+      slow: { channels: { grpc: { endpoints: [slow.address], protocol: 'http2' } } },
+      dead: { channels: { grpc: { endpoints: [dead.address], protocol: 'http2' } } },
+      old: { channels: { grpc: { endpoints: [h1.address] } } },
+    },
+    vsets: { svc: { channels: ['grpc'], roles: { slow: {}, dead: {}, old: {} } } },
+    components: { limit: { type: 'ratelimit', metadata: { requestsPerSecond: '0.001', burst: '1', key: 'header:x-user' } } },
+    listeners: {
+      web: {
+        address: `${uniqueHost()}:0`, target: 'svc.grpc',
+        filters: [
+          { type: 'header_route', rules: [{ header: 'x-to', equals: 'dead', role: 'dead' }, { header: 'x-to', equals: 'old', role: 'old' }] },
+          { type: 'ratelimit', component: 'limit' },
+          weighted({ slow: 1, dead: 0, old: 0 }),
+        ],
+      },
+    },
+  } as ConfigSpec);
+  const sc = await startSidecar(t, config);
+  const client = echoClient(t, address(sc));
+  const md = (pairs: Record<string, string>): grpc.Metadata => {
+    const m = new grpc.Metadata();
+    for (const [k, v] of Object.entries(pairs)) m.set(k, v);
+    return m;
+  };
+  const fail = async (req: Parameters<typeof unary>[1], m: grpc.Metadata, options: grpc.CallOptions = {}): Promise<grpc.ServiceError> =>
+    (await t.throwsAsync(unary(client, req, m, options))) as grpc.ServiceError;
+
+  const unavailable = await fail({ text: 'x' }, md({ 'x-to': 'dead', 'x-user': 'u1' }));
+  t.is(unavailable.code, grpc.status.UNAVAILABLE);
+  t.regex(unavailable.details, /role dead/);
+  const late = await fail({ text: 'x', delayMs: 2_000 }, md({ 'x-user': 'u2' }), { deadline: Date.now() + 300 });
+  t.is(late.code, grpc.status.DEADLINE_EXCEEDED);
+  // A client that does not cancel at its deadline: switchyard ends the call at grpc-timeout, in trailers-only form.
+  // EchoRequest { text: "x", delay_ms: 2000 }, as one length-prefixed message.
+  const message = Buffer.from([0, 0, 0, 0, 6, 0x0a, 0x01, 0x78, 0x18, 0xd0, 0x0f]);
+  const started = performance.now();
+  const raw = await h2Request(h2Connect(t, sc), '/switchyard.test.Echo/Unary', {
+    'content-type': 'application/grpc', te: 'trailers', 'grpc-timeout': '200m', 'x-user': 'u5',
+  }, message);
+  const took = performance.now() - started;
+  t.is(raw.status, 200);
+  t.is(raw.headers['grpc-status'], '4', 'DEADLINE_EXCEEDED in the headers: trailers-only');
+  t.is(raw.body, '');
+  t.true(took >= 190 && took < 1_500, `answered after ${Math.round(took)} ms`);
+  t.is((await unary(client, { text: 'ok' }, md({ 'x-user': 'u3' }))).role, 'slow');
+  const limited = await fail({ text: 'x' }, md({ 'x-user': 'u3' }));
+  t.is(limited.code, grpc.status.RESOURCE_EXHAUSTED);
+  const wrong = await fail({ text: 'x' }, md({ 'x-to': 'old', 'x-user': 'u4' }));
+  t.is(wrong.code, grpc.status.INTERNAL);
+  t.regex(wrong.details, /protocol: http2/);
+  t.is(h1.requests.length, 0, 'nothing reached the HTTP/1.1 upstream');
+  await untilMetric(sc, 'switchyard_grpc_requests_total', { listener: 'web', role: 'slow', grpc_code: 'OK' }, 1);
+  t.is(await metric(sc, 'switchyard_grpc_requests_total', { listener: 'web', role: 'dead', grpc_code: 'UNAVAILABLE' }), 1);
+  t.is(await metric(sc, 'switchyard_grpc_requests_total', { listener: 'web', role: '', grpc_code: 'RESOURCE_EXHAUSTED' }), 1);
+});
+
+test('a call\'s status is counted once, from the trailers or a trailers-only answer, and logged; a quiet server stream outlives timeouts.upstream', async (t) => {
+  const a = await startEchoServer(t, 'a');
+  const { paths } = await tempFiles(t, { 'access.log': '' });
+  const config = grpcConfig({ a }, [weighted({ a: 1 })], { accessLog: { path: paths['access.log']! } });
+  config.listeners!.web!.timeouts = { upstream: '300ms' };
+  const sc = await startSidecar(t, config);
+  const client = echoClient(t, address(sc));
+  await unary(client, { text: 'fine' });
+  await t.throwsAsync(unary(client, { text: 'x', failWith: grpc.status.NOT_FOUND }));
+  // Three messages 500 ms apart: each gap is longer than timeouts.upstream.
+  const ticks = await new Promise<string[]>((resolve, reject) => {
+    const out: string[] = [];
+    const call = client.ServerStream({ text: 'tick', count: 3, delayMs: 500 }) as grpc.ClientReadableStream<EchoReply>;
+    call.on('data', (r: EchoReply) => out.push(r.text));
+    call.on('end', () => resolve(out));
+    call.on('error', reject);
+  });
+  t.deepEqual(ticks, ['tick 0', 'tick 1', 'tick 2']);
+  await untilMetric(sc, 'switchyard_grpc_requests_total', { listener: 'web', role: 'a', grpc_code: 'OK' }, 2);
+  t.is(await metric(sc, 'switchyard_grpc_requests_total', { listener: 'web', role: 'a', grpc_code: 'NOT_FOUND' }), 1);
+  const lines = await untilLogLines(paths['access.log']!, (l) => typeof l.grpcStatus === 'string', 3);
+  t.deepEqual(lines.map((l) => `${String(l.path)} ${String(l.grpcStatus)}`).sort(), [
+    '/switchyard.test.Echo/ServerStream OK', '/switchyard.test.Echo/Unary NOT_FOUND', '/switchyard.test.Echo/Unary OK',
+  ]);
 });
