@@ -229,11 +229,17 @@ export class H2Pool implements UpstreamPool {
     // A connection that failed (a refused connect, a TLS failure) destroys its streams with its error.
     let failure: Error | null = null;
     stream.on('error', (err: Error) => { failure ??= err; });
+    // The end of the body is the answer's end only if the stream then closes cleanly (a reset also ends it).
+    let ended = false;
     stream.once('close', () => {
       conn.active--;
       if (conn.active === 0) this.#idle(conn);
       if (done) return;
       const code = stream.rstCode;
+      if (ended && code === constants.NGHTTP2_NO_ERROR) {
+        finish(null);
+        return;
+      }
       if (code === constants.NGHTTP2_REFUSED_STREAM || (code === constants.NGHTTP2_NO_ERROR && !answered && conn.goingAway)) finish(new StreamRefused());
       else finish(failure !== null && (!conn.connected || (failure as NodeJS.ErrnoException).code !== 'ERR_HTTP2_STREAM_ERROR') ? failure : streamError(code, answered, session));
     });
@@ -248,7 +254,7 @@ export class H2Pool implements UpstreamPool {
     stream.on('data', (chunk: Buffer) => {
       if (!done && !ex.onData(chunk)) stream.pause();
     });
-    stream.once('end', () => finish(null));
+    stream.once('end', () => { ended = true; });
     const sent = (): void => { if (!done) ex.onRequestSent(); };
     if (conn.connected) ex.onConnect(abort);
     else conn.waiting.push(() => { if (!done) ex.onConnect(abort); });
