@@ -137,7 +137,9 @@ export interface OutlierConfig {
 }
 
 /** What makes a failed try worth another one (a connect failure always moves on). */
-export type RetryOn = 'reset' | 'timeout' | 'gateway-error' | '5xx' | number;
+export type RetryOn = 'reset' | 'timeout' | 'gateway-error' | '5xx' | number
+  // gRPC statuses in a trailers-only answer (Envoy's and Linkerd's retry conditions).
+  | 'cancelled' | 'deadline-exceeded' | 'internal' | 'resource-exhausted' | 'unavailable';
 
 export interface RetryConfig {
   /** Retries after the first try. */

@@ -10,7 +10,8 @@ import { EndpointPicker } from './picker.js';
 import { isIdempotent, retriable } from './retry.js';
 import { answeredFailure, budgetExhausted, fallenBackFrom, outcomeOf, retried, tryFailed, type OutcomeSink, type RoleChoice, type UpstreamRoute } from './route.js';
 import { TryTimers, type TimerTarget } from './try_timers.js';
-import { isGrpc, markGrpcStatus, parseGrpcStatus, parseGrpcTimeout } from '../http2/grpc.js';
+import { GRPC_RETRY_ON, isGrpc, markGrpcStatus, parseGrpcStatus, parseGrpcTimeout } from '../http2/grpc.js';
+import type { RetryOn } from '../config/types.js';
 
 /** What the forwarder reads of the request it forwards (the http Exchange has it). */
 export interface ForwardedRequest {
@@ -55,7 +56,14 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
   #leaveRole = false;
   #sent = false;
   /** A retriable answer is being read and thrown away; the retry starts when it ends. */
-  #discarding: number | null = null;
+  #discarding: string | null = null;
+  /**
+   * A gRPC call's body as it streams, kept (up to retries.maxBodyBytes) so that a
+   * retriable status can send the call again once its body ended: a gRPC body has no
+   * Content-Length to be buffered by. Null: not kept, or too long.
+   */
+  #copy: Buffer[] | null = null;
+  #copied = 0;
   #abort: ((err?: Error) => void) | null = null;
   #resume: (() => void) | null = null;
   readonly #timers = new TryTimers(this);
@@ -83,6 +91,7 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     const deadline = this.#grpc ? parseGrpcTimeout(req.headers['grpc-timeout'] as string | undefined) : null;
     this.#totalMs = deadline === null ? route.totalMs : route.totalMs > 0 ? Math.min(route.totalMs, deadline) : deadline;
     this.#upstreamMs = this.#grpc ? 0 : route.upstreamMs;
+    if (this.#grpc && body && retry !== undefined && retry.attempts > 0 && retry.on.some((r) => typeof r === 'string' && r in GRPC_RETRY_ON)) this.#keepCopy(req, retry.maxBodyBytes);
     this.#replayable = retry !== undefined && retry.attempts > 0 && !body && isIdempotent(req.method!);
     // Chunked, or an HTTP/2 body without a Content-Length: its length is known at its end.
     const cl = req.headers['transfer-encoding'] === undefined ? req.headers['content-length'] : undefined;
@@ -221,10 +230,32 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     this.#sink.upstreamEnded(outcomeOf(this.#picker, failure, this.#tries, res.headersSent ? res.statusCode : 0));
   }
 
+  #keepCopy(req: IncomingMessage, max: number): void {
+    this.#copy = [];
+    req.on('data', (c: Buffer) => {
+      if (this.#copy === null) return;
+      this.#copied += c.length;
+      if (this.#copied > max) this.#copy = null;
+      else this.#copy.push(c);
+    });
+  }
+
+  /** A gRPC call whose body ended and was kept whole: from now on it is sent as that buffer. */
+  #replayCopy(): boolean {
+    if (this.#copy === null || !this.#ex.req.readableEnded) return false;
+    this.#request.body = Buffer.concat(this.#copy);
+    this.#request.length = this.#copied;
+    this.#copy = null;
+    this.#replayable = true;
+    return true;
+  }
+
   /** Whether a try that failed after the request was sent may be retried now (and takes the budget if so). */
-  #mayRetry(reason: 'reset' | 'timeout' | number): boolean {
+  #mayRetry(reason: RetryOn): boolean {
     const retry = this.#route.retry;
-    if (retry === undefined || !this.#replayable || this.#retries >= retry.attempts || this.#ex.res.destroyed) return false;
+    if (retry === undefined || this.#retries >= retry.attempts || this.#ex.res.destroyed) return false;
+    // A kept gRPC body is sent again only after an answered status: the server said what became of the call.
+    if (!this.#replayable && !(typeof reason === 'string' && reason in GRPC_RETRY_ON && retriable(retry.on, reason) && this.#replayCopy())) return false;
     if (!retriable(retry.on, reason)) return false;
     // The budget keeps retries from piling onto a role that is failing: a retry that
     // moves the request to another role (the split's fallback) does not need it, and
@@ -290,10 +321,18 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     if (statusCode >= 500) {
       answeredFailure(this.#route, p);
       if (this.#mayRetry(statusCode)) {
-        this.#discarding = statusCode;
+        this.#discarding = String(statusCode);
         return true;
       }
-    } else p.set.succeeded(p.endpoint);
+    } else {
+      p.set.succeeded(p.endpoint);
+      // A gRPC status in the headers (trailers-only) that retries.on names: the call is tried again.
+      const condition = this.#grpc && head.trailersOnly === true ? grpcRetryCondition(rawHeaders) : null;
+      if (condition !== null && this.#mayRetry(condition)) {
+        this.#discarding = condition;
+        return true;
+      }
+    }
     const edits = this.#ex.responseHeaderEdits;
     const headers = responseHeaders(rawHeaders, head.connectionOptions);
     // A gRPC answer in trailers-only form goes on as headers and trailers (the same to a
@@ -333,10 +372,10 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
 
   onComplete(trailers: string[] | null): void {
     this.#timers.clearBody();
-    const status = this.#discarding;
-    if (status !== null) {
+    const reason = this.#discarding;
+    if (reason !== null) {
       this.#discarding = null;
-      this.#retry(String(status));
+      this.#retry(reason);
       return;
     }
     const res = this.#ex.res;
@@ -488,6 +527,17 @@ function trailerFields(raw: readonly string[]): Record<string, string> {
     out[name] = out[name] === undefined ? kept[i + 1]! : `${out[name]}, ${kept[i + 1]!}`;
   }
   return out;
+}
+
+/** The retries.on word of a trailers-only answer's gRPC status (unavailable, …), or null. */
+function grpcRetryCondition(headers: readonly string[]): Extract<RetryOn, string> | null {
+  for (let i = 0; i < headers.length; i += 2) {
+    if (headers[i]!.toLowerCase() !== 'grpc-status') continue;
+    const code = parseGrpcStatus(headers[i + 1]);
+    for (const [word, c] of Object.entries(GRPC_RETRY_ON)) if (c === code) return word as Extract<RetryOn, string>;
+    return null;
+  }
+  return null;
 }
 
 /** Removes gRPC's status fields from an answer's headers; returns them (null when none). */

@@ -8,7 +8,7 @@ export function isIdempotent(method: string): boolean {
 }
 
 /** Whether a failed try with this reason (or upstream status) is worth another one under `on`. */
-export function retriable(on: readonly RetryOn[], reason: 'reset' | 'timeout' | number): boolean {
+export function retriable(on: readonly RetryOn[], reason: RetryOn): boolean {
   if (typeof reason === 'string') return on.includes(reason);
   if (on.includes(reason)) return true;
   if (reason >= 500 && reason <= 599 && on.includes('5xx')) return true;

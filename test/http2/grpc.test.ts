@@ -225,3 +225,32 @@ test('a call\'s status is counted once, from the trailers or a trailers-only ans
     '/switchyard.test.Echo/ServerStream OK', '/switchyard.test.Echo/Unary NOT_FOUND', '/switchyard.test.Echo/Unary OK',
   ]);
 });
+
+test('retries.on unavailable sends a call the server answered UNAVAILABLE to the next endpoint, its body kept as it streamed; a code not listed is not retried', async (t) => {
+  const down = await startEchoServer(t, 'down', { failUnary: grpc.status.UNAVAILABLE });
+  const up = await startEchoServer(t, 'up');
+  const config = configOf({
+    roles: { a: { channels: { grpc: { endpoints: [down.address, up.address], protocol: 'http2' } } } },
+    listeners: { web: { address: `${uniqueHost()}:0`, target: 'a.grpc', filters: [weighted({ a: 1 })], retries: { attempts: 2, on: ['unavailable'] } } },
+  } as ConfigSpec);
+  const sc = await startSidecar(t, config);
+  const client = echoClient(t, address(sc));
+  for (let i = 0; i < 6; i++) {
+    const r = await unary(client, { text: `call ${i}` });
+    t.is(r.role, 'up');
+    t.is(r.text, `call ${i}`, 'the body sent again is the one the client sent');
+  }
+  t.true(down.calls >= 1, 'the failing endpoint was tried');
+  t.true(await metric(sc, 'switchyard_retries_total', { listener: 'web', role: 'a', reason: 'unavailable' }) >= 1);
+  // NOT_FOUND is not in retries.on: the client gets it.
+  const nf = await startEchoServer(t, 'nf', { failUnary: grpc.status.NOT_FOUND });
+  const other = configOf({
+    roles: { a: { channels: { grpc: { endpoints: [nf.address, up.address], protocol: 'http2' } } } },
+    listeners: { web: { address: `${uniqueHost()}:0`, target: 'a.grpc', filters: [weighted({ a: 1 })], retries: { attempts: 2, on: ['unavailable'] } } },
+  } as ConfigSpec);
+  const sc2 = await startSidecar(t, other);
+  const client2 = echoClient(t, address(sc2));
+  let notFound = 0;
+  for (let i = 0; i < 6; i++) await unary(client2, { text: 'x' }).catch((e: grpc.ServiceError) => { if (e.code === grpc.status.NOT_FOUND) notFound++; });
+  t.true(notFound >= 1, 'NOT_FOUND reached the client');
+});

@@ -23,7 +23,7 @@ function failure(code: number, role: string): Partial<grpc.StatusObject> {
 export interface EchoServer { address: string; role: string; calls: number; close(): Promise<void> }
 
 /** An Echo server for `role` on port 0 of this process's own 127.x.y.z (h2c). */
-export async function startEchoServer(t: { teardown(fn: () => unknown): void }, role: string): Promise<EchoServer> {
+export async function startEchoServer(t: { teardown(fn: () => unknown): void }, role: string, o: { failUnary?: number } = {}): Promise<EchoServer> {
   const server = new grpc.Server();
   const state: EchoServer = { address: '', role, calls: 0, close: async () => {} };
   const later = (ms: number, fn: () => void): void => { if (ms > 0) setTimeout(fn, ms); else fn(); };
@@ -32,7 +32,8 @@ export async function startEchoServer(t: { teardown(fn: () => unknown): void }, 
       state.calls++;
       const r = call.request;
       later(r.delayMs ?? 0, () => {
-        if (r.failWith) done(failure(r.failWith, role) as grpc.ServiceError);
+        const code = o.failUnary ?? r.failWith;
+        if (code) done(failure(code, role) as grpc.ServiceError);
         else done(null, { text: r.text ?? '', role, metadata: metadataOf(call) });
       });
     },

@@ -14,7 +14,8 @@ const TIMEOUT_KEYS: Record<string, keyof ListenerTimeouts> = {
 /** The timeouts whose 0s means "no limit" (documented); every other one must be more than 0. */
 const ZERO_MEANS_NONE = new Set(['idle', 'total']);
 
-const RETRY_ON_WORDS = ['reset', 'timeout', 'gateway-error', '5xx'];
+/** The words `retries.on` takes: failures of any request, and gRPC statuses in an answer's headers (DESIGN.md). */
+const RETRY_ON_WORDS = ['reset', 'timeout', 'gateway-error', '5xx', 'cancelled', 'deadline-exceeded', 'internal', 'resource-exhausted', 'unavailable'];
 
 /** `listeners.<name>.timeouts`, each key defaulted. */
 export function checkTimeouts(c: Checker, value: unknown, path: Path): ListenerTimeouts {
