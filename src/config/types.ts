@@ -116,8 +116,10 @@ export interface UpstreamTlsConfig {
 }
 
 export interface HealthCheckConfig {
-  /** HTTP GET of this path (2xx/3xx = pass); absent = a TCP connect check. */
+  /** HTTP GET of this path (2xx/3xx = pass); absent (and no grpc) = a TCP connect check. */
   path?: string;
+  /** grpc.health.v1.Health/Check of this service ('' = the server as a whole) over HTTP/2: SERVING = pass. */
+  grpc?: string;
   intervalMs: number;
   timeoutMs: number;
   /** Passes in a row that make an unhealthy endpoint healthy again. */

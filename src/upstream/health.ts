@@ -1,5 +1,6 @@
 import { formatHostPort } from '../config/parse.js';
 import { request } from 'node:http';
+import { connect as h2Connect, type IncomingHttpHeaders } from 'node:http2';
 import { request as httpsRequest } from 'node:https';
 import { connect, isIP } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
@@ -156,9 +157,11 @@ class HealthChecker {
     const config = this.#leases.at(-1);
     if (!config) return;
     this.#running = true;
-    const problem = await (config.path === undefined
-      ? tcpCheck(this.#host, this.#port, config.timeoutMs, config.tls)
-      : httpCheck(this.#host, this.#port, config.path, config.timeoutMs, config.tls));
+    const problem = await (config.grpc !== undefined
+      ? grpcCheck(this.#host, this.#port, config.grpc, config.timeoutMs, config.tls)
+      : config.path === undefined
+        ? tcpCheck(this.#host, this.#port, config.timeoutMs, config.tls)
+        : httpCheck(this.#host, this.#port, config.path, config.timeoutMs, config.tls));
     this.#running = false;
     const now = this.#leases.at(-1);
     if (!now) return; // released while the check ran
@@ -230,4 +233,87 @@ function httpCheck(host: string, port: number, path: string, timeoutMs: number, 
     req.once('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
     req.end();
   });
+}
+
+/**
+ * grpc.health.v1.Health/Check of `service` on a connection of its own (HTTP/2, with
+ * the channel's TLS and ALPN h2): null when the answer is SERVING with status OK
+ * within the timeout, else what it was. The messages are small enough to write and
+ * read by hand: HealthCheckRequest{service = 1}, HealthCheckResponse{status = 1}.
+ */
+function grpcCheck(host: string, port: number, service: string, timeoutMs: number, tls: UpstreamTls | null): Promise<string | null> {
+  return new Promise((resolve) => {
+    const session = h2Connect(`${tls === null ? 'http' : 'https'}://${isIP(host) === 6 ? `[${host}]` : host}:${port}`, {
+      createConnection: () => (tls === null ? connect({ host, port }) : tlsConnect({ host, port, ...tlsOptions(host, tls), ALPNProtocols: ['h2'] })),
+    });
+    let settled = false;
+    const settle = (problem: string | null): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      session.destroy();
+      resolve(problem);
+    };
+    const timer = timeoutAfterIo(() => settle(`no answer within ${timeoutMs} ms`), timeoutMs);
+    session.on('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
+    const stream = session.request({
+      ':method': 'POST', ':path': '/grpc.health.v1.Health/Check', 'content-type': 'application/grpc', te: 'trailers',
+      'user-agent': 'switchyard-health-check', 'grpc-timeout': `${timeoutMs}m`,
+    });
+    const chunks: Buffer[] = [];
+    let status = '';
+    const take = (h: IncomingHttpHeaders): void => { if (h['grpc-status'] !== undefined) status = String(h['grpc-status']); };
+    stream.on('response', take);
+    stream.on('trailers', take);
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('error', (err: NodeJS.ErrnoException) => settle(err.code ?? err.message));
+    stream.on('end', () => {
+      if (status !== '0') {
+        settle(`gRPC status ${status || 'missing'}`);
+        return;
+      }
+      const serving = healthStatus(Buffer.concat(chunks));
+      settle(serving === 1 ? null : `health status ${HEALTH_STATUS[serving] ?? serving}`);
+    });
+    stream.end(grpcFrame(service === '' ? Buffer.alloc(0) : Buffer.concat([Buffer.from([0x0a]), varint(Buffer.byteLength(service)), Buffer.from(service)])));
+  });
+}
+
+const HEALTH_STATUS: Record<number, string> = { 0: 'UNKNOWN', 1: 'SERVING', 2: 'NOT_SERVING', 3: 'SERVICE_UNKNOWN' };
+
+/** A gRPC message on the wire: not compressed, its length, its bytes. */
+function grpcFrame(message: Buffer): Buffer {
+  const head = Buffer.alloc(5);
+  head.writeUInt32BE(message.length, 1);
+  return Buffer.concat([head, message]);
+}
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  while (n > 0x7f) {
+    out.push((n & 0x7f) | 0x80);
+    n >>>= 7;
+  }
+  out.push(n);
+  return Buffer.from(out);
+}
+
+/** HealthCheckResponse's status (field 1, a varint) from its framed message; 0 (UNKNOWN) when absent. */
+function healthStatus(framed: Buffer): number {
+  if (framed.length < 5) return 0;
+  const msg = framed.subarray(5, 5 + framed.readUInt32BE(1));
+  for (let i = 0; i < msg.length;) {
+    const key = msg[i++]!;
+    let value = 0;
+    let shift = 0;
+    while (i < msg.length) {
+      const b = msg[i++]!;
+      value |= (b & 0x7f) << shift;
+      shift += 7;
+      if ((b & 0x80) === 0) break;
+    }
+    if (key === 0x08) return value;
+    if ((key & 7) === 2) i += value; // a length-delimited field we do not know
+  }
+  return 0;
 }

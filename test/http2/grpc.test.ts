@@ -254,3 +254,40 @@ test('retries.on unavailable sends a call the server answered UNAVAILABLE to the
   for (let i = 0; i < 6; i++) await unary(client2, { text: 'x' }).catch((e: grpc.ServiceError) => { if (e.code === grpc.status.NOT_FOUND) notFound++; });
   t.true(notFound >= 1, 'NOT_FOUND reached the client');
 });
+
+test('healthCheck grpc checks grpc.health.v1.Health/Check: a NOT_SERVING endpoint gets no calls until it serves again', async (t) => {
+  const serving = { a1: true, a2: true };
+  // SERVING (1) or NOT_SERVING (2) as `serving` says; SERVICE_UNKNOWN (3) for another service.
+  const health = (name: 'a1' | 'a2') => (service: string): number => (service === '' || service === 'switchyard.test.Echo' ? (serving[name] ? 1 : 2) : 3);
+  const a1 = await startEchoServer(t, 'a1', { health: health('a1') });
+  const a2 = await startEchoServer(t, 'a2', { health: health('a2') });
+  const config = configOf({
+    roles: {
+      a: {
+        channels: {
+          grpc: {
+            endpoints: [a1.address, a2.address], protocol: 'http2',
+            healthCheck: { grpc: 'switchyard.test.Echo', interval: '100ms', timeout: '90ms', healthyThreshold: 1, unhealthyThreshold: 1 },
+          },
+        },
+      },
+    },
+    listeners: { web: { address: `${uniqueHost()}:0`, target: 'a.grpc', filters: [weighted({ a: 1 })] } },
+  } as ConfigSpec);
+  const sc = await startSidecar(t, config);
+  const client = echoClient(t, address(sc));
+  await untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'a', channel: 'grpc' }, 2);
+  serving.a1 = false;
+  await untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'a', channel: 'grpc' }, 1);
+  const roles = new Set<string>();
+  for (let i = 0; i < 20; i++) roles.add((await unary(client, { text: 'x' })).role);
+  t.deepEqual([...roles], ['a2']);
+  serving.a1 = true;
+  await untilMetric(sc, 'switchyard_endpoints_healthy', { role: 'a', channel: 'grpc' }, 2);
+  const validate = async (hc: Record<string, unknown>): Promise<string> => {
+    const bad = configOf({ roles: { a: { channels: { grpc: { endpoints: [a1.address], protocol: 'http2', healthCheck: hc } } } }, listeners: { web: { address: `${uniqueHost()}:0`, target: 'a.grpc' } } } as ConfigSpec);
+    return (await t.throwsAsync(startSidecar(t, bad)))!.message;
+  };
+  t.regex(await validate({ grpc: 'x y' }), /healthCheck\.grpc/);
+  t.regex(await validate({ grpc: true, path: '/h' }), /either an HTTP GET of path or a gRPC health check/);
+});

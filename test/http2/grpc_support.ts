@@ -23,8 +23,30 @@ function failure(code: number, role: string): Partial<grpc.StatusObject> {
 export interface EchoServer { address: string; role: string; calls: number; close(): Promise<void> }
 
 /** An Echo server for `role` on port 0 of this process's own 127.x.y.z (h2c). */
-export async function startEchoServer(t: { teardown(fn: () => unknown): void }, role: string, o: { failUnary?: number } = {}): Promise<EchoServer> {
+/** grpc.health.v1.Health/Check with raw messages: HealthCheckRequest{service = 1} in, HealthCheckResponse{status = 1} out. */
+const HEALTH = {
+  Check: {
+    path: '/grpc.health.v1.Health/Check', requestStream: false, responseStream: false,
+    requestSerialize: (b: Buffer) => b, requestDeserialize: (b: Buffer) => b, responseSerialize: (b: Buffer) => b, responseDeserialize: (b: Buffer) => b,
+  },
+} as unknown as grpc.ServiceDefinition;
+
+/** The service name a HealthCheckRequest asks about ('' = the server). */
+function healthService(msg: Buffer): string {
+  return msg.length > 2 && msg[0] === 0x0a ? msg.subarray(2, 2 + msg[1]!).toString() : '';
+}
+
+export async function startEchoServer(t: { teardown(fn: () => unknown): void }, role: string,
+  o: { failUnary?: number; health?: (service: string) => number } = {}): Promise<EchoServer> {
   const server = new grpc.Server();
+  if (o.health !== undefined) {
+    const status = o.health;
+    server.addService(HEALTH, {
+      Check(call: grpc.ServerUnaryCall<Buffer, Buffer>, done: grpc.sendUnaryData<Buffer>) {
+        done(null, Buffer.from([0x08, status(healthService(call.request))]));
+      },
+    });
+  }
   const state: EchoServer = { address: '', role, calls: 0, close: async () => {} };
   const later = (ms: number, fn: () => void): void => { if (ms > 0) setTimeout(fn, ms); else fn(); };
   server.addService(Echo.service, {

@@ -92,7 +92,7 @@ export function checkMinUploadRate(c: Checker, value: unknown, path: Path): MinU
 
 /** `roles.<name>.channels.<name>.healthCheck`: active checks of each endpoint. */
 export function checkHealthCheck(c: Checker, value: unknown, path: Path): HealthCheckConfig | undefined {
-  const o = c.obj(value, path, ['path', 'interval', 'timeout', 'healthyThreshold', 'unhealthyThreshold']);
+  const o = c.obj(value, path, ['path', 'grpc', 'interval', 'timeout', 'healthyThreshold', 'unhealthyThreshold']);
   if (!o) return undefined;
   const d = DEFAULT_HEALTH_CHECK;
   const hc: HealthCheckConfig = {
@@ -106,6 +106,12 @@ export function checkHealthCheck(c: Checker, value: unknown, path: Path): Health
     // The request line takes the path as written: no spaces or control characters.
     if (p !== undefined && !/^\/[\x21-\x7e]*$/.test(p)) c.report('SY_ERR_CONFIG_VALUE', [...path, 'path'], `"${p}" is not a request path (it starts with / and has no spaces)`);
     else if (p !== undefined) hc.path = p;
+  }
+  if (o.grpc !== undefined) {
+    if (o.path !== undefined) c.report('SY_ERR_CONFIG_VALUE', [...path, 'grpc'], 'a check is either an HTTP GET of path or a gRPC health check, not both');
+    else if (o.grpc === true) hc.grpc = '';
+    else if (typeof o.grpc === 'string' && /^[A-Za-z_][A-Za-z0-9_.]*$/.test(o.grpc)) hc.grpc = o.grpc;
+    else c.report('SY_ERR_CONFIG_VALUE', [...path, 'grpc'], 'must be true (the server as a whole) or a service name such as "pay.v1.Payments"');
   }
   if (hc.intervalMs < 100) c.report('SY_ERR_CONFIG_VALUE', [...path, 'interval'], 'must be at least 100ms');
   if (hc.timeoutMs < 1 || hc.timeoutMs > hc.intervalMs) c.report('SY_ERR_CONFIG_VALUE', [...path, 'timeout'], 'must be more than 0 and at most the interval');
