@@ -13,6 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type RequestListener } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import { createServer as createH2Server } from 'node:http2';
 import { createServer as createTcpServer, type Socket } from 'node:net';
 import { parseArgs } from 'node:util';
 
@@ -24,6 +25,8 @@ const { values } = parseArgs({
     size: { type: 'string', default: '1024' },
     // An HTTPS port too (the TLS-to-upstream scenarios), with this certificate.
     'tls-port': { type: 'string' },
+    // An h2c port too (prior knowledge: the HTTP/2 upstream scenarios of bench/h2.ts).
+    'h2-port': { type: 'string' },
     cert: { type: 'string' },
     key: { type: 'string' },
   },
@@ -96,5 +99,15 @@ if (values['tls-port'] !== undefined) {
   const server = createHttpsServer({ cert: readFileSync(values.cert!), key: readFileSync(values.key!) }, answer);
   server.keepAliveTimeout = 65_000;
   server.listen({ host, port: Number(values['tls-port']), backlog: 1024 });
+}
+if (values['h2-port'] !== undefined) {
+  const server = createH2Server({ settings: { maxConcurrentStreams: 1000 } });
+  server.on('stream', (stream) => {
+    stream.on('error', () => {});
+    stream.resume();
+    stream.respond({ ':status': 200, 'content-type': 'text/plain', 'content-length': size });
+    stream.end(BODY);
+  });
+  server.listen({ host, port: Number(values['h2-port']), backlog: 1024 });
 }
 process.on('SIGTERM', () => process.exit(0));
