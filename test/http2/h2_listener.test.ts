@@ -3,13 +3,14 @@ import { execFile } from 'node:child_process';
 import { constants, type ClientHttp2Session } from 'node:http2';
 import { promisify } from 'node:util';
 import {
-  configOf, get, listenerUrl, metric, putConfig, role, ROOT, startSidecar, startUpstream, tempFiles, twoRoles, untilLogLines, weighted, within, yaml,
+  configOf, get, listenerUrl, metric, putConfig, role, ROOT, startSidecar, startUpstream, tempFiles, twoRoles, until, untilLogLines, weighted, within, yaml,
   type ConfigSpec, type FilterSpec, type Upstream,
 } from '../helpers.js';
 import { toolPath } from '../setup/requirements.js';
 import { h2Connect, h2Request, nextGoaway } from './support.js';
 import { makePki } from '../tls_support.js';
-import { RESET_BUDGET } from '../../src/listeners/h2_sessions.js';
+import { CLIENT_PREFACE, RESET_BUDGET } from '../../src/listeners/h2_sessions.js';
+import { connect as netConnect } from 'node:net';
 import { checkConfig } from '../../src/reload/check.js';
 import { parseConfigTexts } from '../../src/config/load.js';
 import { formatIssue } from '../../src/errors.js';
@@ -250,4 +251,86 @@ test('a TLS listener offers ALPN h2 and http/1.1: an h2 client gets HTTP/2, with
   t.is(session.alpnProtocol, 'h2');
   const [line] = await untilLogLines(paths['access.log']!, (l) => l.path === '/tls');
   t.regex(String(line!.clientCert), /CN=app/);
+});
+
+/** A raw HTTP/2 frame: length, type, flags, stream id, payload (RFC 9113 §4.1). */
+function frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(stream, 5);
+  return Buffer.concat([head, payload]);
+}
+
+for (const [what, flood] of [
+  ['PING', () => frame(0x6, 0, 0, Buffer.alloc(8))],
+  ['SETTINGS', () => frame(0x4, 0, 0)],
+] as const) {
+  test(`a client that floods ${what} frames and never reads the acknowledgements has its connection closed; the listener serves others`, async (t) => {
+    const up = await startUpstream(t, 'a');
+    const config = split(up, up, [weighted({ a: 1, b: 0 })]);
+    config.listeners!.web!.timeouts = { keepAlive: '1s' };
+    const sc = await startSidecar(t, config);
+    const { host, port } = sc.addresses().get('web')!;
+    const socket = netConnect({ host, port });
+    socket.on('error', () => {});
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    // The session is up once the proxy's own SETTINGS come back.
+    socket.write(Buffer.concat([CLIENT_PREFACE, frame(0x4, 0, 0)]));
+    await within(new Promise((resolve) => socket.once('data', resolve)), 5_000, "the proxy's SETTINGS");
+    t.is(sc.runtime.sockets.all().reduce((n, ls) => n + ls.h2.size, 0), 1);
+    // From now on never read: the acknowledgements queue up on the proxy's side.
+    socket.pause();
+    const batch = Buffer.concat(Array.from({ length: 2000 }, flood));
+    let sent = 0;
+    while (!socket.destroyed && sent < 50) {
+      if (!socket.write(batch)) await new Promise((r) => socket.once('drain', r).once('close', r));
+      sent++;
+    }
+    const sessions = (): number => sc.runtime.sockets.all().reduce((n, ls) => n + ls.h2.size, 0);
+    await until(() => sessions() === 0, 10_000, 'the proxy dropped the flooding connection');
+    // The client sees the close once it reads again.
+    socket.resume();
+    await within(closed, 10_000, 'the flooding connection closed');
+    t.log(`the client had written ${sent} batches of 2,000 frames`);
+    t.is((await h2Request(h2Connect(t, sc), '/ok')).status, 200);
+  });
+}
+
+test('a stream whose client never reads holds a bounded amount: flow control stops the upstream, not the proxy\'s memory', async (t) => {
+  let written = 0;
+  let stalled: (() => void) | null = null;
+  const stall = new Promise<void>((resolve) => { stalled = resolve; });
+  const chunk = Buffer.alloc(64 * 1024, 'x');
+  const up = await startUpstream(t, 'a', (req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    const pump = (): void => {
+      while (written < 256 * 1024 * 1024) {
+        written += chunk.length;
+        if (!res.write(chunk)) {
+          res.once('drain', pump);
+          // The upstream is held back: note it once it stays so for a while.
+          setTimeout(() => { if (res.writableNeedDrain) stalled?.(); }, 500);
+          return;
+        }
+      }
+      res.end();
+    };
+    pump();
+  });
+  const sc = await startSidecar(t, split(up, up, [weighted({ a: 1, b: 0 })], { drainTimeout: '1s' } as Partial<ConfigSpec>));
+  const session = h2Connect(t, sc);
+  const stream = session.request({ ':path': '/big' });
+  stream.on('error', () => {});
+  stream.pause(); // never reads
+  await within(stall, 10_000, 'the upstream held back');
+  const held = written;
+  await new Promise((r) => setTimeout(r, 500));
+  t.true(written - held <= chunk.length * 2, 'the upstream stays held back');
+  t.true(written < 32 * 1024 * 1024, `the upstream could write ${(written / 1048576).toFixed(1)} MiB before it was held back`);
+  t.log(`held back after ${(written / 1048576).toFixed(1)} MiB`);
+  stream.close();
 });
