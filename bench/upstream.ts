@@ -27,6 +27,8 @@ const { values } = parseArgs({
     'tls-port': { type: 'string' },
     // An h2c port too (prior knowledge: the HTTP/2 upstream scenarios of bench/h2.ts).
     'h2-port': { type: 'string' },
+    // A gRPC unary responder (h2c): one small message, then grpc-status 0 in trailers.
+    'grpc-port': { type: 'string' },
     cert: { type: 'string' },
     key: { type: 'string' },
   },
@@ -109,5 +111,20 @@ if (values['h2-port'] !== undefined) {
     stream.end(BODY);
   });
   server.listen({ host, port: Number(values['h2-port']), backlog: 1024 });
+}
+if (values['grpc-port'] !== undefined) {
+  // A 16-byte message, length-prefixed (gRPC's framing): what a small unary reply looks like.
+  const message = Buffer.concat([Buffer.from([0, 0, 0, 0, 16]), Buffer.alloc(16, 0x61)]);
+  const server = createH2Server({ settings: { maxConcurrentStreams: 1000 } });
+  server.on('stream', (stream) => {
+    stream.on('error', () => {});
+    stream.resume();
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+      stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+      stream.end(message);
+    });
+  });
+  server.listen({ host, port: Number(values['grpc-port']), backlog: 1024 });
 }
 process.on('SIGTERM', () => process.exit(0));
