@@ -228,7 +228,8 @@ export class H2Pool implements UpstreamPool {
     const abort = (err?: Error): void => finish(err ?? new ExchangeAborted());
     // A connection that failed (a refused connect, a TLS failure) destroys its streams with its error.
     let failure: Error | null = null;
-    stream.on('error', (err: Error) => { failure ??= err; });
+    // A stream still pending when its connection failed is cancelled with the connection's error as the cause.
+    stream.on('error', (err: Error) => { failure ??= err.cause instanceof Error ? err.cause : err; });
     // The end of the body is the answer's end only if the stream then closes cleanly (a reset also ends it).
     let ended = false;
     stream.once('close', () => {

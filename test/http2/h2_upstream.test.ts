@@ -1,7 +1,8 @@
 import test from 'ava';
-import { constants, createServer, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { constants, createSecureServer, createServer, type Http2Server, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { AddressInfo } from 'node:net';
-import { configOf, get, listenerUrl, metric, scrape, startSidecar, uniqueHost, until, weighted, type ConfigSpec } from '../helpers.js';
+import { configOf, get, listenerUrl, metric, scrape, startSidecar, tempFiles, uniqueHost, until, weighted, type ConfigSpec } from '../helpers.js';
+import { makePki } from '../tls_support.js';
 
 /*
  * The HTTP/2 pool to an upstream (a channel with protocol: http2): streams share
@@ -122,4 +123,34 @@ test('a dead http2 endpoint is a connect failure: 502, and the next endpoint ser
   const sc2 = await startSidecar(t, only);
   const r = await get(`${listenerUrl(sc2, 'web')}/x`);
   t.is(r.status, 502);
+});
+
+test('protocol http2 with tls reaches the endpoint over TLS with ALPN h2, its certificate checked', async (t) => {
+  const ca = await makePki('h2 upstream CA');
+  t.teardown(() => ca.close());
+  const leaf = await ca.leaf('upstream', ['pay.internal']);
+  const server = createSecureServer({ cert: leaf.cert, key: leaf.key, allowHTTP1: false });
+  const alpn: string[] = [];
+  server.on('secureConnection', (s) => alpn.push(String(s.alpnProtocol)));
+  server.on('stream', (stream) => {
+    stream.respond({ ':status': 200 });
+    stream.end('over h2 and tls');
+  });
+  const host = uniqueHost();
+  await new Promise<void>((r) => server.listen(0, host, r));
+  t.teardown(() => new Promise<void>((r) => server.close(() => r())));
+  const { paths } = await tempFiles(t, { 'ca.pem': ca.ca.cert });
+  const config = configOf({
+    roles: { a: { channels: { http: { endpoints: [`${host}:${(server.address() as AddressInfo).port}`], protocol: 'http2', tls: { ca: paths['ca.pem'], serverName: 'pay.internal' } } } } },
+    listeners: { web: { address: `${uniqueHost()}:0`, target: 'a.http', filters: [weighted({ a: 1 })] } },
+  } as ConfigSpec);
+  const sc = await startSidecar(t, config);
+  const r = await get(`${listenerUrl(sc, 'web')}/x`);
+  t.is(r.body, 'over h2 and tls');
+  t.deepEqual(alpn, ['h2']);
+  // Another name than the certificate's: a TLS failure, 502.
+  (config.roles!.a!.channels.http as unknown as { tls: { serverName: string } }).tls.serverName = 'other.internal';
+  const sc2 = await startSidecar(t, config);
+  t.is((await get(`${listenerUrl(sc2, 'web')}/x`)).status, 502);
+  t.is(await metric(sc2, 'switchyard_upstream_errors_total', { listener: 'web', role: 'a', reason: 'tls' }), 1);
 });
