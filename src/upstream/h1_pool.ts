@@ -1,11 +1,11 @@
-import { connect as netConnect, isIP, type NetConnectOpts, type Socket } from 'node:net';
-import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { connect as netConnect, type NetConnectOpts, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { isTlsError, UpstreamTimeout } from '../errors.js';
 import type { UpstreamTls } from '../net/tls_material.js';
 import { ChunkedDecoder, LAST_CHUNK, chunkHead } from '../http1/chunked.js';
 import { HEAD_END, MalformedMessage, isFieldValue, isToken, parseResponseHead, type ResponseHead } from '../http1/message_head.js';
 import { timeoutAfterIo } from './timeout.js';
+import { EndpointTls } from './tls_connect.js';
 
 /**
  * HTTP/1.1 to one upstream endpoint on its own sockets: a pool of keep-alive
@@ -419,11 +419,7 @@ export class H1Pool implements UpstreamPool {
   /** For a request that came without one (HTTP/1.0). */
   readonly #hostHeader: string;
   readonly #connectTimeoutMs: number;
-  readonly #tls: UpstreamTls | null;
-  /** The last TLS session the endpoint gave us: the next connection resumes it (no full handshake). */
-  #session: Buffer | undefined;
-  readonly #log: (line: string) => void;
-  #tlsLoggedAt = -Infinity;
+  readonly #tls: EndpointTls | null;
   /** Most recently used last: it is taken first (its socket is the warmest, the others may idle out). */
   readonly #idle: H1Connection[] = [];
   readonly #all = new Set<H1Connection>();
@@ -438,8 +434,7 @@ export class H1Pool implements UpstreamPool {
     this.port = port;
     this.#hostHeader = hostHeader;
     this.#connectTimeoutMs = connectTimeoutMs;
-    this.#tls = tls;
-    this.#log = log;
+    this.#tls = tls === null ? null : new EndpointTls(tls, ['http/1.1'], hostHeader, log);
   }
 
   // hot path
@@ -483,9 +478,9 @@ export class H1Pool implements UpstreamPool {
     // 64 KiB reads, TCP keep-alive probes after 60 s.
     const options = {
       host: this.host, port: this.port, noDelay: true, highWaterMark: 64 * 1024, keepAlive: true, keepAliveInitialDelay: 60_000,
-    } as NetConnectOpts;
+    } as NetConnectOpts & { host: string };
     const tls = this.#tls;
-    const socket: Socket = tls === null ? netConnect(options) : this.#tlsConnect(options, tls);
+    const socket: Socket = tls === null ? netConnect(options) : tls.connect(options);
     const ready = tls === null ? 'connect' : 'secureConnect';
     let done = false;
     const finish = (err: Error | null): void => {
@@ -515,28 +510,9 @@ export class H1Pool implements UpstreamPool {
     socket.once(ready, onConnect).once('error', finish);
   }
 
-  #tlsConnect(options: NetConnectOpts, tls: UpstreamTls): Socket {
-    const host = this.host;
-    const socket = tlsConnect({
-      ...options,
-      secureContext: tls.context,
-      // SNI is a host name, never an address; the certificate is checked against this name, or the address.
-      servername: tls.serverName ?? (isIP(host) === 0 ? host : undefined),
-      ALPNProtocols: ['http/1.1'],
-      session: this.#session,
-    } as ConnectionOptions);
-    socket.on('session', (session: Buffer) => { this.#session = session; });
-    return socket;
-  }
-
-  /** A TLS failure is logged with its cause (an expired certificate, an unknown CA, a name mismatch), once per 10 s per endpoint. */
+  /** A TLS failure is logged with its cause, once per 10 s per endpoint. */
   tlsFailed(err: Error): void {
-    // A failed handshake must not be resumed.
-    this.#session = undefined;
-    const now = performance.now();
-    if (now - this.#tlsLoggedAt < 10_000) return;
-    this.#tlsLoggedAt = now;
-    this.#log(`endpoint ${this.#hostHeader}: TLS failed: ${err.message} (${(err as NodeJS.ErrnoException).code ?? 'no code'})`);
+    this.#tls?.failed(err);
   }
 
   /** A connection whose exchange ended cleanly: kept for the next one. */

@@ -1,12 +1,12 @@
 import { connect as h2Connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
-import { connect as netConnect, isIP, type Socket } from 'node:net';
-import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
+import { connect as netConnect, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { isTlsError, UpstreamTimeout } from '../errors.js';
 import type { UpstreamTls } from '../net/tls_material.js';
 import type { ResponseHead } from '../http1/message_head.js';
 import { ExchangeAborted, PoolClosed, RequestBodyBroken, type ExchangeHandler, type UpstreamPool, type UpstreamRequest } from './h1_pool.js';
 import { timeoutAfterIo } from './timeout.js';
+import { EndpointTls } from './tls_connect.js';
 
 /**
  * HTTP/2 to one upstream endpoint (a channel with `protocol: http2`): h2c, or ALPN
@@ -68,10 +68,7 @@ export class H2Pool implements UpstreamPool {
   readonly port: number;
   readonly #authority: string;
   readonly #connectTimeoutMs: number;
-  readonly #tls: UpstreamTls | null;
-  #tlsSession: Buffer | undefined;
-  readonly #log: (line: string) => void;
-  #tlsLoggedAt = -Infinity;
+  readonly #tls: EndpointTls | null;
   readonly #conns = new Set<H2Conn>();
   #closed = false;
   #drained: (() => void) | null = null;
@@ -83,8 +80,7 @@ export class H2Pool implements UpstreamPool {
     this.port = port;
     this.#authority = authority;
     this.#connectTimeoutMs = connectTimeoutMs;
-    this.#tls = tls;
-    this.#log = log;
+    this.#tls = tls === null ? null : new EndpointTls(tls, ['h2'], authority, log);
   }
 
   // hot path
@@ -182,18 +178,7 @@ export class H2Pool implements UpstreamPool {
 
   #socket(): Socket {
     const options = { host: this.host, port: this.port, noDelay: true, keepAlive: true, keepAliveInitialDelay: 60_000 };
-    const tls = this.#tls;
-    if (tls === null) return netConnect(options);
-    const host = this.host;
-    const socket = tlsConnect({
-      ...options,
-      secureContext: tls.context,
-      servername: tls.serverName ?? (isIP(host) === 0 ? host : undefined),
-      ALPNProtocols: ['h2'],
-      session: this.#tlsSession,
-    } as ConnectionOptions);
-    socket.on('session', (s: Buffer) => { this.#tlsSession = s; });
-    return socket;
+    return this.#tls === null ? netConnect(options) : this.#tls.connect(options);
   }
 
   #start(conn: H2Conn, req: UpstreamRequest, headers: OutgoingHttpHeaders, ex: ExchangeHandler, again: boolean): void {
@@ -286,11 +271,7 @@ export class H2Pool implements UpstreamPool {
   }
 
   tlsFailed(err: Error): void {
-    this.#tlsSession = undefined;
-    const now = performance.now();
-    if (now - this.#tlsLoggedAt < 10_000) return;
-    this.#tlsLoggedAt = now;
-    this.#log(`endpoint ${this.#authority}: TLS failed: ${err.message} (${(err as NodeJS.ErrnoException).code ?? 'no code'})`);
+    this.#tls?.failed(err);
   }
 
   /** Takes no more streams; each connection closes (GOAWAY) once its streams ended. */
