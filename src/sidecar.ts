@@ -9,7 +9,7 @@ import type { Config, HostPort, SourceConfig } from './config/types.js';
 import { tlsFiles } from './net/tls_material.js';
 import { ConfigError, SwitchyardError } from './errors.js';
 import { AdminServer } from './admin/server.js';
-import { LifecycleGrpcServer } from './admin/lifecycle_grpc.js';
+import type { LifecycleGrpcServer } from './admin/lifecycle_grpc.js';
 import { Runtime, type ApplyResult } from './reload/runtime.js';
 import type { ConfigSource } from './reload/generation.js';
 import type { Metrics } from './metrics.js';
@@ -137,6 +137,8 @@ export class Sidecar {
       // Read at start only, as admin.address is.
       const grpcAt = config.admin.grpcAddress;
       if (grpcAt) {
+        // Loaded only when asked for: gRPC's libraries are costly to start.
+        const { LifecycleGrpcServer } = await import('./admin/lifecycle_grpc.js');
         sc.grpc = new LifecycleGrpcServer({ runtime, address: grpcAt });
         try {
           sc.grpcAddress = await sc.grpc.listen();

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { createClient } from 'redis';
+import type { createClient } from 'redis';
+import { redis } from '../lazy_modules.js';
 
 /**
  * GCRA (the generic cell rate algorithm, as in redis-cell and Stripe's limiter)
@@ -92,7 +93,7 @@ export class RedisStore {
   constructor(url: string, name: string, hardTimeoutMs: number) {
     this.#url = url;
     this.#hardTimeoutMs = hardTimeoutMs;
-    this.#client = createClient({
+    this.#client = redis().createClient({
       url,
       name,
       disableOfflineQueue: true,

@@ -4,7 +4,8 @@
  * `switchyard fleet push` makes, each guarded by a compare on the key's mod
  * revision. Shared by the etcd source (src/reload/etcd_source.ts) and the CLI.
  */
-import { Etcd3, type IOptions } from 'etcd3';
+import type { Etcd3, IOptions } from 'etcd3';
+import { etcd3 } from '../lazy_modules.js';
 
 /** The key of the config every app reads. */
 export function commonKey(prefix: string): string {
@@ -48,7 +49,7 @@ const NO_RETRY = {
 
 /** An etcd client on `endpoints` whose unary calls each end within `timeoutMs`. */
 export function etcdClient(endpoints: readonly string[], timeoutMs: number): Etcd3 {
-  return new Etcd3({
+  return new (etcd3().Etcd3)({
     hosts: [...endpoints],
     dialTimeout: timeoutMs,
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + timeoutMs }),
