@@ -134,8 +134,9 @@ export class H2Sessions {
     state.resets -= 1;
     if (state.resets >= 0 || session.destroyed) return;
     this.#onAbuse?.(this.#plan);
-    session.goaway(constants.NGHTTP2_ENHANCE_YOUR_CALM);
-    session.destroy();
+    // One GOAWAY, with this code: a goaway() before destroy() is followed by destroy's own, NO_ERROR,
+    // which a client may read first (and destroy(undefined, code) sends NO_ERROR too).
+    session.destroy(new Error('the client resets streams faster than the budget allows'), constants.NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   #goAway(session: ServerHttp2Session, state: SessionState): void {
