@@ -239,7 +239,9 @@ test('a TLS listener offers ALPN h2 and http/1.1: an h2 client gets HTTP/2, with
   const ca = await makePki('h2 listener CA');
   t.teardown(() => ca.close());
   const [server, clientCert] = await Promise.all([ca.leaf('proxy', ['proxy.test', '127.0.0.1']), ca.leaf('app', ['app.test'], { client: true })]);
-  const { paths } = await tempFiles(t, { 'cert.pem': server.cert, 'key.pem': server.key, 'ca.pem': ca.ca.cert, 'access.log': '' });
+  const { paths } = await tempFiles(t, {
+    'cert.pem': server.cert, 'key.pem': server.key, 'ca.pem': ca.ca.cert, 'access.log': '', 'client.pem': clientCert.cert, 'client-key.pem': clientCert.key,
+  });
   const up = await startUpstream(t, 'a');
   const config = split(up, up, [weighted({ a: 1, b: 0 })], { accessLog: { path: paths['access.log']! } });
   config.listeners!.web!.tls = { cert: paths['cert.pem'], key: paths['key.pem'], clientCa: paths['ca.pem'] };
@@ -251,6 +253,13 @@ test('a TLS listener offers ALPN h2 and http/1.1: an h2 client gets HTTP/2, with
   t.is(session.alpnProtocol, 'h2');
   const [line] = await untilLogLines(paths['access.log']!, (l) => l.path === '/tls');
   t.regex(String(line!.clientCert), /CN=app/);
+  // curl negotiates h2 by ALPN, and HTTP/1.1 when told to.
+  const { host, port } = sc.addresses().get('web')!;
+  const curl = async (...args: string[]): Promise<string> => (await run(toolPath('curl'), ['-sS', '-o', '/dev/null', '-w', '%{http_version} %{http_code}',
+    '--cacert', paths['ca.pem']!, '--cert', paths['client.pem']!, '--key', paths['client-key.pem']!, '--resolve', `proxy.test:${port}:${host}`, ...args,
+    `https://proxy.test:${port}/curl`])).stdout;
+  t.is(await curl('--http2'), '2 200');
+  t.is(await curl('--http1.1'), '1.1 200');
 });
 
 /** A raw HTTP/2 frame: length, type, flags, stream id, payload (RFC 9113 §4.1). */
