@@ -54,10 +54,13 @@ export class Metrics {
   /** False: requests_total and request_duration_seconds are not counted (see MetricsOptions). */
   readonly countRequests: boolean;
   readonly grpcRequests: Counter<'listener' | 'vset' | 'role' | 'grpc_code'>;
+  /** Spans not exported: the queue was full (a slow or down collector), or the export failed. */
+  readonly tracingSpansDropped: Counter.Internal;
 
   constructor(opts: MetricsOptions = {}) {
     this.countRequests = opts.countRequests ?? true;
     const registers = [this.registry];
+    this.tracingSpansDropped = new Counter({ name: 'switchyard_tracing_spans_dropped_total', help: 'Spans not exported: the export queue was full (a slow or unreachable collector) or the export failed. Requests never wait for the collector.', registers }).labels();
     this.grpcRequests = new Counter({ name: 'switchyard_grpc_requests_total', help: 'gRPC calls by the role that served them and their status (from the answer\'s headers or trailers, or switchyard\'s own answer), counted once the status is known.', labelNames: ['listener', 'vset', 'role', 'grpc_code'], registers });
     this.requests = new Counter({ name: 'switchyard_requests_total', help: 'HTTP requests by the role that served them and the status sent to the client (499: the client left before the response started).', labelNames: ['listener', 'vset', 'role', 'code'], registers });
     this.duration = new Histogram({ name: 'switchyard_request_duration_seconds', help: 'Time from the request to the end of the response.', labelNames: ['listener', 'vset', 'role'], registers, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });

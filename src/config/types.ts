@@ -15,6 +15,16 @@ export interface Config {
   limits: LimitsConfig;
   /** Where the dynamic config lives (`source`): set only when the config was checked as a bootstrap file. */
   source?: SourceConfig;
+  /** Absent: no traces. */
+  tracing?: TracingConfig;
+}
+
+/** `tracing`: one span per request, exported with OTLP/HTTP (observe/tracing.ts). */
+export interface TracingConfig {
+  otlp: { endpoint: string; timeoutMs: number };
+  /** The share of traces started here that are sampled (a client's sampled flag is followed: parent-based). */
+  sampleRate: number;
+  serviceName: string;
 }
 
 /** `source`: bootstrap only (the --config files); a pushed config or an etcd document may not name one. */

@@ -12,6 +12,8 @@ import { publishRequest } from './record.js';
 import { Unit } from './unit.js';
 import { UploadRate } from './upload_rate.js';
 import { isH2 } from '../http2/h2_compat.js';
+import type { Span } from '@opentelemetry/api';
+import { endRequestSpan, traceIdOf } from '../observe/tracing.js';
 import { GRPC_UNKNOWN, grpcCodeName, grpcStatusOf, grpcStatusSent, isGrpc } from '../http2/grpc.js';
 
 const kUnit = Symbol('switchyard.unit');
@@ -47,6 +49,8 @@ export class HttpUnit extends Unit implements HttpExchange {
   #upload: UploadRate | null = null;
   /** An HTTP/2 stream: the connection's idle timeout is its sessions' (h2_sessions.ts). */
   readonly #h2: boolean;
+  /** The request's span, when the generation traces (observe/tracing.ts). */
+  readonly #span: Span | null;
 
   constructor(plan: ListenerPlan, req: IncomingMessage, res: ServerResponse) {
     super(plan);
@@ -55,6 +59,8 @@ export class HttpUnit extends Unit implements HttpExchange {
     this.#socket = req.socket;
     this.remoteAddress = req.socket.remoteAddress ?? '';
     this.#h2 = isH2(req);
+    const tracing = plan.generation.tracing;
+    this.#span = tracing === null ? null : tracing.startRequest(req.method ?? '', req.url ?? '', req.headers, plan.name);
     this.responseHeaderEdits = plan.responseHeaderEdits;
     (res as TrackedResponse)[kUnit] = this;
     res.on('close', onResponseClose);
@@ -151,6 +157,11 @@ export class HttpUnit extends Unit implements HttpExchange {
     this.reply(500, 'switchyard: a filter failed on this request\n');
   }
 
+  /** ForwardedRequest: the W3C headers that make the request's span the upstream request's parent (null: not traced). */
+  get traceHeaders(): Record<string, string> | null {
+    return this.#span === null ? null : this.plan.generation.tracing!.contextHeaders(this.#span);
+  }
+
   /** The response is done, or the client went away. */
   responseClosed(): void {
     const res = this.res;
@@ -178,10 +189,18 @@ export class HttpUnit extends Unit implements HttpExchange {
     const status = res.headersSent ? res.statusCode : this.#cutUnanswered ? 503 : 499;
     const ms = performance.now() - this.start;
     const outcome = this.outcome;
+    const grpcStatus = isGrpc(this.req) ? grpcCodeName(callStatus(res, status)) : '';
+    const endpoint = outcome?.endpoint ?? '';
+    const error = outcome?.code || this.#error;
+    const tries = outcome?.tries ?? 0;
+    const span = this.#span;
+    if (span !== null) {
+      const plan = this.plan;
+      endRequestSpan(span, { vset: plan.config.vset, role: plan.roleName(served), generation: plan.generation.number, endpoint, status, tries, grpcStatus, error });
+    }
     publishRequest(this.plan, {
       role: served, req: this.req, socket: this.#socket, client: this.remoteAddress, status, durationMs: ms, answerMs: ms,
-      endpoint: outcome?.endpoint ?? '', error: outcome?.code || this.#error, tries: outcome?.tries ?? 0, upgrade: false,
-      grpcStatus: isGrpc(this.req) ? grpcCodeName(callStatus(res, status)) : '',
+      endpoint, error, tries, upgrade: false, grpcStatus, traceId: traceIdOf(span),
     });
   }
 }

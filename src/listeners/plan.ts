@@ -6,6 +6,7 @@ import type { HeaderVariables } from '../http/header_edits.js';
 import type { RoleMetrics, TcpTally } from '../metrics.js';
 import type { ListenerTls } from '../net/tls_material.js';
 import type { AccessLogSink } from '../observe/access_log.js';
+import type { Tracing } from '../observe/tracing.js';
 import type { EventSinks } from '../observe/events.js';
 import type { EndpointSet } from '../upstream/endpoints.js';
 import type { RetryBudget } from '../upstream/retry.js';
@@ -24,6 +25,8 @@ export interface GenerationPin {
   readonly closed: boolean;
   /** Where its requests and connections are logged; null when `accessLog` is off. */
   readonly accessLog: AccessLogSink | null;
+  /** Where its requests are traced; null when `tracing` is off. */
+  readonly tracing: Tracing | null;
   hold(work: Destroyable): void;
   release(work: Destroyable): void;
 }

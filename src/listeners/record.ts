@@ -31,6 +31,8 @@ export interface HttpRecord {
   upgrade: boolean;
   /** A gRPC call's status name; '' (or absent) for any other request. */
   grpcStatus?: string;
+  /** The trace id of the request's sampled span; '' (or absent) when not traced. */
+  traceId?: string;
 }
 
 // hot path
@@ -72,6 +74,7 @@ export function publishRequest(plan: ListenerPlan, r: HttpRecord): void {
     clientCert: plan.tls?.verifyClients === true ? clientSubject(socket) : '',
     upgrade: r.upgrade,
     grpcStatus: r.grpcStatus ?? '',
+    traceId: r.traceId ?? '',
     sinks: plan.sinks[r.role < 0 ? plan.roles.length : r.role]!,
   };
   ch.publish(event);

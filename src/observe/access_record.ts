@@ -31,6 +31,7 @@ export function logHttp(sink: AccessLogSink, e: RequestEvent): void {
     client: e.client,
     ...(e.clientCert !== '' ? { clientCert: e.clientCert } : {}),
     ...(e.grpcStatus !== '' ? { grpcStatus: e.grpcStatus } : {}),
+    ...(e.traceId !== '' ? { traceId: e.traceId } : {}),
   }));
 }
 

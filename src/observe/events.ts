@@ -62,6 +62,8 @@ export interface RequestEvent {
   readonly upgrade: boolean;
   /** A gRPC call: its status's canonical name (OK, UNAVAILABLE, …); '' for any other request. */
   readonly grpcStatus: string;
+  /** The trace id of the request's span when `tracing` sampled it; '' otherwise. */
+  readonly traceId: string;
   readonly sinks: EventSinks;
 }
 

@@ -18,6 +18,7 @@ import { Disposer } from './disposer.js';
 import { listenerSplit, weightsByRole } from './split.js';
 import { tableCopy } from '../table.js';
 import { Slicer } from '../config/slicer.js';
+import type { TracingTable } from '../observe/tracing.js';
 import { listenerTls, upstreamTls } from '../net/tls_material.js';
 
 /** The process-wide things a build leases from and counts into. */
@@ -26,6 +27,7 @@ export interface BuildContext {
   endpoints: EndpointTable;
   sockets: SocketPool;
   accessLogs: AccessLogs;
+  tracings: TracingTable;
   metrics: Metrics;
   readyTimeoutMs: number;
   /** Where a release that fails is reported (a filter's or a component's close), now or when the generation closes. */
@@ -60,6 +62,8 @@ export async function buildGeneration(prev: Generation | null, input: BuildInput
   const resources = new Disposer((err) => ctx.log(err.message));
   try {
     const accessLog = await openAccessLog(input, ctx, resources);
+    const tracing = input.config.tracing ? ctx.tracings.lease(input.config.tracing) : null;
+    if (tracing !== null) resources.push(() => ctx.tracings.release(tracing));
 
     const componentPlan = await planComponents(prev?.components ?? new Map(), config.components, ctx.registry, ctx.readyTimeoutMs);
     resources.undoOnFailure(() => discard(componentPlan));
@@ -82,7 +86,7 @@ export async function buildGeneration(prev: Generation | null, input: BuildInput
     const plans = new Map<string, ListenerPlan>();
     const generation = new Generation({
       number: input.number, source: input.source, config, raw: input.raw, previous: prev?.raw ?? null,
-      registry: ctx.registry, accessLog, plans, components, sockets, resources, listening, log: ctx.log,
+      registry: ctx.registry, accessLog, tracing, plans, components, sockets, resources, listening, log: ctx.log,
     });
     const slicer = new Slicer();
     for (const [name, listener] of Object.entries(config.listeners)) {

@@ -1,3 +1,4 @@
+import type { Tracing } from '../observe/tracing.js';
 import type { Config } from '../config/types.js';
 import type { RawConfig } from '../config/load.js';
 import { ListenSocket, type PooledSocket } from '../listeners/socket_pool.js';
@@ -25,6 +26,7 @@ export interface GenerationInit {
   previous: RawConfig | null;
   registry: Registry;
   accessLog: AccessLogSink | null;
+  tracing: Tracing | null;
   /** Filled by the build, which returns the generation only once every plan is in. */
   plans: ReadonlyMap<string, ListenerPlan>;
   components: ReadonlyMap<string, ComponentSlot>;
@@ -57,6 +59,8 @@ export class Generation implements GenerationPin {
   readonly registry: Registry;
   /** Where this generation's requests and connections are logged; null when `accessLog` is off. */
   readonly accessLog: AccessLogSink | null;
+  /** Where this generation's requests are traced; null when `tracing` is off. */
+  readonly tracing: Tracing | null;
   readonly plans: ReadonlyMap<string, ListenerPlan>;
   /** The component instances its filters use, by component name (shared with other generations: ComponentSlot). */
   readonly components: ReadonlyMap<string, ComponentSlot>;
@@ -86,6 +90,7 @@ export class Generation implements GenerationPin {
     this.previous = init.previous;
     this.registry = init.registry;
     this.accessLog = init.accessLog;
+    this.tracing = init.tracing;
     this.plans = init.plans;
     this.components = init.components;
     this.sockets = init.sockets;

@@ -1,3 +1,4 @@
+import { TracingTable } from '../observe/tracing.js';
 import { certificateExpiries } from '../net/tls_material.js';
 import { ComponentError, formatIssue, oneLine, SwitchyardError, type ConfigIssue } from '../errors.js';
 import { pushIssues, type PushField } from './push_policy.js';
@@ -64,6 +65,7 @@ export class Runtime {
   readonly endpoints: EndpointTable;
   /** The open access log sinks, shared by the generations that write to them. */
   readonly accessLogs: AccessLogs;
+  readonly tracings: TracingTable;
   current: Generation | null = null;
   /** Called after each swap, with the generation now serving (the Sidecar watches its TLS files). */
   onApplied: ((gen: Generation) => void) | null = null;
@@ -86,6 +88,7 @@ export class Runtime {
     this.sockets = new SocketPool(dataPath, this.#log);
     this.fdLimit = opts.fdLimit === undefined ? readFdLimit() : opts.fdLimit;
     this.accessLogs = new AccessLogs(this.metrics.accessLogDropped, this.#log);
+    this.tracings = new TracingTable(this.metrics.tracingSpansDropped);
     this.#readyTimeoutMs = opts.readyTimeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
     this.#allowPush = new Set(opts.allowPush ?? []);
     this.endpoints = new EndpointTable(this.#log);
@@ -146,6 +149,7 @@ export class Runtime {
       endpoints: this.endpoints,
       sockets: this.sockets,
       accessLogs: this.accessLogs,
+      tracings: this.tracings,
       metrics: this.metrics,
       readyTimeoutMs: this.#readyTimeoutMs,
       log: this.#log,

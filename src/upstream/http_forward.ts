@@ -22,6 +22,8 @@ export interface ForwardedRequest {
   /** The filters' edits (the `headers` filter), applied with the serving role's variables. */
   readonly requestHeaderEdits: readonly HeaderEdit[] | null;
   readonly responseHeaderEdits: readonly HeaderEdit[] | null;
+  /** traceparent (and tracestate) for the upstream request when the request is traced; null when not. */
+  readonly traceHeaders: Record<string, string> | null;
 }
 
 /**
@@ -153,7 +155,8 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
 
   #headers(): string[] {
     const ex = this.#ex;
-    const headers = upstreamHeaders(ex.req, ex.remoteAddress);
+    const trace = ex.traceHeaders;
+    const headers = trace === null ? upstreamHeaders(ex.req, ex.remoteAddress) : withTraceContext(upstreamHeaders(ex.req, ex.remoteAddress), trace);
     return ex.requestHeaderEdits === null ? headers : applyHeaderEdits(headers, ex.requestHeaderEdits, this.#route.variables[this.#picker.role]!);
   }
 
@@ -526,6 +529,17 @@ function trailerFields(raw: readonly string[]): Record<string, string> {
     if (NOT_IN_TRAILERS.has(name)) continue;
     out[name] = out[name] === undefined ? kept[i + 1]! : `${out[name]}, ${kept[i + 1]!}`;
   }
+  return out;
+}
+
+/** The request's headers with the client's trace context replaced by switchyard's span's. */
+function withTraceContext(headers: string[], trace: Record<string, string>): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < headers.length; i += 2) {
+    const lower = headers[i]!.toLowerCase();
+    if (lower !== 'traceparent' && lower !== 'tracestate') out.push(headers[i]!, headers[i + 1]!);
+  }
+  for (const name in trace) out.push(name, trace[name]!);
   return out;
 }
 

@@ -38,7 +38,7 @@ test('a request served by a role is published once on switchyard:request, with i
   t.true((e.bytesIn as number) > 0 && (e.bytesOut as number) > 0, 'bytes of the request and its response');
   t.true((e.durationMs as number) >= 0 && e.answerMs === e.durationMs, 'a plain request is answered when it ends');
   t.deepEqual(Object.keys(e).sort(), ['answerMs', 'bytesIn', 'bytesOut', 'client', 'clientCert', 'durationMs', 'endpoint', 'error', 'generation', 'grpcStatus',
-    'listener', 'method', 'path', 'role', 'sinks', 'status', 'tries', 'upgrade', 'vset'], 'the documented shape');
+    'listener', 'method', 'path', 'role', 'sinks', 'status', 'traceId', 'tries', 'upgrade', 'vset'], 'the documented shape');
   t.is(e.tries, 1);
 });
 

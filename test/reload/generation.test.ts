@@ -76,7 +76,7 @@ function bareGeneration(drainTimeoutMs: number) {
   const raw = { value: {}, baseDir: ROOT, issues: [] } as unknown as RawConfig;
   const gen = new Generation({
     number: 7, source: 'api', config: { drainTimeoutMs } as Config, raw, previous: null, registry: builtinRegistry(),
-    accessLog: null, plans: new Map(), components: new Map(), sockets: new Map(), resources, listening, log: (l) => log.push(l),
+    accessLog: null, tracing: null, plans: new Map(), components: new Map(), sockets: new Map(), resources, listening, log: (l) => log.push(l),
   });
   return { gen, released, log };
 }

@@ -5,7 +5,7 @@ import { describe, REQUIRED, type Checker } from '../checker.js';
 import { DEFAULT_ADMIN, DEFAULT_ETCD } from '../defaults.js';
 import { isLoopback, parseHostPort } from '../parse.js';
 import type { Path } from '../load.js';
-import type { AccessLogConfig, AdminConfig, LimitsConfig, SourceConfig } from '../types.js';
+import type { AccessLogConfig, AdminConfig, LimitsConfig, SourceConfig, TracingConfig } from '../types.js';
 
 /** The largest connection limit one may write (far beyond any file-descriptor limit). */
 export const MAX_CONNECTIONS = 10_000_000;
@@ -84,6 +84,26 @@ export function checkAccessLog(c: Checker, value: unknown): AccessLogConfig | un
     return undefined;
   }
   return { path };
+}
+
+/** `tracing: { otlp: { endpoint, timeout }, sampleRate, serviceName }`: spans exported with OTLP/HTTP. */
+export function checkTracing(c: Checker, value: unknown): TracingConfig | undefined {
+  const o = c.obj(value, ['tracing'], ['otlp', 'sampleRate', 'serviceName']);
+  if (!o) return undefined;
+  const otlp = c.obj(o.otlp, ['tracing', 'otlp'], ['endpoint', 'timeout'], REQUIRED);
+  const endpoint = otlp ? c.str(otlp.endpoint, ['tracing', 'otlp', 'endpoint'], REQUIRED) : undefined;
+  if (endpoint !== undefined && !/^https?:\/\/[^\s/]+(\/\S*)?$/.test(endpoint)) {
+    c.report('SY_ERR_CONFIG_VALUE', ['tracing', 'otlp', 'endpoint'], `"${endpoint}" is not an http(s) URL, e.g. http://127.0.0.1:4318/v1/traces`);
+  }
+  const timeoutMs = otlp ? c.duration(otlp.timeout, ['tracing', 'otlp', 'timeout'], { default: 10_000 }) : 10_000;
+  let sampleRate = 1;
+  if (o.sampleRate !== undefined) {
+    if (typeof o.sampleRate === 'number' && o.sampleRate >= 0 && o.sampleRate <= 1) sampleRate = o.sampleRate;
+    else c.report('SY_ERR_CONFIG_VALUE', ['tracing', 'sampleRate'], `must be a number from 0 to 1, got ${describe(o.sampleRate)}`);
+  }
+  const serviceName = o.serviceName === undefined ? 'switchyard' : c.str(o.serviceName, ['tracing', 'serviceName']) ?? 'switchyard';
+  if (endpoint === undefined) return undefined;
+  return { otlp: { endpoint, timeoutMs }, sampleRate, serviceName };
 }
 
 /** `limits: { maxConnections }`; absent keys take their defaults where the runtime knows them (the file-descriptor limit). */
