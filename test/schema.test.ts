@@ -47,14 +47,14 @@ const PENDING: { key: RegExp; issue: string }[] = [
 const isPending = (i: ConfigIssue): boolean => i.code === 'SY_ERR_CONFIG_UNKNOWN_KEY' && PENDING.some((p) => p.key.test(i.path));
 const isException = (i: ConfigIssue): boolean => isPending(i) || EXCEPTIONS.some((e) => e.matches(i));
 
-interface Case { name: string; value: unknown }
+interface Case { name: string; value: unknown; env?: Record<string, string> }
 
 interface Verdict { schema: boolean; errors: string[]; validator: boolean; issues: ConfigIssue[] }
 
-async function judge(value: unknown): Promise<Verdict> {
+async function judge(value: unknown, env: Record<string, string> = {}): Promise<Verdict> {
   const schema = schemaAccepts(value);
   const errors = (schemaAccepts.errors ?? []).map((e) => `${e.instancePath || '/'} ${e.message ?? ''}`);
-  const r = await validateConfig(value, builtinRegistry(), { env: {}, bootstrap: true });
+  const r = await validateConfig(value, builtinRegistry(), { env, bootstrap: true });
   return { schema, errors, validator: r.ok, issues: r.ok ? [] : r.issues };
 }
 
@@ -93,11 +93,14 @@ function yamlFiles(dir: string): string[] {
   });
 }
 
-/** The shipped switchyard configs: config/, examples/ and deploy/ (a file with a `listeners` or `source` key). */
+/** The environment the shipped configs name (the Kubernetes ones take it from a Secret and the downward API). */
+const SHIPPED_ENV = { ADMIN_TOKEN: 'a-token', SWITCHYARD_APP: 'cart-client', POD_NAME: 'cart-client-1' };
+
+/** The shipped switchyard configs: config/, examples/ and deploy/ (a file with a `listeners`, `roles` or `source` key). */
 function shipped(): Case[] {
   return ['config', 'examples', 'deploy'].flatMap((d) => yamlFiles(join(ROOT, d)))
-    .filter((f) => /^(listeners|source|roles):/m.test(readFileSync(f, 'utf8')) && !f.includes('/kubernetes/'))
-    .map((f) => ({ name: f.slice(ROOT.length + 1), value: parseConfigTexts([{ name: f, text: readFileSync(f, 'utf8') }], ROOT).value }));
+    .filter((f) => /^(listeners|source|roles):/m.test(readFileSync(f, 'utf8')))
+    .map((f) => ({ name: f.slice(ROOT.length + 1), value: parseConfigTexts([{ name: f, text: readFileSync(f, 'utf8') }], ROOT).value, env: SHIPPED_ENV }));
 }
 
 // ---------------------------------------------------------------- mutations
@@ -164,23 +167,24 @@ test('the schema is valid draft 2020-12 and names itself', (t) => {
 
 test('the schema and the validator agree on every config the suite uses, the shipped ones, and their mutations', async (t) => {
   const corpus = [...captured(), ...shipped()];
+  t.true(shipped().length >= 4, 'config/, examples/ and deploy/kubernetes/ configs');
   t.true(corpus.length > 150, `corpus of ${corpus.length}: run npm run corpus`);
   const valid: Case[] = [];
   const problems: string[] = [];
   let rejected = 0;
   for (const c of corpus) {
-    const v = await judge(c.value);
+    const v = await judge(c.value, c.env);
     if (v.validator) valid.push(c);
     else rejected++;
     const d = disagreement(v);
     if (d) problems.push(`${c.name}: ${d}`);
   }
-  // Mutations of a spread of valid configs (every 4th: the captured ones repeat shapes).
+  // Mutations of every shipped config and a spread of the captured ones (every 4th: they repeat shapes).
   let mutated = 0;
-  for (const base of valid.filter((_, i) => i % 4 === 0)) {
+  for (const base of valid.filter((c, i) => i % 4 === 0 || c.env !== undefined)) {
     for (const m of mutations(base)) {
       mutated++;
-      const d = disagreement(await judge(m.value));
+      const d = disagreement(await judge(m.value, base.env));
       if (d) problems.push(`${m.name}: ${d}`);
     }
   }
