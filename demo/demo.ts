@@ -4,10 +4,15 @@
  * happened: the 90/10 split, a request pinned by header, a request routed by role
  * meta, then a live reload to 50/50 through the admin API, and the split after it.
  * It keeps running for you to try things with curl until Ctrl-C.
+ *
+ * Its addresses can be moved where the defaults are taken (DEMO_LISTENER, DEMO_TCP,
+ * DEMO_ADMIN, DEMO_UPSTREAM_PORTS): they go into a second --config file that overrides
+ * config/default.yaml key by key.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
-import { readFile } from 'node:fs/promises';
+import { mkdtemp, readFile, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -16,8 +21,30 @@ import { Agent, request } from 'undici';
 
 const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 const CONFIG = join(ROOT, 'config/default.yaml');
-const LISTENER = 'http://127.0.0.2:8080';
-const ADMIN = 'http://127.0.0.1:9901';
+const env = process.env;
+const ADDRESSES = {
+  listener: env.DEMO_LISTENER ?? '127.0.0.2:8080',
+  tcp: env.DEMO_TCP ?? '127.0.0.3:7000',
+  admin: env.DEMO_ADMIN ?? '127.0.0.1:9901',
+  upstreams: (env.DEMO_UPSTREAM_PORTS ?? '7001,7002,7101').split(',').map(Number),
+};
+if (ADDRESSES.upstreams.length !== 3 || !ADDRESSES.upstreams.every((p) => Number.isInteger(p) && p > 0 && p < 65536)) {
+  console.error('DEMO_UPSTREAM_PORTS takes three ports: cart-v1, cart-v1, cart-v2 (e.g. 7001,7002,7101)');
+  process.exit(2);
+}
+const [V1A, V1B, V2] = ADDRESSES.upstreams as [number, number, number];
+const LISTENER = `http://${ADDRESSES.listener}`;
+const ADMIN = `http://${ADDRESSES.admin}`;
+/** What DEMO_* moves: merged over config/default.yaml (lists and scalars replace, mappings merge). */
+const OVERRIDE = {
+  admin: { address: ADDRESSES.admin },
+  roles: {
+    'cart-v1': { channels: { http: { endpoints: [`127.0.0.1:${V1A}`, `127.0.0.1:${V1B}`] } } },
+    'cart-v2': { channels: { api: { endpoints: [`127.0.0.1:${V2}`] } } },
+  },
+  listeners: { cart: { address: ADDRESSES.listener }, 'cart-tcp': { address: ADDRESSES.tcp } },
+};
+let overrideFile = '';
 const client = new Agent({ connections: 32 });
 
 /** A demo upstream: answers which role and version served the request. */
@@ -36,7 +63,7 @@ function startRole(role: string, version: string, port: number): Promise<Server>
 
 /** Starts `switchyard run`, echoes its log, resolves once the admin API is up. */
 function startSwitchyard(): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [join(ROOT, 'bin/switchyard.js'), 'run', '--config', CONFIG], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [join(ROOT, 'bin/switchyard.js'), 'run', '--config', CONFIG, '--config', overrideFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((ok, fail) => {
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (l) => {
@@ -94,12 +121,14 @@ async function untilHealthy(role: string): Promise<void> {
 
 async function main(): Promise<void> {
   console.log('switchyard demo: one service, "cart", in two versions (roles cart-v1 and cart-v2)\n');
+  overrideFile = join(await mkdtemp(join(tmpdir(), 'switchyard-demo-')), 'addresses.yaml');
+  await writeFile(overrideFile, stringify(OVERRIDE));
   const servers = await Promise.all([
-    startRole('cart-v1', '1.4.2', 7001),
-    startRole('cart-v1', '1.4.2', 7002),
-    startRole('cart-v2', '2.0.0', 7101),
+    startRole('cart-v1', '1.4.2', V1A),
+    startRole('cart-v1', '1.4.2', V1B),
+    startRole('cart-v2', '2.0.0', V2),
   ]);
-  console.log('  upstreams: cart-v1 on 127.0.0.1:7001 and :7002, cart-v2 on 127.0.0.1:7101\n');
+  console.log(`  upstreams: cart-v1 on 127.0.0.1:${V1A} and :${V1B}, cart-v2 on 127.0.0.1:${V2}\n`);
   const child = await startSwitchyard();
   let stopping = false;
   const stop = async (code: number): Promise<void> => {
@@ -127,7 +156,7 @@ async function main(): Promise<void> {
     console.log(`3. a request with "x-cart-version: 1.4.2" (header_route picks the role whose meta.version matches): served by ${byMeta.role} (${byMeta.version})`);
 
     console.log('\n4. live reload: PUT /config on the admin API with the weights moved to 50/50');
-    const config = parse(await readFile(CONFIG, 'utf8'));
+    const config = merge(parse(await readFile(CONFIG, 'utf8')), OVERRIDE) as { listeners: Record<string, unknown> };
     for (const l of Object.values(config.listeners as Record<string, { filters?: { type: string; weights?: Record<string, number> }[] }>)) {
       for (const f of l.filters ?? []) if (f.type === 'weighted') f.weights = { 'cart-v1': 50, 'cart-v2': 50 };
     }
@@ -143,7 +172,7 @@ async function main(): Promise<void> {
     servers[2]!.close();
     printSplit(await load);
     console.log('   (retries and fallback move its requests to cart-v1; the health check takes it out of the split)');
-    servers[2] = await startRole('cart-v2', '2.0.0', 7101);
+    servers[2] = await startRole('cart-v2', '2.0.0', V2);
     console.log('   cart-v2 is back; once its health check passes twice, it gets its share again:');
     await untilHealthy('cart-v2');
     printSplit(await split(1000));
@@ -158,12 +187,24 @@ Try it yourself while this runs (Ctrl-C stops everything):
   curl -s ${LISTENER}/                                   # weighted split (now 50/50)
   curl -s -H 'x-canary: true' ${LISTENER}/               # pinned to cart-v2
   curl -s -H 'x-cart-version: 1.4.2' ${LISTENER}/        # routed by role meta
-  curl -s http://127.0.0.3:7000/                        # the tcp listener: bytes piped to a role (L4)
+  curl -s http://${ADDRESSES.tcp}/                        # the tcp listener: bytes piped to a role (L4)
   curl -s ${ADMIN}/config | head -20                  # the effective config and its generation
   curl -s ${ADMIN}/vsets                              # vsets, roles, meta, listener addresses
   curl -s ${ADMIN}/metrics | grep switchyard_requests_total
-  npx switchyard apply --config config/default.yaml   # push the file back (90/10 again)
+  npx switchyard apply --admin ${ADMIN} --config config/default.yaml --config ${overrideFile}   # the files again (90/10)
 `);
+}
+
+/** `over` merged into `base` as several --config files are: mappings recursively, anything else replaced. */
+function merge(base: unknown, over: unknown): unknown {
+  if (!isMap(base) || !isMap(over)) return over;
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = merge(base[k], v);
+  return out;
+}
+
+function isMap(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
 main().catch((err) => {

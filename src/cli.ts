@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { checkConfig } from './reload/check.js';
 import { loadConfigFiles } from './config/load.js';
@@ -10,26 +11,49 @@ import { PUSH_FIELDS, type PushField } from './reload/push_policy.js';
 import { describeFdLimit, FD_RESERVE, raiseFdLimit } from './fd_limit.js';
 import { fleet, FLEET_USAGE } from './cli_fleet.js';
 
-const USAGE = `usage:
-  switchyard run --config FILE [--config FILE2 …] [--allow-push plugins,accessLog]
+/** Each command's usage, as `switchyard <command> --help` prints it. */
+const COMMAND_USAGE: Record<string, string> = {
+  run: `  switchyard run --config FILE [--config FILE2 …] [--allow-push plugins,accessLog]
                                                     serve; later files override earlier ones key by key;
                                                     --allow-push lets a config pushed through the admin
-                                                    API load plugin modules / name access log files
-  switchyard validate --config FILE [--config …]    exit 0, or 1 with every error listed
-  switchyard hosts --config FILE [--config …]       hosts-file lines: 127.0.0.x  <listener name>
-  switchyard apply --config FILE [--admin URL] [--token T]
+                                                    API load plugin modules / name access log files`,
+  validate: `  switchyard validate --config FILE [--config …]    exit 0, or 1 with every error listed`,
+  hosts: `  switchyard hosts --config FILE [--config …]       hosts-file lines: 127.0.0.x  <listener name>`,
+  apply: `  switchyard apply --config FILE [--admin URL] [--token T]
                                                     push a full config to a running sidecar
                                                     (default admin URL: http://127.0.0.1:9901,
-                                                    token also from SWITCHYARD_ADMIN_TOKEN)
-${FLEET_USAGE}`;
+                                                    token also from SWITCHYARD_ADMIN_TOKEN)`,
+  schema: `  switchyard schema                                 print the config's JSON Schema (draft 2020-12), for
+                                                    editors: # yaml-language-server: $schema=FILE`,
+  fleet: FLEET_USAGE,
+};
 
-const COMMANDS = ['run', 'validate', 'hosts', 'apply'];
+const USAGE = `usage:
+${Object.values(COMMAND_USAGE).join('\n')}
+  switchyard --version                              print the version`;
+
+/** The package's root: dist/src/cli.js is two levels below it. */
+const PACKAGE_ROOT = new URL('../../', import.meta.url);
+
+function version(): string {
+  return (JSON.parse(readFileSync(new URL('package.json', PACKAGE_ROOT), 'utf8')) as { version: string }).version;
+}
+
+const COMMANDS = ['run', 'validate', 'hosts', 'apply', 'schema'];
 
 /** Runs one CLI command; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
+  if (cmd === '--version' || cmd === '-V' || cmd === 'version') {
+    console.log(version());
+    return 0;
+  }
   // fleet has subcommands and options of its own.
-  if (cmd === 'fleet' && !rest.includes('--help') && !rest.includes('-h')) return fleet(rest);
+  if (cmd === 'fleet') {
+    if (!rest.includes('--help') && !rest.includes('-h')) return fleet(rest);
+    console.log(`usage:\n${FLEET_USAGE}`);
+    return 0;
+  }
   let args;
   try {
     args = parseArgs({
@@ -47,14 +71,22 @@ export async function main(argv: string[]): Promise<number> {
     console.error(`switchyard: ${(err as Error).message}\n${USAGE}`);
     return 2;
   }
-  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h' || args.help) {
+  if (!cmd || cmd === 'help' || cmd === '--help' || cmd === '-h') {
     console.log(USAGE);
     return cmd ? 0 : 2;
+  }
+  if (args.help) {
+    console.log(COMMAND_USAGE[cmd] ? `usage:\n${COMMAND_USAGE[cmd]}` : USAGE);
+    return COMMAND_USAGE[cmd] ? 0 : 2;
   }
   // Before the --config check: an unknown command is the mistake to name.
   if (!COMMANDS.includes(cmd)) {
     console.error(`switchyard: unknown command "${cmd}"\n${USAGE}`);
     return 2;
+  }
+  if (cmd === 'schema') {
+    process.stdout.write(readFileSync(new URL('schema/switchyard.schema.json', PACKAGE_ROOT), 'utf8'));
+    return 0;
   }
   const files = args.config ?? [];
   if (files.length === 0) {

@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
-import { existsSync } from 'node:fs';
+import { appendFileSync, existsSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -295,8 +295,23 @@ export function twoRoles(a: Endpoints | ChannelSpec, b: Endpoints | ChannelSpec,
 
 const TEST_ADMIN = { address: '127.0.0.1:0' };
 
+/**
+ * With SWITCHYARD_CONFIG_CORPUS set (a file), every config a test starts or pushes is
+ * appended to it, one JSON string a line: the corpus the schema agreement test runs
+ * (npm run corpus).
+ */
+export function recorded(text: string): string {
+  const file = process.env.SWITCHYARD_CONFIG_CORPUS;
+  if (file) appendFileSync(file, JSON.stringify(text) + '\n');
+  return text;
+}
+
 /** The config's text, with the test admin address unless it has an admin of its own. */
 function withAdmin(config: ConfigSpec | string): string {
+  return recorded(adminText(config));
+}
+
+function adminText(config: ConfigSpec | string): string {
   if (typeof config === 'string') return /^admin:/m.test(config) ? config : `admin: { address: "127.0.0.1:0" }\n${config}`;
   for (const [name, l] of Object.entries(config.listeners ?? {})) {
     // Without an address a listener takes a fixed port of 127.0.0.x, which parallel tests share.
@@ -329,7 +344,7 @@ export function adminUrl(sc: Sidecar): string {
 
 /** PUT /config with a config or its YAML text (with startSidecar's admin address); status and body text. */
 export async function putConfig(sc: Sidecar, config: ConfigSpec | string): Promise<{ status: number; body: string }> {
-  const text = typeof config === 'string' ? `admin: { address: "127.0.0.1:0" }\n${config}` : withAdmin(config);
+  const text = typeof config === 'string' ? recorded(`admin: { address: "127.0.0.1:0" }\n${config}`) : withAdmin(config);
   const res = await undiciRequest(`${adminUrl(sc)}/config`, {
     method: 'PUT', body: text, headers: { 'content-type': 'application/yaml' },
   });

@@ -8,7 +8,7 @@ import { checkConfig } from '../../src/reload/check.js';
 import { loadConfigFiles, mergeConfig, parseConfigTexts } from '../../src/config/load.js';
 import type { Config } from '../../src/config/types.js';
 import { ConfigCodes, ControlCodes, formatIssue, RuntimeCodes, type ConfigCode, type ConfigIssue } from '../../src/errors.js';
-import { ROOT, tempFiles } from '../helpers.js';
+import { recorded, ROOT, tempFiles } from '../helpers.js';
 
 // ---------------------------------------------------------------- helpers (this file's own)
 
@@ -21,7 +21,9 @@ function textsOf(texts: Texts): { name: string; text: string }[] {
 
 /** Parses and validates in-process (no environment unless given). */
 async function check(texts: Texts, env: Env = {}) {
-  return checkConfig(parseConfigTexts(textsOf(texts), ROOT), env);
+  const list = textsOf(texts);
+  if (list.length === 1) recorded(list[0]!.text);
+  return checkConfig(parseConfigTexts(list, ROOT), env);
 }
 
 async function issuesOf(texts: Texts, env: Env = {}): Promise<ConfigIssue[]> {
