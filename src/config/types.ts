@@ -15,6 +15,17 @@ export interface Config {
   limits: LimitsConfig;
   /** Where the dynamic config lives (`source`): set only when the config was checked as a bootstrap file. */
   source?: SourceConfig;
+  /** Absent: a new generation is not watched (`autoRollback`). */
+  autoRollback?: AutoRollbackConfig;
+}
+
+/** `autoRollback`: after a swap, revert to the previous config when a role's error ratio in the new generation is over the bar and worse than before. */
+export interface AutoRollbackConfig {
+  windowMs: number;
+  /** Requests of a role in the new generation before it is judged. */
+  minRequests: number;
+  /** 0 to 1. */
+  maxErrorRatio: number;
 }
 
 /** `source`: bootstrap only (the --config files); a pushed config or an etcd document may not name one. */

@@ -14,7 +14,7 @@ import type { TypeLookup } from './plugin_api.js';
 import { checkComponents } from './schema/components.js';
 import { checkListeners } from './schema/listeners.js';
 import { checkRoles, checkVsets } from './schema/roles_vsets.js';
-import { checkAccessLog, checkAdmin, checkLimits, checkPlugins, checkSource } from './schema/sidecar.js';
+import { checkAccessLog, checkAdmin, checkAutoRollback, checkLimits, checkPlugins, checkSource } from './schema/sidecar.js';
 import { Slicer } from './slicer.js';
 import type { Config } from './types.js';
 
@@ -36,7 +36,7 @@ export interface ValidateOptions {
   bootstrap?: boolean;
 }
 
-const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners', 'accessLog', 'limits', 'source'];
+const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners', 'accessLog', 'limits', 'source', 'autoRollback'];
 
 /**
  * Validates a whole config and normalizes it. Every issue is collected (not just the
@@ -72,5 +72,6 @@ async function checkRoot(c: Checker, value: unknown, types: TypeLookup, slicer: 
   const accessLog = checkAccessLog(c, root.accessLog);
   const limits = checkLimits(c, root.limits);
   const source = checkSource(c, root.source, bootstrap, env);
-  return { version: 1, admin, drainTimeoutMs, roles, vsets, components, plugins, listeners, ...(accessLog ? { accessLog } : {}), limits, ...(source ? { source } : {}) };
+  const autoRollback = checkAutoRollback(c, root.autoRollback);
+  return { version: 1, admin, drainTimeoutMs, roles, vsets, components, plugins, listeners, ...(accessLog ? { accessLog } : {}), limits, ...(source ? { source } : {}), ...(autoRollback ? { autoRollback } : {}) };
 }
