@@ -21,8 +21,8 @@ export interface Traffic {
   stop(): Promise<void>;
 }
 
-/** `concurrency` loops sending GET `url` until stopped; each answer's status by the role that sent it. */
-export function traffic(url: string, concurrency = 4, headers: () => Record<string, string> = () => ({})): Traffic {
+/** `concurrency` loops sending GET `url` until stopped, `gapMs` apart (so a suite on two CPUs is not starved); each answer's status by the role that sent it. */
+export function traffic(url: string, concurrency = 4, headers: () => Record<string, string> = () => ({}), gapMs = 2): Traffic {
   let on = true;
   const byRole = new Map<string, number[]>();
   const errors: string[] = [];
@@ -36,6 +36,7 @@ export function traffic(url: string, concurrency = 4, headers: () => Record<stri
       } catch (err) {
         errors.push((err as Error).message);
       }
+      if (gapMs > 0) await new Promise((r) => setTimeout(r, gapMs));
     }
   };
   const loops = Array.from({ length: concurrency }, loop);
