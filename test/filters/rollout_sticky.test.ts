@@ -39,7 +39,7 @@ test('sticky users only ever move onto the canary as a rollout ramps it, through
         } else if (onB.has(u)) backToA.push(u);
       }
     };
-    await Promise.all(Array.from({ length: 16 }, worker));
+    await Promise.all(Array.from({ length: 8 }, worker));
     rounds.push({ step, share: seenB / users.length });
   };
   // Other users keep each step fed with requests, so it passes.

@@ -20,7 +20,7 @@ test('a change from etcd that autoRollback reverted is reported rolled-back in t
   const prefix = '/syrb';
   const { sc, log } = await startFromBootstrap(t, yaml({
     admin: { address: '127.0.0.1:0' },
-    autoRollback: { window: '1s', minRequests: 20, maxErrorRatio: 0.1 },
+    autoRollback: { window: '4s', minRequests: 20, maxErrorRatio: 0.1 },
     ...twoRoles(a, b, { address: `${uniqueHost()}:0`, target: 'svc', filters: [weighted({ a: 100, b: 0 })] }),
     source: { etcd: { endpoints: [etcd.url], prefix, app: APP, instance: 'pod-1', timeout: '2s', checkInterval: '300ms', leaseTtl: '5s' } },
   } as never));

@@ -22,7 +22,7 @@ export interface Traffic {
 }
 
 /** `concurrency` loops sending GET `url` until stopped, `gapMs` apart (so a suite on two CPUs is not starved); each answer's status by the role that sent it. */
-export function traffic(url: string, concurrency = 4, headers: () => Record<string, string> = () => ({}), gapMs = 2): Traffic {
+export function traffic(url: string, concurrency = 2, headers: () => Record<string, string> = () => ({}), gapMs = 5): Traffic {
   let on = true;
   const byRole = new Map<string, number[]>();
   const errors: string[] = [];
