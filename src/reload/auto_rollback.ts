@@ -41,9 +41,9 @@ export class AutoRollbackWatch {
   #check(): void {
     const last = performance.now() >= this.#until;
     for (const role of this.#roles) {
-      const figures = figuresOf(talliesOf(this.generation, role));
+      const figures = figuresOf(talliesOf(this.generation, role), false);
       if (figures.requests < this.#cfg.minRequests || figures.errorRatio <= this.#cfg.maxErrorRatio) continue;
-      const previous = figuresOf(talliesOf(this.#prev, role));
+      const previous = figuresOf(talliesOf(this.#prev, role), false);
       if (figures.errorRatio <= previous.errorRatio) continue;
       this.stop();
       this.#onBad({ role, figures, previous, maxErrorRatio: this.#cfg.maxErrorRatio });

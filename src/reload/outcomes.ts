@@ -10,7 +10,7 @@ const GRPC_FAILURES = new Set(['UNKNOWN', 'DEADLINE_EXCEEDED', 'UNIMPLEMENTED', 
 /** Latencies kept per tally for p99; beyond, a uniform sample of them (reservoir). */
 const MAX_SAMPLES = 20_000;
 
-/** What a judgement read: requests, errors, their ratio, the p99 latency (null: no request). */
+/** What a judgement read: requests, errors, their ratio, the p99 latency (null: no request, or not asked for). */
 export interface Figures {
   requests: number;
   errors: number;
@@ -40,15 +40,15 @@ export class OutcomeTally implements OutcomeSink {
   }
 }
 
-/** The figures of several tallies together (one role over listeners, or one step over generations). */
-export function figuresOf(tallies: Iterable<OutcomeTally>): Figures {
+/** The figures of several tallies together (one role over listeners, or one step over generations); `latency` false: no p99 (no sort). */
+export function figuresOf(tallies: Iterable<OutcomeTally>, latency = true): Figures {
   let requests = 0;
   let errors = 0;
   const samples: number[] = [];
   for (const t of tallies) {
     requests += t.requests;
     errors += t.errors;
-    for (const s of t.samples) samples.push(s);
+    if (latency) for (const s of t.samples) samples.push(s);
   }
   samples.sort((a, b) => a - b);
   const latencyP99Ms = samples.length ? samples[Math.min(samples.length - 1, Math.ceil(samples.length * 0.99) - 1)]! : null;

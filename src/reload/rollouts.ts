@@ -232,8 +232,8 @@ export class RolloutController {
 
   #judge(r: Rollout): void {
     if (r.moving || this.#rollouts.get(r.listener) !== r) return;
-    const f = figuresOf(r.tallies);
     const spec = r.spec;
+    const f = figuresOf(r.tallies, spec.maxLatencyP99Ms !== undefined);
     const enough = f.requests >= spec.minRequests;
     if (enough) {
       const lat = spec.maxLatencyP99Ms !== undefined && f.latencyP99Ms !== null && f.latencyP99Ms > spec.maxLatencyP99Ms;
