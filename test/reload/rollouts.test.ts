@@ -195,3 +195,14 @@ test('rollout: bad values are rejected with their paths', async (t) => {
   const paths = JSON.parse(answer.body).errors.map((e: any) => e.path.replace(/^listeners\.web\.filters\[0\]\.rollout\./, '')).sort();
   t.deepEqual(paths, ['interval', 'maxErrorRatio', 'onFailure', 'role', 'startStep', 'steps[1]', 'steps[2]', 'typo']);
 });
+
+test('rollout: a second rollout on one listener is an error', async (t) => {
+  const ups = { a: await switchable(t, 'a'), b: await switchable(t, 'b') };
+  const sc = await startSidecar(t, configOf(vsetOf({ a: role(ups.a), b: role(ups.b) })));
+  const twice = rolloutConfig(ups);
+  const f = twice.listeners!.web!.filters!;
+  f.push({ ...f[0]! });
+  const answer = await putConfig(sc, twice);
+  t.is(answer.status, 400);
+  t.deepEqual(JSON.parse(answer.body).errors.map((e: any) => e.path), ['listeners.web.filters[1].rollout']);
+});
