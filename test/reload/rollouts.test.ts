@@ -27,7 +27,7 @@ async function rollout(sc: Parameters<typeof admin>[0]): Promise<any> {
   return (await admin(sc, 'GET', '/rollouts')).json.rollouts.find((r: any) => r.listener === 'web');
 }
 
-async function untilRollout(sc: Parameters<typeof admin>[0], want: (r: any) => boolean, ms = 5_000, what = 'the rollout'): Promise<any> {
+async function untilRollout(sc: Parameters<typeof admin>[0], want: (r: any) => boolean, ms = 10_000, what = 'the rollout'): Promise<any> {
   let last: any;
   await until(async () => { last = await rollout(sc); return last !== undefined && want(last); }, ms, what)
     .catch((err: Error) => { throw new Error(`${err.message}; last: ${JSON.stringify(last)}`); });
@@ -40,7 +40,7 @@ async function weightsInEffect(sc: Parameters<typeof admin>[0]): Promise<Record<
 
 test('a healthy canary goes through every step to 100 %, one generation per step (source rollout), and GET /config shows the weights in effect', async (t) => {
   const { sc } = await setup(t);
-  const load = traffic(listenerUrl(sc, 'web'));
+  const load = traffic(listenerUrl(sc, 'web'), 4);
   t.teardown(() => load.stop());
   const done = await untilRollout(sc, (r) => r.state === 'done', 8_000, 'done');
   await load.stop();
@@ -57,9 +57,9 @@ test('a healthy canary goes through every step to 100 %, one generation per step
 
 test('a canary that fails at its second step is rolled back to 0 within one interval; the healthy role fails no request', async (t) => {
   const { sc, ups } = await setup(t, { interval: '1s' });
-  const load = traffic(listenerUrl(sc, 'web'));
+  const load = traffic(listenerUrl(sc, 'web'), 4);
   t.teardown(() => load.stop());
-  await untilRollout(sc, (r) => r.step === 50, 5_000, 'the second step');
+  await untilRollout(sc, (r) => r.step === 50, 10_000, 'the second step');
   ups.b.failing = true;
   const failedAt = Date.now();
   const back = await untilRollout(sc, (r) => r.state === 'rolled-back', 5_000, 'rolled back');
@@ -84,9 +84,9 @@ test('a canary that fails at its second step is rolled back to 0 within one inte
 test('onFailure pause holds the failed step instead', async (t) => {
   const { sc, ups } = await setup(t, { onFailure: 'pause' });
   ups.b.failing = true;
-  const load = traffic(listenerUrl(sc, 'web'));
+  const load = traffic(listenerUrl(sc, 'web'), 4);
   t.teardown(() => load.stop());
-  const held = await untilRollout(sc, (r) => r.state === 'paused', 5_000, 'paused');
+  const held = await untilRollout(sc, (r) => r.state === 'paused', 10_000, 'paused');
   await load.stop();
   t.like(held, { step: 10, state: 'paused' });
   t.deepEqual(await weightsInEffect(sc), { a: 9, b: 1 });
@@ -102,9 +102,9 @@ test('a rollout with no traffic waits for data at its first step: no data is nev
   t.like(await rollout(sc), { state: 'waiting-for-data', step: 10, requests: 0, nextStepAt: null });
   t.is(waiting.step, 10);
   // Data comes: the step is judged and passes.
-  const load = traffic(listenerUrl(sc, 'web'));
+  const load = traffic(listenerUrl(sc, 'web'), 4);
   t.teardown(() => load.stop());
-  await untilRollout(sc, (r) => r.step === 50, 5_000, 'the second step');
+  await untilRollout(sc, (r) => r.step === 50, 10_000, 'the second step');
   await load.stop();
   t.pass();
 });
@@ -125,7 +125,7 @@ test('p99 over maxLatencyP99 fails a step', async (t) => {
 
 test('pause, resume, promote and abort through POST /rollouts/<listener>/<action>', async (t) => {
   const { sc } = await setup(t, { steps: [10, 20, 30, 40, 50], interval: '400ms', minRequests: 5 });
-  const load = traffic(listenerUrl(sc, 'web'));
+  const load = traffic(listenerUrl(sc, 'web'), 4);
   t.teardown(() => load.stop());
   await untilRollout(sc, (r) => r.step === 20);
   const paused = await admin(sc, 'POST', '/rollouts/web/pause');
@@ -161,7 +161,7 @@ test('pause, resume, promote and abort through POST /rollouts/<listener>/<action
 
 test('a rollout survives a reload that does not touch it, and starts anew when its key changes', async (t) => {
   const { sc, ups, config } = await setup(t, { steps: [10, 50, 100] });
-  const load = traffic(listenerUrl(sc, 'web'));
+  const load = traffic(listenerUrl(sc, 'web'), 4);
   t.teardown(() => load.stop());
   await untilRollout(sc, (r) => r.step === 50);
   t.is((await admin(sc, 'POST', '/rollouts/web/pause')).status, 200);
