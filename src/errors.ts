@@ -215,6 +215,8 @@ export const ControlCodes = {
   SY_ERR_API_FORBIDDEN: 'an admin API request refused as coming from a web page: a Host that does not name the API, a cross-site change (403)',
   SY_ERR_API_NOT_FOUND: 'an admin API path that does not exist (404)',
   SY_ERR_API_NO_COMPONENT: 'POST /components/<name> naming a component the running config does not have, without `kind` to add it (404)',
+  SY_ERR_API_NO_ROLLOUT: 'POST /rollouts/<listener>/<action> for a listener with no rollout (404)',
+  SY_ERR_API_ROLLOUT_STATE: 'POST /rollouts/<listener>/<action> that the rollout\'s state does not allow (resume when not paused, …), or while a step is being applied (409)',
   SY_ERR_API_METHOD: 'an admin API path that exists, with a method it does not take (405)',
   SY_ERR_API_BODY_TOO_LARGE: 'an admin API request body over 8 MiB (413)',
   SY_ERR_API_CONTENT_TYPE: 'an admin API request body not typed JSON or YAML (415)',

@@ -51,6 +51,8 @@ export class Metrics {
   readonly configSourceUp: Gauge<'source'>;
   /** The source's revision the serving config includes (etcd's revision). */
   readonly configSourceRevision: Gauge<'source'>;
+  readonly rollbacks: Counter<'reason'>;
+  readonly rolloutStep: Gauge<'listener' | 'role'>;
   /** False: requests_total and request_duration_seconds are not counted (see MetricsOptions). */
   readonly countRequests: boolean;
   readonly grpcRequests: Counter<'listener' | 'vset' | 'role' | 'grpc_code'>;
@@ -140,6 +142,8 @@ export class Metrics {
     this.generationsDraining = new Gauge({ name: 'switchyard_generations_draining', help: 'Generations replaced but not yet closed (work still running on them).', registers });
     this.configSourceUp = new Gauge({ name: 'switchyard_config_source_up', help: 'Whether a config source (etcd) answers: 1, or 0 while it does not (the sidecar keeps serving the config it has, and retries).', labelNames: ['source'], registers });
     this.configSourceRevision = new Gauge({ name: 'switchyard_config_source_revision', help: 'The revision of the config source (etcd) that the last config read from it was read at.', labelNames: ['source'], registers });
+    this.rollbacks = new Counter({ name: 'switchyard_config_rollbacks_total', help: 'Changes reverted by change safety: error-ratio (autoRollback), rollout-error-ratio and rollout-latency (a failed rollout step), rollout-aborted (POST /rollouts/<listener>/abort).', labelNames: ['reason'], registers });
+    this.rolloutStep = new Gauge({ name: 'switchyard_rollout_step', help: 'The percent of its listener\'s split a rollout gives its role now.', labelNames: ['listener', 'role'], registers });
     this.accessLogDropped = new Counter({ name: 'switchyard_access_log_dropped_lines_total', help: 'Access log lines dropped because the sink did not keep up.', registers });
     collectDefaultMetrics({ register: this.registry, prefix: '' });
   }
@@ -178,6 +182,11 @@ export class Metrics {
   }
 }
 
+/** Takes one request's outcome (reload/outcomes.ts OutcomeTally). */
+export interface OutcomeSink {
+  add(status: number, grpcStatus: string, durationMs: number): void;
+}
+
 /** One ratelimit component as the two ratelimit metrics read it. */
 export interface RatelimitStat {
   component: string;
@@ -198,6 +207,12 @@ export class RoleMetrics {
   readonly #byCode = new Map<number | string, Counter.Internal>();
   readonly #on: boolean;
   readonly duration: Histogram.Internal<'listener' | 'vset' | 'role'>;
+  /**
+   * Where the role's outcomes in this generation are also tallied for change
+   * safety (reload/outcomes.ts); null when no autoRollback or rollout watches it,
+   * so the hot path pays one read.
+   */
+  tally: OutcomeSink | null = null;
 
   constructor(metrics: Metrics, listener: string, vset: string, role: string) {
     this.#metrics = metrics;

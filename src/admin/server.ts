@@ -96,6 +96,23 @@ export class AdminServer {
         if (!applied) throw new ApiError(409, 'SY_ERR_NO_ROLLBACK', 'there is no previous config to roll back to');
         return answer(applied);
       },
+      'GET /rollouts': async () => ({ body: { rollouts: rt.rollouts.list() } }),
+      'POST /rollouts/': async (_req, url) => {
+        const parts = url.pathname.slice('/rollouts/'.length).split('/');
+        const action = parts[1];
+        let listener: string;
+        try {
+          listener = decodeURIComponent(parts[0] ?? '');
+        } catch {
+          throw badRequest(`${url.pathname} is not a valid percent-encoded listener name`);
+        }
+        if (parts.length !== 2 || !(action === 'pause' || action === 'resume' || action === 'promote' || action === 'abort')) {
+          throw badRequest('POST /rollouts/<listener>/<action>, action: pause, resume, promote or abort');
+        }
+        const done = await rt.rollouts.act(listener, action);
+        if (!done.ok) throw new ApiError(done.status, done.status === 404 ? 'SY_ERR_API_NO_ROLLOUT' : 'SY_ERR_API_ROLLOUT_STATE', done.error);
+        return { body: { rollout: rt.rollouts.list().find((r) => r.listener === listener) } };
+      },
       'GET /generations': async () => ({ body: { current: rt.current?.number ?? null, draining: [...rt.draining].map((g) => g.number), history: rt.history } }),
       'GET /vsets': async () => {
         const g = rt.current;
@@ -144,7 +161,7 @@ export class AdminServer {
   async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
       const url = new URL(req.url ?? '/', 'http://admin');
-      const path = url.pathname.startsWith('/components/') ? '/components/' : url.pathname;
+      const path = url.pathname.startsWith('/components/') ? '/components/' : url.pathname.startsWith('/rollouts/') ? '/rollouts/' : url.pathname;
       const key = `${req.method} ${path}`;
       const admin = this.#opts.runtime.current?.config.admin ?? this.#opts.config;
       const refused = refusal(req, new Set(admin.hosts), READS_BODY.has(key));

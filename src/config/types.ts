@@ -17,6 +17,8 @@ export interface Config {
   source?: SourceConfig;
   /** Absent: no traces. */
   tracing?: TracingConfig;
+  /** Absent: a new generation is not watched (`autoRollback`). */
+  autoRollback?: AutoRollbackConfig;
 }
 
 /** `tracing`: one span per request, exported with OTLP/HTTP (observe/tracing.ts). */
@@ -25,6 +27,15 @@ export interface TracingConfig {
   /** The share of traces started here that are sampled (a client's sampled flag is followed: parent-based). */
   sampleRate: number;
   serviceName: string;
+}
+
+/** `autoRollback`: after a swap, revert to the previous config when a role's error ratio in the new generation is over the bar and worse than before. */
+export interface AutoRollbackConfig {
+  windowMs: number;
+  /** Requests of a role in the new generation before it is judged. */
+  minRequests: number;
+  /** 0 to 1. */
+  maxErrorRatio: number;
 }
 
 /** `source`: bootstrap only (the --config files); a pushed config or an etcd document may not name one. */

@@ -14,7 +14,7 @@ import type { TypeLookup } from './plugin_api.js';
 import { checkComponents } from './schema/components.js';
 import { checkListeners } from './schema/listeners.js';
 import { checkRoles, checkVsets } from './schema/roles_vsets.js';
-import { checkAccessLog, checkAdmin, checkLimits, checkPlugins, checkSource, checkTracing } from './schema/sidecar.js';
+import { checkAccessLog, checkAdmin, checkAutoRollback, checkLimits, checkPlugins, checkSource, checkTracing } from './schema/sidecar.js';
 import { Slicer } from './slicer.js';
 import type { Config } from './types.js';
 
@@ -36,7 +36,7 @@ export interface ValidateOptions {
   bootstrap?: boolean;
 }
 
-const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners', 'accessLog', 'limits', 'source', 'tracing'];
+const TOP_KEYS = ['version', 'admin', 'drainTimeout', 'roles', 'vsets', 'components', 'plugins', 'listeners', 'accessLog', 'limits', 'source', 'tracing', 'autoRollback'];
 
 /**
  * Validates a whole config and normalizes it. Every issue is collected (not just the
@@ -73,8 +73,9 @@ async function checkRoot(c: Checker, value: unknown, types: TypeLookup, slicer: 
   const limits = checkLimits(c, root.limits);
   const source = checkSource(c, root.source, bootstrap, env);
   const tracing = checkTracing(c, root.tracing);
+  const autoRollback = checkAutoRollback(c, root.autoRollback);
   return {
     version: 1, admin, drainTimeoutMs, roles, vsets, components, plugins, listeners, ...(accessLog ? { accessLog } : {}), limits, ...(source ? { source } : {}),
-    ...(tracing ? { tracing } : {}),
+    ...(tracing ? { tracing } : {}), ...(autoRollback ? { autoRollback } : {}),
   };
 }

@@ -6,7 +6,25 @@ import { table } from '../table.js';
 export interface WeightedConfig {
   weights: Record<string, number>;
   stickyHeader?: string;
+  /** The sidecar ramps one role through steps itself (reload/rollouts.ts). */
+  rollout?: RolloutConfig;
 }
+
+/** `rollout`: README "Guarded rollouts". */
+export interface RolloutConfig {
+  role: string;
+  /** Percent of the split for `role`, each from 1 to 100, increasing. */
+  steps: number[];
+  intervalMs: number;
+  minRequests: number;
+  maxErrorRatio: number;
+  maxLatencyP99Ms?: number;
+  onFailure: 'rollback' | 'pause';
+  /** The step (a percent of `steps`) the rollout begins at; absent: the first. */
+  startStep?: number;
+}
+
+const ROLLOUT_KEYS = ['role', 'steps', 'interval', 'minRequests', 'maxErrorRatio', 'maxLatencyP99', 'onFailure', 'startStep'];
 
 /**
  * `weighted`: picks a role at random by relative weight, unless an earlier filter
@@ -29,7 +47,7 @@ export const weighted: FilterDescriptor<WeightedConfig> = {
   scope: 'both',
 
   validate(raw, ctx) {
-    ctx.allowKeys(raw, ['weights', 'stickyHeader']);
+    ctx.allowKeys(raw, ['weights', 'stickyHeader', 'rollout']);
     const weights = table<number>();
     const w = ctx.obj(raw.weights, ['weights'], null, { required: true, message: 'must map role names to weights' });
     if (!w) return { weights };
@@ -57,6 +75,13 @@ export const weighted: FilterDescriptor<WeightedConfig> = {
       } else {
         const header = ctx.headerName(raw.stickyHeader, ['stickyHeader'], { message: 'must be a header name' });
         if (header !== undefined) config.stickyHeader = header.toLowerCase();
+      }
+    }
+    if (raw.rollout !== undefined) {
+      if (ctx.protocol !== 'http') ctx.report('SY_ERR_FILTER_SCOPE', ['rollout'], 'a rollout judges HTTP requests; a tcp or udp listener has none');
+      else {
+        const rollout = validateRollout(raw.rollout, ctx);
+        if (rollout) config.rollout = rollout;
       }
     }
     return config;
@@ -153,3 +178,44 @@ export const weighted: FilterDescriptor<WeightedConfig> = {
     return config.weights;
   },
 };
+
+function validateRollout(value: unknown, ctx: Parameters<FilterDescriptor<WeightedConfig>['validate']>[1]): RolloutConfig | undefined {
+  const o = ctx.obj(value, ['rollout'], ROLLOUT_KEYS);
+  if (!o) return undefined;
+  const required = { required: true } as const;
+  const role = ctx.str(o.role, ['rollout', 'role'], required);
+  if (role !== undefined && !ctx.roles.includes(role)) {
+    ctx.report('SY_ERR_ROLE_NOT_IN_VSET', ['rollout', 'role'], `role "${role}" is not in the listener's target vset (${ctx.roles.join(', ')})`);
+  }
+  const list = ctx.list(o.steps, ['rollout', 'steps'], { required: true, message: 'must be a list of percents, e.g. [1, 5, 25, 50, 100]' }) ?? [];
+  const steps: number[] = [];
+  list.forEach((v, i) => {
+    const n = ctx.int(v, ['rollout', 'steps', i], { required: true, min: 1, max: 100 });
+    if (n === undefined) return;
+    if (steps.length && n <= steps[steps.length - 1]!) ctx.report('SY_ERR_CONFIG_VALUE', ['rollout', 'steps', i], `steps must increase: ${n} after ${steps[steps.length - 1]}`);
+    else steps.push(n);
+  });
+  if (o.steps !== undefined && list.length === 0) ctx.report('SY_ERR_CONFIG_VALUE', ['rollout', 'steps'], 'needs at least one step');
+  const intervalMs = ctx.duration(o.interval, ['rollout', 'interval'], required);
+  if (intervalMs !== undefined && intervalMs <= 0) ctx.report('SY_ERR_CONFIG_VALUE', ['rollout', 'interval'], 'must be longer than 0');
+  const minRequests = ctx.int(o.minRequests, ['rollout', 'minRequests'], { required: true, min: 1, max: Number.MAX_SAFE_INTEGER });
+  const maxErrorRatio = ctx.number(o.maxErrorRatio, ['rollout', 'maxErrorRatio'], { required: true, min: 0, max: 1 });
+  const maxLatencyP99Ms = o.maxLatencyP99 === undefined ? undefined : ctx.duration(o.maxLatencyP99, ['rollout', 'maxLatencyP99'], required);
+  let onFailure: RolloutConfig['onFailure'] = 'rollback';
+  if (o.onFailure !== undefined) {
+    const f = ctx.str(o.onFailure, ['rollout', 'onFailure'], required);
+    if (f === 'rollback' || f === 'pause') onFailure = f;
+    else if (f !== undefined) ctx.report('SY_ERR_CONFIG_VALUE', ['rollout', 'onFailure'], `"${f}" is not rollback or pause`);
+  }
+  const startStep = o.startStep === undefined ? undefined : ctx.int(o.startStep, ['rollout', 'startStep'], { required: true, min: 1, max: 100 });
+  if (startStep !== undefined && steps.length && !steps.includes(startStep)) {
+    ctx.report('SY_ERR_CONFIG_VALUE', ['rollout', 'startStep'], `${startStep} is not one of the steps (${steps.join(', ')})`);
+  }
+  if (role === undefined || !ctx.roles.includes(role) || steps.length !== list.length || !steps.length || intervalMs === undefined || intervalMs <= 0
+    || minRequests === undefined || maxErrorRatio === undefined || (o.maxLatencyP99 !== undefined && maxLatencyP99Ms === undefined)) return undefined;
+  return {
+    role, steps, intervalMs, minRequests, maxErrorRatio, onFailure,
+    ...(maxLatencyP99Ms !== undefined ? { maxLatencyP99Ms } : {}),
+    ...(startStep !== undefined && steps.includes(startStep) ? { startStep } : {}),
+  };
+}

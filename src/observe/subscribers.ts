@@ -17,6 +17,8 @@ function onRequest(message: unknown): void {
   e.sinks.metrics.count(e.status, e.answerMs / 1000);
   if (e.grpcStatus !== '') e.sinks.metrics.grpc(e.grpcStatus);
   if (e.error === 'SY_ERR_UPLOAD_TOO_SLOW') e.sinks.metrics.slowUpload();
+  const tally = e.sinks.metrics.tally;
+  if (tally !== null) tally.add(e.status, e.grpcStatus, e.durationMs);
   if (e.sinks.log !== null) logHttp(e.sinks.log, e);
 }
 

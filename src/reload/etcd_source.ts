@@ -3,7 +3,8 @@ import { formatIssue, oneLine } from '../errors.js';
 import { mergeConfigFiles, type ConfigFiles, type ConfigText, type RawConfig } from '../config/load.js';
 import type { EtcdSourceConfig } from '../config/types.js';
 import type { ApplyResult, Runtime } from './runtime.js';
-import type { ConfigSource } from './generation.js';
+import type { ConfigSource, Generation } from './generation.js';
+import type { RollbackVerdict } from './auto_rollback.js';
 import { appKey, commonKey, etcdClient, readAtOneRevision, statusKey, type Snapshot } from './etcd_read.js';
 import { StatusWriter } from './status_writer.js';
 
@@ -57,6 +58,9 @@ export class EtcdSource {
   #seen: Snapshot | null = null;
   /** The keys of the config serving (merged again when the bootstrap files change). */
   #good: Snapshot | null = null;
+  /** The keys #good replaced: serving again when autoRollback reverts #good. */
+  #goodBefore: Snapshot | null = null;
+  readonly #onAutoRollback: (bad: Generation, verdict: RollbackVerdict, result: ApplyResult) => void;
   /** After a compacted watch: read first, then watch from the new revision. */
   #watchAfterRead = false;
   /** The watch etcd cancelled, to say why once the keys are re-listed. */
@@ -82,6 +86,32 @@ export class EtcdSource {
     this.#keys = [commonKey(opts.config.prefix), appKey(opts.config.prefix, opts.config.app)];
     this.#status = new StatusWriter(statusKey(opts.config.prefix, opts.config.app, opts.config.instance), opts.config.leaseTtlMs, this.#log);
     this.#runtime.metrics.configSourceUp.set({ source: 'etcd' }, 0);
+    this.#onAutoRollback = (bad, verdict, result) => void this.#rolledBack(bad, verdict, result);
+    this.#runtime.onAutoRollback.add(this.#onAutoRollback);
+  }
+
+  /**
+   * autoRollback reverted a generation built from the documents at #good: the
+   * status key says `rolled-back`, the documents before serve again (also under
+   * a bootstrap change), and the reverted revision is not applied again: only a
+   * change of a key (new mod revisions) is read and applied.
+   */
+  #rolledBack(bad: Generation, verdict: RollbackVerdict, result: ApplyResult): Promise<void> {
+    return this.#serially(async () => {
+      const good = this.#good;
+      if (!result.ok || bad.source !== 'etcd' || good === null || bad.raw.revision !== this.#configRevision(good)) return;
+      const revision = this.#configRevision(good);
+      this.#good = this.#goodBefore;
+      this.#goodBefore = null;
+      const f = verdict.figures;
+      const why = `rolled back by autoRollback: role ${verdict.role} error ratio ${f.errorRatio.toFixed(3)} (${f.errors} of ${f.requests}) over ${verdict.maxErrorRatio} and over ${verdict.previous.errorRatio.toFixed(3)} before`;
+      this.#log(`etcd: revision ${revision} ${why}; not applied again until a document changes`);
+      if (this.#good) this.#runtime.metrics.configSourceRevision.set({ source: 'etcd' }, this.#configRevision(this.#good));
+      await this.#status.write({
+        generation: this.#runtime.current?.number ?? null, revision, result: 'rolled-back', errors: [why],
+        appliedAt: new Date().toISOString(), source: 'auto-rollback',
+      });
+    });
   }
 
   /** What the source reads, for the start log. */
@@ -143,6 +173,7 @@ export class EtcdSource {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#runtime.onAutoRollback.delete(this.#onAutoRollback);
     this.#wake?.();
     await this.#loop;
     await this.#status.close();
@@ -254,6 +285,7 @@ export class EtcdSource {
     return this.#serially(async () => {
       const result = await this.#runtime.apply(await this.#merge(snap), 'etcd');
       if (result.ok) {
+        if (this.#good !== null && !sameMods(this.#good, snap)) this.#goodBefore = this.#good;
         this.#good = snap;
         this.#runtime.metrics.configSourceRevision.set({ source: 'etcd' }, this.#configRevision(snap));
       }

@@ -9,7 +9,7 @@ import type { Registry } from '../registry.js';
 import type { Disposer } from './disposer.js';
 
 /** Where a config came from (GET /config, the reload log, the reloads metric). */
-export type ConfigSource = 'file' | 'sighup' | 'api' | 'component' | 'rollback' | 'etcd';
+export type ConfigSource = 'file' | 'sighup' | 'api' | 'component' | 'rollback' | 'etcd' | 'auto-rollback' | 'rollout';
 
 /** How long a drain that timed out waits for the work it destroyed to let go. */
 const DESTROY_GRACE_MS = 1_000;

@@ -18,6 +18,12 @@ import type { ConfigSource, Generation } from './generation.js';
 import { AccessLogs, type AccessLogSink } from '../observe/access_log.js';
 import { channels, type ComponentEvent, type ReloadChanges, type ReloadEvent, type ReloadRecord } from '../observe/events.js';
 import { defaultMaxConnections, FD_RESERVE, readFdLimit, type FdLimit } from '../fd_limit.js';
+import { attachTallies } from './outcomes.js';
+import { AutoRollbackWatch, type RollbackVerdict } from './auto_rollback.js';
+import { RolloutController, type RolloutNote } from './rollouts.js';
+
+/** Why change safety made a generation (GET /generations: `reason` and its figures). */
+export type ChangeNote = { kind: 'auto-rollback'; verdict: RollbackVerdict; from: number } | { kind: 'rollout'; note: RolloutNote };
 
 export type ApplyResult =
   | { ok: true; generation: number; components: Record<string, ComponentOutcome>; durationMs: number }
@@ -30,6 +36,10 @@ export interface GenerationRecord {
   at: string;
   outcome: 'applied' | 'invalid' | 'failed';
   error?: string;
+  /** auto-rollback and rollout generations: why (a metric reason: error-ratio, step, rollout-error-ratio, …). */
+  reason?: string;
+  /** auto-rollback: the generation reverted, the role, its figures there and in the one before; rollout: the listener, role, step and the figures the last step was judged on. */
+  detail?: Record<string, unknown>;
 }
 
 export interface RuntimeOptions {
@@ -72,6 +82,11 @@ export class Runtime {
   readonly history: GenerationRecord[] = [];
   /** Generations replaced but not yet closed. */
   readonly draining = new Set<Generation>();
+  /** Guarded rollouts of the weighted filters (GET /rollouts). */
+  readonly rollouts: RolloutController;
+  /** Called when autoRollback reverted `bad` (the etcd source reports it in the status key). */
+  readonly onAutoRollback = new Set<(bad: Generation, verdict: RollbackVerdict, result: ApplyResult) => void>();
+  #watch: AutoRollbackWatch | null = null;
   #next = 1;
   #queue: Promise<unknown> = Promise.resolve();
   #stopping = false;
@@ -94,6 +109,16 @@ export class Runtime {
     this.endpoints = new EndpointTable(this.#log);
     this.metrics.endpointHealth = () => this.#endpointHealth();
     this.metrics.certificates = () => (this.current === null ? [] : certificateExpiries(this.current.config));
+    const rt = this;
+    this.rollouts = new RolloutController({
+      get current() { return rt.current; },
+      metrics: this.metrics,
+      log: this.#log,
+      applyRollout: async (make, note) => {
+        const r = await this.#applyDerived(make, 'rollout', { kind: 'rollout', note });
+        return r === undefined ? undefined : r.ok ? { ok: true } : { ok: false, error: r.kind === 'invalid' ? r.issues.map(formatIssue).join('; ') : r.error.message };
+      },
+    });
   }
 
   /** Each role channel the serving generation routes to, once, with its healthy and total endpoints. */
@@ -121,9 +146,9 @@ export class Runtime {
   }
 
   /** `#apply`, with any throw (a plugin's code misbehaving) turned into a failed result (SY_ERR_APPLY_FAILED): callers never see a rejection. */
-  async #applySafely(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
+  async #applySafely(raw: RawConfig, source: ConfigSource, note: ChangeNote | null = null): Promise<ApplyResult> {
     try {
-      return await this.#apply(raw, source);
+      return await this.#apply(raw, source, note);
     } catch (err) {
       const error = err instanceof SwitchyardError ? err
         : new SwitchyardError('SY_ERR_APPLY_FAILED', err instanceof Error ? err.message : String(err), { cause: err });
@@ -131,7 +156,7 @@ export class Runtime {
     }
   }
 
-  async #apply(raw: RawConfig, source: ConfigSource): Promise<ApplyResult> {
+  async #apply(raw: RawConfig, source: ConfigSource, note: ChangeNote | null): Promise<ApplyResult> {
     const startedAt = performance.now();
     const at = new Date().toISOString();
     if (this.#stopping) {
@@ -139,6 +164,8 @@ export class Runtime {
     }
     const forbidden = source === 'api' ? await pushIssues(raw, this.current?.raw ?? null, this.#allowPush) : [];
     if (forbidden.length) return this.#reject(source, at, startedAt, { ok: false, kind: 'invalid', issues: forbidden });
+    // A rollout's own step carries its weights; any other change keeps the steps of the rollouts it does not touch.
+    if (source !== 'rollout') raw = this.rollouts.overlay(raw);
     const checked = await checkConfig(raw);
     if (!checked.ok) return this.#reject(source, at, startedAt, { ok: false, kind: 'invalid', issues: checked.issues });
 
@@ -164,16 +191,21 @@ export class Runtime {
     // The swap: from here on, new connections and new requests see `gen`.
     const limit = this.#connectionLimit(gen);
     this.sockets.budget.max = limit.max;
+    const watched = gen.config.autoRollback !== undefined && prev !== null && source !== 'rollout' && source !== 'auto-rollback';
+    if (gen.config.autoRollback !== undefined || this.rollouts.wants(gen.config)) attachTallies(gen);
     gen.serve();
     this.current = gen;
     this.onApplied?.(gen);
+    this.#watch?.stop();
+    this.#watch = watched ? new AutoRollbackWatch(gen, prev, gen.config.autoRollback!, (v) => void this.#autoRollback(gen, v)) : null;
+    this.rollouts.afterSwap(gen, note?.kind === 'rollout' ? note.note : null);
 
     if (prev) this.#retire(prev);
     const durationMs = performance.now() - startedAt;
     for (const [component, mode] of Object.entries(built.components)) {
       if (mode !== 'unchanged') this.#publishComponent(component, mode, 'success', number);
     }
-    this.history.push({ generation: number, source, at, outcome: 'applied' });
+    this.history.push({ generation: number, source, at, outcome: 'applied', ...noteFields(note) });
     this.#trimHistory();
     // From the swap on, the change is applied whatever happens: describing it must
     // not turn into a rejection (#applySafely would answer 409 "nothing changed"
@@ -232,10 +264,10 @@ export class Runtime {
    * /components/<name> would both start from the same config, and the second
    * would silently undo the first.
    */
-  #applyDerived(make: () => RawConfig | undefined, source: ConfigSource): Promise<ApplyResult | undefined> {
+  #applyDerived(make: () => RawConfig | undefined, source: ConfigSource, note: ChangeNote | null = null): Promise<ApplyResult | undefined> {
     const run = this.#queue.then(() => {
       const raw = make();
-      return raw ? this.#applySafely(raw, source) : undefined;
+      return raw ? this.#applySafely(raw, source, note) : undefined;
     });
     this.#queue = run.catch(() => {});
     return run;
@@ -244,6 +276,17 @@ export class Runtime {
   /** Applies the current config again, as a new generation (its TLS files read anew). Undefined when nothing serves yet. */
   reapply(source: ConfigSource): Promise<ApplyResult | undefined> {
     return this.#applyDerived(() => this.current?.raw, source);
+  }
+
+  /** autoRollback's verdict on `bad`: its previous config again, unless another change replaced it first. */
+  async #autoRollback(bad: Generation, verdict: RollbackVerdict): Promise<void> {
+    const f = verdict.figures;
+    this.#log(`generation ${bad.number}: role ${verdict.role} error ratio ${f.errorRatio.toFixed(3)} (${f.errors} of ${f.requests}) over ${verdict.maxErrorRatio} and over ${verdict.previous.errorRatio.toFixed(3)} before; rolling back to the previous config`);
+    const result = await this.#applyDerived(() => (this.current === bad ? bad.previous ?? undefined : undefined), 'auto-rollback', { kind: 'auto-rollback', verdict, from: bad.number });
+    if (result === undefined) return;
+    if (result.ok) this.metrics.rollbacks.inc({ reason: 'error-ratio' });
+    else this.#log(`generation ${bad.number}: the automatic rollback was not applied; generation ${this.current?.number} keeps serving`);
+    for (const fn of this.onAutoRollback) fn(bad, verdict, result);
   }
 
   /** Makes the config before the current one current again, as a new generation. Undefined when there is none. */
@@ -360,6 +403,8 @@ export class Runtime {
   async shutdown(): Promise<void> {
     if (this.#stopping) return;
     this.#stopping = true;
+    this.#watch?.stop();
+    this.rollouts.stop();
     await this.#queue;
     const gens = [...this.draining];
     const cur = this.current;
@@ -377,6 +422,17 @@ export class Runtime {
     await this.endpoints.destroyAll();
     this.#log('stopped');
   }
+}
+
+/** The history fields of a change-safety generation. */
+function noteFields(note: ChangeNote | null): Pick<GenerationRecord, 'reason' | 'detail'> {
+  if (note === null) return {};
+  if (note.kind === 'auto-rollback') {
+    const v = note.verdict;
+    return { reason: 'error-ratio', detail: { rolledBack: note.from, role: v.role, figures: v.figures, previous: v.previous, maxErrorRatio: v.maxErrorRatio } };
+  }
+  const n = note.note;
+  return { reason: n.reason, detail: { listener: n.listener, role: n.role, step: n.step, state: n.state, ...(n.figures ? { judged: n.figures } : {}) } };
 }
 
 /** What a new generation changed against the one before: listeners, and components that did not stay as they were. */

@@ -6,8 +6,9 @@ export interface StatusRecord {
   generation: number | null;
   /** The etcd revision of the documents this result is about. */
   revision: number;
-  result: 'applied' | 'rejected';
-  /** Why it was rejected, one line per error (`file:line:column: path: message (CODE)`); [] when applied. */
+  /** rolled-back: applied, then reverted by autoRollback (the generation serving is the revert); not applied again until a document changes. */
+  result: 'applied' | 'rejected' | 'rolled-back';
+  /** Why it was rejected or rolled back, one line per error (`file:line:column: path: message (CODE)`); [] when applied. */
   errors: string[];
   /** When the result was reached (ISO 8601). */
   appliedAt: string;

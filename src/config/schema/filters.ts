@@ -25,12 +25,18 @@ export function checkFilters(c: Checker, value: unknown, path: Path, scope: Filt
   if (!list) return [];
   const roles = Object.keys(scope.vset.roles);
   const out: FilterConfig[] = [];
+  // reload/rollouts.ts ramps one role per listener: a second rollout would be ignored.
+  let rollout: number | null = null;
   list.forEach((raw, i) => {
     const fp = [...path, i];
     const o = c.obj(raw, fp, null, REQUIRED);
     if (!o) return;
     const type = c.str(o.type, [...fp, 'type'], REQUIRED);
     if (type === undefined) return;
+    if (type === 'weighted' && o.rollout !== undefined) {
+      if (rollout !== null) c.report('SY_ERR_CONFIG_VALUE', [...fp, 'rollout'], `a listener has one rollout; filters[${rollout}] has it already`);
+      else rollout = i;
+    }
     const d = scope.types.filter(type);
     if (!d) {
       c.report('SY_ERR_UNKNOWN_FILTER', [...fp, 'type'], `unknown filter type "${type}"; registered: ${scope.types.filterTypes().join(', ')}`);

@@ -5,7 +5,7 @@ import { describe, REQUIRED, type Checker } from '../checker.js';
 import { DEFAULT_ADMIN, DEFAULT_ETCD } from '../defaults.js';
 import { isLoopback, parseHostPort } from '../parse.js';
 import type { Path } from '../load.js';
-import type { AccessLogConfig, AdminConfig, LimitsConfig, SourceConfig, TracingConfig } from '../types.js';
+import type { AccessLogConfig, AdminConfig, AutoRollbackConfig, LimitsConfig, SourceConfig, TracingConfig } from '../types.js';
 
 /** The largest connection limit one may write (far beyond any file-descriptor limit). */
 export const MAX_CONNECTIONS = 10_000_000;
@@ -113,6 +113,19 @@ export function checkLimits(c: Checker, value: unknown): LimitsConfig {
   if (!o) return out;
   if (o.maxConnections !== undefined) out.maxConnections = c.int(o.maxConnections, ['limits', 'maxConnections'], { default: 1, min: 1, max: MAX_CONNECTIONS });
   return out;
+}
+
+/** `autoRollback: { window, minRequests, maxErrorRatio }`, all required when the key is there. */
+export function checkAutoRollback(c: Checker, value: unknown): AutoRollbackConfig | undefined {
+  if (value === undefined) return undefined;
+  const o = c.obj(value, ['autoRollback'], ['window', 'minRequests', 'maxErrorRatio']);
+  if (!o) return undefined;
+  const windowMs = c.duration(o.window, ['autoRollback', 'window'], REQUIRED);
+  const minRequests = c.int(o.minRequests, ['autoRollback', 'minRequests'], { ...REQUIRED, min: 1, max: Number.MAX_SAFE_INTEGER });
+  const maxErrorRatio = c.number(o.maxErrorRatio, ['autoRollback', 'maxErrorRatio'], { ...REQUIRED, min: 0, max: 1 });
+  if (windowMs !== undefined && windowMs <= 0) c.report('SY_ERR_CONFIG_VALUE', ['autoRollback', 'window'], 'must be longer than 0');
+  if (windowMs === undefined || windowMs <= 0 || minRequests === undefined || maxErrorRatio === undefined) return undefined;
+  return { windowMs, minRequests, maxErrorRatio };
 }
 
 /** `plugins`: module paths (loaded before validation, by reload/check.ts). */
