@@ -38,14 +38,7 @@ const EXCEPTIONS: { rule: string; matches: (i: ConfigIssue) => boolean }[] = [
   { rule: 'an etcd prefix without //, a metadata number that Number() reads', matches: (i) => /is not a key prefix|must be a positive number|whole number/.test(i.message) },
 ];
 
-/** Keys of other open issues: in the schema already, validator support lands with #18. */
-const PENDING: { key: RegExp; issue: string }[] = [
-  { key: /^autoRollback(\.|$)/, issue: '#18' },
-  { key: /^listeners\.[^.]+\.filters\[\d+\]\.rollout(\.|$)/, issue: '#18' },
-];
-
-const isPending = (i: ConfigIssue): boolean => i.code === 'SY_ERR_CONFIG_UNKNOWN_KEY' && PENDING.some((p) => p.key.test(i.path));
-const isException = (i: ConfigIssue): boolean => isPending(i) || EXCEPTIONS.some((e) => e.matches(i));
+const isException = (i: ConfigIssue): boolean => EXCEPTIONS.some((e) => e.matches(i));
 
 interface Case { name: string; value: unknown; env?: Record<string, string> }
 
@@ -193,14 +186,18 @@ test('the schema and the validator agree on every config the suite uses, the shi
   t.deepEqual(problems.slice(0, 30), [], `${problems.length} disagreements`);
 });
 
-test('keys of #18 (autoRollback, a weighted filter\'s rollout) are accepted by the schema; validator support lands with #18', async (t) => {
+test('keys added since the corpus was recorded (autoRollback, a weighted filter\'s rollout, tracing, healthCheck grpc, gRPC retry words): schema and validator agree', async (t) => {
   const config = {
+    tracing: { otlp: { endpoint: 'http://127.0.0.1:4318/v1/traces', timeout: '2s' }, sampleRate: 0.5, serviceName: 'cart' },
     autoRollback: { window: '30s', minRequests: 50, maxErrorRatio: 0.05 },
-    roles: { 'cart-v1': { channels: { http: { endpoints: ['127.0.0.1:7001'] } } }, 'cart-v2': { channels: { http: { endpoints: ['127.0.0.1:7101'] } } } },
+    roles: {
+      'cart-v1': { channels: { http: { endpoints: ['127.0.0.1:7001'], protocol: 'http2', healthCheck: { grpc: 'cart.v1.Cart' } } } },
+      'cart-v2': { channels: { http: { endpoints: ['127.0.0.1:7101'], protocol: 'http2', healthCheck: { grpc: true } } } },
+    },
     vsets: { cart: { channels: ['http'], roles: { 'cart-v1': {}, 'cart-v2': {} } } },
     listeners: {
       cart: {
-        address: '127.0.0.2:8080', target: 'cart.http',
+        address: '127.0.0.2:8080', target: 'cart.http', retries: { on: ['unavailable', 'reset'] },
         filters: [{
           type: 'weighted', weights: { 'cart-v1': 100, 'cart-v2': 0 },
           rollout: { role: 'cart-v2', steps: [1, 5, 25, 50, 100], interval: '30s', minRequests: 100, maxErrorRatio: 0.01, maxLatencyP99: '500ms', onFailure: 'rollback' },
@@ -210,11 +207,24 @@ test('keys of #18 (autoRollback, a weighted filter\'s rollout) are accepted by t
   };
   const v = await judge(config);
   t.true(v.schema, v.errors.join('; '));
-  t.true(v.validator || v.issues.every(isPending), v.issues.map((i) => i.path).join(', '));
-  const bad = structuredClone(config);
-  (bad.autoRollback as Record<string, unknown>).maxErrorRatio = 2;
-  (bad.listeners.cart.filters[0]!.rollout as Record<string, unknown>).onFailure = 'retry';
-  t.false(schemaAccepts(bad));
+  t.true(v.validator, v.issues.map((i) => `${i.path}: ${i.message}`).join(', '));
+  const mutations: ((c: typeof config) => void)[] = [
+    (c) => { (c.autoRollback as Record<string, unknown>).maxErrorRatio = 2; },
+    (c) => { delete (c.autoRollback as Partial<typeof c.autoRollback>).window; },
+    (c) => { (c.listeners.cart.filters[0]!.rollout as Record<string, unknown>).onFailure = 'retry'; },
+    (c) => { (c.listeners.cart.filters[0]!.rollout as Record<string, unknown>).steps = [0.5]; },
+    (c) => { (c.tracing as Record<string, unknown>).sampleRate = 1.5; },
+    (c) => { (c.tracing.otlp as Record<string, unknown>).endpoint = 'collector:4318'; },
+    (c) => { (c.roles['cart-v1'].channels.http.healthCheck as Record<string, unknown>).path = '/h'; },
+    (c) => { (c.listeners.cart.retries.on as unknown[]).push('not-found'); },
+  ];
+  for (const [i, mutate] of mutations.entries()) {
+    const bad = structuredClone(config);
+    mutate(bad);
+    const w = await judge(bad);
+    t.false(w.schema, `mutation ${i}: the schema accepts it`);
+    t.false(w.validator, `mutation ${i}: the validator accepts it`);
+  }
 });
 
 test('`switchyard schema` prints the schema file', (t) => {
