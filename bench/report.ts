@@ -162,6 +162,7 @@ function aims(rounds: readonly Row[][]): string[] {
   };
   cost('request metrics', 'switchyard-http', 'switchyard-http-nometrics');
   cost('access log to a file', 'switchyard-http-accesslog', 'switchyard-http');
+  cost('tracing, every request sampled', 'switchyard-http-traced', 'switchyard-http');
   return out;
 }
 

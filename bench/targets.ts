@@ -17,6 +17,7 @@ export const HOSTS = {
   switchyard: '127.0.77.2',
   switchyardBare: '127.0.77.6',
   switchyardLogged: '127.0.77.7',
+  switchyardTraced: '127.0.77.8',
   nginx: '127.0.77.3',
   haproxy: '127.0.77.4',
   httpProxy: '127.0.77.5',
@@ -26,7 +27,7 @@ export const NGINX = '/usr/sbin/nginx';
 export const HAPROXY = '/usr/sbin/haproxy';
 
 export type ScenarioId =
-  | 'direct' | 'switchyard-http' | 'switchyard-tcp' | 'switchyard-http-nometrics' | 'switchyard-http-accesslog'
+  | 'direct' | 'switchyard-http' | 'switchyard-tcp' | 'switchyard-http-nometrics' | 'switchyard-http-accesslog' | 'switchyard-http-traced'
   | 'nginx-http' | 'nginx-stream'
   | 'haproxy-http' | 'haproxy-tcp' | 'http-proxy'
   | 'switchyard-https' | 'switchyard-https-handshake' | 'switchyard-tls-upstream'
@@ -53,6 +54,7 @@ export const SCENARIOS: readonly { id: ScenarioId; kind: Kind }[] = [
   { id: 'switchyard-tcp', kind: 'tcp' },
   { id: 'switchyard-http-nometrics', kind: 'http' },
   { id: 'switchyard-http-accesslog', kind: 'http' },
+  { id: 'switchyard-http-traced', kind: 'http' },
   { id: 'nginx-http', kind: 'http' },
   { id: 'nginx-stream', kind: 'tcp' },
   { id: 'haproxy-http', kind: 'http' },
@@ -266,6 +268,20 @@ export const switchyardAccessLog: Target = {
     { path: join(ctx.root, 'bin/switchyard.js'), args: ['run', '--config'] }, `accessLog: { path: "${join(ctx.dir, 'access.log')}" }`),
 };
 
+/**
+ * The real CLI with `tracing` on, every request sampled, the spans exported with
+ * OTLP/HTTP to the bench upstream (which answers any POST with 200, as a collector
+ * does): against switchyard-http, what a span per request costs.
+ */
+export const switchyardTraced: Target = {
+  name: 'switchyard-traced',
+  scenarios: ['switchyard-http-traced'],
+  async unavailable() { return null; },
+  start: (ctx) => startSwitchyard(ctx, HOSTS.switchyardTraced, { http: 'switchyard-http-traced' },
+    { path: join(ctx.root, 'bin/switchyard.js'), args: ['run', '--config'] },
+    `tracing: { otlp: { endpoint: "http://${ctx.upstream.host}:${ctx.upstream.ports[0]}/v1/traces" }, sampleRate: 1 }`),
+};
+
 let nginxInfo: Promise<{ version: string; streamModule: string | null; streamStatic: boolean }> | null = null;
 /** nginx -V, once: where dynamic modules live and whether stream is built in. */
 function nginxBuild(): Promise<{ version: string; streamModule: string | null; streamStatic: boolean }> {
@@ -471,4 +487,4 @@ export const httpProxy: Target = {
   },
 };
 
-export const TARGETS: readonly Target[] = [switchyard, switchyardNoMetrics, switchyardAccessLog, nginx, haproxy, httpProxy];
+export const TARGETS: readonly Target[] = [switchyard, switchyardNoMetrics, switchyardAccessLog, switchyardTraced, nginx, haproxy, httpProxy];

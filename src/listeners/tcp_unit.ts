@@ -4,7 +4,9 @@ import { TcpTally } from '../metrics.js';
 import { acceptTcp, type TcpClient } from '../net/byte_pipe.js';
 import { forwardTcp } from '../upstream/tcp_forward.js';
 import type { ListenerPlan } from './plan.js';
-import { publishConnection } from './record.js';
+import { publishConnection, type TcpRecord } from './record.js';
+import type { Span } from '@opentelemetry/api';
+import { endConnectionSpan } from '../observe/tracing.js';
 import { Unit } from './unit.js';
 
 /**
@@ -22,12 +24,15 @@ export class TcpUnit extends Unit implements TcpExchange {
   #tally: TcpTally | null = null;
   /** A filter refused the connection. */
   #refused = false;
+  /** The connection's span, when the generation traces. */
+  readonly #span: Span | null;
 
   constructor(plan: ListenerPlan, client: TcpClient) {
     super(plan);
     this.#client = client;
     const socket = (this.socket = client.socket);
     this.remoteAddress = socket.remoteAddress ?? '';
+    this.#span = plan.generation.tracing?.startConnection(plan.name, this.remoteAddress) ?? null;
     plan.connectionOpened(socket);
     socket.on('error', () => socket.destroy());
     socket.once('close', () => {
@@ -74,19 +79,19 @@ export class TcpUnit extends Unit implements TcpExchange {
     const socket = this.socket;
     const outcome = this.outcome;
     const durationMs = performance.now() - this.start;
-    if (!this.forwarded || outcome === null) {
-      // Never reached an upstream: refused by a filter, a filter failed, or the client left first.
-      publishConnection(this.plan, {
-        role: -1, client: this.remoteAddress, result: this.#refused ? 'refused' : 'error', durationMs, endpoint: '', error: '', tries: 0,
-        bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten,
-      });
-      return;
+    // Never reached an upstream (refused by a filter, a filter failed, or the client left first): no role.
+    // outcome.role is -1 for switchyard's own failure (no descriptor left): counted under no role too.
+    const record: TcpRecord = !this.forwarded || outcome === null
+      ? { role: -1, client: this.remoteAddress, result: this.#refused ? 'refused' : 'error', durationMs, endpoint: '', error: '', tries: 0,
+        bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten }
+      : { role: outcome.role, client: this.remoteAddress, result: outcome.failure === null ? 'ok' : 'error', durationMs,
+        endpoint: outcome.endpoint, error: outcome.code, tries: outcome.tries, bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten };
+    const span = this.#span;
+    if (span !== null) {
+      const plan = this.plan;
+      endConnectionSpan(span, { ...record, vset: plan.config.vset, role: plan.roleName(record.role), generation: plan.generation.number });
     }
-    // outcome.role is -1 for switchyard's own failure (no descriptor left): counted under no role.
-    publishConnection(this.plan, {
-      role: outcome.role, client: this.remoteAddress, result: outcome.failure === null ? 'ok' : 'error', durationMs,
-      endpoint: outcome.endpoint, error: outcome.code, tries: outcome.tries, bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten,
-    });
+    publishConnection(this.plan, record);
   }
 }
 

@@ -1,3 +1,5 @@
+import type { Span } from '@opentelemetry/api';
+import { endRequestSpan, traceIdOf } from '../observe/tracing.js';
 import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RuntimeCode } from '../errors.js';
@@ -34,6 +36,8 @@ export class UpgradeUnit extends Unit implements HttpExchange {
   /** Switchyard (or a filter) answered the client itself. */
   #replied = false;
   #error: RuntimeCode | '' = '';
+  /** The upgrade's span (its handshake and tunnel), when the generation traces. */
+  readonly #span: Span | null;
 
   constructor(plan: ListenerPlan, req: IncomingMessage, socket: Socket, head: Buffer) {
     super(plan);
@@ -42,6 +46,8 @@ export class UpgradeUnit extends Unit implements HttpExchange {
     this.head = head;
     this.remoteAddress = socket.remoteAddress ?? '';
     this.responseHeaderEdits = plan.responseHeaderEdits;
+    const tracing = plan.generation.tracing;
+    this.#span = tracing === null ? null : tracing.startRequest(req.method ?? '', req.url ?? '', req.headers, plan.name);
     socket.once('close', () => this.closed());
     socket.on('error', () => socket.destroy());
   }
@@ -83,6 +89,8 @@ export class UpgradeUnit extends Unit implements HttpExchange {
   }
 
   protected forward(): void {
+    // The upstream's handshake is the span's child: http-proxy sends the parsed headers as they are.
+    if (this.#span !== null) Object.assign(this.req.headers, this.plan.generation.tracing!.contextHeaders(this.#span));
     upgrades.forward(this.plan.upstream, this, this, this);
   }
 
@@ -104,10 +112,18 @@ export class UpgradeUnit extends Unit implements HttpExchange {
     const now = performance.now();
     const served = this.servedRole;
     const outcome = this.outcome;
+    const endpoint = outcome?.endpoint ?? '';
+    const error = outcome?.code || this.#error;
+    const tries = outcome?.tries ?? 0;
+    const span = this.#span;
+    if (span !== null) {
+      const plan = this.plan;
+      endRequestSpan(span, { vset: plan.config.vset, role: plan.roleName(served), generation: plan.generation.number, endpoint, status: this.#status, tries, grpcStatus: '', error });
+    }
     publishRequest(this.plan, {
       role: served, req: this.req, socket: this.socket, client: this.remoteAddress, status: this.#status,
       durationMs: now - this.start, answerMs: (this.#answeredAt || now) - this.start,
-      endpoint: outcome?.endpoint ?? '', error: outcome?.code || this.#error, tries: outcome?.tries ?? 0, upgrade: true,
+      endpoint, error, tries, upgrade: true, traceId: traceIdOf(span),
     });
   }
 }

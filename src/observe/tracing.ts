@@ -113,6 +113,14 @@ export class Tracing {
     }, parent);
   }
 
+  /** A TCP connection's span (no trace context comes with bytes: always a new trace). */
+  startConnection(listener: string, client: string): Span {
+    return this.#tracer.startSpan('tcp', {
+      kind: otel().api.SpanKind.SERVER,
+      attributes: { 'switchyard.listener': listener, 'network.transport': 'tcp', 'client.address': client },
+    });
+  }
+
   /** The W3C headers that make `span` the parent of the upstream request: traceparent, and the client's tracestate. */
   contextHeaders(span: Span): Record<string, string> {
     const out: Record<string, string> = {};
@@ -148,6 +156,29 @@ export function endRequestSpan(span: Span, o: SpanOutcome): void {
   if (o.endpoint !== '') span.setAttribute('server.address', o.endpoint);
   if (o.grpcStatus !== '') span.setAttribute('rpc.grpc.status_code', o.grpcStatus);
   if (o.status >= 500 || o.error !== '') span.setStatus({ code: otel().api.SpanStatusCode.ERROR, message: o.error || `HTTP ${o.status}` });
+  span.end();
+}
+
+/** What a TCP connection's span records when it ends. */
+export interface ConnectionOutcome {
+  vset: string;
+  role: string;
+  generation: number;
+  endpoint: string;
+  result: 'ok' | 'error' | 'refused';
+  tries: number;
+  bytesIn: number;
+  bytesOut: number;
+  error: string;
+}
+
+export function endConnectionSpan(span: Span, o: ConnectionOutcome): void {
+  span.setAttributes({
+    'switchyard.vset': o.vset, 'switchyard.role': o.role, 'switchyard.generation': o.generation, 'switchyard.result': o.result,
+    'switchyard.tries': o.tries, 'switchyard.bytes_in': o.bytesIn, 'switchyard.bytes_out': o.bytesOut,
+  });
+  if (o.endpoint !== '') span.setAttribute('server.address', o.endpoint);
+  if (o.result === 'error') span.setStatus({ code: otel().api.SpanStatusCode.ERROR, message: o.error || 'the connection failed' });
   span.end();
 }
 

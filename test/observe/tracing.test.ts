@@ -1,8 +1,9 @@
 import test, { type ExecutionContext } from 'ava';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { connect as netConnect, type AddressInfo } from 'node:net';
+import { WebSocket, WebSocketServer } from 'ws';
 import {
-  configOf, deadAddress, get, listenerUrl, metric, oneRole, startSidecar, startUpstream, tempFiles, uniqueHost, until, untilLogLines, untilMetric,
+  configOf, deadAddress, get, listenerUrl, metric, oneRole, startEcho, startSidecar, startUpstream, tempFiles, uniqueHost, until, untilLogLines, untilMetric,
   type ConfigSpec,
 } from '../helpers.js';
 import { h2Connect, h2Request } from '../http2/support.js';
@@ -127,4 +128,49 @@ test('tracing is checked: an otlp endpoint URL is required, sampleRate is from 0
   t.regex(await bad({ otlp: { endpoint: 'collector:4318' } }), /tracing\.otlp\.endpoint.*not an http\(s\) URL/);
   t.regex(await bad({ otlp: { endpoint: 'http://127.0.0.1:4318/v1/traces' }, sampleRate: 2 }), /tracing\.sampleRate/);
   t.regex(await bad({ otlp: { endpoint: 'http://127.0.0.1:4318/v1/traces' }, sample: 1 }), /tracing\.sample/);
+});
+
+test('a WebSocket upgrade is a span whose child is the upstream\'s handshake, and a TCP connection is a span of its own', async (t) => {
+  const otlp = await receiver(t);
+  const handshake: (string | undefined)[] = [];
+  const wsServer = new WebSocketServer({ host: uniqueHost(), port: 0 });
+  wsServer.on('headers', (_h, req) => handshake.push(req.headers.traceparent as string | undefined));
+  wsServer.on('connection', (ws) => ws.on('message', (m) => ws.send(String(m))));
+  await new Promise<void>((r) => wsServer.once('listening', () => r()));
+  t.teardown(() => new Promise<void>((r) => wsServer.close(() => r())));
+  const wsAddr = wsServer.address() as AddressInfo;
+  const echo = await startEcho(t);
+  const raw = uniqueHost();
+  const config = configOf({
+    ...oneRole(`${wsAddr.address}:${wsAddr.port}`),
+    roles: { r: { channels: { http: { endpoints: [`${wsAddr.address}:${wsAddr.port}`] } } }, db: { channels: { raw: { endpoints: [echo.address] } } } },
+    listeners: {
+      web: { address: `${uniqueHost()}:0`, target: 'r.http' },
+      raw: { address: `${raw}:0`, protocol: 'tcp', target: 'db.raw' },
+    },
+    tracing: { otlp: { endpoint: otlp.url } },
+  } as ConfigSpec);
+  const sc = await startSidecar(t, config);
+  const ws = new WebSocket(`${listenerUrl(sc, 'web').replace('http', 'ws')}/chat`, { headers: { traceparent: `00-${TRACE}-${PARENT}-01` } });
+  await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });
+  ws.send('hi');
+  await new Promise((r) => ws.once('message', r));
+  ws.close();
+  await new Promise<void>((resolve, reject) => {
+    const a = sc.addresses().get('raw')!;
+    const s = netConnect({ host: a.host, port: a.port }, () => s.end('ping'));
+    s.on('data', () => {});
+    s.on('close', () => resolve());
+    s.on('error', reject);
+  });
+  await until(() => otlp.spans.length >= 2, 10_000, 'two spans');
+  const wsSpan = otlp.spans.find((s) => attr(s, 'url.path') === '/chat')!;
+  t.is(wsSpan.traceId, TRACE);
+  t.is(wsSpan.parentSpanId, PARENT);
+  t.is(handshake[0], `00-${TRACE}-${wsSpan.spanId}-01`);
+  const tcpSpan = otlp.spans.find((s) => attr(s, 'network.transport') === 'tcp')!;
+  t.is(attr(tcpSpan, 'switchyard.listener'), 'raw');
+  t.is(attr(tcpSpan, 'switchyard.role'), 'db');
+  t.is(attr(tcpSpan, 'switchyard.result'), 'ok');
+  t.is(attr(tcpSpan, 'server.address'), echo.address);
 });
