@@ -250,6 +250,7 @@ function nextStep(r, now) {
     const left = Math.max(0, (Date.parse(r.nextStepAt) - now) / 1000);
     return 'judged in ' + seconds(left);
   }
+  if (r.state === 'running') return r.stepIndex < 0 ? 'the first step comes' : 'the step is being applied';
   if (r.state === 'waiting-for-data') return 'after ' + Math.max(0, r.limits.minRequests - r.figures.requests) + ' more requests';
   if (r.state === 'paused') return 'on resume';
   return '—';
