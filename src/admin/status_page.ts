@@ -227,11 +227,11 @@ function ms(x) {
   return (x < 10 ? x.toFixed(1) : String(Math.round(x))) + ' ms';
 }
 
-/** A rollout's figures against its limits: requests (fewer than the minimum is no data), error ratio, p99 when judged. */
-function figureChips(f, lim) {
+/** A rollout's figures against its limits: requests (short of the minimum is no data, marked while a step waits on it), error ratio, p99 when judged. */
+function figureChips(f, lim, judging) {
   if (!f) return h('span', { class: 'muted' }, '—');
   return [
-    h('span', { class: 'chip requests' + (f.requests < lim.minRequests ? ' short' : '') }, h('span', { class: 'k' }, 'requests '), f.requests + ' (min ' + lim.minRequests + ')'),
+    h('span', { class: 'chip requests' + (judging && f.requests < lim.minRequests ? ' short' : '') }, h('span', { class: 'k' }, 'requests '), f.requests + ' (min ' + lim.minRequests + ')'),
     h('span', { class: 'chip error-ratio ' + (f.requests ? (f.errorRatio > lim.maxErrorRatio ? 'bad' : 'ok') : '') },
       h('span', { class: 'k' }, 'errors '), (f.requests ? pct(f.errorRatio) : '—') + ' (max ' + pct(lim.maxErrorRatio) + ')'),
     lim.maxLatencyP99Ms === null ? null : h('span', { class: 'chip p99 ' + (f.latencyP99Ms === null ? '' : f.latencyP99Ms > lim.maxLatencyP99Ms ? 'bad' : 'ok') },
@@ -264,8 +264,8 @@ function rolloutsCard(s) {
     h('td', { class: 'state' }, h('span', { class: 'badge ' + r.state }, r.state), r.reason ? h('span', { class: 'muted reason' }, r.reason) : null),
     h('td', { class: 'step num' }, stepBar(r), h('span', { class: 'value' }, r.step + ' %'),
       h('span', { class: 'muted' }, (r.stepIndex < 0 ? 'before the first step' : 'step ' + (r.stepIndex + 1) + ' of ' + r.steps.length) + ': ' + r.steps.join(' → ') + ' %')),
-    h('td', { class: 'figures num' }, figureChips(r.figures, r.limits)),
-    h('td', { class: 'judged num' }, figureChips(r.judged, r.limits)),
+    h('td', { class: 'figures num' }, figureChips(r.figures, r.limits, r.state === 'running' || r.state === 'waiting-for-data')),
+    h('td', { class: 'judged num' }, figureChips(r.judged, r.limits, false)),
     h('td', { class: 'next' }, nextStep(r, now), h('span', { class: 'muted' }, ' · every ' + seconds(r.limits.intervalMs / 1000) + ', on failure ' + r.limits.onFailure)),
   ));
   return h('div', { class: 'card' }, h('table', {},
