@@ -303,8 +303,8 @@ test('the page shows a rollout beside its split: role, state and step as it adva
   // The requests after the 10th may have landed in the second step: the verdict's figures are GET /generations'.
   const back = JSON.parse((await get(`${adminUrl(sc)}/generations`, { authorization: 'Bearer roll-token' })).body).history.at(-1);
   const { requests, errors, errorRatio } = back.detail.judged;
-  t.true(errors >= 10 && errorRatio > 0.05, JSON.stringify(back));
-  const ratio = `${Math.round(errorRatio * 100)} %`;
+  t.true(requests >= 10 && errorRatio > 0.05, JSON.stringify(back));
+  const ratio = `${errorRatio < 0.1 ? (errorRatio * 100).toFixed(1) : Math.round(errorRatio * 100)} %`;
   await waitText(page, rollout('state .reason'), `step 50 %: error ratio ${errorRatio.toFixed(3)} over 0.05 (${errors} of ${requests})`);
   await waitText(page, rollout('judged .error-ratio'), `errors ${ratio} (max 5.0 %)`);
   t.regex(await page.locator(rollout('judged .error-ratio')).getAttribute('class') ?? '', /\bbad\b/, 'the failing figure stands out');
