@@ -3,7 +3,7 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Ajv } from 'ajv';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
-import { ROOT, tempFiles } from './helpers.js';
+import { ROOT, adminUrl, get, role, scrape, startSidecar, startUpstream, tempFiles, until, vsetOf } from './helpers.js';
 import { metricsAfterTraffic, runTool } from './prometheus_support.js';
 import { toolPath } from './setup/requirements.js';
 
@@ -130,8 +130,22 @@ function exported(text: string): Map<string, Set<string>> {
   return names;
 }
 
+/**
+ * /metrics of a sidecar whose rollout was aborted: the rollout step gauge and the
+ * rollbacks counter have series only once a rollout runs and a change was reverted.
+ */
+async function metricsAfterRollback(t: ExecutionContext): Promise<string> {
+  const [a, b] = [await startUpstream(t, 'a'), await startUpstream(t, 'b')];
+  const rollout = { role: 'b', steps: [50, 100], interval: '30s', minRequests: 1, maxErrorRatio: 0.5 };
+  const sc = await startSidecar(t, vsetOf({ a: role(a), b: role(b) }, { filters: [{ type: 'weighted', weights: { a: 1, b: 0 }, rollout }] }));
+  // 409 while its first step is being applied.
+  await until(async () => (await get(`${adminUrl(sc)}/rollouts/web/abort`, {}, { method: 'POST' })).status === 200, 5_000, 'the rollout to take an abort');
+  return (await scrape(sc)).text;
+}
+
 test('every metric and label the dashboard and alerts use is one a running sidecar exports', async (t) => {
   const metrics = exported(await metricsAfterTraffic(t));
+  for (const [name, labels] of exported(await metricsAfterRollback(t))) metrics.set(name, new Set([...metrics.get(name) ?? [], ...labels]));
 
   const exprs = [...dashboardExprs(await dashboard()), ...ruleExprs(await alertRules())];
   const used = new Set<string>();
@@ -158,6 +172,7 @@ test('every metric and label the dashboard and alerts use is one a running sidec
     }
   }
   t.true(used.has('switchyard_requests_total') && used.has('switchyard_request_duration_seconds_bucket'));
+  t.true(used.has('switchyard_rollout_step') && used.has('switchyard_config_rollbacks_total'));
   for (const n of PENDING) {
     t.false(metrics.has(n), `${n} is exported now: remove it from PENDING in test/deploy.test.ts`);
   }

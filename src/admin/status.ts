@@ -3,9 +3,11 @@ import type { Metrics } from '../metrics.js';
 import type { Runtime, GenerationRecord } from '../reload/runtime.js';
 import type { Generation } from '../reload/generation.js';
 import type { ListenerPlan } from '../listeners/plan.js';
-import type { WeightedConfig } from '../filters/weighted.js';
+import type { RolloutConfig, WeightedConfig } from '../filters/weighted.js';
 import type { FilterConfig, HostPort } from '../config/types.js';
 import { listenerSplit } from '../reload/split.js';
+import type { RolloutState } from '../reload/rollouts.js';
+import type { Figures } from '../reload/outcomes.js';
 
 /**
  * GET /status: what the status page shows, assembled from the running runtime.
@@ -23,6 +25,49 @@ export interface Status {
   listeners: ListenerStatus[];
   vsets: VsetStatus[];
   generations: { current: number | null; draining: number[]; recent: GenerationRecord[] };
+  /** The guarded rollouts of the running config, by listener (GET /rollouts, with the limits they are judged against). */
+  rollouts: RolloutStatus[];
+  /** Recent changes reverted by change safety, newest first: autoRollback's, and rollouts sent back to 0. */
+  rollbacks: RollbackStatus[];
+}
+
+export interface RolloutStatus {
+  listener: string;
+  role: string;
+  state: RolloutState;
+  /** The percent of the split the role has now. */
+  step: number;
+  /** Into `steps`; -1 before the first step. */
+  stepIndex: number;
+  steps: number[];
+  /** The role's figures in this step so far; latencyP99Ms null unless the rollout judges p99. */
+  figures: Figures;
+  /** The figures the last verdict was made on (the step passed, or the one that failed), or null. */
+  judged: Figures | null;
+  /** Why it is paused or rolled back ('' otherwise). */
+  reason: string;
+  stepStartedAt: string;
+  /** When the step is due to be judged (running only), or null. */
+  nextStepAt: string | null;
+  limits: { minRequests: number; maxErrorRatio: number; maxLatencyP99Ms: number | null; intervalMs: number; onFailure: 'rollback' | 'pause' };
+}
+
+export interface RollbackStatus {
+  generation: number | null;
+  at: string;
+  /** auto-rollback: autoRollback reverted a change; rollout: a rollout's role sent back to 0. */
+  source: 'auto-rollback' | 'rollout';
+  /** The rollbacks counter's reason: error-ratio, rollout-error-ratio, rollout-latency, rollout-aborted. */
+  reason: string;
+  listener: string | null;
+  role: string | null;
+  /** auto-rollback: the generation it reverted. */
+  rolledBack: number | null;
+  /** The role's figures that decided it (none for an abort before any verdict). */
+  figures: Figures | null;
+  /** auto-rollback: the same role's figures in the generation before, and the limit. */
+  previous: Figures | null;
+  maxErrorRatio: number | null;
 }
 
 export interface ListenerStatus {
@@ -80,6 +125,8 @@ export interface RoleTraffic {
 
 /** How many recent generations GET /status lists. */
 const RECENT_GENERATIONS = 10;
+/** How many recent rollbacks it lists (found in the whole history: a rollout's steps push them out of the recent ten). */
+const RECENT_ROLLBACKS = 5;
 
 interface Tally { count: number; errors: number }
 type Tallies = Map<string, Tally>;
@@ -155,7 +202,10 @@ export async function buildStatus(rt: Runtime, window: TrafficWindow): Promise<S
     draining: [...rt.draining].map((d) => d.number),
     recent: rt.history.slice(-RECENT_GENERATIONS).reverse(),
   };
-  const base = { generation: g?.number ?? null, at: new Date().toISOString(), windowSeconds: Math.round(seconds * 10) / 10, generations };
+  const base = {
+    generation: g?.number ?? null, at: new Date().toISOString(), windowSeconds: Math.round(seconds * 10) / 10, generations,
+    rollouts: g ? rollouts(rt, g) : [], rollbacks: rollbacks(rt.history),
+  };
   if (!g) return { ...base, listeners: [], vsets: [] };
 
   const addresses = rt.addresses();
@@ -221,4 +271,47 @@ function roleTraffic(l: ListenerStatus, role: string, roles: number, t: Tally, p
     errorRatio: t.count > 0 ? t.errors / t.count : null,
     health: { channel: set.channel, healthy: set.healthyCount, total: set.endpoints.length },
   };
+}
+
+/** The controller's rollouts with the limits of the config now serving (each is that config's rollout). */
+function rollouts(rt: Runtime, g: Generation): RolloutStatus[] {
+  return rt.rollouts.list().flatMap((entry): RolloutStatus[] => {
+    const r = entry as unknown as Omit<RolloutStatus, 'figures' | 'limits'> & Figures;
+    const spec = g.config.listeners[r.listener]?.filters
+      .map((f) => (f.type === 'weighted' ? (f.config as WeightedConfig).rollout : undefined))
+      .find((x): x is RolloutConfig => x !== undefined);
+    if (!spec) return [];
+    const p99 = spec.maxLatencyP99Ms !== undefined;
+    const figures = (f: Figures): Figures => ({ requests: f.requests, errors: f.errors, errorRatio: f.errorRatio, latencyP99Ms: p99 ? f.latencyP99Ms : null });
+    return [{
+      listener: r.listener, role: r.role, state: r.state, step: r.step, stepIndex: r.stepIndex, steps: r.steps,
+      figures: figures(r), judged: r.judged ? figures(r.judged) : null, reason: r.reason,
+      stepStartedAt: r.stepStartedAt, nextStepAt: r.nextStepAt,
+      limits: {
+        minRequests: spec.minRequests, maxErrorRatio: spec.maxErrorRatio, maxLatencyP99Ms: spec.maxLatencyP99Ms ?? null,
+        intervalMs: spec.intervalMs, onFailure: spec.onFailure,
+      },
+    }];
+  });
+}
+
+/** autoRollback's generations and the rollout generations that sent a role back to 0, newest first. */
+function rollbacks(history: readonly GenerationRecord[]): RollbackStatus[] {
+  const out: RollbackStatus[] = [];
+  for (let i = history.length - 1; i >= 0 && out.length < RECENT_ROLLBACKS; i--) {
+    const h = history[i]!;
+    const d = h.detail ?? {};
+    const auto = h.source === 'auto-rollback';
+    if (h.outcome !== 'applied' || !(auto || (h.source === 'rollout' && d.state === 'rolled-back'))) continue;
+    out.push({
+      generation: h.generation, at: h.at, source: auto ? 'auto-rollback' : 'rollout', reason: h.reason ?? '',
+      listener: typeof d.listener === 'string' ? d.listener : null,
+      role: typeof d.role === 'string' ? d.role : null,
+      rolledBack: typeof d.rolledBack === 'number' ? d.rolledBack : null,
+      figures: ((auto ? d.figures : d.judged) as Figures | undefined) ?? null,
+      previous: (d.previous as Figures | undefined) ?? null,
+      maxErrorRatio: typeof d.maxErrorRatio === 'number' ? d.maxErrorRatio : null,
+    });
+  }
+  return out;
 }

@@ -3,7 +3,9 @@ import { createHash } from 'node:crypto';
 /**
  * GET /: the status page. One self-contained HTML document (inline CSS and
  * script, no external assets, works offline) that polls GET /status every
- * second and redraws. The document itself carries no data, so it is served
+ * second and redraws: listeners and their splits, guarded rollouts (state,
+ * step, the figures judged), recent rollbacks, vsets and their live traffic,
+ * recent generations. The document itself carries no data, so it is served
  * without the admin token; the script sends the token on its fetches, taken
  * from the URL fragment (`/#token=…`, never sent to the server) or from a form
  * the page shows when /status answers 401.
@@ -61,6 +63,16 @@ td.share > .muted, td.errors > .muted { display: block; font-size: 12px; }
 .warn { color: var(--warn); font-weight: 600; }
 .bad { color: var(--bad); font-weight: 600; }
 .note { margin: 6px 2px; color: var(--muted); font-size: 13px; }
+.badge.running { background: #ddf4ff; color: #0550ae; }
+.badge.waiting-for-data, .badge.paused { background: #fff8c5; color: var(--warn); }
+.badge.done { background: #dafbe1; color: var(--ok); }
+.badge.rolled-back, .badge.auto-rollback { background: #ffebe9; color: var(--bad); }
+/* Figures and reasons wrap: the rollouts table stays inside a laptop window. */
+td.figures, td.judged, td.state, td.reason, td.next { white-space: normal; min-width: 110px; }
+td.state > .muted, td.step > .muted, td.figures > .muted { display: block; font-size: 12px; }
+.bar .tick { position: absolute; top: 0; bottom: 0; width: 1px; background: var(--card); }
+.rollout-note { margin-top: 3px; font-size: 12px; }
+.chip.short { border-color: #d4a72c; }
 #problem { display: none; margin: 12px 0; padding: 10px 14px; border: 1px solid #ffcecb; border-radius: 8px; background: #ffebe9; color: var(--bad); }
 #problem.shown { display: block; }
 #auth { display: none; margin: 24px 0; }
@@ -122,10 +134,12 @@ function unit(l) {
   return l.protocol === 'tcp' ? 'conn' : l.protocol === 'udp' ? 'flow' : 'req';
 }
 
-function routing(l) {
+function routing(l, s) {
   if (!l.weights) return h('span', { class: 'weights' }, 'equal split');
   const parts = Object.entries(l.weights).map(([role, w]) => h('span', { class: 'chip' }, h('span', { class: 'k' }, role + ' '), String(w)));
-  return h('span', { class: 'weights' }, 'weighted ', parts, l.stickyHeader ? h('span', { class: 'muted' }, ' sticky by ' + l.stickyHeader) : null);
+  const r = s.rollouts.find((x) => x.listener === l.name);
+  return [h('span', { class: 'weights' }, 'weighted ', parts, l.stickyHeader ? h('span', { class: 'muted' }, ' sticky by ' + l.stickyHeader) : null),
+    r ? h('div', { class: 'rollout-note' }, 'rollout of ', h('b', {}, r.role), ' at ' + r.step + ' % ', h('span', { class: 'badge ' + r.state }, r.state)) : null];
 }
 
 function listenersCard(s) {
@@ -135,7 +149,7 @@ function listenersCard(s) {
     h('td', {}, h('span', { class: 'badge ' + l.protocol }, l.protocol)),
     h('td', { class: 'address' }, l.address),
     h('td', { class: 'target mono' }, l.vset + '.' + l.channel),
-    h('td', { class: 'routing' }, routing(l)),
+    h('td', { class: 'routing' }, routing(l, s)),
     h('td', { class: 'filters muted' }, l.filters.length ? l.filters.join(' → ') : '—'),
     h('td', { class: 'num rate' }, s.windowSeconds > 0 ? (l.served / s.windowSeconds).toFixed(1) + ' ' + unit(l) + '/s' : '—',
       l.unrouted ? h('span', { class: 'muted' }, ' + ' + l.unrouted + ' answered by filters') : null),
@@ -198,13 +212,90 @@ function generationsCard(s) {
     if (r.generation !== null && g.draining.includes(r.generation)) tags.push(h('span', { class: 'badge draining' }, 'draining'));
     return h('tr', { 'data-generation': r.generation === null ? '' : r.generation },
       h('td', { class: 'num' }, r.generation === null ? '—' : h('b', {}, '#' + r.generation)),
-      h('td', {}, r.source),
+      h('td', { class: 'source' }, r.source, r.reason ? h('span', { class: 'muted' }, ' · ' + r.reason) : null),
       h('td', { title: r.at }, new Date(r.at).toLocaleTimeString(), h('span', { class: 'muted' }, ' · ' + ago(r.at, now))),
       h('td', { class: 'outcome' }, h('span', { class: 'badge ' + r.outcome }, r.outcome), ' ', tags),
       h('td', { class: 'muted' }, r.error || ''));
   });
   return h('div', { class: 'card' }, h('table', {},
     h('thead', {}, h('tr', {}, ['Generation', 'Source', 'When', 'Outcome', 'Error'].map((t) => h('th', {}, t)))),
+    h('tbody', {}, rows)));
+}
+
+function ms(x) {
+  if (x === null || x === undefined) return '—';
+  return (x < 10 ? x.toFixed(1) : String(Math.round(x))) + ' ms';
+}
+
+/** A rollout's figures against its limits: requests (short of the minimum is no data, marked while a step waits on it), error ratio, p99 when judged. */
+function figureChips(f, lim, judging) {
+  if (!f) return h('span', { class: 'muted' }, '—');
+  return [
+    h('span', { class: 'chip requests' + (judging && f.requests < lim.minRequests ? ' short' : '') }, h('span', { class: 'k' }, 'requests '), f.requests + ' (min ' + lim.minRequests + ')'),
+    h('span', { class: 'chip error-ratio ' + (f.requests ? (f.errorRatio > lim.maxErrorRatio ? 'bad' : 'ok') : '') },
+      h('span', { class: 'k' }, 'errors '), (f.requests ? pct(f.errorRatio) : '—') + ' (max ' + pct(lim.maxErrorRatio) + ')'),
+    lim.maxLatencyP99Ms === null ? null : h('span', { class: 'chip p99 ' + (f.latencyP99Ms === null ? '' : f.latencyP99Ms > lim.maxLatencyP99Ms ? 'bad' : 'ok') },
+      h('span', { class: 'k' }, 'p99 '), ms(f.latencyP99Ms) + ' (max ' + ms(lim.maxLatencyP99Ms) + ')'),
+  ];
+}
+
+function stepBar(r) {
+  return h('span', { class: 'bar', title: 'share of the split for the role; ticks mark the steps' },
+    h('span', { class: 'fill', style: { width: r.step + '%' } }),
+    r.steps.filter((p) => p < 100).map((p) => h('span', { class: 'tick', style: { left: p + '%' } })));
+}
+
+function nextStep(r, now) {
+  if (r.state === 'running' && r.nextStepAt) {
+    const left = Math.max(0, (Date.parse(r.nextStepAt) - now) / 1000);
+    return 'judged in ' + seconds(left);
+  }
+  if (r.state === 'running') return r.stepIndex < 0 ? 'the first step comes' : 'the step is being applied';
+  if (r.state === 'waiting-for-data') return 'after ' + Math.max(0, r.limits.minRequests - r.figures.requests) + ' more requests';
+  if (r.state === 'paused') return 'on resume';
+  return '—';
+}
+
+function rolloutsCard(s) {
+  const now = Date.parse(s.at);
+  const rows = s.rollouts.map((r) => h('tr', { 'data-rollout': r.listener },
+    h('td', {}, h('b', {}, r.listener)),
+    h('td', { class: 'role' }, h('b', {}, r.role)),
+    h('td', { class: 'state' }, h('span', { class: 'badge ' + r.state }, r.state), r.reason ? h('span', { class: 'muted reason' }, r.reason) : null),
+    h('td', { class: 'step num' }, stepBar(r), h('span', { class: 'value' }, r.step + ' %'),
+      h('span', { class: 'muted' }, (r.stepIndex < 0 ? 'before the first step' : 'step ' + (r.stepIndex + 1) + ' of ' + r.steps.length) + ': ' + r.steps.join(' → ') + ' %')),
+    h('td', { class: 'figures num' }, figureChips(r.figures, r.limits, r.state === 'running' || r.state === 'waiting-for-data')),
+    h('td', { class: 'judged num' }, figureChips(r.judged, r.limits, false)),
+    h('td', { class: 'next' }, nextStep(r, now), h('span', { class: 'muted' }, ' · every ' + seconds(r.limits.intervalMs / 1000) + ', on failure ' + r.limits.onFailure)),
+  ));
+  return h('div', { class: 'card' }, h('table', {},
+    h('thead', {}, h('tr', {}, ['Listener', 'Role', 'State', 'Step', 'This step', 'Last verdict', 'Next'].map((t) => h('th', {}, t)))),
+    h('tbody', {}, rows)));
+}
+
+function rollbackFigures(b) {
+  const f = b.figures;
+  if (!f) return h('span', { class: 'muted' }, '—');
+  return [
+    h('span', { class: 'chip' }, h('span', { class: 'k' }, 'errors '), pct(f.errorRatio) + ' (' + f.errors + ' of ' + f.requests + ')'),
+    f.latencyP99Ms !== null && f.latencyP99Ms !== undefined ? h('span', { class: 'chip' }, h('span', { class: 'k' }, 'p99 '), ms(f.latencyP99Ms)) : null,
+    b.previous ? h('span', { class: 'chip' }, h('span', { class: 'k' }, 'before '), b.previous.requests ? pct(b.previous.errorRatio) : 'no requests') : null,
+    b.maxErrorRatio !== null ? h('span', { class: 'chip' }, h('span', { class: 'k' }, 'max '), pct(b.maxErrorRatio)) : null,
+  ];
+}
+
+function rollbacksCard(s) {
+  const now = Date.parse(s.at);
+  const rows = s.rollbacks.map((b) => h('tr', { 'data-rollback': b.generation === null ? '' : b.generation },
+    h('td', { class: 'num' }, b.generation === null ? '—' : h('b', {}, '#' + b.generation)),
+    h('td', { title: b.at }, new Date(b.at).toLocaleTimeString(), h('span', { class: 'muted' }, ' · ' + ago(b.at, now))),
+    h('td', { class: 'kind' }, h('span', { class: 'badge ' + (b.source === 'rollout' ? 'rolled-back' : 'auto-rollback') }, b.source)),
+    h('td', { class: 'reason' }, b.reason, b.rolledBack !== null ? h('span', { class: 'muted' }, ' · reverted #' + b.rolledBack) : null),
+    h('td', { class: 'target' }, b.listener ? [h('b', {}, b.listener), ' '] : null, b.role ? ['role ', h('b', {}, b.role)] : '—'),
+    h('td', { class: 'figures num' }, rollbackFigures(b)),
+  ));
+  return h('div', { class: 'card' }, h('table', {},
+    h('thead', {}, h('tr', {}, ['Generation', 'When', 'Kind', 'Reason', 'Where', 'Figures judged'].map((t) => h('th', {}, t)))),
     h('tbody', {}, rows)));
 }
 
@@ -215,11 +306,13 @@ function render(s) {
   const hidden = s.vsets.length - shown.length;
   document.getElementById('content').replaceChildren(...[
     h('h2', {}, 'Listeners'), listenersCard(s),
+    s.rollouts.length ? [h('h2', {}, 'Rollouts'), rolloutsCard(s)] : [],
+    s.rollbacks.length ? [h('h2', {}, 'Recent rollbacks'), rollbacksCard(s)] : [],
     h('h2', {}, 'Vsets'),
     shown.length ? shown.map((v) => vsetCard(v, s)) : h('div', { class: 'card' }, h('div', { class: 'empty muted' }, 'No vsets.')),
     h('p', { class: 'note' }, 'Live share and errors count the last ' + seconds(s.windowSeconds) + ' (tcp: connections, counted when they close). The line in each bar marks the configured share.',
       hidden ? ' ' + hidden + ' implicit vset' + (hidden > 1 ? 's' : '') + ' without listeners not shown.' : ''),
-    h('h2', {}, 'Recent generations'), generationsCard(s)].flat());
+    h('h2', {}, 'Recent generations'), generationsCard(s)].flat(Infinity));
 }
 
 function setState(cls, text) {

@@ -3,16 +3,18 @@ import type { Browser, Page } from 'playwright-core';
 import type { ExecutionContext } from 'ava';
 import { TrafficWindow, buildStatus, type Status } from '../../src/admin/status.js';
 import {
-  adminUrl, channel, get, listenerUrl, startSidecar, startUpstream, twoRoles, uniqueHost, until, vsetOf, weighted, yaml, role as roleOf,
+  adminUrl, channel, configOf, get, listenerUrl, putConfig, startSidecar, startUpstream, twoRoles, uniqueHost, until, vsetOf, weighted, yaml, role as roleOf,
   type ConfigSpec, type FilterSpec, type Upstream,
 } from '../helpers.js';
+import { switchable } from '../reload/safety_support.js';
 import { launchChromium } from './browser_support.js';
 
 /*
  * The admin status page (GET /) in a real headless Chromium against a running
  * sidecar: what it shows, that it follows a reload without navigating, the
- * token, and that config text cannot inject markup. GET /status's window is
- * tested directly, with a short window.
+ * token, and that config text cannot inject markup; a guarded rollout's
+ * progress and the rollbacks, with real traffic through the listener. GET
+ * /status's window is tested directly, with a short window.
  */
 
 let browser: Browser | undefined;
@@ -252,5 +254,111 @@ test('with two listeners the page fits a 1,200 px laptop window: no column is cu
   });
   t.true(fit.scroll <= fit.inner, `the page is ${fit.scroll} px wide in a ${fit.inner} px window`);
   t.true(fit.right <= fit.inner, `a cell ends at ${fit.right} px (${fit.cell})`);
+  noPageErrors(t, page);
+});
+
+/** Listener web's filters: x-pin b routes to b (so a test decides how many requests b gets), the others go by `split`. */
+const pinnedB = (split: FilterSpec): FilterSpec[] => [{ type: 'header_route', rules: [{ header: 'x-pin', equals: 'b', role: 'b' }] }, split];
+
+/** Roles a and b in svc, listener web splitting a:100 b:0 with `rollout` of b (none if null), behind pinnedB; `more`: top-level keys. */
+function rolloutSidecarConfig(a: Upstream, b: Upstream, rollout: Record<string, unknown> | null, more: Partial<ConfigSpec> = {}): ConfigSpec {
+  const split = rollout ? { type: 'weighted', weights: { a: 100, b: 0 }, rollout } : weighted({ a: 100, b: 0 });
+  return configOf({ ...more, ...vsetOf({ a: roleOf(a), b: roleOf(b) }, { filters: pinnedB(split) }) });
+}
+
+const ROLLOUT = { role: 'b', steps: [10, 50, 100], interval: '500ms', minRequests: 10, maxErrorRatio: 0.05 };
+const rollout = (cell: string): string => `tr[data-rollout="web"] td.${cell}`;
+
+test('the page shows a rollout beside its split: role, state and step as it advances, the figures judged, and its rollback', async (t) => {
+  const a = await switchable(t, 'a');
+  const b = await switchable(t, 'b');
+  const sc = await startSidecar(t, rolloutSidecarConfig(a, b, ROLLOUT, { admin: { address: '127.0.0.1:0', token: 'roll-token' } }));
+  const toB = (): Promise<void> => send(listenerUrl(sc, 'web'), 12, { 'x-pin': 'b' });
+
+  const page = await openPage(t, `${adminUrl(sc)}/#token=roll-token`);
+  // No traffic: the first step waits for data, and says for how much.
+  await waitText(page, rollout('role'), 'b');
+  await waitText(page, rollout('step .value'), '10 %');
+  await waitText(page, rollout('state .badge'), 'waiting-for-data');
+  await waitText(page, rollout('figures .requests'), 'requests 0 (min 10)');
+  await waitText(page, rollout('next'), /^after 10 more requests/);
+  await waitText(page, '[data-listener="web"] td.routing .rollout-note', 'rollout of b at 10 % waiting-for-data');
+  await waitText(page, '[data-listener="web"] td.routing .weights', 'weighted a 9b 1');
+
+  // Twelve requests to b pass the step: the next one runs, judged on the first one's figures.
+  await toB();
+  await waitText(page, rollout('step .value'), '50 %');
+  await waitText(page, rollout('step .muted'), 'step 2 of 3: 10 → 50 → 100 %');
+  await waitText(page, rollout('judged .requests'), /^requests 1[0-2] \(min 10\)$/);
+  await waitText(page, rollout('judged .error-ratio'), 'errors 0 % (max 5.0 %)');
+  await waitText(page, '[data-listener="web"] td.routing .weights', 'weighted a 1b 1');
+  await waitText(page, rollout('state .badge'), 'waiting-for-data');
+
+  // b fails at 50 %: rolled back to 0 at once, and the rollback is listed with its figures.
+  b.failing = true;
+  await toB();
+  await waitText(page, rollout('state .badge'), 'rolled-back');
+  await waitText(page, rollout('step .value'), '0 %');
+  await waitText(page, '[data-listener="web"] td.routing .weights', 'weighted a 1b 0');
+  // The requests after the 10th may have landed in the second step: the verdict's figures are GET /generations'.
+  const back = JSON.parse((await get(`${adminUrl(sc)}/generations`, { authorization: 'Bearer roll-token' })).body).history.at(-1);
+  const { requests, errors, errorRatio } = back.detail.judged;
+  t.true(requests >= 10 && errorRatio > 0.05, JSON.stringify(back));
+  const ratio = `${errorRatio < 0.1 ? (errorRatio * 100).toFixed(1) : Math.round(errorRatio * 100)} %`;
+  await waitText(page, rollout('state .reason'), `step 50 %: error ratio ${errorRatio.toFixed(3)} over 0.05 (${errors} of ${requests})`);
+  await waitText(page, rollout('judged .error-ratio'), `errors ${ratio} (max 5.0 %)`);
+  t.regex(await page.locator(rollout('judged .error-ratio')).getAttribute('class') ?? '', /\bbad\b/, 'the failing figure stands out');
+  const row = `tr[data-rollback="${back.generation}"]`;
+  await waitText(page, `${row} td.kind`, 'rollout');
+  await waitText(page, `${row} td.reason`, 'rollout-error-ratio');
+  await waitText(page, `${row} td.target`, 'web role b');
+  await waitText(page, `${row} td.figures`, `errors ${ratio} (${errors} of ${requests})`);
+  await waitText(page, `tr[data-generation="${back.generation}"] td.source`, 'rollout · rollout-error-ratio');
+
+  // Both tables still fit a 1,200 px window.
+  const fit = await page.evaluate(() => ({ scroll: document.documentElement.scrollWidth, inner: window.innerWidth,
+    right: Math.max(...[...document.querySelectorAll('td, th')].map((e) => e.getBoundingClientRect().right)) }));
+  t.true(fit.scroll <= fit.inner && fit.right <= fit.inner, `the page is ${fit.scroll} px wide, a cell ends at ${fit.right} px, in a ${fit.inner} px window`);
+  if (process.env.SWITCHYARD_SCREENSHOT) await page.screenshot({ path: process.env.SWITCHYARD_SCREENSHOT.replace(/(\.png)?$/, '-rollout.png'), fullPage: true });
+  noPageErrors(t, page);
+});
+
+test('a healthy rollout shows done at 100 %, with p99 judged when the rollout sets maxLatencyP99', async (t) => {
+  const a = await switchable(t, 'a');
+  const b = await switchable(t, 'b');
+  const sc = await startSidecar(t, rolloutSidecarConfig(a, b, { ...ROLLOUT, steps: [50, 100], maxLatencyP99: '5s' }));
+  const page = await openPage(t, `${adminUrl(sc)}/`);
+  await waitText(page, rollout('step .value'), '50 %');
+  await waitText(page, rollout('figures .p99'), 'p99 — (max 5000 ms)');
+  await send(listenerUrl(sc, 'web'), 12, { 'x-pin': 'b' });
+  await waitText(page, rollout('step .value'), '100 %');
+  await send(listenerUrl(sc, 'web'), 12, { 'x-pin': 'b' });
+  await waitText(page, rollout('state .badge'), 'done');
+  await waitText(page, rollout('next'), /^—/);
+  await waitText(page, rollout('judged .p99'), /^p99 \d+(\.\d)? ms \(max 5000 ms\)$/);
+  t.is(await page.locator('tr[data-rollback]').count(), 0, 'no rollback listed');
+  noPageErrors(t, page);
+});
+
+test('a change autoRollback reverted is listed under recent rollbacks with its reason and figures', async (t) => {
+  const a = await switchable(t, 'a');
+  const b = await switchable(t, 'b');
+  b.failing = true;
+  const auto = { autoRollback: { window: '4s', minRequests: 10, maxErrorRatio: 0.1 } };
+  const config = rolloutSidecarConfig(a, b, null, auto);
+  const sc = await startSidecar(t, config);
+  const page = await openPage(t, `${adminUrl(sc)}/`);
+  await waitText(page, '#generation', '#1');
+  t.is(await page.locator('tr[data-rollout]').count(), 0, 'no rollout listed');
+
+  const put = await putConfig(sc, { ...config, listeners: { web: { ...config.listeners!.web!, filters: pinnedB(weighted({ a: 50, b: 50 })) } } });
+  t.is(put.status, 200, put.body);
+  await send(listenerUrl(sc, 'web'), 12, { 'x-pin': 'b' });
+  const row = 'tr[data-rollback="3"]';
+  await waitText(page, `${row} td.kind`, 'auto-rollback');
+  await waitText(page, `${row} td.reason`, 'error-ratio · reverted #2');
+  await waitText(page, `${row} td.target`, 'role b');
+  await waitText(page, `${row} td.figures`, /^errors 100 % \((\d+) of \1\)before no requestsmax 10 %$/);
+  await waitText(page, '#generation', '#3');
   noPageErrors(t, page);
 });
