@@ -116,3 +116,18 @@ export function hasBody(req: IncomingMessage): boolean {
   const h = req.headers;
   return h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
 }
+
+/** Fields a trailer may not carry (RFC 9110 §6.5.1): framing, routing, authentication, content metadata. */
+const NOT_IN_TRAILERS = new Set(['content-length', 'content-type', 'host', 'content-encoding', 'content-range', 'authorization', 'set-cookie']);
+
+/**
+ * Trailer fields to pass on (name, value, …, as they came), less hop-by-hop ones and
+ * those a trailer may not carry: a request's trailers for the upstream, or an answer's
+ * for the client.
+ */
+export function trailerFields(raw: readonly string[]): string[] {
+  const kept = responseHeaders(raw, null);
+  const out: string[] = [];
+  for (let i = 0; i < kept.length; i += 2) if (!NOT_IN_TRAILERS.has(kept[i]!.toLowerCase())) out.push(kept[i]!, kept[i + 1]!);
+  return out;
+}

@@ -210,3 +210,14 @@ export function chunkHead(length: number): string {
 
 /** The last chunk, no trailers. */
 export const LAST_CHUNK = '0\r\n\r\n';
+
+/** The last chunk with trailer fields (name, value, …); a field that is not a token and a field value is left out. */
+export function lastChunk(trailers: readonly string[]): string {
+  let out = '0\r\n';
+  for (let i = 0; i < trailers.length; i += 2) {
+    const name = trailers[i]!;
+    const value = trailers[i + 1]!;
+    if (isToken(name) && isFieldValue(value)) out += `${name}: ${value}\r\n`;
+  }
+  return `${out}\r\n`;
+}

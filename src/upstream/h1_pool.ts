@@ -2,7 +2,8 @@ import { connect as netConnect, type NetConnectOpts, type Socket } from 'node:ne
 import type { Readable } from 'node:stream';
 import { isTlsError, UpstreamTimeout } from '../errors.js';
 import type { UpstreamTls } from '../net/tls_material.js';
-import { ChunkedDecoder, LAST_CHUNK, chunkHead } from '../http1/chunked.js';
+import { ChunkedDecoder, LAST_CHUNK, chunkHead, lastChunk } from '../http1/chunked.js';
+import { trailerFields } from '../http/hop_by_hop.js';
 import { HEAD_END, MalformedMessage, isFieldValue, isToken, parseResponseHead, type ResponseHead } from '../http1/message_head.js';
 import { timeoutAfterIo } from './timeout.js';
 import { EndpointTls } from './tls_connect.js';
@@ -241,7 +242,12 @@ class H1Connection {
 
   readonly #bodyEnd = (): void => {
     this.#writeHead();
-    if (this.#chunkedBody) this.socket.write(LAST_CHUNK, 'latin1');
+    if (this.#chunkedBody) {
+      // The client's own trailers (a chunked HTTP/1.1 body's, or an HTTP/2 stream's) go on after the last chunk.
+      const raw = (this.#body as { rawTrailers?: string[] } | null)?.rawTrailers;
+      const trailers = raw === undefined || raw.length === 0 ? null : trailerFields(raw);
+      this.socket.write(trailers === null || trailers.length === 0 ? LAST_CHUNK : lastChunk(trailers), 'latin1');
+    }
     this.#unhookBody();
     this.#sent = true;
     this.#ex?.onRequestSent();

@@ -2,7 +2,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { classifyTransportError, UPSTREAM_FAILURES, UpstreamTimeout, type UpstreamFailure } from '../errors.js';
 import type { HeaderEdit } from '../filters/api.js';
 import { applyHeaderEdits } from '../http/header_edits.js';
-import { hasBody, requestPath, responseHeaders, upstreamHeaders } from '../http/hop_by_hop.js';
+import { hasBody, requestPath, responseHeaders, trailerFields, upstreamHeaders } from '../http/hop_by_hop.js';
 import { sendText, type EditsFor } from '../http/local_reply.js';
 import type { ResponseHead } from '../http1/message_head.js';
 import { ExchangeAborted, RequestBodyBroken, type ExchangeHandler, type UpstreamRequest } from './h1_pool.js';
@@ -384,7 +384,7 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     const res = this.#ex.res;
     if (this.#grpc && trailers !== null) this.#noteGrpcStatus(trailers);
     const all = this.#statusTrailers === null ? trailers : [...(trailers ?? []), ...this.#statusTrailers];
-    if (all !== null && all.length > 0) res.addTrailers(trailerFields(all));
+    if (all !== null && all.length > 0) res.addTrailers(trailerObject(all));
     res.end();
     this.#finish(null);
   }
@@ -521,12 +521,11 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
  * ones; a response with a Content-Length has nowhere to put them), less the fields a
  * trailer may not carry (RFC 9110 §6.5.1: framing, routing, hop-by-hop).
  */
-function trailerFields(raw: readonly string[]): Record<string, string> {
+function trailerObject(raw: readonly string[]): Record<string, string> {
   const out: Record<string, string> = Object.create(null) as Record<string, string>;
-  const kept = responseHeaders(raw, null);
+  const kept = trailerFields(raw);
   for (let i = 0; i < kept.length; i += 2) {
     const name = kept[i]!.toLowerCase();
-    if (NOT_IN_TRAILERS.has(name)) continue;
     out[name] = out[name] === undefined ? kept[i + 1]! : `${out[name]}, ${kept[i + 1]!}`;
   }
   return out;
@@ -567,7 +566,6 @@ function takeGrpcStatus(headers: string[]): string[] | null {
   return out;
 }
 
-const NOT_IN_TRAILERS = new Set(['content-length', 'content-type', 'host', 'content-encoding', 'content-range', 'authorization', 'set-cookie']);
 
 /**
  * Envoy's fully jittered exponential back-off: before retry n, a random time up

@@ -343,3 +343,34 @@ test('a stream whose client never reads holds a bounded amount: flow control sto
   t.log(`held back after ${(written / 1048576).toFixed(1)} MiB`);
   stream.close();
 });
+
+test('a client\'s request trailers reach an HTTP/1.1 upstream after the last chunk, from an HTTP/1.1 chunked body and from an HTTP/2 stream; fields a trailer may not carry (authorization, host) do not', async (t) => {
+  const seen: { body: string; trailers: Record<string, string | undefined> }[] = [];
+  const up = await startUpstream(t, 'a', (req, res) => {
+    let body = '';
+    req.setEncoding('utf8');
+    req.on('data', (c: string) => { body += c; });
+    req.on('end', () => {
+      seen.push({ body, trailers: { ...req.trailers } });
+      res.end('ok');
+    });
+  });
+  const sc = await startSidecar(t, split(up, up, [weighted({ a: 1, b: 0 })]));
+  const { host, port } = sc.addresses().get('web')!;
+  const answer = await within(new Promise<string>((resolve, reject) => {
+    const s = netConnect({ host, port }, () => s.write('POST /t HTTP/1.1\r\nHost: svc\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 42\r\nauthorization: Bearer smuggled\r\n\r\n'));
+    let got = '';
+    s.setEncoding('latin1');
+    s.on('data', (c: string) => { got += c; });
+    s.on('end', () => resolve(got));
+    s.on('error', reject);
+  }), 10_000, 'the HTTP/1.1 answer');
+  t.regex(answer, /^HTTP\/1\.1 200/);
+  const session = h2Connect(t, sc);
+  const stream = session.request({ ':method': 'POST', ':path': '/t2' }, { waitForTrailers: true });
+  stream.on('wantTrailers', () => stream.sendTrailers({ 'x-sum': '7', host: 'elsewhere' }));
+  stream.end('world');
+  stream.resume();
+  await within(new Promise((resolve) => stream.once('close', resolve)), 10_000, 'the HTTP/2 answer');
+  t.deepEqual(seen, [{ body: 'hello', trailers: { 'x-sum': '42' } }, { body: 'world', trailers: { 'x-sum': '7' } }]);
+});
