@@ -13,7 +13,6 @@ import { Unit } from './unit.js';
 import { UploadRate } from './upload_rate.js';
 import { isH2 } from '../http2/h2_compat.js';
 import type { Span } from '@opentelemetry/api';
-import { endRequestSpan, traceIdOf } from '../observe/tracing.js';
 import { GRPC_UNKNOWN, grpcCodeName, grpcStatusOf, grpcStatusSent, isGrpc } from '../http2/grpc.js';
 
 const kUnit = Symbol('switchyard.unit');
@@ -189,19 +188,11 @@ export class HttpUnit extends Unit implements HttpExchange {
     const status = res.headersSent ? res.statusCode : this.#cutUnanswered ? 503 : 499;
     const ms = performance.now() - this.start;
     const outcome = this.outcome;
-    const grpcStatus = isGrpc(this.req) ? grpcCodeName(callStatus(res, status)) : '';
-    const endpoint = outcome?.endpoint ?? '';
-    const error = outcome?.code || this.#error;
-    const tries = outcome?.tries ?? 0;
-    const span = this.#span;
-    if (span !== null) {
-      const plan = this.plan;
-      endRequestSpan(span, { vset: plan.config.vset, role: plan.roleName(served), generation: plan.generation.number, endpoint, status, tries, grpcStatus, error });
-    }
     publishRequest(this.plan, {
       role: served, req: this.req, socket: this.#socket, client: this.remoteAddress, status, durationMs: ms, answerMs: ms,
-      endpoint, error, tries, upgrade: false, grpcStatus, traceId: traceIdOf(span),
-    });
+      endpoint: outcome?.endpoint ?? '', error: outcome?.code || this.#error, tries: outcome?.tries ?? 0, upgrade: false,
+      grpcStatus: isGrpc(this.req) ? grpcCodeName(callStatus(res, status)) : '',
+    }, this.#span);
   }
 }
 

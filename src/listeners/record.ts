@@ -1,3 +1,5 @@
+import type { Span } from '@opentelemetry/api';
+import { endConnectionSpan, endRequestSpan, traceIdOf } from '../observe/tracing.js';
 import type { Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import { channels, type ConnectionEvent, type RequestEvent } from '../observe/events.js';
@@ -31,13 +33,17 @@ export interface HttpRecord {
   upgrade: boolean;
   /** A gRPC call's status name; '' (or absent) for any other request. */
   grpcStatus?: string;
-  /** The trace id of the request's sampled span; '' (or absent) when not traced. */
-  traceId?: string;
 }
 
 // hot path
-/** Publishes one HTTP request's outcome (switchyard:request). */
-export function publishRequest(plan: ListenerPlan, r: HttpRecord): void {
+/** Publishes one HTTP request's outcome (switchyard:request), and ends its span (when traced) with it. */
+export function publishRequest(plan: ListenerPlan, r: HttpRecord, span: Span | null = null): void {
+  if (span !== null) {
+    endRequestSpan(span, {
+      vset: plan.config.vset, role: plan.roleName(r.role), generation: plan.generation.number, endpoint: r.endpoint,
+      status: r.status, tries: r.tries, grpcStatus: r.grpcStatus ?? '', error: r.error,
+    });
+  }
   const ch = channels.request;
   if (!ch.hasSubscribers) return;
   // The connection's bytes since its previous request was recorded: request line, headers and
@@ -74,7 +80,7 @@ export function publishRequest(plan: ListenerPlan, r: HttpRecord): void {
     clientCert: plan.tls?.verifyClients === true ? clientSubject(socket) : '',
     upgrade: r.upgrade,
     grpcStatus: r.grpcStatus ?? '',
-    traceId: r.traceId ?? '',
+    traceId: traceIdOf(span),
     sinks: plan.sinks[r.role < 0 ? plan.roles.length : r.role]!,
   };
   ch.publish(event);
@@ -102,8 +108,14 @@ export interface TcpRecord {
   protocol?: 'tcp' | 'udp';
 }
 
-/** Publishes one TCP connection's (or UDP flow's) outcome (switchyard:connection). */
-export function publishConnection(plan: ListenerPlan, r: TcpRecord): void {
+/** Publishes one TCP connection's (or UDP flow's) outcome (switchyard:connection), and ends its span (when traced) with it. */
+export function publishConnection(plan: ListenerPlan, r: TcpRecord, span: Span | null = null): void {
+  if (span !== null) {
+    endConnectionSpan(span, {
+      vset: plan.config.vset, role: plan.roleName(r.role), generation: plan.generation.number, endpoint: r.endpoint,
+      result: r.result, tries: r.tries, bytesIn: r.bytesIn, bytesOut: r.bytesOut, error: r.error,
+    });
+  }
   const ch = channels.connection;
   if (!ch.hasSubscribers) return;
   const event: ConnectionEvent = {

@@ -6,7 +6,6 @@ import { forwardTcp } from '../upstream/tcp_forward.js';
 import type { ListenerPlan } from './plan.js';
 import { publishConnection, type TcpRecord } from './record.js';
 import type { Span } from '@opentelemetry/api';
-import { endConnectionSpan } from '../observe/tracing.js';
 import { Unit } from './unit.js';
 
 /**
@@ -86,12 +85,7 @@ export class TcpUnit extends Unit implements TcpExchange {
         bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten }
       : { role: outcome.role, client: this.remoteAddress, result: outcome.failure === null ? 'ok' : 'error', durationMs,
         endpoint: outcome.endpoint, error: outcome.code, tries: outcome.tries, bytesIn: socket.bytesRead, bytesOut: socket.bytesWritten };
-    const span = this.#span;
-    if (span !== null) {
-      const plan = this.plan;
-      endConnectionSpan(span, { ...record, vset: plan.config.vset, role: plan.roleName(record.role), generation: plan.generation.number });
-    }
-    publishConnection(this.plan, record);
+    publishConnection(this.plan, record, this.#span);
   }
 }
 

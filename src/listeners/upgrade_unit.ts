@@ -1,5 +1,4 @@
 import type { Span } from '@opentelemetry/api';
-import { endRequestSpan, traceIdOf } from '../observe/tracing.js';
 import { ServerResponse, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RuntimeCode } from '../errors.js';
@@ -112,19 +111,11 @@ export class UpgradeUnit extends Unit implements HttpExchange {
     const now = performance.now();
     const served = this.servedRole;
     const outcome = this.outcome;
-    const endpoint = outcome?.endpoint ?? '';
-    const error = outcome?.code || this.#error;
-    const tries = outcome?.tries ?? 0;
-    const span = this.#span;
-    if (span !== null) {
-      const plan = this.plan;
-      endRequestSpan(span, { vset: plan.config.vset, role: plan.roleName(served), generation: plan.generation.number, endpoint, status: this.#status, tries, grpcStatus: '', error });
-    }
     publishRequest(this.plan, {
       role: served, req: this.req, socket: this.socket, client: this.remoteAddress, status: this.#status,
       durationMs: now - this.start, answerMs: (this.#answeredAt || now) - this.start,
-      endpoint, error, tries, upgrade: true, traceId: traceIdOf(span),
-    });
+      endpoint: outcome?.endpoint ?? '', error: outcome?.code || this.#error, tries: outcome?.tries ?? 0, upgrade: true,
+    }, this.#span);
   }
 }
 
