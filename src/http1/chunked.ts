@@ -22,6 +22,10 @@ export class ChunkedDecoder {
   #state = State.Size;
   /** Hex digits read of the size. */
   #digits = 0;
+  /** Whitespace may come between a chunk's size and its extension (an answer's body; a request's may not). */
+  readonly #bws: boolean;
+  /** A size digit was read (a zero counts: it is the last chunk's size). */
+  #sized = false;
   #size = 0;
   #remaining = 0;
   /** The chunk extension, or the trailer line, being read (latin1), bounded by MAX_LINE. */
@@ -29,6 +33,10 @@ export class ChunkedDecoder {
   #lineBytes = 0;
   /** Trailer fields: name, value, … */
   readonly trailers: string[] = [];
+
+  constructor(options: { whitespaceBeforeExtension: boolean } = { whitespaceBeforeExtension: true }) {
+    this.#bws = options.whitespaceBeforeExtension;
+  }
 
   get done(): boolean {
     return this.#state === State.Done;
@@ -49,15 +57,19 @@ export class ChunkedDecoder {
           const c = buf[i]!;
           const h = HEX[c]!;
           if (h >= 0) {
-            if (++this.#digits > 16) throw new MalformedMessage('a chunk size of more than 16 hex digits');
+            // Leading zeros are digits of no weight (Node reads them too); 2^53 bounds the rest.
+            this.#sized = true;
+            if ((this.#size > 0 || h > 0) && ++this.#digits > 16) throw new MalformedMessage('a chunk size of more than 16 hex digits');
             this.#size = this.#size * 16 + h;
             if (this.#size > Number.MAX_SAFE_INTEGER) throw new MalformedMessage('a chunk size beyond 2^53');
             i++;
             break;
           }
-          if (this.#digits === 0) throw new MalformedMessage('a chunk line that does not start with a hex size');
+          if (!this.#sized) throw new MalformedMessage('a chunk line that does not start with a hex size');
           if (c === 13) this.#state = State.SizeLf;
-          else if (c === 59 /* ; */ || c === 32 || c === 9) {
+          // Whitespace before an extension (BWS, RFC 9112 §7.1.1) only where the decoder allows it:
+          // Node's parser refuses it in requests, and a proxy must not read what the server behind it may not.
+          else if (c === 59 /* ; */ || (this.#bws && (c === 32 || c === 9))) {
             this.#state = State.Ext;
             this.#line = '';
             this.#lineBytes = 0;
@@ -78,6 +90,7 @@ export class ChunkedDecoder {
           if (buf[i] !== 10) throw new MalformedMessage('a bare CR in a chunk line');
           i++;
           this.#digits = 0;
+          this.#sized = false;
           if (this.#size === 0) {
             this.#state = State.Trailer;
             this.#line = '';
@@ -142,8 +155,10 @@ export class ChunkedDecoder {
   #lineTo(buf: Buffer, i: number, what: string): number {
     const cr = buf.indexOf(13, i);
     const end = cr === -1 ? buf.length : cr;
+    const lf = buf.indexOf(10, i);
+    if (lf !== -1 && lf < end) throw new MalformedMessage(`a bare LF in the ${what}`);
     this.#lineBytes += end - i;
-    if (this.#lineBytes > MAX_LINE) throw new MalformedMessage(`${what} over 16 KiB`);
+    if (this.#lineBytes > MAX_LINE) throw new MalformedMessage(`${what} over 16 KiB`, 413);
     this.#line += buf.toString('latin1', i, end);
     return end;
   }

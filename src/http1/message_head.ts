@@ -8,8 +8,11 @@
 /** A head switchyard will not read: the peer's fault. `reason` says which rule it broke. */
 export class MalformedMessage extends Error {
   readonly code = 'SY_MALFORMED_MESSAGE';
-  constructor(reason: string) {
+  /** The answer a request gets for it: 400, or 413 for a chunk extension too long to read (as Node answers). */
+  readonly status: 400 | 413;
+  constructor(reason: string, status: 400 | 413 = 400) {
     super(reason);
+    this.status = status;
     this.name = 'MalformedMessage';
   }
 }
@@ -66,11 +69,13 @@ export function isFieldValue(s: string): boolean {
   return true;
 }
 
-/** A Content-Length value: digits only, and exact in a double (2^53). */
+/** A Content-Length value: digits only (leading zeros too, as Node reads them), and exact in a double (2^53). */
 export function parseContentLength(v: string): number {
-  if (v.length === 0 || v.length > 16) return -1;
-  for (let i = 0; i < v.length; i++) {
-    const c = v.charCodeAt(i);
+  let i = 0;
+  while (i < v.length - 1 && v.charCodeAt(i) === 48) i++;
+  if (v.length === 0 || v.length - i > 16) return -1;
+  for (let j = i; j < v.length; j++) {
+    const c = v.charCodeAt(j);
     if (c < 48 || c > 57) return -1;
   }
   const n = Number(v);

@@ -1,13 +1,12 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type Server, type Socket } from 'node:net';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import type { ListenerTls } from '../net/tls_material.js';
 import { UdpListenSocket } from './udp_socket.js';
 import { asHttp1 } from '../http2/h2_compat.js';
 import { CLIENT_PREFACE, goAwaySpreadMs, H2Sessions, RESETS_PER_SECOND } from './h2_sessions.js';
 import { SwitchyardError } from '../errors.js';
-import { takeHttpConnectionListener } from '../net/node_internals.js';
-import { MAX_HEADERS_COUNT } from '../config/defaults.js';
+import { H1Connection } from './h1_connection.js';
 import type { HostPort } from '../config/types.js';
 import type { ListenerPlan, ServingSocket } from './plan.js';
 
@@ -83,6 +82,8 @@ export class ListenSocket implements ServingSocket {
   /** When this socket's limit was last logged as refusing (ConnectionBudget.refusing). */
   loggedAt = -Infinity;
   readonly #budget: ConnectionBudget;
+  /** The HTTP/1.1 client connections (h1_connection.ts). */
+  readonly #h1 = new Set<H1Connection>();
   readonly #closed = (): void => {
     this.open--;
     this.#budget.open--;
@@ -92,21 +93,16 @@ export class ListenSocket implements ServingSocket {
     this.key = key;
     this.requested = requested;
     this.#budget = budget;
-    // The interval bounds how late the headers/request timeouts fire (Node's default is 30 s):
-    // 40 ms keeps them within 50 ms of their value, for about 1 % of a CPU per 1,000 addresses.
-    // requireHostHeader off: the listener answers a missing Host itself (badRequest), so the 400 is counted and logged.
-    const server = createServer({ connectionsCheckingInterval: 40, noDelay: true, requireHostHeader: false });
-    // Node's parser keeps one header line more than any listener may allow, so a request
-    // over its listener's maxHeadersCount is seen and refused (badRequest: 431); with
-    // Node's default (2000 pairs) the lines past it were dropped without a word.
-    server.maxHeadersCount = MAX_HEADERS_COUNT + 1;
+    // Half-open, as Node's http.Server: a tcp plan's byte pipe passes a client's FIN on.
+    const server = createServer({ allowHalfOpen: true, noDelay: true });
     this.server = server;
     const h2 = new H2Sessions((req, res) => dispatch.request(this, ...asHttp1(req, res)));
     h2.onAbuse((plan) => budget.refusing(h2, () => `listener ${plan?.name ?? key}: a client reset streams faster than ${RESETS_PER_SECOND}/s: its connection was closed (GOAWAY ENHANCE_YOUR_CALM)`));
     this.h2 = h2;
-    const httpConnection = takeHttpConnectionListener(server);
     const http1 = (socket: Socket): void => {
-      httpConnection.call(server, socket);
+      const conn = new H1Connection(this, socket, dispatch);
+      this.#h1.add(conn);
+      socket.once('close', () => this.#h1.delete(conn));
       socket.resume();
     };
     /** `counted`: the connection's close is counted already (TLS: on the raw socket). */
@@ -130,10 +126,6 @@ export class ListenSocket implements ServingSocket {
       else if (plan.tls === null) serve(plan, socket);
       else terminateTls(plan, plan.tls, socket, serve, this.#closed);
     });
-    server.on('request', (req, res) => dispatch.request(this, req, res));
-    server.on('upgrade', (req, socket, head) => dispatch.upgrade(this, req, socket as Socket, head));
-    server.on('connect', (req, socket) => dispatch.connect(this, req, socket as Socket));
-    server.on('clientError', (err, socket) => dispatch.clientError(this, err, socket as Socket));
   }
 
   // hot path
@@ -180,29 +172,29 @@ export class ListenSocket implements ServingSocket {
   retire(drainMs: number): void {
     this.retired = true;
     this.server.close();
+    this.#closeIdleH1();
     this.h2.goAway(goAwaySpreadMs(drainMs));
   }
 
   /** Closes the client connections with no request open (after retire, once drained). */
   closeIdle(): void {
-    this.server.closeIdleConnections();
+    this.#closeIdleH1();
     this.h2.closeIdle();
+  }
+
+  #closeIdleH1(): void {
+    for (const c of this.#h1) if (c.idle) c.socket.destroy();
   }
 
   /** Closes every client connection (shutdown, after the drain). */
   closeAll(): void {
-    this.server.closeAllConnections();
+    for (const c of this.#h1) c.socket.destroy();
     this.h2.destroyAll();
   }
 
-  /** Applies a plan's HTTP limits to the server; takes effect for new connections and the next check. */
+  /** Applies a plan's HTTP/2 settings; HTTP/1.1 connections read their limits from the current plan at each request. */
   configure(plan: ListenerPlan): void {
     if (plan.protocol === 'http') this.h2.configure(plan);
-    const s = this.server;
-    s.headersTimeout = plan.config.timeouts.headersMs;
-    s.requestTimeout = plan.config.timeouts.requestMs;
-    s.keepAliveTimeout = plan.config.timeouts.keepAliveMs;
-    (s as Server & { maxHeaderSize: number }).maxHeaderSize = plan.config.maxHeaderSize;
   }
 }
 

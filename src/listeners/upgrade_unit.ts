@@ -1,13 +1,12 @@
 import type { Span } from '@opentelemetry/api';
-import { ServerResponse, type IncomingMessage } from 'node:http';
+import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { RuntimeCode } from '../errors.js';
 import type { HeaderEdit, HttpExchange } from '../filters/api.js';
-import { rawAnswer, sendText } from '../http/local_reply.js';
+import { rawAnswer } from '../http/local_reply.js';
 import { upgrades } from '../upstream/upgrade_forward.js';
 import type { UpstreamOutcome } from '../upstream/route.js';
-import { answerAtEdge, badRequest } from './http_edge.js';
-import { handleRequest } from './http_unit.js';
+import { badRequest } from './http_edge.js';
 import type { ListenerPlan, ServingSocket } from './plan.js';
 import { publishRequest } from './record.js';
 import { Unit } from './unit.js';
@@ -119,15 +118,14 @@ export class UpgradeUnit extends Unit implements HttpExchange {
   }
 }
 
-/** The entry of an upgrade request: WebSocket upgrades become units; any other is served as a plain request. */
+/**
+ * The entry of a WebSocket upgrade (the HTTP/1.1 connection hands over only those:
+ * any other Upgrade is served there as the plain request it also is).
+ */
 export function handleUpgrade(ls: ServingSocket, req: IncomingMessage, socket: Socket, head: Buffer): void {
   const plan = ls.plan!;
   if (plan.protocol !== 'http' || (ls.retired && plan.generation.closed)) {
     socket.destroy();
-    return;
-  }
-  if (!isWebSocket(req)) {
-    upgradeAsPlainRequest(ls, req, socket);
     return;
   }
   const unit = new UpgradeUnit(plan, req, socket, head);
@@ -137,34 +135,4 @@ export function handleUpgrade(ls: ServingSocket, req: IncomingMessage, socket: S
     return;
   }
   unit.run();
-}
-
-/** The upgrades that are tunnelled (http-proxy's ws pass destroys any other without a word). */
-function isWebSocket(req: IncomingMessage): boolean {
-  return req.method === 'GET' && req.headers.upgrade?.toLowerCase() === 'websocket';
-}
-
-/**
- * Node hands every request with `Connection: upgrade` to the 'upgrade' listener (one
- * listener decides for all), so any other Upgrade (e.g. `Upgrade: h2c`, which
- * `curl --http2` sends on plain http) would get no answer at all. A server may
- * ignore Upgrade (RFC 9110 §7.8), so it is served as the plain HTTP/1.1 request it
- * also is (Upgrade and the headers Connection names are hop-by-hop, so they are not
- * forwarded), on a response that closes the connection: the socket left Node's parser.
- * Its body, if any, would still be unparsed on the socket: such a request gets 501.
- */
-function upgradeAsPlainRequest(ls: ServingSocket, req: IncomingMessage, socket: Socket): void {
-  socket.on('error', () => socket.destroy());
-  const res = new ServerResponse(req);
-  res.shouldKeepAlive = false;
-  res.assignSocket(socket);
-  res.once('finish', () => socket.destroySoon());
-  const cl = req.headers['content-length'];
-  if (req.headers['transfer-encoding'] !== undefined || (cl !== undefined && cl !== '0')) {
-    const plan = ls.plan!;
-    sendText(res, 501, `switchyard: only WebSocket upgrades are supported; send this request without "Upgrade: ${req.headers.upgrade}"\n`, undefined, { list: plan.responseHeaderEdits, vars: plan.variables(-1) });
-    answerAtEdge(plan, 501, req, socket);
-    return;
-  }
-  handleRequest(ls, req, res);
 }

@@ -1,0 +1,418 @@
+import { IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { ChunkedDecoder } from '../http1/chunked.js';
+import { HEAD_END, MalformedMessage } from '../http1/message_head.js';
+import { parseRequestHead, type RequestHead } from '../http1/request_head.js';
+import { H1Response, type ResponseOwner } from '../http1/response.js';
+import type { ServingSocket } from './plan.js';
+
+/**
+ * HTTP/1.1 on a client connection, on the socket itself: the request head is parsed
+ * once (http1/request_head.ts), the body read by its framing (Content-Length or
+ * chunked) into the request as it comes, and the response written by
+ * http1/response.ts. Requests are served one at a time, as nginx does: a request
+ * pipelined behind another is read once the answer before it is written, so answers
+ * leave in order and nothing is forwarded for a request that will not be answered.
+ *
+ * The connection owns its timeouts: the head must come within timeouts.headers (from
+ * the connection's start, or the first byte of a later request), the whole request
+ * within timeouts.request, and an idle connection closes after timeouts.keepAlive.
+ */
+
+/** Where requests go: the data path's entry points (listeners/serve.ts). */
+export interface H1Dispatch {
+  request(ls: ServingSocket, req: IncomingMessage, res: ServerResponse): void;
+  upgrade(ls: ServingSocket, req: IncomingMessage, socket: Socket, head: Buffer): void;
+  connect(ls: ServingSocket, req: IncomingMessage, socket: Socket): void;
+  clientError(ls: ServingSocket, err: NodeJS.ErrnoException, socket: Socket): void;
+}
+
+const enum Phase {
+  /** Waiting for (or reading) a request head. */
+  Head,
+  /** Reading the body of the request being served. */
+  Body,
+  /** The request is all read; its answer is being made. Bytes that come are kept for the next request. */
+  Answering,
+  /** Nothing more is read: closing, closed, or handed over (an upgrade). */
+  Done,
+}
+
+const enum Deadline { None, Headers, Request, KeepAlive }
+
+/** Defaults for a connection whose address no longer has an http plan (it is closed after its request). */
+const FALLBACK = { headersMs: 60_000, requestMs: 300_000, keepAliveMs: 5_000, maxHeaderSize: 16 * 1024 };
+
+/** Bytes of pipelined requests kept while an answer is made; beyond, the socket stops reading until then. */
+const PIPELINE_BYTES = 64 * 1024;
+
+/** IncomingMessage's way of taking a head's fields (what Node's parser calls); its `headers` are made from them on first use. */
+type Incoming = IncomingMessage & { _addHeaderLines(headers: string[], n: number): void; _dump(): void; upgrade: boolean };
+
+function parseError(code: string, message: string): NodeJS.ErrnoException {
+  return Object.assign(new Error(message), { code });
+}
+
+function aborted(): NodeJS.ErrnoException {
+  return Object.assign(new Error('aborted'), { code: 'ECONNRESET' });
+}
+
+/** A CR not followed by LF, or an LF without CR before it, in bytes that are still a head. */
+function bareLineEnd(buf: Buffer, from: number): boolean {
+  for (let i = buf.indexOf(10, from); i !== -1; i = buf.indexOf(10, i + 1)) if (i === from || buf[i - 1] !== 13) return true;
+  for (let i = buf.indexOf(13, from); i !== -1 && i < buf.length - 1; i = buf.indexOf(13, i + 1)) if (buf[i + 1] !== 10) return true;
+  return false;
+}
+
+export class H1Connection implements ResponseOwner {
+  readonly socket: Socket;
+  readonly #ls: ServingSocket;
+  readonly #dispatch: H1Dispatch;
+  #phase = Phase.Head;
+  /** Bytes read and not yet taken: a head still coming, or requests pipelined behind the one being served. */
+  #buf: Buffer | null = null;
+  #req: Incoming | null = null;
+  #res: H1Response | null = null;
+  /** Body bytes still to come (Content-Length framing). */
+  #remaining = 0;
+  #decoder: ChunkedDecoder | null = null;
+  /** No request under way and no byte of the next one yet (the keep-alive wait). */
+  #idle = false;
+  /** The socket was paused for pipelined bytes (not by the request body's backpressure). */
+  #pausedForPipeline = false;
+  /** When the request being read started (performance.now()), for timeouts.request. */
+  #requestStart: number;
+  #deadline = 0;
+  #deadlineKind = Deadline.None;
+  #timer: NodeJS.Timeout | null = null;
+  /** When #timer fires; it may fire before the deadline (which then re-arms it), never after. */
+  #timerAt = 0;
+  readonly #onTimer = (): void => this.#timerFired();
+  readonly #pushBody = (data: Buffer): void => this.#push(data);
+
+  constructor(ls: ServingSocket, socket: Socket, dispatch: H1Dispatch) {
+    this.#ls = ls;
+    this.socket = socket;
+    this.#dispatch = dispatch;
+    this.#requestStart = performance.now();
+    this.#arm(Deadline.Headers, this.#headersMs());
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('end', () => socket.destroy());
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => this.#onClose());
+  }
+
+  /** No request is under way or coming: the connection may be closed without losing one. */
+  get idle(): boolean {
+    return this.#phase === Phase.Head && this.#res === null && this.#buf === null;
+  }
+
+  #limits(): typeof FALLBACK {
+    const plan = this.#ls.plan;
+    if (plan === null || plan.protocol !== 'http') return FALLBACK;
+    const t = plan.config.timeouts;
+    return { headersMs: t.headersMs, requestMs: t.requestMs, keepAliveMs: t.keepAliveMs, maxHeaderSize: plan.config.maxHeaderSize };
+  }
+
+  /** The time a head has: timeouts.headers, within timeouts.request (which covers the head too). */
+  #headersMs(): number {
+    const l = this.#limits();
+    return Math.min(l.headersMs, l.requestMs);
+  }
+
+  // hot path
+  #onData(chunk: Buffer): void {
+    switch (this.#phase) {
+      case Phase.Head:
+        this.#buf = this.#buf === null ? chunk : Buffer.concat([this.#buf, chunk]);
+        if (this.#idle) {
+          // The first byte of the next request: its head has the headers timeout from now.
+          this.#idle = false;
+          this.#requestStart = performance.now();
+          this.#arm(Deadline.Headers, this.#headersMs());
+        }
+        this.#readHead();
+        return;
+      case Phase.Body:
+        this.#feedBody(chunk, 0);
+        return;
+      case Phase.Answering:
+        this.#buf = this.#buf === null ? chunk : Buffer.concat([this.#buf, chunk]);
+        if (this.#buf.length > PIPELINE_BYTES) {
+          this.#pausedForPipeline = true;
+          this.socket.pause();
+        }
+        return;
+      default:
+    }
+  }
+
+  // hot path
+  /** Parses the head in #buf when it is all there, and starts its request. */
+  #readHead(): void {
+    const buf = this.#buf;
+    if (buf === null) return;
+    // Empty lines before a request line are ignored (RFC 9112 §2.2).
+    let start = 0;
+    while (start + 1 < buf.length && buf[start] === 13 && buf[start + 1] === 10) start += 2;
+    if (start === buf.length) {
+      this.#buf = null;
+      return;
+    }
+    const limits = this.#limits();
+    const end = buf.indexOf(HEAD_END, start);
+    if (end === -1) {
+      if (buf.length - start > limits.maxHeaderSize) this.#headFailed(parseError('HPE_HEADER_OVERFLOW', 'Header overflow'));
+      else if (bareLineEnd(buf, start)) this.#headFailed(parseError('HPE_CR_EXPECTED', 'a bare CR or LF in the request head'));
+      else if (start > 0) this.#buf = buf.subarray(start);
+      return;
+    }
+    if (end - start > limits.maxHeaderSize) {
+      this.#headFailed(parseError('HPE_HEADER_OVERFLOW', 'Header overflow'));
+      return;
+    }
+    let head: RequestHead;
+    try {
+      head = parseRequestHead(buf.toString('latin1', start, end));
+    } catch (err) {
+      this.#headFailed(parseError('HPE_INVALID_HEADER', (err as Error).message));
+      return;
+    }
+    const rest = end + 4 < buf.length ? buf.subarray(end + 4) : null;
+    this.#buf = null;
+    this.#start(head, rest, limits.requestMs);
+  }
+
+  // hot path
+  #start(head: RequestHead, rest: Buffer | null, requestMs: number): void {
+    const socket = this.socket;
+    const req = new IncomingMessage(socket) as Incoming;
+    req.method = head.method;
+    req.url = head.target;
+    req.httpVersionMajor = head.major;
+    req.httpVersionMinor = head.minor;
+    req.httpVersion = `${head.major}.${head.minor}`;
+    req._addHeaderLines(head.rawHeaders, head.rawHeaders.length);
+    const ls = this.#ls;
+    // The upgrades switchyard tunnels are WebSocket's; any other Upgrade is served as the
+    // plain request it also is (RFC 9110 §7.8), on a connection that closes after it.
+    const websocket = head.upgrade === 'websocket' && head.method === 'GET';
+    if (head.method === 'CONNECT' || websocket) {
+      req.upgrade = true;
+      req.complete = true;
+      req.push(null);
+      this.#handOver();
+      if (websocket) this.#dispatch.upgrade(ls, req, socket, rest ?? Buffer.alloc(0));
+      else this.#dispatch.connect(ls, req, socket);
+      return;
+    }
+    const res = new H1Response(this, req, socket, head.keepAlive && head.upgrade === null, Math.floor(this.#limits().keepAliveMs / 1000));
+    this.#req = req;
+    this.#res = res;
+    if (head.chunked) {
+      this.#decoder = new ChunkedDecoder({ whitespaceBeforeExtension: false });
+      this.#phase = Phase.Body;
+    } else if (head.contentLength > 0) {
+      this.#remaining = head.contentLength;
+      this.#phase = Phase.Body;
+    } else {
+      req.complete = true;
+      req.push(null);
+      this.#phase = Phase.Answering;
+    }
+    if (this.#phase === Phase.Body) this.#arm(Deadline.Request, this.#requestStart + requestMs - performance.now());
+    else this.#deadlineKind = Deadline.None;
+    if (head.expect !== null && head.major === 1 && head.minor === 1) {
+      if (head.expect !== '100-continue') {
+        // An expectation switchyard cannot meet (RFC 9110 §10.1.1), as Node answers it.
+        res.shouldKeepAlive = false;
+        res.writeHead(417);
+        res.end();
+        return;
+      }
+      if (this.#phase === Phase.Body) socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+    }
+    this.#dispatch.request(ls, req, res as unknown as ServerResponse);
+    if (rest === null) return;
+    if (this.#phase === Phase.Body) this.#feedBody(rest, 0);
+    else this.#keep(rest);
+  }
+
+  // hot path
+  /** Body bytes of the request being read, from `from`; what follows its end is the next request's. */
+  #feedBody(chunk: Buffer, from: number): void {
+    if (this.#decoder === null) {
+      const take = Math.min(chunk.length - from, this.#remaining);
+      if (take > 0) {
+        this.#remaining -= take;
+        this.#push(from === 0 && take === chunk.length ? chunk : chunk.subarray(from, from + take));
+      }
+      if (this.#remaining > 0) return;
+      this.#bodyEnded(null);
+      if (from + take < chunk.length) this.#keep(chunk.subarray(from + take));
+      return;
+    }
+    let end: number;
+    try {
+      end = this.#decoder.feed(chunk, from, this.#pushBody);
+    } catch (err) {
+      this.#bodyFailed(err as MalformedMessage);
+      return;
+    }
+    if (end < 0) return;
+    const trailers = this.#decoder.trailers;
+    this.#decoder = null;
+    this.#bodyEnded(trailers.length > 0 ? trailers : null);
+    if (end < chunk.length) this.#keep(chunk.subarray(end));
+  }
+
+  #push(data: Buffer): void {
+    const req = this.#req!;
+    if (req.destroyed) return;
+    // The request's reader is behind: reading resumes when it reads (IncomingMessage._read resumes the socket).
+    if (!req.push(data)) this.socket.pause();
+  }
+
+  #bodyEnded(trailers: string[] | null): void {
+    const req = this.#req!;
+    req.complete = true;
+    if (trailers !== null) req._addHeaderLines(trailers, trailers.length);
+    req.push(null);
+    this.#deadlineKind = Deadline.None;
+    if (this.#res === null) {
+      // Its answer was finished before the body was all read (and the body read away): on to the next request.
+      this.#req = null;
+      this.#nextRequest();
+    } else this.#phase = Phase.Answering;
+  }
+
+  /** Bytes after the request being served: the next request's, read once this one is answered. */
+  #keep(bytes: Buffer): void {
+    if (this.#phase === Phase.Head) {
+      this.#buf = this.#buf === null ? bytes : Buffer.concat([this.#buf, bytes]);
+      this.#readHead();
+      return;
+    }
+    if (this.#phase === Phase.Done) return;
+    this.#buf = this.#buf === null ? bytes : Buffer.concat([this.#buf, bytes]);
+    if (this.#buf.length > PIPELINE_BYTES) {
+      this.#pausedForPipeline = true;
+      this.socket.pause();
+    }
+  }
+
+  /** A head that cannot be read: answered (400, 431) at the edge, and the connection closed. */
+  #headFailed(err: NodeJS.ErrnoException): void {
+    this.#phase = Phase.Done;
+    this.#buf = null;
+    this.#deadlineKind = Deadline.None;
+    this.#dispatch.clientError(this.#ls, err, this.socket);
+  }
+
+  /** A chunked body that cannot be read: the request is refused (http_edge: its unit answers 400 or 413). */
+  #bodyFailed(err: MalformedMessage): void {
+    this.#phase = Phase.Done;
+    this.#buf = null;
+    this.#deadlineKind = Deadline.None;
+    const code = err.status === 413 ? 'HPE_CHUNK_EXTENSIONS_OVERFLOW' : 'HPE_INVALID_CHUNK_SIZE';
+    this.#dispatch.clientError(this.#ls, parseError(code, err.message), this.socket);
+  }
+
+  /** The socket leaves HTTP/1.1 (an upgrade, CONNECT): whoever takes it reads it from now on. */
+  #handOver(): void {
+    this.#phase = Phase.Done;
+    this.#deadlineKind = Deadline.None;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.socket.removeAllListeners('data');
+    this.socket.removeAllListeners('end');
+  }
+
+  // hot path
+  /** ResponseOwner: the answer is written; the connection reads its next request, or closes. */
+  responseFinished(res: H1Response): void {
+    if (this.#res !== res) return;
+    this.#res = null;
+    const socket = this.socket;
+    if (!res.shouldKeepAlive || this.#phase === Phase.Done || socket.destroyed) {
+      this.#phase = Phase.Done;
+      this.#buf = null;
+      this.#deadlineKind = Deadline.None;
+      socket.destroySoon();
+      res.emit('close');
+      return;
+    }
+    if (this.#phase === Phase.Body) {
+      // Answered before its body was all read: the rest is read away, then the next request.
+      this.#req!._dump();
+      res.emit('close');
+      return;
+    }
+    this.#req = null;
+    res.emit('close');
+    this.#nextRequest();
+  }
+
+  #nextRequest(): void {
+    this.#phase = Phase.Head;
+    if (this.#pausedForPipeline) {
+      this.#pausedForPipeline = false;
+      this.socket.resume();
+    }
+    if (this.#buf === null) {
+      this.#idle = true;
+      this.#arm(Deadline.KeepAlive, this.#limits().keepAliveMs);
+      return;
+    }
+    this.#requestStart = performance.now();
+    this.#arm(Deadline.Headers, this.#headersMs());
+    this.#readHead();
+  }
+
+  #onClose(): void {
+    this.#phase = Phase.Done;
+    this.#buf = null;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    const req = this.#req;
+    const res = this.#res;
+    this.#req = null;
+    this.#res = null;
+    if (req !== null && !req.complete) req.destroy(aborted());
+    res?.connectionClosed();
+  }
+
+  /** Sets the deadline; the one timer is moved only when it would fire after it. */
+  #arm(kind: Deadline, ms: number): void {
+    const now = performance.now();
+    this.#deadline = now + ms;
+    this.#deadlineKind = kind;
+    if (this.#timer !== null && this.#timerAt <= this.#deadline) return;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = setTimeout(this.#onTimer, Math.max(1, ms));
+    this.#timer.unref();
+    this.#timerAt = this.#deadline;
+  }
+
+  #timerFired(): void {
+    this.#timer = null;
+    if (this.#deadlineKind === Deadline.None || this.#phase === Phase.Done) return;
+    const left = this.#deadline - performance.now();
+    if (left > 0.5) {
+      this.#timer = setTimeout(this.#onTimer, Math.ceil(left));
+      this.#timer.unref();
+      this.#timerAt = this.#deadline;
+      return;
+    }
+    const kind = this.#deadlineKind;
+    this.#deadlineKind = Deadline.None;
+    if (kind === Deadline.KeepAlive) {
+      this.socket.destroy();
+      return;
+    }
+    // The head (or the whole request) did not come in time: 408 at the edge, or a cut when an answer started.
+    this.#phase = Phase.Done;
+    this.#buf = null;
+    this.#dispatch.clientError(this.#ls, parseError('ERR_HTTP_REQUEST_TIMEOUT', 'Request timeout'), this.socket);
+  }
+}
