@@ -10,9 +10,8 @@ import { publishRequest } from './record.js';
 /**
  * The edge of an http listener: the check of what switchyard will not forward as
  * it came (badRequest, which the units answer), the absolute-form target's Host, and
- * the answers made where there is no unit of work: CONNECT, requests Node's parser
- * refused (after the answers to the requests before them on the connection), a
- * removed listener's late request. These run no filter and reach no role; they are
+ * the answers made where there is no unit of work: CONNECT, requests the HTTP/1.1
+ * connection could not read, a removed listener's late request. These run no filter and reach no role; they are
  * counted and logged like any request answered without one.
  */
 
@@ -45,9 +44,9 @@ function refusal(status: Refusal['status'], text: string): Refusal {
 
 // hot path
 /**
- * Why switchyard will not forward a request as the client sent it, or null. Node's
- * parser has already refused what it cannot parse (the clientError path); these are
- * the requests it lets through that a proxy must not (issue 13, "no request
+ * Why switchyard will not forward a request as the client sent it, or null. The
+ * connection's parser (http1/request_head.ts, as strict as Node's) has already refused
+ * what it cannot read (the clientError path); these are the requests it reads that a proxy must not (issue 13, "no request
  * smuggling"), each of which either loses or changes something on its way upstream:
  *
  * - Host (RFC 9112 §3.2): an HTTP/1.1 request without one, more than one Host line,
@@ -91,7 +90,7 @@ export function badRequest(req: IncomingMessage, limits: HeadLimits): Refusal | 
   const http10 = req.httpVersionMinor === 0;
   if (hosts > 1) return refusal(400, 'a request may have only one Host header (RFC 9112 §3.2)');
   if (hosts === 0) {
-    // HTTP/1.0 may leave it out. (Node's own check is off: it answers without a count or a log line.)
+    // HTTP/1.0 may leave it out.
     if (!http10) return refusal(400, 'an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)');
   } else if (!HOST_RE.test(h.host!)) return refusal(400, 'the Host header is not a valid host[:port] (RFC 9112 §3.2)');
   const url = req.url!;
@@ -111,7 +110,7 @@ export function badRequest(req: IncomingMessage, limits: HeadLimits): Refusal | 
   }
   const cl = h['content-length'];
   if (cl !== undefined) {
-    // Node let only digits through (and at most one line): the length is all that can be wrong.
+    // The parser let only digits through (and at most one line): the length is all that can be wrong.
     if (cl.length > SAFE_LENGTH_DIGITS && !Number.isSafeInteger(Number(cl))) return refusal(400, 'the Content-Length is larger than switchyard can forward exactly (2^53 - 1)');
   } else if (http10 && te === undefined && CONTENT_METHODS.has(req.method!)) {
     return refusal(400, `an HTTP/1.0 ${req.method} needs a Content-Length (RFC 1945 §8.3)`);
@@ -148,11 +147,11 @@ function badH2Request(req: IncomingMessage, limits: HeadLimits): Refusal | null 
   return null;
 }
 
-/** The Transfer-Encoding codings, when they are not `chunked` alone (Node checked that chunked is last). */
+/** The Transfer-Encoding codings, when they are not `chunked` alone (the parser checked that chunked is last). */
 function badTransferEncoding(te: string): Refusal | null {
   let chunked = 0;
   let other: string | null = null;
-  // Node joins several lines with ", ". Empty list elements are ignored (RFC 9110 §5.6.1).
+  // Several lines are joined with ", " (IncomingMessage.headers). Empty list elements are ignored (RFC 9110 §5.6.1).
   for (const element of te.split(',')) {
     const e = element.replace(/^[ \t]+|[ \t]+$/g, '');
     if (e === '') continue;
@@ -241,7 +240,7 @@ export function handleConnect(ls: ServingSocket, req: IncomingMessage, socket: S
   if (plan !== null) answerAtEdge(plan, 405, req, socket);
 }
 
-/** Node's answers to requests its parser refuses, as Node words them (the head, less its final CRLF). */
+/** The answers to requests that cannot be read, worded as Node words them (the head, less its final CRLF). */
 const PARSER_ANSWERS: Record<number, string> = {
   400: 'HTTP/1.1 400 Bad Request\r\nConnection: close\r\n',
   408: 'HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n',
@@ -249,95 +248,50 @@ const PARSER_ANSWERS: Record<number, string> = {
   431: 'HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n',
 };
 
-/**
- * What the edge knows of the newest request on a client connection (its unit), so
- * that a parse error later on the connection is answered after the requests already
- * forwarded, not instead of them.
- */
+/** What the edge knows of the newest request on a client connection (its unit): a malformed body refuses it. */
 export interface EdgeRequest {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
-  /** Refuses the request (HttpUnit.refuse): its upstream try cut, a 4xx once its turn comes, the connection closed after. */
+  /** Refuses the request (HttpUnit.refuse): its upstream try cut, a 4xx, the connection closed after. */
   refuse(status: number, code: RuntimeCode, text: string): void;
 }
 
 const kNewest = Symbol('switchyard.newestRequest');
-/** Node reports a broken parser again at every read after the first error: answered once. */
-const kParseFailed = Symbol('switchyard.parseFailed');
-type Tracked = Socket & { [kNewest]?: EdgeRequest; [kParseFailed]?: true };
+type Tracked = Socket & { [kNewest]?: EdgeRequest };
 
 // hot path
-/** A request arrived on `socket` (after every request before it: Node parses in order). */
+/** A request arrived on `socket` (the connection serves one at a time, in order: listeners/h1_connection.ts). */
 export function requestArrived(socket: Socket, request: EdgeRequest): void {
   (socket as Tracked)[kNewest] = request;
 }
 
-// hot path
-/**
- * Whether the connection closes after an answer still to come (a request refused,
- * or cut for a slow body, asked for it): a request pipelined after such a one would
- * never be answered, so it is neither forwarded nor answered (as with the bytes after
- * `Connection: close`, RFC 9112 §9.6), and the client sends it again on a new connection.
- */
-export function closingBefore(socket: Socket): boolean {
-  const newest = (socket as Tracked)[kNewest];
-  return newest !== undefined && !newest.res.shouldKeepAlive;
-}
-
-/** The status for an error of Node's parser (or its timeouts). */
+/** The status for an error the HTTP/1.1 connection reports (Node's parser's codes, and its timeout's). */
 function parserStatus(err: NodeJS.ErrnoException): number {
   return err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413
     : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
 }
 
 /**
- * Node's parser refused a request (malformed, a head over maxHeaderSize, or too
- * slow: the headers and request timeouts). Answered as Node's default handler
- * does, and counted and logged like any request answered without a role (Node's
- * own handler does neither), with one difference that matters to a proxy: Node
- * answers at once and closes, losing the answers to the requests before the bad one
- * that were already forwarded (pipelined, or an HTTP/1.0 request followed by more
- * bytes). A request the client will never get an answer to must not have been
- * forwarded, so when the error comes while requests are in flight:
+ * A request that cannot be read (malformed, a head over maxHeaderSize, or too slow:
+ * the headers and request timeouts), reported by the connection, which reads no more
+ * of it. Counted and logged like any request answered without a role:
  *
- * - in the newest request's own body (a bad chunk): that request is refused
- *   (HttpUnit.refuse: its upstream try cut, its 4xx after the answers before it);
- * - after it: the answers in flight go out first, then this one, then the
- *   connection closes; or nothing more when Node closes the connection after them
- *   anyway (HPE_CLOSED_CONNECTION: bytes after an HTTP/1.0 or `Connection: close`
- *   request, which RFC 9112 §9.6 says are not processed).
+ * - a malformed body of the request being served refuses it (HttpUnit.refuse: its
+ *   upstream try cut, its 4xx, the connection closed after);
+ * - a malformed head (the connection reads a head only once every answer before it
+ *   was written) is answered, and the connection closed;
+ * - a timeout is answered with 408 only on a connection that was never answered;
+ *   one that comes mid-answer cuts the connection.
  */
 export function handleClientError(ls: ServingSocket, err: NodeJS.ErrnoException, socket: Socket): void {
-  const s = socket as Tracked;
-  if (s[kParseFailed]) return;
   const status = parserStatus(err);
-  const newest = s[kNewest];
+  const newest = (socket as Tracked)[kNewest];
   const parse = err.code?.startsWith('HPE_') === true;
-  if (parse && newest !== undefined && !newest.res.destroyed) {
-    const res = newest.res;
-    if (!newest.req.complete && !res.writableFinished) {
-      s[kParseFailed] = true;
-      newest.refuse(status, 'SY_ERR_BAD_REQUEST', `switchyard: the request is malformed (${err.message})\n`);
-      return;
-    }
-    if (!res.shouldKeepAlive) {
-      // Node closes the connection once this answer is written: what came after the
-      // request is not processed (RFC 9112 §9.6), and no answer may follow it.
-      s[kParseFailed] = true;
-      return;
-    }
-    if (!res.writableFinished) {
-      s[kParseFailed] = true;
-      res.once('close', () => {
-        if (!res.writableFinished) socket.destroy();
-        else if (socket.writable) answerParserError(ls, status, socket);
-      });
-      return;
-    }
+  if (parse && newest !== undefined && !newest.res.destroyed && !newest.req.complete && !newest.res.writableFinished) {
+    newest.refuse(status, 'SY_ERR_BAD_REQUEST', `switchyard: the request is malformed (${err.message})\n`);
+    return;
   }
-  // A parse error with every answer written (or none yet) is answered; a timeout only
-  // on a connection that was never answered (a request timing out mid-answer is cut).
-  if (socket.writable && (parse ? err.code !== 'HPE_CLOSED_CONNECTION' : socket.bytesWritten === 0)) {
+  if (socket.writable && (parse || socket.bytesWritten === 0)) {
     socket.write(parserAnswer(ls, status), 'latin1');
     const plan = ls.plan?.protocol === 'http' ? ls.plan : null;
     if (plan !== null) answerAtEdge(plan, status, null, socket);
@@ -351,9 +305,3 @@ function parserAnswer(ls: ServingSocket, status: number): string {
   return `${PARSER_ANSWERS[status]!}${ownLines(plan)}\r\n`;
 }
 
-/** The parse error's answer after the answers that were in flight: counted, then the connection closes once it is written. */
-function answerParserError(ls: ServingSocket, status: number, socket: Socket): void {
-  const plan = ls.plan?.protocol === 'http' ? ls.plan : null;
-  socket.end(parserAnswer(ls, status), 'latin1', () => socket.destroy());
-  if (plan !== null) answerAtEdge(plan, status, null, socket);
-}

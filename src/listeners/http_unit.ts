@@ -5,7 +5,7 @@ import type { HeaderEdit, HttpExchange } from '../filters/api.js';
 import { hasBody } from '../http/hop_by_hop.js';
 import { sendText } from '../http/local_reply.js';
 import { HttpForward } from '../upstream/http_forward.js';
-import { answerAtEdge, badRequest, closingBefore, requestArrived, useTargetAuthority } from './http_edge.js';
+import { answerAtEdge, badRequest, requestArrived, useTargetAuthority } from './http_edge.js';
 import type { ServingSocket } from './plan.js';
 import type { ListenerPlan } from './plan.js';
 import { publishRequest } from './record.js';
@@ -46,8 +46,6 @@ export class HttpUnit extends Unit implements HttpExchange {
   #refused = false;
   /** Watches the body's rate while it comes (null: no body, or no minimum). */
   #upload: UploadRate | null = null;
-  /** An HTTP/2 stream: the connection's idle timeout is its sessions' (h2_sessions.ts). */
-  readonly #h2: boolean;
   /** The request's span, when the generation traces (observe/tracing.ts). */
   readonly #span: Span | null;
 
@@ -57,7 +55,6 @@ export class HttpUnit extends Unit implements HttpExchange {
     this.res = res;
     this.#socket = req.socket;
     this.remoteAddress = req.socket.remoteAddress ?? '';
-    this.#h2 = isH2(req);
     const tracing = plan.generation.tracing;
     this.#span = tracing === null ? null : tracing.startRequest(req.method ?? '', req.url ?? '', req.headers, plan.name);
     this.responseHeaderEdits = plan.responseHeaderEdits;
@@ -167,11 +164,6 @@ export class HttpUnit extends Unit implements HttpExchange {
     const finished = res.writableFinished;
     this.#upload?.stop();
     if (!finished) this.#forward?.clientGone();
-    // Node has just armed the idle keep-alive timer at keepAliveTimeout + 1 s (its grace for
-    // clients that read the Keep-Alive header); the README promises the value itself.
-    const socket = this.#socket;
-    const keepAliveMs = this.plan.config.timeouts.keepAliveMs;
-    if (finished && !this.#h2 && !socket.destroyed && (socket.timeout ?? 0) > keepAliveMs) socket.setTimeout(keepAliveMs);
     this.closed();
   }
 
@@ -231,14 +223,9 @@ export function handleRequest(ls: ServingSocket, req: IncomingMessage, res: Serv
       return;
     }
   }
-  // HTTP/1 only: an HTTP/2 stream has no request before it on the connection to wait for.
-  const h1 = !isH2(req);
-  if (h1 && closingBefore(req.socket)) {
-    res.shouldKeepAlive = false;
-    return;
-  }
   const unit = new HttpUnit(plan, req, res);
-  if (h1) requestArrived(req.socket, unit);
+  // HTTP/1 only: a malformed body later on the connection refuses this unit (http_edge.ts).
+  if (!isH2(req)) requestArrived(req.socket, unit);
   const bad = badRequest(req, plan.config);
   if (bad !== null) {
     unit.refuse(bad.status, 'SY_ERR_BAD_REQUEST', bad.text);

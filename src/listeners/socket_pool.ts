@@ -60,10 +60,9 @@ export class ConnectionBudget {
 }
 
 /**
- * One listening socket, owned by the pool and leased by generations. It is an
- * http.Server (so Node's parser timeouts run), but every accepted connection is
- * dispatched on the *current* plan's protocol: http goes to Node's HTTP machinery,
- * tcp to the byte pipe. So a listener can change protocol, filters or target on the
+ * One listening socket, owned by the pool and leased by generations. Every accepted
+ * connection is dispatched on the *current* plan's protocol: http to an HTTP/1.1
+ * connection (h1_connection.ts) or HTTP/2 sessions, tcp to the byte pipe. So a listener can change protocol, filters or target on the
  * same address without rebinding, and a reload never refuses a connection.
  */
 export class ListenSocket implements ServingSocket {
@@ -93,7 +92,7 @@ export class ListenSocket implements ServingSocket {
     this.key = key;
     this.requested = requested;
     this.#budget = budget;
-    // Half-open, as Node's http.Server: a tcp plan's byte pipe passes a client's FIN on.
+    // Half-open: a tcp plan's byte pipe passes a client's FIN on (an HTTP/1.1 connection closes on it).
     const server = createServer({ allowHalfOpen: true, noDelay: true });
     this.server = server;
     const h2 = new H2Sessions((req, res) => dispatch.request(this, ...asHttp1(req, res)));
