@@ -66,6 +66,8 @@ export class H1Response extends EventEmitter {
   /** end()'s length, for the Content-Length of an answer made in one call. */
   #implicitLength = -1;
   #onDrain: (() => void) | null = null;
+  /** 'close' was emitted for a cut answer. */
+  #closed = false;
 
   constructor(owner: ResponseOwner, req: IncomingMessage, socket: Socket, keepAlive: boolean, keepAliveS: number) {
     super();
@@ -189,7 +191,7 @@ export class H1Response extends EventEmitter {
       cb = encoding;
       encoding = undefined;
     }
-    if (this.writableEnded || this.destroyed) return false;
+    if (this.writableEnded || this.destroyed || this.socket.destroyed) return false;
     if (!this.headersSent) this.writeHead(this.statusCode);
     const data = typeof chunk === 'string' ? Buffer.from(chunk, encoding ?? 'utf8') : chunk;
     if (!this.#hasBody || data.length === 0) {
@@ -218,7 +220,11 @@ export class H1Response extends EventEmitter {
     if (!this.#hasBody) data = EMPTY;
     this.writableEnded = true;
     const tail = this.#chunked && this.#hasBody ? `0\r\n${this.#trailers}\r\n` : '';
-    const done = (): void => this.#finished(cb);
+    // A write that fails (the connection went first) ends the answer as a cut one.
+    const done = (err?: Error | null): void => {
+      if (err) this.connectionClosed();
+      else this.#finished(cb);
+    };
     if (data.length > 0 || tail !== '' || this.#head !== null) this.#send(data, tail, done);
     else if (this.socket.writableLength === 0) process.nextTick(done);
     else this.socket.write(EMPTY, done);
@@ -235,7 +241,8 @@ export class H1Response extends EventEmitter {
 
   /** The connection closed before the answer was finished (the client left, or destroy). */
   connectionClosed(): void {
-    if (this.writableFinished) return;
+    if (this.writableFinished || this.#closed) return;
+    this.#closed = true;
     this.destroyed = true;
     this.emit('close');
   }
@@ -250,7 +257,7 @@ export class H1Response extends EventEmitter {
 
   // hot path
   /** Writes what is pending (the head), `data` in the body's framing, then `tail`, as one write when it is small. */
-  #send(data: Uint8Array, tail: string, cb: (() => void) | undefined): boolean {
+  #send(data: Uint8Array, tail: string, cb: ((err?: Error | null) => void) | undefined): boolean {
     const head = this.#head ?? '';
     this.#head = null;
     const frame = this.#chunked && data.length > 0 ? `${data.length.toString(16)}\r\n` : '';

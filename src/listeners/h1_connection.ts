@@ -47,7 +47,25 @@ const FALLBACK = { headersMs: 60_000, requestMs: 300_000, keepAliveMs: 5_000, ma
 const PIPELINE_BYTES = 64 * 1024;
 
 /** IncomingMessage's way of taking a head's fields (what Node's parser calls); its `headers` are made from them on first use. */
-type Incoming = IncomingMessage & { _addHeaderLines(headers: string[], n: number): void; _dump(): void; upgrade: boolean };
+type NodeIncoming = IncomingMessage & { _addHeaderLines(headers: string[], n: number): void; _dump(): void; upgrade: boolean };
+
+/**
+ * The request, as Node's parser makes it. One without a body ends when it is first
+ * read, not at once: most are never read, and an ended stream costs a tick to say so.
+ */
+class H1Request extends (IncomingMessage as unknown as new (socket: Socket) => NodeIncoming) {
+  endWhenRead = false;
+
+  override _read(size: number): void {
+    if (this.endWhenRead) {
+      this.endWhenRead = false;
+      this.push(null);
+      return;
+    }
+    super._read(size);
+  }
+}
+type Incoming = H1Request;
 
 function parseError(code: string, message: string): NodeJS.ErrnoException {
   return Object.assign(new Error(message), { code });
@@ -59,9 +77,66 @@ function aborted(): NodeJS.ErrnoException {
 
 /** A CR not followed by LF, or an LF without CR before it, in bytes that are still a head. */
 function bareLineEnd(buf: Buffer, from: number): boolean {
-  for (let i = buf.indexOf(10, from); i !== -1; i = buf.indexOf(10, i + 1)) if (i === from || buf[i - 1] !== 13) return true;
+  for (let i = buf.indexOf(10, from); i !== -1; i = buf.indexOf(10, i + 1)) if (i === 0 || buf[i - 1] !== 13) return true;
   for (let i = buf.indexOf(13, from); i !== -1 && i < buf.length - 1; i = buf.indexOf(13, i + 1)) if (buf[i + 1] !== 10) return true;
   return false;
+}
+
+/**
+ * Bytes read and not yet taken: a head still coming, or requests pipelined behind the
+ * one being answered. It grows by doubling, so bytes that come one at a time cost
+ * linear copying, not quadratic; a chunk that comes alone is kept as it is.
+ */
+class Pending {
+  #buf: Buffer | null = null;
+  #len = 0;
+  /** #buf was allocated here (its spare room may be written); a socket's chunk or a view is not. */
+  #owned = false;
+  /** How many of the first bytes were already searched for a head's end. */
+  scanned = 0;
+
+  get length(): number {
+    return this.#len;
+  }
+
+  add(chunk: Buffer): void {
+    if (this.#len === 0) {
+      this.#buf = chunk;
+      this.#len = chunk.length;
+      this.#owned = false;
+      this.scanned = 0;
+      return;
+    }
+    const need = this.#len + chunk.length;
+    if (!this.#owned || this.#buf!.length < need) {
+      const next = Buffer.allocUnsafe(Math.max(need, 2 * this.#len, 1024));
+      this.#buf!.copy(next, 0, 0, this.#len);
+      this.#buf = next;
+      this.#owned = true;
+    }
+    chunk.copy(this.#buf!, this.#len);
+    this.#len = need;
+  }
+
+  /** The bytes (a view, until the next add). */
+  view(): Buffer {
+    return this.#len === this.#buf!.length ? this.#buf! : this.#buf!.subarray(0, this.#len);
+  }
+
+  /** Takes every byte out: a view of them (null when none), the pending bytes empty after. */
+  takeAll(): Buffer | null {
+    if (this.#len === 0) return null;
+    const out = this.view();
+    this.clear();
+    return out;
+  }
+
+  clear(): void {
+    this.#buf = null;
+    this.#len = 0;
+    this.#owned = false;
+    this.scanned = 0;
+  }
 }
 
 export class H1Connection implements ResponseOwner {
@@ -70,7 +145,7 @@ export class H1Connection implements ResponseOwner {
   readonly #dispatch: H1Dispatch;
   #phase = Phase.Head;
   /** Bytes read and not yet taken: a head still coming, or requests pipelined behind the one being served. */
-  #buf: Buffer | null = null;
+  readonly #pending = new Pending();
   #req: Incoming | null = null;
   #res: H1Response | null = null;
   /** Body bytes still to come (Content-Length framing). */
@@ -104,7 +179,7 @@ export class H1Connection implements ResponseOwner {
 
   /** No request is under way or coming: the connection may be closed without losing one. */
   get idle(): boolean {
-    return this.#phase === Phase.Head && this.#res === null && this.#buf === null;
+    return this.#phase === Phase.Head && this.#res === null && this.#pending.length === 0;
   }
 
   #limits(): typeof FALLBACK {
@@ -124,7 +199,7 @@ export class H1Connection implements ResponseOwner {
   #onData(chunk: Buffer): void {
     switch (this.#phase) {
       case Phase.Head:
-        this.#buf = this.#buf === null ? chunk : Buffer.concat([this.#buf, chunk]);
+        this.#pending.add(chunk);
         if (this.#idle) {
           // The first byte of the next request: its head has the headers timeout from now.
           this.#idle = false;
@@ -137,34 +212,33 @@ export class H1Connection implements ResponseOwner {
         this.#feedBody(chunk, 0);
         return;
       case Phase.Answering:
-        this.#buf = this.#buf === null ? chunk : Buffer.concat([this.#buf, chunk]);
-        if (this.#buf.length > PIPELINE_BYTES) {
-          this.#pausedForPipeline = true;
-          this.socket.pause();
-        }
+        this.#keep(chunk);
         return;
       default:
     }
   }
 
   // hot path
-  /** Parses the head in #buf when it is all there, and starts its request. */
+  /** Parses the head in the pending bytes when it is all there, and starts its request. */
   #readHead(): void {
-    const buf = this.#buf;
-    if (buf === null) return;
+    const pending = this.#pending;
+    if (pending.length === 0) return;
+    const buf = pending.view();
     // Empty lines before a request line are ignored (RFC 9112 §2.2).
     let start = 0;
     while (start + 1 < buf.length && buf[start] === 13 && buf[start + 1] === 10) start += 2;
     if (start === buf.length) {
-      this.#buf = null;
+      pending.clear();
       return;
     }
     const limits = this.#limits();
-    const end = buf.indexOf(HEAD_END, start);
+    // Bytes searched before are not searched again (a head may come in many reads).
+    const from = Math.max(start, pending.scanned - 3);
+    const end = buf.indexOf(HEAD_END, from);
     if (end === -1) {
       if (buf.length - start > limits.maxHeaderSize) this.#headFailed(parseError('HPE_HEADER_OVERFLOW', 'Header overflow'));
-      else if (bareLineEnd(buf, start)) this.#headFailed(parseError('HPE_CR_EXPECTED', 'a bare CR or LF in the request head'));
-      else if (start > 0) this.#buf = buf.subarray(start);
+      else if (bareLineEnd(buf, Math.max(start, pending.scanned - 1))) this.#headFailed(parseError('HPE_CR_EXPECTED', 'a bare CR or LF in the request head'));
+      else pending.scanned = buf.length;
       return;
     }
     if (end - start > limits.maxHeaderSize) {
@@ -179,14 +253,14 @@ export class H1Connection implements ResponseOwner {
       return;
     }
     const rest = end + 4 < buf.length ? buf.subarray(end + 4) : null;
-    this.#buf = null;
+    pending.clear();
     this.#start(head, rest, limits.requestMs);
   }
 
   // hot path
   #start(head: RequestHead, rest: Buffer | null, requestMs: number): void {
     const socket = this.socket;
-    const req = new IncomingMessage(socket) as Incoming;
+    const req = new H1Request(socket);
     req.method = head.method;
     req.url = head.target;
     req.httpVersionMajor = head.major;
@@ -217,7 +291,7 @@ export class H1Connection implements ResponseOwner {
       this.#phase = Phase.Body;
     } else {
       req.complete = true;
-      req.push(null);
+      req.endWhenRead = true;
       this.#phase = Phase.Answering;
     }
     if (this.#phase === Phase.Body) this.#arm(Deadline.Request, this.#requestStart + requestMs - performance.now());
@@ -289,13 +363,12 @@ export class H1Connection implements ResponseOwner {
   /** Bytes after the request being served: the next request's, read once this one is answered. */
   #keep(bytes: Buffer): void {
     if (this.#phase === Phase.Head) {
-      this.#buf = this.#buf === null ? bytes : Buffer.concat([this.#buf, bytes]);
-      this.#readHead();
+      this.#onData(bytes);
       return;
     }
     if (this.#phase === Phase.Done) return;
-    this.#buf = this.#buf === null ? bytes : Buffer.concat([this.#buf, bytes]);
-    if (this.#buf.length > PIPELINE_BYTES) {
+    this.#pending.add(bytes);
+    if (this.#pending.length > PIPELINE_BYTES && !this.#pausedForPipeline) {
       this.#pausedForPipeline = true;
       this.socket.pause();
     }
@@ -304,7 +377,7 @@ export class H1Connection implements ResponseOwner {
   /** A head that cannot be read: answered (400, 431) at the edge, and the connection closed. */
   #headFailed(err: NodeJS.ErrnoException): void {
     this.#phase = Phase.Done;
-    this.#buf = null;
+    this.#pending.clear();
     this.#deadlineKind = Deadline.None;
     this.#dispatch.clientError(this.#ls, err, this.socket);
   }
@@ -312,7 +385,7 @@ export class H1Connection implements ResponseOwner {
   /** A chunked body that cannot be read: the request is refused (http_edge: its unit answers 400 or 413). */
   #bodyFailed(err: MalformedMessage): void {
     this.#phase = Phase.Done;
-    this.#buf = null;
+    this.#pending.clear();
     this.#deadlineKind = Deadline.None;
     const code = err.status === 413 ? 'HPE_CHUNK_EXTENSIONS_OVERFLOW' : 'HPE_INVALID_CHUNK_SIZE';
     this.#dispatch.clientError(this.#ls, parseError(code, err.message), this.socket);
@@ -336,7 +409,7 @@ export class H1Connection implements ResponseOwner {
     const socket = this.socket;
     if (!res.shouldKeepAlive || this.#phase === Phase.Done || socket.destroyed) {
       this.#phase = Phase.Done;
-      this.#buf = null;
+      this.#pending.clear();
       this.#deadlineKind = Deadline.None;
       socket.destroySoon();
       res.emit('close');
@@ -359,7 +432,7 @@ export class H1Connection implements ResponseOwner {
       this.#pausedForPipeline = false;
       this.socket.resume();
     }
-    if (this.#buf === null) {
+    if (this.#pending.length === 0) {
       this.#idle = true;
       this.#arm(Deadline.KeepAlive, this.#limits().keepAliveMs);
       return;
@@ -371,7 +444,7 @@ export class H1Connection implements ResponseOwner {
 
   #onClose(): void {
     this.#phase = Phase.Done;
-    this.#buf = null;
+    this.#pending.clear();
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
     const req = this.#req;
@@ -412,7 +485,7 @@ export class H1Connection implements ResponseOwner {
     }
     // The head (or the whole request) did not come in time: 408 at the edge, or a cut when an answer started.
     this.#phase = Phase.Done;
-    this.#buf = null;
+    this.#pending.clear();
     this.#dispatch.clientError(this.#ls, parseError('ERR_HTTP_REQUEST_TIMEOUT', 'Request timeout'), this.socket);
   }
 }
