@@ -39,8 +39,12 @@ function httpDate(): string {
   return dateValue;
 }
 
-/** Bodies above this go out in a write of their own (corked with the framing) rather than copied next to it. */
-const COPY_LIMIT = 16 * 1024;
+/**
+ * A body chunk up to this size is copied next to its framing into one write; above it,
+ * it goes out as it is (corked with the framing). The upstream pool's reads (64 KiB,
+ * into a buffer the next read reuses) must always be copied: see h1_pool's READ_BUFFER.
+ */
+const COPY_LIMIT = 64 * 1024;
 
 export class H1Response extends EventEmitter {
   readonly req: IncomingMessage;

@@ -42,7 +42,10 @@ export interface ExchangeHandler {
   onRequestSent(): void;
   /** The answer's head; false ends the exchange. `resume` restarts a body paused by onData's false. */
   onHeaders(status: number, headers: string[], resume: () => void, reason: string, head: ResponseHead): boolean;
-  /** A piece of the body; false: pause until `resume`. */
+  /**
+   * A piece of the body; false: pause until `resume`. The chunk may be a view of a
+   * read buffer the next read reuses: valid during the call only, copied if kept.
+   */
   onData(chunk: Buffer): boolean;
   onComplete(trailers: string[] | null): void;
   onError(err: Error): void;
@@ -99,6 +102,14 @@ export class PoolClosed extends Error {
 
 function ignore(): void {}
 
+/**
+ * The buffer every plain upstream socket reads into (Node's `onread`): an answer's
+ * bytes are parsed and handed on in the same call, so one buffer serves them all, and
+ * no stream machinery or allocation runs per read. What is kept past the call (a
+ * head cut in two) is copied; the handler copies the body (ExchangeHandler.onData).
+ */
+const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+
 /** Methods whose request may be sent twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
 
@@ -154,10 +165,11 @@ class H1Connection {
     this.socket.resume();
   };
 
-  constructor(socket: Socket, pool: H1Pool) {
+  /** `onread`: the socket reads into READ_BUFFER and calls `read` (plain TCP); else its 'data' events are read (TLS). */
+  constructor(socket: Socket, pool: H1Pool, onread: boolean) {
     this.socket = socket;
     this.#pool = pool;
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    if (!onread) socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('end', () => this.#onEnd());
     socket.on('error', (err) => {
       if (isTlsError((err as NodeJS.ErrnoException).code)) pool.tlsFailed(err);
@@ -267,6 +279,12 @@ class H1Connection {
   }
 
   // hot path
+  /** The `onread` callback's bytes (a view of READ_BUFFER). */
+  read(n: number): void {
+    this.#onData(READ_BUFFER.subarray(0, n));
+  }
+
+  // hot path
   #onData(chunk: Buffer): void {
     const ex = this.#ex;
     if (ex === null) {
@@ -295,7 +313,8 @@ class H1Connection {
         const end = buf.indexOf(HEAD_END, at);
         if (end === -1) {
           if (buf.length - at > MAX_HEAD) throw new MalformedMessage(`a response head over ${MAX_HEAD} bytes`);
-          this.#pending = at === 0 ? buf : buf.subarray(at);
+          // A copy: the bytes may be READ_BUFFER's, which the next read overwrites.
+          this.#pending = Buffer.from(at === 0 ? buf : buf.subarray(at));
           return;
         }
         if (end - at > MAX_HEAD) throw new MalformedMessage(`a response head over ${MAX_HEAD} bytes`);
@@ -481,11 +500,14 @@ export class H1Pool implements UpstreamPool {
   }
 
   #connect(req: UpstreamRequest, head: string, ex: ExchangeHandler): void {
+    const tls = this.#tls;
+    // The connection that reads, once it is made (no byte can come before: the request goes first).
+    let conn: H1Connection | null = null;
     // 64 KiB reads, TCP keep-alive probes after 60 s.
     const options = {
       host: this.host, port: this.port, noDelay: true, highWaterMark: 64 * 1024, keepAlive: true, keepAliveInitialDelay: 60_000,
+      ...(tls === null ? { onread: { buffer: READ_BUFFER, callback: (n: number): boolean => { conn?.read(n); return true; } } } : {}),
     } as NetConnectOpts & { host: string };
-    const tls = this.#tls;
     const socket: Socket = tls === null ? netConnect(options) : tls.connect(options);
     const ready = tls === null ? 'connect' : 'secureConnect';
     let done = false;
@@ -505,7 +527,7 @@ export class H1Pool implements UpstreamPool {
         ex.onError(new PoolClosed());
         return;
       }
-      const conn = new H1Connection(socket, this);
+      conn = new H1Connection(socket, this, tls === null);
       this.#all.add(conn);
       conn.start(req, head, ex);
     };

@@ -5,6 +5,7 @@ import { applyHeaderEdits } from '../http/header_edits.js';
 import { hasBody, requestPath, responseHeaders, trailerFields, upstreamHeaders } from '../http/hop_by_hop.js';
 import { sendText, type EditsFor } from '../http/local_reply.js';
 import type { ResponseHead } from '../http1/message_head.js';
+import { H1Response } from '../http1/response.js';
 import { ExchangeAborted, RequestBodyBroken, type ExchangeHandler, type UpstreamRequest } from './h1_pool.js';
 import { EndpointPicker } from './picker.js';
 import { isIdempotent, retriable } from './retry.js';
@@ -365,7 +366,9 @@ export class HttpForward implements ExchangeHandler, TimerTarget {
     // Backpressure: the pool pauses the upstream socket when onData returns false; the client's drain resumes it.
     // The upstream waits for us meanwhile: its body timeout does not run.
     const res = this.#ex.res;
-    const ok = res.write(chunk);
+    // The chunk is valid during this call only (ExchangeHandler.onData): an HTTP/1.1 answer
+    // copies it into its own write; an HTTP/2 stream may keep it queued, so it gets a copy.
+    const ok = res instanceof H1Response ? res.write(chunk) : res.write(Buffer.from(chunk));
     if (!ok) {
       this.#timers.clearBody();
       res.once('drain', this.#onDrained());
