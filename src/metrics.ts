@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry as PromRegistry, collectDefaultMetrics, type Metric } from 'prom-client';
 
 export interface MetricsOptions {
   /**
@@ -19,7 +19,13 @@ export interface MetricsOptions {
 export class Metrics {
   readonly registry = new PromRegistry();
   readonly requests: Counter<'listener' | 'vset' | 'role' | 'code'>;
-  readonly duration: Histogram<'listener' | 'vset' | 'role'>;
+  readonly duration: DurationHistogram;
+  /**
+   * requests_total and request_duration_seconds as plain numbers, one tally per label set
+   * (listener, vset, role), shared by the RoleMetrics of every generation that serves it:
+   * a reload carries the counts over. The two metrics read them at each scrape.
+   */
+  readonly #tallies = new Map<string, RequestTally>();
   readonly upstreamErrors: Counter<'listener' | 'role' | 'reason'>;
   readonly connectionsActive: Gauge<'listener'>;
   readonly connectionsRefused: Counter<'listener' | 'reason'>;
@@ -64,8 +70,19 @@ export class Metrics {
     const registers = [this.registry];
     this.tracingSpansDropped = new Counter({ name: 'switchyard_tracing_spans_dropped_total', help: 'Spans not exported: the export queue was full (a slow or unreachable collector) or the export failed. Requests never wait for the collector.', registers }).labels();
     this.grpcRequests = new Counter({ name: 'switchyard_grpc_requests_total', help: 'gRPC calls by the role that served them and their status (from the answer\'s headers or trailers, or switchyard\'s own answer), counted once the status is known.', labelNames: ['listener', 'vset', 'role', 'grpc_code'], registers });
-    this.requests = new Counter({ name: 'switchyard_requests_total', help: 'HTTP requests by the role that served them and the status sent to the client (499: the client left before the response started).', labelNames: ['listener', 'vset', 'role', 'code'], registers });
-    this.duration = new Histogram({ name: 'switchyard_request_duration_seconds', help: 'Time from the request to the end of the response.', labelNames: ['listener', 'vset', 'role'], registers, buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30] });
+    const tallies = this.#tallies;
+    this.requests = new Counter({
+      name: 'switchyard_requests_total', help: 'HTTP requests by the role that served them and the status sent to the client (499: the client left before the response started).', labelNames: ['listener', 'vset', 'role', 'code'], registers,
+      // Rebuilt from the tallies: the hot path adds 1 to a number, the label hashing happens here.
+      collect(this: Counter<'listener' | 'vset' | 'role' | 'code'>) {
+        this.reset();
+        for (const t of tallies.values()) {
+          for (const [code, c] of t.codes) this.inc({ ...t.labels, code: String(code) }, c.n);
+        }
+      },
+    });
+    this.duration = new DurationHistogram('switchyard_request_duration_seconds', 'Time from the request to the end of the response.', tallies);
+    this.registry.registerMetric(this.duration as unknown as Metric);
     this.upstreamErrors = new Counter({ name: 'switchyard_upstream_errors_total', help: 'Failed upstream tries by reason: connect-failure, reset, timeout, protocol, tls; and ejected, when a failure ejected its endpoint.', labelNames: ['listener', 'role', 'reason'], registers });
     this.connectionsActive = new Gauge({ name: 'switchyard_connections_active', help: 'Open client connections per listener.', labelNames: ['listener'], registers });
     this.connectionsRefused = new Counter({ name: 'switchyard_connections_refused_total', help: 'Client connections closed as soon as accepted because a connection limit was reached: reason "listener" (listeners.<name>.maxConnections) or "global" (limits.maxConnections).', labelNames: ['listener', 'reason'], registers });
@@ -163,9 +180,15 @@ export class Metrics {
         keep.add(`${l.listener}\0${l.vset}\0${role}`);
       }
     }
+    // requests_total and request_duration_seconds show what the tallies hold.
+    for (const [key, t] of this.#tallies) {
+      if (keep.has(key)) continue;
+      this.#tallies.delete(key);
+      t.forgotten = true;
+    }
     const key = (labels: Record<string, string | number | undefined>): string =>
       [labels.listener, ...('vset' in labels ? [labels.vset] : []), ...('role' in labels ? [labels.role] : [])].join('\0');
-    const byListener = [this.requests, this.duration, this.upstreamErrors, this.connectionsActive, this.tcpBytes,
+    const byListener = [this.upstreamErrors, this.connectionsActive, this.tcpBytes,
       this.tcpConnections, this.udpDatagrams, this.udpFlowsActive, this.tlsHandshakeErrors, this.retries, this.retryBudgetExhausted, this.connectionsRefused, this.slowUploads] as const;
     for (const metric of byListener) {
       const seen = new Map<string, Record<string, string | number>>();
@@ -180,6 +203,99 @@ export class Metrics {
       for (const labels of seen.values()) (metric as Counter<string>).remove(labels);
     }
   }
+
+  /** The request tally of a label set, made at its first use. */
+  requestTally(listener: string, vset: string, role: string): RequestTally {
+    const key = `${listener}\0${vset}\0${role}`;
+    let t = this.#tallies.get(key);
+    if (t === undefined) {
+      t = new RequestTally(listener, vset, role);
+      this.#tallies.set(key, t);
+    }
+    return t;
+  }
+}
+
+/** request_duration_seconds's upper bounds (le); one more slot counts what is over the last. */
+const DURATION_BUCKETS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/** One label set's HTTP requests: a count per status, and the duration histogram's buckets (not cumulative), sum and count. */
+export class RequestTally {
+  /** Shared by every series of the label set (prom-client caches their text by this object). */
+  readonly labels: Readonly<{ listener: string; vset: string; role: string }>;
+  readonly codes = new Map<number, { n: number }>();
+  readonly buckets: number[] = new Array<number>(DURATION_BUCKETS.length + 1).fill(0);
+  sum = 0;
+  count = 0;
+  /** Dropped by Metrics.forgetAllBut: a RoleMetrics still holding it takes a new one. */
+  forgotten = false;
+
+  constructor(listener: string, vset: string, role: string) {
+    this.labels = { listener, vset, role };
+  }
+}
+
+/**
+ * switchyard_request_duration_seconds, read from the request tallies at each scrape.
+ * A prom-client Histogram hashes the label set at every observation; this gives the
+ * registry what Histogram.get() and getForPromString() give (the same exposition:
+ * cumulative _bucket series with le up to "+Inf", then _sum and _count), and the hot
+ * path only adds to numbers.
+ */
+export class DurationHistogram {
+  readonly type = 'histogram';
+  readonly aggregator = 'sum';
+  readonly name: string;
+  readonly help: string;
+  readonly #tallies: ReadonlyMap<string, RequestTally>;
+
+  constructor(name: string, help: string, tallies: ReadonlyMap<string, RequestTally>) {
+    this.name = name;
+    this.help = help;
+    this.#tallies = tallies;
+  }
+
+  /** As prom-client's Histogram: le in labels, the label set in sharedLabels (the text format joins them). */
+  async getForPromString(): Promise<{ name: string; help: string; type: 'histogram'; aggregator: 'sum'; values: HistogramValue[] }> {
+    const values: HistogramValue[] = [];
+    const bucket = `${this.name}_bucket`;
+    for (const t of this.#tallies.values()) {
+      // A label set no request reached has no series, as with a Histogram child never observed.
+      if (t.count === 0) continue;
+      let acc = 0;
+      for (let i = 0; i < DURATION_BUCKETS.length; i++) {
+        acc += t.buckets[i]!;
+        values.push({ labels: { le: DURATION_BUCKETS[i]! }, sharedLabels: t.labels, value: acc, metricName: bucket, exemplar: null });
+      }
+      values.push({ labels: { le: '+Inf' }, sharedLabels: t.labels, value: t.count, metricName: bucket, exemplar: null });
+      values.push({ labels: {}, sharedLabels: t.labels, value: t.sum, metricName: `${this.name}_sum`, exemplar: undefined });
+      values.push({ labels: {}, sharedLabels: t.labels, value: t.count, metricName: `${this.name}_count`, exemplar: undefined });
+    }
+    return { name: this.name, help: this.help, type: this.type, values, aggregator: this.aggregator };
+  }
+
+  /** As prom-client's Histogram: each value's labels hold le and the label set. */
+  async get(): Promise<{ name: string; help: string; type: 'histogram'; aggregator: 'sum'; values: Array<Omit<HistogramValue, 'sharedLabels'>> }> {
+    const data = await this.getForPromString();
+    return { ...data, values: data.values.map(({ sharedLabels, labels, ...v }) => ({ ...v, labels: { ...labels, ...sharedLabels } })) };
+  }
+
+  /** Registry.resetMetrics(): the histogram starts again at 0 (requests_total keeps its counts). */
+  reset(): void {
+    for (const t of this.#tallies.values()) {
+      t.buckets.fill(0);
+      t.sum = 0;
+      t.count = 0;
+    }
+  }
+}
+
+interface HistogramValue {
+  labels: Record<string, string | number>;
+  sharedLabels: Readonly<Record<string, string>>;
+  value: number;
+  metricName: string;
+  exemplar: null | undefined;
 }
 
 /** Takes one request's outcome (reload/outcomes.ts OutcomeTally). */
@@ -197,16 +313,15 @@ export interface RatelimitStat {
 }
 
 /**
- * Per listener and role: the metric children, resolved once per generation so the
- * hot path does no label hashing. Status codes are few; their children are cached
- * as they first appear.
+ * Per listener and role: the request tally (shared with the other generations'
+ * RoleMetrics of the same label set), resolved once per generation so the hot
+ * path does no label hashing.
  */
 export class RoleMetrics {
   readonly #metrics: Metrics;
   readonly #labels: { listener: string; vset: string; role: string };
-  readonly #byCode = new Map<number | string, Counter.Internal>();
+  #requests: RequestTally;
   readonly #on: boolean;
-  readonly duration: Histogram.Internal<'listener' | 'vset' | 'role'>;
   /**
    * Where the role's outcomes in this generation are also tallied for change
    * safety (reload/outcomes.ts); null when no autoRollback or rollout watches it,
@@ -218,19 +333,28 @@ export class RoleMetrics {
     this.#metrics = metrics;
     this.#on = metrics.countRequests;
     this.#labels = { listener, vset, role };
-    this.duration = metrics.duration.labels(listener, vset, role);
+    this.#requests = metrics.requestTally(listener, vset, role);
   }
 
   // hot path
-  count(code: number | string, seconds: number): void {
+  count(code: number, seconds: number): void {
     if (!this.#on) return;
-    let c = this.#byCode.get(code);
-    if (c === undefined) {
-      c = this.#metrics.requests.labels(this.#labels.listener, this.#labels.vset, this.#labels.role, String(code));
-      this.#byCode.set(code, c);
+    let t = this.#requests;
+    if (t.forgotten) {
+      // A request that outlived its label set's last generation counts again from 0, as a new series.
+      const l = this.#labels;
+      t = this.#requests = this.#metrics.requestTally(l.listener, l.vset, l.role);
     }
-    c.inc();
-    this.duration.observe(seconds);
+    const c = t.codes.get(code);
+    if (c === undefined) t.codes.set(code, { n: 1 });
+    else c.n++;
+    // What Histogram.observe refuses: a NaN would spoil the sum for good.
+    if (!Number.isFinite(seconds)) return;
+    let i = 0;
+    while (i < DURATION_BUCKETS.length && seconds > DURATION_BUCKETS[i]!) i++;
+    t.buckets[i]!++;
+    t.sum += seconds;
+    t.count++;
   }
 
   /** A gRPC call ended with this status (its canonical name). */

@@ -3,7 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { connect, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { WebSocket, WebSocketServer } from 'ws';
-import { Metrics } from '../src/metrics.js';
+import { Metrics, RoleMetrics } from '../src/metrics.js';
 import { Sidecar } from '../src/sidecar.js';
 import { parseConfigTexts } from '../src/config/load.js';
 import {
@@ -329,4 +329,58 @@ test('a WebSocket tunnel\'s lifetime does not enter request_duration_seconds (p9
   const total = m.value('switchyard_request_duration_seconds_count', { role: 'ws' });
   const fast = m.value('switchyard_request_duration_seconds_bucket', { role: 'ws', le: '1' });
   t.is(fast, total, `${total - fast} observation(s) over 1 s from a request whose handshake took milliseconds`);
+});
+
+test('request_duration_seconds is exposed line for line as a Prometheus histogram: cumulative buckets, +Inf, _sum, _count', async (t) => {
+  const metrics = new Metrics();
+  const a = new RoleMetrics(metrics, 'web', 'svc', 'a');
+  new RoleMetrics(metrics, 'web', 'svc', ''); // no request reached it: no series
+  // 0.0005 is in its own bucket (le is "less or equal"); 31 s is over the last bound, only in +Inf.
+  for (const s of [0.0001, 0.0005, 0.003, 0.2, 0.2, 31]) a.count(200, s);
+  a.count(503, 0.75);
+  const text = await metrics.registry.metrics();
+  const family = (name: string) => text.split('\n').filter((l) => l.startsWith(`# HELP ${name} `) || l.startsWith(`# TYPE ${name} `) || l.startsWith(`${name}{`) || l.startsWith(`${name}_`));
+  const labels = 'listener="web",vset="svc",role="a"';
+  const le = ['0.0005', '0.001', '0.0025', '0.005', '0.01', '0.025', '0.05', '0.1', '0.25', '0.5', '1', '2.5', '5', '10', '30', '+Inf'];
+  const cumulative = [2, 2, 2, 3, 3, 3, 3, 3, 5, 5, 6, 6, 6, 6, 6, 7];
+  t.deepEqual(family('switchyard_request_duration_seconds'), [
+    '# HELP switchyard_request_duration_seconds Time from the request to the end of the response.',
+    '# TYPE switchyard_request_duration_seconds histogram',
+    ...le.map((b, i) => `switchyard_request_duration_seconds_bucket{le="${b}",${labels}} ${cumulative[i]}`),
+    `switchyard_request_duration_seconds_sum{${labels}} ${0.0001 + 0.0005 + 0.003 + 0.2 + 0.2 + 31 + 0.75}`,
+    `switchyard_request_duration_seconds_count{${labels}} 7`,
+  ]);
+  t.deepEqual(family('switchyard_requests_total').slice(2).sort(), [
+    `switchyard_requests_total{${labels},code="200"} 6`,
+    `switchyard_requests_total{${labels},code="503"} 1`,
+  ]);
+  // The JSON form (what admin/status.ts reads from requests_total) has le among the labels, as prom-client's Histogram gives it.
+  const json = (await metrics.registry.getMetricsAsJSON()).find((m) => m.name === 'switchyard_request_duration_seconds')!;
+  t.is(String(json.type), 'histogram');
+  t.deepEqual(json.values.at(-1), { value: 7, metricName: 'switchyard_request_duration_seconds_count', exemplar: undefined, labels: { listener: 'web', vset: 'svc', role: 'a' } });
+  t.deepEqual(json.values[0]!.labels, { le: 0.0005, listener: 'web', vset: 'svc', role: 'a' });
+});
+
+test('requests_total and request_duration_seconds carry their counts across a reload that keeps the listener and role', async (t) => {
+  const up = await startUpstream(t, 'r');
+  const sc = await startSidecar(t, config(up.address));
+  const labels = { listener: 'web', vset: 'r', role: 'r' };
+  const n = 5;
+  const m = 3;
+  for (let i = 0; i < n; i++) t.is((await get(listenerUrl(sc, 'web'))).status, 200);
+  await untilMetric(sc, 'switchyard_requests_total', { ...labels, code: '200' }, n, 5000, 'the first generation\'s requests');
+  t.is((await putConfig(sc, config(up.address, { timeouts: { connect: '2s' } }))).status, 200);
+  t.is(await metric(sc, 'switchyard_config_generation'), 2);
+  // The first generation closes (its label sets are then pruned, the kept ones must stay).
+  await untilMetric(sc, 'switchyard_generations_draining', {}, 0, 5000, 'generation 1 to close');
+  for (let i = 0; i < m; i++) t.is((await get(listenerUrl(sc, 'web'))).status, 200);
+  await untilMetric(sc, 'switchyard_requests_total', { ...labels, code: '200' }, n + m, 5000, 'both generations\' requests');
+  const s = await scrape(sc);
+  t.is(s.value('switchyard_request_duration_seconds_count', labels), n + m);
+  const buckets = s.series('switchyard_request_duration_seconds_bucket', labels);
+  t.is(buckets.length, 16, '15 bounds and +Inf');
+  t.is(buckets.at(-1)!.labels.le, '+Inf');
+  t.is(buckets.at(-1)!.value, n + m);
+  for (let i = 1; i < buckets.length; i++) t.true(buckets[i]!.value >= buckets[i - 1]!.value, `bucket le=${buckets[i]!.labels.le} is cumulative`);
+  t.true(s.value('switchyard_request_duration_seconds_sum', labels) > 0);
 });
