@@ -40,8 +40,20 @@ const enum Phase {
 
 const enum Deadline { None, Headers, Request, KeepAlive }
 
+/** A plan's limits on a connection, read at each request (a reload's apply to the next one). */
+interface Limits {
+  /** The time a head has: timeouts.headers, within timeouts.request (which covers the head too). */
+  readonly headersMs: number;
+  readonly requestMs: number;
+  readonly keepAliveMs: number;
+  readonly maxHeaderSize: number;
+}
+
 /** Defaults for a connection whose address no longer has an http plan (it is closed after its request). */
-const FALLBACK = { headersMs: 60_000, requestMs: 300_000, keepAliveMs: 5_000, maxHeaderSize: 16 * 1024 };
+const FALLBACK: Limits = { headersMs: 60_000, requestMs: 300_000, keepAliveMs: 5_000, maxHeaderSize: 16 * 1024 };
+
+/** Made once per plan. */
+const limitsByPlan = new WeakMap<object, Limits>();
 
 /** Bytes of pipelined requests kept while an answer is made; beyond, the socket stops reading until then. */
 const PIPELINE_BYTES = 64 * 1024;
@@ -182,17 +194,20 @@ export class H1Connection implements ResponseOwner {
     return this.#phase === Phase.Head && this.#res === null && this.#pending.length === 0;
   }
 
-  #limits(): typeof FALLBACK {
+  #limits(): Limits {
     const plan = this.#ls.plan;
     if (plan === null || plan.protocol !== 'http') return FALLBACK;
-    const t = plan.config.timeouts;
-    return { headersMs: t.headersMs, requestMs: t.requestMs, keepAliveMs: t.keepAliveMs, maxHeaderSize: plan.config.maxHeaderSize };
+    let l = limitsByPlan.get(plan);
+    if (l === undefined) {
+      const t = plan.config.timeouts;
+      l = { headersMs: Math.min(t.headersMs, t.requestMs), requestMs: t.requestMs, keepAliveMs: t.keepAliveMs, maxHeaderSize: plan.config.maxHeaderSize };
+      limitsByPlan.set(plan, l);
+    }
+    return l;
   }
 
-  /** The time a head has: timeouts.headers, within timeouts.request (which covers the head too). */
   #headersMs(): number {
-    const l = this.#limits();
-    return Math.min(l.headersMs, l.requestMs);
+    return this.#limits().headersMs;
   }
 
   // hot path
