@@ -10,21 +10,42 @@ export interface TimerTarget {
   bodyTimedOut(): void;
 }
 
+/** What the try's timer times now: nothing, the try's answer, or the gap before the next body chunk. */
+const IDLE = 0;
+const TRY = 1;
+const BODY = 2;
+type Phase = typeof IDLE | typeof TRY | typeof BODY;
+
+const totalTimedOut = (target: TimerTarget): void => target.totalTimedOut();
+
 /**
  * The time limits of one forwarded HTTP request, apart from the forwarder's
  * protocol work: the total time (all tries), the time for each try's answer, the
  * gap between body chunks, and the back-off before a retry. Each one reads the I/O
- * already waiting before it fires (timeoutAfterIo), so an answer that came in time
+ * already waiting before it fires (as timeoutAfterIo), so an answer that came in time
  * never loses to its timeout after the event loop was blocked.
+ *
+ * Every forwarded request has one, so the common path is kept cheap: the try's answer
+ * and its body gaps share one Timeout whose meaning is `#phase`, re-armed with refresh()
+ * while its duration stays the same (perTryTimeout unset: both are the upstream
+ * timeout). Stopping it only sets the phase (a firing then does nothing): the next
+ * phase re-arms it, and only clearAll clears it. Its callbacks are static, given the
+ * instance as their argument, so no closure is made per request.
  */
 export class TryTimers {
   readonly #target: TimerTarget;
   #total: NodeJS.Timeout | null = null;
-  #try: NodeJS.Timeout | null = null;
-  #body: NodeJS.Timeout | null = null;
   #backoff: NodeJS.Timeout | null = null;
-  /** Body chunks so far: the body timer's view of progress. */
-  #chunks = 0;
+  /** The try's timer, armed for `#ms`; it may run on in IDLE (see the class comment). */
+  #timer: NodeJS.Timeout | null = null;
+  #ms = 0;
+  #phase: Phase = IDLE;
+  /** This try's answer started: startTry is then ignored (an upstream may answer before the whole request was sent). */
+  #answered = false;
+  /** Bumped by every chunk and every change of the phase: a firing that waits for the I/O first gives up if it moved. */
+  #epoch = 0;
+  /** `#epoch` when the timer last ran out. */
+  #firedAt = 0;
 
   constructor(target: TimerTarget) {
     this.#target = target;
@@ -32,67 +53,41 @@ export class TryTimers {
 
   /** Starts the total time once (0: no limit). */
   startTotal(ms: number): void {
-    if (ms > 0 && this.#total === null) this.#total = timeoutAfterIo(() => this.#target.totalTimedOut(), ms);
+    if (ms > 0 && this.#total === null) this.#total = timeoutAfterIo(totalTimedOut, ms, this.#target);
   }
 
-  /** Starts the time for this try's answer, unless it runs already. */
+  /** Starts the time for this try's answer, unless it runs already or the answer has started. */
   startTry(ms: number): void {
-    if (this.#try !== null || ms <= 0) return;
-    const timer = timeoutAfterIo(() => {
-      // An answer that was waiting cleared (or replaced) it in the meantime.
-      if (this.#try !== timer) return;
-      this.#try = null;
-      this.#target.tryTimedOut();
-    }, ms);
-    this.#try = timer;
+    if (this.#phase === TRY || this.#answered || ms <= 0) return;
+    this.#arm(TRY, ms);
   }
 
   /** The try's answer started (or the try ended): its time stops, and so does the body gap's. */
   clearTry(): void {
-    if (this.#try !== null) {
-      clearTimeout(this.#try);
-      this.#try = null;
-    }
-    this.clearBody();
+    this.#stop();
   }
 
-  /** Starts (or restarts) the time for the next body chunk. */
+  /** The answer started (or the client read again): starts (or restarts) the time for the next body chunk. */
   startBody(ms: number): void {
-    if (ms <= 0) return;
-    if (this.#body !== null) {
-      this.#body.refresh();
-      return;
-    }
-    // As timeoutAfterIo, but a chunk read in between has already re-armed this timer (refresh).
-    const timer = setTimeout(() => {
-      const chunks = this.#chunks;
-      setImmediate(() => {
-        if (this.#body !== timer || this.#chunks !== chunks) return;
-        this.#body = null;
-        this.#target.bodyTimedOut();
-      });
-    }, ms);
-    timer.unref();
-    this.#body = timer;
+    this.#answered = true;
+    if (ms > 0) this.#arm(BODY, ms);
   }
 
   // hot path
   /** A body chunk came: the gap starts again. */
   chunk(): void {
-    this.#chunks++;
-    this.#body?.refresh();
+    this.#epoch++;
+    if (this.#phase === BODY) this.#timer!.refresh();
   }
 
   /** The client stopped reading (backpressure): the upstream waits for us, so its body gap does not run. */
   clearBody(): void {
-    if (this.#body !== null) {
-      clearTimeout(this.#body);
-      this.#body = null;
-    }
+    if (this.#phase === BODY) this.#stop();
   }
 
-  /** Runs `go` after `ms` (at once below 1 ms). */
+  /** Runs `go` after `ms` (at once below 1 ms): the next try, whose answer has not started. */
   backoff(ms: number, go: () => void): void {
+    this.#answered = false;
     if (ms < 1) {
       go();
       return;
@@ -112,7 +107,42 @@ export class TryTimers {
   clearAll(): void {
     if (this.#total !== null) clearTimeout(this.#total);
     if (this.#backoff !== null) clearTimeout(this.#backoff);
-    this.#total = this.#backoff = null;
-    this.clearTry();
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#total = this.#backoff = this.#timer = null;
+    this.#stop();
+  }
+
+  #arm(phase: Phase, ms: number): void {
+    this.#phase = phase;
+    this.#epoch++;
+    const timer = this.#timer;
+    if (timer !== null && this.#ms === ms) {
+      timer.refresh();
+      return;
+    }
+    if (timer !== null) clearTimeout(timer);
+    this.#timer = setTimeout(TryTimers.#fired, ms, this);
+    this.#timer.unref();
+    this.#ms = ms;
+  }
+
+  #stop(): void {
+    this.#phase = IDLE;
+    this.#epoch++;
+  }
+
+  /** The timer ran out: what it timed times out after the I/O already waiting is read, unless that moved it. */
+  static #fired(t: TryTimers): void {
+    if (t.#phase === IDLE) return;
+    t.#firedAt = t.#epoch;
+    setImmediate(TryTimers.#timedOut, t);
+  }
+
+  static #timedOut(t: TryTimers): void {
+    if (t.#epoch !== t.#firedAt) return;
+    const phase = t.#phase;
+    t.#stop();
+    if (phase === TRY) t.#target.tryTimedOut();
+    else if (phase === BODY) t.#target.bodyTimedOut();
   }
 }

@@ -230,3 +230,32 @@ test.serial('timeouts.upstream does not cut a response whose next chunk came in 
   });
   t.is(body, 'one two three');
 });
+
+test.serial('timeouts.upstream does not fail an answer whose head came in time but the event loop was blocked', async (t) => {
+  const up = await startUpstream(t, 'head', (req, res) => {
+    req.resume();
+    // In the check phase, so that the proxy's timers run before it polls its socket again.
+    setTimeout(() => setImmediate(() => {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      res.write('one ', () => {
+        // The head is on its way to the proxy; hold the loop past the proxy's 300 ms timer.
+        const end = Date.now() + 600;
+        while (Date.now() < end) { /* a loaded machine */ }
+        setTimeout(() => res.end('two'), 100); // the body is still coming when the proxy looks
+      });
+    }), 200);
+  });
+  const sc = await startSidecar(t, config(up.address, { upstream: '300ms' }));
+  const [status, body] = await new Promise<[number, string]>((resolve, reject) => {
+    const req = httpRequest(listenerUrl(sc, 'web'), { agent: false }, (res) => {
+      let text = '';
+      res.on('data', (d: Buffer) => { text += d.toString(); });
+      res.on('end', () => resolve([res.statusCode ?? 0, text]));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+  t.is(status, 200);
+  t.is(body, 'one two');
+});

@@ -464,6 +464,30 @@ test.serial('upstream timeout: a client that reads slowly is not mistaken for a 
   t.is(sha(Buffer.concat(chunks)), sha(data));
 });
 
+test.serial('upstream timeout: after a client that paused reads again, a stalled upstream is still cut', async (t) => {
+  const size = 16 * 1024 * 1024;
+  const up = await startUpstream(t, 'r', (req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-length': String(size + 1) });
+    res.write(randomBytes(size)); // …and never the last byte
+  });
+  const sc = await startSidecar(t, config([up.address], { timeouts: { upstream: '300ms' } }));
+  const req = httpRequest(`${listenerUrl(sc, 'web')}/pause-then-stall`, { agent: false });
+  t.teardown(() => { req.destroy(); });
+  req.on('error', () => {});
+  req.end();
+  const res = await once<IncomingMessage>(req, 'response', 5_000);
+  res.on('error', () => {});
+  res.pause(); // backpressure: the gap timer stops, past its 300 ms
+  await new Promise((r) => setTimeout(r, 1_000));
+  let got = 0;
+  res.on('data', (c: Buffer) => { got += c.length; });
+  res.resume(); // the client's drain starts the gap timer again
+  await once(res, 'close', 5_000);
+  t.false(res.complete);
+  t.true(got > 0, `read ${got} bytes`);
+});
+
 test('the default upstream timeout is 30 s', async (t) => {
   t.is(DEFAULT_TIMEOUTS.upstreamMs, 30_000);
   const up = await startUpstream(t, 'r');
@@ -680,6 +704,38 @@ test('an upstream that answers before reading the whole upload: the client gets 
   res.on('error', () => {});
   await Promise.race([once(res, 'end', 5_000), once(res, 'close', 5_000)]);
   t.is(Buffer.concat(chunks).toString(), 'too big');
+});
+
+test.serial('an answer that starts before the upload ends is timed by its body gaps, not by a try timer started at the upload\'s end', async (t) => {
+  const up = await startUpstream(t, 'r', (req, res) => {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.write('a');
+    // Once the upload is in: eight chunks 100 ms apart, 800 ms in all (timeouts.upstream: 300ms).
+    req.resume();
+    req.on('end', () => {
+      let n = 0;
+      const timer = setInterval(() => {
+        if (++n < 8) res.write('b');
+        else { clearInterval(timer); res.end('b'); }
+      }, 100);
+      t.teardown(() => clearInterval(timer));
+    });
+  });
+  const sc = await startSidecar(t, config([up.address], { timeouts: { upstream: '300ms' } }));
+  const req = httpRequest(`${listenerUrl(sc, 'web')}/early`, { agent: false, method: 'POST' });
+  t.teardown(() => { req.destroy(); });
+  req.on('error', () => {});
+  req.write('first part of a chunked upload');
+  const res = await once<IncomingMessage>(req, 'response', 5_000);
+  const chunks: Buffer[] = [];
+  res.on('data', (c: Buffer) => {
+    chunks.push(c);
+    if (chunks.length === 1) req.end('the rest'); // the request is sent now, after its answer started
+  });
+  res.on('error', () => {});
+  await Promise.race([once(res, 'end', 5_000), once(res, 'close', 5_000)]);
+  t.true(res.complete);
+  t.is(Buffer.concat(chunks).toString(), 'abbbbbbbb');
 });
 
 test('HEAD and 304 answers pass through without a body', async (t) => {
