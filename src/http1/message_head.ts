@@ -82,7 +82,8 @@ export function parseContentLength(v: string): number {
   return n <= Number.MAX_SAFE_INTEGER ? n : -1;
 }
 
-function trimOws(s: string, from: number): string {
+/** `s` without the optional whitespace (SP, HTAB) around it. */
+export function trimOws(s: string, from = 0): string {
   let a = from;
   let b = s.length;
   while (a < b && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++;
@@ -98,6 +99,29 @@ export function listTokens(v: string): string[] {
     if (t !== '') out.push(t);
   }
   return out;
+}
+
+// hot path
+/**
+ * Reads the field line at `pos` of a head (name ":" OWS value OWS, up to CRLF or the
+ * head's end) into `out` as name, value; returns where the next line starts. Throws
+ * MalformedMessage for obs-fold, a bare CR or LF, a space before the colon, a name
+ * that is not a token, a control character in the value.
+ */
+export function readField(head: string, pos: number, out: string[]): number {
+  let end = head.indexOf('\r\n', pos);
+  if (end === -1) end = head.length;
+  const colon = head.indexOf(':', pos);
+  if (colon === -1 || colon > end) throw new MalformedMessage(pos === end ? 'an empty header line' : 'a header line without a colon (obs-fold, or a bare CR or LF?)');
+  const name = head.slice(pos, colon);
+  if (!isToken(name)) {
+    const c = name.charCodeAt(0);
+    throw new MalformedMessage(c === 32 || c === 9 ? 'a folded header line (obs-fold)' : 'a header name that is not a token (a space before the colon?)');
+  }
+  const value = trimOws(head.slice(colon + 1, end));
+  if (!isFieldValue(value)) throw new MalformedMessage(`header ${name} has a control character in its value (a bare CR or LF, or NUL?)`);
+  out.push(name, value);
+  return end + 2;
 }
 
 // hot path
@@ -134,18 +158,10 @@ export function parseResponseHead(head: string): ResponseHead {
   let keepAlive: string | null = null;
   let pos = eol + 2;
   while (pos < head.length) {
-    let end = head.indexOf('\r\n', pos);
-    if (end === -1) end = head.length;
-    const colon = head.indexOf(':', pos);
-    if (colon === -1 || colon > end) throw new MalformedMessage(pos === end ? 'an empty header line' : 'a header line without a colon (obs-fold, or a bare CR or LF?)');
-    const name = head.slice(pos, colon);
-    if (!isToken(name)) {
-      const c = name.charCodeAt(0);
-      throw new MalformedMessage(c === 32 || c === 9 ? 'a folded header line (obs-fold)' : 'a header name that is not a token (a space before the colon?)');
-    }
-    const value = trimOws(head.slice(colon + 1, end), 0);
-    if (!isFieldValue(value)) throw new MalformedMessage(`header ${name} has a control character in its value (a bare CR or LF, or NUL?)`);
-    headers.push(name, value);
+    const at = headers.length;
+    pos = readField(head, pos, headers);
+    const name = headers[at]!;
+    const value = headers[at + 1]!;
     // Only these names decide framing; checked by length first so most need no lower-casing.
     const n = name.length;
     if (n === 14 || n === 17 || n === 10) {
@@ -161,7 +177,6 @@ export function parseResponseHead(head: string): ResponseHead {
         connection = connection === null ? value : `${connection}, ${value}`;
       } else if (lower === 'keep-alive') keepAlive = value;
     }
-    pos = end + 2;
   }
 
   let chunked = false;

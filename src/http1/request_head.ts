@@ -1,5 +1,5 @@
 import { METHODS } from 'node:http';
-import { MalformedMessage, isFieldValue, isToken, listTokens, parseContentLength } from './message_head.js';
+import { MalformedMessage, listTokens, parseContentLength, readField, trimOws } from './message_head.js';
 
 /**
  * A request head (RFC 9112 §3, §5), parsed once and strictly: what Node's own
@@ -37,13 +37,6 @@ const ALL_DIGITS = /^[0-9]+$/;
 /** scheme "://" (RFC 3986 §3.1): the start of an absolute-form target. */
 const SCHEME_URI = /^[A-Za-z][A-Za-z0-9+.-]*:\/\//;
 
-function trimOws(s: string): string {
-  let a = 0;
-  let b = s.length;
-  while (a < b && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++;
-  while (b > a && (s.charCodeAt(b - 1) === 32 || s.charCodeAt(b - 1) === 9)) b--;
-  return a === 0 && b === s.length ? s : s.slice(a, b);
-}
 
 /** Whether every char of the target is visible ASCII or obs-text (no space, control or DEL). */
 function isTarget(s: string): boolean {
@@ -101,19 +94,10 @@ export function parseRequestHead(head: string): RequestHead {
   let expect: string | null = null;
   let pos = eol + 2;
   while (pos < head.length) {
-    let end = head.indexOf('\r\n', pos);
-    if (end === -1) end = head.length;
-    const colon = head.indexOf(':', pos);
-    if (colon === -1 || colon > end) throw new MalformedMessage(pos === end ? 'an empty header line' : 'a header line without a colon (obs-fold, or a bare CR or LF?)');
-    const name = head.slice(pos, colon);
-    if (!isToken(name)) {
-      const c = name.charCodeAt(0);
-      throw new MalformedMessage(c === 32 || c === 9 ? 'a folded header line (obs-fold)' : 'a header name that is not a token (a space before the colon?)');
-    }
-    const rawValue = head.slice(colon + 1, end);
-    const value = trimOws(rawValue);
-    if (!isFieldValue(value)) throw new MalformedMessage(`header ${name} has a control character in its value (a bare CR or LF, or NUL?)`);
-    rawHeaders.push(name, value);
+    const at = rawHeaders.length;
+    pos = readField(head, pos, rawHeaders);
+    const name = rawHeaders[at]!;
+    const value = rawHeaders[at + 1]!;
     // Only these names decide framing and the connection; checked by length first so most need no lower-casing.
     const n = name.length;
     if (n === 14 || n === 17 || n === 10 || n === 7 || n === 6) {
@@ -127,15 +111,14 @@ export function parseRequestHead(head: string): RequestHead {
           contentLength = Number.MAX_SAFE_INTEGER;
         }
       } else if (lower === 'transfer-encoding') {
-        // Node's parser refuses a tab after the coding (stricter than OWS, and safe).
-        if (rawValue.charCodeAt(rawValue.length - 1) === 9) throw new MalformedMessage('Transfer-Encoding ends in a tab');
+        // Node's parser refuses a tab after the coding (stricter than OWS, and safe): the line ends before pos's CRLF.
+        if (head.charCodeAt(pos - 3) === 9) throw new MalformedMessage('Transfer-Encoding ends in a tab');
         if (value !== '') te = te === null ? value : `${te}, ${value}`;
       } else if (lower === 'connection') {
         connection = connection === null ? value : `${connection}, ${value}`;
       } else if (lower === 'upgrade') upgrade = value.toLowerCase();
       else if (lower === 'expect') expect = value.toLowerCase();
     }
-    pos = end + 2;
   }
 
   let chunked = false;
