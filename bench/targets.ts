@@ -21,6 +21,7 @@ export const HOSTS = {
   nginx: '127.0.77.3',
   haproxy: '127.0.77.4',
   httpProxy: '127.0.77.5',
+  nodeFloor: '127.0.77.9',
 } as const;
 
 export const NGINX = '/usr/sbin/nginx';
@@ -29,7 +30,7 @@ export const HAPROXY = '/usr/sbin/haproxy';
 export type ScenarioId =
   | 'direct' | 'switchyard-http' | 'switchyard-tcp' | 'switchyard-http-nometrics' | 'switchyard-http-accesslog' | 'switchyard-http-traced'
   | 'nginx-http' | 'nginx-stream'
-  | 'haproxy-http' | 'haproxy-tcp' | 'http-proxy'
+  | 'haproxy-http' | 'haproxy-tcp' | 'http-proxy' | 'node-floor'
   | 'switchyard-https' | 'switchyard-https-handshake' | 'switchyard-tls-upstream'
   | 'nginx-https' | 'nginx-https-handshake' | 'nginx-tls-upstream';
 
@@ -60,6 +61,7 @@ export const SCENARIOS: readonly { id: ScenarioId; kind: Kind }[] = [
   { id: 'haproxy-http', kind: 'http' },
   { id: 'haproxy-tcp', kind: 'tcp' },
   { id: 'http-proxy', kind: 'http' },
+  { id: 'node-floor', kind: 'http' },
   { id: 'switchyard-https', kind: 'https' },
   { id: 'switchyard-https-handshake', kind: 'handshake' },
   { id: 'switchyard-tls-upstream', kind: 'tls-upstream' },
@@ -487,4 +489,24 @@ export const httpProxy: Target = {
   },
 };
 
-export const TARGETS: readonly Target[] = [switchyard, switchyardNoMetrics, switchyardAccessLog, switchyardTraced, nginx, haproxy, httpProxy];
+/**
+ * The floor of an HTTP/1.1 proxy in Node on this machine (bench/floor_proxy.ts): raw
+ * sockets, the head read once, a pooled upstream, nothing else. What switchyard costs
+ * beyond it is its own work.
+ */
+export const nodeFloor: Target = {
+  name: 'node-floor',
+  scenarios: ['node-floor'],
+  async unavailable() { return null; },
+  async start(ctx) {
+    const host = HOSTS.nodeFloor;
+    const addr: Addr = { host, port: await freePort(host) };
+    const proc = startProc('node-floor', process.execPath, [join(ctx.root, 'dist/bench/floor_proxy.js'), host, String(addr.port), ctx.upstream.host, String(ctx.upstream.ports[0])],
+      { cpus: ctx.cpus, cwd: ctx.root });
+    const addrs = { 'node-floor': addr };
+    await waitAll(proc, addrs);
+    return { proc, addrs };
+  },
+};
+
+export const TARGETS: readonly Target[] = [switchyard, switchyardNoMetrics, switchyardAccessLog, switchyardTraced, nginx, haproxy, httpProxy, nodeFloor];
