@@ -368,6 +368,9 @@ export class H1Connection implements ResponseOwner {
     if (trailers !== null) req._addHeaderLines(trailers, trailers.length);
     req.push(null);
     this.#deadlineKind = Deadline.None;
+    // A pause for the body's reader outlives the body: an ended request never reads again
+    // (no _read to resume the socket), and what comes now is the next request's.
+    if (this.socket.isPaused()) this.socket.resume();
     if (this.#res === null) {
       // Its answer was finished before the body was all read (and the body read away): on to the next request.
       this.#req = null;
