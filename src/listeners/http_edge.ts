@@ -253,7 +253,7 @@ export interface EdgeRequest {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
   /** Refuses the request (HttpUnit.refuse): its upstream try cut, a 4xx, the connection closed after. */
-  refuse(status: number, code: RuntimeCode, text: string): void;
+  refuse(status: number, code: RuntimeCode | '', text: string): void;
 }
 
 const kNewest = Symbol('switchyard.newestRequest');
@@ -277,7 +277,9 @@ function parserStatus(err: NodeJS.ErrnoException): number {
  * of it. Counted and logged like any request answered without a role:
  *
  * - a malformed body of the request being served refuses it (HttpUnit.refuse: its
- *   upstream try cut, its 4xx, the connection closed after);
+ *   upstream try cut, its 4xx, the connection closed after), and so does a
+ *   timeouts.request that comes while its body is read (its 408: the unit's record,
+ *   not a second one at the edge);
  * - a malformed head (the connection reads a head only once every answer before it
  *   was written) is answered, and the connection closed;
  * - a timeout is answered with 408 only on a connection that was never answered;
@@ -287,8 +289,9 @@ export function handleClientError(ls: ServingSocket, err: NodeJS.ErrnoException,
   const status = parserStatus(err);
   const newest = (socket as Tracked)[kNewest];
   const parse = err.code?.startsWith('HPE_') === true;
-  if (parse && newest !== undefined && !newest.res.destroyed && !newest.req.complete && !newest.res.writableFinished) {
-    newest.refuse(status, 'SY_ERR_BAD_REQUEST', `switchyard: the request is malformed (${err.message})\n`);
+  if (newest !== undefined && !newest.res.destroyed && !newest.req.complete && !newest.res.writableFinished) {
+    if (parse) newest.refuse(status, 'SY_ERR_BAD_REQUEST', `switchyard: the request is malformed (${err.message})\n`);
+    else newest.refuse(status, '', 'switchyard: the request did not come whole within timeouts.request\n');
     return;
   }
   if (socket.writable && (parse || socket.bytesWritten === 0)) {
