@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { Sidecar } from '../../src/sidecar.js';
 import { join } from 'node:path';
-import { get, listenerUrl, logLines, oneRole, scrape, startSidecar, startUpstream, tempFiles, until, untilLogLines, untilMetric, within } from '../helpers.js';
+import { get, listenerUrl, logLines, oneRole, putConfig, scrape, startSidecar, startUpstream, tempFiles, uniqueHost, until, untilLogLines, untilMetric, within } from '../helpers.js';
 
 /** A client connection to the listener, and everything it has received so far. */
 async function client(sc: Sidecar): Promise<{ s: Socket; got: () => string; closed: Promise<void> }> {
@@ -146,4 +146,106 @@ test('a request in flight longer than timeouts.keepAlive is answered; the idle c
   t.true(c.got().endsWith('slow'), c.got());
   t.true(performance.now() - start > 900, 'closed a keep-alive timeout after the answer');
   await recordedOnce(t, sc, log, ['/long']);
+});
+
+// ---------------------------------------------------------------- answers as Node's ServerResponse frames them
+
+test('answers framed as the request and the upstream\'s answer need: HEAD, 204, 304, HTTP/1.0, Connection: close, trailers', async (t) => {
+  const up = await startUpstream(t, 'r', (req, res) => {
+    req.resume();
+    switch (req.url) {
+      case '/head': res.writeHead(200, { 'content-length': '5' }); res.end(req.method === 'HEAD' ? undefined : 'hello'); return;
+      case '/204': res.writeHead(204, { 'x-a': '1' }); res.end(); return;
+      case '/304': res.writeHead(304, { etag: '"e"' }); res.end(); return;
+      case '/chunked': res.write('abc'); res.end('def'); return;
+      case '/close': res.setHeader('connection', 'close'); res.end('bye'); return;
+      case '/trailers': res.writeHead(200, { trailer: 'x-sum' }); res.write('abc'); res.addTrailers({ 'x-sum': '3' }); res.end(); return;
+      default: res.end('?');
+    }
+  });
+  const sc = await startSidecar(t, oneRole(up.address));
+  const exchange = async (bytes: string, close: boolean, done: (text: string) => boolean): Promise<string> => {
+    const c = await client(sc);
+    c.s.write(bytes);
+    if (close) await within(c.closed, 5_000, `${bytes} to close`);
+    else await until(() => done(c.got()), 5_000, `the answer to ${bytes}`);
+    c.s.destroy();
+    return c.got();
+  };
+  const head = await exchange('HEAD /head HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n', false, (x) => x.endsWith('?'));
+  t.regex(head, /^HTTP\/1\.1 200 OK\r\n[^]*content-length: 5\r\n[^]*\r\n\r\nHTTP\/1\.1 200 /i, head);
+  for (const s of ['204', '304']) {
+    const text = await exchange(`GET /${s} HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n`, false, (x) => x.endsWith('?'));
+    t.deepEqual(statuses(text), [Number(s), 200], text);
+    t.notRegex(text.split('\r\n\r\n')[0]!, /transfer-encoding|content-length/i, text);
+  }
+  const ten = await exchange('GET /chunked HTTP/1.0\r\nConnection: keep-alive\r\n\r\n', true, () => false);
+  t.regex(ten, /\r\n\r\nabcdef$/, ten);
+  t.notRegex(ten, /transfer-encoding/i);
+  const tenClose = await exchange('GET /chunked HTTP/1.0\r\n\r\n', true, () => false);
+  t.regex(tenClose, /\r\n\r\nabcdef$/, tenClose);
+  // Connection is hop-by-hop: the upstream's close is its own connection's, the client's stays.
+  const closed = await exchange('GET /close HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n', false, (x) => x.endsWith('?'));
+  t.regex(closed, /bye/, closed);
+  const trailers = await exchange('GET /trailers HTTP/1.1\r\nHost: h\r\nTE: trailers\r\n\r\n', false, (x) => x.endsWith('\r\n\r\n') && x.includes('0\r\n'));
+  t.regex(trailers, /\r\n\r\n3\r\nabc\r\n0\r\nx-sum: 3\r\n\r\n$/i, trailers);
+});
+
+test('a client that never reads its answers: requests pipelined behind them are not read, nor forwarded', async (t) => {
+  const big = Buffer.alloc(1024 * 1024, 'b');
+  const up = await startUpstream(t, 'r', (req, res) => { req.resume(); res.end(big); });
+  const sc = await startSidecar(t, oneRole(up.address));
+  const a = sc.addresses().get('web')!;
+  const s = connect(a.port, a.host);
+  s.on('error', () => {});
+  t.teardown(() => s.destroy());
+  await new Promise<void>((r) => s.once('connect', () => r()));
+  s.pause();
+  let burst = '';
+  for (let i = 0; i < 200; i++) burst += `GET /${i} HTTP/1.1\r\nHost: h\r\n\r\n`;
+  s.write(burst);
+  await until(() => up.requests.length >= 2, 5_000, 'the first requests upstream');
+  await new Promise((r) => setTimeout(r, 500));
+  // The answers fill the socket's buffers, then nothing more is read: a few MiB at most, not 200.
+  t.true(up.requests.length < 20, `${up.requests.length} forwarded`);
+  // And once the client reads, every one is answered.
+  let got = 0;
+  s.on('data', (d: Buffer) => { got += d.length; });
+  s.resume();
+  await until(() => up.requests.length === 200, 20_000, 'every request forwarded');
+  await until(() => got >= 200 * big.length, 20_000, 'every answer read');
+  t.pass();
+});
+
+test('timeouts.headers on a kept-alive connection runs from the first byte of the later request, not from the last answer', async (t) => {
+  const up = await startUpstream(t, 'r', (req, res) => { req.resume(); res.end('x'); });
+  const sc = await startSidecar(t, oneRole(up.address, { timeouts: { headers: '400ms', keepAlive: '5s' } }));
+  const c = await client(sc);
+  c.s.write('GET /first HTTP/1.1\r\nHost: h\r\n\r\n');
+  await until(() => statuses(c.got()).length === 1, 5_000, 'the first answer');
+  // Idle for longer than the headers timeout: the keep-alive wait, not the head's.
+  await new Promise((r) => setTimeout(r, 700));
+  t.false(c.s.destroyed);
+  const start = performance.now();
+  c.s.write('GET /second HTTP/1.1\r\nHost: h\r\n');
+  await within(c.closed, 5_000, 'the slow head to be cut');
+  const ms = performance.now() - start;
+  t.true(ms >= 350 && ms < 1_500, `cut after ${Math.round(ms)} ms`);
+  t.deepEqual(statuses(c.got()), [200]);
+});
+
+test('a reload that shortens timeouts.keepAlive: the next answer on an open connection uses it', async (t) => {
+  const up = await startUpstream(t, 'r', (req, res) => { req.resume(); res.end('x'); });
+  const address = `${uniqueHost()}:0`;
+  const config = (keepAlive: string) => oneRole(up.address, { address, timeouts: { keepAlive } });
+  const sc = await startSidecar(t, config('30s'));
+  const c = await client(sc);
+  c.s.write('GET /first HTTP/1.1\r\nHost: h\r\n\r\n');
+  await until(() => statuses(c.got()).length === 1, 5_000, 'the first answer');
+  t.regex(c.got(), /keep-alive: timeout=30/);
+  t.is((await putConfig(sc, config('300ms'))).status, 200);
+  c.s.write('GET /second HTTP/1.1\r\nHost: h\r\n\r\n');
+  await until(() => statuses(c.got()).length === 2, 5_000, 'the second answer');
+  await within(c.closed, 2_000, 'the connection to close 300 ms after the second answer');
+  t.pass();
 });
