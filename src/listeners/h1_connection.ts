@@ -311,15 +311,9 @@ export class H1Connection implements ResponseOwner {
     }
     if (this.#phase === Phase.Body) this.#arm(Deadline.Request, this.#requestStart + requestMs - performance.now());
     else this.#deadlineKind = Deadline.None;
-    if (head.expect !== null && head.major === 1 && head.minor === 1) {
-      if (head.expect !== '100-continue') {
-        // An expectation switchyard cannot meet (RFC 9110 §10.1.1), as Node answers it.
-        res.shouldKeepAlive = false;
-        res.writeHead(417);
-        res.end();
-        return;
-      }
-      if (this.#phase === Phase.Body) socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+    // Any other expectation is refused at the edge (417, counted and logged like its other refusals).
+    if (head.expect === '100-continue' && head.major === 1 && head.minor === 1 && this.#phase === Phase.Body) {
+      socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
     }
     this.#dispatch.request(ls, req, res as unknown as ServerResponse);
     if (rest === null) return;
