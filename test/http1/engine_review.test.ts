@@ -249,3 +249,18 @@ test('a reload that shortens timeouts.keepAlive: the next answer on an open conn
   await within(c.closed, 2_000, 'the connection to close 300 ms after the second answer');
   t.pass();
 });
+
+test('many empty lines before a request line, then a head a byte at a time: read as one request (the empty lines are not kept)', async (t) => {
+  const up = await startUpstream(t, 'r', (req, res) => { req.resume(); res.end(`u${req.url}`); });
+  const sc = await startSidecar(t, oneRole(up.address));
+  const c = await client(sc);
+  // More empty lines than maxHeaderSize: they are not part of a head.
+  c.s.write(`${'\r\n'.repeat(30_000)}G`);
+  for (const ch of 'ET /late HTTP/1.1\r\nHost: h\r\n\r\n') {
+    c.s.write(ch, 'latin1');
+    await new Promise((r) => setImmediate(r));
+  }
+  await until(() => c.got().includes('u/late'), 5_000, 'the answer');
+  t.deepEqual(statuses(c.got()), [200]);
+  c.s.destroy();
+});
