@@ -5,7 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { Sidecar } from '../../src/sidecar.js';
 import { join } from 'node:path';
-import { get, listenerUrl, logLines, oneRole, putConfig, scrape, startSidecar, startUpstream, tempFiles, uniqueHost, until, untilLogLines, untilMetric, within } from '../helpers.js';
+import { ROOT, get, listenerUrl, logLines, oneRole, putConfig, scrape, startSidecar, startUpstream, tempFiles, uniqueHost, until, untilLogLines, untilMetric, within } from '../helpers.js';
 
 /** A client connection to the listener, and everything it has received so far. */
 async function client(sc: Sidecar): Promise<{ s: Socket; got: () => string; closed: Promise<void> }> {
@@ -264,3 +264,33 @@ test('many empty lines before a request line, then a head a byte at a time: read
   t.deepEqual(statuses(c.got()), [200]);
   c.s.destroy();
 });
+
+// ---------------------------------------------------------------- a plugin's calls on the response
+
+const OPS_PLUGIN = join(ROOT, 'test/fixtures/response-ops-plugin.mjs');
+
+for (const op of ['destroy', 'twice', 'mixed']) {
+  test(`a filter's ${op} on the response: answered as Node would, recorded once, no connection left`, async (t) => {
+    const up = await startUpstream(t, 'r');
+    const { dir } = await tempFiles(t, {});
+    const log = join(dir, 'access.log');
+    const sc = await startSidecar(t, { plugins: [OPS_PLUGIN], accessLog: { path: log }, ...oneRole(up.address, { filters: [{ type: 'response_ops', op }] }) });
+    const c = await client(sc);
+    c.s.write('GET /op HTTP/1.1\r\nHost: h\r\n\r\n');
+    if (op === 'destroy') await within(c.closed, 5_000, 'the cut');
+    else await until(() => /\r\n\r\n(first|5\r\nmixed\r\n0\r\n\r\n)$/.test(c.got()), 5_000, 'the answer');
+    if (op === 'twice') t.regex(c.got(), /^HTTP\/1\.1 200 [^]*content-length: 5\r\n[^]*\r\n\r\nfirst$/i);
+    if (op === 'mixed') {
+      t.regex(c.got(), /^HTTP\/1\.1 201 /);
+      t.regex(c.got(), /\r\nx-set: 1\r\n/i);
+      t.regex(c.got(), /\r\nx-both: head\r\n/i);
+      t.notRegex(c.got(), /x-both: set/i);
+    }
+    c.s.destroy();
+    await untilMetric(sc, 'switchyard_connections_active', { listener: 'web' }, 0, 5_000, 'no connection left');
+    await untilLogLines(log, (l) => l.path === '/op');
+    await new Promise((r) => setTimeout(r, 100));
+    t.is((await logLines(log)).filter((l) => l.path === '/op').length, 1);
+    t.is((await scrape(sc)).value('switchyard_requests_total', { listener: 'web' }), 1);
+  });
+}
