@@ -294,3 +294,22 @@ for (const op of ['destroy', 'twice', 'mixed']) {
     t.is((await scrape(sc)).value('switchyard_requests_total', { listener: 'web' }), 1);
   });
 }
+
+test('a large body still coming while a large answer that did not wait for it is written: the answer goes through whole, then the connection closes', async (t) => {
+  const answer = Buffer.alloc(4 * 1024 * 1024, 'a');
+  const up = await startUpstream(t, 'r', (req, res) => {
+    // Answers at once, and reads the body only once its answer is out.
+    res.end(answer, () => req.resume());
+  });
+  const sc = await startSidecar(t, oneRole(up.address, { bufferBodyBytes: 0 }));
+  const c = await client(sc);
+  const body = Buffer.alloc(4 * 1024 * 1024, 'b');
+  c.s.write(`POST /both HTTP/1.1\r\nHost: h\r\nContent-Length: ${body.length}\r\n\r\n`);
+  c.s.write(body);
+  // http_forward: an answer that came before the streamed body ended closes the connection after it.
+  await within(c.closed, 10_000, 'the connection to close after the answer');
+  const text = c.got();
+  t.deepEqual(statuses(text), [200]);
+  t.is(text.length - text.indexOf('\r\n\r\n') - 4, answer.length, 'the whole answer');
+  t.regex(text, /connection: close\r\n/i);
+});
