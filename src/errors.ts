@@ -42,7 +42,7 @@ export const RuntimeCodes = {
   SY_ERR_UPSTREAM_TLS: 'the TLS handshake with the upstream failed (its certificate did not verify, a name mismatch, an expired certificate, or it refused ours)',
   SY_ERR_UPSTREAM_UPGRADE: 'a WebSocket or other upgrade to the upstream failed',
   SY_ERR_FILTER_FAILED: 'a filter threw or its promise rejected',
-  SY_ERR_BAD_REQUEST: 'the client sent a request switchyard will not forward as it came (a bad Host, ambiguous framing, a bad target: 400; too many header lines: 431; a transfer coding other than chunked: 501; not HTTP/1.x: 505)',
+  SY_ERR_BAD_REQUEST: 'the client sent a request switchyard will not forward as it came (a bad Host, ambiguous framing, a bad target: 400; an expectation other than 100-continue: 417; too many header lines: 431; a transfer coding other than chunked: 501; not HTTP/1.x: 505)',
   SY_ERR_REQUEST_REFUSED: 'the forwarding library refused the request (or Node the answer) as switchyard made it, e.g. a header a plugin set: 500, not blamed on the upstream',
   SY_ERR_DRAIN_TIMEOUT: 'drainTimeout passed with the request still running on a replaced generation: switchyard cut it (counted as 503 when no response had started)',
   SY_ERR_UPLOAD_TOO_SLOW: 'the client sent its request body slower than the listener\'s minUploadRate: 408 (or a cut connection), its upstream request aborted; the client\'s fault, never the upstream\'s',

@@ -238,7 +238,7 @@ export class H1Connection implements ResponseOwner {
   #readHead(): void {
     const pending = this.#pending;
     if (pending.length === 0) return;
-    const buf = pending.view();
+    let buf = pending.view();
     // Empty lines before a request line are ignored (RFC 9112 §2.2).
     let start = 0;
     while (start + 1 < buf.length && buf[start] === 13 && buf[start + 1] === 10) start += 2;
@@ -246,23 +246,29 @@ export class H1Connection implements ResponseOwner {
       pending.clear();
       return;
     }
+    if (start > 0) {
+      // Dropped once: a head that then comes a byte at a time is not searched past them at every read.
+      buf = buf.subarray(start);
+      pending.clear();
+      pending.add(buf);
+    }
     const limits = this.#limits();
     // Bytes searched before are not searched again (a head may come in many reads).
-    const from = Math.max(start, pending.scanned - 3);
+    const from = Math.max(0, pending.scanned - 3);
     const end = buf.indexOf(HEAD_END, from);
     if (end === -1) {
-      if (buf.length - start > limits.maxHeaderSize) this.#headFailed(parseError('HPE_HEADER_OVERFLOW', 'Header overflow'));
-      else if (bareLineEnd(buf, Math.max(start, pending.scanned - 1))) this.#headFailed(parseError('HPE_CR_EXPECTED', 'a bare CR or LF in the request head'));
+      if (buf.length > limits.maxHeaderSize) this.#headFailed(parseError('HPE_HEADER_OVERFLOW', 'Header overflow'));
+      else if (bareLineEnd(buf, Math.max(0, pending.scanned - 1))) this.#headFailed(parseError('HPE_CR_EXPECTED', 'a bare CR or LF in the request head'));
       else pending.scanned = buf.length;
       return;
     }
-    if (end - start > limits.maxHeaderSize) {
+    if (end > limits.maxHeaderSize) {
       this.#headFailed(parseError('HPE_HEADER_OVERFLOW', 'Header overflow'));
       return;
     }
     let head: RequestHead;
     try {
-      head = parseRequestHead(buf.toString('latin1', start, end));
+      head = parseRequestHead(buf.toString('latin1', 0, end));
     } catch (err) {
       this.#headFailed(parseError('HPE_INVALID_HEADER', (err as Error).message));
       return;
@@ -311,15 +317,9 @@ export class H1Connection implements ResponseOwner {
     }
     if (this.#phase === Phase.Body) this.#arm(Deadline.Request, this.#requestStart + requestMs - performance.now());
     else this.#deadlineKind = Deadline.None;
-    if (head.expect !== null && head.major === 1 && head.minor === 1) {
-      if (head.expect !== '100-continue') {
-        // An expectation switchyard cannot meet (RFC 9110 §10.1.1), as Node answers it.
-        res.shouldKeepAlive = false;
-        res.writeHead(417);
-        res.end();
-        return;
-      }
-      if (this.#phase === Phase.Body) socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
+    // Any other expectation is refused at the edge (417, counted and logged like its other refusals).
+    if (head.expect === '100-continue' && head.major === 1 && head.minor === 1 && this.#phase === Phase.Body) {
+      socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
     }
     this.#dispatch.request(ls, req, res as unknown as ServerResponse);
     if (rest === null) return;
@@ -368,6 +368,9 @@ export class H1Connection implements ResponseOwner {
     if (trailers !== null) req._addHeaderLines(trailers, trailers.length);
     req.push(null);
     this.#deadlineKind = Deadline.None;
+    // A pause for the body's reader outlives the body: an ended request never reads again
+    // (no _read to resume the socket), and what comes now is the next request's.
+    if (this.socket.isPaused()) this.socket.resume();
     if (this.#res === null) {
       // Its answer was finished before the body was all read (and the body read away): on to the next request.
       this.#req = null;

@@ -23,8 +23,8 @@ const HOST_RE = /^(?:\[[0-9A-Za-z._~!$&'()*+,;=:-]+\]|(?:[0-9A-Za-z._~!$&'()*+,;
 
 /** Why switchyard will not forward a request, and the status that says so. */
 export interface Refusal {
-  /** 400 (malformed or ambiguous), 405 (CONNECT on HTTP/2), 431 (too many header lines), 501 (a transfer coding other than chunked, a target the upstream client does not send), 505 (not HTTP/1.x or 2). */
-  readonly status: 400 | 405 | 431 | 501 | 505;
+  /** 400 (malformed or ambiguous), 405 (CONNECT on HTTP/2), 417 (an expectation other than 100-continue), 431 (too many header lines), 501 (a transfer coding other than chunked, a target the upstream client does not send), 505 (not HTTP/1.x or 2). */
+  readonly status: 400 | 405 | 417 | 431 | 501 | 505;
   readonly text: string;
 }
 
@@ -114,6 +114,11 @@ export function badRequest(req: IncomingMessage, limits: HeadLimits): Refusal | 
     if (cl.length > SAFE_LENGTH_DIGITS && !Number.isSafeInteger(Number(cl))) return refusal(400, 'the Content-Length is larger than switchyard can forward exactly (2^53 - 1)');
   } else if (http10 && te === undefined && CONTENT_METHODS.has(req.method!)) {
     return refusal(400, `an HTTP/1.0 ${req.method} needs a Content-Length (RFC 1945 §8.3)`);
+  }
+  // 100-continue the connection answers itself (h1_connection.ts); an HTTP/1.0 client's Expect is ignored (RFC 9110 §10.1.1).
+  const expect = h.expect;
+  if (expect !== undefined && !http10 && expect.split(',').some((e) => e.trim().toLowerCase() !== '100-continue')) {
+    return refusal(417, `the only expectation met is 100-continue, not Expect: ${expect} (RFC 9110 §10.1.1)`);
   }
   return null;
 }
@@ -253,7 +258,7 @@ export interface EdgeRequest {
   readonly req: IncomingMessage;
   readonly res: ServerResponse;
   /** Refuses the request (HttpUnit.refuse): its upstream try cut, a 4xx, the connection closed after. */
-  refuse(status: number, code: RuntimeCode, text: string): void;
+  refuse(status: number, code: RuntimeCode | '', text: string): void;
 }
 
 const kNewest = Symbol('switchyard.newestRequest');
@@ -277,7 +282,9 @@ function parserStatus(err: NodeJS.ErrnoException): number {
  * of it. Counted and logged like any request answered without a role:
  *
  * - a malformed body of the request being served refuses it (HttpUnit.refuse: its
- *   upstream try cut, its 4xx, the connection closed after);
+ *   upstream try cut, its 4xx, the connection closed after), and so does a
+ *   timeouts.request that comes while its body is read (its 408: the unit's record,
+ *   not a second one at the edge);
  * - a malformed head (the connection reads a head only once every answer before it
  *   was written) is answered, and the connection closed;
  * - a timeout is answered with 408 only on a connection that was never answered;
@@ -287,8 +294,9 @@ export function handleClientError(ls: ServingSocket, err: NodeJS.ErrnoException,
   const status = parserStatus(err);
   const newest = (socket as Tracked)[kNewest];
   const parse = err.code?.startsWith('HPE_') === true;
-  if (parse && newest !== undefined && !newest.res.destroyed && !newest.req.complete && !newest.res.writableFinished) {
-    newest.refuse(status, 'SY_ERR_BAD_REQUEST', `switchyard: the request is malformed (${err.message})\n`);
+  if (newest !== undefined && !newest.res.destroyed && !newest.req.complete && !newest.res.writableFinished) {
+    if (parse) newest.refuse(status, 'SY_ERR_BAD_REQUEST', `switchyard: the request is malformed (${err.message})\n`);
+    else newest.refuse(status, '', 'switchyard: the request did not come whole within timeouts.request\n');
     return;
   }
   if (socket.writable && (parse || socket.bytesWritten === 0)) {

@@ -86,7 +86,7 @@ export class HttpUnit extends Unit implements HttpExchange {
    * that was refused cannot be trusted to start another. When the role's answer had
    * started, the connection is cut instead, and it counts with the status it was sent.
    */
-  refuse(status: number, code: RuntimeCode, text: string): void {
+  refuse(status: number, code: RuntimeCode | '', text: string): void {
     this.#error = code;
     this.#forward?.cut();
     const res = this.res;

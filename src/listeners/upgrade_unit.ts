@@ -71,7 +71,7 @@ export class UpgradeUnit extends Unit implements HttpExchange {
   }
 
   /** Switchyard will not forward the upgrade as it came (badRequest). */
-  refuse(status: number, code: RuntimeCode, text: string): void {
+  refuse(status: number, code: RuntimeCode | '', text: string): void {
     this.#error = code;
     this.reply(status, text);
   }

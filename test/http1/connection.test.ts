@@ -6,7 +6,8 @@ import test from 'ava';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { Sidecar } from '../../src/sidecar.js';
-import { oneRole, startSidecar, startUpstream, until, within } from '../helpers.js';
+import { join } from 'node:path';
+import { oneRole, startSidecar, startUpstream, tempFiles, until, untilLogLines, untilMetric, within } from '../helpers.js';
 
 /** A client connection to the listener, and everything it has received so far. */
 async function client(sc: Sidecar): Promise<{ s: Socket; got: () => string; closed: Promise<void> }> {
@@ -63,14 +64,29 @@ test('Expect: 100-continue gets 100 Continue before the body is sent, and the bo
   c.s.destroy();
 });
 
-test('an expectation other than 100-continue gets 417 and the connection closes', async (t) => {
+test('an expectation other than 100-continue gets 417, counted and logged with role "", and the connection closes', async (t) => {
   const up = await startUpstream(t, 'r');
-  const sc = await startSidecar(t, oneRole(up.address));
+  const { dir } = await tempFiles(t, {});
+  const log = join(dir, 'access.log');
+  const sc = await startSidecar(t, { accessLog: { path: log }, ...oneRole(up.address) });
   const c = await client(sc);
   c.s.write('POST /up HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nExpect: something-else\r\n\r\nhello');
   await within(c.closed, 5_000, 'the connection to close');
   t.deepEqual(statuses(c.got()), [417]);
   t.is(up.requests.length, 0);
+  // Before: Node's answer, as the connection wrote it, was never counted nor logged.
+  await untilMetric(sc, 'switchyard_requests_total', { listener: 'web', role: '', code: '417' }, 1);
+  const [line] = await untilLogLines(log, (l) => l.path === '/up');
+  t.like(line, { role: '', status: 417, upstreamError: 'SY_ERR_BAD_REQUEST' });
+  // Expect from an HTTP/1.0 client is ignored, and 100-continue listed twice is still 100-continue.
+  const d = await client(sc);
+  d.s.write('POST /ten HTTP/1.0\r\nContent-Length: 2\r\nExpect: something-else\r\n\r\nhi');
+  await within(d.closed, 5_000, 'the HTTP/1.0 answer');
+  t.deepEqual(statuses(d.got()), [200]);
+  const e = await client(sc);
+  e.s.write('POST /twice HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\nExpect: 100-Continue\r\nConnection: close\r\n\r\nhi');
+  await within(e.closed, 5_000, 'the answer');
+  t.deepEqual(statuses(e.got()), [100, 200]);
 });
 
 test('heads and chunked bodies that come a byte at a time are read as when they come whole', async (t) => {
