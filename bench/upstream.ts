@@ -120,6 +120,9 @@ if (values['grpc-port'] !== undefined) {
     stream.on('error', () => {});
     stream.resume();
     stream.on('end', () => {
+      // A call the proxy reset after its request ended (the load's end) has no answer to get:
+      // respond() on it would throw and take every scenario after it down with this process.
+      if (stream.destroyed || stream.closed) return;
       stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
       stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
       stream.end(message);
