@@ -4,25 +4,9 @@
 // 100-continue, heads and bodies in any split, a body read away after an early answer.
 import test from 'ava';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { connect, type Socket } from 'node:net';
-import type { Sidecar } from '../../src/sidecar.js';
 import { join } from 'node:path';
 import { oneRole, startSidecar, startUpstream, tempFiles, until, untilLogLines, untilMetric, within } from '../helpers.js';
-
-/** A client connection to the listener, and everything it has received so far. */
-async function client(sc: Sidecar): Promise<{ s: Socket; got: () => string; closed: Promise<void> }> {
-  const a = sc.addresses().get('web')!;
-  const s = connect(a.port, a.host);
-  await new Promise<void>((r) => s.once('connect', () => r()));
-  let text = '';
-  s.setEncoding('latin1');
-  s.on('data', (d: string) => { text += d; });
-  s.on('error', () => {});
-  const closed = new Promise<void>((r) => s.once('close', () => r()));
-  return { s, got: () => text, closed };
-}
-
-const statuses = (text: string): number[] => [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+import { client, statuses } from './support.js';
 
 test('pipelined requests are served one at a time: the second reaches the upstream only once the first is answered', async (t) => {
   const held: ServerResponse[] = [];

@@ -2,25 +2,11 @@
 // smuggling corpus does not reach (flow control across requests, close paths, timers).
 import test from 'ava';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import type { Sidecar } from '../../src/sidecar.js';
 import { join } from 'node:path';
 import { ROOT, get, listenerUrl, logLines, oneRole, putConfig, scrape, startSidecar, startUpstream, tempFiles, uniqueHost, until, untilLogLines, untilMetric, within } from '../helpers.js';
-
-/** A client connection to the listener, and everything it has received so far. */
-async function client(sc: Sidecar): Promise<{ s: Socket; got: () => string; closed: Promise<void> }> {
-  const a = sc.addresses().get('web')!;
-  const s = connect(a.port, a.host);
-  await new Promise<void>((r) => s.once('connect', () => r()));
-  let text = '';
-  s.setEncoding('latin1');
-  s.on('data', (d: string) => { text += d; });
-  s.on('error', () => {});
-  const closed = new Promise<void>((r) => s.once('close', () => r()));
-  return { s, got: () => text, closed };
-}
-
-const statuses = (text: string): number[] => [...text.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]));
+import { client, statuses } from './support.js';
 
 function echoLength(req: IncomingMessage, res: ServerResponse): void {
   let n = 0;
