@@ -38,7 +38,10 @@ const enum Phase {
   Done,
 }
 
-const enum Deadline { None, Headers, Request, KeepAlive }
+const enum Deadline { None, Headers, Request, KeepAlive, Linger }
+
+/** How long a connection closed with bytes still coming reads and drops them (nginx's lingering_timeout). */
+const LINGER_MS = 5_000;
 
 /** A plan's limits on a connection, read at each request (a reload's apply to the next one). */
 interface Limits {
@@ -426,10 +429,12 @@ export class H1Connection implements ResponseOwner {
     this.#res = null;
     const socket = this.socket;
     if (!res.shouldKeepAlive || this.#phase === Phase.Done || socket.destroyed) {
+      const unread = this.#phase === Phase.Body || this.#pending.length > 0;
       this.#phase = Phase.Done;
       this.#pending.clear();
       this.#deadlineKind = Deadline.None;
-      socket.destroySoon();
+      if (unread && !socket.destroyed) this.#linger();
+      else socket.destroySoon();
       res.emit('close');
       return;
     }
@@ -442,6 +447,19 @@ export class H1Connection implements ResponseOwner {
     this.#req = null;
     res.emit('close');
     this.#nextRequest();
+  }
+
+  /**
+   * Closes while the client still sends (a body not read, pipelined requests): our side
+   * ends after the answer, and what comes meanwhile is read and dropped until the client
+   * closes or LINGER_MS pass, as nginx's lingering close does. Closing with bytes unread
+   * would reset the connection, and the client could lose the end of its answer.
+   */
+  #linger(): void {
+    const socket = this.socket;
+    socket.end();
+    if (socket.isPaused()) socket.resume();
+    this.#arm(Deadline.Linger, LINGER_MS);
   }
 
   #nextRequest(): void {
@@ -487,7 +505,7 @@ export class H1Connection implements ResponseOwner {
 
   #timerFired(): void {
     this.#timer = null;
-    if (this.#deadlineKind === Deadline.None || this.#phase === Phase.Done) return;
+    if (this.#deadlineKind === Deadline.None || (this.#phase === Phase.Done && this.#deadlineKind !== Deadline.Linger)) return;
     const left = this.#deadline - performance.now();
     if (left > 0.5) {
       this.#timer = setTimeout(this.#onTimer, Math.ceil(left));
@@ -497,7 +515,7 @@ export class H1Connection implements ResponseOwner {
     }
     const kind = this.#deadlineKind;
     this.#deadlineKind = Deadline.None;
-    if (kind === Deadline.KeepAlive) {
+    if (kind === Deadline.KeepAlive || kind === Deadline.Linger) {
       this.socket.destroy();
       return;
     }

@@ -145,3 +145,34 @@ test('a client that leaves mid-body: the upstream request is cut, and the proxy 
   await within(d.closed, 5_000, 'the next answer');
   t.deepEqual(statuses(d.got()), [200]);
 });
+
+test('closing after an early answer while the client still sends its body: the answer is not lost to a reset (lingering close)', async (t) => {
+  const answer = Buffer.alloc(100 * 1024, 'a');
+  const up = await startUpstream(t, 'r', (_req, res) => {
+    // Answers at once, never reads the body.
+    res.end(answer);
+  });
+  const sc = await startSidecar(t, oneRole(up.address, { bufferBodyBytes: 0 }));
+  const c = await client(sc);
+  c.s.pause(); // the answer waits in the client's receive buffer, as with a slow reader
+  c.s.write(`POST /early HTTP/1.1\r\nHost: h\r\nContent-Length: ${64 * 1024 * 1024}\r\n\r\n`);
+  const chunk = Buffer.alloc(64 * 1024, 'b');
+  let sending = true;
+  let errored: Error | null = null;
+  c.s.on('error', (err) => { errored = err; });
+  const send = (): void => {
+    while (sending && !c.s.destroyed && c.s.write(chunk));
+    if (sending && !c.s.destroyed) c.s.once('drain', send);
+  };
+  send();
+  await until(() => up.requests.length === 1, 5_000, 'the request upstream');
+  // The proxy has the answer written and closes meanwhile; the client is still sending.
+  await new Promise((r) => setTimeout(r, 500));
+  sending = false;
+  c.s.resume();
+  await within(c.closed, 10_000, 'the connection to close');
+  const text = c.got();
+  t.is(errored, null, 'no reset');
+  t.deepEqual(statuses(text), [200]);
+  t.is(text.length - text.indexOf('\r\n\r\n') - 4, answer.length, 'the whole answer');
+});
