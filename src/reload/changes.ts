@@ -4,7 +4,7 @@ import { decideComponents, type ComponentOutcome } from '../components/lifecycle
 import type { Registry } from '../registry.js';
 import type { Generation } from './generation.js';
 import { listenerSplit } from './split.js';
-import { table, tableCopy } from '../table.js';
+import { table } from '../table.js';
 
 /** What a config would change against the running generation (the dry-run answer). */
 export interface ChangePlan {
