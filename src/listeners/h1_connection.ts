@@ -4,6 +4,7 @@ import { ChunkedDecoder } from '../http1/chunked.js';
 import { HEAD_END, MalformedMessage } from '../http1/message_head.js';
 import { parseRequestHead, type RequestHead } from '../http1/request_head.js';
 import { H1Response, type ResponseOwner } from '../http1/response.js';
+import { DEFAULT_MAX_HEADER_SIZE, DEFAULT_TIMEOUTS } from '../config/defaults.js';
 import type { ServingSocket } from './plan.js';
 
 /**
@@ -53,7 +54,10 @@ interface Limits {
 }
 
 /** Defaults for a connection whose address no longer has an http plan (it is closed after its request). */
-const FALLBACK: Limits = { headersMs: 60_000, requestMs: 300_000, keepAliveMs: 5_000, maxHeaderSize: 16 * 1024 };
+const FALLBACK: Limits = {
+  headersMs: Math.min(DEFAULT_TIMEOUTS.headersMs, DEFAULT_TIMEOUTS.requestMs), requestMs: DEFAULT_TIMEOUTS.requestMs,
+  keepAliveMs: DEFAULT_TIMEOUTS.keepAliveMs, maxHeaderSize: DEFAULT_MAX_HEADER_SIZE,
+};
 
 /** Made once per plan. */
 const limitsByPlan = new WeakMap<object, Limits>();
@@ -80,7 +84,6 @@ class H1Request extends (IncomingMessage as unknown as new (socket: Socket) => N
     super._read(size);
   }
 }
-type Incoming = H1Request;
 
 function parseError(code: string, message: string): NodeJS.ErrnoException {
   return Object.assign(new Error(message), { code });
@@ -161,7 +164,7 @@ export class H1Connection implements ResponseOwner {
   #phase = Phase.Head;
   /** Bytes read and not yet taken: a head still coming, or requests pipelined behind the one being served. */
   readonly #pending = new Pending();
-  #req: Incoming | null = null;
+  #req: H1Request | null = null;
   #res: H1Response | null = null;
   /** Body bytes still to come (Content-Length framing). */
   #remaining = 0;
