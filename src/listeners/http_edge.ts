@@ -270,6 +270,12 @@ export function requestArrived(socket: Socket, request: EdgeRequest): void {
   (socket as Tracked)[kNewest] = request;
 }
 
+// hot path
+/** The request's response closed: the connection no longer holds it (and all it refers to) until its next request. */
+export function requestEnded(socket: Socket, request: EdgeRequest): void {
+  if ((socket as Tracked)[kNewest] === request) (socket as Tracked)[kNewest] = undefined;
+}
+
 /** The status for an error the HTTP/1.1 connection reports (Node's parser's codes, and its timeout's). */
 function parserStatus(err: NodeJS.ErrnoException): number {
   return err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413

@@ -5,7 +5,7 @@ import type { HeaderEdit, HttpExchange } from '../filters/api.js';
 import { hasBody } from '../http/hop_by_hop.js';
 import { sendText } from '../http/local_reply.js';
 import { HttpForward } from '../upstream/http_forward.js';
-import { answerAtEdge, badRequest, requestArrived, useTargetAuthority } from './http_edge.js';
+import { answerAtEdge, badRequest, requestArrived, requestEnded, useTargetAuthority } from './http_edge.js';
 import type { ServingSocket } from './plan.js';
 import type { ListenerPlan } from './plan.js';
 import { publishRequest } from './record.js';
@@ -163,6 +163,7 @@ export class HttpUnit extends Unit implements HttpExchange {
     const res = this.res;
     const finished = res.writableFinished;
     this.#upload?.stop();
+    requestEnded(this.#socket, this);
     if (!finished) this.#forward?.clientGone();
     this.closed();
   }

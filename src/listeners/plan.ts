@@ -13,7 +13,12 @@ import type { RetryBudget } from '../upstream/retry.js';
 import type { UpstreamRoute } from '../upstream/route.js';
 
 /** Anything a unit of work can be cut short with when its generation's drain times out. */
-export interface Destroyable { destroy(): unknown }
+export interface Destroyable {
+  destroy(): unknown;
+  /** Its neighbours in its generation's list of work in flight (reload/work_list.ts), which alone sets them. */
+  workPrev: Destroyable | null;
+  workNext: Destroyable | null;
+}
 
 /**
  * What a unit of work needs of the generation it runs on: pin it while it runs,

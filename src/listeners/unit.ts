@@ -2,7 +2,7 @@ import { SwitchyardError } from '../errors.js';
 import type { Exchange, Filter } from '../filters/api.js';
 import { defaultRole } from '../upstream/picker.js';
 import type { OutcomeSink, UpstreamOutcome } from '../upstream/route.js';
-import type { ListenerPlan } from './plan.js';
+import type { Destroyable, ListenerPlan } from './plan.js';
 
 /**
  * One unit of work on a listener: an HTTP request, a WebSocket upgrade, a TCP
@@ -34,6 +34,9 @@ export abstract class Unit implements OutcomeSink {
   #ended = false;
   /** The client side is over (response closed, socket closed); the end waits for the upstream's outcome. */
   #closed = false;
+  /** Destroyable: its generation's list of work in flight links through these. */
+  workPrev: Destroyable | null = null;
+  workNext: Destroyable | null = null;
 
   constructor(plan: ListenerPlan) {
     this.plan = plan;

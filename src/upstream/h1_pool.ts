@@ -436,6 +436,18 @@ class H1Connection {
   }
 }
 
+/** Who reads a plain socket's bytes: its connection, once made. */
+interface Reader { conn: H1Connection | null }
+
+/**
+ * A socket's `onread`. Made outside #connect: a closure made there would share the
+ * scope of its other closures, and the socket would hold its first exchange (the
+ * forwarder, its request and response) for as long as the connection lives.
+ */
+function onread(reader: Reader): { buffer: Buffer; callback: (n: number) => boolean } {
+  return { buffer: READ_BUFFER, callback: (n) => { reader.conn?.read(n); return true; } };
+}
+
 /** The keep-alive connections to one endpoint. */
 export class H1Pool implements UpstreamPool {
   readonly protocol = 'http1';
@@ -502,11 +514,11 @@ export class H1Pool implements UpstreamPool {
   #connect(req: UpstreamRequest, head: string, ex: ExchangeHandler): void {
     const tls = this.#tls;
     // The connection that reads, once it is made (no byte can come before: the request goes first).
-    let conn: H1Connection | null = null;
+    const reader: Reader = { conn: null };
     // 64 KiB reads, TCP keep-alive probes after 60 s.
     const options = {
       host: this.host, port: this.port, noDelay: true, highWaterMark: 64 * 1024, keepAlive: true, keepAliveInitialDelay: 60_000,
-      ...(tls === null ? { onread: { buffer: READ_BUFFER, callback: (n: number): boolean => { conn?.read(n); return true; } } } : {}),
+      ...(tls === null ? { onread: onread(reader) } : {}),
     } as NetConnectOpts & { host: string };
     const socket: Socket = tls === null ? netConnect(options) : tls.connect(options);
     const ready = tls === null ? 'connect' : 'secureConnect';
@@ -527,7 +539,8 @@ export class H1Pool implements UpstreamPool {
         ex.onError(new PoolClosed());
         return;
       }
-      conn = new H1Connection(socket, this, tls === null);
+      const conn = new H1Connection(socket, this, tls === null);
+      reader.conn = conn;
       this.#all.add(conn);
       conn.start(req, head, ex);
     };
