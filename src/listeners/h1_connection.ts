@@ -5,6 +5,7 @@ import { HEAD_END, MalformedMessage } from '../http1/message_head.js';
 import { parseRequestHead, type RequestHead } from '../http1/request_head.js';
 import { H1Response, type ResponseOwner } from '../http1/response.js';
 import { DEFAULT_MAX_HEADER_SIZE, DEFAULT_TIMEOUTS } from '../config/defaults.js';
+import type { Linked } from '../linked_set.js';
 import type { ServingSocket } from './plan.js';
 
 /**
@@ -157,8 +158,11 @@ class Pending {
   }
 }
 
-export class H1Connection implements ResponseOwner {
+export class H1Connection implements ResponseOwner, Linked<H1Connection> {
   readonly socket: Socket;
+  /** Its listening socket's connections (a LinkedSet) link through these. */
+  linkPrev: H1Connection | null = null;
+  linkNext: H1Connection | null = null;
   readonly #ls: ServingSocket;
   readonly #dispatch: H1Dispatch;
   #phase = Phase.Head;

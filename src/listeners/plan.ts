@@ -7,17 +7,15 @@ import type { RoleMetrics, TcpTally } from '../metrics.js';
 import type { ListenerTls } from '../net/tls_material.js';
 import type { AccessLogSink } from '../observe/access_log.js';
 import type { Tracing } from '../observe/tracing.js';
+import type { Linked } from '../linked_set.js';
 import type { EventSinks } from '../observe/events.js';
 import type { EndpointSet } from '../upstream/endpoints.js';
 import type { RetryBudget } from '../upstream/retry.js';
 import type { UpstreamRoute } from '../upstream/route.js';
 
 /** Anything a unit of work can be cut short with when its generation's drain times out. */
-export interface Destroyable {
+export interface Destroyable extends Linked<Destroyable> {
   destroy(): unknown;
-  /** Its neighbours in its generation's list of work in flight (reload/work_list.ts), which alone sets them. */
-  workPrev: Destroyable | null;
-  workNext: Destroyable | null;
 }
 
 /**

@@ -7,6 +7,7 @@ import { asHttp1 } from '../http2/h2_compat.js';
 import { CLIENT_PREFACE, goAwaySpreadMs, H2Sessions, RESETS_PER_SECOND } from './h2_sessions.js';
 import { SwitchyardError } from '../errors.js';
 import { H1Connection } from './h1_connection.js';
+import { LinkedSet } from '../linked_set.js';
 import type { HostPort } from '../config/types.js';
 import type { ListenerPlan, ServingSocket } from './plan.js';
 
@@ -82,7 +83,7 @@ export class ListenSocket implements ServingSocket {
   loggedAt = -Infinity;
   readonly #budget: ConnectionBudget;
   /** The HTTP/1.1 client connections (h1_connection.ts). */
-  readonly #h1 = new Set<H1Connection>();
+  readonly #h1 = new LinkedSet<H1Connection>();
   readonly #closed = (): void => {
     this.open--;
     this.#budget.open--;
@@ -182,12 +183,12 @@ export class ListenSocket implements ServingSocket {
   }
 
   #closeIdleH1(): void {
-    for (const c of this.#h1) if (c.idle) c.socket.destroy();
+    for (const c of this.#h1.toArray()) if (c.idle) c.socket.destroy();
   }
 
   /** Closes every client connection (shutdown, after the drain). */
   closeAll(): void {
-    for (const c of this.#h1) c.socket.destroy();
+    for (const c of this.#h1.toArray()) c.socket.destroy();
     this.h2.destroyAll();
   }
 

@@ -34,9 +34,9 @@ export abstract class Unit implements OutcomeSink {
   #ended = false;
   /** The client side is over (response closed, socket closed); the end waits for the upstream's outcome. */
   #closed = false;
-  /** Destroyable: its generation's list of work in flight links through these. */
-  workPrev: Destroyable | null = null;
-  workNext: Destroyable | null = null;
+  /** Its generation's work in flight (a LinkedSet) links through these. */
+  linkPrev: Destroyable | null = null;
+  linkNext: Destroyable | null = null;
 
   constructor(plan: ListenerPlan) {
     this.plan = plan;

@@ -3,7 +3,7 @@ import type { Config } from '../config/types.js';
 import type { RawConfig } from '../config/load.js';
 import { ListenSocket, type PooledSocket } from '../listeners/socket_pool.js';
 import type { Destroyable, GenerationPin, ListenerPlan } from '../listeners/plan.js';
-import { WorkList } from './work_list.js';
+import { LinkedSet } from '../linked_set.js';
 import type { ComponentSlot } from '../components/lifecycle.js';
 import type { AccessLogSink } from '../observe/access_log.js';
 import type { Registry } from '../registry.js';
@@ -71,7 +71,7 @@ export class Generation implements GenerationPin {
   readonly #listening: Disposer;
   readonly #log: (line: string) => void;
   #appliedAt: Date;
-  readonly #work = new WorkList();
+  readonly #work = new LinkedSet<Destroyable>();
   /** Resolves the pending whenIdle promise; set while someone waits for the work to end. */
   #wake: (() => void) | null = null;
   #idle: Promise<void> | null = null;

@@ -83,7 +83,7 @@ function bareGeneration(drainTimeoutMs: number) {
 
 /** A unit of work that lets go of its generation some time after it is destroyed (as a request's close handler does). */
 function unit(gen: Generation, letGoAfterMs = 0) {
-  const work = { destroyed: 0, workPrev: null, workNext: null, destroy() { this.destroyed++; setTimeout(() => gen.release(work), letGoAfterMs); } };
+  const work = { destroyed: 0, linkPrev: null, linkNext: null, destroy() { this.destroyed++; setTimeout(() => gen.release(work), letGoAfterMs); } };
   gen.hold(work);
   return work;
 }
@@ -133,7 +133,7 @@ test('destroy() ends the work now, also under a close() that drains; both settle
 
 test('a unit that never lets go holds the release up for the destroy grace only', async (t) => {
   const { gen, released } = bareGeneration(60_000);
-  gen.hold({ workPrev: null, workNext: null, destroy() { /* never lets go */ } });
+  gen.hold({ linkPrev: null, linkNext: null, destroy() { /* never lets go */ } });
   // The grace timer is unref'd (it must not keep a stopping process alive): this one keeps the test's alive.
   const alive = setTimeout(() => {}, 10_000);
   t.teardown(() => clearTimeout(alive));
