@@ -6,6 +6,8 @@ import { parseRequestHead, type RequestHead } from '../http1/request_head.js';
 import { H1Response, type ResponseOwner } from '../http1/response.js';
 import { DEFAULT_MAX_HEADER_SIZE, DEFAULT_TIMEOUTS } from '../config/defaults.js';
 import type { Linked } from '../linked_set.js';
+import { moveHandle, SHARED_READ_BUFFER, type OnRead } from '../net/node_internals.js';
+import { CLIENT_PREFACE } from './h2_sessions.js';
 import type { ServingSocket } from './plan.js';
 
 /**
@@ -19,6 +21,13 @@ import type { ServingSocket } from './plan.js';
  * The connection owns its timeouts: the head must come within timeouts.headers (from
  * the connection's start, or the first byte of a later request), the whole request
  * within timeouts.request, and an idle connection closes after timeouts.keepAlive.
+ *
+ * A plain connection reads into the shared buffer (Node's `onread`, on a socket its
+ * handle moves to): no allocation and no stream machinery per read. What is kept past a
+ * read is copied: a head still coming and pipelined bytes (Pending.own), body bytes
+ * (#push). Its first bytes may be HTTP/2's preface: then the socket goes to HTTP/2.
+ * Once the socket is handed over (an upgrade, CONNECT, HTTP/2), its reads are pushed
+ * to whoever reads it as a stream. A TLS connection is read as a stream.
  */
 
 /** Where requests go: the data path's entry points (listeners/serve.ts). */
@@ -142,6 +151,13 @@ class Pending {
     return this.#len === this.#buf!.length ? this.#buf! : this.#buf!.subarray(0, this.#len);
   }
 
+  /** The bytes are copied when they are a view of a read's buffer (after a read: the next one overwrites it). */
+  own(): void {
+    if (this.#len === 0 || this.#owned) return;
+    this.#buf = Buffer.from(this.view());
+    this.#owned = true;
+  }
+
   /** Takes every byte out: a view of them (null when none), the pending bytes empty after. */
   takeAll(): Buffer | null {
     if (this.#len === 0) return null;
@@ -186,14 +202,29 @@ export class H1Connection implements ResponseOwner, Linked<H1Connection> {
   #timerAt = 0;
   readonly #onTimer = (): void => this.#timerFired();
   readonly #pushBody = (data: Buffer): void => this.#push(data);
+  /** Reads land in SHARED_READ_BUFFER: what is kept of them is copied. False: the socket is read as a stream (TLS). */
+  readonly #shared: boolean;
+  /** Where the HTTP/2 preface sends the socket, until the first bytes say it is not HTTP/2. */
+  #h2: ((socket: Socket) => void) | null;
+  /** The socket left HTTP/1.1 (#handOver): reads are pushed to its stream, for whoever took it. */
+  #handedOver = false;
 
-  constructor(ls: ServingSocket, socket: Socket, dispatch: H1Dispatch) {
+  /**
+   * `accepted`: a connection just accepted (nothing read yet), or a TLS socket after its
+   * handshake; `h2`: where a plain connection that opens with HTTP/2's preface goes.
+   */
+  constructor(ls: ServingSocket, accepted: Socket, dispatch: H1Dispatch, h2: ((socket: Socket) => void) | null) {
     this.#ls = ls;
-    this.socket = socket;
     this.#dispatch = dispatch;
+    this.#h2 = h2;
+    const onread: OnRead = { buffer: SHARED_READ_BUFFER, callback: (n) => this.#read(n) };
+    const adopted = moveHandle(accepted, onread);
+    const socket = adopted ?? accepted;
+    this.socket = socket;
+    this.#shared = adopted !== null;
     this.#requestStart = performance.now();
     this.#arm(Deadline.Headers, this.#headersMs());
-    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    if (!this.#shared) socket.on('data', (chunk: Buffer) => this.#onData(chunk));
     socket.on('end', () => socket.destroy());
     socket.on('error', () => socket.destroy());
     socket.on('close', () => this.#onClose());
@@ -221,10 +252,20 @@ export class H1Connection implements ResponseOwner, Linked<H1Connection> {
   }
 
   // hot path
+  /** The `onread` callback: `n` bytes in SHARED_READ_BUFFER. */
+  #read(n: number): boolean {
+    if (this.#handedOver) return this.socket.push(Buffer.from(SHARED_READ_BUFFER.subarray(0, n)));
+    this.#onData(SHARED_READ_BUFFER.subarray(0, n));
+    this.#pending.own();
+    return true;
+  }
+
+  // hot path
   #onData(chunk: Buffer): void {
     switch (this.#phase) {
       case Phase.Head:
         this.#pending.add(chunk);
+        if (this.#h2 !== null && this.#sniff()) return;
         if (this.#idle) {
           // The first byte of the next request: its head has the headers timeout from now.
           this.#idle = false;
@@ -241,6 +282,28 @@ export class H1Connection implements ResponseOwner, Linked<H1Connection> {
         return;
       default:
     }
+  }
+
+  /**
+   * The connection's first bytes: HTTP/2's preface (RFC 9113 §3.4) hands the socket to
+   * HTTP/2, with the bytes put back for it to read (true); so does the start of one
+   * (true: the rest is waited for); anything else is HTTP/1.1 (false).
+   */
+  #sniff(): boolean {
+    const buf = this.#pending.view();
+    const n = Math.min(buf.length, CLIENT_PREFACE.length);
+    if (buf.compare(CLIENT_PREFACE, 0, n, 0, n) !== 0) {
+      this.#h2 = null;
+      return false;
+    }
+    if (n < CLIENT_PREFACE.length) return true;
+    const h2 = this.#h2!;
+    this.#h2 = null;
+    const bytes = Buffer.from(this.#pending.takeAll()!);
+    this.#handOver();
+    this.socket.unshift(bytes);
+    h2(this.socket);
+    return true;
   }
 
   // hot path
@@ -307,7 +370,7 @@ export class H1Connection implements ResponseOwner, Linked<H1Connection> {
       req.complete = true;
       req.push(null);
       this.#handOver();
-      if (websocket) this.#dispatch.upgrade(ls, req, socket, rest ?? Buffer.alloc(0));
+      if (websocket) this.#dispatch.upgrade(ls, req, socket, rest === null ? Buffer.alloc(0) : this.#shared ? Buffer.from(rest) : rest);
       else this.#dispatch.connect(ls, req, socket);
       return;
     }
@@ -369,7 +432,7 @@ export class H1Connection implements ResponseOwner, Linked<H1Connection> {
     const req = this.#req!;
     if (req.destroyed) return;
     // The request's reader is behind: reading resumes when it reads (IncomingMessage._read resumes the socket).
-    if (!req.push(data)) this.socket.pause();
+    if (!req.push(this.#shared ? Buffer.from(data) : data)) this.socket.pause();
   }
 
   #bodyEnded(trailers: string[] | null): void {
@@ -422,6 +485,7 @@ export class H1Connection implements ResponseOwner, Linked<H1Connection> {
   /** The socket leaves HTTP/1.1 (an upgrade, CONNECT): whoever takes it reads it from now on. */
   #handOver(): void {
     this.#phase = Phase.Done;
+    this.#handedOver = true;
     this.#deadlineKind = Deadline.None;
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
@@ -522,7 +586,8 @@ export class H1Connection implements ResponseOwner, Linked<H1Connection> {
     }
     const kind = this.#deadlineKind;
     this.#deadlineKind = Deadline.None;
-    if (kind === Deadline.KeepAlive || kind === Deadline.Linger) {
+    // A plain connection that has not said which HTTP it speaks is closed without an answer.
+    if (kind === Deadline.KeepAlive || kind === Deadline.Linger || this.#h2 !== null) {
       this.socket.destroy();
       return;
     }

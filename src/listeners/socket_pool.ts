@@ -4,7 +4,7 @@ import { createServer as createTlsServer, type Server as TlsServer, type TLSSock
 import type { ListenerTls } from '../net/tls_material.js';
 import { UdpListenSocket } from './udp_socket.js';
 import { asHttp1 } from '../http2/h2_compat.js';
-import { CLIENT_PREFACE, goAwaySpreadMs, H2Sessions, RESETS_PER_SECOND } from './h2_sessions.js';
+import { goAwaySpreadMs, H2Sessions, RESETS_PER_SECOND } from './h2_sessions.js';
 import { SwitchyardError } from '../errors.js';
 import { H1Connection } from './h1_connection.js';
 import { LinkedSet } from '../linked_set.js';
@@ -99,25 +99,29 @@ export class ListenSocket implements ServingSocket {
     const h2 = new H2Sessions((req, res) => dispatch.request(this, ...asHttp1(req, res)));
     h2.onAbuse((plan) => budget.refusing(h2, () => `listener ${plan?.name ?? key}: a client reset streams faster than ${RESETS_PER_SECOND}/s: its connection was closed (GOAWAY ENHANCE_YOUR_CALM)`));
     this.h2 = h2;
-    const http1 = (socket: Socket): void => {
-      const conn = new H1Connection(this, socket, dispatch);
-      this.#h1.add(conn);
-      socket.once('close', () => this.#h1.delete(conn));
-      socket.resume();
-    };
     /** `counted`: the connection's close is counted already (TLS: on the raw socket). */
-    const serve = (plan: ListenerPlan, socket: Socket, counted = false): void => {
+    const serve = (plan: ListenerPlan, accepted: Socket, counted = false): void => {
       const closed = counted ? noop : this.#closed;
       if (plan.protocol !== 'http') {
-        dispatch.tcp(plan, socket).on('close', closed);
+        dispatch.tcp(plan, accepted).on('close', closed);
         return;
+      }
+      let socket = accepted;
+      if (plan.tls !== null && (accepted as TLSSocket).alpnProtocol === 'h2') h2.serve(accepted);
+      else {
+        // A plain connection is HTTP/1.1 unless it opens with HTTP/2's preface (h1_connection.ts tells).
+        const toH2 = plan.tls !== null ? null : (s: Socket): void => {
+          this.#h1.delete(conn);
+          h2.serve(s);
+        };
+        const conn: H1Connection = new H1Connection(this, accepted, dispatch, toH2);
+        this.#h1.add(conn);
+        // The connection's socket: a plain one's handle moved to a new Socket (Node's onread).
+        socket = conn.socket;
+        socket.once('close', () => this.#h1.delete(conn));
       }
       socket.on('close', closed);
       plan.connectionOpened(socket);
-      if (plan.tls !== null) {
-        if ((socket as TLSSocket).alpnProtocol === 'h2') h2.serve(socket);
-        else http1(socket);
-      } else sniff(socket, plan.config.timeouts.headersMs, http1, (s) => h2.serve(s));
     };
     server.on('connection', (socket: Socket) => {
       const plan = this.plan;
@@ -196,46 +200,6 @@ export class ListenSocket implements ServingSocket {
   configure(plan: ListenerPlan): void {
     if (plan.protocol === 'http') this.h2.configure(plan);
   }
-}
-
-/**
- * Reads the first bytes of a plain http connection: the HTTP/2 client preface goes to
- * `h2`, anything else to `h1`, with the bytes put back for them to read. A client
- * that sends nothing within the headers timeout is closed, as Node closes one that
- * sends an incomplete head.
- */
-function sniff(socket: Socket, timeoutMs: number, h1: (s: Socket) => void, h2: (s: Socket) => void): void {
-  let seen: Buffer | null = null;
-  const done = (): void => {
-    socket.off('readable', onReadable);
-    socket.off('timeout', onError);
-    socket.off('error', onError);
-    socket.off('end', onError);
-    socket.setTimeout(0);
-  };
-  const onError = (): void => {
-    done();
-    socket.destroy();
-  };
-  const onReadable = (): void => {
-    let chunk: Buffer | null;
-    while ((chunk = socket.read() as Buffer | null) !== null) seen = seen === null ? chunk : Buffer.concat([seen, chunk]);
-    if (seen === null) return;
-    const n = Math.min(seen.length, CLIENT_PREFACE.length);
-    const preface = seen.compare(CLIENT_PREFACE, 0, n, 0, n) === 0;
-    // A preface cut short by the network: wait for the rest.
-    if (preface && n < CLIENT_PREFACE.length && !socket.readableEnded) return;
-    done();
-    socket.unshift(seen);
-    if (preface) h2(socket);
-    else h1(socket);
-  };
-  socket.on('readable', onReadable);
-  socket.on('error', onError);
-  // The server's sockets are half-open: a client that leaves before a byte is closed here.
-  socket.on('end', onError);
-  socket.once('timeout', onError);
-  socket.setTimeout(timeoutMs);
 }
 
 /**

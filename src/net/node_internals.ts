@@ -6,11 +6,23 @@ import { Socket } from 'node:net';
  * to plain streams).
  */
 
-/** Node's `onread` option of net.Socket: reads land in a buffer of the caller's. */
+/**
+ * Node's `onread` option of net.Socket: reads land in a buffer of the caller's (a
+ * function: asked again after each read), and the callback's false stops reading
+ * until the socket is resumed.
+ */
 export interface OnRead {
-  buffer(): Buffer;
+  buffer: Buffer | (() => Buffer);
   callback(n: number, buf: Buffer): boolean;
 }
+
+/**
+ * The buffer every plain HTTP/1.1 socket reads into, client and upstream: each read is
+ * parsed, and what is kept past its callback (a head cut in two, body bytes, pipelined
+ * requests) copied, before the callback returns, so one buffer serves them all and a
+ * read costs no allocation and no stream machinery. Reads come one callback at a time.
+ */
+export const SHARED_READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
 /** Node's accepted socket and its handle, as far as moving the handle needs them. */
 type Accepted = Socket & { _handle?: { useUserBuffer?: unknown; reading?: boolean } | null; server?: unknown; _server?: unknown };

@@ -1,6 +1,7 @@
 import { connect as netConnect, type NetConnectOpts, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { isTlsError, UpstreamTimeout } from '../errors.js';
+import { SHARED_READ_BUFFER as READ_BUFFER } from '../net/node_internals.js';
 import type { UpstreamTls } from '../net/tls_material.js';
 import { ChunkedDecoder, LAST_CHUNK, chunkHead, lastChunk } from '../http1/chunked.js';
 import { trailerFields } from '../http/hop_by_hop.js';
@@ -102,13 +103,9 @@ export class PoolClosed extends Error {
 
 function ignore(): void {}
 
-/**
- * The buffer every plain upstream socket reads into (Node's `onread`): an answer's
- * bytes are parsed and handed on in the same call, so one buffer serves them all, and
- * no stream machinery or allocation runs per read. What is kept past the call (a
- * head cut in two) is copied; the handler copies the body (ExchangeHandler.onData).
- */
-const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
+// Plain upstream sockets read into READ_BUFFER (Node's `onread`): an answer's bytes are
+// parsed and handed on in the same call. What is kept past the call (a head cut in two)
+// is copied; the handler copies the body (ExchangeHandler.onData).
 
 /** Methods whose request may be sent twice (RFC 9110 §9.2.2). */
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);

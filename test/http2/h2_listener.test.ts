@@ -308,6 +308,58 @@ for (const [what, flood] of [
   });
 }
 
+/** A raw client connection to the listener; its bytes as they come, and its close. */
+async function rawClient(sc: Parameters<typeof h2Connect>[1]): Promise<{ socket: ReturnType<typeof netConnect>; bytes: () => Buffer; closed: Promise<void> }> {
+  const { host, port } = sc.addresses().get('web')!;
+  const socket = netConnect({ host, port, noDelay: true });
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  socket.on('error', () => {});
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+  return { socket, bytes: () => Buffer.concat(chunks), closed };
+}
+
+test('the HTTP/2 preface cut in pieces by the network is still HTTP/2, and its session serves a stream', async (t) => {
+  const up = await startUpstream(t, 'a');
+  const sc = await startSidecar(t, split(up, up, [weighted({ a: 1, b: 0 })]));
+  const c = await rawClient(sc);
+  // One piece per read: the listener must wait for the rest before it decides.
+  for (const [from, to] of [[0, 3], [3, 10], [10, CLIENT_PREFACE.length]]) {
+    c.socket.write(CLIENT_PREFACE.subarray(from, to));
+    await new Promise((resolve) => setTimeout(resolve, 30));
+  }
+  c.socket.write(frame(0x4, 0, 0));
+  // The answer is a SETTINGS frame (type 4 on stream 0), not an HTTP/1.1 400.
+  await until(() => c.bytes().length >= 9, 5_000, "the proxy's SETTINGS");
+  const got = c.bytes();
+  t.is(got[3], 0x4);
+  t.is(got.readUInt32BE(5) & 0x7fffffff, 0);
+  t.false(got.toString('latin1').startsWith('HTTP/'));
+  t.is(sc.runtime.sockets.all().reduce((n, ls) => n + ls.h2.size, 0), 1);
+  c.socket.destroy();
+  // And a client's session over the same listener serves.
+  t.is((await h2Request(h2Connect(t, sc), '/after')).status, 200);
+});
+
+test('a plain connection that sends nothing within timeouts.headers is closed without an answer; one that starts as the preface does but is HTTP/1.1 is served as HTTP/1.1', async (t) => {
+  const up = await startUpstream(t, 'a');
+  const config = split(up, up, [weighted({ a: 1, b: 0 })]);
+  config.listeners!.web!.timeouts = { headers: '1s' };
+  const sc = await startSidecar(t, config);
+  const silent = await rawClient(sc);
+  await within(silent.closed, 5_000, 'the silent connection closed');
+  t.is(silent.bytes().length, 0, 'no 408 to a connection that never said which HTTP it speaks');
+  // "P", as the preface starts, then not the preface: HTTP/1.1.
+  const h1 = await rawClient(sc);
+  h1.socket.write('P');
+  await new Promise((resolve) => setTimeout(resolve, 30));
+  h1.socket.write('OST /x HTTP/1.1\r\nHost: svc\r\nConnection: close\r\nContent-Length: 2\r\n\r\nhi');
+  await within(h1.closed, 5_000, 'the HTTP/1.1 answer');
+  t.regex(h1.bytes().toString('latin1'), /^HTTP\/1\.1 200 /);
+  t.is(up.requests.at(-1)!.method, 'POST');
+});
+
 test('a stream whose client never reads holds a bounded amount: flow control stops the upstream, not the proxy\'s memory', async (t) => {
   let written = 0;
   let stalled: (() => void) | null = null;
