@@ -7,19 +7,37 @@ import { isH2, streamOf } from '../http2/h2_compat.js';
  * are switchyard's to set. One place for plain requests and upgrades alike.
  */
 
+/**
+ * Lower-case header names, and the lengths they come in: a name of any other length is
+ * not one of them, whatever its case, so most names are looked up without being
+ * lower-cased (a new string, hashed to be looked up).
+ */
+class NameSet {
+  readonly #names: ReadonlySet<string>;
+  readonly #lengths = new Uint8Array(64);
+
+  constructor(names: readonly string[]) {
+    this.#names = new Set(names);
+    for (const n of names) this.#lengths[n.length] = 1;
+  }
+
+  /** Whether `name`, in any case, is one of them. */
+  has(name: string): boolean {
+    const n = name.length;
+    return n < 64 && this.#lengths[n] === 1 && this.#names.has(name.toLowerCase());
+  }
+}
+
 /** Hop-by-hop request headers, plus the ones we set ourselves. */
-const DROP_REQUEST = new Set([
+const DROP_REQUEST = new NameSet([
   'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
   // Node's server already answered any 100-continue; the upstream must not wait for our body on another.
   'expect',
   'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host',
 ]);
-/** The longest name DROP_REQUEST holds: a longer one cannot be in it, so it need not be lower-cased to look. */
-const LONGEST_DROPPED = Math.max(...[...DROP_REQUEST].map((name) => name.length));
-const DROP_RESPONSE = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
+const DROP_RESPONSE = new NameSet(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'te', 'trailer', 'upgrade',
   // Ours to set: an upstream's would say a fallback happened where none did.
   'x-switchyard-fallback']);
-const LONGEST_RESPONSE_DROPPED = Math.max(...[...DROP_RESPONSE].map((name) => name.length));
 /** Headers that frame a message: a Connection option list never removes them. */
 const FRAMING = new Set(['content-length', 'transfer-encoding', 'host']);
 
@@ -38,9 +56,7 @@ export function upstreamHeaders(req: IncomingMessage, remoteAddress: string): st
   const listed = conn && conn !== 'keep-alive' && conn !== 'close' ? requestConnectionTokens(conn) : null;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    // Only a name that could be dropped needs lower-casing to look it up (listed: any may be).
-    const lower = name.length <= LONGEST_DROPPED || listed !== null ? name.toLowerCase() : name;
-    if (DROP_REQUEST.has(lower) || (listed !== null && listed.includes(lower))) continue;
+    if (DROP_REQUEST.has(name) || (listed !== null && listed.includes(name.toLowerCase()))) continue;
     out.push(name, raw[i + 1]!);
   }
   out.push('x-forwarded-for', forwardedFor(req, remoteAddress), 'x-forwarded-proto', 'http');
@@ -72,8 +88,11 @@ export function responseHeaders(raw: readonly string[], listed: readonly string[
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
-    const lower = name.length <= LONGEST_RESPONSE_DROPPED || listed !== null ? name.toLowerCase() : name;
-    if (DROP_RESPONSE.has(lower) || (listed !== null && listed.includes(lower) && !FRAMING.has(lower))) continue;
+    if (DROP_RESPONSE.has(name)) continue;
+    if (listed !== null) {
+      const lower = name.toLowerCase();
+      if (listed.includes(lower) && !FRAMING.has(lower)) continue;
+    }
     out.push(name, raw[i + 1]!);
   }
   return out;

@@ -82,10 +82,10 @@ export function parseContentLength(v: string): number {
   return n <= Number.MAX_SAFE_INTEGER ? n : -1;
 }
 
-/** `s` without the optional whitespace (SP, HTAB) around it. */
-export function trimOws(s: string, from = 0): string {
+/** `s` from `from` to `to`, without the optional whitespace (SP, HTAB) around it: one cut. */
+export function trimOws(s: string, from = 0, to = s.length): string {
   let a = from;
-  let b = s.length;
+  let b = to;
   while (a < b && (s.charCodeAt(a) === 32 || s.charCodeAt(a) === 9)) a++;
   while (b > a && (s.charCodeAt(b - 1) === 32 || s.charCodeAt(b - 1) === 9)) b--;
   return s.slice(a, b);
@@ -118,7 +118,7 @@ export function readField(head: string, pos: number, out: string[]): number {
     const c = name.charCodeAt(0);
     throw new MalformedMessage(c === 32 || c === 9 ? 'a folded header line (obs-fold)' : 'a header name that is not a token (a space before the colon?)');
   }
-  const value = trimOws(head.slice(colon + 1, end));
+  const value = trimOws(head, colon + 1, end);
   if (!isFieldValue(value)) throw new MalformedMessage(`header ${name} has a control character in its value (a bare CR or LF, or NUL?)`);
   out.push(name, value);
   return end + 2;
