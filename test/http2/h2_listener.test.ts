@@ -120,6 +120,31 @@ test('trailers of a chunked HTTP/1.1 answer reach an HTTP/2 client (nghttp), and
   t.regex(stdout, /recv \(stream_id=\d+\) :status: 200/);
 });
 
+test('an answer with a Content-Length ends with its last DATA frame (no trailers asked for, no empty frame after it); a client that says TE: trailers still gets an upstream\'s trailers', async (t) => {
+  const up = await startUpstream(t, 'a', (req, res) => {
+    req.resume();
+    if (req.url === '/trailers') {
+      res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-checksum' });
+      res.addTrailers({ 'x-checksum': 'abc123' });
+      res.end('chunked\n');
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '6' });
+    res.end('sized\n');
+  });
+  const sc = await startSidecar(t, split(up, up, [weighted({ a: 1, b: 0 })]));
+  const frames = async (path: string, headers: string[] = []): Promise<string[]> => {
+    const { stdout } = await run(toolPath('nghttp'), ['-v', ...headers.flatMap((h) => ['-H', h]), `${listenerUrl(sc, 'web')}${path}`], { timeout: 10_000 });
+    return stdout.split('\n').filter((l) => / recv (DATA|HEADERS) frame /.test(l));
+  };
+  const sized = await frames('/sized');
+  // HEADERS, then one DATA frame that carries the body and END_STREAM (flags 0x01).
+  t.is(sized.length, 2, sized.join('\n'));
+  t.regex(sized[1]!, /recv DATA frame <length=6, flags=0x01,/);
+  const chunked = await frames('/trailers', ['te: trailers']);
+  t.regex(chunked.at(-1)!, /recv HEADERS frame <length=\d+, flags=0x05,/, 'the trailers end the stream');
+});
+
 test('a reload never cuts an HTTP/2 connection: a stream open across it finishes on its generation, the next streams on the same connection use the new weights', async (t) => {
   let release: (() => void) | null = null;
   const slow = await startUpstream(t, 'a', (req, res) => {
