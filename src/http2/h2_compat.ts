@@ -48,7 +48,7 @@ export class H2Response extends Http2ServerResponse {
    * The answer's HEADERS. HTTP/2 has no reason phrase (RFC 9113 §8.3.2): one given is
    * dropped, not warned about on every answer. Node's own writeHead always asks for
    * trailers, which costs every stream a frame and a round of events after its body
-   * (a third of a plain stream's CPU, measured); here they are asked for only where
+   * (about a fifth of a bare Node stream's CPU, measured); here they are asked for only where
    * they may come: a gRPC call, a client that said `TE: trailers`, an answer whose
    * length is not known (an HTTP/1.1 upstream's chunked one). An answer that declared
    * its Content-Length to a client that did not ask for trailers loses any it had (a

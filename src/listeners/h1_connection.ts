@@ -482,7 +482,7 @@ export class H1Connection implements ResponseOwner, Linked<H1Connection> {
     this.#dispatch.clientError(this.#ls, parseError(code, err.message), this.socket);
   }
 
-  /** The socket leaves HTTP/1.1 (an upgrade, CONNECT): whoever takes it reads it from now on. */
+  /** The socket leaves HTTP/1.1 (an upgrade, CONNECT, HTTP/2): whoever takes it reads it from now on. */
   #handOver(): void {
     this.#phase = Phase.Done;
     this.#handedOver = true;
