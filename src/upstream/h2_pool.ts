@@ -186,7 +186,8 @@ export class H2Pool implements UpstreamPool {
     const body = req.body;
     let stream: ClientHttp2Stream;
     try {
-      stream = session.request(headers, { endStream: body === null || (Buffer.isBuffer(body) && body.length === 0) });
+      const endStream = body === null || (Buffer.isBuffer(body) && body.length === 0);
+      stream = session.request(headers, endStream ? END_STREAM : MORE_TO_COME);
     } catch (err) {
       ex.onError(err as Error);
       return;
@@ -292,6 +293,15 @@ export class H2Pool implements UpstreamPool {
     return closed;
   }
 }
+
+/**
+ * session.request's options with Node's priority defaults given: Node sets each one
+ * missing on its copy of the options, and those additions cost a stream more than
+ * the rest of the checks together (about 2 % of an h2 → h2 proxy's CPU, profiled).
+ */
+const PRIORITY = { weight: constants.NGHTTP2_DEFAULT_WEIGHT, parent: 0, exclusive: false, silent: false };
+const END_STREAM = { endStream: true, ...PRIORITY };
+const MORE_TO_COME = { endStream: false, ...PRIORITY };
 
 /** HTTP/2 frames its own messages: nothing of HTTP/1's framing applies. */
 const NO_FRAMING = { contentLength: -1, chunked: false, close: false, keepAliveMs: -1, connectionOptions: null };
