@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
-import { constants, createServer, type ServerHttp2Session, type ServerHttp2Stream, type Settings } from 'node:http2';
-import { connectionOf, H2Request, H2Response, registerConnection } from '../http2/h2_compat.js';
+import { constants, createServer, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream, type Settings } from 'node:http2';
+import { H2Request, H2Response } from '../http2/h2_compat.js';
 import type { ListenerPlan } from './plan.js';
 
 /**
@@ -16,6 +16,8 @@ import type { ListenerPlan } from './plan.js';
  * moment of a spread, so clients do not all reconnect in one wave), or when a client
  * resets streams faster than any honest one does (CVE-2023-44487, "rapid reset").
  */
+
+function ignore(): void {}
 
 /** The preface an HTTP/2 client with prior knowledge opens with (RFC 9113 §3.4). */
 export const CLIENT_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -51,25 +53,20 @@ export class H2Sessions {
   /** When a closed session was last logged (ConnectionBudget.refusing). */
   loggedAt = -Infinity;
 
+  readonly #request: (req: H2Request, res: H2Response) => void;
+
   /** `request` gets every stream, CONNECT included (the edge refuses it). */
   constructor(request: (req: H2Request, res: H2Response) => void) {
     const server = createServer({
-      Http2ServerRequest: H2Request,
-      Http2ServerResponse: H2Response,
       // Streams refused for being over maxConcurrentStreams, and invalid frames, before Node ends the session.
       maxSessionRejectedStreams: 100,
       maxSessionInvalidFrames: 100,
     });
-    // A stream the client reset before its request was read is no request (it counts against the reset budget).
-    const live = (req: H2Request, res: H2Response): void => {
-      if (connectionOf(req.stream) !== undefined) request(req, res);
-    };
-    server.on('request', live);
-    server.on('connect', live);
     server.on('session', (session: ServerHttp2Session) => this.#track(session));
     // A session's errors end that session (Node destroys it); nothing else is affected.
     server.on('sessionError', () => {});
     this.#server = server;
+    this.#request = request;
   }
 
   /** The limits of the newest plan on this address: they apply to sessions opened from now on. */
@@ -104,25 +101,43 @@ export class H2Sessions {
   #track(session: ServerHttp2Session): void {
     const state: SessionState = { open: 0, resets: RESET_BUDGET, refilledAt: performance.now(), goingAway: false };
     this.#sessions.set(session, state);
-    if (this.#connecting !== null) registerConnection(session, this.#connecting);
+    // The connection itself (a session's own `socket` is a view that forgets it once closed).
+    const socket = this.#connecting ?? (session.socket as Socket);
     session.once('close', () => this.#sessions.delete(session));
     session.on('error', () => {});
     session.setTimeout(this.#idleMs, () => {
       // Activity restarts the timer; a long stream that is merely quiet is not idleness.
       if (state.open === 0) this.#goAway(session, state);
     });
-    session.on('stream', (stream: ServerHttp2Stream) => {
+    session.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, _flags: number, rawHeaders: string[]) => {
       if (stream.closed || stream.destroyed) {
         // Reset in the same read as its HEADERS: gone before it was handed on.
         if (stream.rstCode !== constants.NGHTTP2_NO_ERROR) this.#reset(session, state);
         return;
       }
       state.open++;
+      const req = new H2Request(stream, headers, rawHeaders, socket);
+      const res = new H2Response(stream, req);
+      // A stream reset by either side is destroyed with an error; its close says the rest.
+      stream.on('error', ignore);
       stream.once('close', () => {
         state.open--;
         // A stream that ended without an answer was reset (by the client, or refused as over the limit).
         if (stream.rstCode !== constants.NGHTTP2_NO_ERROR && !stream.headersSent) this.#reset(session, state);
+        req.streamClosed();
+        res.streamClosed();
       });
+      const expect = headers.expect;
+      if (expect !== undefined) {
+        // As an HTTP/1.1 server does: 100 Continue at once, and 417 for an expectation it does not know.
+        if (expect.toLowerCase() !== '100-continue') {
+          res.statusCode = 417;
+          res.end();
+          return;
+        }
+        res.writeContinue();
+      }
+      this.#request(req, res);
     });
   }
 

@@ -451,3 +451,49 @@ test('a client\'s request trailers reach an HTTP/1.1 upstream after the last chu
   await within(new Promise((resolve) => stream.once('close', resolve)), 10_000, 'the HTTP/2 answer');
   t.deepEqual(seen, [{ body: 'hello', trailers: { 'x-sum': '42' } }, { body: 'world', trailers: { 'x-sum': '7' } }]);
 });
+
+test('an answer without a body (HEAD, 204) is one HEADERS frame that ends the stream; Expect: 100-continue gets 100 before the body is sent, another expectation 417', async (t) => {
+  const up = await startUpstream(t, 'a', (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (req.url === '/empty') {
+        res.writeHead(204);
+        res.end();
+        return;
+      }
+      res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '6' });
+      res.end(req.method === 'POST' ? Buffer.concat(chunks).toString().slice(0, 6).padEnd(6, '.') : 'sized\n');
+    });
+  });
+  const sc = await startSidecar(t, split(up, up, [weighted({ a: 1, b: 0 })]));
+  const frames = async (path: string, headers: string[] = []): Promise<string[]> => {
+    const { stdout } = await run(toolPath('nghttp'), ['-v', ...headers.flatMap((h) => ['-H', h]), `${listenerUrl(sc, 'web')}${path}`], { timeout: 10_000 });
+    return stdout.split('\n').filter((l) => / recv (DATA|HEADERS) frame /.test(l));
+  };
+  for (const [what, path, headers] of [['HEAD', '/sized', [':method: HEAD']], ['204', '/empty', []]] as const) {
+    const got = await frames(path, [...headers]);
+    t.is(got.length, 1, `${what}: ${got.join('\n')}`);
+    t.regex(got[0]!, /recv HEADERS frame <length=\d+, flags=0x05,/, `${what}: END_STREAM on the HEADERS`);
+  }
+
+  const session = h2Connect(t, sc);
+  const continued = await within(new Promise<{ continued: boolean; status: number; body: string }>((resolve, reject) => {
+    const stream = session.request({ ':method': 'POST', ':path': '/upload', expect: '100-continue' }, { endStream: false });
+    let continued = false;
+    let status = 0;
+    const chunks: Buffer[] = [];
+    stream.once('continue', () => {
+      continued = true;
+      stream.end('hello!');
+    });
+    stream.on('response', (h) => { status = Number(h[':status']); });
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => resolve({ continued, status, body: Buffer.concat(chunks).toString() }));
+    stream.on('error', reject);
+  }), 10_000, 'the 100-continue upload');
+  t.deepEqual(continued, { continued: true, status: 200, body: 'hello!' });
+  const refused = await h2Request(session, '/other', { expect: 'something-else' });
+  t.is(refused.status, 417);
+  t.is(up.requests.filter((r) => r.url === '/other').length, 0, 'an unmet expectation never reaches the upstream');
+});
