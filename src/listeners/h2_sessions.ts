@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import { constants, createServer, type IncomingHttpHeaders, type ServerHttp2Session, type ServerHttp2Stream, type Settings } from 'node:http2';
+import { CLIENT_PREFACE } from '../http2/h2_client.js';
 import { H2Request, H2Response } from '../http2/h2_compat.js';
 import type { ListenerPlan } from './plan.js';
 
@@ -19,8 +20,8 @@ import type { ListenerPlan } from './plan.js';
 
 function ignore(): void {}
 
-/** The preface an HTTP/2 client with prior knowledge opens with (RFC 9113 §3.4). */
-export const CLIENT_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
+/** What an HTTP/2 client with prior knowledge opens with: the listener sniffs it. */
+export { CLIENT_PREFACE };
 
 /** Streams a client may reset (or have refused) per second, as a budget of this many, before its session is closed. */
 export const RESET_BUDGET = 200;

@@ -1,5 +1,6 @@
-import { connect as h2Connect, constants, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { H2_NO_ERROR, H2Connection, type H2Stream, type StreamHandler } from '../http2/h2_client.js';
 import type { Readable } from 'node:stream';
 import { isTlsError, UpstreamTimeout } from '../errors.js';
 import type { UpstreamTls } from '../net/tls_material.js';
@@ -16,7 +17,8 @@ import { EndpointTls } from './tls_connect.js';
  * connect). A connection that got GOAWAY takes no new stream; a stream it did not
  * process (REFUSED_STREAM, or above GOAWAY's last stream) is sent again once on a
  * fresh connection when its body can be sent again. An idle connection is kept alive
- * with PING and closed after IDLE_MS with no stream.
+ * with PING and closed after IDLE_MS with no stream. The connections are
+ * switchyard's own HTTP/2 client (http2/h2_client.ts).
  */
 
 /** Streams assumed allowed before the peer's SETTINGS say (RFC 9113 §6.5.2 has no limit by default; we cap it). */
@@ -30,26 +32,27 @@ const PING_MS = 15_000;
 const NOT_IN_H2 = new Set(['host', 'connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te']);
 
 class H2Conn {
-  readonly session: ClientHttp2Session;
-  active = 0;
+  readonly h2: H2Connection;
   connected = false;
-  goingAway = false;
   idleTimer: NodeJS.Timeout | null = null;
   pingTimer: NodeJS.Timeout | null = null;
   /** Streams opened before the connection was up: told once it is. */
   waiting: (() => void)[] = [];
 
-  constructor(session: ClientHttp2Session) {
-    this.session = session;
+  constructor(h2: H2Connection) {
+    this.h2 = h2;
+  }
+
+  get active(): number {
+    return this.h2.active;
   }
 
   get capacity(): number {
-    const max = this.connected ? this.session.remoteSettings.maxConcurrentStreams ?? DEFAULT_MAX_STREAMS : DEFAULT_MAX_STREAMS;
-    return Math.min(max, DEFAULT_MAX_STREAMS * 10) - this.active;
+    return Math.min(this.h2.maxConcurrentStreams, DEFAULT_MAX_STREAMS * 10) - this.h2.active;
   }
 
   get usable(): boolean {
-    return !this.goingAway && !this.session.closed && !this.session.destroyed;
+    return this.h2.usable;
   }
 }
 
@@ -93,13 +96,7 @@ export class H2Pool implements UpstreamPool {
       ex.onError(new PoolClosed());
       return;
     }
-    let headers: OutgoingHttpHeaders;
-    try {
-      headers = this.#headers(req);
-    } catch (err) {
-      ex.onError(err as Error);
-      return;
-    }
+    const fields = this.#fields(req);
     let conn: H2Conn | null = null;
     for (const c of this.#conns) {
       if (c.usable && c.capacity > 0) {
@@ -107,18 +104,15 @@ export class H2Pool implements UpstreamPool {
         break;
       }
     }
-    conn ??= this.#open(ex);
-    if (conn === null) return;
-    this.#start(conn, req, headers, ex, again);
+    conn ??= this.#open();
+    this.#start(conn, req, fields, ex, again);
   }
 
-  #headers(req: UpstreamRequest): OutgoingHttpHeaders {
-    const out: OutgoingHttpHeaders = Object.create(null) as OutgoingHttpHeaders;
-    out[':method'] = req.method;
-    out[':path'] = req.path;
-    out[':scheme'] = this.#tls === null ? 'http' : 'https';
+  /** The request's fields as HTTP/2 has them: pseudo-fields first, names in lower case, no connection-specific ones. */
+  #fields(req: UpstreamRequest): string[] {
     let authority = this.#authority;
     const h = req.headers;
+    const out = [':method', req.method, ':scheme', this.#tls === null ? 'http' : 'https', ':authority', '', ':path', req.path];
     let grpc = false;
     for (let i = 0; i < h.length; i += 2) {
       const name = h[i]!.toLowerCase();
@@ -126,52 +120,46 @@ export class H2Pool implements UpstreamPool {
       if (name === 'host') authority = value;
       if (NOT_IN_H2.has(name)) continue;
       if (name === 'content-type' && value.startsWith('application/grpc')) grpc = true;
-      const had = out[name];
-      // Repeated fields stay separate lines (set-cookie in a request is rare; cookie may be split, RFC 9113 §8.2.3).
-      out[name] = had === undefined ? value : Array.isArray(had) ? [...had, value] : [String(had), value];
+      // Repeated fields stay separate lines (cookie may be split, RFC 9113 §8.2.3).
+      out.push(name, value);
     }
-    out[':authority'] = authority;
+    out[5] = authority;
     // gRPC servers need it to know the client reads trailers (the only TE HTTP/2 allows).
-    if (grpc) out.te = 'trailers';
+    if (grpc) out.push('te', 'trailers');
     return out;
   }
 
-  /** A new connection (null when it could not even start: the handler has its error). */
-  #open(ex: ExchangeHandler): H2Conn | null {
+  /** A new connection; its failures reach the streams on it. */
+  #open(): H2Conn {
     const tls = this.#tls;
-    let session: ClientHttp2Session;
-    try {
-      session = h2Connect(`${tls === null ? 'http' : 'https'}://${this.#authority}`, {
-        createConnection: () => this.#socket(),
-        // Node's default queues pings and settings without bound; a few are enough.
-        maxOutstandingPings: 2,
-        peerMaxConcurrentStreams: DEFAULT_MAX_STREAMS,
-      });
-    } catch (err) {
-      ex.onError(err as Error);
-      return null;
-    }
-    const conn = new H2Conn(session);
+    const socket = this.#socket();
+    const h2 = new H2Connection(socket, {
+      goAway: () => {},
+      closed: () => {
+        clearTimeout(timer);
+        this.#stopTimers(conn);
+        this.#conns.delete(conn);
+        if (this.#conns.size === 0) this.#drained?.();
+      },
+    });
+    const conn = new H2Conn(h2);
     this.#conns.add(conn);
     const ms = this.#connectTimeoutMs;
     const timer = timeoutAfterIo(() => {
-      if (!conn.connected) session.destroy(new UpstreamTimeout('connect', `connect timeout after ${ms} ms`));
+      if (!conn.connected) socket.destroy(new UpstreamTimeout('connect', `connect timeout after ${ms} ms`));
     }, ms);
-    session.once('connect', () => {
+    socket.once(tls === null ? 'connect' : 'secureConnect', () => {
       clearTimeout(timer);
+      if (tls !== null && (socket as TLSSocket).alpnProtocol !== 'h2') {
+        socket.destroy(Object.assign(new Error('the upstream did not take h2 by ALPN'), { code: 'ERR_SSL_NO_APPLICATION_PROTOCOL' }));
+        return;
+      }
       conn.connected = true;
       for (const go of conn.waiting.splice(0)) go();
       this.#idle(conn);
     });
-    session.on('goaway', () => { conn.goingAway = true; });
-    session.on('error', (err: Error) => {
+    socket.on('error', (err: Error) => {
       if (isTlsError((err as NodeJS.ErrnoException).code)) this.tlsFailed(err);
-    });
-    session.once('close', () => {
-      clearTimeout(timer);
-      this.#stopTimers(conn);
-      this.#conns.delete(conn);
-      if (this.#conns.size === 0) this.#drained?.();
     });
     return conn;
   }
@@ -181,30 +169,23 @@ export class H2Pool implements UpstreamPool {
     return this.#tls === null ? netConnect(options) : this.#tls.connect(options);
   }
 
-  #start(conn: H2Conn, req: UpstreamRequest, headers: OutgoingHttpHeaders, ex: ExchangeHandler, again: boolean): void {
-    const session = conn.session;
+  #start(conn: H2Conn, req: UpstreamRequest, fields: string[], ex: ExchangeHandler, again: boolean): void {
     const body = req.body;
-    let stream: ClientHttp2Stream;
-    try {
-      const endStream = body === null || (Buffer.isBuffer(body) && body.length === 0);
-      stream = session.request(headers, endStream ? END_STREAM : MORE_TO_COME);
-    } catch (err) {
-      ex.onError(err as Error);
-      return;
-    }
-    conn.active++;
     this.#stopTimers(conn);
     let done = false;
     let answered = false;
     let trailers: string[] | null = null;
+    let stream: H2Stream;
     const finish = (err: Error | null): void => {
       if (done) return;
       done = true;
       if (err !== null) {
-        if (!stream.destroyed) stream.close(constants.NGHTTP2_CANCEL);
+        stream.cancel();
+        if (conn.active === 0) this.#idle(conn);
         // Not processed by the upstream: once more, on a connection that is not going away.
         if (err instanceof StreamRefused && !again && !answered && (body === null || Buffer.isBuffer(body))) {
-          conn.goingAway = true;
+          // A connection that refuses streams takes no more: it closes once its others are done.
+          conn.h2.close();
           this.#dispatch(req, ex, true);
           return;
         }
@@ -212,57 +193,46 @@ export class H2Pool implements UpstreamPool {
       } else ex.onComplete(trailers);
     };
     const abort = (err?: Error): void => finish(err ?? new ExchangeAborted());
-    // A connection that failed (a refused connect, a TLS failure) destroys its streams with its error.
-    let failure: Error | null = null;
-    // A stream still pending when its connection failed is cancelled with the connection's error as the cause.
-    stream.on('error', (err: Error) => { failure ??= err.cause instanceof Error ? err.cause : err; });
-    // The end of the body is the answer's end only if the stream then closes cleanly (a reset also ends it).
-    let ended = false;
-    stream.once('close', () => {
-      conn.active--;
-      if (conn.active === 0) this.#idle(conn);
-      if (done) return;
-      const code = stream.rstCode;
-      if (ended && code === constants.NGHTTP2_NO_ERROR) {
-        finish(null);
-        return;
-      }
-      if (code === constants.NGHTTP2_REFUSED_STREAM || (code === constants.NGHTTP2_NO_ERROR && !answered && conn.goingAway)) finish(new StreamRefused());
-      else finish(failure !== null && (!conn.connected || (failure as NodeJS.ErrnoException).code !== 'ERR_HTTP2_STREAM_ERROR') ? failure : streamError(code, answered, session));
-    });
-    stream.on('response', (h: IncomingHttpHeaders, flags: number) => {
-      answered = true;
-      const status = Number(h[':status']);
-      const flat = flatten(h);
-      const head: ResponseHead = { status, reason: '', headers: flat, trailersOnly: (flags & constants.NGHTTP2_FLAG_END_STREAM) !== 0, ...NO_FRAMING };
-      if (!ex.onHeaders(status, flat, () => stream.resume(), '', head)) abort();
-    });
-    stream.on('trailers', (h: IncomingHttpHeaders) => { trailers = flatten(h); });
-    stream.on('data', (chunk: Buffer) => {
-      if (!done && !ex.onData(chunk)) stream.pause();
-    });
-    stream.once('end', () => { ended = true; });
+    let drain: (() => void) | null = null;
+    const handler: StreamHandler = {
+      onResponse: (status, flat, end) => {
+        answered = true;
+        const head: ResponseHead = { status, reason: '', headers: flat, trailersOnly: end, ...NO_FRAMING };
+        if (!ex.onHeaders(status, flat, () => stream.resume(), '', head)) abort();
+      },
+      onData: (chunk) => done || ex.onData(chunk),
+      onTrailers: (flat) => { trailers = flat; },
+      onClose: (code, err, refused) => {
+        if (conn.active === 0) this.#idle(conn);
+        if (done) return;
+        if (refused) finish(new StreamRefused());
+        else if (err !== null) finish(err);
+        else if (code === H2_NO_ERROR) finish(null);
+        else finish(streamError(code, answered, !conn.h2.usable));
+      },
+      onDrain: () => drain?.(),
+    };
+    const endStream = body === null || (Buffer.isBuffer(body) && body.length === 0);
+    stream = conn.h2.request(fields, endStream, handler);
     const sent = (): void => { if (!done) ex.onRequestSent(); };
     if (conn.connected) ex.onConnect(abort);
     else conn.waiting.push(() => { if (!done) ex.onConnect(abort); });
-    if (body === null) sent();
+    if (endStream) sent();
     else if (Buffer.isBuffer(body)) {
-      if (body.length === 0) sent();
-      else stream.end(body, sent);
-    } else pump(body, stream, sent, () => finish(new RequestBodyBroken()));
+      stream.end(body);
+      sent();
+    } else drain = pump(body!, stream, sent, () => finish(new RequestBodyBroken()));
   }
 
   /** A connection with no stream: PINGed while it idles, closed after IDLE_MS. */
   #idle(conn: H2Conn): void {
     if (!conn.connected || conn.active > 0 || this.#closed) {
-      if (this.#closed && conn.active === 0) conn.session.close();
+      if (this.#closed && conn.active === 0) conn.h2.close();
       return;
     }
     this.#stopTimers(conn);
-    conn.idleTimer = setTimeout(() => conn.session.close(), IDLE_MS).unref();
-    conn.pingTimer = setInterval(() => {
-      if (!conn.session.destroyed) conn.session.ping(() => {});
-    }, PING_MS).unref();
+    conn.idleTimer = setTimeout(() => conn.h2.close(), IDLE_MS).unref();
+    conn.pingTimer = setInterval(() => conn.h2.ping(() => {}), PING_MS).unref();
   }
 
   #stopTimers(conn: H2Conn): void {
@@ -280,7 +250,7 @@ export class H2Pool implements UpstreamPool {
     this.#closed = true;
     for (const conn of this.#conns) {
       this.#stopTimers(conn);
-      conn.session.close();
+      conn.h2.close();
     }
     if (this.#conns.size === 0) return Promise.resolve();
     this.#closing ??= new Promise((resolve) => { this.#drained = resolve; });
@@ -289,52 +259,32 @@ export class H2Pool implements UpstreamPool {
 
   destroy(): Promise<void> {
     const closed = this.close();
-    for (const conn of this.#conns) conn.session.destroy();
+    for (const conn of this.#conns) conn.h2.destroy();
     return closed;
   }
 }
-
-/**
- * session.request's options with Node's priority defaults given: Node sets each one
- * missing on its copy of the options, and those additions cost a stream more than
- * the rest of the checks together (about 2 % of an h2 → h2 proxy's CPU, profiled).
- */
-const PRIORITY = { weight: constants.NGHTTP2_DEFAULT_WEIGHT, parent: 0, exclusive: false, silent: false };
-const END_STREAM = { endStream: true, ...PRIORITY };
-const MORE_TO_COME = { endStream: false, ...PRIORITY };
 
 /** HTTP/2 frames its own messages: nothing of HTTP/1's framing applies. */
 const NO_FRAMING = { contentLength: -1, chunked: false, close: false, keepAliveMs: -1, connectionOptions: null };
 
 /** A stream that closed before its end: the upstream reset it, or its connection went. */
-function streamError(code: number, answered: boolean, session: ClientHttp2Session): Error {
-  const err = new Error(`the upstream ${answered ? 'reset the stream during its answer' : 'reset the stream'} (HTTP/2 error ${code})${session.destroyed ? ', its connection closed' : ''}`);
+function streamError(code: number, answered: boolean, connectionGone: boolean): Error {
+  const err = new Error(`the upstream ${answered ? 'reset the stream during its answer' : 'reset the stream'} (HTTP/2 error ${code})${connectionGone ? ', its connection closed' : ''}`);
   return Object.assign(err, { code: 'ECONNRESET' });
 }
 
-function flatten(h: IncomingHttpHeaders): string[] {
-  const out: string[] = [];
-  for (const name in h) {
-    if (name.charCodeAt(0) === 58 /* : */) continue;
-    const v = h[name];
-    if (v === undefined) continue;
-    if (Array.isArray(v)) for (const one of v) out.push(name, one);
-    else out.push(name, String(v));
-  }
-  return out;
-}
-
-/** Streams a request body onto the HTTP/2 stream with backpressure; `broken` when the client's body broke off. */
-function pump(body: Readable, stream: ClientHttp2Stream, sent: () => void, broken: () => void): void {
+/** Streams a request body onto the HTTP/2 stream with backpressure; `broken` when the client's body broke off. Returns what the stream's drain calls. */
+function pump(body: Readable, stream: H2Stream, sent: () => void, broken: () => void): () => void {
   let ended = false;
   body.on('data', (chunk: Buffer) => {
     if (!stream.write(chunk)) body.pause();
   });
-  stream.on('drain', () => body.resume());
   body.once('end', () => {
     ended = true;
-    stream.end(sent);
+    stream.end();
+    sent();
   });
   body.once('close', () => { if (!ended) broken(); });
   body.resume();
+  return () => body.resume();
 }

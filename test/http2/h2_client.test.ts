@@ -1,0 +1,164 @@
+import test from 'ava';
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
+import { request } from 'undici';
+import { H2Connection, type StreamHandler } from '../../src/http2/h2_client.js';
+import { encodeFields, HpackDecoder } from '../../src/http2/hpack.js';
+import { configOf, get, listenerUrl, startSidecar, uniqueHost, weighted, within, type ConfigSpec } from '../helpers.js';
+
+/*
+ * switchyard's HTTP/2 client (the upstream side of protocol: http2): HPACK against
+ * RFC 7541's examples and Node's own encoder, and the connection against Node's
+ * http2 server: big header blocks, flow control both ways, a peer that is not HTTP/2.
+ */
+
+const hex = (s: string): Buffer => Buffer.from(s.replace(/\s+/g, ''), 'hex');
+
+test('HPACK decodes RFC 7541 C.3 and C.4 (literals, then Huffman), keeping the dynamic table across the requests', (t) => {
+  const plain = new HpackDecoder();
+  t.deepEqual(plain.decode(hex('8286 8441 0f77 7777 2e65 7861 6d70 6c65 2e63 6f6d')),
+    [':method', 'GET', ':scheme', 'http', ':path', '/', ':authority', 'www.example.com']);
+  t.deepEqual(plain.decode(hex('8286 84be 5808 6e6f 2d63 6163 6865')),
+    [':method', 'GET', ':scheme', 'http', ':path', '/', ':authority', 'www.example.com', 'cache-control', 'no-cache']);
+  const huffman = new HpackDecoder();
+  t.deepEqual(huffman.decode(hex('8286 8441 8cf1 e3c2 e5f2 3a6b a0ab 90f4 ff')),
+    [':method', 'GET', ':scheme', 'http', ':path', '/', ':authority', 'www.example.com']);
+  t.deepEqual(huffman.decode(hex('8286 84be 5886 a8eb 1064 9cbf')),
+    [':method', 'GET', ':scheme', 'http', ':path', '/', ':authority', 'www.example.com', 'cache-control', 'no-cache']);
+  t.deepEqual(huffman.decode(hex('8287 85bf 4088 25a8 49e9 5ba9 7d7f 8925 a849 e95b b8e8 b4bf')),
+    [':method', 'GET', ':scheme', 'https', ':path', '/index.html', ':authority', 'www.example.com', 'custom-key', 'custom-value']);
+});
+
+test('HPACK refuses what breaks its rules: an index beyond the tables, bad Huffman padding, a size update above the limit', (t) => {
+  t.throws(() => new HpackDecoder().decode(hex('be')), { message: /beyond the tables/ });
+  // "a" (00011) padded with zeros instead of ones.
+  t.throws(() => new HpackDecoder().decode(hex('0001 61 81 18')), { message: /padding/ });
+  t.throws(() => new HpackDecoder().decode(hex('3fe2 1f')), { message: /table size/ });
+});
+
+test('HPACK encodes what it decodes: static pairs, static names, new names, values longer than a one-byte length', (t) => {
+  const fields = [':method', 'POST', ':scheme', 'http', ':authority', 'svc.internal:8080', ':path', '/a?b=c',
+    'content-type', 'application/grpc', 'x-long', 'v'.repeat(300), 'te', 'trailers', 'accept-encoding', 'gzip, deflate'];
+  t.deepEqual(new HpackDecoder().decode(encodeFields(fields)), fields);
+});
+
+interface Got { status: number; fields: string[]; body: Buffer; trailers: string[] | null; code: number; err: Error | null }
+
+/** One request on a connection, collected whole. */
+function collect(conn: H2Connection, fields: string[], body?: Buffer): Promise<Got> {
+  return within(new Promise<Got>((resolve) => {
+    const got: Got = { status: 0, fields: [], body: Buffer.alloc(0), trailers: null, code: -1, err: null };
+    const chunks: Buffer[] = [];
+    const handler: StreamHandler = {
+      onResponse: (status, f) => { got.status = status; got.fields = f; },
+      onData: (c) => { chunks.push(Buffer.from(c)); return true; },
+      onTrailers: (f) => { got.trailers = f; },
+      onClose: (code, err) => { got.code = code; got.err = err; got.body = Buffer.concat(chunks); resolve(got); },
+      onDrain: () => {},
+    };
+    const stream = conn.request(fields, body === undefined, handler);
+    if (body !== undefined) stream.end(body);
+  }), 10_000, 'an HTTP/2 exchange');
+}
+
+test('answers with many and large fields decode as Node\'s encoder sent them (dynamic table evictions, CONTINUATION), with trailers', async (t) => {
+  const server = createServer({ maxHeaderListPairs: 4000 });
+  const sent: Record<string, string>[] = [];
+  server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    const n = Number(headers['x-n']);
+    const fields: Record<string, string> = {};
+    // Names and values that repeat across answers (indexed), change (evicting), and one block above 16 KiB;
+    // values are bytes (Node sends a string's latin1 bytes, and so do we).
+    for (let i = 0; i < 40; i++) fields[`x-field-${i % 13}-${n % 3}`] = `value ${i} of ${n} ${'ü'.repeat(i % 5)}`;
+    if (n === 3) fields['x-big'] = 'b'.repeat(20_000);
+    sent[n] = fields;
+    stream.respond({ ':status': 200, ...fields }, { waitForTrailers: true });
+    stream.on('wantTrailers', () => stream.sendTrailers({ 'x-checksum': `sum-${n}` }));
+    stream.end(`body ${n}`);
+  });
+  const host = uniqueHost();
+  await new Promise<void>((r) => server.listen(0, host, r));
+  const socket = connect({ host, port: (server.address() as AddressInfo).port });
+  const conn = new H2Connection(socket, { goAway: () => {}, closed: () => {} });
+  t.teardown(() => { conn.destroy(); server.close(); });
+  for (let n = 0; n < 8; n++) {
+    const got = await collect(conn, [':method', 'GET', ':scheme', 'http', ':authority', host, ':path', '/', 'x-n', String(n)]);
+    t.is(got.status, 200);
+    t.is(got.code, 0);
+    t.is(got.body.toString(), `body ${n}`);
+    t.deepEqual(got.trailers, ['x-checksum', `sum-${n}`]);
+    const byName: Record<string, string> = {};
+    for (let i = 0; i < got.fields.length; i += 2) if (got.fields[i]!.startsWith('x-')) byName[got.fields[i]!] = got.fields[i + 1]!;
+    t.deepEqual(byName, sent[n]);
+  }
+});
+
+test('flow control both ways: 5 MB up and down through an http2 channel whose upstream allows a 1 KiB window arrive whole (sha256)', async (t) => {
+  const server = createServer({ settings: { initialWindowSize: 1024 } });
+  server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    stream.on('error', () => {});
+    const hash = createHash('sha256');
+    stream.on('data', (c: Buffer) => hash.update(c));
+    stream.on('end', () => {
+      stream.respond({ ':status': 200, 'x-upload-sha256': hash.digest('hex') });
+      if (headers[':path'] === '/download') stream.end(DOWNLOAD);
+      else stream.end('ok');
+    });
+  });
+  const host = uniqueHost();
+  await new Promise<void>((r) => server.listen(0, host, r));
+  t.teardown(() => server.close());
+  const config: ConfigSpec = configOf({
+    roles: { a: { channels: { http: { endpoints: [`${host}:${(server.address() as AddressInfo).port}`], protocol: 'http2' } } } },
+    listeners: { web: { address: `${uniqueHost()}:0`, target: 'a.http', filters: [weighted({ a: 1 })] } },
+  } as ConfigSpec);
+  const sc = await startSidecar(t, config);
+  const upload = randomBytes(5 * 1024 * 1024);
+  const up = await request(`${listenerUrl(sc, 'web')}/upload`, { method: 'POST', body: upload });
+  t.is(up.statusCode, 200);
+  await up.body.text();
+  t.is(up.headers['x-upload-sha256'], createHash('sha256').update(upload).digest('hex'));
+  const down = await request(`${listenerUrl(sc, 'web')}/download`);
+  t.is(down.statusCode, 200);
+  t.is(createHash('sha256').update(Buffer.from(await down.body.arrayBuffer())).digest('hex'), createHash('sha256').update(DOWNLOAD).digest('hex'));
+});
+
+const DOWNLOAD = randomBytes(5 * 1024 * 1024);
+
+test('an endpoint that does not speak HTTP/2 is a failed exchange: 502, no hang, and the proxy keeps serving', async (t) => {
+  const server = createNetServer((s) => {
+    s.on('error', () => {});
+    s.end('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+  });
+  const host = uniqueHost();
+  await new Promise<void>((r) => server.listen(0, host, r));
+  t.teardown(() => server.close());
+  const config: ConfigSpec = configOf({
+    roles: { a: { channels: { http: { endpoints: [`${host}:${(server.address() as AddressInfo).port}`], protocol: 'http2' } } } },
+    listeners: { web: { address: `${uniqueHost()}:0`, target: 'a.http', filters: [weighted({ a: 1 })] } },
+  } as ConfigSpec);
+  const sc = await startSidecar(t, config);
+  for (let i = 0; i < 3; i++) t.is((await get(`${listenerUrl(sc, 'web')}/x`)).status, 502);
+});
+
+test('HPACK bounds the list a block makes: references to one big entry cannot make it grow past the limit', (t) => {
+  const decoder = new HpackDecoder();
+  // One 3,000-byte entry added to the table (literal with incremental indexing), then 30 references to it.
+  const value = 'v'.repeat(3000);
+  const literal = [0x40, 0x01, 0x78, 0x7f, ...intTail(3000 - 127)];
+  const block = Buffer.concat([Buffer.from(literal), Buffer.from(value), Buffer.alloc(30, 0xbe)]);
+  t.throws(() => decoder.decode(block, 64 * 1024), { message: /header list above 65536 bytes/ });
+  t.is(new HpackDecoder().decode(block).length, 62, 'without a limit: the entry and its 30 references');
+});
+
+/** The bytes after a full 7-bit prefix for an integer's remainder (RFC 7541 §5.1). */
+function intTail(v: number): number[] {
+  const out: number[] = [];
+  while (v >= 128) {
+    out.push((v % 128) | 128);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+  return out;
+}
