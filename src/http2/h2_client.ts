@@ -165,8 +165,8 @@ export class H2Connection {
   readonly #streams = new Map<number, H2Stream>();
   readonly #decoder = new HpackDecoder();
   #nextId = 1;
-  /** The peer's SETTINGS: streams it takes at once, each stream's initial send window, its frame size. */
-  maxConcurrentStreams = Infinity;
+  /** The peer's SETTINGS: streams it takes at once (100 assumed until they say: RFC 9113 sets no default), each stream's initial send window, its frame size. */
+  maxConcurrentStreams = 100;
   #initialWindow = 65_535;
   #maxFrame = MAX_FRAME;
   #sendWindow = 65_535;
