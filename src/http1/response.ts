@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import { isFieldValue, isToken } from './message_head.js';
+import { endArgs, type EndChunk } from '../http/end_args.js';
 
 /**
  * A response to one HTTP/1.1 request, written straight to the client connection:
@@ -207,16 +208,10 @@ export class H1Response extends EventEmitter {
   }
 
   /** The end of the body (with its last piece): the answer is finished once written. */
-  end(chunk?: string | Uint8Array | (() => void), encoding?: BufferEncoding | (() => void), cb?: () => void): this {
-    if (typeof chunk === 'function') {
-      cb = chunk;
-      chunk = undefined;
-    } else if (typeof encoding === 'function') {
-      cb = encoding;
-      encoding = undefined;
-    }
+  end(chunkArg?: EndChunk, encodingArg?: BufferEncoding | (() => void), cbArg?: () => void): this {
+    const [chunk, encoding, cb] = endArgs(chunkArg, encodingArg, cbArg);
     if (this.writableEnded || this.destroyed) return this;
-    let data = chunk === undefined || chunk === null ? EMPTY : typeof chunk === 'string' ? Buffer.from(chunk, (encoding as BufferEncoding | undefined) ?? 'utf8') : chunk;
+    let data = chunk === undefined || chunk === null ? EMPTY : typeof chunk === 'string' ? Buffer.from(chunk, encoding ?? 'utf8') : chunk;
     if (!this.headersSent) {
       this.#implicitLength = data.length;
       this.writeHead(this.statusCode);

@@ -49,10 +49,13 @@ export interface StreamHandler {
   /** A piece of the body, valid during the call; false: no more until resume() (flow control holds the upstream). */
   onData(chunk: Buffer): boolean;
   onTrailers(fields: string[]): void;
+  /** The answer came whole (its END_STREAM). */
+  onEnd(): void;
   /**
-   * The stream is over: ended whole (code 0, err null), reset (the upstream's code),
-   * or its connection failed or closed (err). `refused`: the upstream did not process
-   * it (REFUSED_STREAM, or above a GOAWAY's last stream), so it may be sent again.
+   * The stream ended otherwise: reset (by the upstream, with its code; or by us, for
+   * an answer that broke the protocol: err), or its connection failed or closed (err).
+   * `refused`: the upstream did not process it (REFUSED_STREAM, or above a GOAWAY's
+   * last stream), so it may be sent again.
    */
   onClose(code: number, err: Error | null, refused: boolean): void;
   /** The body writes may go on (write returned false before). */
@@ -66,6 +69,7 @@ export class H2Stream {
   readonly handler: StreamHandler;
   /** What the upstream lets us send, and what we let it send (replenished as the handler takes the body). */
   sendWindow: number;
+  recvWindow = STREAM_WINDOW;
   #unacked = 0;
   paused = false;
   answered = false;
@@ -79,9 +83,17 @@ export class H2Stream {
   queued = 0;
   endQueued = false;
   wantsDrain = false;
+  /** Called once the END_STREAM of the request is queued (all of its body went). */
+  sent: (() => void) | null = null;
+  /** A HEAD request: its answer has no body, whatever its Content-Length says. */
+  readonly head: boolean;
+  /** The body length the answer declared (-1: none), and what came of it. */
+  declared = -1;
+  received = 0;
 
-  constructor(conn: H2Connection, id: number, handler: StreamHandler, endStream: boolean, sendWindow: number) {
+  constructor(conn: H2Connection, id: number, handler: StreamHandler, endStream: boolean, sendWindow: number, head: boolean) {
     this.#conn = conn;
+    this.head = head;
     this.id = id;
     this.handler = handler;
     this.localEnded = endStream;
@@ -94,10 +106,11 @@ export class H2Stream {
     return this.#conn.sendData(this, chunk, false);
   }
 
-  /** The end of the request body (with its last piece). */
-  end(chunk?: Buffer): void {
+  /** The end of the request body (with its last piece); `sent` once all of it went out. */
+  end(chunk?: Buffer, sent?: () => void): void {
     if (this.closed || this.localEnded) return;
     this.localEnded = true;
+    this.sent = sent ?? null;
     this.#conn.sendData(this, chunk ?? EMPTY, true);
   }
 
@@ -119,6 +132,7 @@ export class H2Stream {
     if (this.paused || this.remoteEnded || this.#unacked < STREAM_WINDOW / 2) return 0;
     const give = this.#unacked;
     this.#unacked = 0;
+    this.recvWindow += give;
     return give;
   }
 }
@@ -170,7 +184,8 @@ export class H2Connection {
   #initialWindow = 65_535;
   #maxFrame = MAX_FRAME;
   #sendWindow = 65_535;
-  /** Connection-level bytes received since our last WINDOW_UPDATE. */
+  /** What the upstream may still send on the connection, and what it sent since our last WINDOW_UPDATE. */
+  #recvWindow = CONNECTION_WINDOW;
   #received = 0;
   /** Streams waiting for connection window. */
   readonly #blocked = new Set<H2Stream>();
@@ -209,7 +224,7 @@ export class H2Connection {
   request(fields: readonly string[], endStream: boolean, handler: StreamHandler): H2Stream {
     const id = this.#nextId;
     this.#nextId += 2;
-    const stream = new H2Stream(this, id, handler, endStream, this.#initialWindow);
+    const stream = new H2Stream(this, id, handler, endStream, this.#initialWindow, fields[1] === 'HEAD');
     this.#streams.set(id, stream);
     const block = encodeFields(fields);
     const flags = endStream ? END_STREAM : 0;
@@ -296,13 +311,20 @@ export class H2Connection {
       this.#sendWindow -= n;
       const last = stream.queued === 0 && stream.endQueued;
       this.#queue(frame(Type.Data, last ? END_STREAM : 0, stream.id, piece));
-      if (last) stream.endQueued = false;
+      if (last) this.#endSent(stream);
     }
     if (stream.endQueued) {
-      stream.endQueued = false;
       this.#queue(frame(Type.Data, END_STREAM, stream.id, null));
+      this.#endSent(stream);
     }
     if (stream.remoteEnded) this.#maybeDone(stream);
+  }
+
+  #endSent(stream: H2Stream): void {
+    stream.endQueued = false;
+    const sent = stream.sent;
+    stream.sent = null;
+    sent?.();
   }
 
   #drained(): void {
@@ -333,9 +355,10 @@ export class H2Connection {
     if (this.#goingAway && this.#streams.size === 0) this.#end();
   }
 
+  /** Our last frames go, then the socket (a peer that never closes its side does not keep it). */
   #end(): void {
     this.#flush();
-    this.socket.end();
+    this.socket.destroySoon();
   }
 
   // ---------------------------------------------------------------- receiving
@@ -352,7 +375,13 @@ export class H2Connection {
         const type = buf[at + 3]!;
         const flags = buf[at + 4]!;
         const id = buf.readUInt32BE(at + 5) & 0x7fffffff;
-        this.#frame(type, flags, id, buf.subarray(at + 9, at + 9 + length));
+        try {
+          this.#frame(type, flags, id, buf.subarray(at + 9, at + 9 + length));
+        } catch (err) {
+          if (err instanceof ConnectionError) throw err;
+          // A handler's failure (the data path threw): that stream ends, the others go on.
+          this.#handlerFailed(id, err as Error);
+        }
         if (this.#closed) return;
         at += 9 + length;
       }
@@ -392,22 +421,23 @@ export class H2Connection {
   }
 
   #data(flags: number, id: number, payload: Buffer): void {
-    if (id === 0) throw new ConnectionError(H2_PROTOCOL_ERROR, 'DATA on stream 0');
-    // Every DATA byte, padding included, counts against the connection window.
+    this.#known(id, 'DATA');
+    // Every DATA byte, padding included, counts against the windows.
+    this.#recvWindow -= payload.length;
+    if (this.#recvWindow < 0) throw new ConnectionError(H2_FLOW_CONTROL_ERROR, 'DATA beyond the connection\'s window');
     this.#received += payload.length;
     if (this.#received >= CONNECTION_WINDOW / 2) {
       this.#queue(frame(Type.WindowUpdate, 0, 0, u32(this.#received)));
+      this.#recvWindow += this.#received;
       this.#received = 0;
     }
     const stream = this.#streams.get(id);
-    if (stream === undefined) {
-      if (id >= this.#nextId) throw new ConnectionError(H2_PROTOCOL_ERROR, `DATA on stream ${id}, never opened`);
-      return; // a stream we reset: what was in flight is dropped
-    }
-    if (!stream.answered || stream.remoteEnded) {
-      this.reset(stream, H2_PROTOCOL_ERROR);
-      stream.handler.onClose(H2_PROTOCOL_ERROR, protocolError('DATA before the answer\'s head, or after its end'), false);
-      return;
+    if (stream === undefined) return; // a stream we reset: what was in flight is dropped
+    stream.recvWindow -= payload.length;
+    if (stream.recvWindow < 0) return this.#streamError(stream, H2_FLOW_CONTROL_ERROR, 'DATA beyond the stream\'s window');
+    if (!stream.answered || stream.remoteEnded) return this.#streamError(stream, H2_PROTOCOL_ERROR, 'DATA before the answer\'s head, or after its end');
+    if (stream.declared >= 0 && (stream.received += payload.length - (flags & PADDED ? payload[0]! + 1 : 0)) > stream.declared) {
+      return this.#streamError(stream, H2_PROTOCOL_ERROR, `more body than the ${stream.declared} bytes its Content-Length said`);
     }
     const body = this.#unpad(flags, payload);
     // Padding is given back at once; the body when the handler took it.
@@ -420,7 +450,7 @@ export class H2Connection {
   }
 
   #headers(flags: number, id: number, payload: Buffer): void {
-    if (id === 0) throw new ConnectionError(H2_PROTOCOL_ERROR, 'HEADERS on stream 0');
+    this.#known(id, 'HEADERS');
     const fragment = this.#unpad(flags, payload, flags & PRIORITY ? 5 : 0);
     if (flags & END_HEADERS) this.#block(id, flags, fragment);
     else this.#continuing = { stream: id, flags, parts: [Buffer.from(fragment)], size: fragment.length };
@@ -439,17 +469,17 @@ export class H2Connection {
 
   /** A whole header block: decoded always (the table must follow every block), then the answer's head or its trailers. */
   #block(id: number, flags: number, block: Buffer): void {
-    let fields: string[];
+    let fields: string[] | null;
     try {
       fields = this.#decoder.decode(block, MAX_HEADER_LIST);
     } catch (err) {
       throw err instanceof CompressionError ? new ConnectionError(H2_COMPRESSION_ERROR, err.message) : err;
     }
     const stream = this.#streams.get(id);
-    if (stream === undefined) {
-      if (id >= this.#nextId || (id & 1) === 0) throw new ConnectionError(H2_PROTOCOL_ERROR, `HEADERS on stream ${id}, never opened`);
-      return;
-    }
+    if (stream === undefined) return;
+    if (fields === null) return this.#streamError(stream, H2_PROTOCOL_ERROR, `a header list above ${MAX_HEADER_LIST} bytes`);
+    const bad = malformed(fields);
+    if (bad !== null) return this.#streamProtocolError(stream, bad);
     const end = (flags & END_STREAM) !== 0;
     if (stream.answered) {
       // Trailers: they end the stream, and carry no pseudo-field.
@@ -465,7 +495,8 @@ export class H2Connection {
       const name = fields[i]!;
       if (name.charCodeAt(0) === 58 /* : */) {
         if (name !== ':status' || status !== -1 || regular.length > 0) return this.#streamProtocolError(stream, `a pseudo-field ${name} out of place`);
-        status = Number(fields[i + 1]);
+        const v = fields[i + 1]!;
+        status = /^[0-9]{3}$/.test(v) ? Number(v) : NaN;
       } else regular.push(name, fields[i + 1]!);
     }
     if (!Number.isInteger(status) || status < 100 || status > 999) return this.#streamProtocolError(stream, 'an answer without a valid :status');
@@ -473,6 +504,10 @@ export class H2Connection {
       if (end || status === 101) return this.#streamProtocolError(stream, 'an informational answer that ends the stream');
       return; // 100, 103: the final answer follows
     }
+    const length = declaredLength(regular);
+    if (length === -2) return this.#streamProtocolError(stream, 'a Content-Length that is not one length');
+    // An answer to HEAD, a 204 or a 304 has no body (RFC 9110 §6.4.1), whatever it declares.
+    stream.declared = stream.head || status === 204 || status === 304 ? 0 : length;
     stream.answered = true;
     if (end) stream.remoteEnded = true;
     stream.handler.onResponse(status, regular, end);
@@ -480,17 +515,43 @@ export class H2Connection {
   }
 
   #streamProtocolError(stream: H2Stream, what: string): void {
-    this.reset(stream, H2_PROTOCOL_ERROR);
-    stream.handler.onClose(H2_PROTOCOL_ERROR, protocolError(what), false);
+    this.#streamError(stream, H2_PROTOCOL_ERROR, what);
+  }
+
+  /** An answer that broke the protocol ends its stream (RST_STREAM with `code`), not the connection. */
+  #streamError(stream: H2Stream, code: number, what: string): void {
+    this.reset(stream, code);
+    stream.handler.onClose(code, protocolError(what), false);
+  }
+
+  /** A frame for a stream: never one we did not open (even ids are the server's, which push would need). */
+  #known(id: number, what: string): void {
+    if (id === 0 || (id & 1) === 0 || id >= this.#nextId) throw new ConnectionError(H2_PROTOCOL_ERROR, `${what} on stream ${id}, which we never opened`);
+  }
+
+  #handlerFailed(id: number, err: Error): void {
+    if (id === 0) throw new ConnectionError(H2_INTERNAL_ERROR, err.message);
+    const stream = this.#streams.get(id);
+    // Its exchange had ended as it threw: nothing else is hurt.
+    if (stream === undefined) return;
+    this.reset(stream, H2_INTERNAL_ERROR);
+    try {
+      stream.handler.onClose(H2_INTERNAL_ERROR, err, false);
+    } catch {
+      // Its handler failed twice: the stream is gone either way.
+    }
   }
 
   /** The upstream ended its side: the stream is done once ours is (a body still being sent is not needed any more). */
   #remoteEnd(stream: H2Stream): void {
+    if (stream.declared >= 0 && stream.received !== stream.declared) {
+      return this.#streamError(stream, H2_PROTOCOL_ERROR, `a body of ${stream.received} bytes, not the ${stream.declared} its Content-Length said`);
+    }
     if (stream.localEnded && stream.queued === 0 && !stream.endQueued) this.#done(stream);
     else if (!stream.localEnded || stream.queued > 0) {
       // Answered before the whole request was sent: the rest is not wanted (RFC 9113 §8.1).
       this.reset(stream, H2_NO_ERROR);
-      stream.handler.onClose(H2_NO_ERROR, null, false);
+      stream.handler.onEnd();
     }
   }
 
@@ -500,12 +561,12 @@ export class H2Connection {
 
   #done(stream: H2Stream): void {
     this.#forget(stream);
-    stream.handler.onClose(H2_NO_ERROR, null, false);
+    stream.handler.onEnd();
   }
 
   #rstStream(id: number, payload: Buffer): void {
     if (payload.length !== 4) throw new ConnectionError(H2_FRAME_SIZE_ERROR, 'RST_STREAM of the wrong size');
-    if (id === 0) throw new ConnectionError(H2_PROTOCOL_ERROR, 'RST_STREAM on stream 0');
+    this.#known(id, 'RST_STREAM');
     const stream = this.#streams.get(id);
     if (stream === undefined) return;
     const code = payload.readUInt32BE(0);
@@ -528,15 +589,18 @@ export class H2Connection {
         if (value > 0x7fffffff) throw new ConnectionError(H2_FLOW_CONTROL_ERROR, 'SETTINGS_INITIAL_WINDOW_SIZE above 2^31-1');
         const delta = value - this.#initialWindow;
         this.#initialWindow = value;
-        for (const s of this.#streams.values()) s.sendWindow += delta;
+        for (const s of this.#streams.values()) {
+          s.sendWindow += delta;
+          if (s.sendWindow > 0x7fffffff) throw new ConnectionError(H2_FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
+        }
       } else if (key === 0x5) {
         if (value < 16_384 || value > 16_777_215) throw new ConnectionError(H2_PROTOCOL_ERROR, 'SETTINGS_MAX_FRAME_SIZE out of range');
         this.#maxFrame = Math.min(value, MAX_FRAME);
-      } else if (key === 0x2 && value > 1) throw new ConnectionError(H2_PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH not 0 or 1');
+      } else if (key === 0x2 && value !== 0) throw new ConnectionError(H2_PROTOCOL_ERROR, 'SETTINGS_ENABLE_PUSH from a server');
       // HEADER_TABLE_SIZE: our encoder keeps no table. MAX_HEADER_LIST_SIZE: advisory.
     }
     this.#queue(frame(Type.Settings, ACK, 0, null));
-    if (this.#initialWindow > 0) for (const s of this.#streams.values()) this.#pump(s);
+    if (this.#initialWindow > 0) for (const s of [...this.#streams.values()]) this.#pumped(s);
   }
 
   #ping(flags: number, id: number, payload: Buffer): void {
@@ -574,10 +638,12 @@ export class H2Connection {
       for (const s of blocked) this.#pumped(s);
       return;
     }
+    this.#known(id, 'WINDOW_UPDATE');
     const stream = this.#streams.get(id);
     if (stream === undefined) return;
     if (n === 0) return this.#streamProtocolError(stream, 'a WINDOW_UPDATE of 0');
     stream.sendWindow += n;
+    if (stream.sendWindow > 0x7fffffff) return this.#streamError(stream, H2_FLOW_CONTROL_ERROR, 'a stream window above 2^31-1');
     this.#pumped(stream);
   }
 
@@ -594,7 +660,7 @@ export class H2Connection {
     const code = err instanceof ConnectionError ? err.h2code : H2_INTERNAL_ERROR;
     this.#out.push(frame(Type.GoAway, 0, 0, Buffer.concat([u32(0), u32(code)])));
     this.#flush();
-    this.socket.end();
+    this.socket.destroySoon();
     this.#fail(Object.assign(err, { code: 'ERR_HTTP2_ERROR' }));
   }
 
@@ -611,6 +677,52 @@ export class H2Connection {
     }
     this.#events.closed(err);
   }
+}
+
+/** Characters a field name may have in HTTP/2: a token's, lower case (RFC 9113 §8.2.1). */
+const NAME_CHARS = new Uint8Array(128);
+for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") NAME_CHARS[c.charCodeAt(0)] = 1;
+/** Fields HTTP/2 forbids (RFC 9113 §8.2.2); TE only in requests. */
+const CONNECTION_SPECIFIC = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te']);
+
+/** What makes an answer's fields malformed (RFC 9113 §8.2), or null; white space around values is trimmed. */
+function malformed(fields: string[]): string | null {
+  for (let i = 0; i < fields.length; i += 2) {
+    const name = fields[i]!;
+    const value = fields[i + 1]!;
+    const from = name.charCodeAt(0) === 58 /* : */ ? 1 : 0;
+    if (name.length === from) return 'an empty field name';
+    for (let j = from; j < name.length; j++) {
+      const c = name.charCodeAt(j);
+      if (c >= 128 || NAME_CHARS[c] === 0) return `a field name that is not a lower-case token (${JSON.stringify(name)})`;
+    }
+    if (from === 0 && CONNECTION_SPECIFIC.has(name)) return `a connection-specific field (${name})`;
+    for (let j = 0; j < value.length; j++) {
+      const c = value.charCodeAt(j);
+      if (c === 0 || c === 10 || c === 13) return `NUL, CR or LF in the value of ${name}`;
+    }
+    // White space around a value is not part of it (RFC 9110 §5.5): dropped, as an HTTP/1.1 parser does.
+    const first = value.charCodeAt(0);
+    const last = value.charCodeAt(value.length - 1);
+    if (first === 32 || first === 9 || last === 32 || last === 9) fields[i + 1] = value.replace(/^[ \t]+|[ \t]+$/g, '');
+  }
+  return null;
+}
+
+/** The answer's Content-Length: -1 for none, -2 for values that are not one length (RFC 9110 §8.6). */
+function declaredLength(fields: readonly string[]): number {
+  let length = -1;
+  for (let i = 0; i < fields.length; i += 2) {
+    if (fields[i] !== 'content-length') continue;
+    for (const v of fields[i + 1]!.split(',')) {
+      const t = v.trim();
+      if (!/^[0-9]{1,15}$/.test(t)) return -2;
+      const n = Number(t);
+      if (length >= 0 && n !== length) return -2;
+      length = n;
+    }
+  }
+  return length;
 }
 
 function protocolError(what: string): Error {

@@ -4,6 +4,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerHttp2Stream } from
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { isGrpc } from './grpc.js';
+import { endArgs, type EndChunk } from '../http/end_args.js';
 
 /**
  * An HTTP/2 stream as the HTTP data path reads a request and writes its answer: a
@@ -218,16 +219,18 @@ export class H2Response extends EventEmitter {
     if (this.headersSent || stream.destroyed || stream.closed) return;
     const out = mergeFields(null, flat);
     out[':status'] = status;
-    this.writableEnded = true;
     this.#respond(out, true, false);
   }
 
+  /** Sends the HEADERS; Node may refuse them (a field it will not send twice, say): then nothing was sent, and another answer can be made. */
   #respond(headers: OutgoingHttpHeaders, endStream: boolean, waitForTrailers: boolean): void {
-    this.headersSent = true;
     const stream = this.stream;
+    stream.respond(headers, { endStream, waitForTrailers });
+    this.headersSent = true;
+    if (endStream) this.writableEnded = true;
+    // Both come later than this turn ('finish' after the stream's _final, 'wantTrailers' from nghttp2).
     if (waitForTrailers) stream.once('wantTrailers', () => stream.sendTrailers(this.#trailers ?? {}));
     stream.once('finish', () => this.#finished());
-    stream.respond(headers, { endStream, waitForTrailers });
   }
 
   /** Trailer fields, sent after the body where the answer asked for them (writeHead). */
@@ -265,14 +268,8 @@ export class H2Response extends EventEmitter {
   }
 
   /** The end of the body (with its last piece): the answer is finished once the stream took all of it. */
-  end(chunk?: string | Uint8Array | (() => void), encoding?: BufferEncoding | (() => void), cb?: () => void): this {
-    if (typeof chunk === 'function') {
-      cb = chunk;
-      chunk = undefined;
-    } else if (typeof encoding === 'function') {
-      cb = encoding;
-      encoding = undefined;
-    }
+  end(chunkArg?: EndChunk, encodingArg?: BufferEncoding | (() => void), cbArg?: () => void): this {
+    const [chunk, encoding, cb] = endArgs(chunkArg, encodingArg, cbArg);
     if (this.writableEnded) return this;
     if (cb !== undefined) this.#finishCb = cb;
     const stream = this.stream;
@@ -280,21 +277,20 @@ export class H2Response extends EventEmitter {
     if (!this.headersSent) {
       // All of the answer is here: HEADERS alone end the stream when it has no body.
       if (data === null || data.length === 0) {
-        this.writableEnded = true;
-        if (stream.destroyed || stream.closed) return this;
-        this.#respond(this.#ending(), true, false);
+        if (stream.destroyed || stream.closed) this.writableEnded = true;
+        else this.#respond(this.#ending(), true, false);
         return this;
       }
       // Its length is known: no trailers to wait for.
       if (this.#fields?.['content-length'] === undefined) {
-        this.setHeader('content-length', typeof data === 'string' ? Buffer.byteLength(data, (encoding as BufferEncoding | undefined) ?? 'utf8') : data.length);
+        this.setHeader('content-length', typeof data === 'string' ? Buffer.byteLength(data, encoding ?? 'utf8') : data.length);
       }
       this.writeHead(this.statusCode);
     }
     this.writableEnded = true;
     if (stream.destroyed || stream.closed || stream.writableEnded) return this;
     if (data === null) stream.end();
-    else if (typeof data === 'string') stream.end(data, (encoding as BufferEncoding | undefined) ?? 'utf8');
+    else if (typeof data === 'string') stream.end(data, encoding ?? 'utf8');
     else stream.end(data);
     return this;
   }

@@ -115,11 +115,14 @@ export class HpackDecoder {
   }
 
   /**
-   * The fields of one whole block, as name, value, … in the order they came; at most
-   * `maxList` bytes of them as RFC 9113 counts a header list (32 more a field), so
-   * that a small block of references to big entries cannot make a huge list.
+   * The fields of one whole block, as name, value, … in the order they came (strings
+   * hold the bytes as latin1: one character a byte, which is also how entries are
+   * sized). Null when they come to more than `maxList` bytes as RFC 9113 counts a
+   * header list (32 more a field): a small block of references to big entries cannot
+   * make a huge list, and the block is still read to its end, so that the table stays
+   * as the upstream has it.
    */
-  decode(block: Buffer, maxList = Infinity): string[] {
+  decode(block: Buffer, maxList = Infinity): string[] | null {
     const out: string[] = [];
     this.#pos = 0;
     let first = true;
@@ -149,10 +152,9 @@ export class HpackDecoder {
       }
       first = false;
       listSize += 32 + name.length + value.length;
-      if (listSize > maxList) throw new CompressionError(`a header list above ${maxList} bytes`);
-      out.push(name, value);
+      if (listSize <= maxList) out.push(name, value);
     }
-    return out;
+    return listSize <= maxList ? out : null;
   }
 
   #entry(index: number): readonly [string, string] {
@@ -169,7 +171,7 @@ export class HpackDecoder {
   }
 
   #add(name: string, value: string): void {
-    const size = 32 + Buffer.byteLength(name) + Buffer.byteLength(value);
+    const size = 32 + name.length + value.length;
     this.#evict(size);
     // An entry larger than the table empties it and is not added (RFC 7541 §4.4).
     if (size > this.#max) return;
@@ -180,7 +182,7 @@ export class HpackDecoder {
   #evict(room: number): void {
     while (this.#size + room > this.#max && this.#table.length > 0) {
       const [name, value] = this.#table.pop()!;
-      this.#size -= 32 + Buffer.byteLength(name) + Buffer.byteLength(value);
+      this.#size -= 32 + name.length + value.length;
     }
   }
 

@@ -202,12 +202,16 @@ export class H2Pool implements UpstreamPool {
       },
       onData: (chunk) => done || ex.onData(chunk),
       onTrailers: (flat) => { trailers = flat; },
+      onEnd: () => {
+        if (conn.active === 0) this.#idle(conn);
+        finish(null);
+      },
       onClose: (code, err, refused) => {
         if (conn.active === 0) this.#idle(conn);
         if (done) return;
-        if (refused) finish(new StreamRefused());
+        // NO_ERROR before any answer, on a connection going away: the upstream did not process it.
+        if (refused || (code === H2_NO_ERROR && err === null && !answered && !conn.h2.usable)) finish(new StreamRefused());
         else if (err !== null) finish(err);
-        else if (code === H2_NO_ERROR) finish(null);
         else finish(streamError(code, answered, !conn.h2.usable));
       },
       onDrain: () => drain?.(),
@@ -218,10 +222,8 @@ export class H2Pool implements UpstreamPool {
     if (conn.connected) ex.onConnect(abort);
     else conn.waiting.push(() => { if (!done) ex.onConnect(abort); });
     if (endStream) sent();
-    else if (Buffer.isBuffer(body)) {
-      stream.end(body);
-      sent();
-    } else drain = pump(body!, stream, sent, () => finish(new RequestBodyBroken()));
+    else if (Buffer.isBuffer(body)) stream.end(body, sent);
+    else drain = pump(body!, stream, sent, () => finish(new RequestBodyBroken()));
   }
 
   /** A connection with no stream: PINGed while it idles, closed after IDLE_MS. */
@@ -281,8 +283,7 @@ function pump(body: Readable, stream: H2Stream, sent: () => void, broken: () => 
   });
   body.once('end', () => {
     ended = true;
-    stream.end();
-    sent();
+    stream.end(undefined, sent);
   });
   body.once('close', () => { if (!ended) broken(); });
   body.resume();
