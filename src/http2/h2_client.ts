@@ -140,8 +140,6 @@ export class H2Stream {
 const EMPTY = Buffer.alloc(0);
 
 export interface ConnectionEvents {
-  /** The upstream sent GOAWAY: no new stream on this connection. */
-  goAway(lastStreamId: number, code: number): void;
   /** The connection is gone (err: why, when it failed). */
   closed(err: Error | null): void;
 }
@@ -614,9 +612,7 @@ export class H2Connection {
     if (id !== 0) throw new ConnectionError(H2_PROTOCOL_ERROR, 'GOAWAY on a stream');
     if (payload.length < 8) throw new ConnectionError(H2_FRAME_SIZE_ERROR, 'GOAWAY too short');
     const last = payload.readUInt32BE(0) & 0x7fffffff;
-    const code = payload.readUInt32BE(4);
     this.#goingAway = true;
-    this.#events.goAway(last, code);
     // Streams above the last one were not processed: they may be sent again elsewhere.
     for (const s of [...this.#streams.values()]) {
       if (s.id <= last) continue;

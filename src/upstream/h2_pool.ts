@@ -134,7 +134,6 @@ export class H2Pool implements UpstreamPool {
     const tls = this.#tls;
     const socket = this.#socket();
     const h2 = new H2Connection(socket, {
-      goAway: () => {},
       closed: () => {
         clearTimeout(timer);
         this.#stopTimers(conn);

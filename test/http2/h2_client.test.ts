@@ -87,7 +87,7 @@ test('answers with many and large fields decode as Node\'s encoder sent them (dy
   const host = uniqueHost();
   await new Promise<void>((r) => server.listen(0, host, r));
   const socket = connect({ host, port: (server.address() as AddressInfo).port });
-  const conn = new H2Connection(socket, { goAway: () => {}, closed: () => {} });
+  const conn = new H2Connection(socket, { closed: () => {} });
   t.teardown(() => { conn.destroy(); server.close(); });
   for (let n = 0; n < 8; n++) {
     const got = await collect(conn, [':method', 'GET', ':scheme', 'http', ':authority', host, ':path', '/', 'x-n', String(n)]);
@@ -248,7 +248,7 @@ test('a request body held by its stream window goes on when the upstream raises 
     }, 400);
   });
   server.on('session', (session) => session.setLocalWindowSize(8 << 20));
-  const conn = new H2Connection(connect({ host, port }), { goAway: () => {}, closed: () => {} });
+  const conn = new H2Connection(connect({ host, port }), { closed: () => {} });
   t.teardown(() => conn.destroy());
   const status = await within(new Promise<number>((resolve, reject) => {
     const stream = conn.request([':method', 'POST', ':scheme', 'http', ':authority', host, ':path', '/'], false, {
