@@ -177,8 +177,8 @@ export class H2Connection {
   readonly #streams = new Map<number, H2Stream>();
   readonly #decoder = new HpackDecoder();
   #nextId = 1;
-  /** The peer's SETTINGS: streams it takes at once (100 assumed until they say: RFC 9113 sets no default), each stream's initial send window, its frame size. */
-  maxConcurrentStreams = 100;
+  /** The peer's SETTINGS: streams it takes at once (null until they say: RFC 9113 sets no default), each stream's initial send window, its frame size. */
+  maxConcurrentStreams: number | null = null;
   #initialWindow = 65_535;
   #maxFrame = MAX_FRAME;
   #sendWindow = 65_535;
@@ -579,6 +579,8 @@ export class H2Connection {
       return;
     }
     if (payload.length % 6 !== 0) throw new ConnectionError(H2_FRAME_SIZE_ERROR, 'SETTINGS of the wrong size');
+    // A first SETTINGS without the limit says there is none.
+    this.maxConcurrentStreams ??= Infinity;
     for (let at = 0; at < payload.length; at += 6) {
       const key = payload.readUInt16BE(at);
       const value = payload.readUInt32BE(at + 2);

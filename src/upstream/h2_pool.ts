@@ -47,8 +47,9 @@ class H2Conn {
     return this.h2.active;
   }
 
-  get capacity(): number {
-    return Math.min(this.h2.maxConcurrentStreams, DEFAULT_MAX_STREAMS * 10) - this.h2.active;
+  /** Streams it may take now: under the peer's limit, or before its SETTINGS came, under `assumed`. */
+  capacity(assumed: number): number {
+    return Math.min(this.h2.maxConcurrentStreams ?? assumed, DEFAULT_MAX_STREAMS * 10) - this.h2.active;
   }
 
   get usable(): boolean {
@@ -73,6 +74,8 @@ export class H2Pool implements UpstreamPool {
   readonly #connectTimeoutMs: number;
   readonly #tls: EndpointTls | null;
   readonly #conns = new Set<H2Conn>();
+  /** The endpoint's SETTINGS_MAX_CONCURRENT_STREAMS, as its connections last said (DEFAULT_MAX_STREAMS until one did). */
+  #learned = DEFAULT_MAX_STREAMS;
   #closed = false;
   #drained: (() => void) | null = null;
   #closing: Promise<void> | null = null;
@@ -98,8 +101,15 @@ export class H2Pool implements UpstreamPool {
     }
     const fields = this.#fields(req);
     let conn: H2Conn | null = null;
+    // A new connection is assumed to take what the endpoint's last SETTINGS allowed: a
+    // burst to a cold connection is not all refused past the endpoint's limit.
+    let assumed = this.#learned;
     for (const c of this.#conns) {
-      if (c.usable && c.capacity > 0) {
+      const limit = c.h2.maxConcurrentStreams;
+      if (limit !== null) assumed = this.#learned = limit;
+    }
+    for (const c of this.#conns) {
+      if (c.usable && c.capacity(assumed) > 0) {
         conn = c;
         break;
       }

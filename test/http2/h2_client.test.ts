@@ -261,3 +261,18 @@ test('a request body held by its stream window goes on when the upstream raises 
   t.is(status, 200);
   t.is(got, 70_000);
 });
+
+test('a burst to a cold pool beyond the endpoint\'s stream limit is all served: connections opened once its SETTINGS came take the limit it said', async (t) => {
+  let sessions = 0;
+  const { server, host, port } = await h2Server(t, (s) => setTimeout(() => {
+    s.respond({ ':status': 200 });
+    s.end('ok');
+  }, 100), { maxConcurrentStreams: 5 });
+  server.on('session', () => sessions++);
+  const pool = new H2Pool(host, port, host, 2_000);
+  t.teardown(() => pool.destroy());
+  // All at once, before the first connection heard the limit: 15 of them are refused, then sent again.
+  const results = await Promise.all(Array.from({ length: 20 }, (_, i) => poolRun(pool, `/burst/${i}`)));
+  t.deepEqual(results, Array(20).fill('complete'));
+  t.true(sessions >= 4, `${sessions} connections for 20 streams at 5 per connection`);
+});
