@@ -85,6 +85,8 @@ export class H2Stream {
   wantsDrain = false;
   /** Called once the END_STREAM of the request is queued (all of its body went). */
   sent: (() => void) | null = null;
+  /** The request's trailers, sent after its body (they carry its END_STREAM). */
+  trailers: readonly string[] | null = null;
   /** A HEAD request: its answer has no body, whatever its Content-Length says. */
   readonly head: boolean;
   /** The body length the answer declared (-1: none), and what came of it. */
@@ -106,11 +108,12 @@ export class H2Stream {
     return this.#conn.sendData(this, chunk, false);
   }
 
-  /** The end of the request body (with its last piece); `sent` once all of it went out. */
-  end(chunk?: Buffer, sent?: () => void): void {
+  /** The end of the request body (with its last piece, and trailer fields: lower-case names); `sent` once all of it went out. */
+  end(chunk?: Buffer, sent?: () => void, trailers: readonly string[] | null = null): void {
     if (this.closed || this.localEnded) return;
     this.localEnded = true;
     this.sent = sent ?? null;
+    this.trailers = trailers !== null && trailers.length > 0 ? trailers : null;
     this.#conn.sendData(this, chunk ?? EMPTY, true);
   }
 
@@ -224,17 +227,23 @@ export class H2Connection {
     this.#nextId += 2;
     const stream = new H2Stream(this, id, handler, endStream, this.#initialWindow, fields[1] === 'HEAD');
     this.#streams.set(id, stream);
+    this.#fieldBlock(id, fields, endStream);
+    return stream;
+  }
+
+  /** A HEADERS frame (with CONTINUATION frames when the block is bigger than a frame): a request's head, or its trailers. */
+  #fieldBlock(id: number, fields: readonly string[], endStream: boolean): void {
     const block = encodeFields(fields);
     const flags = endStream ? END_STREAM : 0;
-    if (block.length <= this.#maxFrame) this.#queue(frame(Type.Headers, flags | END_HEADERS, id, block));
-    else {
-      for (let at = 0; at < block.length; at += this.#maxFrame) {
-        const part = block.subarray(at, Math.min(block.length, at + this.#maxFrame));
-        const last = at + this.#maxFrame >= block.length;
-        this.#queue(frame(at === 0 ? Type.Headers : Type.Continuation, (at === 0 ? flags : 0) | (last ? END_HEADERS : 0), id, part));
-      }
+    if (block.length <= this.#maxFrame) {
+      this.#queue(frame(Type.Headers, flags | END_HEADERS, id, block));
+      return;
     }
-    return stream;
+    for (let at = 0; at < block.length; at += this.#maxFrame) {
+      const part = block.subarray(at, Math.min(block.length, at + this.#maxFrame));
+      const last = at + this.#maxFrame >= block.length;
+      this.#queue(frame(at === 0 ? Type.Headers : Type.Continuation, (at === 0 ? flags : 0) | (last ? END_HEADERS : 0), id, part));
+    }
   }
 
   /** PING; `acked` when the upstream answers it. */
@@ -307,12 +316,13 @@ export class H2Connection {
       stream.queued -= n;
       stream.sendWindow -= n;
       this.#sendWindow -= n;
-      const last = stream.queued === 0 && stream.endQueued;
+      const last = stream.queued === 0 && stream.endQueued && stream.trailers === null;
       this.#queue(frame(Type.Data, last ? END_STREAM : 0, stream.id, piece));
       if (last) this.#endSent(stream);
     }
     if (stream.endQueued) {
-      this.#queue(frame(Type.Data, END_STREAM, stream.id, null));
+      if (stream.trailers !== null) this.#fieldBlock(stream.id, stream.trailers, true);
+      else this.#queue(frame(Type.Data, END_STREAM, stream.id, null));
       this.#endSent(stream);
     }
     if (stream.remoteEnded) this.#maybeDone(stream);

@@ -3,6 +3,7 @@ import type { TLSSocket } from 'node:tls';
 import { H2_NO_ERROR, H2Connection, type H2Stream, type StreamHandler } from '../http2/h2_client.js';
 import type { Readable } from 'node:stream';
 import { isTlsError, UpstreamTimeout } from '../errors.js';
+import { trailerFields } from '../http/hop_by_hop.js';
 import type { UpstreamTls } from '../net/tls_material.js';
 import type { ResponseHead } from '../http1/message_head.js';
 import { ExchangeAborted, PoolClosed, RequestBodyBroken, type ExchangeHandler, type UpstreamPool, type UpstreamRequest } from './h1_pool.js';
@@ -292,7 +293,11 @@ function pump(body: Readable, stream: H2Stream, sent: () => void, broken: () => 
   });
   body.once('end', () => {
     ended = true;
-    stream.end(undefined, sent);
+    // The client's own trailers (a chunked HTTP/1.1 body's, or an HTTP/2 stream's) go on after the body.
+    const raw = (body as { rawTrailers?: string[] }).rawTrailers;
+    const trailers = raw === undefined || raw.length === 0 ? null : trailerFields(raw);
+    if (trailers !== null) for (let i = 0; i < trailers.length; i += 2) trailers[i] = trailers[i]!.toLowerCase();
+    stream.end(undefined, sent, trailers);
   });
   body.once('close', () => { if (!ended) broken(); });
   body.resume();

@@ -1,6 +1,6 @@
 import test from 'ava';
 import { createHash, randomBytes } from 'node:crypto';
-import { constants, createServer, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
+import { connect as http2Connect, constants, createServer, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { connect, createServer as createNetServer, type AddressInfo } from 'node:net';
 import { request } from 'undici';
 import { H2Connection, type StreamHandler } from '../../src/http2/h2_client.js';
@@ -275,4 +275,41 @@ test('a burst to a cold pool beyond the endpoint\'s stream limit is all served: 
   const results = await Promise.all(Array.from({ length: 20 }, (_, i) => poolRun(pool, `/burst/${i}`)));
   t.deepEqual(results, Array(20).fill('complete'));
   t.true(sessions >= 4, `${sessions} connections for 20 streams at 5 per connection`);
+});
+
+test('a client\'s request trailers reach an HTTP/2 upstream after the body, from an HTTP/1.1 chunked body and from an HTTP/2 stream; fields a trailer may not carry do not', async (t) => {
+  const seen: { body: string; trailers: Record<string, unknown> }[] = [];
+  const server = createServer();
+  server.on('stream', (s: ServerHttp2Stream) => {
+    let body = '';
+    let trailers: Record<string, unknown> = {};
+    s.setEncoding('utf8');
+    s.on('data', (c: string) => { body += c; });
+    s.on('trailers', (h: IncomingHttpHeaders) => { trailers = Object.fromEntries(Object.entries(h)); });
+    s.on('end', () => {
+      seen.push({ body, trailers });
+      s.respond({ ':status': 200 });
+      s.end('ok');
+    });
+  });
+  const sc = await viaHttp2Channel(t, server);
+  const { host, port } = sc.addresses().get('web')!;
+  const answer = await within(new Promise<string>((resolve, reject) => {
+    const s = connect({ host, port }, () => s.write('POST /t HTTP/1.1\r\nHost: svc\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 42\r\nauthorization: Bearer smuggled\r\n\r\n'));
+    let got = '';
+    s.setEncoding('latin1');
+    s.on('data', (c: string) => { got += c; });
+    s.on('end', () => resolve(got));
+    s.on('error', reject);
+  }), 10_000, 'the HTTP/1.1 answer');
+  t.regex(answer, /^HTTP\/1\.1 200/);
+  const session = http2Connect(`http://${host}:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  const stream = session.request({ ':method': 'POST', ':path': '/t2' }, { waitForTrailers: true });
+  stream.on('wantTrailers', () => stream.sendTrailers({ 'x-sum': '7', host: 'elsewhere' }));
+  stream.end('world');
+  stream.resume();
+  await within(new Promise((resolve) => stream.once('close', resolve)), 10_000, 'the HTTP/2 answer');
+  t.deepEqual(seen, [{ body: 'hello', trailers: { 'x-sum': '42' } }, { body: 'world', trailers: { 'x-sum': '7' } }]);
 });
