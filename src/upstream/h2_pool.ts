@@ -289,7 +289,8 @@ function streamError(code: number, answered: boolean, connectionGone: boolean): 
 function pump(body: Readable, stream: H2Stream, sent: () => void, broken: () => void): () => void {
   let ended = false;
   body.on('data', (chunk: Buffer) => {
-    if (!stream.write(chunk)) body.pause();
+    // A stream that ended (answered before the whole body came) takes no more: the rest is read away, not held.
+    if (!stream.write(chunk) && !stream.closed) body.pause();
   });
   body.once('end', () => {
     ended = true;

@@ -313,3 +313,38 @@ test('a client\'s request trailers reach an HTTP/2 upstream after the body, from
   await within(new Promise((resolve) => stream.once('close', resolve)), 10_000, 'the HTTP/2 answer');
   t.deepEqual(seen, [{ body: 'hello', trailers: { 'x-sum': '42' } }, { body: 'world', trailers: { 'x-sum': '7' } }]);
 });
+
+test('an HTTP/2 upstream that answers before the upload ended: the client gets the answer and its upload is read away, not stalled', async (t) => {
+  const server = createServer();
+  server.on('stream', (s: ServerHttp2Stream) => {
+    s.on('error', () => {});
+    s.respond({ ':status': 413 });
+    s.end('too big');
+  });
+  const sc = await viaHttp2Channel(t, server);
+  const { host, port } = sc.addresses().get('web')!;
+  const session = http2Connect(`http://${host}:${port}`);
+  session.on('error', () => {});
+  t.teardown(() => session.destroy());
+  const got = await within(new Promise<{ status: number; body: string; sent: number }>((resolve, reject) => {
+    const stream = session.request({ ':method': 'POST', ':path': '/upload' });
+    let status = 0;
+    let body = '';
+    let sent = 0;
+    stream.on('response', (h) => { status = Number(h[':status']); });
+    stream.setEncoding('utf8');
+    stream.on('data', (c: string) => { body += c; });
+    stream.on('error', reject);
+    const chunk = Buffer.alloc(64 * 1024, 1);
+    const pump = (): void => {
+      while (sent < 8 * 1024 * 1024) {
+        sent += chunk.length;
+        if (!stream.write(chunk)) { stream.once('drain', pump); return; }
+      }
+      stream.end();
+    };
+    pump();
+    stream.on('close', () => resolve({ status, body, sent }));
+  }), 10_000, 'the upload and its answer');
+  t.deepEqual(got, { status: 413, body: 'too big', sent: 8 * 1024 * 1024 });
+});
