@@ -26,11 +26,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { clockTicksPerSecond, cpuTicks, installCleanup, runToEnd, startProc, stopAll, stopProc, waitListening, type Proc } from './procs.js';
 import { freePort, HOSTS, NGINX } from './targets.js';
+import { H2LOAD, parseH2load } from './h2load.js';
 import { makeBenchCerts } from './tls.js';
 
 const BENCH_DIR = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(BENCH_DIR, '../..');
-const H2LOAD = '/usr/bin/h2load';
 
 const USAGE = `usage: npm run bench:h2 -- [options]
   --rounds N        rounds of every scenario (default 3)
@@ -50,15 +50,6 @@ const GRPC_REQUEST = Buffer.concat([Buffer.from([0, 0, 0, 0, 16]), Buffer.alloc(
 
 interface Result { id: Id; rps: number; cpuUsPerRequest: number; meanMs: number; failed: number }
 
-/** h2load's summary: req/s, requests done and failed, mean request time. */
-export function parseH2load(out: string): { rps: number; done: number; failed: number; meanMs: number } {
-  const fin = /finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(out);
-  const req = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored/.exec(out);
-  const time = /time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)/.exec(out);
-  if (!fin || !req || !time) throw new Error(`h2load: unexpected report:\n${out}`);
-  const ms = (v: string, u: string): number => Number(v) * (u === 'us' ? 0.001 : u === 's' ? 1000 : 1);
-  return { rps: Number(fin[1]), done: Number(req[3]), failed: Number(req[5]) + Number(req[6]), meanMs: ms(time[5]!, time[6]!) };
-}
 
 async function main(): Promise<void> {
   const { values } = parseArgs({
