@@ -207,8 +207,8 @@ export class H2Connection {
     socket.on('error', (err: Error) => this.#fail(err));
     socket.on('close', () => this.#fail(Object.assign(new Error('the upstream closed the HTTP/2 connection'), { code: 'ECONNRESET' })));
     socket.on('drain', () => this.#drained());
-    // SETTINGS_ENABLE_PUSH = 0; then the connection window, raised.
-    const settings = Buffer.from([0, 2, 0, 0, 0, 0]);
+    // SETTINGS_ENABLE_PUSH = 0, SETTINGS_MAX_HEADER_LIST_SIZE; then the connection window, raised.
+    const settings = Buffer.from([0, 2, 0, 0, 0, 0, 0, 6, ...u32(MAX_HEADER_LIST)]);
     this.#queue(Buffer.concat([CLIENT_PREFACE, frame(Type.Settings, 0, 0, settings), frame(Type.WindowUpdate, 0, 0, u32(CONNECTION_WINDOW - 65_535))]));
   }
 
@@ -336,11 +336,20 @@ export class H2Connection {
   }
 
   #drained(): void {
-    for (const s of this.#streams.values()) {
+    for (const s of [...this.#streams.values()]) {
       if (s.wantsDrain && s.queued === 0) {
         s.wantsDrain = false;
-        s.handler.onDrain();
+        this.#safely(s, () => s.handler.onDrain());
       }
+    }
+  }
+
+  /** A handler's call where a throw must not reach the connection: it ends that stream only. */
+  #safely(stream: H2Stream, call: () => void): void {
+    try {
+      call();
+    } catch (err) {
+      this.#handlerFailed(stream.id, err as Error);
     }
   }
 
@@ -469,7 +478,8 @@ export class H2Connection {
     if (c === null || c.stream !== id) throw new ConnectionError(H2_PROTOCOL_ERROR, 'CONTINUATION without its HEADERS');
     c.parts.push(Buffer.from(payload));
     c.size += payload.length;
-    if (c.size > MAX_HEADER_LIST) throw new ConnectionError(H2_PROTOCOL_ERROR, 'a header block above 64 KiB');
+    // Beyond what could decode to a list we take: the connection, not the stream (it would be held whole).
+    if (c.size > 4 * MAX_HEADER_LIST) throw new ConnectionError(H2_PROTOCOL_ERROR, 'a header block above 256 KiB');
     if ((flags & END_HEADERS) === 0) return;
     this.#continuing = null;
     this.#block(id, c.flags, Buffer.concat(c.parts));
@@ -629,7 +639,7 @@ export class H2Connection {
     for (const s of [...this.#streams.values()]) {
       if (s.id <= last) continue;
       this.#forget(s);
-      s.handler.onClose(H2_REFUSED_STREAM, null, true);
+      this.#safely(s, () => s.handler.onClose(H2_REFUSED_STREAM, null, true));
     }
     if (this.#streams.size === 0) this.#end();
   }
@@ -660,7 +670,7 @@ export class H2Connection {
     this.#pump(stream);
     if (stream.wantsDrain && stream.queued === 0 && !stream.closed && this.socket.writableLength < 64 * 1024) {
       stream.wantsDrain = false;
-      stream.handler.onDrain();
+      this.#safely(stream, () => stream.handler.onDrain());
     }
   }
 
@@ -679,11 +689,18 @@ export class H2Connection {
     this.#goingAway = true;
     const open = [...this.#streams.values()];
     this.#streams.clear();
-    for (const s of open) {
-      s.closed = true;
-      s.handler.onClose(H2_INTERNAL_ERROR, err, false);
+    try {
+      for (const s of open) {
+        s.closed = true;
+        try {
+          s.handler.onClose(H2_INTERNAL_ERROR, err, false);
+        } catch {
+          // That exchange is over either way; the others still hear of it.
+        }
+      }
+    } finally {
+      this.#events.closed(err);
     }
-    this.#events.closed(err);
   }
 }
 

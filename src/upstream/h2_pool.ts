@@ -1,6 +1,6 @@
 import { connect as netConnect, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { H2_NO_ERROR, H2Connection, type H2Stream, type StreamHandler } from '../http2/h2_client.js';
+import { H2Connection, type H2Stream, type StreamHandler } from '../http2/h2_client.js';
 import type { Readable } from 'node:stream';
 import { isTlsError, UpstreamTimeout } from '../errors.js';
 import { trailerFields } from '../http/hop_by_hop.js';
@@ -107,7 +107,8 @@ export class H2Pool implements UpstreamPool {
     let assumed = this.#learned;
     for (const c of this.#conns) {
       const limit = c.h2.maxConcurrentStreams;
-      if (limit !== null) assumed = this.#learned = limit;
+      // 0 is a connection's own pause (RFC 9113 §6.5.2), not the endpoint's limit for the next one.
+      if (limit !== null && limit > 0) assumed = this.#learned = limit;
     }
     for (const c of this.#conns) {
       if (c.usable && c.capacity(assumed) > 0) {
@@ -189,6 +190,8 @@ export class H2Pool implements UpstreamPool {
     const finish = (err: Error | null): void => {
       if (done) return;
       done = true;
+      // A streamed body the exchange no longer sends (answered, or failed) is read away, not held paused.
+      if (body !== null && !Buffer.isBuffer(body) && !body.readableEnded) body.resume();
       if (err !== null) {
         stream.cancel();
         if (conn.active === 0) this.#idle(conn);
@@ -219,8 +222,8 @@ export class H2Pool implements UpstreamPool {
       onClose: (code, err, refused) => {
         if (conn.active === 0) this.#idle(conn);
         if (done) return;
-        // NO_ERROR before any answer, on a connection going away: the upstream did not process it.
-        if (refused || (code === H2_NO_ERROR && err === null && !answered && !conn.h2.usable)) finish(new StreamRefused());
+        // Only a stream the upstream says it did not process goes again (RFC 9113 §8.7).
+        if (refused) finish(new StreamRefused());
         else if (err !== null) finish(err);
         else finish(streamError(code, answered, !conn.h2.usable));
       },

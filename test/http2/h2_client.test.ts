@@ -172,7 +172,7 @@ function intTail(v: number): number[] {
 
 /** An h2c server on its own host, closed at teardown. */
 async function h2Server(t: Parameters<typeof startSidecar>[0], onStream: (s: ServerHttp2Stream, h: IncomingHttpHeaders) => void, settings = {}) {
-  const server = createServer({ settings, maxHeaderListPairs: 10_000 });
+  const server = createServer({ settings, maxHeaderListPairs: 10_000, maxSendHeaderBlockLength: 1 << 20 });
   server.on('stream', (s: ServerHttp2Stream, h: IncomingHttpHeaders) => {
     s.on('error', () => {});
     onStream(s, h);
@@ -214,6 +214,12 @@ test('a field the protocol forbids, a header list above 64 KiB, or a handler tha
       setTimeout(() => s.end('slow done'), 300);
       return;
     }
+    if (path === '/bigblock') {
+      // 100 KB of random base64: Huffman cannot take it under 64 KiB, no entry can index it.
+      s.respond({ ':status': 200, 'x-big': randomBytes(75_000).toString('base64') });
+      s.end();
+      return;
+    }
     if (path === '/big') {
       // 1,500 repeats of one field: a few KiB on the wire (indexed), 1,500 × 55 = 82 KB as a header list.
       s.respond({ ':status': 200, 'x-a': Array(1500).fill('v'.repeat(20)) });
@@ -229,6 +235,7 @@ test('a field the protocol forbids, a header list above 64 KiB, or a handler tha
   const slow = poolRun(pool, '/slow');
   t.regex(await poolRun(pool, '/crlf'), /^error: .*NUL, CR or LF in the value of x-t/);
   t.regex(await poolRun(pool, '/big'), /^error: .*header list above 65536 bytes/);
+  t.regex(await poolRun(pool, '/bigblock'), /^error: .*header list above 65536 bytes/);
   const threw = await poolRun(pool, '/throws', () => { throw new Error('the data path failed on this answer'); });
   t.is(threw, 'complete', 'the handler saw the answer, then threw');
   t.is(await slow, 'complete');
@@ -314,12 +321,18 @@ test('a client\'s request trailers reach an HTTP/2 upstream after the body, from
   t.deepEqual(seen, [{ body: 'hello', trailers: { 'x-sum': '42' } }, { body: 'world', trailers: { 'x-sum': '7' } }]);
 });
 
-test('an HTTP/2 upstream that answers before the upload ended: the client gets the answer and its upload is read away, not stalled', async (t) => {
+for (const [when, answer] of [
+  ['at once', (s: ServerHttp2Stream) => { s.respond({ ':status': 413 }); s.end('too big'); }],
+  ['its head at once, its end later, reading nothing', (s: ServerHttp2Stream) => {
+    s.pause();
+    s.respond({ ':status': 413 });
+    setTimeout(() => s.end('too big'), 300);
+  }],
+] as const) test(`an HTTP/2 upstream that answers before the upload ended (${when}): the client gets the answer and its upload is read away, not stalled`, async (t) => {
   const server = createServer();
   server.on('stream', (s: ServerHttp2Stream) => {
     s.on('error', () => {});
-    s.respond({ ':status': 413 });
-    s.end('too big');
+    answer(s);
   });
   const sc = await viaHttp2Channel(t, server);
   const { host, port } = sc.addresses().get('web')!;
@@ -347,4 +360,46 @@ test('an HTTP/2 upstream that answers before the upload ended: the client gets t
     stream.on('close', () => resolve({ status, body, sent }));
   }), 10_000, 'the upload and its answer');
   t.deepEqual(got, { status: 413, body: 'too big', sent: 8 * 1024 * 1024 });
+});
+
+test('a stream closed with NO_ERROR under a GOAWAY that kept it is a failed exchange, not sent again: the upstream may have processed it', async (t) => {
+  let processed = 0;
+  const { host, port } = await h2Server(t, (s) => {
+    processed++;
+    if (processed === 1) {
+      s.session!.goaway(constants.NGHTTP2_NO_ERROR, s.id);
+      setTimeout(() => s.close(constants.NGHTTP2_NO_ERROR), 50);
+      return;
+    }
+    s.respond({ ':status': 200 });
+    s.end('ok');
+  });
+  const pool = new H2Pool(host, port, host, 2_000);
+  t.teardown(() => pool.destroy());
+  t.regex(await poolRun(pool, '/once'), /^error: the upstream reset the stream/);
+  t.is(processed, 1);
+});
+
+test('a handler that throws while its connection fails does not keep the others from hearing it, nor the pool from closing', async (t) => {
+  const server = createNetServer((sock) => {
+    sock.on('error', () => {});
+    sock.write(Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])); // an empty SETTINGS
+    setTimeout(() => sock.destroy(), 200); // then the upstream's socket goes
+  });
+  const host = uniqueHost();
+  await new Promise<void>((r) => server.listen(0, host, r));
+  t.teardown(() => server.close());
+  const pool = new H2Pool(host, (server.address() as AddressInfo).port, host, 2_000);
+  const run = (path: string, throws: boolean): Promise<string> => within(new Promise<string>((resolve) => pool.dispatch({ method: 'GET', path, headers: [], body: null, length: 0 }, {
+    onConnect() {}, onRequestSent() {}, onHeaders: () => true, onData: () => true,
+    onComplete: () => resolve('complete'),
+    onError: (err) => {
+      resolve(`error: ${err.message}`);
+      if (throws) throw new Error('the data path threw in onError');
+    },
+  })), 5_000, path);
+  const [a, b] = await Promise.all([run('/a', true), run('/b', false)]);
+  t.regex(a, /^error: /);
+  t.regex(b, /^error: /);
+  await within(pool.close(), 5_000, 'the pool to close');
 });
