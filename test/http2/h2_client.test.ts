@@ -6,6 +6,7 @@ import { request } from 'undici';
 import { H2Connection, type StreamHandler } from '../../src/http2/h2_client.js';
 import { encodeFields, HpackDecoder } from '../../src/http2/hpack.js';
 import { H2Pool } from '../../src/upstream/h2_pool.js';
+import { uploadsWithTrailers } from './support.js';
 import { configOf, get, listenerUrl, startSidecar, uniqueHost, weighted, within, type ConfigSpec } from '../helpers.js';
 
 /*
@@ -300,24 +301,7 @@ test('a client\'s request trailers reach an HTTP/2 upstream after the body, from
     });
   });
   const sc = await viaHttp2Channel(t, server);
-  const { host, port } = sc.addresses().get('web')!;
-  const answer = await within(new Promise<string>((resolve, reject) => {
-    const s = connect({ host, port }, () => s.write('POST /t HTTP/1.1\r\nHost: svc\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 42\r\nauthorization: Bearer smuggled\r\n\r\n'));
-    let got = '';
-    s.setEncoding('latin1');
-    s.on('data', (c: string) => { got += c; });
-    s.on('end', () => resolve(got));
-    s.on('error', reject);
-  }), 10_000, 'the HTTP/1.1 answer');
-  t.regex(answer, /^HTTP\/1\.1 200/);
-  const session = http2Connect(`http://${host}:${port}`);
-  session.on('error', () => {});
-  t.teardown(() => session.destroy());
-  const stream = session.request({ ':method': 'POST', ':path': '/t2' }, { waitForTrailers: true });
-  stream.on('wantTrailers', () => stream.sendTrailers({ 'x-sum': '7', host: 'elsewhere' }));
-  stream.end('world');
-  stream.resume();
-  await within(new Promise((resolve) => stream.once('close', resolve)), 10_000, 'the HTTP/2 answer');
+  await uploadsWithTrailers(t, sc);
   t.deepEqual(seen, [{ body: 'hello', trailers: { 'x-sum': '42' } }, { body: 'world', trailers: { 'x-sum': '7' } }]);
 });
 

@@ -7,7 +7,7 @@ import {
   type ConfigSpec, type FilterSpec, type Upstream,
 } from '../helpers.js';
 import { toolPath } from '../setup/requirements.js';
-import { h2Connect, h2Request, nextGoaway } from './support.js';
+import { h2Connect, h2Request, nextGoaway, uploadsWithTrailers } from './support.js';
 import { makePki } from '../tls_support.js';
 import { CLIENT_PREFACE, RESET_BUDGET } from '../../src/listeners/h2_sessions.js';
 import { connect as netConnect } from 'node:net';
@@ -433,22 +433,7 @@ test('a client\'s request trailers reach an HTTP/1.1 upstream after the last chu
     });
   });
   const sc = await startSidecar(t, split(up, up, [weighted({ a: 1, b: 0 })]));
-  const { host, port } = sc.addresses().get('web')!;
-  const answer = await within(new Promise<string>((resolve, reject) => {
-    const s = netConnect({ host, port }, () => s.write('POST /t HTTP/1.1\r\nHost: svc\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-sum: 42\r\nauthorization: Bearer smuggled\r\n\r\n'));
-    let got = '';
-    s.setEncoding('latin1');
-    s.on('data', (c: string) => { got += c; });
-    s.on('end', () => resolve(got));
-    s.on('error', reject);
-  }), 10_000, 'the HTTP/1.1 answer');
-  t.regex(answer, /^HTTP\/1\.1 200/);
-  const session = h2Connect(t, sc);
-  const stream = session.request({ ':method': 'POST', ':path': '/t2' }, { waitForTrailers: true });
-  stream.on('wantTrailers', () => stream.sendTrailers({ 'x-sum': '7', host: 'elsewhere' }));
-  stream.end('world');
-  stream.resume();
-  await within(new Promise((resolve) => stream.once('close', resolve)), 10_000, 'the HTTP/2 answer');
+  await uploadsWithTrailers(t, sc);
   t.deepEqual(seen, [{ body: 'hello', trailers: { 'x-sum': '42' } }, { body: 'world', trailers: { 'x-sum': '7' } }]);
 });
 
