@@ -453,10 +453,11 @@ export class H2Connection {
     stream.recvWindow -= payload.length;
     if (stream.recvWindow < 0) return this.#streamError(stream, H2_FLOW_CONTROL_ERROR, 'DATA beyond the stream\'s window');
     if (!stream.answered || stream.remoteEnded) return this.#streamError(stream, H2_PROTOCOL_ERROR, 'DATA before the answer\'s head, or after its end');
-    if (stream.declared >= 0 && (stream.received += payload.length - (flags & PADDED ? payload[0]! + 1 : 0)) > stream.declared) {
+    const body = this.#unpad(flags, payload);
+    stream.received += body.length;
+    if (stream.declared >= 0 && stream.received > stream.declared) {
       return this.#streamError(stream, H2_PROTOCOL_ERROR, `more body than the ${stream.declared} bytes its Content-Length said`);
     }
-    const body = this.#unpad(flags, payload);
     // Padding is given back at once; the body when the handler took it.
     const padding = payload.length - body.length;
     if (flags & END_STREAM) stream.remoteEnded = true;
