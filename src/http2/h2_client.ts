@@ -145,6 +145,8 @@ const EMPTY = Buffer.alloc(0);
 export interface ConnectionEvents {
   /** The connection is gone (err: why, when it failed). */
   closed(err: Error | null): void;
+  /** The upstream's SETTINGS came, with the streams it takes at once (Infinity: it set no limit). */
+  settings(maxConcurrentStreams: number): void;
 }
 
 /** A connection error: the connection ends with GOAWAY carrying `code`. */
@@ -621,6 +623,7 @@ export class H2Connection {
       // HEADER_TABLE_SIZE: our encoder keeps no table. MAX_HEADER_LIST_SIZE: advisory.
     }
     this.#queue(frame(Type.Settings, ACK, 0, null));
+    this.#events.settings(this.maxConcurrentStreams);
     if (this.#initialWindow > 0) for (const s of [...this.#streams.values()]) this.#pumped(s);
   }
 

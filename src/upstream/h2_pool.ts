@@ -6,6 +6,7 @@ import { isTlsError, UpstreamTimeout } from '../errors.js';
 import { trailerFields } from '../http/hop_by_hop.js';
 import type { UpstreamTls } from '../net/tls_material.js';
 import type { ResponseHead } from '../http1/message_head.js';
+import { isFieldValue, isToken } from '../http1/message_head.js';
 import { ExchangeAborted, PoolClosed, RequestBodyBroken, type ExchangeHandler, type UpstreamPool, type UpstreamRequest } from './h1_pool.js';
 import { timeoutAfterIo } from './timeout.js';
 import { EndpointTls } from './tls_connect.js';
@@ -100,18 +101,16 @@ export class H2Pool implements UpstreamPool {
       ex.onError(new PoolClosed());
       return;
     }
-    const fields = this.#fields(req);
-    let conn: H2Conn | null = null;
-    // A new connection is assumed to take what the endpoint's last SETTINGS allowed: a
-    // burst to a cold connection is not all refused past the endpoint's limit.
-    let assumed = this.#learned;
-    for (const c of this.#conns) {
-      const limit = c.h2.maxConcurrentStreams;
-      // 0 is a connection's own pause (RFC 9113 §6.5.2), not the endpoint's limit for the next one.
-      if (limit !== null && limit > 0) assumed = this.#learned = limit;
+    let fields: string[];
+    try {
+      fields = this.#fields(req);
+    } catch (err) {
+      ex.onError(err as Error);
+      return;
     }
+    let conn: H2Conn | null = null;
     for (const c of this.#conns) {
-      if (c.usable && c.capacity(assumed) > 0) {
+      if (c.usable && c.capacity(this.#learned) > 0) {
         conn = c;
         break;
       }
@@ -120,7 +119,11 @@ export class H2Pool implements UpstreamPool {
     this.#start(conn, req, fields, ex, again);
   }
 
-  /** The request's fields as HTTP/2 has them: pseudo-fields first, names in lower case, no connection-specific ones. */
+  /**
+   * The request's fields as HTTP/2 has them: pseudo-fields first, names in lower case,
+   * no connection-specific ones. Throws, as Node's http2 did, for a name that is not a
+   * token or a value with CR, LF, NUL or other controls (a plugin's header edit, say).
+   */
   #fields(req: UpstreamRequest): string[] {
     let authority = this.#authority;
     const h = req.headers;
@@ -129,6 +132,9 @@ export class H2Pool implements UpstreamPool {
     for (let i = 0; i < h.length; i += 2) {
       const name = h[i]!.toLowerCase();
       const value = h[i + 1]!;
+      if (!isToken(name) || !isFieldValue(value)) {
+        throw Object.assign(new TypeError(`Invalid HTTP/2 request field ["${name}"]`), { code: 'ERR_INVALID_HTTP_TOKEN' });
+      }
       if (name === 'host') authority = value;
       if (NOT_IN_H2.has(name)) continue;
       if (name === 'content-type' && value.startsWith('application/grpc')) grpc = true;
@@ -152,6 +158,9 @@ export class H2Pool implements UpstreamPool {
         this.#conns.delete(conn);
         if (this.#conns.size === 0) this.#drained?.();
       },
+      // A new connection is assumed to take what the endpoint's last SETTINGS allowed (a burst to
+      // a cold connection is not all refused past its limit); 0 is one connection's pause, not that.
+      settings: (max) => { if (max > 0) this.#learned = max; },
     });
     const conn = new H2Conn(h2);
     this.#conns.add(conn);

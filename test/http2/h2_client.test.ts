@@ -88,7 +88,7 @@ test('answers with many and large fields decode as Node\'s encoder sent them (dy
   const host = uniqueHost();
   await new Promise<void>((r) => server.listen(0, host, r));
   const socket = connect({ host, port: (server.address() as AddressInfo).port });
-  const conn = new H2Connection(socket, { closed: () => {} });
+  const conn = new H2Connection(socket, { closed: () => {}, settings: () => {} });
   t.teardown(() => { conn.destroy(); server.close(); });
   for (let n = 0; n < 8; n++) {
     const got = await collect(conn, [':method', 'GET', ':scheme', 'http', ':authority', host, ':path', '/', 'x-n', String(n)]);
@@ -256,7 +256,7 @@ test('a request body held by its stream window goes on when the upstream raises 
     }, 400);
   });
   server.on('session', (session) => session.setLocalWindowSize(8 << 20));
-  const conn = new H2Connection(connect({ host, port }), { closed: () => {} });
+  const conn = new H2Connection(connect({ host, port }), { closed: () => {}, settings: () => {} });
   t.teardown(() => conn.destroy());
   const status = await within(new Promise<number>((resolve, reject) => {
     const stream = conn.request([':method', 'POST', ':scheme', 'http', ':authority', host, ':path', '/'], false, {
@@ -386,4 +386,23 @@ test('a handler that throws while its connection fails does not keep the others 
   t.regex(a, /^error: /);
   t.regex(b, /^error: /);
   await within(pool.close(), 5_000, 'the pool to close');
+});
+
+test('a request field HTTP/2 cannot carry (CR or LF in a value, a name that is not a token) fails its exchange before anything is sent', async (t) => {
+  let streams = 0;
+  const { host, port } = await h2Server(t, (s) => {
+    streams++;
+    s.respond({ ':status': 200 });
+    s.end('ok');
+  });
+  const pool = new H2Pool(host, port, host, 2_000);
+  t.teardown(() => pool.destroy());
+  const run = (headers: string[]): Promise<string> => within(new Promise<string>((resolve) => pool.dispatch({ method: 'GET', path: '/', headers, body: null, length: 0 }, {
+    onConnect() {}, onRequestSent() {}, onHeaders: () => true, onData: () => true,
+    onComplete: () => resolve('complete'), onError: (err) => resolve(`error: ${err.message}`),
+  })), 5_000, 'the exchange');
+  t.regex(await run(['x-edit', 'a\r\nx-injected: 1']), /^error: Invalid HTTP\/2 request field \["x-edit"\]/);
+  t.regex(await run(['bad name', 'v']), /^error: Invalid HTTP\/2 request field/);
+  t.is(streams, 0);
+  t.is(await run(['x-fine', 'v']), 'complete');
 });
