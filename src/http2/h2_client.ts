@@ -25,7 +25,6 @@ export const H2_NO_ERROR = 0;
 export const H2_PROTOCOL_ERROR = 1;
 export const H2_INTERNAL_ERROR = 2;
 export const H2_FLOW_CONTROL_ERROR = 3;
-export const H2_STREAM_CLOSED = 5;
 export const H2_FRAME_SIZE_ERROR = 6;
 export const H2_REFUSED_STREAM = 7;
 export const H2_CANCEL = 8;
